@@ -1,0 +1,278 @@
+//! Request and response bodies of `/v1`, queue entries and WebSocket frames.
+//!
+//! Times are Unix milliseconds (`u64`). Device ids are server-assigned `u64`s. Conversation ids
+//! are lowercase hex (see [`crate::ConversationId`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::B64;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Whether an account is a person or a business.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    #[default]
+    Person,
+    Business,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Person => "person",
+            AccountKind::Business => "business",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "person" => Some(AccountKind::Person),
+            "business" => Some(AccountKind::Business),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/accounts`: a new account with its first device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RegisterRequest {
+    pub username: String,
+    #[serde(default)]
+    pub kind: AccountKind,
+    /// The device's Ed25519 public key: its MLS credential key.
+    pub credential_key: B64,
+    /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s).
+    pub key_packages: Vec<B64>,
+    /// The KeyPackage handed out when no one-time KeyPackage is left.
+    pub last_resort_key_package: B64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RegisterResponse {
+    pub username: String,
+    pub device_id: u64,
+    /// The device's bearer secret. The server keeps only its SHA-256; it is shown once.
+    pub token: String,
+}
+
+/// `GET /v1/me`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WhoAmI {
+    pub username: String,
+    pub kind: AccountKind,
+    pub device_id: u64,
+    /// One-time KeyPackages this device still has on the server.
+    pub key_packages_remaining: u64,
+}
+
+/// One device of an account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceInfo {
+    pub device_id: u64,
+    pub credential_key: B64,
+    pub created_at: u64,
+}
+
+/// `GET /v1/accounts/{username}/devices`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceList {
+    pub username: String,
+    pub kind: AccountKind,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `POST /v1/key-packages`: more KeyPackages for the calling device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UploadKeyPackages {
+    pub key_packages: Vec<B64>,
+    /// Replaces the device's last-resort KeyPackage when present.
+    #[serde(default)]
+    pub last_resort_key_package: Option<B64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UploadKeyPackagesResponse {
+    pub key_packages_remaining: u64,
+}
+
+/// A KeyPackage handed out by a claim. A one-time KeyPackage is never handed out twice.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClaimedKeyPackage {
+    pub device_id: u64,
+    pub key_package: B64,
+    pub last_resort: bool,
+}
+
+/// `POST /v1/accounts/{username}/key-packages/claim`: one KeyPackage per device of the account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClaimResponse {
+    pub username: String,
+    pub key_packages: Vec<ClaimedKeyPackage>,
+}
+
+/// `POST /v1/conversations`: register a new MLS group and deliver its Welcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateConversation {
+    /// The MLS group id as lowercase hex.
+    pub conversation_id: String,
+    /// The devices the Welcome adds (the creator's device is a member implicitly).
+    pub members: Vec<u64>,
+    /// The TLS-serialized `MlsMessage` carrying the Welcome.
+    pub welcome: B64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateConversationResponse {
+    pub conversation_id: String,
+    pub message_id: u64,
+    pub server_time: u64,
+}
+
+/// `POST /v1/conversations/{id}/messages`: one MLS message for every other member device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SendMessage {
+    /// The TLS-serialized `MlsMessage` (a `PrivateMessage` for application data).
+    pub message: B64,
+}
+
+/// A `2xx` to a send means the message is durable on the server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SendResponse {
+    pub message_id: u64,
+    pub server_time: u64,
+    /// How many device queues the message went into.
+    pub recipients: u32,
+}
+
+/// What a queue entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// An MLS Welcome: the device was added to a conversation.
+    Welcome,
+    /// Any other MLS message of the conversation.
+    Message,
+}
+
+impl EntryKind {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            EntryKind::Welcome => 1,
+            EntryKind::Message => 2,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(EntryKind::Welcome),
+            2 => Some(EntryKind::Message),
+            _ => None,
+        }
+    }
+}
+
+/// One message waiting in a device's queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueEntry {
+    /// Position in the device's queue; acknowledge by it.
+    pub seq: u64,
+    /// The stored message; the same for every recipient of one send.
+    pub message_id: u64,
+    pub conversation_id: String,
+    pub kind: EntryKind,
+    /// The account whose device sent it.
+    pub sender: String,
+    pub sender_device: u64,
+    pub data: B64,
+    pub server_time: u64,
+}
+
+/// `GET /v1/queue?after=SEQ&limit=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FetchResponse {
+    pub entries: Vec<QueueEntry>,
+    /// More entries wait after the last one returned.
+    pub more: bool,
+}
+
+/// `POST /v1/queue/ack`: the device stored these entries durably. Acking twice is harmless.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AckRequest {
+    pub seqs: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AckResponse {
+    /// Entries removed by this call (already-acked ones count zero).
+    pub removed: u64,
+}
+
+/// Frames the server pushes on `GET /v1/ws`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// New queue entries, in queue order.
+    Entries { entries: Vec<QueueEntry> },
+}
+
+/// Frames a client may send on `GET /v1/ws`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Same as `POST /v1/queue/ack`.
+    Ack { seqs: Vec<u64> },
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged() {
+        let f = ClientFrame::Ack { seqs: vec![1, 2] };
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"type":"ack","seqs":[1,2]}"#);
+        let s = ServerFrame::Entries { entries: vec![] };
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"type":"entries","entries":[]}"#);
+    }
+
+    #[test]
+    fn kind_defaults_to_person() {
+        let r: RegisterRequest = serde_json::from_str(
+            r#"{"username":"bob","credential_key":"","key_packages":[],"last_resort_key_package":""}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind, AccountKind::Person);
+    }
+}

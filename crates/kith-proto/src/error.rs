@@ -1,0 +1,154 @@
+//! Stable, machine-readable error codes. A code, once published, keeps its meaning and status.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error the API returns. The serialized name (`snake_case`) is the stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not the JSON the endpoint expects.
+    MalformedJson,
+    /// A binary field is not valid base64.
+    BadBase64,
+    /// The body is larger than the server's `max_body_bytes`.
+    BodyTooLarge,
+    /// A query string or path parameter is invalid.
+    BadRequest,
+    /// The username breaks the rules (3–32 characters of `a-z 0-9 _ .`).
+    InvalidUsername,
+    /// Somebody already registered that username.
+    UsernameTaken,
+    /// No account has that username.
+    UnknownUser,
+    /// A device id named in the request does not exist or does not fit.
+    UnknownDevice,
+    /// The `Authorization` header is missing, malformed or wrong.
+    Unauthorized,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
+    /// A KeyPackage or credential key does not parse, verify or belong to the device.
+    InvalidKeyPackage,
+    /// More KeyPackages than one request or one device may hold.
+    TooManyKeyPackages,
+    /// The account has no device with a KeyPackage to hand out.
+    NoKeyPackages,
+    /// A conversation id is not 16–32 bytes of lowercase hex.
+    InvalidConversationId,
+    /// A conversation with that id exists already.
+    ConversationExists,
+    /// No conversation has that id.
+    UnknownConversation,
+    /// The caller's device is not a member of the conversation.
+    NotAMember,
+    /// The MLS message does not parse or does not fit the conversation.
+    InvalidMessage,
+    /// A commit for an epoch that has already moved on.
+    StaleEpoch,
+    /// Slow down; `Retry-After` says for how long.
+    RateLimited,
+    /// No such route.
+    NotFound,
+    /// The route exists but not with that method.
+    MethodNotAllowed,
+    /// The server is shutting down or overloaded; try again.
+    Unavailable,
+    /// Our fault. The details are in the server's log, not in the answer.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            MalformedJson | BadBase64 | BadRequest | InvalidUsername | UnknownDevice
+            | InvalidKeyPackage | TooManyKeyPackages | InvalidConversationId | InvalidMessage => 400,
+            Unauthorized => 401,
+            Forbidden | NotAMember => 403,
+            UnknownUser | UnknownConversation | NotFound => 404,
+            MethodNotAllowed => 405,
+            UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages => 409,
+            BodyTooLarge => 413,
+            RateLimited => 429,
+            Internal => 500,
+            Unavailable => 503,
+        }
+    }
+
+    /// The stable code as text, e.g. `"stale_epoch"`.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => "malformed_json",
+            BadBase64 => "bad_base64",
+            BodyTooLarge => "body_too_large",
+            BadRequest => "bad_request",
+            InvalidUsername => "invalid_username",
+            UsernameTaken => "username_taken",
+            UnknownUser => "unknown_user",
+            UnknownDevice => "unknown_device",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            InvalidKeyPackage => "invalid_key_package",
+            TooManyKeyPackages => "too_many_key_packages",
+            NoKeyPackages => "no_key_packages",
+            InvalidConversationId => "invalid_conversation_id",
+            ConversationExists => "conversation_exists",
+            UnknownConversation => "unknown_conversation",
+            NotAMember => "not_a_member",
+            InvalidMessage => "invalid_message",
+            StaleEpoch => "stale_epoch",
+            RateLimited => "rate_limited",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// A sentence for people; never parse it.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody { error: ErrorDetail { code, message: message.into() } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialized_name_matches_as_str() {
+        for code in [
+            ErrorCode::MalformedJson,
+            ErrorCode::StaleEpoch,
+            ErrorCode::NotAMember,
+            ErrorCode::TooManyKeyPackages,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Wire types of Kith's HTTP and WebSocket API.
+//!
+//! This crate is shared by the server (`kith-server`) and the SDK (`kith-client`) so the two
+//! cannot disagree about a field. It does no I/O.
+//!
+//! Map:
+//! - [`b64`]: the base64 byte fields every binary value travels in, with a decoder that refuses
+//!   bad input with a recognisable error;
+//! - [`error`]: the stable error codes and the `{"error": {"code", "message"}}` body;
+//! - [`ids`]: usernames and conversation ids, and the rules that make them valid;
+//! - [`api`]: request and response bodies, queue entries and WebSocket frames.
+
+pub mod api;
+pub mod b64;
+pub mod error;
+pub mod ids;
+
+pub use api::*;
+pub use b64::B64;
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use ids::{ConversationId, IdError, validate_username};
+
+/// Every API route lives under this prefix.
+pub const API_PREFIX: &str = "/v1";
+
+/// The one MLS ciphersuite Kith speaks today (X25519, AES-128-GCM, SHA-256, Ed25519).
+pub const CIPHERSUITE_NAME: &str = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";

@@ -1,0 +1,65 @@
+//! The one place an error becomes an HTTP answer: a stable code, a status and a sentence.
+//! Internal details go to the log, never to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kith_proto::{ErrorBody, ErrorCode};
+use kith_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn unauthorized(why: &str) -> Self {
+        ApiError::new(ErrorCode::Unauthorized, why)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => {
+                ApiError::new(ErrorCode::UsernameTaken, "that username is taken")
+            }
+            StoreError::UnknownUser => ApiError::new(ErrorCode::UnknownUser, "no such user"),
+            StoreError::UnknownDevice => ApiError::new(ErrorCode::UnknownDevice, "no such device"),
+            StoreError::ConversationExists => {
+                ApiError::new(ErrorCode::ConversationExists, "a conversation with that id exists")
+            }
+            StoreError::UnknownConversation => {
+                ApiError::new(ErrorCode::UnknownConversation, "no such conversation")
+            }
+            StoreError::Unavailable => {
+                ApiError::new(ErrorCode::Unavailable, "the server is shutting down; try again")
+            }
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "storage failure");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response =
+            (status, axum::Json(ErrorBody::new(self.code, self.message))).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,153 @@
+//! Request extractors: the authenticated device and the JSON body.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use kith_proto::{AccountKind, ErrorCode, b64::BAD_BASE64_MARK};
+use kith_store::{DeviceAuth, DeviceId};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A request made by a device that proved its bearer token.
+#[derive(Clone, Debug)]
+pub struct AuthedDevice {
+    pub device_id: DeviceId,
+    pub username: String,
+    pub kind: AccountKind,
+}
+
+/// Devices' authentication records, so a busy device costs a hash, not a query, per request.
+/// Records only: tokens are never held. A std mutex, held for a map lookup and never across an
+/// await.
+#[derive(Default)]
+pub struct AuthCache {
+    devices: Mutex<HashMap<DeviceId, DeviceAuth>>,
+}
+
+/// Bounds the cache; past it the cache starts again empty (cheap, and rare).
+const AUTH_CACHE_MAX: usize = 100_000;
+
+impl AuthCache {
+    fn get(&self, device: DeviceId) -> Option<DeviceAuth> {
+        self.devices.lock().ok()?.get(&device).cloned()
+    }
+
+    fn put(&self, auth: DeviceAuth) {
+        if let Ok(mut map) = self.devices.lock() {
+            if map.len() >= AUTH_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(auth.device_id, auth);
+        }
+    }
+
+    /// Forget a device (e.g. when it is removed or its token rotated).
+    pub fn forget(&self, device: DeviceId) {
+        if let Ok(mut map) = self.devices.lock() {
+            map.remove(&device);
+        }
+    }
+}
+
+/// SHA-256 of a bearer token: what the server stores in place of the token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Splits `Bearer <device-id>:<token>`.
+fn parse_bearer(value: &str) -> Option<(DeviceId, &str)> {
+    let rest = value.strip_prefix("Bearer ")?;
+    let (id, token) = rest.split_once(':')?;
+    let id = id.parse().ok()?;
+    (!token.is_empty()).then_some((id, token))
+}
+
+impl AuthedDevice {
+    /// Checks an `Authorization` header value against the store.
+    pub async fn authenticate(state: &AppState, value: Option<&str>) -> Result<Self, ApiError> {
+        let value = value.ok_or_else(|| {
+            ApiError::unauthorized("this endpoint needs `Authorization: Bearer <device-id>:<token>`")
+        })?;
+        let (device, token) = parse_bearer(value).ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be `Bearer <device-id>:<token>`")
+        })?;
+        let auth = match state.auth_cache.get(device) {
+            Some(a) => a,
+            None => {
+                let a = state
+                    .store
+                    .device_auth(device)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("unknown device or wrong token"))?;
+                state.auth_cache.put(a.clone());
+                a
+            }
+        };
+        if !bool::from(token_hash(token).ct_eq(&auth.token_hash)) {
+            return Err(ApiError::unauthorized("unknown device or wrong token"));
+        }
+        Ok(AuthedDevice { device_id: auth.device_id, username: auth.username, kind: auth.kind })
+    }
+}
+
+impl FromRequestParts<AppState> for AuthedDevice {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::unauthorized("the Authorization header is not valid text")
+            })?),
+        };
+        AuthedDevice::authenticate(state, value).await
+    }
+}
+
+/// A JSON body. Unlike `axum::Json` it ignores the content type and answers every failure with
+/// a stable code: `body_too_large`, `bad_base64` or `malformed_json`.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::BodyTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            let text = e.to_string();
+            if text.contains(BAD_BASE64_MARK) {
+                ApiError::new(ErrorCode::BadBase64, format!("a binary field is not valid base64 ({})", text.replace(BAD_BASE64_MARK, "").trim()))
+            } else {
+                ApiError::new(ErrorCode::MalformedJson, format!("the body is not the expected JSON: {text}"))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(parse_bearer("Bearer 12:abc"), Some((12, "abc")));
+        assert_eq!(parse_bearer("Bearer 12:"), None);
+        assert_eq!(parse_bearer("Bearer x:abc"), None);
+        assert_eq!(parse_bearer("Basic 12:abc"), None);
+        assert_eq!(parse_bearer("Bearer 12abc"), None);
+        assert_eq!(parse_bearer("Bearer 12:a:b"), Some((12, "a:b")));
+    }
+}

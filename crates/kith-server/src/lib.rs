@@ -1,0 +1,58 @@
+//! The Kith delivery server: a library (`app`, `run`) and the `kithd` binary.
+//!
+//! Map:
+//! - [`config`]: the settings, merged from defaults, a TOML file, `KITHD_*` variables and flags;
+//! - [`state`]: what every handler shares — the [`Store`](kith_store::Store), the push hub,
+//!   the authentication cache, metrics, the clock and the limits;
+//! - [`error`]: [`ApiError`](error::ApiError), the one place errors become HTTP answers;
+//! - [`extract`]: request extractors — the bearer-authenticated device and a JSON body reader
+//!   whose every refusal has its own stable code;
+//! - [`mls`]: what the server checks of MLS data without any secret (KeyPackages, message
+//!   framing);
+//! - [`routes`]: one module per concern (accounts, KeyPackages, conversations, the queue, the
+//!   WebSocket, operations) and [`app`], the router;
+//! - [`push`]: wake-ups for connected devices when their queue grows;
+//! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
+//! - [`metrics`]: Prometheus counters;
+//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//!
+//! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
+//! it needs, and logs neither content, tokens nor keys.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod mls;
+pub mod openapi;
+pub mod push;
+pub mod retention;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+pub use config::ServerConfig;
+pub use routes::app;
+pub use state::{AppState, Clock, ManualClock, SystemClock};
+
+/// Serves `state` on `listener` until `shutdown` resolves, then closes WebSockets, waits for
+/// requests in flight and returns. The retention sweep runs in the background meanwhile.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper = tokio::spawn(retention::sweep_forever(state.clone()));
+    let closing = state.clone();
+    let app = app(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections");
+            closing.begin_shutdown();
+        })
+        .await;
+    sweeper.abort();
+    result
+}

@@ -1,0 +1,69 @@
+//! Prometheus metrics. Counters only count events; no label ever holds a username, a
+//! conversation id or content.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub responses: Family<StatusLabel, Counter>,
+    pub registrations: Counter,
+    pub messages_accepted: Counter,
+    pub queue_entries_created: Counter,
+    pub entries_delivered: Counter,
+    pub entries_acked: Counter,
+    pub key_packages_claimed: Counter,
+    pub retention_deleted: Counter,
+    pub websockets: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kith");
+        let m = Metrics {
+            responses: Family::default(),
+            registrations: Counter::default(),
+            messages_accepted: Counter::default(),
+            queue_entries_created: Counter::default(),
+            entries_delivered: Counter::default(),
+            entries_acked: Counter::default(),
+            key_packages_claimed: Counter::default(),
+            retention_deleted: Counter::default(),
+            websockets: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("http_responses", "HTTP answers by status", m.responses.clone());
+        registry.register("registrations", "Accounts registered", m.registrations.clone());
+        registry.register("messages_accepted", "Messages stored for delivery", m.messages_accepted.clone());
+        registry.register("queue_entries_created", "Queue entries created (one per recipient device)", m.queue_entries_created.clone());
+        registry.register("entries_delivered", "Queue entries handed to devices (fetch or push)", m.entries_delivered.clone());
+        registry.register("entries_acked", "Queue entries acknowledged and deleted", m.entries_acked.clone());
+        registry.register("key_packages_claimed", "KeyPackages handed out", m.key_packages_claimed.clone());
+        registry.register("retention_deleted", "Messages deleted by the retention sweep", m.retention_deleted.clone());
+        registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,88 @@
+//! What the server checks of MLS data. It holds no group secrets: it can parse framing, read
+//! group ids and epochs, and verify KeyPackage signatures, nothing more.
+
+use kith_proto::ErrorCode;
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::*;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use crate::error::ApiError;
+
+/// The ciphersuite every Kith client uses.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+fn invalid_kp(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidKeyPackage, why)
+}
+
+/// Checks that `bytes` is one valid, correctly signed KeyPackage of our ciphersuite, whose
+/// credential names `username` and whose signature key is the device's `credential_key`.
+pub fn check_key_package(
+    crypto: &OpenMlsRustCrypto,
+    bytes: &[u8],
+    username: &str,
+    credential_key: &[u8],
+) -> Result<(), ApiError> {
+    let kp = KeyPackageIn::tls_deserialize_exact(bytes)
+        .map_err(|_| invalid_kp("a KeyPackage does not parse"))?;
+    let kp = kp
+        .validate(crypto.crypto(), ProtocolVersion::Mls10)
+        .map_err(|_| invalid_kp("a KeyPackage does not verify (signature, lifetime or format)"))?;
+    if kp.ciphersuite() != CIPHERSUITE {
+        return Err(invalid_kp("a KeyPackage uses a ciphersuite this server does not speak"));
+    }
+    let leaf = kp.leaf_node();
+    let credential = BasicCredential::try_from(leaf.credential().clone())
+        .map_err(|_| invalid_kp("a KeyPackage's credential is not a basic credential"))?;
+    if credential.identity() != username.as_bytes() {
+        return Err(invalid_kp("a KeyPackage's credential names another user"));
+    }
+    if leaf.signature_key().as_slice() != credential_key {
+        return Err(invalid_kp("a KeyPackage is signed by a key that is not this device's"));
+    }
+    Ok(())
+}
+
+/// An Ed25519 public key is 32 bytes.
+pub fn check_credential_key(key: &[u8]) -> Result<(), ApiError> {
+    if key.len() == 32 {
+        Ok(())
+    } else {
+        Err(invalid_kp("the credential key must be a 32-byte Ed25519 public key"))
+    }
+}
+
+fn invalid_message(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidMessage, why)
+}
+
+/// Checks that `bytes` is an MLS Welcome.
+pub fn check_welcome(bytes: &[u8]) -> Result<(), ApiError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|_| invalid_message("the welcome is not an MLS message"))?;
+    match msg.extract() {
+        MlsMessageBodyIn::Welcome(_) => Ok(()),
+        _ => Err(invalid_message("the welcome is an MLS message but not a Welcome")),
+    }
+}
+
+/// What the server reads of a conversation message.
+#[derive(Debug)]
+pub struct Framing {
+    pub epoch: u64,
+    pub handshake: bool,
+}
+
+/// Checks that `bytes` is an MLS protocol message (public or private) of `group_id`.
+pub fn check_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|_| invalid_message("the message is not an MLS message"))?;
+    let handshake = matches!(msg.wire_format(), WireFormat::PublicMessage);
+    let protocol = msg
+        .try_into_protocol_message()
+        .map_err(|_| invalid_message("the message is neither a public nor a private MLS message"))?;
+    if protocol.group_id().as_slice() != group_id {
+        return Err(invalid_message("the message belongs to another conversation"));
+    }
+    Ok(Framing { epoch: protocol.epoch().as_u64(), handshake })
+}

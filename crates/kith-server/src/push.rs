@@ -1,0 +1,54 @@
+//! Wake-ups for connected devices.
+//!
+//! The hub carries no data: a WebSocket task is told "your queue grew" and reads the entries
+//! from the store, so a message is never delivered from memory that a crash could lose, and a
+//! wake-up sent while nobody listens costs nothing. A `watch` channel per connected device
+//! keeps at most one pending wake-up, however many messages arrive.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kith_store::DeviceId;
+use tokio::sync::watch;
+
+#[derive(Default)]
+pub struct Hub {
+    /// A std mutex: held for map operations only, never across an await.
+    devices: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
+}
+
+impl Hub {
+    /// Wake-ups for `device`; subscribe before reading the queue so none is missed.
+    pub fn subscribe(&self, device: DeviceId) -> watch::Receiver<u64> {
+        let mut map = match self.devices.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(device).or_insert_with(|| watch::Sender::new(0)).subscribe()
+    }
+
+    /// Drops the device's channel when its last connection went away.
+    pub fn release(&self, device: DeviceId) {
+        if let Ok(mut map) = self.devices.lock()
+            && map.get(&device).is_some_and(|s| s.receiver_count() == 0)
+        {
+            map.remove(&device);
+        }
+    }
+
+    /// Tells the connected ones among `devices` that their queue grew.
+    pub fn notify(&self, devices: &[DeviceId]) {
+        if let Ok(map) = self.devices.lock() {
+            for d in devices {
+                if let Some(s) = map.get(d) {
+                    s.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+        }
+    }
+
+    /// Devices with a live connection.
+    pub fn connected(&self) -> usize {
+        self.devices.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}

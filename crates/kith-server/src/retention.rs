@@ -1,0 +1,30 @@
+//! The retention sweep: ciphertext nobody acknowledged is deleted after `retention_days`.
+
+use crate::state::AppState;
+
+/// One sweep: deletes every message older than the retention limit. Returns how many.
+pub async fn sweep_once(state: &AppState) -> Result<u64, kith_store::StoreError> {
+    let cutoff = state.now().saturating_sub(state.config.retention_millis());
+    let gone = state.store.sweep_expired(cutoff).await?;
+    if gone > 0 {
+        tracing::info!(messages = gone, "retention sweep deleted undelivered messages");
+        state.metrics.retention_deleted.inc_by(gone);
+    }
+    Ok(gone)
+}
+
+/// Sweeps every `sweep_interval` until shutdown.
+pub async fn sweep_forever(state: AppState) {
+    let mut shutdown = state.shutdown_signal();
+    let mut tick = tokio::time::interval(state.config.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sweep_once(&state).await {
+                    tracing::warn!(error = %e, "retention sweep failed; will retry");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

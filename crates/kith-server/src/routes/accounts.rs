@@ -1,0 +1,125 @@
+//! Registration, `whoami` and device listing.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kith_proto::*;
+use kith_store::NewAccount;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthedDevice, Body, token_hash};
+use crate::mls;
+use crate::state::AppState;
+
+/// A fresh 256-bit bearer token, as hex.
+fn new_token() -> ApiResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "no randomness for a token");
+        ApiError::new(ErrorCode::Internal, "internal error")
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+fn check_username(name: &str) -> ApiResult<()> {
+    validate_username(name).map_err(|e| ApiError::new(ErrorCode::InvalidUsername, e.to_string()))
+}
+
+/// Register an account with its first device.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered; the token is shown once", body = RegisterResponse),
+        (status = 400, description = "invalid_username, invalid_key_package, too_many_key_packages, malformed_json, bad_base64", body = ErrorBody),
+        (status = 409, description = "username_taken", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    Body(req): Body<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    check_username(&req.username)?;
+    mls::check_credential_key(&req.credential_key.0)?;
+    if req.key_packages.len() > state.config.max_key_packages_per_upload {
+        return Err(ApiError::new(
+            ErrorCode::TooManyKeyPackages,
+            format!("at most {} KeyPackages per request", state.config.max_key_packages_per_upload),
+        ));
+    }
+    let crypto = OpenMlsRustCrypto::default();
+    for kp in req.key_packages.iter().chain(std::iter::once(&req.last_resort_key_package)) {
+        mls::check_key_package(&crypto, &kp.0, &req.username, &req.credential_key.0)?;
+    }
+    let token = new_token()?;
+    let device_id = state
+        .store
+        .create_account(NewAccount {
+            username: req.username.clone(),
+            kind: req.kind,
+            credential_key: req.credential_key.0,
+            token_hash: token_hash(&token),
+            key_packages: req.key_packages.into_iter().map(B64::into_inner).collect(),
+            last_resort: req.last_resort_key_package.0,
+            now: state.now(),
+        })
+        .await?;
+    state.metrics.registrations.inc();
+    tracing::info!(device = device_id, kind = req.kind.as_str(), "account registered");
+    Ok((StatusCode::CREATED, Json(RegisterResponse { username: req.username, device_id, token })))
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, body = WhoAmI),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn whoami(State(state): State<AppState>, me: AuthedDevice) -> ApiResult<Json<WhoAmI>> {
+    let remaining = state.store.key_packages_remaining(me.device_id).await?;
+    Ok(Json(WhoAmI {
+        username: me.username,
+        kind: me.kind,
+        device_id: me.device_id,
+        key_packages_remaining: remaining,
+    }))
+}
+
+/// An account's devices and their credential keys.
+#[utoipa::path(get, path = "/v1/accounts/{username}/devices", tag = "accounts", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, body = DeviceList),
+        (status = 400, description = "invalid_username", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "unknown_user", body = ErrorBody),
+    ))]
+pub async fn devices(
+    State(state): State<AppState>,
+    _me: AuthedDevice,
+    Path(username): Path<String>,
+) -> ApiResult<Json<DeviceList>> {
+    check_username(&username)?;
+    let found = state
+        .store
+        .account_devices(&username)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {username}")))?;
+    Ok(Json(DeviceList {
+        username: found.username,
+        kind: found.kind,
+        devices: found
+            .devices
+            .into_iter()
+            .map(|d| DeviceInfo {
+                device_id: d.device_id,
+                credential_key: B64(d.credential_key),
+                created_at: d.created_at,
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) fn username_checked(name: &str) -> ApiResult<()> {
+    check_username(name)
+}

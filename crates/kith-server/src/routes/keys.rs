@@ -1,0 +1,100 @@
+//! KeyPackage upload and claim.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use kith_proto::*;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthedDevice, Body};
+use crate::mls;
+use crate::routes::accounts::username_checked;
+use crate::state::AppState;
+
+/// Upload more one-time KeyPackages (and optionally a new last-resort one) for this device.
+#[utoipa::path(post, path = "/v1/key-packages", tag = "key-packages", security(("bearer" = [])),
+    request_body = UploadKeyPackages,
+    responses(
+        (status = 200, body = UploadKeyPackagesResponse),
+        (status = 400, description = "invalid_key_package, too_many_key_packages", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn upload(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Body(req): Body<UploadKeyPackages>,
+) -> ApiResult<Json<UploadKeyPackagesResponse>> {
+    let limit = state.config.max_key_packages_per_upload;
+    if req.key_packages.len() > limit {
+        return Err(ApiError::new(
+            ErrorCode::TooManyKeyPackages,
+            format!("at most {limit} KeyPackages per request"),
+        ));
+    }
+    let held = state.store.key_packages_remaining(me.device_id).await?;
+    let cap = state.config.max_key_packages_per_device;
+    if held + req.key_packages.len() as u64 > cap {
+        return Err(ApiError::new(
+            ErrorCode::TooManyKeyPackages,
+            format!("a device may hold at most {cap} KeyPackages; it holds {held}"),
+        ));
+    }
+    let key = state
+        .store
+        .account_devices(&me.username)
+        .await?
+        .and_then(|a| a.devices.into_iter().find(|d| d.device_id == me.device_id))
+        .map(|d| d.credential_key)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "this device is gone"))?;
+    let crypto = OpenMlsRustCrypto::default();
+    for kp in req.key_packages.iter().chain(req.last_resort_key_package.iter()) {
+        mls::check_key_package(&crypto, &kp.0, &me.username, &key)?;
+    }
+    let remaining = state
+        .store
+        .add_key_packages(
+            me.device_id,
+            req.key_packages.into_iter().map(B64::into_inner).collect(),
+            req.last_resort_key_package.map(B64::into_inner),
+        )
+        .await?;
+    Ok(Json(UploadKeyPackagesResponse { key_packages_remaining: remaining }))
+}
+
+/// Claim one KeyPackage for each device of an account, to add them to a conversation.
+#[utoipa::path(post, path = "/v1/accounts/{username}/key-packages/claim", tag = "key-packages",
+    security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, body = ClaimResponse),
+        (status = 400, description = "invalid_username", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "unknown_user", body = ErrorBody),
+        (status = 409, description = "no_key_packages", body = ErrorBody),
+    ))]
+pub async fn claim(
+    State(state): State<AppState>,
+    _me: AuthedDevice,
+    Path(username): Path<String>,
+) -> ApiResult<Json<ClaimResponse>> {
+    username_checked(&username)?;
+    let claimed = state.store.claim_key_packages(&username).await?;
+    if claimed.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::NoKeyPackages,
+            format!("{username} has no device with a KeyPackage"),
+        ));
+    }
+    state.metrics.key_packages_claimed.inc_by(claimed.len() as u64);
+    Ok(Json(ClaimResponse {
+        username,
+        key_packages: claimed
+            .into_iter()
+            .map(|c| ClaimedKeyPackage {
+                device_id: c.device_id,
+                key_package: B64(c.data),
+                last_resort: c.last_resort,
+            })
+            .collect(),
+    }))
+}

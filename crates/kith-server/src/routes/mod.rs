@@ -1,0 +1,62 @@
+//! The router: one module per concern, assembled by [`app`].
+
+pub mod accounts;
+pub mod conversations;
+pub mod keys;
+pub mod ops;
+pub mod queue;
+pub mod ws;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use kith_proto::ErrorCode;
+
+use crate::error::ApiError;
+use crate::metrics::StatusLabel;
+use crate::state::AppState;
+
+/// Every route of the API. Registration, `/healthz`, `/metrics` and `/v1/openapi.json` are
+/// open; everything else demands a bearer token (the `AuthedDevice` extractor).
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/accounts", post(accounts::register))
+        .route("/v1/me", get(accounts::whoami))
+        .route("/v1/accounts/{username}/devices", get(accounts::devices))
+        .route("/v1/key-packages", post(keys::upload))
+        .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
+        .route("/v1/conversations", post(conversations::create))
+        .route("/v1/conversations/{id}/messages", post(conversations::send))
+        .route("/v1/queue", get(queue::fetch))
+        .route("/v1/queue/ack", post(queue::ack))
+        .route("/v1/ws", get(ws::connect))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
+}
+
+async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    state
+        .metrics
+        .responses
+        .get_or_create(&StatusLabel { status: response.status().as_u16() })
+        .inc();
+    response
+}

@@ -1,0 +1,94 @@
+//! A device's queue: fetch and acknowledge.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::extract::rejection::QueryRejection;
+use kith_proto::*;
+use kith_store::StoredEntry;
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthedDevice, Body};
+use crate::state::AppState;
+
+/// Entries one fetch returns at most.
+pub const MAX_FETCH: u32 = 500;
+/// Sequence numbers one ack may carry.
+pub const MAX_ACK: usize = 5000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FetchParams {
+    /// Only entries after this sequence number (default 0: everything).
+    pub after: Option<u64>,
+    /// At most this many entries (default and maximum 500).
+    pub limit: Option<u32>,
+}
+
+pub fn to_wire(e: StoredEntry) -> QueueEntry {
+    QueueEntry {
+        seq: e.seq,
+        message_id: e.message_id,
+        conversation_id: ConversationId::from_bytes(&e.conversation)
+            .map(|c| c.to_hex())
+            .unwrap_or_default(),
+        kind: e.kind,
+        sender: e.sender,
+        sender_device: e.sender_device,
+        data: B64(e.data),
+        server_time: e.created_at,
+    }
+}
+
+/// The calling device's waiting entries, oldest first.
+#[utoipa::path(get, path = "/v1/queue", tag = "queue", security(("bearer" = [])),
+    params(FetchParams),
+    responses(
+        (status = 200, body = FetchResponse),
+        (status = 400, description = "bad_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    params: Result<Query<FetchParams>, QueryRejection>,
+) -> ApiResult<Json<FetchResponse>> {
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text()))
+    })?;
+    let limit = params.limit.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH);
+    let mut entries =
+        state.store.fetch(me.device_id, params.after.unwrap_or(0), limit + 1).await?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    state.metrics.entries_delivered.inc_by(entries.len() as u64);
+    Ok(Json(FetchResponse { entries: entries.into_iter().map(to_wire).collect(), more }))
+}
+
+/// Acknowledge entries the device has stored durably; they are deleted. Idempotent.
+#[utoipa::path(post, path = "/v1/queue/ack", tag = "queue", security(("bearer" = [])),
+    request_body = AckRequest,
+    responses(
+        (status = 200, body = AckResponse),
+        (status = 400, description = "malformed_json, bad_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn ack(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Body(req): Body<AckRequest>,
+) -> ApiResult<Json<AckResponse>> {
+    let removed = ack_seqs(&state, me.device_id, &req.seqs).await?;
+    Ok(Json(AckResponse { removed }))
+}
+
+pub async fn ack_seqs(state: &AppState, device: u64, seqs: &[u64]) -> ApiResult<u64> {
+    if seqs.len() > MAX_ACK {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("at most {MAX_ACK} sequence numbers per ack"),
+        ));
+    }
+    let removed = state.store.ack(device, seqs).await?;
+    state.metrics.entries_acked.inc_by(removed);
+    Ok(removed)
+}

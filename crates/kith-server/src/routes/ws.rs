@@ -1,0 +1,84 @@
+//! `GET /v1/ws`: push of new queue entries to a connected device.
+//!
+//! On connect the device first gets everything waiting in its queue, then each new entry as it
+//! arrives. Entries are read from the store after a wake-up from the hub, so what is pushed is
+//! always what is durable. The device acknowledges with an `ack` frame or `POST /v1/queue/ack`;
+//! unacknowledged entries are sent again on the next connection.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use kith_proto::{ClientFrame, ServerFrame};
+
+use crate::extract::AuthedDevice;
+use crate::routes::queue::{MAX_FETCH, ack_seqs, to_wire};
+use crate::state::AppState;
+
+/// Open the push channel (WebSocket upgrade; authenticate with the same bearer header).
+#[utoipa::path(get, path = "/v1/ws", tag = "queue", security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to WebSocket; the server sends `ServerFrame`s, the client may send `ClientFrame`s"),
+        (status = 401, description = "unauthorized", body = kith_proto::ErrorBody),
+    ))]
+pub async fn connect(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| serve(state, me.device_id, socket))
+}
+
+async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
+    let mut wake = state.hub.subscribe(device);
+    let mut shutdown = state.shutdown_signal();
+    state.metrics.websockets.inc();
+    let mut after = 0u64;
+    'conn: loop {
+        // Send everything new since the last frame.
+        loop {
+            let entries = match state.store.fetch(device, after, MAX_FETCH).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push: cannot read the queue");
+                    break 'conn;
+                }
+            };
+            let Some(last) = entries.last() else { break };
+            after = last.seq;
+            let n = entries.len() as u64;
+            let frame = ServerFrame::Entries { entries: entries.into_iter().map(to_wire).collect() };
+            let Ok(text) = serde_json::to_string(&frame) else { break 'conn };
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                break 'conn;
+            }
+            state.metrics.entries_delivered.inc_by(n);
+        }
+        tokio::select! {
+            changed = wake.changed() => {
+                if changed.is_err() { break 'conn; }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
+                    Ok(ClientFrame::Ack { seqs }) => {
+                        if let Err(e) = ack_seqs(&state, device, &seqs).await {
+                            tracing::debug!(code = %e.code, "push: ack refused");
+                        }
+                    }
+                    Err(_) => {
+                        tracing::debug!("push: unreadable client frame; closing");
+                        break 'conn;
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
+                Some(Ok(_)) => {} // pings are answered by axum; binary frames are ignored
+            },
+            _ = shutdown.changed() => {
+                let _ = socket.send(Message::Close(None)).await;
+                break 'conn;
+            }
+        }
+    }
+    state.metrics.websockets.dec();
+    drop(wake);
+    state.hub.release(device);
+}

@@ -1,0 +1,88 @@
+//! Shared server state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kith_store::{Millis, Store};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::extract::AuthCache;
+use crate::metrics::Metrics;
+use crate::push::Hub;
+
+/// Where the server gets the time, so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now_millis(&self) -> Millis;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(start: Millis) -> Self {
+        ManualClock(AtomicU64::new(start))
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ServerConfig>,
+    pub hub: Arc<Hub>,
+    pub auth_cache: Arc<AuthCache>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+            hub: Arc::new(Hub::default()),
+            auth_cache: Arc::new(AuthCache::default()),
+            metrics: Arc::new(Metrics::new()),
+            clock,
+            shutdown: watch::Sender::new(false),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_millis()
+    }
+
+    /// Long-lived tasks (WebSockets, the sweeper) watch this to stop.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}

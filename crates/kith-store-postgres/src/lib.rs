@@ -1,0 +1,473 @@
+//! The PostgreSQL backend, for deployments that outgrow one SQLite file or run several `kithd`
+//! nodes against one database.
+//!
+//! Map:
+//! - [`PgStore`]: the [`Store`] implementation over an `sqlx` pool;
+//! - `schema`: migrations recorded in `kith_schema_version`, serialised across nodes by an
+//!   advisory lock.
+//!
+//! PostgreSQL orders concurrent writers itself, so each operation is one transaction; a
+//! `COMMIT` that returned is durable, which is what an `Ok` promises. KeyPackages are claimed
+//! with `FOR UPDATE SKIP LOCKED`, so concurrent claims never share a one-time KeyPackage.
+
+mod schema;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use kith_store::*;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+/// The PostgreSQL [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn account_kind(v: i16) -> AccountKind {
+    if v == 1 { AccountKind::Business } else { AccountKind::Person }
+}
+
+fn account_kind_code(k: AccountKind) -> i16 {
+    match k {
+        AccountKind::Person => 0,
+        AccountKind::Business => 1,
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(backend)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with the given options (e.g. a `search_path` for an isolated schema).
+    pub async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        schema::migrate(&pool).await.map_err(backend)?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn insert_message(
+    tx: &mut sqlx::PgConnection,
+    m: &NewMessage,
+) -> Result<MessageId, sqlx::Error> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (conversation, sender_device, kind, data, created_at)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(&m.conversation)
+    .bind(i(m.sender_device))
+    .bind(i16::from(m.kind.as_u8()))
+    .bind(&m.data)
+    .bind(i(m.now))
+    .fetch_one(&mut *tx)
+    .await?;
+    if !m.recipients.is_empty() {
+        let devices: Vec<i64> = m.recipients.iter().map(|d| i(*d)).collect();
+        sqlx::query(
+            "INSERT INTO queue (device_id, message_id) SELECT d, $2 FROM UNNEST($1::BIGINT[]) AS d",
+        )
+        .bind(&devices)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(u(id))
+}
+
+fn entry(r: &PgRow) -> Result<StoredEntry, sqlx::Error> {
+    let kind: i16 = r.try_get(3)?;
+    let kind = u8::try_from(kind)
+        .ok()
+        .and_then(EntryKind::from_u8)
+        .ok_or_else(|| sqlx::Error::Decode("unknown entry kind".into()))?;
+    Ok(StoredEntry {
+        seq: u(r.try_get(0)?),
+        message_id: u(r.try_get(1)?),
+        conversation: r.try_get(2)?,
+        kind,
+        sender: r.try_get(4)?,
+        sender_device: u(r.try_get(5)?),
+        data: r.try_get(6)?,
+        created_at: u(r.try_get(7)?),
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let account: i64 = match sqlx::query_scalar(
+            "INSERT INTO accounts (username, kind, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(&a.username)
+        .bind(account_kind_code(a.kind))
+        .bind(i(a.now))
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            other => other.map_err(backend)?,
+        };
+        let device: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(account)
+        .bind(&a.credential_key)
+        .bind(a.token_hash.as_slice())
+        .bind(i(a.now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("INSERT INTO key_packages (device_id, data) SELECT $1, k FROM UNNEST($2::BYTEA[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+            .bind(device)
+            .bind(&a.key_packages)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO last_resort_key_packages (device_id, data) VALUES ($1, $2)")
+            .bind(device)
+            .bind(&a.last_resort)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u(device))
+    }
+
+    async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
+        let row = sqlx::query(
+            "SELECT d.id, a.username, a.kind, d.token_hash
+             FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
+        )
+        .bind(i(device))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(r) = row else { return Ok(None) };
+        let hash: Vec<u8> = r.try_get(3).map_err(backend)?;
+        Ok(Some(DeviceAuth {
+            device_id: u(r.try_get(0).map_err(backend)?),
+            username: r.try_get(1).map_err(backend)?,
+            kind: account_kind(r.try_get(2).map_err(backend)?),
+            token_hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
+        }))
+    }
+
+    async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
+        let account: Option<(i64, i16)> =
+            sqlx::query_as("SELECT id, kind FROM accounts WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let Some((id, kind)) = account else { return Ok(None) };
+        let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, credential_key, created_at FROM devices WHERE account_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(Some(AccountDevices {
+            username: username.to_string(),
+            kind: account_kind(kind),
+            devices: rows
+                .into_iter()
+                .map(|(id, key, at)| DeviceRecord {
+                    device_id: u(id),
+                    credential_key: key,
+                    created_at: u(at),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM devices WHERE id = $1")
+            .bind(i(device))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownDevice);
+        }
+        sqlx::query("INSERT INTO key_packages (device_id, data) SELECT $1, k FROM UNNEST($2::BYTEA[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+            .bind(i(device))
+            .bind(&key_packages)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if let Some(last) = last_resort {
+            sqlx::query(
+                "INSERT INTO last_resort_key_packages (device_id, data) VALUES ($1, $2)
+                 ON CONFLICT (device_id) DO UPDATE SET data = EXCLUDED.data",
+            )
+            .bind(i(device))
+            .bind(&last)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_packages WHERE device_id = $1")
+            .bind(i(device))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u(n))
+    }
+
+    async fn key_packages_remaining(&self, device: DeviceId) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_packages WHERE device_id = $1")
+            .bind(i(device))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u(n))
+    }
+
+    async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let account: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(account) = account else { return Err(StoreError::UnknownUser) };
+        let devices: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM devices WHERE account_id = $1 ORDER BY id")
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let mut out = Vec::new();
+        for d in devices {
+            let one_time: Option<Vec<u8>> = sqlx::query_scalar(
+                "DELETE FROM key_packages WHERE id =
+                   (SELECT id FROM key_packages WHERE device_id = $1 ORDER BY id
+                    LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING data",
+            )
+            .bind(d)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            match one_time {
+                Some(data) => out.push(ClaimedKeyPackage { device_id: u(d), data, last_resort: false }),
+                None => {
+                    let last: Option<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT data FROM last_resort_key_packages WHERE device_id = $1",
+                    )
+                    .bind(d)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    out.extend(last.map(|data| ClaimedKeyPackage {
+                        device_id: u(d),
+                        data,
+                        last_resort: true,
+                    }));
+                }
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn create_conversation(&self, c: NewConversation) -> StoreResult<MessageId> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        match sqlx::query("INSERT INTO conversations (id, created_at) VALUES ($1, $2)")
+            .bind(&c.conversation)
+            .bind(i(c.now))
+            .execute(&mut *tx)
+            .await
+        {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
+            other => other.map_err(backend)?,
+        };
+        let mut members = c.members.clone();
+        members.push(c.creator_device);
+        members.sort_unstable();
+        members.dedup();
+        let ids: Vec<i64> = members.iter().map(|d| i(*d)).collect();
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if u(known) != members.len() as u64 {
+            return Err(StoreError::UnknownDevice);
+        }
+        sqlx::query(
+            "INSERT INTO conversation_members (conversation, device_id)
+             SELECT $1, d FROM UNNEST($2::BIGINT[]) AS d",
+        )
+        .bind(&c.conversation)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let recipients = members.into_iter().filter(|d| *d != c.creator_device).collect();
+        let id = insert_message(
+            &mut tx,
+            &NewMessage {
+                conversation: c.conversation,
+                sender_device: c.creator_device,
+                kind: EntryKind::Welcome,
+                data: c.welcome,
+                recipients,
+                now: c.now,
+            },
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(id)
+    }
+
+    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>> {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1")
+            .bind(conversation)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let members: Vec<i64> = sqlx::query_scalar(
+            "SELECT device_id FROM conversation_members WHERE conversation = $1 ORDER BY device_id",
+        )
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(Some(members.into_iter().map(u).collect()))
+    }
+
+    async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let id = insert_message(&mut tx, &m).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(id)
+    }
+
+    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>> {
+        let rows = sqlx::query(
+            "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
+             FROM queue q
+             JOIN messages m ON m.id = q.message_id
+             JOIN devices d ON d.id = m.sender_device
+             JOIN accounts a ON a.id = d.account_id
+             WHERE q.device_id = $1 AND q.seq > $2
+             ORDER BY q.seq LIMIT $3",
+        )
+        .bind(i(device))
+        .bind(i(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry).collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
+        let seqs: Vec<i64> = seqs.iter().map(|s| i(*s)).collect();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let messages: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2) RETURNING message_id",
+        )
+        .bind(i(device))
+        .bind(&seqs)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if !messages.is_empty() {
+            sqlx::query(
+                "DELETE FROM messages m WHERE m.id = ANY($1)
+                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
+            )
+            .bind(&messages)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(messages.len() as u64)
+    }
+
+    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "DELETE FROM queue WHERE message_id IN (SELECT id FROM messages WHERE created_at < $1)",
+        )
+        .bind(i(cutoff))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1")
+            .bind(i(cutoff))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(gone)
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM devices),
+                    (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM queue),
+                    (SELECT COUNT(*) FROM key_packages)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let get = |n: usize| r.try_get::<i64, _>(n).map(u).map_err(backend);
+        Ok(StoreCounts {
+            accounts: get(0)?,
+            devices: get(1)?,
+            messages: get(2)?,
+            queue_entries: get(3)?,
+            key_packages: get(4)?,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Migrations, recorded in `kith_schema_version`. Several nodes may start at once: an advisory
+//! lock held for the transaction makes one of them migrate while the others wait.
+
+use sqlx::PgPool;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, devices, KeyPackages, conversations, messages and queues.
+    "CREATE TABLE accounts (
+        id BIGSERIAL PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        kind SMALLINT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE TABLE devices (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        credential_key BYTEA NOT NULL,
+        token_hash BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX devices_account ON devices (account_id);
+     CREATE TABLE key_packages (
+        id BIGSERIAL PRIMARY KEY,
+        device_id BIGINT NOT NULL REFERENCES devices (id),
+        data BYTEA NOT NULL
+     );
+     CREATE INDEX key_packages_device ON key_packages (device_id, id);
+     CREATE TABLE last_resort_key_packages (
+        device_id BIGINT PRIMARY KEY REFERENCES devices (id),
+        data BYTEA NOT NULL
+     );
+     CREATE TABLE conversations (
+        id BYTEA PRIMARY KEY,
+        created_at BIGINT NOT NULL
+     );
+     CREATE TABLE conversation_members (
+        conversation BYTEA NOT NULL REFERENCES conversations (id),
+        device_id BIGINT NOT NULL REFERENCES devices (id),
+        PRIMARY KEY (conversation, device_id)
+     );
+     CREATE TABLE messages (
+        id BIGSERIAL PRIMARY KEY,
+        conversation BYTEA NOT NULL,
+        sender_device BIGINT NOT NULL,
+        kind SMALLINT NOT NULL,
+        data BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX messages_created ON messages (created_at);
+     CREATE TABLE queue (
+        seq BIGSERIAL PRIMARY KEY,
+        device_id BIGINT NOT NULL,
+        message_id BIGINT NOT NULL
+     );
+     CREATE INDEX queue_device ON queue (device_id, seq);
+     CREATE INDEX queue_message ON queue (message_id);",
+];
+
+/// An arbitrary constant naming Kith's migration lock.
+const MIGRATION_LOCK: i64 = 0x6b69_7468;
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS kith_schema_version (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM kith_schema_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO kith_schema_version (version) VALUES ($1)")
+            .bind(i64::try_from(n + 1).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}

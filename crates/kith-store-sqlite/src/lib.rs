@@ -1,0 +1,505 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+//!
+//! Map:
+//! - [`SqliteStore`]: the [`Store`] implementation;
+//! - `writer`: the single writer thread that groups concurrent writes into one transaction;
+//! - `schema`: migrations, applied in order and recorded in `PRAGMA user_version`.
+//!
+//! Why a writer thread: SQLite allows one writer at a time, and a commit (a WAL append) costs
+//! far more than the inserts it holds. Funnelling every write through one thread that commits a
+//! batch at a time turns N concurrent sends into one commit, and nothing ever waits on
+//! `SQLITE_BUSY`. Each write runs inside its own SAVEPOINT, so one refused write does not undo its
+//! neighbours; its caller is answered only after the batch's COMMIT, so an `Ok` is durable.
+//!
+//! Durability: WAL with `synchronous = NORMAL` keeps every committed transaction across a crash
+//! of the process (the WAL is written before COMMIT returns); only a power loss can lose the
+//! last transactions. `secure_delete` overwrites deleted content so ciphertext does not linger
+//! in free pages.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kith_store::*;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use writer::Writer;
+
+/// The SQLite [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Writer,
+    /// Idle read connections. A std mutex: it is held only to push or pop, never across an await.
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open(&path).map_err(backend)?;
+        schema::migrate(&mut conn).map_err(backend)?;
+        let writer = Writer::start(conn);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { writer, readers: Mutex::new(Vec::new()), path }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs a read on a pooled connection off the async runtime.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map_err(|_| StoreError::Unavailable)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path).map_err(backend)?,
+            };
+            let out = f(&conn).map_err(backend);
+            if let Ok(mut pool) = inner.readers.lock() {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+}
+
+fn kind_from(v: i64) -> Result<EntryKind, rusqlite::Error> {
+    u8::try_from(v)
+        .ok()
+        .and_then(EntryKind::from_u8)
+        .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(3, v))
+}
+
+fn account_kind(v: i64) -> AccountKind {
+    if v == 1 { AccountKind::Business } else { AccountKind::Person }
+}
+
+fn account_kind_code(k: AccountKind) -> i64 {
+    match k {
+        AccountKind::Person => 0,
+        AccountKind::Business => 1,
+    }
+}
+
+fn hash32(v: Vec<u8>) -> Result<[u8; 32], rusqlite::Error> {
+    v.try_into().map_err(|_| rusqlite::Error::InvalidColumnType(0, "token_hash".into(), rusqlite::types::Type::Blob))
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn insert_message(conn: &Connection, m: &NewMessage) -> Result<MessageId, rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO messages (conversation, sender_device, kind, data, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![m.conversation, i(m.sender_device), m.kind.as_u8(), m.data, i(m.now)])?;
+    let id = conn.last_insert_rowid();
+    let mut q = conn.prepare_cached("INSERT INTO queue (device_id, message_id) VALUES (?1, ?2)")?;
+    for d in &m.recipients {
+        q.execute(params![i(*d), id])?;
+    }
+    Ok(u(id))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO accounts (username, kind, created_at) VALUES (?1, ?2, ?3)",
+                    params![a.username, account_kind_code(a.kind), i(a.now)],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+                    other => other.map_err(backend)?,
+                };
+                let account = conn.last_insert_rowid();
+                conn.execute(
+                    "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![account, a.credential_key, a.token_hash.to_vec(), i(a.now)],
+                )
+                .map_err(backend)?;
+                let device = conn.last_insert_rowid();
+                let mut kp = conn
+                    .prepare_cached("INSERT INTO key_packages (device_id, data) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for k in &a.key_packages {
+                    kp.execute(params![device, k]).map_err(backend)?;
+                }
+                conn.execute(
+                    "INSERT INTO last_resort_key_packages (device_id, data) VALUES (?1, ?2)",
+                    params![device, a.last_resort],
+                )
+                .map_err(backend)?;
+                Ok(u(device))
+            })
+            .await
+    }
+
+    async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT d.id, a.username, a.kind, d.token_hash
+                 FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
+            )?
+            .query_row(params![i(device)], |r| {
+                Ok(DeviceAuth {
+                    device_id: u(r.get(0)?),
+                    username: r.get(1)?,
+                    kind: account_kind(r.get(2)?),
+                    token_hash: hash32(r.get(3)?)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            let Some((account, kind)) = conn
+                .prepare_cached("SELECT id, kind FROM accounts WHERE username = ?1")?
+                .query_row(params![username], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let devices = conn
+                .prepare_cached(
+                    "SELECT id, credential_key, created_at FROM devices
+                     WHERE account_id = ?1 ORDER BY id",
+                )?
+                .query_map(params![account], |r| {
+                    Ok(DeviceRecord {
+                        device_id: u(r.get(0)?),
+                        credential_key: r.get(1)?,
+                        created_at: u(r.get(2)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(AccountDevices { username, kind: account_kind(kind), devices }))
+        })
+        .await
+    }
+
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> StoreResult<u64> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let exists: Option<i64> = conn
+                    .query_row("SELECT id FROM devices WHERE id = ?1", params![i(device)], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                if exists.is_none() {
+                    return Err(StoreError::UnknownDevice);
+                }
+                let mut kp = conn
+                    .prepare_cached("INSERT INTO key_packages (device_id, data) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for k in &key_packages {
+                    kp.execute(params![i(device), k]).map_err(backend)?;
+                }
+                if let Some(last) = last_resort {
+                    conn.execute(
+                        "INSERT INTO last_resort_key_packages (device_id, data) VALUES (?1, ?2)
+                         ON CONFLICT (device_id) DO UPDATE SET data = excluded.data",
+                        params![i(device), last],
+                    )
+                    .map_err(backend)?;
+                }
+                conn.query_row(
+                    "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1",
+                    params![i(device)],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(u)
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn key_packages_remaining(&self, device: DeviceId) -> StoreResult<u64> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1",
+                params![i(device)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(u)
+        })
+        .await
+    }
+
+    async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let account: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM accounts WHERE username = ?1",
+                        params![username],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                let Some(account) = account else { return Err(StoreError::UnknownUser) };
+                let devices = conn
+                    .prepare_cached("SELECT id FROM devices WHERE account_id = ?1 ORDER BY id")
+                    .map_err(backend)?
+                    .query_map(params![account], |r| r.get::<_, i64>(0))
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                let mut out = Vec::new();
+                for d in devices {
+                    let one_time = conn
+                        .prepare_cached(
+                            "DELETE FROM key_packages WHERE id =
+                               (SELECT id FROM key_packages WHERE device_id = ?1 ORDER BY id LIMIT 1)
+                             RETURNING data",
+                        )
+                        .map_err(backend)?
+                        .query_row(params![d], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                        .map_err(backend)?;
+                    let claimed = match one_time {
+                        Some(data) => Some(ClaimedKeyPackage { device_id: u(d), data, last_resort: false }),
+                        None => conn
+                            .query_row(
+                                "SELECT data FROM last_resort_key_packages WHERE device_id = ?1",
+                                params![d],
+                                |r| r.get::<_, Vec<u8>>(0),
+                            )
+                            .optional()
+                            .map_err(backend)?
+                            .map(|data| ClaimedKeyPackage { device_id: u(d), data, last_resort: true }),
+                    };
+                    out.extend(claimed);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn create_conversation(&self, c: NewConversation) -> StoreResult<MessageId> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO conversations (id, created_at) VALUES (?1, ?2)",
+                    params![c.conversation, i(c.now)],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
+                    other => other.map_err(backend)?,
+                };
+                let mut members = c.members.clone();
+                members.push(c.creator_device);
+                members.sort_unstable();
+                members.dedup();
+                for d in &members {
+                    let known: Option<i64> = conn
+                        .prepare_cached("SELECT id FROM devices WHERE id = ?1")
+                        .map_err(backend)?
+                        .query_row(params![i(*d)], |r| r.get(0))
+                        .optional()
+                        .map_err(backend)?;
+                    if known.is_none() {
+                        return Err(StoreError::UnknownDevice);
+                    }
+                    conn.prepare_cached(
+                        "INSERT INTO conversation_members (conversation, device_id) VALUES (?1, ?2)",
+                    )
+                    .map_err(backend)?
+                    .execute(params![c.conversation, i(*d)])
+                    .map_err(backend)?;
+                }
+                let recipients = members.into_iter().filter(|d| *d != c.creator_device).collect();
+                insert_message(
+                    conn,
+                    &NewMessage {
+                        conversation: c.conversation,
+                        sender_device: c.creator_device,
+                        kind: EntryKind::Welcome,
+                        data: c.welcome,
+                        recipients,
+                        now: c.now,
+                    },
+                )
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>> {
+        let conversation = conversation.to_vec();
+        self.read(move |conn| {
+            let exists: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
+                .query_row(params![conversation], |r| r.get(0))
+                .optional()?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let members = conn
+                .prepare_cached(
+                    "SELECT device_id FROM conversation_members WHERE conversation = ?1 ORDER BY device_id",
+                )?
+                .query_map(params![conversation], |r| r.get::<_, i64>(0).map(u))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(members))
+        })
+        .await
+    }
+
+    async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
+        self.inner.writer.write(move |conn| insert_message(conn, &m).map_err(backend)).await
+    }
+
+    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
+                 FROM queue q
+                 JOIN messages m ON m.id = q.message_id
+                 JOIN devices d ON d.id = m.sender_device
+                 JOIN accounts a ON a.id = d.account_id
+                 WHERE q.device_id = ?1 AND q.seq > ?2
+                 ORDER BY q.seq LIMIT ?3",
+            )?
+            .query_map(params![i(device), i(after), i64::from(limit)], |r| {
+                Ok(StoredEntry {
+                    seq: u(r.get(0)?),
+                    message_id: u(r.get(1)?),
+                    conversation: r.get(2)?,
+                    kind: kind_from(r.get(3)?)?,
+                    sender: r.get(4)?,
+                    sender_device: u(r.get(5)?),
+                    data: r.get(6)?,
+                    created_at: u(r.get(7)?),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
+        let seqs = seqs.to_vec();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let mut removed = 0u64;
+                let mut del = conn
+                    .prepare_cached("DELETE FROM queue WHERE seq = ?1 AND device_id = ?2 RETURNING message_id")
+                    .map_err(backend)?;
+                let mut gc = conn
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE id = ?1
+                         AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)",
+                    )
+                    .map_err(backend)?;
+                for s in seqs {
+                    let msg: Option<i64> = del
+                        .query_row(params![i(s), i(device)], |r| r.get(0))
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(msg) = msg {
+                        removed += 1;
+                        gc.execute(params![msg]).map_err(backend)?;
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+    }
+
+    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM queue WHERE message_id IN (SELECT id FROM messages WHERE created_at < ?1)",
+                    params![i(cutoff)],
+                )
+                .map_err(backend)?;
+                conn.execute("DELETE FROM messages WHERE created_at < ?1", params![i(cutoff)])
+                    .map(|n| n as u64)
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        self.read(|conn| {
+            let count = |table: &str| -> Result<u64, rusqlite::Error> {
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).map(u)
+            };
+            Ok(StoreCounts {
+                accounts: count("accounts")?,
+                devices: count("devices")?,
+                messages: count("messages")?,
+                queue_entries: count("queue")?,
+                key_packages: count("key_packages")?,
+            })
+        })
+        .await
+    }
+}

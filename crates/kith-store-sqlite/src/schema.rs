@@ -1,0 +1,68 @@
+//! Migrations. Each entry runs once, in order, inside one transaction with the bump of
+//! `PRAGMA user_version`; never edit a published entry, append a new one.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, devices, KeyPackages, conversations, messages and queues.
+    "CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE,
+        kind INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE devices (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        credential_key BLOB NOT NULL,
+        token_hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX devices_account ON devices (account_id);
+     CREATE TABLE key_packages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        data BLOB NOT NULL
+     );
+     CREATE INDEX key_packages_device ON key_packages (device_id, id);
+     CREATE TABLE last_resort_key_packages (
+        device_id INTEGER PRIMARY KEY REFERENCES devices (id),
+        data BLOB NOT NULL
+     );
+     CREATE TABLE conversations (
+        id BLOB PRIMARY KEY,
+        created_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE conversation_members (
+        conversation BLOB NOT NULL REFERENCES conversations (id),
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        PRIMARY KEY (conversation, device_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation BLOB NOT NULL,
+        sender_device INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX messages_created ON messages (created_at);
+     CREATE TABLE queue (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id INTEGER NOT NULL,
+        message_id INTEGER NOT NULL
+     );
+     CREATE INDEX queue_device ON queue (device_id, seq);
+     CREATE INDEX queue_message ON queue (message_id);",
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", n + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The conformance suite every [`Store`] backend runs.
+//!
+//! A backend's test file invokes [`conformance_suite!`](crate::conformance_suite) with an async
+//! function that returns a fresh, empty store (or `None` to skip, e.g. when no PostgreSQL is
+//! configured). Each check here is one `#[tokio::test]` there.
+//!
+//! The checks panic on failure: they are test code.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use crate::*;
+
+/// Generates one test per conformance check for a backend.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance_suite!(@each $make;
+            accounts_and_authentication,
+            key_packages_are_claimed_once,
+            messages_are_stored_once_and_acked,
+            conversation_refusals,
+            fetch_pages_in_order,
+            sequence_numbers_are_never_reused,
+            retention_sweep_deletes_old_messages,
+            concurrent_sends_all_land,
+        );
+    };
+    (@each $make:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(store) = $make().await else { return };
+                $crate::conformance::$check(store).await;
+            }
+        )*
+    };
+}
+
+const NOW: Millis = 1_700_000_000_000;
+
+fn account(name: &str, kps: usize) -> NewAccount {
+    NewAccount {
+        username: name.to_string(),
+        kind: AccountKind::Person,
+        credential_key: format!("key-{name}").into_bytes(),
+        token_hash: [name.len() as u8; 32],
+        key_packages: (0..kps).map(|i| format!("kp-{name}-{i}").into_bytes()).collect(),
+        last_resort: format!("kp-{name}-last").into_bytes(),
+        now: NOW,
+    }
+}
+
+fn conv(n: u8) -> Vec<u8> {
+    vec![n; 16]
+}
+
+async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
+    let a = store.create_account(account("alice", 2)).await.unwrap();
+    let b = store.create_account(account("bob", 2)).await.unwrap();
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(1),
+            creator_device: a,
+            members: vec![b],
+            welcome: b"welcome".to_vec(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    (a, b)
+}
+
+fn message(from: DeviceId, to: Vec<DeviceId>, data: &[u8], now: Millis) -> NewMessage {
+    NewMessage {
+        conversation: conv(1),
+        sender_device: from,
+        kind: EntryKind::Message,
+        data: data.to_vec(),
+        recipients: to,
+        now,
+    }
+}
+
+pub async fn accounts_and_authentication(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 1)).await.unwrap();
+    let mut biz = account("shop", 1);
+    biz.kind = AccountKind::Business;
+    let s = store.create_account(biz).await.unwrap();
+    assert_ne!(a, s);
+
+    let auth = store.device_auth(a).await.unwrap().unwrap();
+    assert_eq!(auth.username, "alice");
+    assert_eq!(auth.kind, AccountKind::Person);
+    assert_eq!(auth.token_hash, [5; 32]);
+    assert_eq!(store.device_auth(s).await.unwrap().unwrap().kind, AccountKind::Business);
+    assert_eq!(store.device_auth(a + s + 1000).await.unwrap(), None);
+
+    assert!(matches!(
+        store.create_account(account("alice", 1)).await,
+        Err(StoreError::UsernameTaken)
+    ));
+
+    let devices = store.account_devices("alice").await.unwrap().unwrap();
+    assert_eq!(devices.username, "alice");
+    assert_eq!(devices.devices.len(), 1);
+    assert_eq!(devices.devices[0].device_id, a);
+    assert_eq!(devices.devices[0].credential_key, b"key-alice");
+    assert_eq!(devices.devices[0].created_at, NOW);
+    assert_eq!(store.account_devices("nobody").await.unwrap(), None);
+
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.accounts, counts.devices), (2, 2));
+}
+
+pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
+    let b = store.create_account(account("bob", 2)).await.unwrap();
+    assert_eq!(store.key_packages_remaining(b).await.unwrap(), 2);
+
+    let first = store.claim_key_packages("bob").await.unwrap();
+    let second = store.claim_key_packages("bob").await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].device_id, b);
+    assert!(!first[0].last_resort && !second[0].last_resort);
+    assert_ne!(first[0].data, second[0].data, "a one-time KeyPackage went out twice");
+    assert_eq!(store.key_packages_remaining(b).await.unwrap(), 0);
+
+    for _ in 0..2 {
+        let last = store.claim_key_packages("bob").await.unwrap();
+        assert_eq!(last[0].data, b"kp-bob-last");
+        assert!(last[0].last_resort);
+    }
+
+    let left = store
+        .add_key_packages(b, vec![b"new-1".to_vec()], Some(b"new-last".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-1");
+    assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-last");
+
+    assert!(matches!(
+        store.claim_key_packages("nobody").await,
+        Err(StoreError::UnknownUser)
+    ));
+
+    // Concurrent claims never share a one-time KeyPackage.
+    store
+        .add_key_packages(b, (0..20).map(|i| format!("c-{i}").into_bytes()).collect(), None)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.claim_key_packages("bob").await }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        let claimed = t.await.unwrap().unwrap();
+        assert!(!claimed[0].last_resort);
+        assert!(seen.insert(claimed[0].data.clone()), "handed out twice");
+    }
+}
+
+pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let c = store.create_account(account("carol", 0)).await.unwrap();
+
+    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap(), {
+        let mut m = vec![a, b];
+        m.sort();
+        m
+    });
+
+    // The Welcome went to bob only.
+    assert!(store.fetch(a, 0, 100).await.unwrap().is_empty());
+    let welcome = store.fetch(b, 0, 100).await.unwrap();
+    assert_eq!(welcome.len(), 1);
+    assert_eq!(welcome[0].kind, EntryKind::Welcome);
+    assert_eq!(welcome[0].data, b"welcome");
+    assert_eq!(welcome[0].sender, "alice");
+    assert_eq!(welcome[0].sender_device, a);
+    assert_eq!(welcome[0].conversation, conv(1));
+
+    // One message to two devices is one blob and two entries.
+    let before = store.counts().await.unwrap();
+    let id = store.enqueue(message(a, vec![b, c], b"ciphertext", NOW + 1)).await.unwrap();
+    let after = store.counts().await.unwrap();
+    assert_eq!(after.messages, before.messages + 1);
+    assert_eq!(after.queue_entries, before.queue_entries + 2);
+
+    let to_b = store.fetch(b, welcome[0].seq, 100).await.unwrap();
+    let to_c = store.fetch(c, 0, 100).await.unwrap();
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(to_c.len(), 1);
+    assert_eq!(to_b[0].message_id, id);
+    assert_eq!(to_c[0].message_id, id);
+    assert_eq!(to_b[0].data, b"ciphertext");
+    assert_eq!(to_b[0].created_at, NOW + 1);
+
+    // A device cannot ack another device's entry.
+    assert_eq!(store.ack(a, &[to_b[0].seq]).await.unwrap(), 0);
+    assert_eq!(store.ack(b, &[welcome[0].seq, to_b[0].seq]).await.unwrap(), 2);
+    // Acking again is harmless.
+    assert_eq!(store.ack(b, &[welcome[0].seq, to_b[0].seq]).await.unwrap(), 0);
+    assert!(store.fetch(b, 0, 100).await.unwrap().is_empty());
+    // The blob stays while carol's entry does...
+    assert_eq!(store.counts().await.unwrap().messages, 1);
+    assert_eq!(store.ack(c, &[to_c[0].seq]).await.unwrap(), 1);
+    // ...and goes with it.
+    let end = store.counts().await.unwrap();
+    assert_eq!((end.messages, end.queue_entries), (0, 0));
+}
+
+pub async fn conversation_refusals(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let again = NewConversation {
+        conversation: conv(1),
+        creator_device: b,
+        members: vec![a],
+        welcome: vec![1],
+        now: NOW,
+    };
+    assert!(matches!(
+        store.create_conversation(again).await,
+        Err(StoreError::ConversationExists)
+    ));
+    let ghost = NewConversation {
+        conversation: conv(2),
+        creator_device: a,
+        members: vec![a + b + 1000],
+        welcome: vec![1],
+        now: NOW,
+    };
+    assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
+    // The refused conversation left nothing behind.
+    assert_eq!(store.conversation_members(&conv(2)).await.unwrap(), None);
+    assert_eq!(store.counts().await.unwrap().messages, 1);
+}
+
+pub async fn fetch_pages_in_order(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    for i in 0..25u8 {
+        store.enqueue(message(a, vec![b], &[i], NOW)).await.unwrap();
+    }
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.fetch(b, after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        for e in &page {
+            assert!(e.seq > after);
+            after = e.seq;
+            seen.push(e.data.clone());
+        }
+    }
+    assert_eq!(seen.len(), 26);
+    assert_eq!(seen[0], b"welcome");
+    for (i, data) in seen[1..].iter().enumerate() {
+        assert_eq!(data, &vec![i as u8]);
+    }
+}
+
+pub async fn sequence_numbers_are_never_reused(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let id1 = store.enqueue(message(a, vec![b], b"one", NOW)).await.unwrap();
+    let all = store.fetch(b, 0, 10).await.unwrap();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    store.ack(b, &seqs).await.unwrap();
+    let id2 = store.enqueue(message(a, vec![b], b"two", NOW)).await.unwrap();
+    let next = store.fetch(b, 0, 10).await.unwrap();
+    assert!(id2 > id1);
+    assert!(next[0].seq > *seqs.iter().max().unwrap());
+}
+
+pub async fn retention_sweep_deletes_old_messages(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    store.enqueue(message(a, vec![b], b"old", NOW + 10)).await.unwrap();
+    store.enqueue(message(a, vec![b], b"new", NOW + 1000)).await.unwrap();
+    // The Welcome (NOW) and "old" are older than the cutoff.
+    assert_eq!(store.sweep_expired(NOW + 500).await.unwrap(), 2);
+    let left = store.fetch(b, 0, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].data, b"new");
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.messages, counts.queue_entries), (1, 1));
+    assert_eq!(store.sweep_expired(NOW + 500).await.unwrap(), 0);
+}
+
+pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.enqueue(message(a, vec![b], &i.to_be_bytes(), NOW)).await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        assert!(ids.insert(t.await.unwrap().unwrap()));
+    }
+    let mut got = 0;
+    let mut after = 0;
+    loop {
+        let page = store.fetch(b, after, 64).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        got += page.len();
+    }
+    assert_eq!(got, 201);
+}

@@ -1,0 +1,194 @@
+//! The server's storage, as a trait of domain operations.
+//!
+//! Map:
+//! - [`Store`]: what the server asks of storage — accounts and devices, KeyPackages,
+//!   conversations and their member devices, the message blobs and per-device queues, and the
+//!   retention sweep. Backends: `kith-store-sqlite` (the embedded default) and
+//!   `kith-store-postgres`.
+//! - [`StoreError`]: the domain refusals a caller acts on, plus `Backend` for everything else.
+//! - [`conformance`]: one suite every backend runs, through [`conformance_suite!`].
+//!
+//! Contract shared by every backend:
+//! - an `Ok` from a write means it is committed and survives a crash of the process;
+//! - a one-time KeyPackage is returned by exactly one claim;
+//! - a message is stored once however many devices receive it, and it is deleted when its last
+//!   queue entry is acknowledged (or by the retention sweep);
+//! - queue sequence numbers and message ids only grow: they are never reused, so a client may
+//!   use them to recognise a redelivery.
+
+pub mod conformance;
+
+use async_trait::async_trait;
+pub use kith_proto::{AccountKind, EntryKind};
+
+/// A device's id, assigned by the store.
+pub type DeviceId = u64;
+/// A stored message's id, assigned by the store.
+pub type MessageId = u64;
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// Domain refusals and backend failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("no such account")]
+    UnknownUser,
+    #[error("no such device")]
+    UnknownDevice,
+    #[error("conversation exists already")]
+    ConversationExists,
+    #[error("no such conversation")]
+    UnknownConversation,
+    /// The store is shutting down.
+    #[error("store unavailable")]
+    Unavailable,
+    /// Anything else; the text is for the log, never for a client.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An account with its first device, for [`Store::create_account`].
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub username: String,
+    pub kind: AccountKind,
+    pub credential_key: Vec<u8>,
+    /// SHA-256 of the device's bearer token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub key_packages: Vec<Vec<u8>>,
+    pub last_resort: Vec<u8>,
+    pub now: Millis,
+}
+
+/// What authentication needs to know about a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAuth {
+    pub device_id: DeviceId,
+    pub username: String,
+    pub kind: AccountKind,
+    pub token_hash: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub credential_key: Vec<u8>,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountDevices {
+    pub username: String,
+    pub kind: AccountKind,
+    pub devices: Vec<DeviceRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedKeyPackage {
+    pub device_id: DeviceId,
+    pub data: Vec<u8>,
+    pub last_resort: bool,
+}
+
+/// A message to store once and queue for each recipient device.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub conversation: Vec<u8>,
+    pub sender_device: DeviceId,
+    pub kind: EntryKind,
+    pub data: Vec<u8>,
+    pub recipients: Vec<DeviceId>,
+    pub now: Millis,
+}
+
+/// A new conversation: its members (the creator included) and the Welcome for the others.
+#[derive(Clone, Debug)]
+pub struct NewConversation {
+    pub conversation: Vec<u8>,
+    pub creator_device: DeviceId,
+    pub members: Vec<DeviceId>,
+    pub welcome: Vec<u8>,
+    pub now: Millis,
+}
+
+/// One entry of a device's queue, joined with its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub seq: u64,
+    pub message_id: MessageId,
+    pub conversation: Vec<u8>,
+    pub kind: EntryKind,
+    pub sender: String,
+    pub sender_device: DeviceId,
+    pub data: Vec<u8>,
+    pub created_at: Millis,
+}
+
+/// How much the store holds; for tests, metrics and operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub accounts: u64,
+    pub devices: u64,
+    pub messages: u64,
+    pub queue_entries: u64,
+    pub key_packages: u64,
+}
+
+/// The server's storage. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account and its first device. `Err(UsernameTaken)` if the name exists.
+    async fn create_account(&self, account: NewAccount) -> StoreResult<DeviceId>;
+
+    /// The device's authentication record, `Ok(None)` if there is no such device.
+    async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>>;
+
+    /// The account and its devices in creation order, `Ok(None)` if there is no such account.
+    async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>>;
+
+    /// Adds one-time KeyPackages (and replaces the last-resort one when given). Returns how
+    /// many one-time KeyPackages the device now holds.
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> StoreResult<u64>;
+
+    /// One-time KeyPackages the device holds.
+    async fn key_packages_remaining(&self, device: DeviceId) -> StoreResult<u64>;
+
+    /// Hands out one KeyPackage for each device of the account: the oldest one-time
+    /// KeyPackage, consumed, or the last-resort one (kept) when none is left. A device with
+    /// neither is skipped. `Err(UnknownUser)` if there is no such account.
+    async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>>;
+
+    /// Records a conversation and its members and queues the Welcome for every member but the
+    /// creator, in one transaction. `Err(ConversationExists)`, `Err(UnknownDevice)`.
+    async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<MessageId>;
+
+    /// The conversation's member devices, `Ok(None)` if there is no such conversation.
+    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>>;
+
+    /// Stores the message once and queues it for each recipient. Durable when it returns.
+    async fn enqueue(&self, message: NewMessage) -> StoreResult<MessageId>;
+
+    /// Up to `limit` of the device's entries with `seq > after`, in queue order.
+    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>>;
+
+    /// Deletes the device's entries with these sequence numbers, and every message whose last
+    /// entry that was. Unknown or already-acknowledged numbers are ignored. Returns how many
+    /// entries were removed.
+    async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64>;
+
+    /// Deletes every message created before `cutoff`, with its queue entries, delivered or not.
+    /// Returns how many messages were deleted.
+    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64>;
+
+    /// What the store holds now.
+    async fn counts(&self) -> StoreResult<StoreCounts>;
+}
