@@ -27,7 +27,7 @@ pub fn check_key_package(
         .map_err(|_| invalid_kp("a KeyPackage does not parse"))?;
     let kp = kp
         .validate(crypto.crypto(), ProtocolVersion::Mls10)
-        .map_err(|_| invalid_kp("a KeyPackage does not verify (signature, lifetime or format)"))?;
+        .map_err(|e| invalid_kp(&format!("a KeyPackage does not verify: {e}")))?;
     if kp.ciphersuite() != CIPHERSUITE {
         return Err(invalid_kp("a KeyPackage uses a ciphersuite this server does not speak"));
     }

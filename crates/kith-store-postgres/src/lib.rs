@@ -73,6 +73,25 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Connects to `url` inside a new, empty schema with a random name (`kith_test_…`), for
+    /// tests that share one database. Returns the store and the schema's name.
+    pub async fn connect_fresh_schema(url: &str) -> StoreResult<(Self, String)> {
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let schema = format!("kith_test_{:016x}", u64::from_le_bytes(suffix));
+        let admin = PgPool::connect(url).await.map_err(backend)?;
+        // The name is made here of hex digits only: nothing from outside reaches the SQL.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .map_err(backend)?;
+        admin.close().await;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(backend)?
+            .options([("search_path", schema.as_str())]);
+        Ok((Self::connect_with(options).await?, schema))
+    }
 }
 
 async fn insert_message(

@@ -1,1 +1,146 @@
+//! Test fixtures shared by every crate's tests: a real `kithd` on a loopback port, and users
+//! with profiles in temporary folders.
+//!
+//! - [`TestServer::start`]: the server in-process on `127.0.0.1:0` with SQLite in a temporary
+//!   folder; [`TestServer::start_postgres`] the same on PostgreSQL (`None` when
+//!   `KITH_TEST_DATABASE_URL` is unset);
+//! - [`TestUser`]: a registered [`Client`] and its profile folder.
+#![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+
+use kith_client::{AccountKind, Client};
+use kith_server::{AppState, Clock, ServerConfig, SystemClock};
+use kith_store::Store;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A running server. Dropping it stops the server (without waiting).
+pub struct TestServer {
+    pub url: String,
+    pub state: AppState,
+    pub data: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// SQLite in a temporary folder, default settings, the wall clock.
+    pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default(), Arc::new(SystemClock)).await
+    }
+
+    /// SQLite in a temporary folder with these settings (listen and data are replaced).
+    pub async fn start_with(config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let store = kith_store_sqlite::SqliteStore::open(data.path().join("kithd.db")).unwrap();
+        Self::serve(Arc::new(store), config, clock, data).await
+    }
+
+    /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`; `None` (after saying so) when
+    /// the variable is unset.
+    pub async fn start_postgres() -> Option<Self> {
+        let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
+            eprintln!("skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen");
+            return None;
+        };
+        let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        Some(Self::serve(Arc::new(store), ServerConfig::default(), Arc::new(SystemClock), data).await)
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        mut config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        data: TempDir,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.listen = addr;
+        config.data = data.path().to_path_buf();
+        let state = AppState::new(store, config, clock);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kith_server::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        TestServer { url: format!("http://{addr}"), state, data, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Registers a user with a fresh profile folder.
+    pub async fn user(&self, name: &str) -> TestUser {
+        TestUser::register(&self.url, name, AccountKind::Person).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A registered client and the folder that holds its profile.
+pub struct TestUser {
+    pub client: Client,
+    pub dir: TempDir,
+}
+
+impl TestUser {
+    pub async fn register(url: &str, name: &str, kind: AccountKind) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut client = Client::open(dir.path()).unwrap();
+        client.register(url, name, kind).await.unwrap();
+        TestUser { client, dir }
+    }
+}
+
+impl std::ops::Deref for TestUser {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for TestUser {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,133 @@
+//! HTTP calls to `kithd`. Cheap to clone; holds no reference into the profile, so an async
+//! method can await a call without borrowing the (non-`Sync`) SQLite connection.
+
+use kith_proto::*;
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ClientError, ClientResult};
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    /// `<device-id>:<token>` once registered.
+    bearer: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str, bearer: Option<String>) -> ClientResult<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidInput(format!(
+                "the server URL must start with http:// or https://, not {base:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Network(e.to_string()))?;
+        Ok(Api { http, base, bearer })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<R> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Network(without_url(e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Network(without_url(e)))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        } else {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => Err(ClientError::Server {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                }),
+                Err(_) => Err(ClientError::Protocol(format!("HTTP {status} without an error body"))),
+            }
+        }
+    }
+
+    pub async fn register(&self, req: &RegisterRequest) -> ClientResult<RegisterResponse> {
+        self.call(Method::POST, "/v1/accounts", Some(req)).await
+    }
+
+    pub async fn whoami(&self) -> ClientResult<WhoAmI> {
+        self.call::<(), _>(Method::GET, "/v1/me", None).await
+    }
+
+    pub async fn devices(&self, username: &str) -> ClientResult<DeviceList> {
+        self.call::<(), _>(Method::GET, &format!("/v1/accounts/{username}/devices"), None).await
+    }
+
+    pub async fn upload_key_packages(
+        &self,
+        req: &UploadKeyPackages,
+    ) -> ClientResult<UploadKeyPackagesResponse> {
+        self.call(Method::POST, "/v1/key-packages", Some(req)).await
+    }
+
+    pub async fn claim(&self, username: &str) -> ClientResult<ClaimResponse> {
+        self.call::<(), _>(Method::POST, &format!("/v1/accounts/{username}/key-packages/claim"), None)
+            .await
+    }
+
+    pub async fn create_conversation(
+        &self,
+        req: &CreateConversation,
+    ) -> ClientResult<CreateConversationResponse> {
+        self.call(Method::POST, "/v1/conversations", Some(req)).await
+    }
+
+    pub async fn send(&self, conversation: &str, req: &SendMessage) -> ClientResult<SendResponse> {
+        self.call(Method::POST, &format!("/v1/conversations/{conversation}/messages"), Some(req))
+            .await
+    }
+
+    pub async fn fetch(&self, after: u64, limit: u32) -> ClientResult<FetchResponse> {
+        self.call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
+            .await
+    }
+
+    pub async fn ack(&self, seqs: &[u64]) -> ClientResult<AckResponse> {
+        self.call(Method::POST, "/v1/queue/ack", Some(&AckRequest { seqs: seqs.to_vec() })).await
+    }
+
+    /// The WebSocket URL of the push channel.
+    pub fn ws_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| self.base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+            .unwrap_or_else(|| self.base.clone());
+        format!("{rest}/v1/ws")
+    }
+}
+
+/// reqwest's errors name the URL, which may carry a username; keep only the kind.
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}

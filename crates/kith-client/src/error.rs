@@ -1,0 +1,44 @@
+//! The SDK's errors.
+
+use kith_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("this profile has no account yet; run `kith register` first")]
+    NotRegistered,
+    #[error("this profile is already registered as {0}")]
+    AlreadyRegistered(String),
+    /// The server refused the request; `code` is its stable error code.
+    #[error("{message} ({code})")]
+    Server { status: u16, code: ErrorCode, message: String },
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    #[error("the server answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("no conversation {0}")]
+    UnknownConversation(String),
+    #[error("MLS: {0}")]
+    Mls(String),
+    #[error("local storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("profile folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn mls(e: impl std::fmt::Display) -> Self {
+        ClientError::Mls(e.to_string())
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;

@@ -1,0 +1,265 @@
+//! The profile's own tables: the account, conversations, message history and the set of
+//! server messages already processed. MLS state lives beside them, kept by OpenMLS.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use kith_proto::AccountKind;
+
+/// The account this profile belongs to.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub server: String,
+    pub username: String,
+    pub kind: AccountKind,
+    pub device_id: u64,
+    /// The bearer secret; never printed (see the `Debug` of [`crate::Client`]).
+    pub(crate) token: String,
+    pub signature_key: Vec<u8>,
+}
+
+impl Profile {
+    pub(crate) fn bearer(&self) -> String {
+        format!("{}:{}", self.device_id, self.token)
+    }
+}
+
+/// What kind of conversation a message belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+    Story,
+    System,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+            ConversationKind::Story => "story",
+            ConversationKind::System => "system",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "group" => ConversationKind::Group,
+            "story" => ConversationKind::Story,
+            "system" => ConversationKind::System,
+            _ => ConversationKind::Direct,
+        }
+    }
+}
+
+/// One message of the local history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The sender's message id (random, unique): the same on every device.
+    pub id: String,
+    pub conversation: String,
+    pub kind: ConversationKind,
+    pub from: String,
+    pub text: String,
+    /// The sender's clock, Unix milliseconds.
+    pub sent_at: u64,
+    /// When this device stored it, Unix milliseconds.
+    pub received_at: u64,
+    pub outgoing: bool,
+}
+
+/// A conversation this device is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub kind: ConversationKind,
+    /// For a 1:1 conversation, the other account.
+    pub peer: Option<String>,
+    pub created_at: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kith_profile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    server TEXT NOT NULL,
+    username TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    signature_key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kith_conversations (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    peer TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
+CREATE TABLE IF NOT EXISTS kith_messages (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    outgoing INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kith_messages_conversation ON kith_messages (conversation, sent_at);
+CREATE TABLE IF NOT EXISTS kith_processed (
+    message_id INTEGER PRIMARY KEY,
+    processed_at INTEGER NOT NULL
+);
+";
+
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub fn load_profile(conn: &Connection) -> rusqlite::Result<Option<Profile>> {
+    conn.query_row(
+        "SELECT server, username, kind, device_id, token, signature_key FROM kith_profile WHERE id = 1",
+        [],
+        |r| {
+            Ok(Profile {
+                server: r.get(0)?,
+                username: r.get(1)?,
+                kind: AccountKind::parse(&r.get::<_, String>(2)?).unwrap_or_default(),
+                device_id: u(r.get(3)?),
+                token: r.get(4)?,
+                signature_key: r.get(5)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO kith_profile (id, server, username, kind, device_id, token, signature_key)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        params![p.server, p.username, p.kind.as_str(), i(p.device_id), p.token, p.signature_key],
+    )?;
+    Ok(())
+}
+
+pub fn add_conversation(conn: &Connection, c: &Conversation) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO kith_conversations (id, kind, peer, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![c.id, c.kind.as_str(), c.peer, i(c.created_at)],
+    )?;
+    Ok(())
+}
+
+fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: r.get(0)?,
+        kind: ConversationKind::parse(&r.get::<_, String>(1)?),
+        peer: r.get(2)?,
+        created_at: u(r.get(3)?),
+    })
+}
+
+pub fn conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
+    conn.query_row(
+        "SELECT id, kind, peer, created_at FROM kith_conversations WHERE id = ?1",
+        params![id],
+        conversation_row,
+    )
+    .optional()
+}
+
+/// The newest 1:1 conversation with `peer`.
+pub fn direct_with(conn: &Connection, peer: &str) -> rusqlite::Result<Option<Conversation>> {
+    conn.query_row(
+        "SELECT id, kind, peer, created_at FROM kith_conversations
+         WHERE kind = 'direct' AND peer = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        params![peer],
+        conversation_row,
+    )
+    .optional()
+}
+
+/// Stores a message unless one with its id is stored already. Returns whether it was new.
+pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO kith_messages
+         (id, conversation, kind, sender, text, sent_at, received_at, outgoing)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            m.id,
+            m.conversation,
+            m.kind.as_str(),
+            m.from,
+            m.text,
+            i(m.sent_at),
+            i(m.received_at),
+            m.outgoing
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        conversation: r.get(1)?,
+        kind: ConversationKind::parse(&r.get::<_, String>(2)?),
+        from: r.get(3)?,
+        text: r.get(4)?,
+        sent_at: u(r.get(5)?),
+        received_at: u(r.get(6)?),
+        outgoing: r.get(7)?,
+    })
+}
+
+/// Every message exchanged with `peer` in 1:1 conversations, oldest first.
+pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Message>> {
+    conn.prepare(
+        "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing
+         FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
+         WHERE c.kind = 'direct' AND c.peer = ?1
+         ORDER BY m.sent_at, m.received_at, m.id",
+    )?
+    .query_map(params![peer], message_row)?
+    .collect()
+}
+
+/// Every message of one conversation, oldest first.
+pub fn history_of(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<Message>> {
+    conn.prepare(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing
+         FROM kith_messages WHERE conversation = ?1 ORDER BY sent_at, received_at, id",
+    )?
+    .query_map(params![conversation], message_row)?
+    .collect()
+}
+
+pub fn was_processed(conn: &Connection, message_id: u64) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM kith_processed WHERE message_id = ?1",
+            params![i(message_id)],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+pub fn mark_processed(conn: &Connection, message_id: u64, now: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO kith_processed (message_id, processed_at) VALUES (?1, ?2)",
+        params![i(message_id), i(now)],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! OpenMLS over the profile's SQLite file.
+
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::RustCrypto;
+use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use openmls_traits::OpenMlsProvider;
+use rusqlite::Connection;
+
+use crate::error::{ClientError, ClientResult};
+
+/// The one ciphersuite Kith speaks.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// OpenMLS's stored values as JSON.
+#[derive(Default)]
+pub struct JsonCodec;
+
+impl Codec for JsonCodec {
+    type Error = serde_json::Error;
+
+    fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        serde_json::to_vec(value)
+    }
+
+    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
+        serde_json::from_slice(slice)
+    }
+}
+
+pub type Storage<'a> = SqliteStorageProvider<JsonCodec, &'a Connection>;
+
+/// An OpenMLS provider borrowing the profile's connection; made per operation, never held
+/// across an await.
+pub struct Provider<'a> {
+    crypto: &'a RustCrypto,
+    storage: Storage<'a>,
+}
+
+impl<'a> Provider<'a> {
+    pub fn new(crypto: &'a RustCrypto, conn: &'a Connection) -> Self {
+        Provider { crypto, storage: SqliteStorageProvider::new(conn) }
+    }
+}
+
+impl<'a> OpenMlsProvider for Provider<'a> {
+    type CryptoProvider = RustCrypto;
+    type RandProvider = RustCrypto;
+    type StorageProvider = Storage<'a>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &Self::CryptoProvider {
+        self.crypto
+    }
+
+    fn rand(&self) -> &Self::RandProvider {
+        self.crypto
+    }
+}
+
+/// Creates OpenMLS's tables.
+pub fn migrate(conn: &mut Connection) -> ClientResult<()> {
+    let mut storage = SqliteStorageProvider::<JsonCodec, &mut Connection>::new(conn);
+    storage.run_migrations().map_err(ClientError::mls)
+}
+
+/// Handshakes in the clear for the server to validate, application messages encrypted;
+/// tolerance for messages in flight across a commit.
+pub fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(3)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+        .build()
+}
+
+pub fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(3)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+        .build()
+}
+
+pub fn credential(username: &str, signer: &SignatureKeyPair) -> CredentialWithKey {
+    CredentialWithKey {
+        credential: BasicCredential::new(username.as_bytes().to_vec()).into(),
+        signature_key: signer.public().into(),
+    }
+}
+
+pub fn load_signer(provider: &Provider<'_>, public: &[u8]) -> ClientResult<SignatureKeyPair> {
+    SignatureKeyPair::read(provider.storage(), public, SignatureScheme::ED25519)
+        .ok_or_else(|| ClientError::Mls("the device's signature key is missing from the profile".into()))
+}
+
+/// `count` one-time KeyPackages, TLS-serialized; their private keys stay in the profile.
+pub fn key_packages(
+    provider: &Provider<'_>,
+    signer: &SignatureKeyPair,
+    username: &str,
+    count: usize,
+    last_resort: bool,
+) -> ClientResult<Vec<Vec<u8>>> {
+    use openmls::prelude::tls_codec::Serialize as _;
+    (0..count)
+        .map(|_| {
+            // A KeyPackage must list the extensions it carries among its capabilities.
+            let capabilities =
+                Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None);
+            let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+            if last_resort {
+                builder = builder.mark_as_last_resort();
+            }
+            let bundle = builder
+                .build(CIPHERSUITE, provider, signer, credential(username, signer))
+                .map_err(ClientError::mls)?;
+            bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
+        })
+        .collect()
+}
+
+/// The username a credential names, if it is a basic credential of valid UTF-8.
+pub fn identity(credential: &Credential) -> Option<String> {
+    let basic = BasicCredential::try_from(credential.clone()).ok()?;
+    String::from_utf8(basic.identity().to_vec()).ok()
+}

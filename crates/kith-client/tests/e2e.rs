@@ -1,0 +1,194 @@
+//! End to end: real kithd (in-process, loopback port), real clients, real MLS.
+
+use kith_client::{ClientError, ConversationKind, ErrorCode};
+use kith_proto::FetchResponse;
+use kith_testkit::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_and_bob_exchange_messages_both_ways() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+
+    // Bob is offline: alice writes twice before he syncs.
+    let sent1 = alice.send_text("bob", "hello bob").await.unwrap();
+    let sent2 = alice.send_text("bob", "are you there?").await.unwrap();
+    assert_eq!(sent1.conversation, sent2.conversation, "one conversation per pair");
+
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.joined, vec![sent1.conversation.clone()]);
+    let texts: Vec<&str> = report.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["hello bob", "are you there?"]);
+    assert!(report.messages.iter().all(|m| m.from == "alice" && m.kind == ConversationKind::Direct));
+    assert_eq!(report.messages[0].id, sent1.id);
+
+    // A second sync brings nothing new.
+    let again = bob.sync().await.unwrap();
+    assert!(again.messages.is_empty() && again.joined.is_empty() && again.dropped == 0);
+
+    // Bob answers in the same conversation.
+    let reply = bob.send_text("alice", "yes, hi alice").await.unwrap();
+    assert_eq!(reply.conversation, sent1.conversation);
+    let got = alice.sync().await.unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].text, "yes, hi alice");
+    assert_eq!(got.messages[0].from, "bob");
+
+    // Both histories hold the three messages in order.
+    for client in [&alice.client, &bob.client] {
+        let peer = if client.profile().unwrap().username == "alice" { "bob" } else { "alice" };
+        let h: Vec<String> = client.history(peer).unwrap().into_iter().map(|m| m.text).collect();
+        assert_eq!(h, ["hello bob", "are you there?", "yes, hi alice"]);
+    }
+
+    // Everything was acknowledged, so the server holds no message any more.
+    let counts = server.store().counts().await.unwrap();
+    assert_eq!((counts.messages, counts.queue_entries), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivers_to_a_connected_device() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+
+    alice.send_text("bob", "before connecting").await.unwrap();
+    let mut push = bob.connect_push().await.unwrap();
+    // What waited is pushed first.
+    let mut texts = Vec::new();
+    while texts.is_empty() {
+        let r = bob.receive_push(&mut push).await.unwrap();
+        texts.extend(r.messages.into_iter().map(|m| m.text));
+    }
+    assert_eq!(texts, ["before connecting"]);
+
+    // Then new messages arrive without a fetch.
+    alice.send_text("bob", "live one").await.unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), bob.receive_push(&mut push))
+        .await
+        .expect("push within 10 s")
+        .unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].text, "live one");
+
+    // The acks went over the socket: the server keeps nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let c = server.store().counts().await.unwrap();
+        if c.queue_entries == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "acks over the socket never landed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_is_shown_once() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "only once").await.unwrap();
+
+    // Fetch twice without acknowledging: the server hands out the same entries again.
+    let http = reqwest::Client::new();
+    let bearer = {
+        let p = bob.profile().unwrap();
+        format!("{}:{}", p.device_id, bob_token(&bob))
+    };
+    let mut pages = Vec::new();
+    for _ in 0..2 {
+        let page: FetchResponse = http
+            .get(format!("{}/v1/queue", server.url))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 2, "welcome and message");
+        pages.push(page.entries);
+    }
+    let first = bob.receive_entries(&pages[0]).unwrap();
+    let second = bob.receive_entries(&pages[1]).unwrap();
+    assert_eq!(first.messages.len(), 1);
+    assert_eq!(second.messages.len(), 0);
+    assert_eq!(second.duplicates, 2);
+    // And the sync that finally acknowledges them shows nothing new either.
+    let third = bob.sync().await.unwrap();
+    assert!(third.messages.is_empty());
+    assert_eq!(third.duplicates, 2);
+    assert_eq!(bob.history("alice").unwrap().len(), 1);
+}
+
+/// The token is private to the SDK; tests read it from the profile database like an attacker
+/// with the disk would.
+fn bob_token(bob: &kith_testkit::TestUser) -> String {
+    let conn = rusqlite::Connection::open(bob.dir.path().join("kith.db")).unwrap();
+    conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_problem() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+
+    let err = alice.send_text("nobody", "hi").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownUser), "{err}");
+
+    let err = alice.send_text("Not Valid", "hi").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+
+    let err = alice.send_text("alice", "hi").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+
+    let err = alice.send_text("bob", "").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+
+    // A second account under a taken name is refused, and the profile stays unregistered.
+    let dir = tempfile::tempdir().unwrap();
+    let mut again = kith_client::Client::open(dir.path()).unwrap();
+    let err = again.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UsernameTaken), "{err}");
+    assert!(again.profile().is_none());
+    assert!(matches!(again.sync().await.unwrap_err(), ClientError::NotRegistered));
+
+    // Registering a profile twice is refused locally.
+    let err = alice.register(&server.url, "alice2", kith_client::AccountKind::Person).await.unwrap_err();
+    assert!(matches!(err, ClientError::AlreadyRegistered(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_packages_are_topped_up_after_joins() {
+    let server = TestServer::start().await;
+    let mut bob = server.user("bob").await;
+    let start = bob.whoami().await.unwrap().key_packages_remaining;
+    assert!(start >= 15);
+    // Forty people write to bob; each claim uses one of his one-time KeyPackages.
+    for i in 0..40 {
+        let mut u = server.user(&format!("user{i:02}")).await;
+        u.send_text("bob", "hi").await.unwrap();
+    }
+    let before = bob.whoami().await.unwrap().key_packages_remaining;
+    assert_eq!(before, start - 40);
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.joined.len(), 40);
+    assert_eq!(report.messages.len(), 40);
+    let after = bob.whoami().await.unwrap().key_packages_remaining;
+    assert!(after >= 15, "only {after} left after the sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_on_postgres() {
+    let Some(server) = TestServer::start_postgres().await else { return };
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "over postgres").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(r.messages[0].text, "over postgres");
+    bob.send_text("alice", "and back").await.unwrap();
+    assert_eq!(alice.sync().await.unwrap().messages[0].text, "and back");
+    let counts = server.store().counts().await.unwrap();
+    assert_eq!((counts.messages, counts.queue_entries), (0, 0));
+}
