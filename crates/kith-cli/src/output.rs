@@ -1,0 +1,113 @@
+//! How results are printed: for people, or as one JSON object per line.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use kith_client::{Message, Profile, SyncReport};
+use kith_proto::WhoAmI;
+use serde_json::json;
+
+pub struct Output {
+    pub json: bool,
+}
+
+/// RFC 3339, to the second, UTC.
+pub fn rfc3339(millis: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
+fn message_json(m: &Message) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "conversation": m.conversation,
+        "kind": m.kind.as_str(),
+        "from": m.from,
+        "text": m.text,
+        "sent_at": rfc3339(m.sent_at),
+        "outgoing": m.outgoing,
+    })
+}
+
+fn human_line(m: &Message) -> String {
+    let when = rfc3339(m.sent_at).replace('T', " ").trim_end_matches('Z').to_string();
+    let who = if m.outgoing { "you" } else { m.from.as_str() };
+    format!("[{when}] {who}: {}", m.text)
+}
+
+impl Output {
+    pub fn registered(&self, p: &Profile) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"username": p.username, "device_id": p.device_id, "server": p.server, "kind": p.kind.as_str()})
+            );
+        } else {
+            println!("Registered {} on {} (device {}).", p.username, p.server, p.device_id);
+        }
+    }
+
+    pub fn whoami(&self, me: &WhoAmI, server: &str) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "username": me.username,
+                    "device_id": me.device_id,
+                    "kind": me.kind.as_str(),
+                    "server": server,
+                    "key_packages_remaining": me.key_packages_remaining,
+                })
+            );
+        } else {
+            println!(
+                "{} on {} (device {}, {} account, {} KeyPackages on the server)",
+                me.username,
+                server,
+                me.device_id,
+                me.kind.as_str(),
+                me.key_packages_remaining
+            );
+        }
+    }
+
+    pub fn sent(&self, m: &Message, to: &str) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"id": m.id, "conversation": m.conversation, "to": to, "sent_at": rfc3339(m.sent_at)})
+            );
+        } else {
+            println!("Sent to {to}.");
+        }
+    }
+
+    pub fn synced(&self, r: &SyncReport) {
+        for m in &r.messages {
+            if self.json {
+                println!("{}", message_json(m));
+            } else {
+                println!("{}", human_line(m));
+            }
+        }
+        if !self.json {
+            if r.messages.is_empty() {
+                eprintln!("No new messages.");
+            }
+            if r.dropped > 0 {
+                eprintln!("{} message(s) could not be decrypted or verified and were dropped.", r.dropped);
+            }
+        }
+    }
+
+    pub fn history(&self, messages: &[Message], with: &str) {
+        for m in messages {
+            if self.json {
+                println!("{}", message_json(m));
+            } else {
+                println!("{}", human_line(m));
+            }
+        }
+        if !self.json && messages.is_empty() {
+            eprintln!("No messages with {with} yet.");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The `kith` binary against a real kithd on a loopback port.
+
+use std::path::Path;
+
+use kith_testkit::TestServer;
+use serde_json::Value;
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn kith(profile: &Path, args: &[&str]) -> Run {
+    let profile = profile.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+            .arg("--profile")
+            .arg(&profile)
+            .args(&args)
+            .env_remove("KITH_PROFILE")
+            .output()
+            .expect("run kith");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("join")
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_send_sync_history() {
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+
+    let r = kith(a.path(), &["register", "alice", "--server", &server.url]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Registered alice"), "{}", r.stdout);
+    let r = kith(b.path(), &["--json", "register", "bob", "--server", &server.url]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(json_lines(&r.stdout)[0]["username"], "bob");
+
+    let r = kith(a.path(), &["--json", "whoami"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let me = &json_lines(&r.stdout)[0];
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["kind"], "person");
+
+    let r = kith(a.path(), &["send", "bob", "hi bob, it's alice"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Sent to bob"));
+
+    let r = kith(b.path(), &["--json", "sync"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    assert_eq!(lines.len(), 1, "{}", r.stdout);
+    let m = &lines[0];
+    assert_eq!(m["kind"], "direct");
+    assert_eq!(m["from"], "alice");
+    assert_eq!(m["text"], "hi bob, it's alice");
+    assert_eq!(m["conversation"].as_str().unwrap().len(), 32);
+    assert!(m["id"].as_str().is_some_and(|s| !s.is_empty()));
+    let sent_at = m["sent_at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(sent_at).is_ok(), "{sent_at}");
+
+    // A second sync prints nothing.
+    let r = kith(b.path(), &["--json", "sync"]).await;
+    assert!(r.ok && r.stdout.is_empty(), "{}", r.stdout);
+    let r = kith(b.path(), &["sync"]).await;
+    assert!(r.ok && r.stdout.is_empty() && r.stderr.contains("No new messages"));
+
+    let r = kith(b.path(), &["send", "bob", "talking to myself"]).await;
+    assert!(!r.ok);
+    let r = kith(b.path(), &["send", "alice", "hello alice"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(a.path(), &["sync"]).await;
+    assert!(r.ok);
+    assert!(r.stdout.contains("bob: hello alice"), "{}", r.stdout);
+
+    let r = kith(a.path(), &["history", "bob"]).await;
+    assert!(r.ok);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[0].ends_with("you: hi bob, it's alice"), "{}", lines[0]);
+    assert!(lines[1].ends_with("bob: hello alice"), "{}", lines[1]);
+    let r = kith(b.path(), &["--json", "history", "alice"]).await;
+    let h = json_lines(&r.stdout);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0]["outgoing"], false);
+    assert_eq!(h[1]["outgoing"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_plain_and_exit_non_zero() {
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+
+    let r = kith(fresh.path(), &["sync"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("kith register"), "{}", r.stderr);
+
+    let r = kith(a.path(), &["register", "Bad Name", "--server", &server.url]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("username"), "{}", r.stderr);
+
+    let r = kith(a.path(), &["register", "alice", "--server", "127.0.0.1:1"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("http://"), "{}", r.stderr);
+
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    let other = tempfile::tempdir().unwrap();
+    let r = kith(other.path(), &["register", "alice", "--server", &server.url]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("taken"), "{}", r.stderr);
+
+    let r = kith(a.path(), &["send", "nobody", "hello?"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("no user named nobody"), "{}", r.stderr);
+
+    let r = kith(a.path(), &["send"]).await;
+    assert!(!r.ok);
+
+    // A server that is gone is named as such.
+    server.stop().await;
+    let r = kith(a.path(), &["sync"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("cannot reach the server"), "{}", r.stderr);
+}

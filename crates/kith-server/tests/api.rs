@@ -1,0 +1,274 @@
+//! The HTTP API against a real in-process kithd: every refusal has its own stable code and
+//! status, nothing answers 500, and nothing but registration and operations works unauthenticated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_proto::{ErrorBody, ErrorCode, FetchResponse};
+use kith_server::{ManualClock, ServerConfig};
+use kith_testkit::{TestServer, TestUser};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Http {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Http {
+    fn new(server: &TestServer) -> Self {
+        Http { base: server.url.clone(), http: reqwest::Client::new() }
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// Asserts the answer is the given error, with its documented status.
+    async fn refuses(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Vec<u8>>,
+        code: ErrorCode,
+    ) {
+        let (status, bytes) = self.raw(method.clone(), path, auth, body).await;
+        let parsed: ErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{method} {path}: not an error body: {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(parsed.error.code, code, "{method} {path}: {}", parsed.error.message);
+        assert_eq!(status.as_u16(), code.status(), "{method} {path}");
+        assert!(!parsed.error.message.is_empty());
+    }
+}
+
+/// The device's bearer header, read from its profile database as only the device could: the
+/// SDK does not hand its token out.
+fn token_of(user: &TestUser) -> String {
+    let conn = rusqlite::Connection::open(user.dir.path().join("kith.db")).unwrap();
+    let token: String = conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap();
+    format!("Bearer {}:{token}", user.profile().unwrap().device_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_operation_but_registration_needs_credentials() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let conv = "ab".repeat(16);
+    let protected: Vec<(Method, String)> = vec![
+        (Method::GET, "/v1/me".into()),
+        (Method::GET, "/v1/accounts/alice/devices".into()),
+        (Method::POST, "/v1/key-packages".into()),
+        (Method::POST, "/v1/accounts/alice/key-packages/claim".into()),
+        (Method::POST, "/v1/conversations".into()),
+        (Method::POST, format!("/v1/conversations/{conv}/messages")),
+        (Method::GET, "/v1/queue".into()),
+        (Method::POST, "/v1/queue/ack".into()),
+        (Method::GET, "/v1/ws".into()),
+    ];
+    let alice = server.user("alice").await;
+    let right = token_of(&alice);
+    let device = alice.profile().unwrap().device_id;
+    let wrong = format!("Bearer {device}:{}", "0".repeat(64));
+    let unknown_device = format!("Bearer {}:{}", device + 999, "0".repeat(64));
+    for (method, path) in &protected {
+        for auth in [None, Some("Bearer"), Some("Basic abc"), Some(wrong.as_str()), Some(unknown_device.as_str()), Some("Bearer 1:")] {
+            http.refuses(method.clone(), path, auth, Some(b"{}".to_vec()), ErrorCode::Unauthorized).await;
+        }
+    }
+    // The right token works.
+    let (status, _) = http.raw(Method::GET, "/v1/me", Some(&right), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The open endpoints answer without one.
+    for path in ["/healthz", "/metrics", "/v1/openapi.json"] {
+        let (status, _) = http.raw(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_own_code() {
+    let mut config = ServerConfig::default();
+    config.max_body_bytes = 64 * 1024;
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let http = Http::new(&server);
+    let alice = server.user("alice").await;
+    let auth = token_of(&alice);
+    let a = Some(auth.as_str());
+
+    let register = |username: &str, kp: &str| {
+        json!({"username": username, "credential_key": "AAAA", "key_packages": [kp], "last_resort_key_package": kp})
+            .to_string()
+            .into_bytes()
+    };
+    use ErrorCode::*;
+    // Registration.
+    http.refuses(Method::POST, "/v1/accounts", None, Some(b"{not json".to_vec()), MalformedJson).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(b"{}".to_vec()), MalformedJson).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(register("Bad Name", "AAAA")), InvalidUsername).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(register("ab", "AAAA")), InvalidUsername).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(register("carol", "!!notbase64")), BadBase64).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(register("carol", "AAAA")), InvalidKeyPackage).await;
+    let big = vec![b' '; 65 * 1024];
+    http.refuses(Method::POST, "/v1/accounts", None, Some(big), BodyTooLarge).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dup = kith_client::Client::open(dir.path()).unwrap();
+    let err = dup.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
+    assert_eq!(err.code(), Some(UsernameTaken));
+
+    // Users and devices.
+    http.refuses(Method::GET, "/v1/accounts/nobody/devices", a, None, UnknownUser).await;
+    http.refuses(Method::GET, "/v1/accounts/NoBody/devices", a, None, InvalidUsername).await;
+    http.refuses(Method::POST, "/v1/accounts/nobody/key-packages/claim", a, None, UnknownUser).await;
+    // KeyPackages.
+    http.refuses(Method::POST, "/v1/key-packages", a, Some(br#"{"key_packages": ["AAAA"]}"#.to_vec()), InvalidKeyPackage).await;
+    http.refuses(Method::POST, "/v1/key-packages", a, Some(br#"{"key_packages": ["@@"]}"#.to_vec()), BadBase64).await;
+    // Conversations.
+    let welcome = |id: &str, members: &str| {
+        format!(r#"{{"conversation_id": "{id}", "members": {members}, "welcome": "AAAA"}}"#).into_bytes()
+    };
+    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome("xyz", "[1]")), InvalidConversationId).await;
+    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome(&"ab".repeat(16), "[]")), BadRequest).await;
+    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome(&"ab".repeat(16), "[1]")), InvalidMessage).await;
+    let send = br#"{"message": "AAAA"}"#.to_vec();
+    http.refuses(Method::POST, &format!("/v1/conversations/{}/messages", "cd".repeat(16)), a, Some(send.clone()), UnknownConversation).await;
+    http.refuses(Method::POST, "/v1/conversations/ZZ/messages", a, Some(send), InvalidConversationId).await;
+    // Queue.
+    http.refuses(Method::GET, "/v1/queue?after=-1", a, None, BadRequest).await;
+    http.refuses(Method::GET, "/v1/queue?limit=abc", a, None, BadRequest).await;
+    http.refuses(Method::POST, "/v1/queue/ack", a, Some(br#"{"seqs": "x"}"#.to_vec()), MalformedJson).await;
+    // Routes.
+    http.refuses(Method::GET, "/v1/nothing-here", None, None, NotFound).await;
+    http.refuses(Method::DELETE, "/v1/accounts", None, None, MethodNotAllowed).await;
+
+    // None of that was a 500.
+    let (_, metrics) = http.raw(Method::GET, "/metrics", None, None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(!metrics.contains("status=\"500\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reads_only_its_own_mailbox_and_members_only_send() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let sent = alice.send_text("bob", "for bob only").await.unwrap();
+
+    // Carol's queue is empty, and acking bob's entries from carol removes nothing.
+    let carol_auth = token_of(&carol);
+    let (_, body) = http.raw(Method::GET, "/v1/queue", Some(&carol_auth), None).await;
+    let page: FetchResponse = serde_json::from_slice(&body).unwrap();
+    assert!(page.entries.is_empty());
+    let bob_auth = token_of(&bob);
+    let (_, body) = http.raw(Method::GET, "/v1/queue", Some(&bob_auth), None).await;
+    let bobs: FetchResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(bobs.entries.len(), 2);
+    let seqs: Vec<u64> = bobs.entries.iter().map(|e| e.seq).collect();
+    let (status, body) = http
+        .raw(Method::POST, "/v1/queue/ack", Some(&carol_auth), Some(json!({"seqs": seqs}).to_string().into_bytes()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["removed"], 0);
+
+    // Carol cannot post into alice and bob's conversation, even a well-formed MLS message.
+    let mls_message = bobs.entries[1].data.clone();
+    http.refuses(
+        Method::POST,
+        &format!("/v1/conversations/{}/messages", sent.conversation),
+        Some(&carol_auth),
+        Some(json!({"message": mls_message}).to_string().into_bytes()),
+        ErrorCode::NotAMember,
+    )
+    .await;
+    // A member cannot post a message of another conversation into this one.
+    let other = "ef".repeat(16);
+    let alice_auth = token_of(&alice);
+    http.refuses(
+        Method::POST,
+        &format!("/v1/conversations/{other}/messages"),
+        Some(&alice_auth),
+        Some(json!({"message": mls_message}).to_string().into_bytes()),
+        ErrorCode::UnknownConversation,
+    )
+    .await;
+
+    // Bob still gets his message.
+    let r = bob.sync().await.unwrap();
+    assert_eq!(r.messages[0].text, "for bob only");
+    let _ = alice.sync().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_sweep_deletes_undelivered_ciphertext() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let server = TestServer::start_with(ServerConfig::default(), clock.clone()).await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "never fetched").await.unwrap();
+    assert_eq!(server.store().counts().await.unwrap().messages, 2);
+
+    // 29 days later nothing is swept...
+    clock.advance(Duration::from_secs(29 * 86_400));
+    assert_eq!(kith_server::retention::sweep_once(&server.state).await.unwrap(), 0);
+    // ...at 31 days both the Welcome and the message are gone.
+    clock.advance(Duration::from_secs(2 * 86_400));
+    assert_eq!(kith_server::retention::sweep_once(&server.state).await.unwrap(), 2);
+    let counts = server.store().counts().await.unwrap();
+    assert_eq!((counts.messages, counts.queue_entries), (0, 0));
+    assert!(bob.sync().await.unwrap().messages.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_health_and_metrics() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let (_, body) = http.raw(Method::GET, "/v1/openapi.json", None, None).await;
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    for path in [
+        "/v1/accounts",
+        "/v1/me",
+        "/v1/accounts/{username}/devices",
+        "/v1/key-packages",
+        "/v1/accounts/{username}/key-packages/claim",
+        "/v1/conversations",
+        "/v1/conversations/{id}/messages",
+        "/v1/queue",
+        "/v1/queue/ack",
+        "/v1/ws",
+        "/healthz",
+        "/metrics",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"]["ErrorCode"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    let (_, body) = http.raw(Method::GET, "/healthz", None, None).await;
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "ok");
+
+    let mut alice = server.user("alice").await;
+    let _bob = server.user("bob").await;
+    alice.send_text("bob", "count me").await.unwrap();
+    let (_, body) = http.raw(Method::GET, "/metrics", None, None).await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("kith_registrations_total 2"), "{text}");
+    assert!(text.contains("kith_messages_accepted_total 2"), "{text}");
+}

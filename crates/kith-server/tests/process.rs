@@ -1,0 +1,145 @@
+//! kithd as a child process: configuration from a file, flags and the environment, a unique
+//! marker that never reaches any file the server wrote, tokens that never reach its logs, and a
+//! graceful stop on SIGTERM.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kith_testkit::{TestUser, contains, files_under};
+
+struct Kithd {
+    child: Child,
+    url: String,
+}
+
+fn start_kithd(data: &Path) -> Kithd {
+    let config = data.join("kithd.toml");
+    std::fs::write(
+        &config,
+        format!("data = {:?}\nretention_days = 7\nlisten = \"127.0.0.1:1\"\n", data.join("store")),
+    )
+    .unwrap();
+    let log = std::fs::File::create(data.join("kithd.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        // The flag beats the file's listen address.
+        .args(["--listen", "127.0.0.1:0"])
+        .env("KITHD_LOG", "debug")
+        .env("KITHD_MAX_BODY_BYTES", "100000")
+        .env_remove("KITHD_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kithd");
+    // The log names the address it listens on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(data.join("kithd.log")).unwrap_or_default();
+        if let Some(rest) = text.split("addr=").nth(1) {
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            return Kithd { child, url: format!("http://{addr}") };
+        }
+        assert!(Instant::now() < deadline, "kithd did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm_and_wait(mut k: Kithd) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &k.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = k.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "kithd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn token_of(user: &TestUser) -> String {
+    let conn = rusqlite::Connection::open(user.dir.path().join("kith.db")).unwrap();
+    conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_never_holds_plaintext_and_stops_gracefully() {
+    let data = tempfile::tempdir().unwrap();
+    let kithd = start_kithd(data.path());
+    let mut alice = TestUser::register(&kithd.url, "alice", kith_client::AccountKind::Person).await;
+    let mut bob = TestUser::register(&kithd.url, "bob", kith_client::AccountKind::Person).await;
+
+    let mut marker = [0u8; 12];
+    getrandom::fill(&mut marker).unwrap();
+    let marker = format!("MARKER-{}", hex::encode(marker));
+    alice.send_text("bob", &format!("{marker} delivered")).await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", &format!("{marker} answered")).await.unwrap();
+    // One message stays undelivered on the server, as ciphertext.
+    alice.send_text("bob", &format!("{marker} waiting")).await.unwrap();
+
+    // The body limit came from the environment.
+    let big = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", kithd.url))
+        .body(vec![b' '; 100_001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
+
+    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(kithd)).await.unwrap();
+    assert!(status.success(), "kithd exited with {status}");
+
+    let mut log = String::new();
+    std::fs::File::open(data.path().join("kithd.log")).unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("kithd stopped"), "{log}");
+
+    let server_files = files_under(data.path());
+    assert!(server_files.iter().any(|(p, _)| p.ends_with("kithd.db")), "no database written");
+    let secrets = [marker.clone(), token_of(&alice), token_of(&bob)];
+    for (path, bytes) in &server_files {
+        for s in &secrets {
+            assert!(!contains(bytes, s.as_bytes()), "{} holds a secret", path.display());
+        }
+    }
+    // The search does find the marker where it belongs: in bob's own profile.
+    let found = files_under(bob.dir.path()).iter().any(|(_, b)| contains(b, marker.as_bytes()));
+    assert!(found, "the marker is not even in the recipient's profile: the search is broken");
+
+    // The undelivered ciphertext (bob's answer to alice, alice's last) is still stored.
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["admin", "stats", "--data"])
+        .arg(data.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stats = String::from_utf8(out.stdout).unwrap();
+    assert!(stats.contains("accounts 2"), "{stats}");
+    assert!(stats.contains("messages 2"), "{stats}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "retention_dayz = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retention_dayz"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["serve", "--database-url", "mysql://nope", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
+}
