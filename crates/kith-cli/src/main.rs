@@ -47,10 +47,7 @@ enum Command {
 }
 
 fn default_profile() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".kith")
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".kith")
 }
 
 /// Plain words for the refusals a person is most likely to meet.
@@ -89,7 +86,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             out.whoami(&me, &server);
         }
         Command::Send { username, text } => {
-            let m = client.send_text(&username, &text).await.map_err(|e| explain(&e, Some(&username)))?;
+            let m = client
+                .send_text(&username, &text)
+                .await
+                .map_err(|e| explain(&e, Some(&username)))?;
             out.sent(&m, &username);
         }
         Command::Sync => {

@@ -93,7 +93,10 @@ impl Output {
                 eprintln!("No new messages.");
             }
             if r.dropped > 0 {
-                eprintln!("{} message(s) could not be decrypted or verified and were dropped.", r.dropped);
+                eprintln!(
+                    "{} message(s) could not be decrypted or verified and were dropped.",
+                    r.dropped
+                );
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The `kith` binary against a real kithd on a loopback port.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::path::Path;
 
 use kith_testkit::TestServer;

@@ -65,7 +65,9 @@ impl Api {
                     code: body.error.code,
                     message: body.error.message,
                 }),
-                Err(_) => Err(ClientError::Protocol(format!("HTTP {status} without an error body"))),
+                Err(_) => {
+                    Err(ClientError::Protocol(format!("HTTP {status} without an error body")))
+                }
             }
         }
     }
@@ -90,8 +92,12 @@ impl Api {
     }
 
     pub async fn claim(&self, username: &str) -> ClientResult<ClaimResponse> {
-        self.call::<(), _>(Method::POST, &format!("/v1/accounts/{username}/key-packages/claim"), None)
-            .await
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/accounts/{username}/key-packages/claim"),
+            None,
+        )
+        .await
     }
 
     pub async fn create_conversation(

@@ -143,7 +143,8 @@ impl Client {
         let api = Api::new(server, None)?;
         let request = {
             let provider = self.provider();
-            let signer = SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
+            let signer =
+                SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
             signer.store(provider.storage()).map_err(ClientError::mls)?;
             let key_packages =
                 mls::key_packages(&provider, &signer, username, KEY_PACKAGE_TARGET, false)?;
@@ -201,7 +202,9 @@ impl Client {
     pub async fn direct_conversation(&mut self, peer: &str) -> ClientResult<String> {
         let me = self.me()?.clone();
         if peer == me.username {
-            return Err(ClientError::InvalidInput("you cannot open a conversation with yourself".into()));
+            return Err(ClientError::InvalidInput(
+                "you cannot open a conversation with yourself".into(),
+            ));
         }
         if let Some(c) = local::direct_with(&self.conn, peer)? {
             return Ok(c.id);
@@ -250,7 +253,9 @@ impl Client {
                 .validate(provider.crypto(), ProtocolVersion::Mls10)
                 .map_err(|e| ClientError::Mls(format!("{peer}'s KeyPackage is invalid: {e}")))?;
             if mls::identity(kp.leaf_node().credential()).as_deref() != Some(peer) {
-                return Err(ClientError::Mls(format!("the server handed out a KeyPackage that is not {peer}'s")));
+                return Err(ClientError::Mls(format!(
+                    "the server handed out a KeyPackage that is not {peer}'s"
+                )));
             }
             key_packages.push(kp);
             devices.push(c.device_id);
@@ -279,7 +284,8 @@ impl Client {
     fn forget_group(&self, id: &str) {
         let provider = self.provider();
         if let Ok(bytes) = conversation_bytes(id)
-            && let Ok(Some(mut group)) = MlsGroup::load(provider.storage(), &GroupId::from_slice(&bytes))
+            && let Ok(Some(mut group)) =
+                MlsGroup::load(provider.storage(), &GroupId::from_slice(&bytes))
         {
             let _ = group.delete(provider.storage());
         }
@@ -301,7 +307,9 @@ impl Client {
             let mut group = MlsGroup::load(provider.storage(), &gid)
                 .map_err(ClientError::mls)?
                 .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
-            let out = group.create_message(&provider, &signer, &payload.encode()).map_err(ClientError::mls)?;
+            let out = group
+                .create_message(&provider, &signer, &payload.encode())
+                .map_err(ClientError::mls)?;
             out.tls_serialize_detached().map_err(ClientError::mls)?
         };
         self.api()?.send(conversation, &SendMessage { message: B64(bytes) }).await?;
@@ -326,7 +334,9 @@ impl Client {
         let mut after = 0;
         loop {
             let page = api.fetch(after, FETCH_PAGE).await?;
-            let Some(last) = page.entries.last() else { break };
+            let Some(last) = page.entries.last() else {
+                break;
+            };
             after = last.seq;
             let seqs: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
             for entry in &page.entries {
@@ -414,14 +424,16 @@ impl Client {
         let me = self.me()?;
         let conversation = conversation_bytes(&entry.conversation_id)?;
         let provider = self.provider();
-        let message = MlsMessageIn::tls_deserialize_exact(&entry.data.0).map_err(ClientError::mls)?;
+        let message =
+            MlsMessageIn::tls_deserialize_exact(&entry.data.0).map_err(ClientError::mls)?;
         match entry.kind {
             EntryKind::Welcome => {
                 let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
                     return Err(ClientError::Mls("a welcome entry without a Welcome".into()));
                 };
-                let staged = StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
-                    .map_err(ClientError::mls)?;
+                let staged =
+                    StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
+                        .map_err(ClientError::mls)?;
                 let group = staged.into_group(&provider).map_err(ClientError::mls)?;
                 if group.group_id().as_slice() != conversation.as_slice() {
                     return Err(ClientError::Mls("the Welcome is for another conversation".into()));
@@ -452,9 +464,12 @@ impl Client {
                 let gid = GroupId::from_slice(&conversation);
                 let mut group = MlsGroup::load(provider.storage(), &gid)
                     .map_err(ClientError::mls)?
-                    .ok_or_else(|| ClientError::UnknownConversation(entry.conversation_id.clone()))?;
+                    .ok_or_else(|| {
+                        ClientError::UnknownConversation(entry.conversation_id.clone())
+                    })?;
                 let protocol = message.try_into_protocol_message().map_err(ClientError::mls)?;
-                let processed = group.process_message(&provider, protocol).map_err(ClientError::mls)?;
+                let processed =
+                    group.process_message(&provider, protocol).map_err(ClientError::mls)?;
                 let sender = mls::identity(processed.credential());
                 match processed.into_content() {
                     ProcessedMessageContent::ApplicationMessage(app) => {
@@ -524,11 +539,13 @@ impl Client {
             bearer.parse().map_err(|_| ClientError::Protocol("unusable token".into()))?,
         );
         let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| match e {
-            tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => ClientError::Server {
-                status: 401,
-                code: ErrorCode::Unauthorized,
-                message: "the server refused this device's token".into(),
-            },
+            tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
+                ClientError::Server {
+                    status: 401,
+                    code: ErrorCode::Unauthorized,
+                    message: "the server refused this device's token".into(),
+                }
+            }
             other => ClientError::Network(other.to_string()),
         })?;
         Ok(PushConnection { ws })
@@ -554,7 +571,8 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             let report = self.receive_entries(&entries)?;
             let ack = ClientFrame::Ack { seqs: entries.iter().map(|e| e.seq).collect() };
-            let ack = serde_json::to_string(&ack).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let ack =
+                serde_json::to_string(&ack).map_err(|e| ClientError::Protocol(e.to_string()))?;
             push.ws
                 .send(tungstenite::Message::Text(ack.into()))
                 .await
@@ -569,5 +587,7 @@ impl Client {
 
 /// A live push channel from [`Client::connect_push`].
 pub struct PushConnection {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }

@@ -14,6 +14,19 @@
 //! decrypting, advancing the MLS state and storing the plaintext — happens in one SQLite
 //! transaction, and the server is told only afterwards, so a crash at any point neither loses a
 //! message nor shows it twice.
+//!
+//! ```no_run
+//! use kith_client::{AccountKind, Client};
+//!
+//! # async fn demo() -> Result<(), kith_client::ClientError> {
+//! let mut alice = Client::open("/tmp/alice")?;
+//! alice.register("http://127.0.0.1:8420", "alice", AccountKind::Person).await?;
+//! alice.send_text("bob", "hello").await?;
+//! for m in alice.sync().await?.messages {
+//!     println!("{}: {}", m.from, m.text);
+//! }
+//! # Ok(()) }
+//! ```
 
 mod api;
 mod client;
@@ -24,5 +37,5 @@ mod payload;
 
 pub use client::{Client, PushConnection, SyncReport};
 pub use error::{ClientError, ClientResult};
-pub use local::{ConversationKind, Message, Profile};
 pub use kith_proto::{AccountKind, ErrorCode};
+pub use local::{ConversationKind, Message, Profile};

@@ -96,8 +96,9 @@ pub fn credential(username: &str, signer: &SignatureKeyPair) -> CredentialWithKe
 }
 
 pub fn load_signer(provider: &Provider<'_>, public: &[u8]) -> ClientResult<SignatureKeyPair> {
-    SignatureKeyPair::read(provider.storage(), public, SignatureScheme::ED25519)
-        .ok_or_else(|| ClientError::Mls("the device's signature key is missing from the profile".into()))
+    SignatureKeyPair::read(provider.storage(), public, SignatureScheme::ED25519).ok_or_else(|| {
+        ClientError::Mls("the device's signature key is missing from the profile".into())
+    })
 }
 
 /// `count` one-time KeyPackages, TLS-serialized; their private keys stay in the profile.

@@ -46,7 +46,10 @@ mod tests {
         let p = Payload::text("ab".into(), "hi".into(), 5);
         assert_eq!(Payload::decode(&p.encode()), Some(p));
         assert_eq!(Payload::decode(b"{}"), None);
-        assert_eq!(Payload::decode(br#"{"v":2,"id":"a","type":"text","text":"x","sent_at":1}"#), None);
+        assert_eq!(
+            Payload::decode(br#"{"v":2,"id":"a","type":"text","text":"x","sent_at":1}"#),
+            None
+        );
         assert_eq!(Payload::decode(b"\xff"), None);
     }
 }

@@ -1,5 +1,7 @@
 //! End to end: real kithd (in-process, loopback port), real clients, real MLS.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use kith_client::{ClientError, ConversationKind, ErrorCode};
 use kith_proto::FetchResponse;
 use kith_testkit::TestServer;
@@ -19,7 +21,9 @@ async fn alice_and_bob_exchange_messages_both_ways() {
     assert_eq!(report.joined, vec![sent1.conversation.clone()]);
     let texts: Vec<&str> = report.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["hello bob", "are you there?"]);
-    assert!(report.messages.iter().all(|m| m.from == "alice" && m.kind == ConversationKind::Direct));
+    assert!(
+        report.messages.iter().all(|m| m.from == "alice" && m.kind == ConversationKind::Direct)
+    );
     assert_eq!(report.messages[0].id, sent1.id);
 
     // A second sync brings nothing new.
@@ -149,13 +153,15 @@ async fn refusals_name_the_problem() {
     // A second account under a taken name is refused, and the profile stays unregistered.
     let dir = tempfile::tempdir().unwrap();
     let mut again = kith_client::Client::open(dir.path()).unwrap();
-    let err = again.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
+    let err =
+        again.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UsernameTaken), "{err}");
     assert!(again.profile().is_none());
     assert!(matches!(again.sync().await.unwrap_err(), ClientError::NotRegistered));
 
     // Registering a profile twice is refused locally.
-    let err = alice.register(&server.url, "alice2", kith_client::AccountKind::Person).await.unwrap_err();
+    let err =
+        alice.register(&server.url, "alice2", kith_client::AccountKind::Person).await.unwrap_err();
     assert!(matches!(err, ClientError::AlreadyRegistered(_)), "{err}");
 }
 
@@ -181,7 +187,9 @@ async fn key_packages_are_topped_up_after_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_on_postgres() {
-    let Some(server) = TestServer::start_postgres().await else { return };
+    let Some(server) = TestServer::start_postgres().await else {
+        return;
+    };
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;
     alice.send_text("bob", "over postgres").await.unwrap();

@@ -62,8 +62,15 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedJson | BadBase64 | BadRequest | InvalidUsername | UnknownDevice
-            | InvalidKeyPackage | TooManyKeyPackages | InvalidConversationId | InvalidMessage => 400,
+            MalformedJson
+            | BadBase64
+            | BadRequest
+            | InvalidUsername
+            | UnknownDevice
+            | InvalidKeyPackage
+            | TooManyKeyPackages
+            | InvalidConversationId
+            | InvalidMessage => 400,
             Unauthorized => 401,
             Forbidden | NotAMember => 403,
             UnknownUser | UnknownConversation | NotFound => 404,

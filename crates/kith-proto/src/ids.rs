@@ -12,10 +12,9 @@ impl std::fmt::Display for IdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IdError::UsernameLength => f.write_str("a username has 3 to 32 characters"),
-            IdError::UsernameCharacter(c) => write!(
-                f,
-                "a username may hold only a-z, 0-9, '_' and '.', not {c:?}"
-            ),
+            IdError::UsernameCharacter(c) => {
+                write!(f, "a username may hold only a-z, 0-9, '_' and '.', not {c:?}")
+            }
             IdError::ConversationId => {
                 f.write_str("a conversation id is 16 to 32 bytes written as lowercase hex")
             }

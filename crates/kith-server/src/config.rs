@@ -82,8 +82,10 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -105,7 +107,10 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         data: over.data.or(file.data).unwrap_or(d.data),
         database_url: over.database_url.or(file.database_url),
         retention_days: over.retention_days.or(file.retention_days).unwrap_or(d.retention_days),
-        sweep_interval: file.sweep_interval_seconds.map(Duration::from_secs).unwrap_or(d.sweep_interval),
+        sweep_interval: file
+            .sweep_interval_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(d.sweep_interval),
         max_body_bytes: over.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
         max_key_packages_per_upload: file
             .max_key_packages_per_upload
@@ -127,7 +132,8 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         return Err(ConfigError::Invalid(
-            "database_url must start with postgres:// (SQLite needs no URL: it lives in --data)".into(),
+            "database_url must start with postgres:// (SQLite needs no URL: it lives in --data)"
+                .into(),
         ));
     }
     Ok(config)

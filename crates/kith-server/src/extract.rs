@@ -73,7 +73,9 @@ impl AuthedDevice {
     /// Checks an `Authorization` header value against the store.
     pub async fn authenticate(state: &AppState, value: Option<&str>) -> Result<Self, ApiError> {
         let value = value.ok_or_else(|| {
-            ApiError::unauthorized("this endpoint needs `Authorization: Bearer <device-id>:<token>`")
+            ApiError::unauthorized(
+                "this endpoint needs `Authorization: Bearer <device-id>:<token>`",
+            )
         })?;
         let (device, token) = parse_bearer(value).ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <device-id>:<token>`")
@@ -129,9 +131,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             let text = e.to_string();
             if text.contains(BAD_BASE64_MARK) {
-                ApiError::new(ErrorCode::BadBase64, format!("a binary field is not valid base64 ({})", text.replace(BAD_BASE64_MARK, "").trim()))
+                ApiError::new(
+                    ErrorCode::BadBase64,
+                    format!(
+                        "a binary field is not valid base64 ({})",
+                        text.replace(BAD_BASE64_MARK, "").trim()
+                    ),
+                )
             } else {
-                ApiError::new(ErrorCode::MalformedJson, format!("the body is not the expected JSON: {text}"))
+                ApiError::new(
+                    ErrorCode::MalformedJson,
+                    format!("the body is not the expected JSON: {text}"),
+                )
             }
         })
     }

@@ -16,7 +16,11 @@ use kith_server::{AppState, SystemClock};
 use kith_store::Store;
 
 #[derive(Parser)]
-#[command(name = "kithd", version, about = "The Kith server: relays end-to-end encrypted messages it cannot read")]
+#[command(
+    name = "kithd",
+    version,
+    about = "The Kith server: relays end-to-end encrypted messages it cannot read"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

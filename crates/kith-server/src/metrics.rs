@@ -48,12 +48,36 @@ impl Metrics {
         };
         registry.register("http_responses", "HTTP answers by status", m.responses.clone());
         registry.register("registrations", "Accounts registered", m.registrations.clone());
-        registry.register("messages_accepted", "Messages stored for delivery", m.messages_accepted.clone());
-        registry.register("queue_entries_created", "Queue entries created (one per recipient device)", m.queue_entries_created.clone());
-        registry.register("entries_delivered", "Queue entries handed to devices (fetch or push)", m.entries_delivered.clone());
-        registry.register("entries_acked", "Queue entries acknowledged and deleted", m.entries_acked.clone());
-        registry.register("key_packages_claimed", "KeyPackages handed out", m.key_packages_claimed.clone());
-        registry.register("retention_deleted", "Messages deleted by the retention sweep", m.retention_deleted.clone());
+        registry.register(
+            "messages_accepted",
+            "Messages stored for delivery",
+            m.messages_accepted.clone(),
+        );
+        registry.register(
+            "queue_entries_created",
+            "Queue entries created (one per recipient device)",
+            m.queue_entries_created.clone(),
+        );
+        registry.register(
+            "entries_delivered",
+            "Queue entries handed to devices (fetch or push)",
+            m.entries_delivered.clone(),
+        );
+        registry.register(
+            "entries_acked",
+            "Queue entries acknowledged and deleted",
+            m.entries_acked.clone(),
+        );
+        registry.register(
+            "key_packages_claimed",
+            "KeyPackages handed out",
+            m.key_packages_claimed.clone(),
+        );
+        registry.register(
+            "retention_deleted",
+            "Messages deleted by the retention sweep",
+            m.retention_deleted.clone(),
+        );
         registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
         Metrics { registry, ..m }
     }

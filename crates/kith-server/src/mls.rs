@@ -78,9 +78,9 @@ pub fn check_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError>
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|_| invalid_message("the message is not an MLS message"))?;
     let handshake = matches!(msg.wire_format(), WireFormat::PublicMessage);
-    let protocol = msg
-        .try_into_protocol_message()
-        .map_err(|_| invalid_message("the message is neither a public nor a private MLS message"))?;
+    let protocol = msg.try_into_protocol_message().map_err(|_| {
+        invalid_message("the message is neither a public nor a private MLS message")
+    })?;
     if protocol.group_id().as_slice() != group_id {
         return Err(invalid_message("the message belongs to another conversation"));
     }

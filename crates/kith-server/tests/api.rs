@@ -1,6 +1,8 @@
 //! The HTTP API against a real in-process kithd: every refusal has its own stable code and
 //! status, nothing answers 500, and nothing but registration and operations works unauthenticated.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +51,9 @@ impl Http {
         code: ErrorCode,
     ) {
         let (status, bytes) = self.raw(method.clone(), path, auth, body).await;
-        let parsed: ErrorBody = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("{method} {path}: not an error body: {}", String::from_utf8_lossy(&bytes)));
+        let parsed: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!("{method} {path}: not an error body: {}", String::from_utf8_lossy(&bytes))
+        });
         assert_eq!(parsed.error.code, code, "{method} {path}: {}", parsed.error.message);
         assert_eq!(status.as_u16(), code.status(), "{method} {path}");
         assert!(!parsed.error.message.is_empty());
@@ -87,8 +90,16 @@ async fn every_api_operation_but_registration_needs_credentials() {
     let wrong = format!("Bearer {device}:{}", "0".repeat(64));
     let unknown_device = format!("Bearer {}:{}", device + 999, "0".repeat(64));
     for (method, path) in &protected {
-        for auth in [None, Some("Bearer"), Some("Basic abc"), Some(wrong.as_str()), Some(unknown_device.as_str()), Some("Bearer 1:")] {
-            http.refuses(method.clone(), path, auth, Some(b"{}".to_vec()), ErrorCode::Unauthorized).await;
+        for auth in [
+            None,
+            Some("Bearer"),
+            Some("Basic abc"),
+            Some(wrong.as_str()),
+            Some(unknown_device.as_str()),
+            Some("Bearer 1:"),
+        ] {
+            http.refuses(method.clone(), path, auth, Some(b"{}".to_vec()), ErrorCode::Unauthorized)
+                .await;
         }
     }
     // The right token works.
@@ -103,8 +114,7 @@ async fn every_api_operation_but_registration_needs_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_own_code() {
-    let mut config = ServerConfig::default();
-    config.max_body_bytes = 64 * 1024;
+    let config = ServerConfig { max_body_bytes: 64 * 1024, ..Default::default() };
     let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
     let http = Http::new(&server);
     let alice = server.user("alice").await;
@@ -118,40 +128,122 @@ async fn bad_input_gets_its_own_code() {
     };
     use ErrorCode::*;
     // Registration.
-    http.refuses(Method::POST, "/v1/accounts", None, Some(b"{not json".to_vec()), MalformedJson).await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(b"{not json".to_vec()), MalformedJson)
+        .await;
     http.refuses(Method::POST, "/v1/accounts", None, Some(b"{}".to_vec()), MalformedJson).await;
-    http.refuses(Method::POST, "/v1/accounts", None, Some(register("Bad Name", "AAAA")), InvalidUsername).await;
-    http.refuses(Method::POST, "/v1/accounts", None, Some(register("ab", "AAAA")), InvalidUsername).await;
-    http.refuses(Method::POST, "/v1/accounts", None, Some(register("carol", "!!notbase64")), BadBase64).await;
-    http.refuses(Method::POST, "/v1/accounts", None, Some(register("carol", "AAAA")), InvalidKeyPackage).await;
+    http.refuses(
+        Method::POST,
+        "/v1/accounts",
+        None,
+        Some(register("Bad Name", "AAAA")),
+        InvalidUsername,
+    )
+    .await;
+    http.refuses(Method::POST, "/v1/accounts", None, Some(register("ab", "AAAA")), InvalidUsername)
+        .await;
+    http.refuses(
+        Method::POST,
+        "/v1/accounts",
+        None,
+        Some(register("carol", "!!notbase64")),
+        BadBase64,
+    )
+    .await;
+    http.refuses(
+        Method::POST,
+        "/v1/accounts",
+        None,
+        Some(register("carol", "AAAA")),
+        InvalidKeyPackage,
+    )
+    .await;
     let big = vec![b' '; 65 * 1024];
     http.refuses(Method::POST, "/v1/accounts", None, Some(big), BodyTooLarge).await;
     let dir = tempfile::tempdir().unwrap();
     let mut dup = kith_client::Client::open(dir.path()).unwrap();
-    let err = dup.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
+    let err =
+        dup.register(&server.url, "alice", kith_client::AccountKind::Person).await.unwrap_err();
     assert_eq!(err.code(), Some(UsernameTaken));
 
     // Users and devices.
     http.refuses(Method::GET, "/v1/accounts/nobody/devices", a, None, UnknownUser).await;
     http.refuses(Method::GET, "/v1/accounts/NoBody/devices", a, None, InvalidUsername).await;
-    http.refuses(Method::POST, "/v1/accounts/nobody/key-packages/claim", a, None, UnknownUser).await;
+    http.refuses(Method::POST, "/v1/accounts/nobody/key-packages/claim", a, None, UnknownUser)
+        .await;
     // KeyPackages.
-    http.refuses(Method::POST, "/v1/key-packages", a, Some(br#"{"key_packages": ["AAAA"]}"#.to_vec()), InvalidKeyPackage).await;
-    http.refuses(Method::POST, "/v1/key-packages", a, Some(br#"{"key_packages": ["@@"]}"#.to_vec()), BadBase64).await;
+    http.refuses(
+        Method::POST,
+        "/v1/key-packages",
+        a,
+        Some(br#"{"key_packages": ["AAAA"]}"#.to_vec()),
+        InvalidKeyPackage,
+    )
+    .await;
+    http.refuses(
+        Method::POST,
+        "/v1/key-packages",
+        a,
+        Some(br#"{"key_packages": ["@@"]}"#.to_vec()),
+        BadBase64,
+    )
+    .await;
     // Conversations.
     let welcome = |id: &str, members: &str| {
-        format!(r#"{{"conversation_id": "{id}", "members": {members}, "welcome": "AAAA"}}"#).into_bytes()
+        format!(r#"{{"conversation_id": "{id}", "members": {members}, "welcome": "AAAA"}}"#)
+            .into_bytes()
     };
-    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome("xyz", "[1]")), InvalidConversationId).await;
-    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome(&"ab".repeat(16), "[]")), BadRequest).await;
-    http.refuses(Method::POST, "/v1/conversations", a, Some(welcome(&"ab".repeat(16), "[1]")), InvalidMessage).await;
+    http.refuses(
+        Method::POST,
+        "/v1/conversations",
+        a,
+        Some(welcome("xyz", "[1]")),
+        InvalidConversationId,
+    )
+    .await;
+    http.refuses(
+        Method::POST,
+        "/v1/conversations",
+        a,
+        Some(welcome(&"ab".repeat(16), "[]")),
+        BadRequest,
+    )
+    .await;
+    http.refuses(
+        Method::POST,
+        "/v1/conversations",
+        a,
+        Some(welcome(&"ab".repeat(16), "[1]")),
+        InvalidMessage,
+    )
+    .await;
     let send = br#"{"message": "AAAA"}"#.to_vec();
-    http.refuses(Method::POST, &format!("/v1/conversations/{}/messages", "cd".repeat(16)), a, Some(send.clone()), UnknownConversation).await;
-    http.refuses(Method::POST, "/v1/conversations/ZZ/messages", a, Some(send), InvalidConversationId).await;
+    http.refuses(
+        Method::POST,
+        &format!("/v1/conversations/{}/messages", "cd".repeat(16)),
+        a,
+        Some(send.clone()),
+        UnknownConversation,
+    )
+    .await;
+    http.refuses(
+        Method::POST,
+        "/v1/conversations/ZZ/messages",
+        a,
+        Some(send),
+        InvalidConversationId,
+    )
+    .await;
     // Queue.
     http.refuses(Method::GET, "/v1/queue?after=-1", a, None, BadRequest).await;
     http.refuses(Method::GET, "/v1/queue?limit=abc", a, None, BadRequest).await;
-    http.refuses(Method::POST, "/v1/queue/ack", a, Some(br#"{"seqs": "x"}"#.to_vec()), MalformedJson).await;
+    http.refuses(
+        Method::POST,
+        "/v1/queue/ack",
+        a,
+        Some(br#"{"seqs": "x"}"#.to_vec()),
+        MalformedJson,
+    )
+    .await;
     // Routes.
     http.refuses(Method::GET, "/v1/nothing-here", None, None, NotFound).await;
     http.refuses(Method::DELETE, "/v1/accounts", None, None, MethodNotAllowed).await;
@@ -182,7 +274,12 @@ async fn a_device_reads_only_its_own_mailbox_and_members_only_send() {
     assert_eq!(bobs.entries.len(), 2);
     let seqs: Vec<u64> = bobs.entries.iter().map(|e| e.seq).collect();
     let (status, body) = http
-        .raw(Method::POST, "/v1/queue/ack", Some(&carol_auth), Some(json!({"seqs": seqs}).to_string().into_bytes()))
+        .raw(
+            Method::POST,
+            "/v1/queue/ack",
+            Some(&carol_auth),
+            Some(json!({"seqs": seqs}).to_string().into_bytes()),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["removed"], 0);

@@ -2,6 +2,8 @@
 //! marker that never reaches any file the server wrote, tokens that never reach its logs, and a
 //! graceful stop on SIGTERM.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +16,18 @@ struct Kithd {
     url: String,
 }
 
+/// A test that fails must not leave kithd running.
+impl Drop for Kithd {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// The child is waited for by `Kithd`'s Drop, which the lint cannot see.
+#[allow(clippy::zombie_processes)]
 fn start_kithd(data: &Path) -> Kithd {
     let config = data.join("kithd.toml");
     std::fs::write(
@@ -47,7 +61,7 @@ fn start_kithd(data: &Path) -> Kithd {
     }
 }
 
-fn sigterm_and_wait(mut k: Kithd) -> std::process::ExitStatus {
+fn sigterm_and_wait(k: &mut Kithd) -> std::process::ExitStatus {
     let status = Command::new("kill").args(["-TERM", &k.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -68,9 +82,10 @@ fn token_of(user: &TestUser) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     let data = tempfile::tempdir().unwrap();
-    let kithd = start_kithd(data.path());
-    let mut alice = TestUser::register(&kithd.url, "alice", kith_client::AccountKind::Person).await;
-    let mut bob = TestUser::register(&kithd.url, "bob", kith_client::AccountKind::Person).await;
+    let mut kithd = start_kithd(data.path());
+    let url = kithd.url.clone();
+    let mut alice = TestUser::register(&url, "alice", kith_client::AccountKind::Person).await;
+    let mut bob = TestUser::register(&url, "bob", kith_client::AccountKind::Person).await;
 
     let mut marker = [0u8; 12];
     getrandom::fill(&mut marker).unwrap();
@@ -83,14 +98,14 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
 
     // The body limit came from the environment.
     let big = reqwest::Client::new()
-        .post(format!("{}/v1/accounts", kithd.url))
+        .post(format!("{url}/v1/accounts"))
         .body(vec![b' '; 100_001])
         .send()
         .await
         .unwrap();
     assert_eq!(big.status().as_u16(), 413);
 
-    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(kithd)).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut kithd)).await.unwrap();
     assert!(status.success(), "kithd exited with {status}");
 
     let mut log = String::new();

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use kith_store::*;
+use kith_store::{from_sql as u, to_sql as i};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
@@ -31,25 +32,6 @@ fn backend(e: sqlx::Error) -> StoreError {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn account_kind(v: i16) -> AccountKind {
-    if v == 1 { AccountKind::Business } else { AccountKind::Person }
-}
-
-fn account_kind_code(k: AccountKind) -> i16 {
-    match k {
-        AccountKind::Person => 0,
-        AccountKind::Business => 1,
-    }
 }
 
 impl PgStore {
@@ -197,7 +179,7 @@ impl Store for PgStore {
         Ok(Some(DeviceAuth {
             device_id: u(r.try_get(0).map_err(backend)?),
             username: r.try_get(1).map_err(backend)?,
-            kind: account_kind(r.try_get(2).map_err(backend)?),
+            kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(2).map_err(backend)?)),
             token_hash: hash
                 .try_into()
                 .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
@@ -211,7 +193,9 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-        let Some((id, kind)) = account else { return Ok(None) };
+        let Some((id, kind)) = account else {
+            return Ok(None);
+        };
         let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
             "SELECT id, credential_key, created_at FROM devices WHERE account_id = $1 ORDER BY id",
         )
@@ -221,7 +205,7 @@ impl Store for PgStore {
         .map_err(backend)?;
         Ok(Some(AccountDevices {
             username: username.to_string(),
-            kind: account_kind(kind),
+            kind: account_kind_from_code(i64::from(kind)),
             devices: rows
                 .into_iter()
                 .map(|(id, key, at)| DeviceRecord {
@@ -285,12 +269,15 @@ impl Store for PgStore {
 
     async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let account: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let Some(account) = account else { return Err(StoreError::UnknownUser) };
+        let account: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let Some(account) = account else {
+            return Err(StoreError::UnknownUser);
+        };
         let devices: Vec<i64> =
             sqlx::query_scalar("SELECT id FROM devices WHERE account_id = $1 ORDER BY id")
                 .bind(account)
@@ -310,7 +297,9 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
             match one_time {
-                Some(data) => out.push(ClaimedKeyPackage { device_id: u(d), data, last_resort: false }),
+                Some(data) => {
+                    out.push(ClaimedKeyPackage { device_id: u(d), data, last_resort: false })
+                }
                 None => {
                     let last: Option<Vec<u8>> = sqlx::query_scalar(
                         "SELECT data FROM last_resort_key_packages WHERE device_id = $1",
@@ -382,7 +371,10 @@ impl Store for PgStore {
         Ok(id)
     }
 
-    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>> {
+    async fn conversation_members(
+        &self,
+        conversation: &[u8],
+    ) -> StoreResult<Option<Vec<DeviceId>>> {
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1")
             .bind(conversation)
             .fetch_optional(&self.pool)
@@ -408,7 +400,12 @@ impl Store for PgStore {
         Ok(id)
     }
 
-    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>> {
+    async fn fetch(
+        &self,
+        device: DeviceId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEntry>> {
         let rows = sqlx::query(
             "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
              FROM queue q

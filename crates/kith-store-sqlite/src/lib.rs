@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kith_store::*;
+use kith_store::{from_sql as u, to_sql as i};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use writer::Writer;
@@ -64,9 +65,7 @@ impl SqliteStore {
         let mut conn = open(&path).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
         let writer = Writer::start(conn);
-        Ok(SqliteStore {
-            inner: Arc::new(Inner { writer, readers: Mutex::new(Vec::new()), path }),
-        })
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, readers: Mutex::new(Vec::new()), path }) })
     }
 
     /// The database file.
@@ -105,27 +104,10 @@ fn kind_from(v: i64) -> Result<EntryKind, rusqlite::Error> {
         .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(3, v))
 }
 
-fn account_kind(v: i64) -> AccountKind {
-    if v == 1 { AccountKind::Business } else { AccountKind::Person }
-}
-
-fn account_kind_code(k: AccountKind) -> i64 {
-    match k {
-        AccountKind::Person => 0,
-        AccountKind::Business => 1,
-    }
-}
-
 fn hash32(v: Vec<u8>) -> Result<[u8; 32], rusqlite::Error> {
-    v.try_into().map_err(|_| rusqlite::Error::InvalidColumnType(0, "token_hash".into(), rusqlite::types::Type::Blob))
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+    v.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "token_hash".into(), rusqlite::types::Type::Blob)
+    })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -156,7 +138,7 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let inserted = conn.execute(
                     "INSERT INTO accounts (username, kind, created_at) VALUES (?1, ?2, ?3)",
-                    params![a.username, account_kind_code(a.kind), i(a.now)],
+                    params![a.username, i64::from(account_kind_code(a.kind)), i(a.now)],
                 );
                 match inserted {
                     Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
@@ -196,7 +178,7 @@ impl Store for SqliteStore {
                 Ok(DeviceAuth {
                     device_id: u(r.get(0)?),
                     username: r.get(1)?,
-                    kind: account_kind(r.get(2)?),
+                    kind: account_kind_from_code(r.get(2)?),
                     token_hash: hash32(r.get(3)?)?,
                 })
             })
@@ -228,7 +210,7 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(AccountDevices { username, kind: account_kind(kind), devices }))
+            Ok(Some(AccountDevices { username, kind: account_kind_from_code(kind), devices }))
         })
         .await
     }
@@ -243,7 +225,9 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let exists: Option<i64> = conn
-                    .query_row("SELECT id FROM devices WHERE id = ?1", params![i(device)], |r| r.get(0))
+                    .query_row("SELECT id FROM devices WHERE id = ?1", params![i(device)], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(backend)?;
                 if exists.is_none() {
@@ -388,7 +372,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>> {
+    async fn conversation_members(
+        &self,
+        conversation: &[u8],
+    ) -> StoreResult<Option<Vec<DeviceId>>> {
         let conversation = conversation.to_vec();
         self.read(move |conn| {
             let exists: Option<i64> = conn
@@ -413,7 +400,12 @@ impl Store for SqliteStore {
         self.inner.writer.write(move |conn| insert_message(conn, &m).map_err(backend)).await
     }
 
-    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>> {
+    async fn fetch(
+        &self,
+        device: DeviceId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEntry>> {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
@@ -448,7 +440,9 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let mut removed = 0u64;
                 let mut del = conn
-                    .prepare_cached("DELETE FROM queue WHERE seq = ?1 AND device_id = ?2 RETURNING message_id")
+                    .prepare_cached(
+                        "DELETE FROM queue WHERE seq = ?1 AND device_id = ?2 RETURNING message_id",
+                    )
                     .map_err(backend)?;
                 let mut gc = conn
                     .prepare_cached(
@@ -490,7 +484,8 @@ impl Store for SqliteStore {
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|conn| {
             let count = |table: &str| -> Result<u64, rusqlite::Error> {
-                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).map(u)
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+                    .map(u)
             };
             Ok(StoreCounts {
                 accounts: count("accounts")?,

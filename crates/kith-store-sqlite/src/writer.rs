@@ -32,7 +32,9 @@ impl Writer {
             .name("kith-sqlite-writer".into())
             .spawn(move || run(conn, rx))
             .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the SQLite writer thread"));
+            .unwrap_or_else(
+                |e| tracing::error!(error = %e, "cannot start the SQLite writer thread"),
+            );
         Writer { tx }
     }
 

@@ -1,5 +1,7 @@
 //! The shared Store conformance suite against SQLite.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::sync::Arc;
 
 use kith_store::Store;

@@ -139,10 +139,7 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-1");
     assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-last");
 
-    assert!(matches!(
-        store.claim_key_packages("nobody").await,
-        Err(StoreError::UnknownUser)
-    ));
+    assert!(matches!(store.claim_key_packages("nobody").await, Err(StoreError::UnknownUser)));
 
     // Concurrent claims never share a one-time KeyPackage.
     store
@@ -221,10 +218,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         welcome: vec![1],
         now: NOW,
     };
-    assert!(matches!(
-        store.create_conversation(again).await,
-        Err(StoreError::ConversationExists)
-    ));
+    assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
     let ghost = NewConversation {
         conversation: conv(2),
         creator_device: a,

@@ -28,6 +28,30 @@ pub type MessageId = u64;
 /// Unix time in milliseconds.
 pub type Millis = u64;
 
+/// How backends store an [`AccountKind`]: a small integer (0 person, 1 business).
+pub fn account_kind_code(kind: AccountKind) -> i16 {
+    match kind {
+        AccountKind::Person => 0,
+        AccountKind::Business => 1,
+    }
+}
+
+/// The [`AccountKind`] for a stored code; unknown codes read as a person (the least privileged).
+pub fn account_kind_from_code(code: i64) -> AccountKind {
+    if code == 1 { AccountKind::Business } else { AccountKind::Person }
+}
+
+/// Ids and times are `u64` in the API and signed 64-bit in SQL; values never come near the
+/// sign bit, and these conversions saturate rather than wrap if one ever did.
+pub fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// See [`to_sql`]; a negative value (which no backend writes) reads as 0.
+pub fn from_sql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 /// Domain refusals and backend failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -172,13 +196,19 @@ pub trait Store: Send + Sync + 'static {
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<MessageId>;
 
     /// The conversation's member devices, `Ok(None)` if there is no such conversation.
-    async fn conversation_members(&self, conversation: &[u8]) -> StoreResult<Option<Vec<DeviceId>>>;
+    async fn conversation_members(&self, conversation: &[u8])
+    -> StoreResult<Option<Vec<DeviceId>>>;
 
     /// Stores the message once and queues it for each recipient. Durable when it returns.
     async fn enqueue(&self, message: NewMessage) -> StoreResult<MessageId>;
 
     /// Up to `limit` of the device's entries with `seq > after`, in queue order.
-    async fn fetch(&self, device: DeviceId, after: u64, limit: u32) -> StoreResult<Vec<StoredEntry>>;
+    async fn fetch(
+        &self,
+        device: DeviceId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEntry>>;
 
     /// Deletes the device's entries with these sequence numbers, and every message whose last
     /// entry that was. Unknown or already-acknowledged numbers are ignored. Returns how many

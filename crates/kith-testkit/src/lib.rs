@@ -41,12 +41,17 @@ impl TestServer {
     /// the variable is unset.
     pub async fn start_postgres() -> Option<Self> {
         let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
-            eprintln!("skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen");
+            eprintln!(
+                "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
+            );
             return None;
         };
         let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
-        Some(Self::serve(Arc::new(store), ServerConfig::default(), Arc::new(SystemClock), data).await)
+        Some(
+            Self::serve(Arc::new(store), ServerConfig::default(), Arc::new(SystemClock), data)
+                .await,
+        )
     }
 
     async fn serve(
@@ -64,7 +69,13 @@ impl TestServer {
         let task = tokio::spawn(kith_server::run(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
-        TestServer { url: format!("http://{addr}"), state, data, stop: Some(stop), task: Some(task) }
+        TestServer {
+            url: format!("http://{addr}"),
+            state,
+            data,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -100,11 +100,9 @@ pub async fn devices(
     Path(username): Path<String>,
 ) -> ApiResult<Json<DeviceList>> {
     check_username(&username)?;
-    let found = state
-        .store
-        .account_devices(&username)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user named {username}")))?;
+    let found = state.store.account_devices(&username).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::UnknownUser, format!("no user named {username}"))
+    })?;
     Ok(Json(DeviceList {
         username: found.username,
         kind: found.kind,

@@ -16,6 +16,13 @@ fn conversation_id(text: &str) -> ApiResult<ConversationId> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))
 }
 
+/// After a message is durable: count it and wake its connected recipients.
+fn accepted(state: &AppState, recipients: &[u64]) {
+    state.metrics.messages_accepted.inc();
+    state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
+    state.hub.notify(recipients);
+}
+
 /// Most devices one Welcome may add.
 const MAX_WELCOME_MEMBERS: usize = 1024;
 
@@ -53,12 +60,14 @@ pub async fn create(
             now,
         })
         .await?;
-    state.metrics.messages_accepted.inc();
-    state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
-    state.hub.notify(&recipients);
+    accepted(&state, &recipients);
     Ok((
         StatusCode::CREATED,
-        Json(CreateConversationResponse { conversation_id: id.to_hex(), message_id, server_time: now }),
+        Json(CreateConversationResponse {
+            conversation_id: id.to_hex(),
+            message_id,
+            server_time: now,
+        }),
     ))
 }
 
@@ -87,7 +96,10 @@ pub async fn send(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
     if !members.contains(&me.device_id) {
-        return Err(ApiError::new(ErrorCode::NotAMember, "this device is not in that conversation"));
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not in that conversation",
+        ));
     }
     mls::check_message(&req.message.0, id.as_bytes())?;
     let recipients: Vec<u64> = members.into_iter().filter(|d| *d != me.device_id).collect();
@@ -103,9 +115,7 @@ pub async fn send(
             now,
         })
         .await?;
-    state.metrics.messages_accepted.inc();
-    state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
-    state.hub.notify(&recipients);
+    accepted(&state, &recipients);
     Ok((
         StatusCode::ACCEPTED,
         Json(SendResponse {

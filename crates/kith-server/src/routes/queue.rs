@@ -1,8 +1,8 @@
 //! A device's queue: fetch and acknowledge.
 
 use axum::Json;
-use axum::extract::{Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use kith_proto::*;
 use kith_store::StoredEntry;
 use serde::Deserialize;
@@ -56,8 +56,7 @@ pub async fn fetch(
         ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text()))
     })?;
     let limit = params.limit.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH);
-    let mut entries =
-        state.store.fetch(me.device_id, params.after.unwrap_or(0), limit + 1).await?;
+    let mut entries = state.store.fetch(me.device_id, params.after.unwrap_or(0), limit + 1).await?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     state.metrics.entries_delivered.inc_by(entries.len() as u64);

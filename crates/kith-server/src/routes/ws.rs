@@ -46,8 +46,11 @@ async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
             let Some(last) = entries.last() else { break };
             after = last.seq;
             let n = entries.len() as u64;
-            let frame = ServerFrame::Entries { entries: entries.into_iter().map(to_wire).collect() };
-            let Ok(text) = serde_json::to_string(&frame) else { break 'conn };
+            let frame =
+                ServerFrame::Entries { entries: entries.into_iter().map(to_wire).collect() };
+            let Ok(text) = serde_json::to_string(&frame) else {
+                break 'conn;
+            };
             if socket.send(Message::Text(text.into())).await.is_err() {
                 break 'conn;
             }
