@@ -112,6 +112,15 @@ impl Api {
             .await
     }
 
+    pub async fn handshake(
+        &self,
+        conversation: &str,
+        req: &HandshakeRequest,
+    ) -> ClientResult<HandshakeResponse> {
+        self.call(Method::POST, &format!("/v1/conversations/{conversation}/handshake"), Some(req))
+            .await
+    }
+
     pub async fn fetch(&self, after: u64, limit: u32) -> ClientResult<FetchResponse> {
         self.call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
             .await

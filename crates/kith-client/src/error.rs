@@ -19,6 +19,12 @@ pub enum ClientError {
     InvalidInput(String),
     #[error("no conversation {0}")]
     UnknownConversation(String),
+    /// Checked locally before asking the server, which enforces the same limit.
+    #[error("the group would have {members} members; this server allows at most {max}")]
+    GroupFull { members: usize, max: usize },
+    /// Checked locally before asking the server, which enforces the same rule.
+    #[error("only group admins can {0}")]
+    NotAdmin(String),
     #[error("MLS: {0}")]
     Mls(String),
     #[error("local storage: {0}")]
@@ -32,6 +38,8 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } => Some(*code),
+            ClientError::GroupFull { .. } => Some(ErrorCode::GroupFull),
+            ClientError::NotAdmin(_) => Some(ErrorCode::NotAdmin),
             _ => None,
         }
     }

@@ -1,8 +1,12 @@
 //! The Kith client SDK.
 //!
 //! Map:
-//! - [`Client`]: one device's profile — register, open a 1:1 conversation, send, sync, history,
-//!   and live push over a WebSocket;
+//! - [`Client`] (`client`): one device's profile — register, sync, history, live push over a
+//!   WebSocket;
+//! - `convo`: opening 1:1 conversations and groups, sending;
+//! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
+//!   retried after catching up when another member's commit won the epoch;
+//! - `process`: one received entry into local state (join, decrypt, apply a commit);
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
 //! - `local`: the profile's own tables (account, conversations, message history, what was
 //!   processed), in the same SQLite file as the MLS state;
@@ -30,12 +34,36 @@
 
 mod api;
 mod client;
+mod convo;
 mod error;
+mod groups;
 mod local;
 mod mls;
 mod payload;
+mod process;
 
 pub use client::{Client, PushConnection, SyncReport};
+pub use convo::MAX_TEXT_BYTES;
 pub use error::{ClientError, ClientResult};
+pub use groups::GroupSummary;
 pub use kith_proto::{AccountKind, ErrorCode};
 pub use local::{ConversationKind, Message, Profile};
+
+/// The SDK's futures must be `Send`, so a client can live in a spawned task (bots, servers).
+#[cfg(test)]
+mod send_check {
+    fn is_send<T: Send>(_: &T) {}
+
+    #[allow(dead_code, clippy::unwrap_used)]
+    async fn futures_are_send(c: &mut crate::Client) {
+        is_send(&c.sync());
+        is_send(&c.send_text("bob", "x"));
+        is_send(&c.create_group("g", &[]));
+        is_send(&c.group_add("g", &[]));
+        is_send(&c.group_remove("g", "bob"));
+        is_send(&c.group_leave("g"));
+        is_send(&c.group_promote("g", "bob"));
+        is_send(&c.group_rename("g", "n"));
+        is_send(&c.send_group("g", "x"));
+    }
+}

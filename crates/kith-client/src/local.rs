@@ -70,14 +70,18 @@ pub struct Message {
     pub outgoing: bool,
 }
 
-/// A conversation this device is in.
+/// A conversation this device is (or was) in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conversation {
     pub id: String,
     pub kind: ConversationKind,
     /// For a 1:1 conversation, the other account.
     pub peer: Option<String>,
+    /// For a group, its name as the admins last set it (known only to members).
+    pub name: Option<String>,
     pub created_at: u64,
+    /// This device left or was removed: nothing more can be sent or received.
+    pub left: bool,
 }
 
 const SCHEMA: &str = "
@@ -94,7 +98,9 @@ CREATE TABLE IF NOT EXISTS kith_conversations (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     peer TEXT,
-    created_at INTEGER NOT NULL
+    name TEXT,
+    created_at INTEGER NOT NULL,
+    left_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
 CREATE TABLE IF NOT EXISTS kith_messages (
@@ -155,39 +161,70 @@ pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
 
 pub fn add_conversation(conn: &Connection, c: &Conversation) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR IGNORE INTO kith_conversations (id, kind, peer, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![c.id, c.kind.as_str(), c.peer, i(c.created_at)],
+        "INSERT OR IGNORE INTO kith_conversations (id, kind, peer, name, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![c.id, c.kind.as_str(), c.peer, c.name, i(c.created_at)],
     )?;
     Ok(())
 }
+
+const CONVERSATION_COLUMNS: &str = "id, kind, peer, name, created_at, left_at";
 
 fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
         id: r.get(0)?,
         kind: ConversationKind::parse(&r.get::<_, String>(1)?),
         peer: r.get(2)?,
-        created_at: u(r.get(3)?),
+        name: r.get(3)?,
+        created_at: u(r.get(4)?),
+        left: r.get::<_, Option<i64>>(5)?.is_some(),
     })
 }
 
 pub fn conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
     conn.query_row(
-        "SELECT id, kind, peer, created_at FROM kith_conversations WHERE id = ?1",
+        &format!("SELECT {CONVERSATION_COLUMNS} FROM kith_conversations WHERE id = ?1"),
         params![id],
         conversation_row,
     )
     .optional()
 }
 
-/// The newest 1:1 conversation with `peer`.
+/// The newest 1:1 conversation with `peer` this device is still in.
 pub fn direct_with(conn: &Connection, peer: &str) -> rusqlite::Result<Option<Conversation>> {
     conn.query_row(
-        "SELECT id, kind, peer, created_at FROM kith_conversations
-         WHERE kind = 'direct' AND peer = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        &format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM kith_conversations
+             WHERE kind = 'direct' AND peer = ?1 AND left_at IS NULL
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ),
         params![peer],
         conversation_row,
     )
     .optional()
+}
+
+/// Every group, newest first.
+pub fn groups(conn: &Connection) -> rusqlite::Result<Vec<Conversation>> {
+    conn.prepare(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM kith_conversations WHERE kind = 'group'
+         ORDER BY created_at DESC, id"
+    ))?
+    .query_map([], conversation_row)?
+    .collect()
+}
+
+pub fn set_name(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE kith_conversations SET name = ?2 WHERE id = ?1", params![id, name])?;
+    Ok(())
+}
+
+pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE kith_conversations SET left_at = ?2 WHERE id = ?1 AND left_at IS NULL",
+        params![id, i(at)],
+    )?;
+    Ok(())
 }
 
 /// Stores a message unless one with its id is stored already. Returns whether it was new.

@@ -1,5 +1,6 @@
 //! OpenMLS over the profile's SQLite file.
 
+use kith_proto::{GroupMeta, group::GROUP_META_EXTENSION};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::RustCrypto;
@@ -78,14 +79,45 @@ pub fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-pub fn create_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
+/// What every Kith leaf supports beyond the defaults: last-resort KeyPackages and the Kith
+/// group-context extension. (A KeyPackage must list the extensions it carries, and every
+/// member must support the group context's extensions.)
+pub fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        None,
+        Some(&[ExtensionType::LastResort, ExtensionType::Unknown(GROUP_META_EXTENSION)]),
+        None,
+        None,
+    )
+}
+
+/// The group context's extensions: `meta`, and the requirement that every member support it.
+/// (A group-context-extensions commit replaces the whole list, so both always travel together.)
+pub fn meta_extensions(meta: &GroupMeta) -> ClientResult<Extensions<GroupContext>> {
+    let kith = ExtensionType::Unknown(GROUP_META_EXTENSION);
+    Extensions::from_vec(vec![
+        Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(&[kith], &[], &[])),
+        Extension::Unknown(GROUP_META_EXTENSION, UnknownExtension(meta.encode())),
+    ])
+    .map_err(ClientError::mls)
+}
+
+/// The Kith extension of a group's current context.
+pub fn meta_of(group: &MlsGroup) -> Option<GroupMeta> {
+    group.extensions().unknown(GROUP_META_EXTENSION).and_then(|e| GroupMeta::decode(&e.0))
+}
+
+pub fn create_config(meta: &GroupMeta) -> ClientResult<MlsGroupCreateConfig> {
+    Ok(MlsGroupCreateConfig::builder()
+        .capabilities(capabilities())
+        .with_group_context_extensions(meta_extensions(meta)?)
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(3)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
-        .build()
+        .build())
 }
 
 pub fn credential(username: &str, signer: &SignatureKeyPair) -> CredentialWithKey {
@@ -113,9 +145,7 @@ pub fn key_packages(
     (0..count)
         .map(|_| {
             // A KeyPackage must list the extensions it carries among its capabilities.
-            let capabilities =
-                Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None);
-            let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+            let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
             if last_resort {
                 builder = builder.mark_as_last_resort();
             }

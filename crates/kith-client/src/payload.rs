@@ -2,28 +2,33 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version 1 of the payload: a text message.
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
+
+/// Version 1 of the payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     pub v: u8,
     /// Random 128-bit id in hex, chosen by the sender: receivers deduplicate by it.
     pub id: String,
-    #[serde(rename = "type")]
-    pub kind: PayloadKind,
-    pub text: String,
     /// The sender's clock, Unix milliseconds.
     pub sent_at: u64,
+    #[serde(flatten)]
+    pub body: Body,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PayloadKind {
-    Text,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// A text message.
+    Text { text: String },
+    /// A group's new name; honoured only from an admin.
+    GroupName { name: String },
 }
 
 impl Payload {
-    pub fn text(id: String, text: String, sent_at: u64) -> Self {
-        Payload { v: 1, id, kind: PayloadKind::Text, text, sent_at }
+    pub fn new(id: String, sent_at: u64, body: Body) -> Self {
+        Payload { v: 1, id, sent_at, body }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -33,8 +38,19 @@ impl Payload {
     /// Refuses anything but a well-formed version-1 payload.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let p: Payload = serde_json::from_slice(bytes).ok()?;
-        (p.v == 1 && !p.id.is_empty() && p.id.len() <= 64).then_some(p)
+        let body_ok = match &p.body {
+            Body::Text { .. } => true,
+            Body::GroupName { name } => valid_group_name(name),
+        };
+        (p.v == 1 && !p.id.is_empty() && p.id.len() <= 64 && body_ok).then_some(p)
     }
+}
+
+/// A group name is 1–128 bytes of text without control characters.
+pub fn valid_group_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.len() <= MAX_GROUP_NAME_BYTES
+        && !name.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -43,13 +59,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let p = Payload::text("ab".into(), "hi".into(), 5);
+        let p = Payload::new("ab".into(), 5, Body::Text { text: "hi".into() });
         assert_eq!(Payload::decode(&p.encode()), Some(p));
+        let n = Payload::new("cd".into(), 6, Body::GroupName { name: "Family".into() });
+        assert_eq!(Payload::decode(&n.encode()), Some(n));
         assert_eq!(Payload::decode(b"{}"), None);
         assert_eq!(
             Payload::decode(br#"{"v":2,"id":"a","type":"text","text":"x","sent_at":1}"#),
             None
         );
+        assert_eq!(
+            Payload::decode(br#"{"v":1,"id":"a","type":"group_name","name":"","sent_at":1}"#),
+            None
+        );
+        assert_eq!(Payload::decode(br#"{"v":1,"id":"a","type":"nope","sent_at":1}"#), None);
         assert_eq!(Payload::decode(b"\xff"), None);
     }
 }

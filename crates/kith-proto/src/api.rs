@@ -70,6 +70,7 @@ pub struct WhoAmI {
     pub device_id: u64,
     /// One-time KeyPackages this device still has on the server.
     pub key_packages_remaining: u64,
+    pub limits: ServerLimits,
 }
 
 /// One device of an account.
@@ -124,15 +125,51 @@ pub struct ClaimResponse {
 }
 
 /// `POST /v1/conversations`: register a new MLS group and deliver its Welcome.
+///
+/// The server follows the group from its public state: it verifies the GroupInfo and ratchet
+/// tree, and derives the member devices from the tree's leaves (never from a list the client
+/// claims).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateConversation {
     /// The MLS group id as lowercase hex.
     pub conversation_id: String,
-    /// The devices the Welcome adds (the creator's device is a member implicitly).
-    pub members: Vec<u64>,
-    /// The TLS-serialized `MlsMessage` carrying the Welcome.
+    /// The TLS-serialized `MlsMessage` carrying the Welcome for every member but the creator.
     pub welcome: B64,
+    /// The TLS-serialized `MlsMessage` carrying the group's signed GroupInfo.
+    pub group_info: B64,
+    /// The TLS-serialized ratchet tree.
+    pub ratchet_tree: B64,
+}
+
+/// `POST /v1/conversations/{id}/handshake`: a commit (with a Welcome when it adds members), or
+/// a member's proposal to leave. Sent as an MLS `PublicMessage` so the server can validate it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HandshakeRequest {
+    pub message: B64,
+    #[serde(default)]
+    pub welcome: Option<B64>,
+}
+
+/// The commit or proposal was accepted; for a commit, the group is now at `epoch`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HandshakeResponse {
+    pub message_id: u64,
+    pub epoch: u64,
+    pub server_time: u64,
+    /// Devices in the group after the change.
+    pub members: u32,
+}
+
+/// Limits of this server that clients check before they ask.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServerLimits {
+    /// Most member devices a group may have.
+    pub max_group_size: u32,
+    pub max_body_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

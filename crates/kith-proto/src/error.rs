@@ -45,6 +45,10 @@ pub enum ErrorCode {
     InvalidMessage,
     /// A commit for an epoch that has already moved on.
     StaleEpoch,
+    /// The change would take the group past the server's `max_group_size`.
+    GroupFull,
+    /// Only the group's admins may do this (add, remove others, change admins).
+    NotAdmin,
     /// Slow down; `Retry-After` says for how long.
     RateLimited,
     /// No such route.
@@ -72,10 +76,10 @@ impl ErrorCode {
             | InvalidConversationId
             | InvalidMessage => 400,
             Unauthorized => 401,
-            Forbidden | NotAMember => 403,
+            Forbidden | NotAMember | NotAdmin => 403,
             UnknownUser | UnknownConversation | NotFound => 404,
             MethodNotAllowed => 405,
-            UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages => 409,
+            UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages | GroupFull => 409,
             BodyTooLarge => 413,
             RateLimited => 429,
             Internal => 500,
@@ -106,6 +110,8 @@ impl ErrorCode {
             NotAMember => "not_a_member",
             InvalidMessage => "invalid_message",
             StaleEpoch => "stale_epoch",
+            GroupFull => "group_full",
+            NotAdmin => "not_admin",
             RateLimited => "rate_limited",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",

@@ -7,17 +7,20 @@
 //! - [`b64`]: the base64 byte fields every binary value travels in, with a decoder that refuses
 //!   bad input with a recognisable error;
 //! - [`error`]: the stable error codes and the `{"error": {"code", "message"}}` body;
+//! - [`group`]: the Kith extension in an MLS group's context (conversation type, admins);
 //! - [`ids`]: usernames and conversation ids, and the rules that make them valid;
 //! - [`api`]: request and response bodies, queue entries and WebSocket frames.
 
 pub mod api;
 pub mod b64;
 pub mod error;
+pub mod group;
 pub mod ids;
 
 pub use api::*;
 pub use b64::B64;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use group::{GroupMeta, GroupType};
 pub use ids::{ConversationId, IdError, validate_username};
 
 /// Every API route lives under this prefix.

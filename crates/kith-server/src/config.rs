@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub max_key_packages_per_upload: usize,
     /// One-time KeyPackages one device may hold.
     pub max_key_packages_per_device: u64,
+    /// Most member devices a group may have (default 1024).
+    pub max_group_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +41,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             max_key_packages_per_upload: 200,
             max_key_packages_per_device: 1000,
+            max_group_size: 1024,
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_key_packages_per_upload: Option<usize>,
     pub max_key_packages_per_device: Option<u64>,
+    pub max_group_size: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub max_group_size: Option<usize>,
 }
 
 /// Merges overrides over the file over the defaults, and checks the result.
@@ -118,7 +123,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         max_key_packages_per_device: file
             .max_key_packages_per_device
             .unwrap_or(d.max_key_packages_per_device),
+        max_group_size: over.max_group_size.or(file.max_group_size).unwrap_or(d.max_group_size),
     };
+    if config.max_group_size < 2 {
+        return Err(ConfigError::Invalid("max_group_size must be at least 2".into()));
+    }
     if config.retention_days == 0 {
         return Err(ConfigError::Invalid("retention_days must be at least 1".into()));
     }

@@ -38,6 +38,10 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownConversation => {
                 ApiError::new(ErrorCode::UnknownConversation, "no such conversation")
             }
+            StoreError::StaleEpoch => ApiError::new(
+                ErrorCode::StaleEpoch,
+                "the group has moved on; fetch what you missed and try again",
+            ),
             StoreError::Unavailable => {
                 ApiError::new(ErrorCode::Unavailable, "the server is shutting down; try again")
             }

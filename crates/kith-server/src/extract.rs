@@ -21,6 +21,8 @@ pub struct AuthedDevice {
     pub device_id: DeviceId,
     pub username: String,
     pub kind: AccountKind,
+    /// The device's Ed25519 public key: the key its MLS leaf must carry.
+    pub credential_key: Vec<u8>,
 }
 
 /// Devices' authentication records, so a busy device costs a hash, not a query, per request.
@@ -95,7 +97,12 @@ impl AuthedDevice {
         if !bool::from(token_hash(token).ct_eq(&auth.token_hash)) {
             return Err(ApiError::unauthorized("unknown device or wrong token"));
         }
-        Ok(AuthedDevice { device_id: auth.device_id, username: auth.username, kind: auth.kind })
+        Ok(AuthedDevice {
+            device_id: auth.device_id,
+            username: auth.username,
+            kind: auth.kind,
+            credential_key: auth.credential_key,
+        })
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`error`]: [`ApiError`](error::ApiError), the one place errors become HTTP answers;
 //! - [`extract`]: request extractors — the bearer-authenticated device and a JSON body reader
 //!   whose every refusal has its own stable code;
+//! - [`groups`]: the server's copy of each group's public MLS state, the admin and size
+//!   policy, and per-conversation ordering of commits;
 //! - [`mls`]: what the server checks of MLS data without any secret (KeyPackages, message
 //!   framing);
 //! - [`routes`]: one module per concern (accounts, KeyPackages, conversations, the queue, the
@@ -22,6 +24,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod metrics;
 pub mod mls;
 pub mod openapi;

@@ -63,6 +63,9 @@ struct Common {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "KITHD_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Most member devices a group may have [default: 1024].
+    #[arg(long, env = "KITHD_MAX_GROUP_SIZE")]
+    max_group_size: Option<usize>,
 }
 
 impl Common {
@@ -79,6 +82,7 @@ impl Common {
                 database_url: self.database_url.clone(),
                 retention_days: self.retention_days,
                 max_body_bytes: self.max_body_bytes,
+                max_group_size: self.max_group_size,
             },
         )?)
     }

@@ -13,7 +13,7 @@ use crate::routes::*;
         ops::healthz, ops::metrics, ops::openapi,
         accounts::register, accounts::whoami, accounts::devices,
         keys::upload, keys::claim,
-        conversations::create, conversations::send,
+        conversations::create, conversations::send, handshake::handshake,
         queue::fetch, queue::ack, ws::connect,
     ),
     components(schemas(kith_proto::ServerFrame, kith_proto::ClientFrame)),

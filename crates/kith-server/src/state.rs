@@ -57,6 +57,8 @@ pub struct AppState {
     pub auth_cache: Arc<AuthCache>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// One lock per conversation for validating handshakes in order.
+    pub locks: Arc<crate::groups::locks::Locks>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             auth_cache: Arc::new(AuthCache::default()),
             metrics: Arc::new(Metrics::new()),
             clock,
+            locks: Arc::default(),
             shutdown: watch::Sender::new(false),
         }
     }

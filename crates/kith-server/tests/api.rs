@@ -188,32 +188,25 @@ async fn bad_input_gets_its_own_code() {
     )
     .await;
     // Conversations.
-    let welcome = |id: &str, members: &str| {
-        format!(r#"{{"conversation_id": "{id}", "members": {members}, "welcome": "AAAA"}}"#)
-            .into_bytes()
+    let create = |id: &str| {
+        format!(
+            r#"{{"conversation_id": "{id}", "welcome": "AAAA", "group_info": "AAAA", "ratchet_tree": "AAAA"}}"#
+        )
+        .into_bytes()
     };
+    let conv = "ab".repeat(16);
+    http.refuses(Method::POST, "/v1/conversations", a, Some(create("xyz")), InvalidConversationId)
+        .await;
+    http.refuses(Method::POST, "/v1/conversations", a, Some(create(&conv)), InvalidMessage).await;
+    let handshake = br#"{"message": "AAAA"}"#.to_vec();
+    let path = format!("/v1/conversations/{conv}/handshake");
+    http.refuses(Method::POST, &path, a, Some(handshake.clone()), UnknownConversation).await;
     http.refuses(
         Method::POST,
-        "/v1/conversations",
+        "/v1/conversations/x/handshake",
         a,
-        Some(welcome("xyz", "[1]")),
+        Some(handshake),
         InvalidConversationId,
-    )
-    .await;
-    http.refuses(
-        Method::POST,
-        "/v1/conversations",
-        a,
-        Some(welcome(&"ab".repeat(16), "[]")),
-        BadRequest,
-    )
-    .await;
-    http.refuses(
-        Method::POST,
-        "/v1/conversations",
-        a,
-        Some(welcome(&"ab".repeat(16), "[1]")),
-        InvalidMessage,
     )
     .await;
     let send = br#"{"message": "AAAA"}"#.to_vec();
@@ -346,6 +339,7 @@ async fn openapi_health_and_metrics() {
         "/v1/accounts/{username}/key-packages/claim",
         "/v1/conversations",
         "/v1/conversations/{id}/messages",
+        "/v1/conversations/{id}/handshake",
         "/v1/queue",
         "/v1/queue/ack",
         "/v1/ws",

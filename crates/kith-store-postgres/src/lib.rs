@@ -167,7 +167,7 @@ impl Store for PgStore {
 
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         let row = sqlx::query(
-            "SELECT d.id, a.username, a.kind, d.token_hash
+            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key
              FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
         )
         .bind(i(device))
@@ -183,6 +183,7 @@ impl Store for PgStore {
             token_hash: hash
                 .try_into()
                 .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
+            credential_key: r.try_get(4).map_err(backend)?,
         }))
     }
 
@@ -322,9 +323,13 @@ impl Store for PgStore {
 
     async fn create_conversation(&self, c: NewConversation) -> StoreResult<MessageId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        match sqlx::query("INSERT INTO conversations (id, created_at) VALUES ($1, $2)")
-            .bind(&c.conversation)
-            .bind(i(c.now))
+        match sqlx::query(
+            "INSERT INTO conversations (id, created_at, epoch, group_state) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&c.conversation)
+        .bind(i(c.now))
+        .bind(i(c.epoch))
+        .bind(&c.group_state)
             .execute(&mut *tx)
             .await
         {
@@ -369,6 +374,80 @@ impl Store for PgStore {
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(id)
+    }
+
+    async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, group_state FROM conversations WHERE id = $1")
+                .bind(conversation)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(row.map(|(epoch, state)| GroupState { epoch: u(epoch), state }))
+    }
+
+    async fn update_group(&self, g: GroupUpdate) -> StoreResult<Vec<MessageId>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The row lock orders concurrent updates of one conversation, across kithd nodes too.
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM conversations WHERE id = $1 FOR UPDATE")
+                .bind(&g.conversation)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        match epoch {
+            None => return Err(StoreError::UnknownConversation),
+            Some(e) if u(e) != g.expected_epoch => return Err(StoreError::StaleEpoch),
+            Some(_) => {}
+        }
+        sqlx::query("UPDATE conversations SET epoch = $2, group_state = $3 WHERE id = $1")
+            .bind(&g.conversation)
+            .bind(i(g.epoch))
+            .bind(&g.state)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM conversation_members WHERE conversation = $1")
+            .bind(&g.conversation)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let ids: Vec<i64> = g.members.iter().map(|d| i(*d)).collect();
+        sqlx::query(
+            "INSERT INTO conversation_members (conversation, device_id)
+             SELECT $1, d FROM UNNEST($2::BIGINT[]) AS d ON CONFLICT DO NOTHING",
+        )
+        .bind(&g.conversation)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::with_capacity(g.messages.len());
+        for m in &g.messages {
+            out.push(insert_message(&mut tx, m).await.map_err(backend)?);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>> {
+        let rows: Vec<(Vec<u8>, i64, String)> = sqlx::query_as(
+            "SELECT DISTINCT ON (d.credential_key) d.credential_key, d.id, a.username
+             FROM devices d JOIN accounts a ON a.id = d.account_id
+             WHERE d.credential_key = ANY($1) ORDER BY d.credential_key, d.id",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(credential_key, id, username)| KeyOwner {
+                credential_key,
+                device_id: u(id),
+                username,
+            })
+            .collect())
     }
 
     async fn conversation_members(

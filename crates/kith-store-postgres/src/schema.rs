@@ -54,6 +54,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX queue_device ON queue (device_id, seq);
      CREATE INDEX queue_message ON queue (message_id);",
+    // 2: the server's copy of each group's public state, and device lookup by key.
+    "ALTER TABLE conversations ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE conversations ADD COLUMN group_state BYTEA NOT NULL DEFAULT '\\x';
+     CREATE INDEX devices_key ON devices (credential_key);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

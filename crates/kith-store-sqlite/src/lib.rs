@@ -171,7 +171,7 @@ impl Store for SqliteStore {
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT d.id, a.username, a.kind, d.token_hash
+                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key
                  FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
             )?
             .query_row(params![i(device)], |r| {
@@ -180,6 +180,7 @@ impl Store for SqliteStore {
                     username: r.get(1)?,
                     kind: account_kind_from_code(r.get(2)?),
                     token_hash: hash32(r.get(3)?)?,
+                    credential_key: r.get(4)?,
                 })
             })
             .optional()
@@ -327,8 +328,9 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let inserted = conn.execute(
-                    "INSERT INTO conversations (id, created_at) VALUES (?1, ?2)",
-                    params![c.conversation, i(c.now)],
+                    "INSERT INTO conversations (id, created_at, epoch, group_state)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![c.conversation, i(c.now), i(c.epoch), c.group_state],
                 );
                 match inserted {
                     Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
@@ -370,6 +372,78 @@ impl Store for SqliteStore {
                 .map_err(backend)
             })
             .await
+    }
+
+    async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>> {
+        let conversation = conversation.to_vec();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT epoch, group_state FROM conversations WHERE id = ?1")?
+                .query_row(params![conversation], |r| {
+                    Ok(GroupState { epoch: u(r.get(0)?), state: r.get(1)? })
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn update_group(&self, g: GroupUpdate) -> StoreResult<Vec<MessageId>> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let epoch: Option<i64> = conn
+                    .prepare_cached("SELECT epoch FROM conversations WHERE id = ?1")
+                    .map_err(backend)?
+                    .query_row(params![g.conversation], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                match epoch {
+                    None => return Err(StoreError::UnknownConversation),
+                    Some(e) if u(e) != g.expected_epoch => return Err(StoreError::StaleEpoch),
+                    Some(_) => {}
+                }
+                conn.prepare_cached(
+                    "UPDATE conversations SET epoch = ?2, group_state = ?3 WHERE id = ?1",
+                )
+                .map_err(backend)?
+                .execute(params![g.conversation, i(g.epoch), g.state])
+                .map_err(backend)?;
+                conn.prepare_cached("DELETE FROM conversation_members WHERE conversation = ?1")
+                    .map_err(backend)?
+                    .execute(params![g.conversation])
+                    .map_err(backend)?;
+                let mut add = conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO conversation_members (conversation, device_id)
+                         VALUES (?1, ?2)",
+                    )
+                    .map_err(backend)?;
+                for d in &g.members {
+                    add.execute(params![g.conversation, i(*d)]).map_err(backend)?;
+                }
+                g.messages.iter().map(|m| insert_message(conn, m).map_err(backend)).collect()
+            })
+            .await
+    }
+
+    async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>> {
+        let keys = keys.to_vec();
+        self.read(move |conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT d.id, a.username FROM devices d JOIN accounts a ON a.id = d.account_id
+                 WHERE d.credential_key = ?1 ORDER BY d.id LIMIT 1",
+            )?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let found = q
+                    .query_row(params![key], |r| Ok((u(r.get(0)?), r.get::<_, String>(1)?)))
+                    .optional()?;
+                if let Some((device_id, username)) = found {
+                    out.push(KeyOwner { credential_key: key, device_id, username });
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn conversation_members(

@@ -24,6 +24,8 @@ macro_rules! conformance_suite {
             sequence_numbers_are_never_reused,
             retention_sweep_deletes_old_messages,
             concurrent_sends_all_land,
+            group_updates_are_ordered_by_epoch,
+            devices_are_found_by_key,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -64,6 +66,8 @@ async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
             creator_device: a,
             members: vec![b],
             welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: b"state-1".to_vec(),
             now: NOW,
         })
         .await
@@ -93,6 +97,7 @@ pub async fn accounts_and_authentication(store: Arc<dyn Store>) {
     assert_eq!(auth.username, "alice");
     assert_eq!(auth.kind, AccountKind::Person);
     assert_eq!(auth.token_hash, [5; 32]);
+    assert_eq!(auth.credential_key, b"key-alice");
     assert_eq!(store.device_auth(s).await.unwrap().unwrap().kind, AccountKind::Business);
     assert_eq!(store.device_auth(a + s + 1000).await.unwrap(), None);
 
@@ -216,6 +221,8 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         creator_device: b,
         members: vec![a],
         welcome: vec![1],
+        epoch: 1,
+        group_state: vec![],
         now: NOW,
     };
     assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
@@ -224,6 +231,8 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         creator_device: a,
         members: vec![a + b + 1000],
         welcome: vec![1],
+        epoch: 1,
+        group_state: vec![],
         now: NOW,
     };
     assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
@@ -306,4 +315,91 @@ pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
         got += page.len();
     }
     assert_eq!(got, 201);
+}
+
+pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let c = store.create_account(account("carol", 0)).await.unwrap();
+    assert_eq!(
+        store.group_state(&conv(1)).await.unwrap(),
+        Some(GroupState { epoch: 1, state: b"state-1".to_vec() })
+    );
+    assert_eq!(store.group_state(&conv(9)).await.unwrap(), None);
+
+    let update = |expected: u64, members: Vec<DeviceId>| GroupUpdate {
+        conversation: conv(1),
+        expected_epoch: expected,
+        epoch: expected + 1,
+        state: format!("state-{}", expected + 1).into_bytes(),
+        members,
+        messages: vec![
+            message(a, vec![b], b"commit", NOW),
+            NewMessage { kind: EntryKind::Welcome, ..message(a, vec![c], b"welcome-c", NOW) },
+        ],
+    };
+    let ids = store.update_group(update(1, vec![a, b, c])).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(store.group_state(&conv(1)).await.unwrap().unwrap().epoch, 2);
+    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap(), {
+        let mut m = vec![a, b, c];
+        m.sort();
+        m
+    });
+    let to_c = store.fetch(c, 0, 10).await.unwrap();
+    assert_eq!(to_c.len(), 1);
+    assert_eq!(to_c[0].kind, EntryKind::Welcome);
+
+    // A second change for epoch 1 is stale and leaves nothing behind.
+    let before = store.counts().await.unwrap();
+    assert!(matches!(store.update_group(update(1, vec![a])).await, Err(StoreError::StaleEpoch)));
+    assert_eq!(store.counts().await.unwrap(), before);
+    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap().len(), 3);
+
+    // Removing a member takes it off the fan-out list.
+    store.update_group(update(2, vec![a, c])).await.unwrap();
+    let mut members = store.conversation_members(&conv(1)).await.unwrap().unwrap();
+    members.sort();
+    let mut expected = vec![a, c];
+    expected.sort();
+    assert_eq!(members, expected);
+
+    let mut unknown = update(2, vec![a]);
+    unknown.conversation = conv(9);
+    assert!(matches!(store.update_group(unknown).await, Err(StoreError::UnknownConversation)));
+
+    // Concurrent updates for one epoch: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let u = update(3, vec![a, b, c]);
+        tasks.push(tokio::spawn(async move { store.update_group(u).await }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::StaleEpoch) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+pub async fn devices_are_found_by_key(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 0)).await.unwrap();
+    let b = store.create_account(account("bob", 0)).await.unwrap();
+    let mut found = store
+        .devices_by_credential_keys(&[
+            b"key-bob".to_vec(),
+            b"key-nobody".to_vec(),
+            b"key-alice".to_vec(),
+        ])
+        .await
+        .unwrap();
+    found.sort_by_key(|k| k.device_id);
+    assert_eq!(found.len(), 2);
+    assert_eq!((found[0].device_id, found[0].username.as_str()), (a, "alice"));
+    assert_eq!((found[1].device_id, found[1].username.as_str()), (b, "bob"));
+    assert_eq!(found[1].credential_key, b"key-bob");
+    assert!(store.devices_by_credential_keys(&[]).await.unwrap().is_empty());
 }

@@ -65,6 +65,9 @@ pub enum StoreError {
     ConversationExists,
     #[error("no such conversation")]
     UnknownConversation,
+    /// A group update expected an epoch the conversation has moved past.
+    #[error("the conversation is at another epoch")]
+    StaleEpoch,
     /// The store is shutting down.
     #[error("store unavailable")]
     Unavailable,
@@ -95,6 +98,8 @@ pub struct DeviceAuth {
     pub username: String,
     pub kind: AccountKind,
     pub token_hash: [u8; 32],
+    /// The device's Ed25519 public key (its MLS signature key).
+    pub credential_key: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,14 +134,46 @@ pub struct NewMessage {
     pub now: Millis,
 }
 
-/// A new conversation: its members (the creator included) and the Welcome for the others.
+/// A new conversation: its members (the creator included), the server's copy of its public
+/// group state, and the Welcome for every member but the creator.
 #[derive(Clone, Debug)]
 pub struct NewConversation {
     pub conversation: Vec<u8>,
     pub creator_device: DeviceId,
     pub members: Vec<DeviceId>,
     pub welcome: Vec<u8>,
+    pub epoch: u64,
+    pub group_state: Vec<u8>,
     pub now: Millis,
+}
+
+/// The server's copy of a conversation's public MLS state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupState {
+    pub epoch: u64,
+    pub state: Vec<u8>,
+}
+
+/// A validated change to a conversation: applied only if the conversation is still at
+/// `expected_epoch` (one commit per epoch).
+#[derive(Clone, Debug)]
+pub struct GroupUpdate {
+    pub conversation: Vec<u8>,
+    pub expected_epoch: u64,
+    pub epoch: u64,
+    pub state: Vec<u8>,
+    /// The member devices after the change: the conversation's fan-out list.
+    pub members: Vec<DeviceId>,
+    /// Messages to store and queue with the change (the commit, a Welcome).
+    pub messages: Vec<NewMessage>,
+}
+
+/// A device found by its credential key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub credential_key: Vec<u8>,
+    pub device_id: DeviceId,
+    pub username: String,
 }
 
 /// One entry of a device's queue, joined with its message.
@@ -194,6 +231,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records a conversation and its members and queues the Welcome for every member but the
     /// creator, in one transaction. `Err(ConversationExists)`, `Err(UnknownDevice)`.
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<MessageId>;
+
+    /// The server's copy of the conversation's public group state.
+    async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>>;
+
+    /// Applies a validated group change atomically: new state, epoch and member list, and its
+    /// messages queued. `Err(StaleEpoch)` if the conversation is no longer at
+    /// `expected_epoch`, `Err(UnknownConversation)`. Returns the ids of the stored messages.
+    async fn update_group(&self, update: GroupUpdate) -> StoreResult<Vec<MessageId>>;
+
+    /// The devices whose credential key is one of `keys` (unknown keys are left out).
+    async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>>;
 
     /// The conversation's member devices, `Ok(None)` if there is no such conversation.
     async fn conversation_members(&self, conversation: &[u8])

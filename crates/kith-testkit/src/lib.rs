@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use kith_client::{AccountKind, Client};
-use kith_server::{AppState, Clock, ServerConfig, SystemClock};
+use kith_server::AppState;
+pub use kith_server::{Clock, ManualClock, ServerConfig, SystemClock};
 use kith_store::Store;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -118,6 +119,29 @@ impl TestUser {
         let mut client = Client::open(dir.path()).unwrap();
         client.register(url, name, kind).await.unwrap();
         TestUser { client, dir }
+    }
+}
+
+impl TestUser {
+    /// The device's `Authorization` header value, read from the profile database as only the
+    /// device itself could (the SDK does not hand its token out).
+    pub fn bearer(&self) -> String {
+        let conn = rusqlite::Connection::open(self.dir.path().join("kith.db")).unwrap();
+        let token: String =
+            conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap();
+        format!("Bearer {}:{token}", self.profile().unwrap().device_id)
+    }
+
+    /// The device's queue as the server holds it, fetched without acknowledging anything.
+    pub async fn raw_queue(&self) -> Vec<kith_proto::QueueEntry> {
+        let url = format!("{}/v1/queue", self.profile().unwrap().server);
+        let resp = reqwest::Client::new()
+            .get(url)
+            .header("authorization", self.bearer())
+            .send()
+            .await
+            .unwrap();
+        resp.json::<kith_proto::FetchResponse>().await.unwrap().entries
     }
 }
 

@@ -82,6 +82,10 @@ pub async fn whoami(State(state): State<AppState>, me: AuthedDevice) -> ApiResul
         kind: me.kind,
         device_id: me.device_id,
         key_packages_remaining: remaining,
+        limits: ServerLimits {
+            max_group_size: u32::try_from(state.config.max_group_size).unwrap_or(u32::MAX),
+            max_body_bytes: state.config.max_body_bytes as u64,
+        },
     }))
 }
 

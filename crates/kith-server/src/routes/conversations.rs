@@ -1,39 +1,45 @@
-//! Creating conversations and sending messages into them.
+//! Creating conversations and sending application messages into them.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kith_proto::*;
 use kith_store::{NewConversation, NewMessage};
+use openmls_rust_crypto::OpenMlsRustCrypto;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
+use crate::groups::{self, state::Tracked};
 use crate::mls;
 use crate::state::AppState;
 
-fn conversation_id(text: &str) -> ApiResult<ConversationId> {
+pub(crate) fn conversation_id(text: &str) -> ApiResult<ConversationId> {
     ConversationId::parse(text)
         .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))
 }
 
 /// After a message is durable: count it and wake its connected recipients.
-fn accepted(state: &AppState, recipients: &[u64]) {
+pub(crate) fn accepted(state: &AppState, recipients: &[u64]) {
     state.metrics.messages_accepted.inc();
     state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
     state.hub.notify(recipients);
 }
 
-/// Most devices one Welcome may add.
-const MAX_WELCOME_MEMBERS: usize = 1024;
+fn group_full(members: usize, max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::GroupFull,
+        format!("the group would have {members} members; this server allows at most {max}"),
+    )
+}
 
-/// Register a new conversation (an MLS group) and deliver its Welcome to the added devices.
+/// Register a new conversation (an MLS group) and deliver its Welcome to the other members.
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])),
     request_body = CreateConversation,
     responses(
         (status = 201, body = CreateConversationResponse),
-        (status = 400, description = "invalid_conversation_id, invalid_message, unknown_device", body = ErrorBody),
+        (status = 400, description = "invalid_conversation_id, invalid_message", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 409, description = "conversation_exists", body = ErrorBody),
+        (status = 409, description = "conversation_exists, group_full", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -41,22 +47,60 @@ pub async fn create(
     Body(req): Body<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<CreateConversationResponse>)> {
     let id = conversation_id(&req.conversation_id)?;
-    if req.members.is_empty() || req.members.len() > MAX_WELCOME_MEMBERS {
+    mls::check_welcome(&req.welcome.0)?;
+    let tracked = Tracked::bootstrap(
+        &OpenMlsRustCrypto::default(),
+        id.as_bytes(),
+        &req.group_info.0,
+        &req.ratchet_tree.0,
+    )?;
+    let meta = tracked.meta().ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidMessage, "the group lacks a valid Kith extension")
+    })?;
+    let leaves = tracked.leaves();
+    let max = state.config.max_group_size;
+    if leaves.len() > max {
+        return Err(group_full(leaves.len(), max));
+    }
+    let members = groups::resolve_devices(&*state.store, &leaves).await?;
+    if !members.iter().any(|m| m.device_id == me.device_id) {
+        return Err(ApiError::new(ErrorCode::InvalidMessage, "the creator is not in the group"));
+    }
+    if members.len() < 2 {
         return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("a new conversation adds 1 to {MAX_WELCOME_MEMBERS} devices"),
+            ErrorCode::InvalidMessage,
+            "a conversation needs another member",
         ));
     }
-    mls::check_welcome(&req.welcome.0)?;
+    let accounts: std::collections::BTreeSet<&str> =
+        members.iter().map(|m| m.username.as_str()).collect();
+    match meta.kind {
+        GroupType::Direct if accounts.len() != 2 || !meta.admins.is_empty() => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMessage,
+                "a 1:1 conversation has exactly two accounts and no admins",
+            ));
+        }
+        GroupType::Group if meta.admins != [me.username.clone()] => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMessage,
+                "a new group has its creator as its only admin",
+            ));
+        }
+        _ => {}
+    }
     let now = state.now();
-    let recipients: Vec<u64> = req.members.iter().copied().filter(|d| *d != me.device_id).collect();
+    let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
+    let recipients: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
     let message_id = state
         .store
         .create_conversation(NewConversation {
             conversation: id.as_bytes().to_vec(),
             creator_device: me.device_id,
-            members: req.members,
+            members: device_ids,
             welcome: req.welcome.0,
+            epoch: tracked.epoch(),
+            group_state: tracked.save()?,
             now,
         })
         .await?;
@@ -71,7 +115,7 @@ pub async fn create(
     ))
 }
 
-/// Send an MLS message to every other member device of the conversation.
+/// Send an MLS application message to every other member device of the conversation.
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "conversation id, lowercase hex")),
@@ -101,7 +145,13 @@ pub async fn send(
             "this device is not in that conversation",
         ));
     }
-    mls::check_message(&req.message.0, id.as_bytes())?;
+    let framing = mls::check_message(&req.message.0, id.as_bytes())?;
+    if framing.handshake {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "commits and proposals go to /v1/conversations/{id}/handshake",
+        ));
+    }
     let recipients: Vec<u64> = members.into_iter().filter(|d| *d != me.device_id).collect();
     let now = state.now();
     let message_id = state

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod conversations;
+pub mod handshake;
 pub mod keys;
 pub mod ops;
 pub mod queue;
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
         .route("/v1/conversations", post(conversations::create))
         .route("/v1/conversations/{id}/messages", post(conversations::send))
+        .route("/v1/conversations/{id}/handshake", post(handshake::handshake))
         .route("/v1/queue", get(queue::fetch))
         .route("/v1/queue/ack", post(queue::ack))
         .route("/v1/ws", get(ws::connect))

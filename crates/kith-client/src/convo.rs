@@ -1,0 +1,264 @@
+//! Opening conversations (1:1 and groups) and sending into them.
+
+use kith_proto::*;
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+
+use crate::client::{Client, conversation_bytes, now_millis, random_hex};
+use crate::error::{ClientError, ClientResult};
+use crate::local::{self, Conversation, ConversationKind, Message, Profile};
+use crate::mls;
+use crate::payload::{Body, Payload, valid_group_name};
+
+/// Largest text a message may carry.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// A KeyPackage claimed for one device of a user, verified.
+pub(crate) struct Claimed {
+    pub key_package: KeyPackage,
+}
+
+fn check_text(text: &str) -> ClientResult<()> {
+    if text.is_empty() {
+        return Err(ClientError::InvalidInput("the message is empty".into()));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ClientError::InvalidInput(format!(
+            "the message is longer than {MAX_TEXT_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_username(name: &str) -> ClientResult<()> {
+    validate_username(name).map_err(|e| ClientError::InvalidInput(format!("{name:?}: {e}")))
+}
+
+impl Client {
+    /// Sends `text` to `peer` in a 1:1 conversation, opening one if there is none.
+    pub async fn send_text(&mut self, peer: &str, text: &str) -> ClientResult<Message> {
+        check_username(peer)?;
+        check_text(text)?;
+        let conversation = self.direct_conversation(peer).await?;
+        self.send_body(&conversation, Body::Text { text: text.to_string() }).await
+    }
+
+    /// Sends `text` to a group (by id or name).
+    pub async fn send_group(&mut self, group: &str, text: &str) -> ClientResult<Message> {
+        check_text(text)?;
+        let id = self.resolve_group(group)?;
+        self.send_body(&id, Body::Text { text: text.to_string() }).await
+    }
+
+    /// The 1:1 conversation with `peer`: the newest one known, or a new one.
+    pub async fn direct_conversation(&mut self, peer: &str) -> ClientResult<String> {
+        let me = self.me()?.clone();
+        if peer == me.username {
+            return Err(ClientError::InvalidInput(
+                "you cannot open a conversation with yourself".into(),
+            ));
+        }
+        if let Some(c) = local::direct_with(&self.conn, peer)? {
+            return Ok(c.id);
+        }
+        let claimed = self.claim(&[peer.to_string()]).await?;
+        let meta = GroupMeta { kind: GroupType::Direct, admins: vec![] };
+        let id = self.open_conversation(&me, &meta, claimed).await?;
+        local::add_conversation(
+            &self.conn,
+            &Conversation {
+                id: id.clone(),
+                kind: ConversationKind::Direct,
+                peer: Some(peer.to_string()),
+                name: None,
+                created_at: now_millis(),
+                left: false,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Creates a group named `name` with `members` (usernames) and this device as its admin.
+    /// Returns the group's id.
+    pub async fn create_group(&mut self, name: &str, members: &[String]) -> ClientResult<String> {
+        let me = self.me()?.clone();
+        if !valid_group_name(name) {
+            return Err(ClientError::InvalidInput(
+                "a group name has 1 to 128 characters and no control characters".into(),
+            ));
+        }
+        let mut others: Vec<String> = Vec::new();
+        for m in members {
+            check_username(m)?;
+            if *m != me.username && !others.contains(m) {
+                others.push(m.clone());
+            }
+        }
+        if others.is_empty() {
+            return Err(ClientError::InvalidInput(
+                "a group needs at least one other member".into(),
+            ));
+        }
+        let claimed = self.claim(&others).await?;
+        if self.local_checks {
+            self.check_size(1 + claimed.len()).await?;
+        }
+        let meta = GroupMeta { kind: GroupType::Group, admins: vec![me.username.clone()] };
+        let id = self.open_conversation(&me, &meta, claimed).await?;
+        local::add_conversation(
+            &self.conn,
+            &Conversation {
+                id: id.clone(),
+                kind: ConversationKind::Group,
+                peer: None,
+                name: Some(name.to_string()),
+                created_at: now_millis(),
+                left: false,
+            },
+        )?;
+        // The name travels only inside MLS: members learn it from this message.
+        self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
+        Ok(id)
+    }
+
+    /// Refuses locally a group that would exceed the server's limit.
+    pub(crate) async fn check_size(&mut self, members: usize) -> ClientResult<()> {
+        let max = self.api()?.whoami().await?.limits.max_group_size as usize;
+        if members > max {
+            return Err(ClientError::GroupFull { members, max });
+        }
+        Ok(())
+    }
+
+    /// Claims one KeyPackage for every device of each user and verifies each.
+    pub(crate) async fn claim(&mut self, users: &[String]) -> ClientResult<Vec<Claimed>> {
+        let api = self.api()?;
+        let mut out = Vec::new();
+        for user in users {
+            let claimed = api.claim(user).await?;
+            let provider = self.provider();
+            for c in claimed.key_packages {
+                let kp = KeyPackageIn::tls_deserialize_exact(&c.key_package.0)
+                    .map_err(ClientError::mls)?
+                    .validate(provider.crypto(), ProtocolVersion::Mls10)
+                    .map_err(|e| {
+                        ClientError::Mls(format!("{user}'s KeyPackage is invalid: {e}"))
+                    })?;
+                if mls::identity(kp.leaf_node().credential()).as_deref() != Some(user.as_str()) {
+                    return Err(ClientError::Mls(format!(
+                        "the server handed out a KeyPackage that is not {user}'s"
+                    )));
+                }
+                out.push(Claimed { key_package: kp });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the MLS group, adds the claimed devices, and registers it with the server, which
+    /// delivers the Welcome. Returns the conversation id.
+    async fn open_conversation(
+        &mut self,
+        me: &Profile,
+        meta: &GroupMeta,
+        claimed: Vec<Claimed>,
+    ) -> ClientResult<String> {
+        if claimed.is_empty() {
+            return Err(ClientError::Protocol(
+                "nobody to add: no KeyPackage was handed out".into(),
+            ));
+        }
+        let id = random_hex(16)?;
+        let request = {
+            let provider = self.provider();
+            let signer = mls::load_signer(&provider, &me.signature_key)?;
+            let mut group = MlsGroup::new_with_group_id(
+                &provider,
+                &signer,
+                &mls::create_config(meta)?,
+                GroupId::from_slice(&conversation_bytes(&id)?),
+                mls::credential(&me.username, &signer),
+            )
+            .map_err(ClientError::mls)?;
+            let kps: Vec<KeyPackage> = claimed.into_iter().map(|c| c.key_package).collect();
+            let (_commit, welcome, _) =
+                group.add_members(&provider, &signer, &kps).map_err(ClientError::mls)?;
+            group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
+            let info = group
+                .export_group_info(provider.crypto(), &signer, false)
+                .map_err(ClientError::mls)?;
+            CreateConversation {
+                conversation_id: id.clone(),
+                welcome: B64(welcome.tls_serialize_detached().map_err(ClientError::mls)?),
+                group_info: B64(info.tls_serialize_detached().map_err(ClientError::mls)?),
+                ratchet_tree: B64(group
+                    .export_ratchet_tree()
+                    .tls_serialize_detached()
+                    .map_err(ClientError::mls)?),
+            }
+        };
+        if let Err(e) = self.api()?.create_conversation(&request).await {
+            self.forget_group(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Deletes a group's MLS state (after the server refused it, or after leaving).
+    pub(crate) fn forget_group(&self, id: &str) {
+        let provider = self.provider();
+        if let Ok(bytes) = conversation_bytes(id)
+            && let Ok(Some(mut group)) =
+                MlsGroup::load(provider.storage(), &GroupId::from_slice(&bytes))
+        {
+            let _ = group.delete(provider.storage());
+        }
+    }
+
+    /// Encrypts `body` for the conversation, sends it and keeps the plaintext locally.
+    pub(crate) async fn send_body(
+        &mut self,
+        conversation: &str,
+        body: Body,
+    ) -> ClientResult<Message> {
+        let me = self.me()?.clone();
+        let local = local::conversation(&self.conn, conversation)?
+            .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
+        if local.left {
+            return Err(ClientError::InvalidInput("you are no longer in that conversation".into()));
+        }
+        let now = now_millis();
+        let payload = Payload::new(random_hex(16)?, now, body);
+        let bytes = {
+            let provider = self.provider();
+            let signer = mls::load_signer(&provider, &me.signature_key)?;
+            let gid = GroupId::from_slice(&conversation_bytes(conversation)?);
+            let mut group = MlsGroup::load(provider.storage(), &gid)
+                .map_err(ClientError::mls)?
+                .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
+            let out = group
+                .create_message(&provider, &signer, &payload.encode())
+                .map_err(ClientError::mls)?;
+            out.tls_serialize_detached().map_err(ClientError::mls)?
+        };
+        self.api()?.send(conversation, &SendMessage { message: B64(bytes) }).await?;
+        let (kind, text) = match payload.body {
+            Body::Text { text } => (local.kind, text),
+            Body::GroupName { name } => {
+                (ConversationKind::System, format!("{} named the group \"{name}\"", me.username))
+            }
+        };
+        let message = Message {
+            id: payload.id,
+            conversation: conversation.to_string(),
+            kind,
+            from: me.username,
+            text,
+            sent_at: now,
+            received_at: now,
+            outgoing: true,
+        };
+        local::insert_message(&self.conn, &message)?;
+        Ok(message)
+    }
+}

@@ -1,0 +1,354 @@
+//! Group management: add, remove, promote, rename, leave — each a commit the server validates,
+//! retried after catching up when another member's commit won the epoch.
+
+use std::collections::BTreeSet;
+
+use kith_proto::*;
+use openmls::prelude::tls_codec::Serialize as _;
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+
+use crate::client::{Client, conversation_bytes, now_millis, random_hex};
+use crate::error::{ClientError, ClientResult};
+use crate::local::{self, ConversationKind, Message};
+use crate::mls::{self, Provider};
+use crate::payload::{Body, valid_group_name};
+
+/// Attempts at one change before giving up on a group that keeps moving.
+const MAX_COMMIT_ATTEMPTS: usize = 10;
+
+/// A group as this device knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub id: String,
+    pub name: Option<String>,
+    /// Member accounts, sorted.
+    pub members: Vec<String>,
+    pub admins: Vec<String>,
+    /// This device left or was removed.
+    pub left: bool,
+}
+
+/// A commit (and Welcome) ready to send, or nothing to do.
+type Built = Option<(MlsMessageOut, Option<MlsMessageOut>)>;
+
+fn members_of(group: &MlsGroup) -> Vec<String> {
+    let set: BTreeSet<String> =
+        group.members().filter_map(|m| mls::identity(&m.credential)).collect();
+    set.into_iter().collect()
+}
+
+impl Client {
+    fn load_group(&self, provider: &Provider<'_>, id: &str) -> ClientResult<MlsGroup> {
+        MlsGroup::load(provider.storage(), &GroupId::from_slice(&conversation_bytes(id)?))
+            .map_err(ClientError::mls)?
+            .ok_or_else(|| ClientError::UnknownConversation(id.to_string()))
+    }
+
+    /// Every group this device is or was in, newest first.
+    pub fn groups(&self) -> ClientResult<Vec<GroupSummary>> {
+        let provider = self.provider();
+        local::groups(&self.conn)?
+            .into_iter()
+            .map(|c| {
+                let (members, admins) = match (c.left, self.load_group(&provider, &c.id)) {
+                    (false, Ok(g)) => {
+                        (members_of(&g), mls::meta_of(&g).map(|m| m.admins).unwrap_or_default())
+                    }
+                    _ => (vec![], vec![]),
+                };
+                Ok(GroupSummary { id: c.id, name: c.name, members, admins, left: c.left })
+            })
+            .collect()
+    }
+
+    /// One group, by id or name.
+    pub fn group(&self, group: &str) -> ClientResult<GroupSummary> {
+        let id = self.resolve_group(group)?;
+        self.groups()?
+            .into_iter()
+            .find(|g| g.id == id)
+            .ok_or_else(|| ClientError::UnknownConversation(group.to_string()))
+    }
+
+    /// A group's id from its id or its (unique) name.
+    pub fn resolve_group(&self, group: &str) -> ClientResult<String> {
+        let groups = local::groups(&self.conn)?;
+        if let Some(g) = groups.iter().find(|g| g.id == group) {
+            return Ok(g.id.clone());
+        }
+        let named: Vec<_> =
+            groups.iter().filter(|g| !g.left && g.name.as_deref() == Some(group)).collect();
+        match named.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(ClientError::UnknownConversation(format!(
+                "{group:?} (no group of yours has that id or name; see `kith group list`)"
+            ))),
+            _ => Err(ClientError::InvalidInput(format!(
+                "several of your groups are named {group:?}; use the group's id"
+            ))),
+        }
+    }
+
+    /// The group's current members and admins, for local checks.
+    fn current(&self, id: &str) -> ClientResult<(Vec<String>, GroupMeta, usize)> {
+        let provider = self.provider();
+        let group = self.load_group(&provider, id)?;
+        let meta = mls::meta_of(&group)
+            .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+        Ok((members_of(&group), meta, group.members().count()))
+    }
+
+    fn require_admin(&self, meta: &GroupMeta, what: &str) -> ClientResult<()> {
+        let me = &self.me()?.username;
+        if self.local_checks && !meta.is_admin(me) {
+            return Err(ClientError::NotAdmin(what.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A line in the group's history about this device's own action.
+    fn note(&self, id: &str, text: String) -> ClientResult<()> {
+        let now = now_millis();
+        local::insert_message(
+            &self.conn,
+            &Message {
+                id: format!("sys-{}", random_hex(8)?),
+                conversation: id.to_string(),
+                kind: ConversationKind::System,
+                from: self.me()?.username.clone(),
+                text,
+                sent_at: now,
+                received_at: now,
+                outgoing: true,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Adds users (all their devices) to a group. Admins only.
+    pub async fn group_add(&mut self, group: &str, users: &[String]) -> ClientResult<()> {
+        let id = self.resolve_group(group)?;
+        let (members, meta, devices) = self.current(&id)?;
+        self.require_admin(&meta, "add members")?;
+        for u in users {
+            validate_username(u).map_err(|e| ClientError::InvalidInput(format!("{u:?}: {e}")))?;
+            if members.contains(u) {
+                return Err(ClientError::InvalidInput(format!("{u} is already in the group")));
+            }
+        }
+        let claimed = self.claim(users).await?;
+        if self.local_checks {
+            self.check_size(devices + claimed.len()).await?;
+        }
+        let kps: Vec<KeyPackage> = claimed.into_iter().map(|c| c.key_package).collect();
+        self.commit_change(&id, |group, provider, signer| {
+            let (commit, welcome, _) =
+                group.add_members(provider, signer, &kps).map_err(ClientError::mls)?;
+            Ok(Some((commit, Some(welcome))))
+        })
+        .await?;
+        let me = self.me()?.username.clone();
+        self.note(&id, format!("{me} added {}", users.join(", ")))?;
+        // New members learn the group's name from an encrypted message of the new epoch.
+        if let Some(name) = local::conversation(&self.conn, &id)?.and_then(|c| c.name) {
+            self.send_body(&id, Body::GroupName { name }).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a user (all their devices) from a group. Admins only.
+    pub async fn group_remove(&mut self, group: &str, user: &str) -> ClientResult<()> {
+        let id = self.resolve_group(group)?;
+        let (members, meta, _) = self.current(&id)?;
+        self.require_admin(&meta, "remove members")?;
+        let me = self.me()?.username.clone();
+        if user == me {
+            return Err(ClientError::InvalidInput("to leave a group, use `group leave`".into()));
+        }
+        if !members.iter().any(|m| m == user) {
+            return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
+        }
+        if meta.is_admin(user) {
+            let admins = meta.admins.iter().filter(|a| *a != user).cloned().collect();
+            self.set_admins(&id, admins).await?;
+        }
+        self.commit_change(&id, |group, provider, signer| {
+            let leaves: Vec<LeafNodeIndex> = group
+                .members()
+                .filter(|m| mls::identity(&m.credential).as_deref() == Some(user))
+                .map(|m| m.index)
+                .collect();
+            if leaves.is_empty() {
+                return Ok(None);
+            }
+            let (commit, welcome, _) =
+                group.remove_members(provider, signer, &leaves).map_err(ClientError::mls)?;
+            Ok(Some((commit, welcome)))
+        })
+        .await?;
+        self.note(&id, format!("{me} removed {user}"))
+    }
+
+    /// Makes a member an admin. Admins only.
+    pub async fn group_promote(&mut self, group: &str, user: &str) -> ClientResult<()> {
+        let id = self.resolve_group(group)?;
+        let (members, meta, _) = self.current(&id)?;
+        self.require_admin(&meta, "promote members")?;
+        if !members.iter().any(|m| m == user) {
+            return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
+        }
+        if meta.is_admin(user) {
+            return Ok(());
+        }
+        let mut admins = meta.admins.clone();
+        admins.push(user.to_string());
+        self.set_admins(&id, admins).await?;
+        let me = self.me()?.username.clone();
+        self.note(&id, format!("{me} made {user} an admin"))
+    }
+
+    async fn set_admins(&mut self, id: &str, admins: Vec<String>) -> ClientResult<()> {
+        let meta = GroupMeta { kind: GroupType::Group, admins };
+        self.commit_change(id, |group, provider, signer| {
+            let ext = mls::meta_extensions(&meta)?;
+            let (commit, welcome, _) = group
+                .update_group_context_extensions(provider, ext, signer)
+                .map_err(ClientError::mls)?;
+            Ok(Some((commit, welcome)))
+        })
+        .await
+    }
+
+    /// Renames a group; the name travels encrypted to the members. Admins only.
+    pub async fn group_rename(&mut self, group: &str, name: &str) -> ClientResult<()> {
+        let id = self.resolve_group(group)?;
+        let (_, meta, _) = self.current(&id)?;
+        self.require_admin(&meta, "rename the group")?;
+        if !valid_group_name(name) {
+            return Err(ClientError::InvalidInput(
+                "a group name has 1 to 128 characters and no control characters".into(),
+            ));
+        }
+        self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
+        local::set_name(&self.conn, &id, name)?;
+        Ok(())
+    }
+
+    /// Leaves a group. The server stops delivering to this device at once; an admin commits
+    /// the removal. The last admin first hands the role to another member.
+    pub async fn group_leave(&mut self, group: &str) -> ClientResult<()> {
+        let id = self.resolve_group(group)?;
+        let (members, meta, _) = self.current(&id)?;
+        let me = self.me()?.username.clone();
+        if meta.is_admin(&me) {
+            let mut admins: Vec<String> =
+                meta.admins.iter().filter(|a| **a != me).cloned().collect();
+            if admins.is_empty()
+                && let Some(heir) = members.iter().find(|m| **m != me)
+            {
+                admins.push(heir.clone());
+            }
+            self.set_admins(&id, admins).await?;
+        }
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let request = {
+                let provider = self.provider();
+                let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
+                let mut group = self.load_group(&provider, &id)?;
+                let proposal = group.leave_group(&provider, &signer).map_err(ClientError::mls)?;
+                HandshakeRequest {
+                    message: B64(proposal.tls_serialize_detached().map_err(ClientError::mls)?),
+                    welcome: None,
+                }
+            };
+            match self.api()?.handshake(&id, &request).await {
+                Ok(_) => {
+                    self.note(&id, "you left the group".into())?;
+                    local::set_left(&self.conn, &id, now_millis())?;
+                    self.forget_group(&id);
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                    self.sync_inner().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Protocol("the group kept changing; try again".into()))
+    }
+
+    /// As an admin, commits the pending proposals of members to leave.
+    pub(crate) async fn commit_pending_leaves(&mut self) -> ClientResult<()> {
+        let me = self.me()?.username.clone();
+        let pending: Vec<String> = {
+            let provider = self.provider();
+            local::groups(&self.conn)?
+                .into_iter()
+                .filter(|c| !c.left)
+                .filter_map(|c| {
+                    let g = self.load_group(&provider, &c.id).ok()?;
+                    let admin = mls::meta_of(&g).is_some_and(|m| m.is_admin(&me));
+                    (admin && g.pending_proposals().next().is_some()).then_some(c.id)
+                })
+                .collect()
+        };
+        for id in pending {
+            self.commit_change(&id, |group, provider, signer| {
+                if group.pending_proposals().next().is_none() {
+                    return Ok(None);
+                }
+                let (commit, welcome, _) = group
+                    .commit_to_pending_proposals(provider, signer)
+                    .map_err(ClientError::mls)?;
+                Ok(Some((commit, welcome)))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Builds a commit with `build`, sends it, and merges it once the server accepted it. When
+    /// another commit won the epoch (`stale_epoch`), it drops its own, catches up and builds
+    /// again.
+    async fn commit_change<F>(&mut self, id: &str, mut build: F) -> ClientResult<()>
+    where
+        F: FnMut(&mut MlsGroup, &Provider<'_>, &SignatureKeyPair) -> ClientResult<Built>,
+    {
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let request = {
+                let provider = self.provider();
+                let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
+                let mut group = self.load_group(&provider, id)?;
+                let Some((commit, welcome)) = build(&mut group, &provider, &signer)? else {
+                    return Ok(());
+                };
+                let ser = |m: MlsMessageOut| m.tls_serialize_detached().map_err(ClientError::mls);
+                HandshakeRequest {
+                    message: B64(ser(commit)?),
+                    welcome: welcome.map(ser).transpose()?.map(B64),
+                }
+            };
+            let sent = self.api()?.handshake(id, &request).await;
+            {
+                // Scoped so no borrow of the connection lives across the next await.
+                let provider = self.provider();
+                let mut group = self.load_group(&provider, id)?;
+                match sent {
+                    Ok(_) => {
+                        group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
+                        if e.code() != Some(ErrorCode::StaleEpoch) {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            self.sync_inner().await?;
+        }
+        Err(ClientError::Protocol("the group kept changing; try again".into()))
+    }
+}

@@ -1,0 +1,203 @@
+//! Turning one queue entry into local state: join from a Welcome, decrypt an application
+//! message, apply a commit or store a proposal. Runs inside the caller's SQLite transaction.
+
+use std::collections::BTreeSet;
+
+use kith_proto::*;
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::*;
+
+use crate::client::{Client, Outcome, conversation_bytes, now_millis};
+use crate::error::{ClientError, ClientResult};
+use crate::local::{self, Conversation, ConversationKind, Message};
+use crate::mls;
+use crate::payload::{Body, Payload};
+
+/// A system line (who joined, left, was promoted) attached to a received entry.
+fn system(entry: &QueueEntry, n: usize, from: &str, text: String) -> Message {
+    Message {
+        id: format!("sys-{}-{n}", entry.message_id),
+        conversation: entry.conversation_id.clone(),
+        kind: ConversationKind::System,
+        from: from.to_string(),
+        text,
+        sent_at: entry.server_time,
+        received_at: now_millis(),
+        outgoing: false,
+    }
+}
+
+impl Client {
+    pub(crate) fn process_in_transaction(&self, entry: &QueueEntry) -> ClientResult<Outcome> {
+        let message =
+            MlsMessageIn::tls_deserialize_exact(&entry.data.0).map_err(ClientError::mls)?;
+        match entry.kind {
+            EntryKind::Welcome => self.join(entry, message),
+            EntryKind::Message => self.handle(entry, message),
+        }
+    }
+
+    fn join(&self, entry: &QueueEntry, message: MlsMessageIn) -> ClientResult<Outcome> {
+        let me = self.me()?;
+        let provider = self.provider();
+        let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+            return Err(ClientError::Mls("a welcome entry without a Welcome".into()));
+        };
+        let staged = StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
+            .map_err(ClientError::mls)?;
+        let group = staged.into_group(&provider).map_err(ClientError::mls)?;
+        if group.group_id().as_slice() != conversation_bytes(&entry.conversation_id)? {
+            return Err(ClientError::Mls("the Welcome is for another conversation".into()));
+        }
+        let meta = mls::meta_of(&group)
+            .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+        let others: BTreeSet<String> = group
+            .members()
+            .filter_map(|m| mls::identity(&m.credential))
+            .filter(|u| *u != me.username)
+            .collect();
+        let (kind, peer) = match meta.kind {
+            GroupType::Direct if others.len() == 1 && others.contains(&entry.sender) => {
+                (ConversationKind::Direct, Some(entry.sender.clone()))
+            }
+            GroupType::Direct => {
+                return Err(ClientError::Mls("a 1:1 conversation with the wrong members".into()));
+            }
+            GroupType::Group => (ConversationKind::Group, None),
+        };
+        local::add_conversation(
+            &self.conn,
+            &Conversation {
+                id: entry.conversation_id.clone(),
+                kind,
+                peer,
+                name: None,
+                created_at: entry.server_time,
+                left: false,
+            },
+        )?;
+        let mut outcome =
+            Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
+        if kind == ConversationKind::Group {
+            let line = system(entry, 0, &entry.sender, format!("{} added you", entry.sender));
+            local::insert_message(&self.conn, &line)?;
+            outcome.messages.push(line);
+        }
+        Ok(outcome)
+    }
+
+    fn handle(&self, entry: &QueueEntry, message: MlsMessageIn) -> ClientResult<Outcome> {
+        let provider = self.provider();
+        let gid = GroupId::from_slice(&conversation_bytes(&entry.conversation_id)?);
+        let mut group = MlsGroup::load(provider.storage(), &gid)
+            .map_err(ClientError::mls)?
+            .ok_or_else(|| ClientError::UnknownConversation(entry.conversation_id.clone()))?;
+        let protocol = message.try_into_protocol_message().map_err(ClientError::mls)?;
+        let processed = group.process_message(&provider, protocol).map_err(ClientError::mls)?;
+        let sender = mls::identity(processed.credential()).unwrap_or_default();
+        // The server authenticated the device that posted this; MLS says who signed it.
+        if sender != entry.sender {
+            return Err(ClientError::Mls(
+                "the MLS sender is not the account the server says sent it".into(),
+            ));
+        }
+        let sender_leaf = match processed.sender() {
+            Sender::Member(leaf) => Some(*leaf),
+            _ => None,
+        };
+        let mut lines = Vec::new();
+        let mut messages = Vec::new();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                let payload = Payload::decode(&app.into_bytes())
+                    .ok_or_else(|| ClientError::Mls("unreadable payload".into()))?;
+                match payload.body {
+                    Body::Text { text } => {
+                        let kind = local::conversation(&self.conn, &entry.conversation_id)?
+                            .map(|c| c.kind)
+                            .unwrap_or(ConversationKind::Direct);
+                        let m = Message {
+                            id: payload.id,
+                            conversation: entry.conversation_id.clone(),
+                            kind,
+                            from: sender.clone(),
+                            text,
+                            sent_at: payload.sent_at,
+                            received_at: now_millis(),
+                            outgoing: false,
+                        };
+                        if local::insert_message(&self.conn, &m)? {
+                            messages.push(m);
+                        }
+                    }
+                    Body::GroupName { name } => {
+                        // Only an admin may name the group; anyone else's attempt is dropped.
+                        if !mls::meta_of(&group).is_some_and(|m| m.is_admin(&sender)) {
+                            return Err(ClientError::Mls("a rename from a non-admin".into()));
+                        }
+                        let known = local::conversation(&self.conn, &entry.conversation_id)?
+                            .and_then(|c| c.name);
+                        if known.as_deref() != Some(name.as_str()) {
+                            local::set_name(&self.conn, &entry.conversation_id, &name)?;
+                            lines.push(format!("{sender} named the group \"{name}\""));
+                        }
+                    }
+                }
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let me = self.me()?.username.clone();
+                let before = mls::meta_of(&group);
+                let mut added = BTreeSet::new();
+                for add in staged.add_proposals() {
+                    if let Some(u) =
+                        mls::identity(add.add_proposal().key_package().leaf_node().credential())
+                    {
+                        added.insert(u);
+                    }
+                }
+                if !added.is_empty() {
+                    let names: Vec<String> = added.into_iter().collect();
+                    lines.push(format!("{sender} added {}", names.join(", ")));
+                }
+                for rm in staged.remove_proposals() {
+                    let removed = rm.remove_proposal().removed();
+                    let leaving = matches!(rm.sender(), Sender::Member(s) if *s == removed);
+                    let who = group.member(removed).and_then(mls::identity).unwrap_or_default();
+                    if !leaving {
+                        let who = if who == me { "you".to_string() } else { who };
+                        lines.push(format!("{sender} removed {who}"));
+                    }
+                }
+                let removed_me = staged.self_removed();
+                group.merge_staged_commit(&provider, *staged).map_err(ClientError::mls)?;
+                let after = mls::meta_of(&group);
+                if let (Some(b), Some(a)) = (&before, &after) {
+                    for admin in a.admins.iter().filter(|x| !b.is_admin(x)) {
+                        lines.push(format!("{sender} made {admin} an admin"));
+                    }
+                }
+                if removed_me {
+                    local::set_left(&self.conn, &entry.conversation_id, now_millis())?;
+                }
+            }
+            ProcessedMessageContent::ProposalMessage(proposal) => {
+                if let Proposal::Remove(rm) = proposal.proposal()
+                    && Some(rm.removed()) == sender_leaf
+                {
+                    lines.push(format!("{sender} left"));
+                }
+                group
+                    .store_pending_proposal(provider.storage(), *proposal)
+                    .map_err(ClientError::mls)?;
+            }
+            _ => {}
+        }
+        for (n, text) in lines.into_iter().enumerate() {
+            let line = system(entry, n, &sender, text);
+            if local::insert_message(&self.conn, &line)? {
+                messages.push(line);
+            }
+        }
+        Ok(Outcome { messages, joined: None })
+    }
+}

@@ -1,0 +1,269 @@
+//! Groups end to end: a real kithd validating every commit, real clients.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::sync::Arc;
+
+use kith_client::{ClientError, ConversationKind, ErrorCode};
+use kith_testkit::{ServerConfig, SystemClock, TestServer, TestUser};
+
+fn texts(report: &kith_client::SyncReport, kind: ConversationKind) -> Vec<String> {
+    report.messages.iter().filter(|m| m.kind == kind).map(|m| m.text.clone()).collect()
+}
+
+async fn sync_all(users: &mut [&mut TestUser]) {
+    for u in users.iter_mut() {
+        u.sync().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_group_of_four_chats() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+
+    let id =
+        alice.create_group("Family", &["bob".into(), "carol".into(), "dave".into()]).await.unwrap();
+    assert_eq!(id.len(), 32);
+    alice.send_group("Family", "dinner at 7?").await.unwrap();
+
+    for u in [&mut bob, &mut carol, &mut dave] {
+        let r = u.sync().await.unwrap();
+        assert_eq!(r.joined, vec![id.clone()]);
+        assert_eq!(texts(&r, ConversationKind::Group), ["dinner at 7?"]);
+        let m = r.messages.iter().find(|m| m.kind == ConversationKind::Group).unwrap();
+        assert_eq!((m.from.as_str(), m.conversation.as_str()), ("alice", id.as_str()));
+        // The name arrived encrypted, and the group can be addressed by it.
+        let g = u.group("Family").unwrap();
+        assert_eq!(g.name.as_deref(), Some("Family"));
+        assert_eq!(g.members, ["alice", "bob", "carol", "dave"]);
+        assert_eq!(g.admins, ["alice"]);
+    }
+    bob.send_group(&id, "yes!").await.unwrap();
+    carol.send_group(&id, "I'll bring cake").await.unwrap();
+    for u in [&mut alice, &mut dave] {
+        let r = u.sync().await.unwrap();
+        assert_eq!(texts(&r, ConversationKind::Group), ["yes!", "I'll bring cake"]);
+    }
+    let history: Vec<String> = dave
+        .conversation_history(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == ConversationKind::Group)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(history, ["dinner at 7?", "yes!", "I'll bring cake"]);
+    // One stored copy per message: the server keeps nothing once all have acknowledged.
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let c = server.store().counts().await.unwrap();
+    assert_eq!((c.messages, c.queue_entries), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_adding_at_the_same_moment_both_succeed() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut erin = server.user("erin").await;
+    let mut frank = server.user("frank").await;
+    let id = alice.create_group("Club", &["bob".into()]).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.group_promote(&id, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(bob.group(&id).unwrap().admins, ["alice", "bob"]);
+
+    for round in 0..3 {
+        let (a, b) = (format!("a{round}x"), format!("b{round}x"));
+        let _ua = server.user(&a).await;
+        let _ub = server.user(&b).await;
+        // Both commits are in flight at once; one wins the epoch, the other catches up.
+        let (ra, rb) = tokio::join!(
+            alice.group_add(&id, std::slice::from_ref(&a)),
+            bob.group_add(&id, std::slice::from_ref(&b))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    let (erin_name, frank_name) = (["erin".to_string()], ["frank".to_string()]);
+    let (re, rf) = tokio::join!(alice.group_add(&id, &erin_name), bob.group_add(&id, &frank_name));
+    re.unwrap();
+    rf.unwrap();
+    // The race was real: the server refused at least one commit as stale.
+    let metrics = server.state.metrics.render();
+    let stale = metrics
+        .lines()
+        .find(|l| l.starts_with("kith_http_responses_total{status=\"409\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(stale >= 1, "no commit was ever stale: {metrics}");
+    sync_all(&mut [&mut alice, &mut bob, &mut erin, &mut frank]).await;
+    let expected = alice.group(&id).unwrap().members;
+    assert_eq!(expected.len(), 10, "{expected:?}");
+    for u in [&bob, &erin, &frank] {
+        assert_eq!(u.group(&id).unwrap().members, expected);
+    }
+    erin.send_group(&id, "hello from erin").await.unwrap();
+    let r = frank.sync().await.unwrap();
+    assert_eq!(texts(&r, ConversationKind::Group), ["hello from erin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_member_catches_up_after_many_epochs() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut carol = server.user("carol").await;
+    let id = alice.create_group("Team", &["carol".into()]).await.unwrap();
+    carol.sync().await.unwrap();
+    // Carol is offline while the group goes through twelve epochs.
+    for i in 0..6 {
+        let name = format!("temp{i}");
+        let _u = server.user(&name).await;
+        alice.group_add(&id, std::slice::from_ref(&name)).await.unwrap();
+        alice.group_remove(&id, &name).await.unwrap();
+    }
+    alice.send_group(&id, "still here?").await.unwrap();
+    let r = carol.sync().await.unwrap();
+    assert_eq!(texts(&r, ConversationKind::Group), ["still here?"]);
+    assert_eq!(carol.group(&id).unwrap().members, ["alice", "carol"]);
+    carol.send_group(&id, "caught up").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap(), ConversationKind::Group), ["caught up"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_limit_is_enforced_by_client_and_server() {
+    let config = ServerConfig { max_group_size: 3, ..Default::default() };
+    let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
+    let mut alice = server.user("alice").await;
+    let _bob = server.user("bob").await;
+    let _carol = server.user("carol").await;
+    let _dave = server.user("dave").await;
+    let id = alice.create_group("Three", &["bob".into(), "carol".into()]).await.unwrap();
+
+    let err = alice.group_add(&id, &["dave".into()]).await.unwrap_err();
+    assert!(matches!(err, ClientError::GroupFull { members: 4, max: 3 }), "{err}");
+    // A client that does not check is refused by the server.
+    alice.set_local_checks(false);
+    let err = alice.group_add(&id, &["dave".into()]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::GroupFull), "{err}");
+    assert!(err.to_string().contains("at most 3"), "{err}");
+    let err = alice
+        .create_group("Four", &["bob".into(), "carol".into(), "dave".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::GroupFull), "{err}");
+    // The refused commit left the group usable.
+    alice.set_local_checks(true);
+    assert_eq!(alice.group(&id).unwrap().members, ["alice", "bob", "carol"]);
+    alice.send_group(&id, "still three").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_add_remove_and_rename() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let _dave = server.user("dave").await;
+    let id = alice.create_group("Book club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+
+    let err = bob.group_add(&id, &["dave".into()]).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotAdmin(_)), "{err}");
+    let err = bob.group_remove(&id, "carol").await.unwrap_err();
+    assert!(matches!(err, ClientError::NotAdmin(_)), "{err}");
+    // The server refuses a non-admin's commit too.
+    bob.set_local_checks(false);
+    let err = bob.group_add(&id, &["dave".into()]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
+    let err = bob.group_remove(&id, "carol").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
+    let err = bob.group_promote(&id, "bob").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
+    // A non-admin's rename travels (the server cannot read it) but members ignore it.
+    bob.group_rename(&id, "Bob's club").await.unwrap();
+    let r = carol.sync().await.unwrap();
+    assert_eq!(r.dropped, 1);
+    assert_eq!(carol.group(&id).unwrap().name.as_deref(), Some("Book club"));
+    bob.set_local_checks(true);
+
+    // Once promoted, bob can add.
+    alice.group_promote(&id, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.group_add(&id, &["dave".into()]).await.unwrap();
+    alice.group_rename(&id, "Readers").await.unwrap();
+    let r = carol.sync().await.unwrap();
+    let system = texts(&r, ConversationKind::System);
+    assert!(system.contains(&"alice made bob an admin".to_string()), "{system:?}");
+    assert!(system.contains(&"bob added dave".to_string()), "{system:?}");
+    assert!(system.contains(&"alice named the group \"Readers\"".to_string()), "{system:?}");
+    assert_eq!(carol.group("Readers").unwrap().members, ["alice", "bob", "carol", "dave"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_gets_nothing_and_could_not_read_it() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let id = alice.create_group("Trio", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+
+    alice.group_remove(&id, "bob").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(texts(&r, ConversationKind::System), ["alice removed you"]);
+    assert!(bob.group(&id).unwrap().left);
+    carol.sync().await.unwrap();
+
+    alice.send_group(&id, "bob cannot see this").await.unwrap();
+    // The server queued nothing for bob...
+    assert!(bob.raw_queue().await.is_empty());
+    let err = bob.send_group(&id, "let me back").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    // ...and had it, bob could not decrypt it: hand him carol's copy.
+    let for_carol = carol.raw_queue().await;
+    assert_eq!(for_carol.len(), 1);
+    let r = bob.receive_entries(&for_carol).unwrap();
+    assert!(r.messages.is_empty());
+    assert_eq!(r.dropped, 1);
+    assert_eq!(
+        texts(&carol.sync().await.unwrap(), ConversationKind::Group),
+        ["bob cannot see this"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaves_and_the_admin_commits_it() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let id = alice.create_group("Hikers", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+
+    carol.group_leave(&id).await.unwrap();
+    assert!(carol.group(&id).unwrap().left);
+    // Carol gets nothing from the moment she leaves.
+    bob.send_group(&id, "bye carol").await.unwrap();
+    assert!(carol.raw_queue().await.is_empty());
+    // Alice, the admin, sees the request and commits it on her next sync.
+    let r = alice.sync().await.unwrap();
+    assert!(texts(&r, ConversationKind::System).contains(&"carol left".to_string()));
+    assert_eq!(alice.group(&id).unwrap().members, ["alice", "bob"]);
+    let r = bob.sync().await.unwrap();
+    assert!(texts(&r, ConversationKind::System).contains(&"carol left".to_string()));
+    assert_eq!(bob.group(&id).unwrap().members, ["alice", "bob"]);
+    alice.send_group(&id, "just us").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap(), ConversationKind::Group), ["just us"]);
+
+    // The last admin leaving hands the role on.
+    alice.group_leave(&id).await.unwrap();
+    bob.sync().await.unwrap();
+    let g = bob.group(&id).unwrap();
+    assert_eq!(g.admins, ["bob"]);
+    assert_eq!(g.members, ["bob"]);
+}

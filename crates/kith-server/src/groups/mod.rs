@@ -1,0 +1,61 @@
+//! Groups: the server follows every conversation's public MLS state and validates each change.
+//!
+//! - [`state`]: [`Tracked`](state::Tracked), one conversation's `PublicGroup`, loaded from and
+//!   saved to the store as a blob; bootstrapped from the creator's GroupInfo and ratchet tree;
+//! - [`policy`]: who may do what — admins add and remove, anyone updates or leaves — and the
+//!   size limit, checked on the staged commit before it is merged;
+//! - [`locks`]: one lock per conversation, so commits to one group are validated one at a time
+//!   (the store's epoch check keeps several `kithd` nodes honest as well).
+//!
+//! The fan-out list of a conversation is always derived from the validated tree: each leaf's
+//! signature key names a registered device, whose account must match the leaf's credential.
+
+pub mod locks;
+pub mod policy;
+pub mod state;
+
+use std::collections::BTreeMap;
+
+use kith_proto::ErrorCode;
+use kith_store::{DeviceId, Store};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A leaf of the tree and the device it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDevice {
+    pub leaf: u32,
+    pub username: String,
+    pub device_id: DeviceId,
+}
+
+/// Maps each leaf (username, signature key) to its registered device; every leaf must resolve.
+pub async fn resolve_devices(
+    store: &dyn Store,
+    leaves: &[state::Leaf],
+) -> ApiResult<Vec<MemberDevice>> {
+    let keys: Vec<Vec<u8>> = leaves.iter().map(|l| l.signature_key.clone()).collect();
+    let owners: BTreeMap<Vec<u8>, (DeviceId, String)> = store
+        .devices_by_credential_keys(&keys)
+        .await?
+        .into_iter()
+        .map(|o| (o.credential_key, (o.device_id, o.username)))
+        .collect();
+    leaves
+        .iter()
+        .map(|leaf| match owners.get(&leaf.signature_key) {
+            Some((device_id, username)) if *username == leaf.username => Ok(MemberDevice {
+                leaf: leaf.index,
+                username: leaf.username.clone(),
+                device_id: *device_id,
+            }),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidMessage,
+                format!(
+                    "a member of the group ({}) is not a registered device of that user",
+                    leaf.username
+                ),
+            )),
+        })
+        .collect()
+}

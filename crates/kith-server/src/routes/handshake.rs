@@ -1,0 +1,214 @@
+//! Commits and leave proposals: validated against the server's copy of the group, one commit
+//! per epoch.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kith_proto::*;
+use kith_store::{GroupUpdate, NewMessage, StoreError};
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::*;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthedDevice, Body};
+use crate::groups::{self, policy, state::Tracked};
+use crate::mls;
+use crate::routes::conversations::{accepted, conversation_id};
+use crate::state::AppState;
+
+fn invalid(why: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidMessage, why)
+}
+
+fn stale(current: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::StaleEpoch,
+        format!("the group has moved on to epoch {current}; fetch what you missed and try again"),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "group state update failed");
+    ApiError::new(ErrorCode::Internal, "internal error")
+}
+
+/// Where a validated handshake goes and what it changes.
+struct Outcome {
+    expected_epoch: u64,
+    tracked: Tracked,
+    members: Vec<u64>,
+    messages: Vec<NewMessage>,
+}
+
+/// Submit a commit (with its Welcome when it adds members) or a proposal to leave.
+#[utoipa::path(post, path = "/v1/conversations/{id}/handshake", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id, lowercase hex")),
+    request_body = HandshakeRequest,
+    responses(
+        (status = 202, description = "Validated, stored and queued", body = HandshakeResponse),
+        (status = 400, description = "invalid_message, invalid_conversation_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "not_a_member, not_admin, forbidden", body = ErrorBody),
+        (status = 404, description = "unknown_conversation", body = ErrorBody),
+        (status = 409, description = "stale_epoch, group_full", body = ErrorBody),
+    ))]
+pub async fn handshake(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Path(id): Path<String>,
+    Body(req): Body<HandshakeRequest>,
+) -> ApiResult<(StatusCode, Json<HandshakeResponse>)> {
+    let id = conversation_id(&id)?;
+    let _guard = state.locks.lock(id.as_bytes()).await;
+    let stored = state
+        .store
+        .group_state(id.as_bytes())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
+    let members_before = state.store.conversation_members(id.as_bytes()).await?.unwrap_or_default();
+    if !members_before.contains(&me.device_id) {
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not in that conversation",
+        ));
+    }
+    let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
+
+    let message = MlsMessageIn::tls_deserialize_exact(&req.message.0)
+        .map_err(|_| invalid("the handshake is not an MLS message"))?;
+    if message.wire_format() != WireFormat::PublicMessage {
+        return Err(invalid("commits and proposals must be sent as MLS PublicMessages"));
+    }
+    let protocol =
+        message.try_into_protocol_message().map_err(|_| invalid("not an MLS protocol message"))?;
+    if protocol.group_id().as_slice() != id.as_bytes() {
+        return Err(invalid("the handshake belongs to another conversation"));
+    }
+    let epoch = protocol.epoch().as_u64();
+    if epoch < tracked.epoch() {
+        return Err(stale(tracked.epoch()));
+    }
+    if epoch > tracked.epoch() {
+        return Err(invalid("the handshake is for an epoch the group has not reached"));
+    }
+    let crypto = OpenMlsRustCrypto::default();
+    let processed = tracked
+        .group
+        .process_message(crypto.crypto(), protocol)
+        .map_err(|e| invalid(format!("the handshake does not verify: {e}")))?;
+    let Sender::Member(sender_leaf) = *processed.sender() else {
+        return Err(invalid("only members may send handshakes"));
+    };
+    let sender = tracked.leaf(sender_leaf).ok_or_else(|| invalid("unknown sender"))?;
+    if sender.signature_key != me.credential_key {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the handshake is signed by another member's key",
+        ));
+    }
+    let now = state.now();
+    let others: Vec<u64> = members_before.iter().copied().filter(|d| *d != me.device_id).collect();
+    let handshake = NewMessage {
+        conversation: id.as_bytes().to_vec(),
+        sender_device: me.device_id,
+        kind: EntryKind::Message,
+        data: req.message.0,
+        recipients: others,
+        now,
+    };
+    let outcome = match processed.into_content() {
+        ProcessedMessageContent::StagedCommitMessage(staged) => {
+            commit(&state, tracked, *staged, &sender.username, handshake, req.welcome, stored.epoch)
+                .await?
+        }
+        ProcessedMessageContent::ProposalMessage(proposal) => {
+            let Proposal::Remove(remove) = proposal.proposal() else {
+                return Err(invalid("only a proposal to leave may be sent on its own"));
+            };
+            if remove.removed() != sender_leaf {
+                return Err(invalid("only a proposal to leave may be sent on its own"));
+            }
+            tracked.group.add_proposal(&tracked.storage, *proposal).map_err(internal)?;
+            // The leaver gets nothing more from now on, before anyone commits its removal.
+            let members = members_before.iter().copied().filter(|d| *d != me.device_id).collect();
+            Outcome { expected_epoch: stored.epoch, tracked, members, messages: vec![handshake] }
+        }
+        _ => return Err(invalid("a handshake is a commit or a proposal")),
+    };
+
+    let epoch = outcome.tracked.epoch();
+    let member_count = outcome.members.len();
+    let recipients: Vec<Vec<u64>> = outcome.messages.iter().map(|m| m.recipients.clone()).collect();
+    let ids = state
+        .store
+        .update_group(GroupUpdate {
+            conversation: id.as_bytes().to_vec(),
+            expected_epoch: outcome.expected_epoch,
+            epoch,
+            state: outcome.tracked.save()?,
+            members: outcome.members,
+            messages: outcome.messages,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::StaleEpoch => stale(epoch),
+            other => other.into(),
+        })?;
+    for r in &recipients {
+        accepted(&state, r);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(HandshakeResponse {
+            message_id: ids.first().copied().unwrap_or_default(),
+            epoch,
+            server_time: now,
+            members: u32::try_from(member_count).unwrap_or(u32::MAX),
+        }),
+    ))
+}
+
+async fn commit(
+    state: &AppState,
+    mut tracked: Tracked,
+    staged: StagedCommit,
+    committer: &str,
+    handshake: NewMessage,
+    welcome: Option<B64>,
+    expected_epoch: u64,
+) -> ApiResult<Outcome> {
+    policy::check_commit(&tracked, committer, &staged, state.config.max_group_size)?;
+    let adds = staged.add_proposals().count() > 0;
+    let keys_before: BTreeSet<Vec<u8>> =
+        tracked.leaves().into_iter().map(|l| l.signature_key).collect();
+    tracked.group.merge_commit(&tracked.storage, staged).map_err(internal)?;
+    let leaves = tracked.leaves();
+    let devices = groups::resolve_devices(&*state.store, &leaves).await?;
+    let joined: Vec<u64> = leaves
+        .iter()
+        .zip(&devices)
+        .filter(|(leaf, _)| !keys_before.contains(&leaf.signature_key))
+        .map(|(_, d)| d.device_id)
+        .collect();
+    let mut messages = vec![handshake];
+    match (adds, welcome) {
+        (true, Some(w)) => {
+            mls::check_welcome(&w.0)?;
+            messages.push(NewMessage {
+                kind: EntryKind::Welcome,
+                data: w.0,
+                recipients: joined,
+                ..messages[0].clone()
+            });
+        }
+        (true, None) => return Err(invalid("a commit that adds members needs its Welcome")),
+        (false, Some(_)) => return Err(invalid("a Welcome comes only with a commit that adds")),
+        (false, None) => {}
+    }
+    let members = devices.iter().map(|d| d.device_id).collect();
+    Ok(Outcome { expected_epoch, tracked, members, messages })
+}
