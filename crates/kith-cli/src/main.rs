@@ -42,8 +42,41 @@ enum Command {
     Send { username: String, text: String },
     /// Fetch, decrypt and print new messages.
     Sync,
-    /// Print the local history with a user.
-    History { username: String },
+    /// Print the local history with a user, or of a group (by name or id).
+    History {
+        #[arg(value_name = "USERNAME|GROUP")]
+        target: String,
+    },
+    /// Groups: create, add, remove, promote, rename, leave, list, send.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group; prints its id on the last line.
+    Create {
+        name: String,
+        /// Comma-separated usernames.
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Add a user to a group (admins only).
+    Add { group: String, username: String },
+    /// Remove a user from a group (admins only).
+    Remove { group: String, username: String },
+    /// Make a member an admin (admins only).
+    Promote { group: String, username: String },
+    /// Rename a group (admins only); the name is end-to-end encrypted.
+    Rename { group: String, name: String },
+    /// Leave a group.
+    Leave { group: String },
+    /// List your groups.
+    List,
+    /// Send a message to a group.
+    Send { group: String, text: String },
 }
 
 fn default_profile() -> PathBuf {
@@ -59,6 +92,13 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::UsernameTaken), Some(who)) => {
             format!("the username {who} is taken on this server; pick another")
         }
+        (Some(ErrorCode::GroupFull), _) => format!(
+            "the group is full: {}",
+            err.to_string().trim_end_matches(" (group_full)")
+        ),
+        (Some(ErrorCode::NotAdmin), _) => {
+            format!("{} (ask an admin of the group)", err.to_string().trim_end_matches(" (not_admin)"))
+        }
         (Some(ErrorCode::Unauthorized), _) => {
             "the server does not accept this profile's credentials (was the account removed, or is this the right server?)".into()
         }
@@ -70,7 +110,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     let dir = cli.profile.clone().unwrap_or_else(default_profile);
     let mut client = Client::open(&dir)
         .map_err(|e| format!("cannot open the profile {}: {e}", dir.display()))?;
-    let out = output::Output { json: cli.json };
+    let names = client
+        .groups()
+        .map(|gs| gs.into_iter().filter_map(|g| Some((g.id, g.name?))).collect())
+        .unwrap_or_default();
+    let mut out = output::Output { json: cli.json, names };
     match cli.command {
         Command::Register { username, server, business } => {
             let kind = if business { AccountKind::Business } else { AccountKind::Person };
@@ -94,14 +138,64 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Sync => {
             let report = client.sync().await.map_err(|e| explain(&e, None))?;
+            if let Ok(groups) = client.groups() {
+                out.names = groups.into_iter().filter_map(|g| Some((g.id, g.name?))).collect();
+            }
             out.synced(&report);
         }
-        Command::History { username } => {
+        Command::History { target } => {
             if client.profile().is_none() {
                 return Err(ClientError::NotRegistered.to_string());
             }
-            let messages = client.history(&username).map_err(|e| e.to_string())?;
-            out.history(&messages, &username);
+            let messages = match client.resolve_group(&target) {
+                Ok(id) => client.conversation_history(&id),
+                Err(_) => client.history(&target),
+            }
+            .map_err(|e| e.to_string())?;
+            out.history(&messages, &target);
+        }
+        Command::Group { command } => group(&mut client, &out, command).await?,
+    }
+    Ok(())
+}
+
+async fn group(client: &mut Client, out: &output::Output, cmd: GroupCommand) -> Result<(), String> {
+    let fail = |e: ClientError| explain(&e, None);
+    match cmd {
+        GroupCommand::Create { name, members } => {
+            let id = client.create_group(&name, &members).await.map_err(|e| match e.code() {
+                Some(ErrorCode::UnknownUser) => format!("cannot create the group: {e}"),
+                _ => explain(&e, None),
+            })?;
+            out.group_created(&name, &id);
+        }
+        GroupCommand::Add { group, username } => {
+            client
+                .group_add(&group, std::slice::from_ref(&username))
+                .await
+                .map_err(|e| explain(&e, Some(&username)))?;
+            out.done(&format!("Added {username} to {group}."));
+        }
+        GroupCommand::Remove { group, username } => {
+            client.group_remove(&group, &username).await.map_err(fail)?;
+            out.done(&format!("Removed {username} from {group}."));
+        }
+        GroupCommand::Promote { group, username } => {
+            client.group_promote(&group, &username).await.map_err(fail)?;
+            out.done(&format!("{username} is now an admin of {group}."));
+        }
+        GroupCommand::Rename { group, name } => {
+            client.group_rename(&group, &name).await.map_err(fail)?;
+            out.done(&format!("Renamed {group} to {name}."));
+        }
+        GroupCommand::Leave { group } => {
+            client.group_leave(&group).await.map_err(fail)?;
+            out.done(&format!("You left {group}."));
+        }
+        GroupCommand::List => out.groups(&client.groups().map_err(fail)?),
+        GroupCommand::Send { group, text } => {
+            let m = client.send_group(&group, &text).await.map_err(fail)?;
+            out.sent(&m, &group);
         }
     }
     Ok(())

@@ -2,12 +2,14 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use kith_client::{Message, Profile, SyncReport};
+use kith_client::{ConversationKind, GroupSummary, Message, Profile, SyncReport};
 use kith_proto::WhoAmI;
 use serde_json::json;
 
 pub struct Output {
     pub json: bool,
+    /// Group names by id, for human output.
+    pub names: std::collections::HashMap<String, String>,
 }
 
 /// RFC 3339, to the second, UTC.
@@ -27,10 +29,17 @@ fn message_json(m: &Message) -> serde_json::Value {
     })
 }
 
-fn human_line(m: &Message) -> String {
+fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) -> String {
     let when = rfc3339(m.sent_at).replace('T', " ").trim_end_matches('Z').to_string();
     let who = if m.outgoing { "you" } else { m.from.as_str() };
-    format!("[{when}] {who}: {}", m.text)
+    match m.kind {
+        ConversationKind::System => format!("[{when}] * {}", m.text),
+        ConversationKind::Group => {
+            let group = names.get(&m.conversation).map(String::as_str).unwrap_or("a group");
+            format!("[{when}] {who} in {group}: {}", m.text)
+        }
+        _ => format!("[{when}] {who}: {}", m.text),
+    }
 }
 
 impl Output {
@@ -85,7 +94,7 @@ impl Output {
             if self.json {
                 println!("{}", message_json(m));
             } else {
-                println!("{}", human_line(m));
+                println!("{}", human_line(m, &self.names));
             }
         }
         if !self.json {
@@ -101,12 +110,53 @@ impl Output {
         }
     }
 
+    pub fn done(&self, what: &str) {
+        if self.json {
+            println!("{}", json!({"ok": true}));
+        } else {
+            println!("{what}");
+        }
+    }
+
+    pub fn group_created(&self, name: &str, id: &str) {
+        if self.json {
+            println!("{}", json!({"id": id, "name": name}));
+        } else {
+            println!("Created the group {name}.");
+            println!("{id}");
+        }
+    }
+
+    pub fn groups(&self, groups: &[GroupSummary]) {
+        for g in groups {
+            if self.json {
+                println!(
+                    "{}",
+                    json!({"id": g.id, "name": g.name, "members": g.members, "admins": g.admins, "left": g.left})
+                );
+            } else if g.left {
+                println!("{}  {}  (you left)", g.id, g.name.as_deref().unwrap_or("(unnamed)"));
+            } else {
+                println!(
+                    "{}  {}  members: {}  admins: {}",
+                    g.id,
+                    g.name.as_deref().unwrap_or("(unnamed)"),
+                    g.members.join(", "),
+                    g.admins.join(", ")
+                );
+            }
+        }
+        if !self.json && groups.is_empty() {
+            eprintln!("You are in no group yet.");
+        }
+    }
+
     pub fn history(&self, messages: &[Message], with: &str) {
         for m in messages {
             if self.json {
                 println!("{}", message_json(m));
             } else {
-                println!("{}", human_line(m));
+                println!("{}", human_line(m, &self.names));
             }
         }
         if !self.json && messages.is_empty() {

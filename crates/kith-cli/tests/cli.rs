@@ -138,3 +138,66 @@ async fn errors_are_plain_and_exit_non_zero() {
     assert!(!r.ok);
     assert!(r.stderr.contains("cannot reach the server"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_group_from_the_command_line() {
+    let config = kith_testkit::ServerConfig { max_group_size: 3, ..Default::default() };
+    let server =
+        TestServer::start_with(config, std::sync::Arc::new(kith_testkit::SystemClock)).await;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let names = ["mum", "dad", "kid", "gran"];
+    for (d, n) in dirs.iter().zip(names) {
+        assert!(kith(d.path(), &["register", n, "--server", &server.url]).await.ok);
+    }
+    let (mum, dad, kid) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+
+    let r = kith(mum, &["group", "create", "Family", "--members", "dad,kid"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.stdout.lines().last().unwrap().trim().to_string();
+    assert_eq!(id.len(), 32, "{}", r.stdout);
+    assert!(kith(mum, &["group", "send", "Family", "Sunday lunch?"]).await.ok);
+
+    let r = kith(kid, &["--json", "sync"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    let texts: Vec<&Value> = lines.iter().filter(|m| m["kind"] == "group").collect();
+    assert_eq!(texts.len(), 1, "{}", r.stdout);
+    assert_eq!(texts[0]["text"], "Sunday lunch?");
+    assert_eq!(texts[0]["conversation"], id.as_str());
+    assert_eq!(texts[0]["from"], "mum");
+    let r = kith(dad, &["sync"]).await;
+    assert!(r.stdout.contains("mum in Family: Sunday lunch?"), "{}", r.stdout);
+    assert!(kith(dad, &["group", "send", &id, "yes please"]).await.ok);
+    assert!(kith(kid, &["sync"]).await.ok);
+    let r = kith(kid, &["history", "Family"]).await;
+    assert!(r.ok);
+    assert!(r.stdout.contains("mum in Family: Sunday lunch?"), "{}", r.stdout);
+    assert!(r.stdout.contains("dad in Family: yes please"), "{}", r.stdout);
+
+    // A fourth member is past this server's limit of three, in plain words.
+    let r = kith(mum, &["group", "add", "Family", "gran"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("the group is full"), "{}", r.stderr);
+    assert!(r.stderr.contains("at most 3"), "{}", r.stderr);
+    // Only admins add.
+    let r = kith(dad, &["group", "add", "Family", "gran"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("only group admins"), "{}", r.stderr);
+
+    let r = kith(kid, &["--json", "group", "list"]).await;
+    let g = &json_lines(&r.stdout)[0];
+    assert_eq!(g["name"], "Family");
+    assert_eq!(g["members"], serde_json::json!(["dad", "kid", "mum"]));
+    assert_eq!(g["admins"], serde_json::json!(["mum"]));
+
+    // The kid is removed and hears nothing more.
+    assert!(kith(mum, &["group", "remove", "Family", "kid"]).await.ok);
+    assert!(kith(mum, &["group", "send", "Family", "kid-free planning"]).await.ok);
+    let r = kith(kid, &["sync"]).await;
+    assert!(r.stdout.contains("mum removed you"), "{}", r.stdout);
+    assert!(!r.stdout.contains("kid-free planning"), "{}", r.stdout);
+    let r = kith(dad, &["sync"]).await;
+    assert!(r.stdout.contains("kid-free planning"), "{}", r.stdout);
+    let r = kith(kid, &["group", "send", &id, "hello?"]).await;
+    assert!(!r.ok);
+}

@@ -93,6 +93,15 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     alice.send_text("bob", &format!("{marker} delivered")).await.unwrap();
     bob.sync().await.unwrap();
     bob.send_text("alice", &format!("{marker} answered")).await.unwrap();
+    // A group whose name and texts carry the marker: the name travels only inside MLS.
+    let group_name = format!("{marker} group");
+    let group = alice.create_group(&group_name, &["bob".into()]).await.unwrap();
+    alice.send_group(&group, &format!("{marker} to the group")).await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(bob.group(&group).unwrap().name.as_deref(), Some(group_name.as_str()));
+    assert!(r.messages.iter().any(|m| m.text == format!("{marker} to the group")));
+    bob.group_rename(&group, "renamed").await.unwrap_err(); // not an admin
+    alice.group_rename(&group, &format!("{marker} renamed")).await.unwrap();
     // One message stays undelivered on the server, as ciphertext.
     alice.send_text("bob", &format!("{marker} waiting")).await.unwrap();
 
@@ -124,7 +133,7 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     let found = files_under(bob.dir.path()).iter().any(|(_, b)| contains(b, marker.as_bytes()));
     assert!(found, "the marker is not even in the recipient's profile: the search is broken");
 
-    // The undelivered ciphertext (bob's answer to alice, alice's last) is still stored.
+    // The undelivered ciphertext (bob's answer to alice, the rename, alice's last) is stored.
     let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
         .args(["admin", "stats", "--data"])
         .arg(data.path().join("store"))
@@ -133,7 +142,7 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     assert!(out.status.success());
     let stats = String::from_utf8(out.stdout).unwrap();
     assert!(stats.contains("accounts 2"), "{stats}");
-    assert!(stats.contains("messages 2"), "{stats}");
+    assert!(stats.contains("messages 3"), "{stats}");
 }
 
 #[test]
