@@ -220,6 +220,23 @@ impl Client {
         .await
     }
 
+    /// Rotates this device's keys in a conversation (an MLS update commit): messages after it
+    /// are safe even if this device's earlier keys leak (post-compromise security).
+    pub async fn update_keys(&mut self, conversation: &str) -> ClientResult<()> {
+        let id = match self.resolve_group(conversation) {
+            Ok(id) => id,
+            Err(_) => conversation.to_string(),
+        };
+        self.commit_change(&id, |group, provider, signer| {
+            let bundle = group
+                .self_update(provider, signer, LeafNodeParameters::default())
+                .map_err(ClientError::mls)?;
+            // An update adds nobody, so there is no Welcome to deliver.
+            Ok(Some((bundle.into_commit(), None)))
+        })
+        .await
+    }
+
     /// Renames a group; the name travels encrypted to the members. Admins only.
     pub async fn group_rename(&mut self, group: &str, name: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;

@@ -132,6 +132,10 @@ async fn a_stale_member_catches_up_after_many_epochs() {
     assert_eq!(carol.group(&id).unwrap().members, ["alice", "carol"]);
     carol.send_group(&id, "caught up").await.unwrap();
     assert_eq!(texts(&alice.sync().await.unwrap(), ConversationKind::Group), ["caught up"]);
+    // Carol rotates her keys (an update commit anyone may make); the group carries on.
+    carol.update_keys(&id).await.unwrap();
+    alice.send_group(&id, "after the update").await.unwrap();
+    assert_eq!(texts(&carol.sync().await.unwrap(), ConversationKind::Group), ["after the update"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

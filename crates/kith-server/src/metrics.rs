@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +24,17 @@ pub struct Metrics {
     pub key_packages_claimed: Counter,
     pub retention_deleted: Counter,
     pub websockets: Gauge,
+    /// Server time to validate and store a new conversation.
+    pub create_seconds: Histogram,
+    /// Server time to validate and store a commit or proposal.
+    pub handshake_seconds: Histogram,
+    /// Server time to accept an application message.
+    pub send_seconds: Histogram,
+}
+
+/// 50 µs to ~26 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
 impl Default for Metrics {
@@ -44,6 +56,9 @@ impl Metrics {
             key_packages_claimed: Counter::default(),
             retention_deleted: Counter::default(),
             websockets: Gauge::default(),
+            create_seconds: latency(),
+            handshake_seconds: latency(),
+            send_seconds: latency(),
             registry: Registry::default(),
         };
         registry.register("http_responses", "HTTP answers by status", m.responses.clone());
@@ -79,6 +94,21 @@ impl Metrics {
             m.retention_deleted.clone(),
         );
         registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
+        registry.register(
+            "create_seconds",
+            "Time to accept a new conversation",
+            m.create_seconds.clone(),
+        );
+        registry.register(
+            "handshake_seconds",
+            "Time to accept a commit or proposal",
+            m.handshake_seconds.clone(),
+        );
+        registry.register(
+            "send_seconds",
+            "Time to accept an application message",
+            m.send_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -46,6 +46,7 @@ pub async fn create(
     me: AuthedDevice,
     Body(req): Body<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<CreateConversationResponse>)> {
+    let started = std::time::Instant::now();
     let id = conversation_id(&req.conversation_id)?;
     mls::check_welcome(&req.welcome.0)?;
     let tracked = Tracked::bootstrap(
@@ -105,6 +106,7 @@ pub async fn create(
         })
         .await?;
     accepted(&state, &recipients);
+    state.metrics.create_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
         StatusCode::CREATED,
         Json(CreateConversationResponse {
@@ -133,6 +135,7 @@ pub async fn send(
     Path(id): Path<String>,
     Body(req): Body<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<SendResponse>)> {
+    let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
     let members = state
         .store
@@ -166,6 +169,7 @@ pub async fn send(
         })
         .await?;
     accepted(&state, &recipients);
+    state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
         StatusCode::ACCEPTED,
         Json(SendResponse {

@@ -62,6 +62,7 @@ pub async fn handshake(
     Path(id): Path<String>,
     Body(req): Body<HandshakeRequest>,
 ) -> ApiResult<(StatusCode, Json<HandshakeResponse>)> {
+    let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
     let _guard = state.locks.lock(id.as_bytes()).await;
     let stored = state
@@ -161,6 +162,7 @@ pub async fn handshake(
     for r in &recipients {
         accepted(&state, r);
     }
+    state.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
         StatusCode::ACCEPTED,
         Json(HandshakeResponse {

@@ -1,0 +1,57 @@
+//! `kith-bench`: benchmark scenarios against a real `kithd` on loopback.
+//!
+//! Each scenario starts its own server (SQLite in a temporary folder, or PostgreSQL with
+//! `--store postgres` and `KITH_TEST_DATABASE_URL`), prints a table for people and, with
+//! `--json`, one JSON object with the figures as its last line.
+//!
+//! - `groups`: the cost of a large group — creating it in one commit, joining from its
+//!   Welcome, one message to every member, one member's update commit — through Kith, next to
+//!   raw OpenMLS in memory for the same operations.
+
+mod groups;
+mod raw;
+mod report;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "kith-bench", about = "Kith benchmark scenarios")]
+struct Cli {
+    /// Print one JSON object with the figures as the last line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Which store the server uses.
+    #[arg(long, global = true, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// A group of N members: create, join, one message to all, an update commit.
+    Groups {
+        /// Members of the group, the creator included.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Size of the message's text in bytes.
+        #[arg(long, default_value_t = 200)]
+        bytes: usize,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.scenario {
+        Scenario::Groups { members, bytes } => groups::run(cli.store, members, bytes).await?,
+    };
+    report.print(cli.json);
+    Ok(())
+}
