@@ -45,6 +45,13 @@ pub async fn run(store: StoreKind, members: usize, text_bytes: usize) -> anyhow:
     }
     report.context("setup_s", json!((t.elapsed().as_secs_f64() * 10.0).round() / 10.0));
 
+    // What claiming costs on its own: one request per member (these KeyPackages go unused).
+    let t = Instant::now();
+    for name in &names {
+        creator.devices(name).await?;
+    }
+    report.figure("lookup_all_ms", ms(t), "ms", "one authenticated request per member");
+
     // Create: claim every member's KeyPackage, one add commit, the server verifies the group
     // and queues the Welcome for every device.
     let metrics = || server.state.metrics.render();
