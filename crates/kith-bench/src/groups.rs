@@ -98,12 +98,22 @@ pub async fn run(store: StoreKind, members: usize, text_bytes: usize) -> anyhow:
     report.figure("update_process_ms", ms(t), "ms", "another member processes it (SDK sync)");
 
     let raw = tokio::task::spawn_blocking(move || raw::group(members, text_bytes)).await??;
-    report.figure("raw_add_commit_ms", raw.add_commit_ms, "ms", "raw OpenMLS: add all in one commit");
+    report.figure(
+        "raw_add_commit_ms",
+        raw.add_commit_ms,
+        "ms",
+        "raw OpenMLS: add all in one commit",
+    );
     report.figure("raw_commit_bytes", raw.commit_bytes as f64, "B", "raw OpenMLS: that commit");
     report.figure("raw_welcome_bytes", raw.welcome_bytes as f64, "B", "raw OpenMLS: its Welcome");
     report.figure("raw_join_ms", raw.join_ms, "ms", "raw OpenMLS: join from the Welcome");
     report.figure("raw_update_commit_ms", raw.update_commit_ms, "ms", "raw OpenMLS: update commit");
-    report.figure("raw_update_commit_bytes", raw.update_commit_bytes as f64, "B", "raw OpenMLS: its size");
+    report.figure(
+        "raw_update_commit_bytes",
+        raw.update_commit_bytes as f64,
+        "B",
+        "raw OpenMLS: its size",
+    );
     report.figure("raw_update_process_ms", raw.update_process_ms, "ms", "raw OpenMLS: process it");
     report.figure("raw_message_bytes", raw.message_bytes as f64, "B", "raw OpenMLS: one message");
     server.stop().await;

@@ -94,11 +94,8 @@ pub fn group(members: usize, text_bytes: usize) -> anyhow::Result<RawGroup> {
     let mut g2 = join(&joiners[1])?;
 
     let t = Instant::now();
-    let bundle = g1.self_update(
-        &joiners[0].provider,
-        &joiners[0].signer,
-        LeafNodeParameters::default(),
-    )?;
+    let bundle =
+        g1.self_update(&joiners[0].provider, &joiners[0].signer, LeafNodeParameters::default())?;
     let update_commit_ms = ms(t);
     let update = bundle.into_commit();
     let update_commit_bytes = update.tls_serialize_detached()?.len();
@@ -111,11 +108,8 @@ pub fn group(members: usize, text_bytes: usize) -> anyhow::Result<RawGroup> {
     }
     let update_process_ms = ms(t);
 
-    let message = g2.create_message(
-        &joiners[1].provider,
-        &joiners[1].signer,
-        &vec![b'x'; text_bytes],
-    )?;
+    let message =
+        g2.create_message(&joiners[1].provider, &joiners[1].signer, &vec![b'x'; text_bytes])?;
     let message_bytes = message.tls_serialize_detached()?.len();
     Ok(RawGroup {
         add_commit_ms,
