@@ -52,6 +52,31 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// The accounts you have written to: they see your stories.
+    Contacts,
+    /// Stories: shown to your contacts only, gone after 24 hours.
+    Story {
+        #[command(subcommand)]
+        command: StoryCommand,
+    },
+    /// Set a conversation's disappearing-message timer for everyone in it.
+    Disappear {
+        #[arg(value_name = "USERNAME|GROUP")]
+        target: String,
+        /// `off`, or a duration from 30s to 4w (e.g. 30s, 5m, 1h, 1d, 4w).
+        #[arg(value_name = "off|DURATION")]
+        duration: String,
+    },
+    /// Delete your 1:1 conversation with a user: its history on this device, and the contact.
+    Delete { username: String },
+}
+
+#[derive(Subcommand)]
+enum StoryCommand {
+    /// Post a story to your contacts.
+    Post { text: String },
+    /// Stories from your contacts and your own, newest first.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +102,16 @@ enum GroupCommand {
     List,
     /// Send a message to a group.
     Send { group: String, text: String },
+}
+
+/// `off` or a duration such as `30s`, `5m`, `1d`, `4w`.
+fn parse_timer(text: &str) -> Result<Option<std::time::Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text)
+        .map(Some)
+        .map_err(|e| format!("{text:?} is not `off` or a duration like 30s, 5m, 1d, 4w ({e})"))
 }
 
 fn default_profile() -> PathBuf {
@@ -155,6 +190,42 @@ async fn run(cli: Cli) -> Result<(), String> {
             out.history(&messages, &target);
         }
         Command::Group { command } => group(&mut client, &out, command).await?,
+        Command::Contacts => {
+            if client.profile().is_none() {
+                return Err(ClientError::NotRegistered.to_string());
+            }
+            out.contacts(&client.contacts().map_err(|e| e.to_string())?);
+        }
+        Command::Story { command: StoryCommand::Post { text } } => {
+            let story = client.story_post(&text).await.map_err(|e| explain(&e, None))?;
+            let reach = client.contacts().map(|c| c.len()).unwrap_or(0);
+            out.story_posted(&story, reach);
+        }
+        Command::Story { command: StoryCommand::List } => {
+            if client.profile().is_none() {
+                return Err(ClientError::NotRegistered.to_string());
+            }
+            out.stories(&client.stories().map_err(|e| e.to_string())?);
+        }
+        Command::Disappear { target, duration } => {
+            let timer = parse_timer(&duration)?;
+            client
+                .set_disappearing(&target, timer)
+                .await
+                .map_err(|e| explain(&e, Some(&target)))?;
+            out.done(&match timer {
+                None => format!("Disappearing messages are off for {target}."),
+                Some(d) => format!(
+                    "Messages with {target} now disappear {} after they arrive.",
+                    humantime::format_duration(d)
+                ),
+            });
+        }
+        Command::Delete { username } => {
+            let gone =
+                client.delete_conversation(&username).await.map_err(|e| explain(&e, None))?;
+            out.done(&format!("Deleted your conversation with {username} ({gone} messages)."));
+        }
     }
     Ok(())
 }

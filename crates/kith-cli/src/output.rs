@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use kith_client::{ConversationKind, GroupSummary, Message, Profile, SyncReport};
+use kith_client::{ConversationKind, GroupSummary, Message, Profile, Story, SyncReport};
 use kith_proto::WhoAmI;
 use serde_json::json;
 
@@ -148,6 +148,53 @@ impl Output {
         }
         if !self.json && groups.is_empty() {
             eprintln!("You are in no group yet.");
+        }
+    }
+
+    pub fn contacts(&self, contacts: &[(String, u64)]) {
+        for (name, since) in contacts {
+            if self.json {
+                println!("{}", json!({"username": name, "since": rfc3339(*since)}));
+            } else {
+                println!("{name}  (since {})", rfc3339(*since));
+            }
+        }
+        if !self.json && contacts.is_empty() {
+            eprintln!("No contacts yet: someone becomes a contact when you write to them.");
+        }
+    }
+
+    fn story_json(s: &Story) -> serde_json::Value {
+        json!({
+            "id": s.id,
+            "author": s.author,
+            "text": s.text,
+            "posted_at": rfc3339(s.posted_at),
+            "expires_at": rfc3339(s.expires_at),
+        })
+    }
+
+    pub fn story_posted(&self, s: &Story, contacts: usize) {
+        if self.json {
+            println!("{}", Self::story_json(s));
+        } else if contacts == 0 {
+            println!("Posted; you have no contacts yet, so nobody else will see it.");
+        } else {
+            println!("Posted to your {contacts} contact(s) until {}.", rfc3339(s.expires_at));
+        }
+    }
+
+    pub fn stories(&self, stories: &[Story]) {
+        for s in stories {
+            if self.json {
+                println!("{}", Self::story_json(s));
+            } else {
+                let when = rfc3339(s.posted_at).replace('T', " ").trim_end_matches('Z').to_string();
+                println!("[{when}] {}: {}  (until {})", s.author, s.text, rfc3339(s.expires_at));
+            }
+        }
+        if !self.json && stories.is_empty() {
+            eprintln!("No stories right now.");
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Client {
     /// Whether the client checks admin rights and the size limit itself before asking the
     /// server. Tests turn it off to show the server enforces them too.
     pub(crate) local_checks: bool,
+    /// Added to the wall clock when deciding what has expired; tests move it forward.
+    pub(crate) clock_offset_ms: u64,
 }
 
 /// Shows the folder and the username, never the token or keys.
@@ -103,7 +105,16 @@ impl Client {
         mls::migrate(&mut conn)?;
         local::migrate(&conn)?;
         let profile = local::load_profile(&conn)?;
-        Ok(Client { dir, conn, crypto: RustCrypto::default(), profile, local_checks: true })
+        let client = Client {
+            dir,
+            conn,
+            crypto: RustCrypto::default(),
+            profile,
+            local_checks: true,
+            clock_offset_ms: 0,
+        };
+        client.purge_expired()?;
+        Ok(client)
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,6 +130,17 @@ impl Client {
     #[doc(hidden)]
     pub fn set_local_checks(&mut self, on: bool) {
         self.local_checks = on;
+    }
+
+    /// For tests: let this device's clock run ahead, so timers and expiries come due.
+    #[doc(hidden)]
+    pub fn advance_clock(&mut self, by: std::time::Duration) {
+        self.clock_offset_ms += u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// The time expiry is judged by.
+    pub(crate) fn expiry_now(&self) -> u64 {
+        now_millis().saturating_add(self.clock_offset_ms)
     }
 
     pub(crate) fn me(&self) -> ClientResult<&Profile> {
@@ -198,6 +220,7 @@ impl Client {
 
     /// Fetch, process and acknowledge, without committing anything.
     pub(crate) async fn sync_inner(&mut self) -> ClientResult<SyncReport> {
+        self.purge_expired()?;
         let api = self.api()?;
         let mut report = SyncReport::default();
         let mut after = 0;
@@ -288,11 +311,13 @@ impl Client {
 
     /// The local history with `peer` (every 1:1 conversation with them), oldest first.
     pub fn history(&self, peer: &str) -> ClientResult<Vec<Message>> {
+        self.purge_expired()?;
         Ok(local::history_with(&self.conn, peer)?)
     }
 
     /// The local history of one conversation by id, oldest first.
     pub fn conversation_history(&self, conversation: &str) -> ClientResult<Vec<Message>> {
+        self.purge_expired()?;
         Ok(local::history_of(&self.conn, conversation)?)
     }
 

@@ -40,7 +40,13 @@ impl Client {
         check_username(peer)?;
         check_text(text)?;
         let conversation = self.direct_conversation(peer).await?;
-        self.send_body(&conversation, Body::Text { text: text.to_string() }).await
+        let sent = self.send_body(&conversation, Body::Text { text: text.to_string() }).await?;
+        // Writing to someone makes them a contact (and puts them in the story channel). The
+        // message is out already; a failure here is retried at the next story.
+        if let Err(e) = self.became_contact(peer).await {
+            tracing::warn!(error = %e, "could not update the story channel");
+        }
+        Ok(sent)
     }
 
     /// Sends `text` to a group (by id or name).
@@ -73,6 +79,7 @@ impl Client {
                 name: None,
                 created_at: now_millis(),
                 left: false,
+                timer_seconds: None,
             },
         )?;
         Ok(id)
@@ -114,6 +121,7 @@ impl Client {
                 name: Some(name.to_string()),
                 created_at: now_millis(),
                 left: false,
+                timer_seconds: None,
             },
         )?;
         // The name travels only inside MLS: members learn it from this message.
@@ -157,7 +165,7 @@ impl Client {
 
     /// Creates the MLS group, adds the claimed devices, and registers it with the server, which
     /// delivers the Welcome. Returns the conversation id.
-    async fn open_conversation(
+    pub(crate) async fn open_conversation(
         &mut self,
         me: &Profile,
         meta: &GroupMeta,
@@ -242,10 +250,17 @@ impl Client {
             out.tls_serialize_detached().map_err(ClientError::mls)?
         };
         self.api()?.send(conversation, &SendMessage { message: B64(bytes) }).await?;
-        let (kind, text) = match payload.body {
-            Body::Text { text } => (local.kind, text),
-            Body::GroupName { name } => {
-                (ConversationKind::System, format!("{} named the group \"{name}\"", me.username))
+        let timer = local.timer_seconds.map(|t| now + t * 1000);
+        let (kind, text, expires_at) = match payload.body {
+            Body::Text { text } => (local.kind, text, timer),
+            Body::GroupName { name } => (
+                ConversationKind::System,
+                format!("{} named the group \"{name}\"", me.username),
+                timer,
+            ),
+            Body::Story { text, expires_at } => (ConversationKind::Story, text, Some(expires_at)),
+            Body::Timer { seconds } => {
+                (ConversationKind::System, crate::timers::describe(&me.username, seconds), None)
             }
         };
         let message = Message {
@@ -257,6 +272,7 @@ impl Client {
             sent_at: now,
             received_at: now,
             outgoing: true,
+            expires_at,
         };
         local::insert_message(&self.conn, &message)?;
         Ok(message)

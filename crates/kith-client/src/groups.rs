@@ -108,8 +108,9 @@ impl Client {
     }
 
     /// A line in the group's history about this device's own action.
-    fn note(&self, id: &str, text: String) -> ClientResult<()> {
+    pub(crate) fn note(&self, id: &str, text: String) -> ClientResult<()> {
         let now = now_millis();
+        let timer = local::conversation(&self.conn, id)?.and_then(|c| c.timer_seconds);
         local::insert_message(
             &self.conn,
             &Message {
@@ -121,14 +122,25 @@ impl Client {
                 sent_at: now,
                 received_at: now,
                 outgoing: true,
+                expires_at: timer.map(|t| now + t * 1000),
             },
         )?;
         Ok(())
     }
 
+    /// The member accounts of any conversation this device is in.
+    pub(crate) fn conversation_members(&self, id: &str) -> ClientResult<Vec<String>> {
+        Ok(self.current(id)?.0)
+    }
+
     /// Adds users (all their devices) to a group. Admins only.
     pub async fn group_add(&mut self, group: &str, users: &[String]) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        self.add_members_to(&id, users).await
+    }
+
+    pub(crate) async fn add_members_to(&mut self, id: &str, users: &[String]) -> ClientResult<()> {
+        let id = id.to_string();
         let (members, meta, devices) = self.current(&id)?;
         self.require_admin(&meta, "add members")?;
         for u in users {
@@ -149,7 +161,9 @@ impl Client {
         })
         .await?;
         let me = self.me()?.username.clone();
-        self.note(&id, format!("{me} added {}", users.join(", ")))?;
+        if meta.kind == GroupType::Group {
+            self.note(&id, format!("{me} added {}", users.join(", ")))?;
+        }
         // New members learn the group's name from an encrypted message of the new epoch.
         if let Some(name) = local::conversation(&self.conn, &id)?.and_then(|c| c.name) {
             self.send_body(&id, Body::GroupName { name }).await?;
@@ -160,6 +174,11 @@ impl Client {
     /// Removes a user (all their devices) from a group. Admins only.
     pub async fn group_remove(&mut self, group: &str, user: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        self.remove_member_from(&id, user).await
+    }
+
+    pub(crate) async fn remove_member_from(&mut self, id: &str, user: &str) -> ClientResult<()> {
+        let id = id.to_string();
         let (members, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "remove members")?;
         let me = self.me()?.username.clone();
@@ -187,7 +206,10 @@ impl Client {
             Ok(Some((commit, welcome)))
         })
         .await?;
-        self.note(&id, format!("{me} removed {user}"))
+        if meta.kind == GroupType::Group {
+            self.note(&id, format!("{me} removed {user}"))?;
+        }
+        Ok(())
     }
 
     /// Makes a member an admin. Admins only.
@@ -256,9 +278,14 @@ impl Client {
     /// the removal. The last admin first hands the role to another member.
     pub async fn group_leave(&mut self, group: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        self.leave_conversation(&id).await
+    }
+
+    pub(crate) async fn leave_conversation(&mut self, id: &str) -> ClientResult<()> {
+        let id = id.to_string();
         let (members, meta, _) = self.current(&id)?;
         let me = self.me()?.username.clone();
-        if meta.is_admin(&me) {
+        if meta.kind == GroupType::Group && meta.is_admin(&me) {
             let mut admins: Vec<String> =
                 meta.admins.iter().filter(|a| **a != me).cloned().collect();
             if admins.is_empty()
@@ -281,7 +308,9 @@ impl Client {
             };
             match self.api()?.handshake(&id, &request).await {
                 Ok(_) => {
-                    self.note(&id, "you left the group".into())?;
+                    if meta.kind == GroupType::Group {
+                        self.note(&id, "you left the group".into())?;
+                    }
                     local::set_left(&self.conn, &id, now_millis())?;
                     self.forget_group(&id);
                     return Ok(());

@@ -7,6 +7,8 @@
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
 //! - `process`: one received entry into local state (join, decrypt, apply a commit);
+//! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
+//!   deleted text off the disk;
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
 //! - `local`: the profile's own tables (account, conversations, message history, what was
 //!   processed), in the same SQLite file as the MLS state;
@@ -41,6 +43,7 @@ mod local;
 mod mls;
 mod payload;
 mod process;
+mod timers;
 
 pub use client::{Client, PushConnection, SyncReport};
 pub use convo::MAX_TEXT_BYTES;
@@ -48,6 +51,7 @@ pub use error::{ClientError, ClientResult};
 pub use groups::GroupSummary;
 pub use kith_proto::{AccountKind, ErrorCode};
 pub use local::{ConversationKind, Message, Profile};
+pub use timers::Story;
 
 /// The SDK's futures must be `Send`, so a client can live in a spawned task (bots, servers).
 #[cfg(test)]

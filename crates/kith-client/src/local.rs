@@ -68,6 +68,8 @@ pub struct Message {
     /// When this device stored it, Unix milliseconds.
     pub received_at: u64,
     pub outgoing: bool,
+    /// When this device deletes it (a story's expiry, a disappearing-message timer).
+    pub expires_at: Option<u64>,
 }
 
 /// A conversation this device is (or was) in.
@@ -82,6 +84,8 @@ pub struct Conversation {
     pub created_at: u64,
     /// This device left or was removed: nothing more can be sent or received.
     pub left: bool,
+    /// Disappearing messages: each message is deleted this long after it arrived.
+    pub timer_seconds: Option<u64>,
 }
 
 const SCHEMA: &str = "
@@ -100,7 +104,8 @@ CREATE TABLE IF NOT EXISTS kith_conversations (
     peer TEXT,
     name TEXT,
     created_at INTEGER NOT NULL,
-    left_at INTEGER
+    left_at INTEGER,
+    timer_seconds INTEGER
 );
 CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
 CREATE TABLE IF NOT EXISTS kith_messages (
@@ -111,9 +116,16 @@ CREATE TABLE IF NOT EXISTS kith_messages (
     text TEXT NOT NULL,
     sent_at INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
-    outgoing INTEGER NOT NULL
+    outgoing INTEGER NOT NULL,
+    expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS kith_messages_conversation ON kith_messages (conversation, sent_at);
+CREATE INDEX IF NOT EXISTS kith_messages_expiry ON kith_messages (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kith_contacts (
+    username TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_processed (
     message_id INTEGER PRIMARY KEY,
     processed_at INTEGER NOT NULL
@@ -168,7 +180,7 @@ pub fn add_conversation(conn: &Connection, c: &Conversation) -> rusqlite::Result
     Ok(())
 }
 
-const CONVERSATION_COLUMNS: &str = "id, kind, peer, name, created_at, left_at";
+const CONVERSATION_COLUMNS: &str = "id, kind, peer, name, created_at, left_at, timer_seconds";
 
 fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
@@ -178,6 +190,7 @@ fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
         name: r.get(3)?,
         created_at: u(r.get(4)?),
         left: r.get::<_, Option<i64>>(5)?.is_some(),
+        timer_seconds: r.get::<_, Option<i64>>(6)?.map(u),
     })
 }
 
@@ -231,8 +244,8 @@ pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
 pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> {
     let n = conn.execute(
         "INSERT OR IGNORE INTO kith_messages
-         (id, conversation, kind, sender, text, sent_at, received_at, outgoing)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             m.id,
             m.conversation,
@@ -241,7 +254,8 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
             m.text,
             i(m.sent_at),
             i(m.received_at),
-            m.outgoing
+            m.outgoing,
+            m.expires_at.map(i)
         ],
     )?;
     Ok(n == 1)
@@ -257,13 +271,15 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         sent_at: u(r.get(5)?),
         received_at: u(r.get(6)?),
         outgoing: r.get(7)?,
+        expires_at: r.get::<_, Option<i64>>(8)?.map(u),
     })
 }
 
 /// Every message exchanged with `peer` in 1:1 conversations, oldest first.
 pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
-        "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing
+        "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
+                m.expires_at
          FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
          WHERE c.kind = 'direct' AND c.peer = ?1
          ORDER BY m.sent_at, m.received_at, m.id",
@@ -275,7 +291,7 @@ pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Messa
 /// Every message of one conversation, oldest first.
 pub fn history_of(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
-        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at
          FROM kith_messages WHERE conversation = ?1 ORDER BY sent_at, received_at, id",
     )?
     .query_map(params![conversation], message_row)?
@@ -299,4 +315,85 @@ pub fn mark_processed(conn: &Connection, message_id: u64, now: u64) -> rusqlite:
         params![i(message_id), i(now)],
     )?;
     Ok(())
+}
+
+pub fn set_timer(conn: &Connection, id: &str, seconds: Option<u64>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE kith_conversations SET timer_seconds = ?2 WHERE id = ?1",
+        params![id, seconds.map(i)],
+    )?;
+    Ok(())
+}
+
+/// This device's story channel (the one it owns), if it has one.
+pub fn own_story_channel(conn: &Connection, me: &str) -> rusqlite::Result<Option<Conversation>> {
+    conn.query_row(
+        &format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM kith_conversations
+             WHERE kind = 'story' AND peer = ?1 AND left_at IS NULL
+             ORDER BY created_at DESC LIMIT 1"
+        ),
+        params![me],
+        conversation_row,
+    )
+    .optional()
+}
+
+/// Stories not yet expired, newest first.
+pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
+    conn.prepare(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at
+         FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
+         ORDER BY sent_at DESC, id",
+    )?
+    .query_map(params![i(now)], message_row)?
+    .collect()
+}
+
+/// Deletes every message whose time is up. Returns how many went.
+pub fn purge_expired(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM kith_messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        params![i(now)],
+    )
+}
+
+/// Deletes a conversation's whole history.
+pub fn delete_messages(conn: &Connection, conversation: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM kith_messages WHERE conversation = ?1", params![conversation])
+}
+
+/// Folds the WAL into the database and truncates it, so deleted rows (already overwritten in
+/// place by `secure_delete`) leave no copy behind in the WAL file.
+pub fn scrub(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+/// Records a contact; returns whether it is new.
+pub fn add_contact(conn: &Connection, username: &str, since: u64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO kith_contacts (username, since) VALUES (?1, ?2)",
+        params![username, i(since)],
+    )? == 1)
+}
+
+pub fn remove_contact(conn: &Connection, username: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM kith_contacts WHERE username = ?1", params![username])? == 1)
+}
+
+/// Contacts and since when, by name.
+pub fn contacts(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    conn.prepare("SELECT username, since FROM kith_contacts ORDER BY username")?
+        .query_map([], |r| Ok((r.get(0)?, u(r.get(1)?))))?
+        .collect()
+}
+
+/// Every 1:1 conversation with `peer` this device is still in.
+pub fn directs_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Conversation>> {
+    conn.prepare(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM kith_conversations
+         WHERE kind = 'direct' AND peer = ?1"
+    ))?
+    .query_map(params![peer], conversation_row)?
+    .collect()
 }

@@ -24,6 +24,19 @@ pub enum Body {
     Text { text: String },
     /// A group's new name; honoured only from an admin.
     GroupName { name: String },
+    /// A story: shown to the owner's contacts until `expires_at` (Unix ms), then deleted.
+    Story { text: String, expires_at: u64 },
+    /// The conversation's disappearing-message timer, for every member; `None` turns it off.
+    Timer { seconds: Option<u64> },
+}
+
+/// Shortest and longest disappearing-message timers.
+pub const MIN_TIMER_SECONDS: u64 = 30;
+pub const MAX_TIMER_SECONDS: u64 = 4 * 7 * 86_400;
+
+/// A timer a member may set: off, or 30 s to 4 weeks.
+pub fn valid_timer(seconds: Option<u64>) -> bool {
+    seconds.is_none_or(|s| (MIN_TIMER_SECONDS..=MAX_TIMER_SECONDS).contains(&s))
 }
 
 impl Payload {
@@ -39,8 +52,9 @@ impl Payload {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let p: Payload = serde_json::from_slice(bytes).ok()?;
         let body_ok = match &p.body {
-            Body::Text { .. } => true,
+            Body::Text { .. } | Body::Story { .. } => true,
             Body::GroupName { name } => valid_group_name(name),
+            Body::Timer { seconds } => valid_timer(*seconds),
         };
         (p.v == 1 && !p.id.is_empty() && p.id.len() <= 64 && body_ok).then_some(p)
     }

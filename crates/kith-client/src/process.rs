@@ -14,7 +14,13 @@ use crate::mls;
 use crate::payload::{Body, Payload};
 
 /// A system line (who joined, left, was promoted) attached to a received entry.
-fn system(entry: &QueueEntry, n: usize, from: &str, text: String) -> Message {
+fn system(
+    entry: &QueueEntry,
+    n: usize,
+    from: &str,
+    text: String,
+    expires_at: Option<u64>,
+) -> Message {
     Message {
         id: format!("sys-{}-{n}", entry.message_id),
         conversation: entry.conversation_id.clone(),
@@ -24,6 +30,7 @@ fn system(entry: &QueueEntry, n: usize, from: &str, text: String) -> Message {
         sent_at: entry.server_time,
         received_at: now_millis(),
         outgoing: false,
+        expires_at,
     }
 }
 
@@ -64,6 +71,13 @@ impl Client {
                 return Err(ClientError::Mls("a 1:1 conversation with the wrong members".into()));
             }
             GroupType::Group => (ConversationKind::Group, None),
+            // A story channel's only admin is its owner, who must be the one adding us.
+            GroupType::Story if meta.admins == [entry.sender.clone()] => {
+                (ConversationKind::Story, Some(entry.sender.clone()))
+            }
+            GroupType::Story => {
+                return Err(ClientError::Mls("a story channel not owned by its creator".into()));
+            }
         };
         local::add_conversation(
             &self.conn,
@@ -74,12 +88,13 @@ impl Client {
                 name: None,
                 created_at: entry.server_time,
                 left: false,
+                timer_seconds: None,
             },
         )?;
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
         if kind == ConversationKind::Group {
-            let line = system(entry, 0, &entry.sender, format!("{} added you", entry.sender));
+            let line = system(entry, 0, &entry.sender, format!("{} added you", entry.sender), None);
             local::insert_message(&self.conn, &line)?;
             outcome.messages.push(line);
         }
@@ -111,24 +126,64 @@ impl Client {
             ProcessedMessageContent::ApplicationMessage(app) => {
                 let payload = Payload::decode(&app.into_bytes())
                     .ok_or_else(|| ClientError::Mls("unreadable payload".into()))?;
+                let local =
+                    local::conversation(&self.conn, &entry.conversation_id)?.ok_or_else(|| {
+                        ClientError::UnknownConversation(entry.conversation_id.clone())
+                    })?;
+                let now = now_millis();
                 match payload.body {
                     Body::Text { text } => {
-                        let kind = local::conversation(&self.conn, &entry.conversation_id)?
-                            .map(|c| c.kind)
-                            .unwrap_or(ConversationKind::Direct);
+                        if local.kind == ConversationKind::Story {
+                            return Err(ClientError::Mls(
+                                "a text message in a story channel".into(),
+                            ));
+                        }
                         let m = Message {
                             id: payload.id,
                             conversation: entry.conversation_id.clone(),
-                            kind,
+                            kind: local.kind,
                             from: sender.clone(),
                             text,
                             sent_at: payload.sent_at,
-                            received_at: now_millis(),
+                            received_at: now,
                             outgoing: false,
+                            expires_at: local.timer_seconds.map(|t| now + t * 1000),
                         };
                         if local::insert_message(&self.conn, &m)? {
                             messages.push(m);
                         }
+                    }
+                    Body::Story { text, expires_at } => {
+                        // Only the channel's owner posts; the earlier of the two expiries wins.
+                        if local.kind != ConversationKind::Story
+                            || local.peer.as_deref() != Some(sender.as_str())
+                        {
+                            return Err(ClientError::Mls("a story from someone else".into()));
+                        }
+                        let expires_at = expires_at.min(entry.expires_at.unwrap_or(u64::MAX));
+                        if expires_at > self.expiry_now() {
+                            let m = Message {
+                                id: payload.id,
+                                conversation: entry.conversation_id.clone(),
+                                kind: ConversationKind::Story,
+                                from: sender.clone(),
+                                text,
+                                sent_at: payload.sent_at,
+                                received_at: now,
+                                outgoing: false,
+                                expires_at: Some(expires_at),
+                            };
+                            if local::insert_message(&self.conn, &m)? {
+                                messages.push(m);
+                            }
+                        }
+                    }
+                    Body::Timer { seconds } => {
+                        if local.kind == ConversationKind::Story {
+                            return Err(ClientError::Mls("a timer in a story channel".into()));
+                        }
+                        local::set_timer(&self.conn, &entry.conversation_id, seconds)?;
+                        lines.push(crate::timers::describe(&sender, seconds));
                     }
                     Body::GroupName { name } => {
                         // Only an admin may name the group; anyone else's attempt is dropped.
@@ -185,6 +240,13 @@ impl Client {
                     && Some(rm.removed()) == sender_leaf
                 {
                     lines.push(format!("{sender} left"));
+                    // A 1:1 conversation the other side left is over: the next message opens a
+                    // new one.
+                    let direct = local::conversation(&self.conn, &entry.conversation_id)?
+                        .is_some_and(|c| c.kind == ConversationKind::Direct);
+                    if direct {
+                        local::set_left(&self.conn, &entry.conversation_id, now_millis())?;
+                    }
                 }
                 group
                     .store_pending_proposal(provider.storage(), *proposal)
@@ -192,8 +254,11 @@ impl Client {
             }
             _ => {}
         }
+        let timer = local::conversation(&self.conn, &entry.conversation_id)?
+            .and_then(|c| c.timer_seconds)
+            .map(|t| now_millis() + t * 1000);
         for (n, text) in lines.into_iter().enumerate() {
-            let line = system(entry, n, &sender, text);
+            let line = system(entry, n, &sender, text, timer);
             if local::insert_message(&self.conn, &line)? {
                 messages.push(line);
             }

@@ -170,6 +170,8 @@ pub struct ServerLimits {
     /// Most member devices a group may have.
     pub max_group_size: u32,
     pub max_body_bytes: u64,
+    /// How long a story lives before the server deletes it.
+    pub story_ttl_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -241,6 +243,9 @@ pub struct QueueEntry {
     pub sender_device: u64,
     pub data: B64,
     pub server_time: u64,
+    /// When the server deletes this message whether or not it was delivered (stories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// `GET /v1/queue?after=SEQ&limit=N`.

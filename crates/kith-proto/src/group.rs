@@ -21,6 +21,9 @@ pub enum GroupType {
     Direct,
     /// A group with a name and admins.
     Group,
+    /// A user's story channel: the owner (its only admin) and their contacts; only the owner
+    /// posts, and the server deletes each story at its expiry.
+    Story,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

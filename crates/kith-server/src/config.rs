@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub max_key_packages_per_device: u64,
     /// Most member devices a group may have (default 1024).
     pub max_group_size: usize,
+    /// How long a story lives on the server (default 24 h).
+    pub story_ttl_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             max_key_packages_per_upload: 200,
             max_key_packages_per_device: 1000,
             max_group_size: 1024,
+            story_ttl_seconds: 86_400,
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct FileConfig {
     pub max_key_packages_per_upload: Option<usize>,
     pub max_key_packages_per_device: Option<u64>,
     pub max_group_size: Option<usize>,
+    pub story_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ pub struct Overrides {
     pub retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_group_size: Option<usize>,
+    pub story_ttl_seconds: Option<u64>,
 }
 
 /// Merges overrides over the file over the defaults, and checks the result.
@@ -124,7 +129,14 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .max_key_packages_per_device
             .unwrap_or(d.max_key_packages_per_device),
         max_group_size: over.max_group_size.or(file.max_group_size).unwrap_or(d.max_group_size),
+        story_ttl_seconds: over
+            .story_ttl_seconds
+            .or(file.story_ttl_seconds)
+            .unwrap_or(d.story_ttl_seconds),
     };
+    if config.story_ttl_seconds == 0 {
+        return Err(ConfigError::Invalid("story_ttl_seconds must be at least 1".into()));
+    }
     if config.max_group_size < 2 {
         return Err(ConfigError::Invalid("max_group_size must be at least 2".into()));
     }

@@ -66,6 +66,9 @@ struct Common {
     /// Most member devices a group may have [default: 1024].
     #[arg(long, env = "KITHD_MAX_GROUP_SIZE")]
     max_group_size: Option<usize>,
+    /// How long a story lives, in seconds [default: 86400].
+    #[arg(long, env = "KITHD_STORY_TTL_SECONDS")]
+    story_ttl_seconds: Option<u64>,
 }
 
 impl Common {
@@ -83,6 +86,7 @@ impl Common {
                 retention_days: self.retention_days,
                 max_body_bytes: self.max_body_bytes,
                 max_group_size: self.max_group_size,
+                story_ttl_seconds: self.story_ttl_seconds,
             },
         )?)
     }

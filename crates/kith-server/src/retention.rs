@@ -1,14 +1,19 @@
-//! The retention sweep: ciphertext nobody acknowledged is deleted after `retention_days`.
+//! The retention sweep: ciphertext nobody acknowledged is deleted after `retention_days`, and
+//! stories at their expiry.
 
 use crate::state::AppState;
 
-/// One sweep: deletes every message older than the retention limit. Returns how many.
+/// One sweep: deletes every message older than the retention limit and every story past its
+/// expiry, then makes the deleted bytes unrecoverable from the store's files. Returns how many
+/// messages went.
 pub async fn sweep_once(state: &AppState) -> Result<u64, kith_store::StoreError> {
-    let cutoff = state.now().saturating_sub(state.config.retention_millis());
-    let gone = state.store.sweep_expired(cutoff).await?;
+    let now = state.now();
+    let cutoff = now.saturating_sub(state.config.retention_millis());
+    let gone = state.store.sweep_expired(cutoff, now).await?;
     if gone > 0 {
-        tracing::info!(messages = gone, "retention sweep deleted undelivered messages");
+        tracing::info!(messages = gone, "retention sweep deleted expired or undelivered messages");
         state.metrics.retention_deleted.inc_by(gone);
+        state.store.compact().await?;
     }
     Ok(gone)
 }

@@ -81,14 +81,15 @@ async fn insert_message(
     m: &NewMessage,
 ) -> Result<MessageId, sqlx::Error> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO messages (conversation, sender_device, kind, data, created_at)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&m.conversation)
     .bind(i(m.sender_device))
     .bind(i16::from(m.kind.as_u8()))
     .bind(&m.data)
     .bind(i(m.now))
+    .bind(m.expires_at.map(i))
     .fetch_one(&mut *tx)
     .await?;
     if !m.recipients.is_empty() {
@@ -119,6 +120,7 @@ fn entry(r: &PgRow) -> Result<StoredEntry, sqlx::Error> {
         sender_device: u(r.try_get(5)?),
         data: r.try_get(6)?,
         created_at: u(r.try_get(7)?),
+        expires_at: r.try_get::<Option<i64>, _>(8)?.map(u),
     })
 }
 
@@ -324,14 +326,16 @@ impl Store for PgStore {
     async fn create_conversation(&self, c: NewConversation) -> StoreResult<MessageId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         match sqlx::query(
-            "INSERT INTO conversations (id, created_at, epoch, group_state) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO conversations (id, created_at, epoch, group_state, poster)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&c.conversation)
         .bind(i(c.now))
         .bind(i(c.epoch))
         .bind(&c.group_state)
-            .execute(&mut *tx)
-            .await
+        .bind(&c.poster)
+        .execute(&mut *tx)
+        .await
         {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
             other => other.map_err(backend)?,
@@ -368,6 +372,7 @@ impl Store for PgStore {
                 data: c.welcome,
                 recipients,
                 now: c.now,
+                expires_at: None,
             },
         )
         .await
@@ -450,18 +455,14 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn conversation_members(
-        &self,
-        conversation: &[u8],
-    ) -> StoreResult<Option<Vec<DeviceId>>> {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1")
-            .bind(conversation)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        if exists.is_none() {
-            return Ok(None);
-        }
+    async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
+        let poster: Option<Option<String>> =
+            sqlx::query_scalar("SELECT poster FROM conversations WHERE id = $1")
+                .bind(conversation)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let Some(poster) = poster else { return Ok(None) };
         let members: Vec<i64> = sqlx::query_scalar(
             "SELECT device_id FROM conversation_members WHERE conversation = $1 ORDER BY device_id",
         )
@@ -469,7 +470,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        Ok(Some(members.into_iter().map(u).collect()))
+        Ok(Some(Route { members: members.into_iter().map(u).collect(), poster }))
     }
 
     async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
@@ -484,19 +485,23 @@ impl Store for PgStore {
         device: DeviceId,
         after: u64,
         limit: u32,
+        now: Millis,
     ) -> StoreResult<Vec<StoredEntry>> {
         let rows = sqlx::query(
-            "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
+            "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data,
+                    m.created_at, m.expires_at
              FROM queue q
              JOIN messages m ON m.id = q.message_id
              JOIN devices d ON d.id = m.sender_device
              JOIN accounts a ON a.id = d.account_id
              WHERE q.device_id = $1 AND q.seq > $2
+               AND (m.expires_at IS NULL OR m.expires_at > $4)
              ORDER BY q.seq LIMIT $3",
         )
         .bind(i(device))
         .bind(i(after))
         .bind(i64::from(limit))
+        .bind(i(now))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
@@ -528,23 +533,32 @@ impl Store for PgStore {
         Ok(messages.len() as u64)
     }
 
-    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64> {
+    async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(
-            "DELETE FROM queue WHERE message_id IN (SELECT id FROM messages WHERE created_at < $1)",
+            "DELETE FROM queue WHERE message_id IN
+               (SELECT id FROM messages WHERE created_at < $1 OR expires_at <= $2)",
         )
         .bind(i(cutoff))
+        .bind(i(now))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1")
+        let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1 OR expires_at <= $2")
             .bind(i(cutoff))
+            .bind(i(now))
             .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected();
         tx.commit().await.map_err(backend)?;
         Ok(gone)
+    }
+
+    async fn compact(&self) -> StoreResult<()> {
+        // PostgreSQL reuses the space of deleted rows itself (autovacuum); operators who need
+        // deleted rows gone from disk at once run VACUUM FULL on `messages`.
+        Ok(())
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {

@@ -58,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE conversations ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
      ALTER TABLE conversations ADD COLUMN group_state BYTEA NOT NULL DEFAULT '\\x';
      CREATE INDEX devices_key ON devices (credential_key);",
+    // 3: messages the server deletes at a set time (stories), and who may post (story owner).
+    "ALTER TABLE messages ADD COLUMN expires_at BIGINT;
+     CREATE INDEX messages_expires ON messages (expires_at) WHERE expires_at IS NOT NULL;
+     ALTER TABLE conversations ADD COLUMN poster TEXT;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -118,10 +118,17 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 fn insert_message(conn: &Connection, m: &NewMessage) -> Result<MessageId, rusqlite::Error> {
     conn.prepare_cached(
-        "INSERT INTO messages (conversation, sender_device, kind, data, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![m.conversation, i(m.sender_device), m.kind.as_u8(), m.data, i(m.now)])?;
+    .execute(params![
+        m.conversation,
+        i(m.sender_device),
+        m.kind.as_u8(),
+        m.data,
+        i(m.now),
+        m.expires_at.map(i)
+    ])?;
     let id = conn.last_insert_rowid();
     let mut q = conn.prepare_cached("INSERT INTO queue (device_id, message_id) VALUES (?1, ?2)")?;
     for d in &m.recipients {
@@ -328,9 +335,9 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let inserted = conn.execute(
-                    "INSERT INTO conversations (id, created_at, epoch, group_state)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![c.conversation, i(c.now), i(c.epoch), c.group_state],
+                    "INSERT INTO conversations (id, created_at, epoch, group_state, poster)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![c.conversation, i(c.now), i(c.epoch), c.group_state, c.poster],
                 );
                 match inserted {
                     Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
@@ -367,6 +374,7 @@ impl Store for SqliteStore {
                         data: c.welcome,
                         recipients,
                         now: c.now,
+                        expires_at: None,
                     },
                 )
                 .map_err(backend)
@@ -446,26 +454,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn conversation_members(
-        &self,
-        conversation: &[u8],
-    ) -> StoreResult<Option<Vec<DeviceId>>> {
+    async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
         let conversation = conversation.to_vec();
         self.read(move |conn| {
-            let exists: Option<i64> = conn
-                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
-                .query_row(params![conversation], |r| r.get(0))
-                .optional()?;
-            if exists.is_none() {
+            let Some(poster) = conn
+                .prepare_cached("SELECT poster FROM conversations WHERE id = ?1")?
+                .query_row(params![conversation], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+            else {
                 return Ok(None);
-            }
+            };
             let members = conn
                 .prepare_cached(
-                    "SELECT device_id FROM conversation_members WHERE conversation = ?1 ORDER BY device_id",
+                    "SELECT device_id FROM conversation_members WHERE conversation = ?1
+                     ORDER BY device_id",
                 )?
                 .query_map(params![conversation], |r| r.get::<_, i64>(0).map(u))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(members))
+            Ok(Some(Route { members, poster }))
         })
         .await
     }
@@ -479,18 +485,21 @@ impl Store for SqliteStore {
         device: DeviceId,
         after: u64,
         limit: u32,
+        now: Millis,
     ) -> StoreResult<Vec<StoredEntry>> {
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data, m.created_at
+                "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data,
+                        m.created_at, m.expires_at
                  FROM queue q
                  JOIN messages m ON m.id = q.message_id
                  JOIN devices d ON d.id = m.sender_device
                  JOIN accounts a ON a.id = d.account_id
                  WHERE q.device_id = ?1 AND q.seq > ?2
+                   AND (m.expires_at IS NULL OR m.expires_at > ?4)
                  ORDER BY q.seq LIMIT ?3",
             )?
-            .query_map(params![i(device), i(after), i64::from(limit)], |r| {
+            .query_map(params![i(device), i(after), i64::from(limit), i(now)], |r| {
                 Ok(StoredEntry {
                     seq: u(r.get(0)?),
                     message_id: u(r.get(1)?),
@@ -500,6 +509,7 @@ impl Store for SqliteStore {
                     sender_device: u(r.get(5)?),
                     data: r.get(6)?,
                     created_at: u(r.get(7)?),
+                    expires_at: r.get::<_, Option<i64>>(8)?.map(u),
                 })
             })?
             .collect()
@@ -539,20 +549,28 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64> {
+    async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64> {
         self.inner
             .writer
             .write(move |conn| {
                 conn.execute(
-                    "DELETE FROM queue WHERE message_id IN (SELECT id FROM messages WHERE created_at < ?1)",
-                    params![i(cutoff)],
+                    "DELETE FROM queue WHERE message_id IN
+                       (SELECT id FROM messages WHERE created_at < ?1 OR expires_at <= ?2)",
+                    params![i(cutoff), i(now)],
                 )
                 .map_err(backend)?;
-                conn.execute("DELETE FROM messages WHERE created_at < ?1", params![i(cutoff)])
-                    .map(|n| n as u64)
-                    .map_err(backend)
+                conn.execute(
+                    "DELETE FROM messages WHERE created_at < ?1 OR expires_at <= ?2",
+                    params![i(cutoff), i(now)],
+                )
+                .map(|n| n as u64)
+                .map_err(backend)
             })
             .await
+    }
+
+    async fn compact(&self) -> StoreResult<()> {
+        self.inner.writer.checkpoint().await
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {

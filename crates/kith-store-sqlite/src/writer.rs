@@ -14,6 +14,14 @@ struct Job {
     reply: oneshot::Sender<StoreResult<Output>>,
 }
 
+/// What the writer thread is asked to do.
+enum Task {
+    /// A write, grouped with others into one transaction.
+    Write(Job),
+    /// Checkpoint the WAL into the database and truncate it, outside any transaction.
+    Checkpoint(oneshot::Sender<StoreResult<()>>),
+}
+
 /// Most writes folded into one transaction. Bounded so one commit never grows without end.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the thread before senders are made to wait (backpressure).
@@ -22,7 +30,7 @@ const QUEUE_DEPTH: usize = 8192;
 /// A handle to the writer thread. When the last handle is dropped the thread finishes the
 /// queued writes, checkpoints the WAL and exits.
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Task>,
 }
 
 impl Writer {
@@ -46,7 +54,10 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let work: Work = Box::new(move |c| f(c).map(|v| Box::new(v) as Output));
-        self.tx.send(Job { work, reply }).await.map_err(|_| StoreError::Unavailable)?;
+        self.tx
+            .send(Task::Write(Job { work, reply }))
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
         let out = answer.await.map_err(|_| StoreError::Unavailable)??;
         out.downcast::<T>()
             .map(|b| *b)
@@ -54,20 +65,52 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Task>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        let mut checkpoint = None;
+        match first {
+            Task::Write(job) => batch.push(job),
+            Task::Checkpoint(reply) => checkpoint = Some(reply),
+        }
+        while checkpoint.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Task::Write(job)) => batch.push(job),
+                Ok(Task::Checkpoint(reply)) => checkpoint = Some(reply),
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, &mut batch);
+        if !batch.is_empty() {
+            commit_batch(&conn, &mut batch);
+        }
+        if let Some(reply) = checkpoint {
+            let done = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| StoreError::Backend(e.to_string()))
+                .and_then(|busy| {
+                    if busy == 0 {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Backend(
+                            "the WAL checkpoint was blocked by a reader".into(),
+                        ))
+                    }
+                });
+            let _ = reply.send(done);
+        }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+    }
+}
+
+impl Writer {
+    /// Checkpoints the WAL into the database file and truncates it, after the writes queued
+    /// before it.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Task::Checkpoint(reply)).await.map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
     }
 }
 

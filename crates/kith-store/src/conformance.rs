@@ -26,6 +26,7 @@ macro_rules! conformance_suite {
             concurrent_sends_all_land,
             group_updates_are_ordered_by_epoch,
             devices_are_found_by_key,
+            expiring_messages_go_at_their_time,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -69,6 +70,7 @@ async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
             epoch: 1,
             group_state: b"state-1".to_vec(),
             now: NOW,
+            poster: None,
         })
         .await
         .unwrap();
@@ -83,6 +85,7 @@ fn message(from: DeviceId, to: Vec<DeviceId>, data: &[u8], now: Millis) -> NewMe
         data: data.to_vec(),
         recipients: to,
         now,
+        expires_at: None,
     }
 }
 
@@ -168,15 +171,15 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     let (a, b) = two_in_a_conversation(&*store).await;
     let c = store.create_account(account("carol", 0)).await.unwrap();
 
-    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap(), {
+    assert_eq!(store.conversation_route(&conv(1)).await.unwrap().map(|r| r.members).unwrap(), {
         let mut m = vec![a, b];
         m.sort();
         m
     });
 
     // The Welcome went to bob only.
-    assert!(store.fetch(a, 0, 100).await.unwrap().is_empty());
-    let welcome = store.fetch(b, 0, 100).await.unwrap();
+    assert!(store.fetch(a, 0, 100, NOW).await.unwrap().is_empty());
+    let welcome = store.fetch(b, 0, 100, NOW).await.unwrap();
     assert_eq!(welcome.len(), 1);
     assert_eq!(welcome[0].kind, EntryKind::Welcome);
     assert_eq!(welcome[0].data, b"welcome");
@@ -191,8 +194,8 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     assert_eq!(after.messages, before.messages + 1);
     assert_eq!(after.queue_entries, before.queue_entries + 2);
 
-    let to_b = store.fetch(b, welcome[0].seq, 100).await.unwrap();
-    let to_c = store.fetch(c, 0, 100).await.unwrap();
+    let to_b = store.fetch(b, welcome[0].seq, 100, NOW).await.unwrap();
+    let to_c = store.fetch(c, 0, 100, NOW).await.unwrap();
     assert_eq!(to_b.len(), 1);
     assert_eq!(to_c.len(), 1);
     assert_eq!(to_b[0].message_id, id);
@@ -205,7 +208,7 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     assert_eq!(store.ack(b, &[welcome[0].seq, to_b[0].seq]).await.unwrap(), 2);
     // Acking again is harmless.
     assert_eq!(store.ack(b, &[welcome[0].seq, to_b[0].seq]).await.unwrap(), 0);
-    assert!(store.fetch(b, 0, 100).await.unwrap().is_empty());
+    assert!(store.fetch(b, 0, 100, NOW).await.unwrap().is_empty());
     // The blob stays while carol's entry does...
     assert_eq!(store.counts().await.unwrap().messages, 1);
     assert_eq!(store.ack(c, &[to_c[0].seq]).await.unwrap(), 1);
@@ -224,6 +227,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         epoch: 1,
         group_state: vec![],
         now: NOW,
+        poster: None,
     };
     assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
     let ghost = NewConversation {
@@ -234,10 +238,11 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         epoch: 1,
         group_state: vec![],
         now: NOW,
+        poster: None,
     };
     assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
     // The refused conversation left nothing behind.
-    assert_eq!(store.conversation_members(&conv(2)).await.unwrap(), None);
+    assert_eq!(store.conversation_route(&conv(2)).await.unwrap().map(|r| r.members), None);
     assert_eq!(store.counts().await.unwrap().messages, 1);
 }
 
@@ -249,7 +254,7 @@ pub async fn fetch_pages_in_order(store: Arc<dyn Store>) {
     let mut after = 0;
     let mut seen = Vec::new();
     loop {
-        let page = store.fetch(b, after, 10).await.unwrap();
+        let page = store.fetch(b, after, 10, NOW).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -270,11 +275,11 @@ pub async fn fetch_pages_in_order(store: Arc<dyn Store>) {
 pub async fn sequence_numbers_are_never_reused(store: Arc<dyn Store>) {
     let (a, b) = two_in_a_conversation(&*store).await;
     let id1 = store.enqueue(message(a, vec![b], b"one", NOW)).await.unwrap();
-    let all = store.fetch(b, 0, 10).await.unwrap();
+    let all = store.fetch(b, 0, 10, NOW).await.unwrap();
     let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     store.ack(b, &seqs).await.unwrap();
     let id2 = store.enqueue(message(a, vec![b], b"two", NOW)).await.unwrap();
-    let next = store.fetch(b, 0, 10).await.unwrap();
+    let next = store.fetch(b, 0, 10, NOW).await.unwrap();
     assert!(id2 > id1);
     assert!(next[0].seq > *seqs.iter().max().unwrap());
 }
@@ -284,13 +289,13 @@ pub async fn retention_sweep_deletes_old_messages(store: Arc<dyn Store>) {
     store.enqueue(message(a, vec![b], b"old", NOW + 10)).await.unwrap();
     store.enqueue(message(a, vec![b], b"new", NOW + 1000)).await.unwrap();
     // The Welcome (NOW) and "old" are older than the cutoff.
-    assert_eq!(store.sweep_expired(NOW + 500).await.unwrap(), 2);
-    let left = store.fetch(b, 0, 10).await.unwrap();
+    assert_eq!(store.sweep_expired(NOW + 500, NOW).await.unwrap(), 2);
+    let left = store.fetch(b, 0, 10, NOW).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].data, b"new");
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.messages, counts.queue_entries), (1, 1));
-    assert_eq!(store.sweep_expired(NOW + 500).await.unwrap(), 0);
+    assert_eq!(store.sweep_expired(NOW + 500, NOW).await.unwrap(), 0);
 }
 
 pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
@@ -309,7 +314,7 @@ pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
     let mut got = 0;
     let mut after = 0;
     loop {
-        let page = store.fetch(b, after, 64).await.unwrap();
+        let page = store.fetch(b, after, 64, NOW).await.unwrap();
         let Some(last) = page.last() else { break };
         after = last.seq;
         got += page.len();
@@ -340,12 +345,12 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
     let ids = store.update_group(update(1, vec![a, b, c])).await.unwrap();
     assert_eq!(ids.len(), 2);
     assert_eq!(store.group_state(&conv(1)).await.unwrap().unwrap().epoch, 2);
-    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap(), {
+    assert_eq!(store.conversation_route(&conv(1)).await.unwrap().map(|r| r.members).unwrap(), {
         let mut m = vec![a, b, c];
         m.sort();
         m
     });
-    let to_c = store.fetch(c, 0, 10).await.unwrap();
+    let to_c = store.fetch(c, 0, 10, NOW).await.unwrap();
     assert_eq!(to_c.len(), 1);
     assert_eq!(to_c[0].kind, EntryKind::Welcome);
 
@@ -353,11 +358,14 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
     let before = store.counts().await.unwrap();
     assert!(matches!(store.update_group(update(1, vec![a])).await, Err(StoreError::StaleEpoch)));
     assert_eq!(store.counts().await.unwrap(), before);
-    assert_eq!(store.conversation_members(&conv(1)).await.unwrap().unwrap().len(), 3);
+    assert_eq!(
+        store.conversation_route(&conv(1)).await.unwrap().map(|r| r.members).unwrap().len(),
+        3
+    );
 
     // Removing a member takes it off the fan-out list.
     store.update_group(update(2, vec![a, c])).await.unwrap();
-    let mut members = store.conversation_members(&conv(1)).await.unwrap().unwrap();
+    let mut members = store.conversation_route(&conv(1)).await.unwrap().map(|r| r.members).unwrap();
     members.sort();
     let mut expected = vec![a, c];
     expected.sort();
@@ -402,4 +410,40 @@ pub async fn devices_are_found_by_key(store: Arc<dyn Store>) {
     assert_eq!((found[1].device_id, found[1].username.as_str()), (b, "bob"));
     assert_eq!(found[1].credential_key, b"key-bob");
     assert!(store.devices_by_credential_keys(&[]).await.unwrap().is_empty());
+}
+
+pub async fn expiring_messages_go_at_their_time(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 0)).await.unwrap();
+    let b = store.create_account(account("bob", 0)).await.unwrap();
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(3),
+            creator_device: a,
+            members: vec![b],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: vec![],
+            now: NOW,
+            poster: Some("alice".into()),
+        })
+        .await
+        .unwrap();
+    let route = store.conversation_route(&conv(3)).await.unwrap().unwrap();
+    assert_eq!(route.poster.as_deref(), Some("alice"));
+    let story = NewMessage {
+        conversation: conv(3),
+        expires_at: Some(NOW + 100),
+        ..message(a, vec![b], b"story", NOW)
+    };
+    store.enqueue(story).await.unwrap();
+    let seen = store.fetch(b, 0, 10, NOW + 99).await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].expires_at, Some(NOW + 100));
+    assert_eq!(seen[0].expires_at, None);
+    // At its expiry it is no longer handed out, and the sweep deletes it (not the Welcome).
+    assert_eq!(store.fetch(b, 0, 10, NOW + 100).await.unwrap().len(), 1);
+    assert_eq!(store.sweep_expired(0, NOW + 100).await.unwrap(), 1);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.messages, counts.queue_entries), (1, 1));
+    store.compact().await.unwrap();
 }

@@ -132,6 +132,8 @@ pub struct NewMessage {
     pub data: Vec<u8>,
     pub recipients: Vec<DeviceId>,
     pub now: Millis,
+    /// When the server must delete it, delivered or not (stories); `None`: retention only.
+    pub expires_at: Option<Millis>,
 }
 
 /// A new conversation: its members (the creator included), the server's copy of its public
@@ -145,6 +147,17 @@ pub struct NewConversation {
     pub epoch: u64,
     pub group_state: Vec<u8>,
     pub now: Millis,
+    /// The only account allowed to post application messages (a story channel's owner).
+    pub poster: Option<String>,
+}
+
+/// Where a conversation's messages go, and who may post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Member devices, ascending.
+    pub members: Vec<DeviceId>,
+    /// The only account allowed to post application messages, if restricted.
+    pub poster: Option<String>,
 }
 
 /// The server's copy of a conversation's public MLS state.
@@ -187,6 +200,7 @@ pub struct StoredEntry {
     pub sender_device: DeviceId,
     pub data: Vec<u8>,
     pub created_at: Millis,
+    pub expires_at: Option<Millis>,
 }
 
 /// How much the store holds; for tests, metrics and operators.
@@ -243,19 +257,21 @@ pub trait Store: Send + Sync + 'static {
     /// The devices whose credential key is one of `keys` (unknown keys are left out).
     async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>>;
 
-    /// The conversation's member devices, `Ok(None)` if there is no such conversation.
-    async fn conversation_members(&self, conversation: &[u8])
-    -> StoreResult<Option<Vec<DeviceId>>>;
+    /// The conversation's member devices and posting rule, `Ok(None)` if there is no such
+    /// conversation.
+    async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>>;
 
     /// Stores the message once and queues it for each recipient. Durable when it returns.
     async fn enqueue(&self, message: NewMessage) -> StoreResult<MessageId>;
 
-    /// Up to `limit` of the device's entries with `seq > after`, in queue order.
+    /// Up to `limit` of the device's entries with `seq > after`, in queue order, leaving out
+    /// messages that expired by `now`.
     async fn fetch(
         &self,
         device: DeviceId,
         after: u64,
         limit: u32,
+        now: Millis,
     ) -> StoreResult<Vec<StoredEntry>>;
 
     /// Deletes the device's entries with these sequence numbers, and every message whose last
@@ -263,9 +279,13 @@ pub trait Store: Send + Sync + 'static {
     /// entries were removed.
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64>;
 
-    /// Deletes every message created before `cutoff`, with its queue entries, delivered or not.
-    /// Returns how many messages were deleted.
-    async fn sweep_expired(&self, cutoff: Millis) -> StoreResult<u64>;
+    /// Deletes every message created before `cutoff` or expiring by `now`, with its queue
+    /// entries, delivered or not. Returns how many messages were deleted.
+    async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64>;
+
+    /// Makes deleted content unrecoverable from the store's own files where the backend keeps
+    /// copies (SQLite: checkpoint and truncate the WAL). A no-op elsewhere.
+    async fn compact(&self) -> StoreResult<()>;
 
     /// What the store holds now.
     async fn counts(&self) -> StoreResult<StoreCounts>;

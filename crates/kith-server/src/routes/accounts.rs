@@ -85,6 +85,7 @@ pub async fn whoami(State(state): State<AppState>, me: AuthedDevice) -> ApiResul
         limits: ServerLimits {
             max_group_size: u32::try_from(state.config.max_group_size).unwrap_or(u32::MAX),
             max_body_bytes: state.config.max_body_bytes as u64,
+            story_ttl_seconds: state.config.story_ttl_seconds,
         },
     }))
 }

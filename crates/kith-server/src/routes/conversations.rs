@@ -82,14 +82,16 @@ pub async fn create(
                 "a 1:1 conversation has exactly two accounts and no admins",
             ));
         }
-        GroupType::Group if meta.admins != [me.username.clone()] => {
+        GroupType::Group | GroupType::Story if meta.admins != [me.username.clone()] => {
             return Err(ApiError::new(
                 ErrorCode::InvalidMessage,
-                "a new group has its creator as its only admin",
+                "a new group or story channel has its creator as its only admin",
             ));
         }
         _ => {}
     }
+    // In a story channel only its owner posts.
+    let poster = (meta.kind == GroupType::Story).then(|| me.username.clone());
     let now = state.now();
     let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
     let recipients: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
@@ -103,6 +105,7 @@ pub async fn create(
             epoch: tracked.epoch(),
             group_state: tracked.save()?,
             now,
+            poster,
         })
         .await?;
     accepted(&state, &recipients);
@@ -137,16 +140,19 @@ pub async fn send(
 ) -> ApiResult<(StatusCode, Json<SendResponse>)> {
     let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
-    let members = state
+    let route = state
         .store
-        .conversation_members(id.as_bytes())
+        .conversation_route(id.as_bytes())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
-    if !members.contains(&me.device_id) {
+    if !route.members.contains(&me.device_id) {
         return Err(ApiError::new(
             ErrorCode::NotAMember,
             "this device is not in that conversation",
         ));
+    }
+    if route.poster.as_ref().is_some_and(|p| *p != me.username) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only its owner posts to a story channel"));
     }
     let framing = mls::check_message(&req.message.0, id.as_bytes())?;
     if framing.handshake {
@@ -155,8 +161,10 @@ pub async fn send(
             "commits and proposals go to /v1/conversations/{id}/handshake",
         ));
     }
-    let recipients: Vec<u64> = members.into_iter().filter(|d| *d != me.device_id).collect();
+    let recipients: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
     let now = state.now();
+    // A story is deleted at its expiry, delivered or not.
+    let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
     let message_id = state
         .store
         .enqueue(NewMessage {
@@ -166,6 +174,7 @@ pub async fn send(
             data: req.message.0,
             recipients: recipients.clone(),
             now,
+            expires_at,
         })
         .await?;
     accepted(&state, &recipients);

@@ -70,7 +70,8 @@ pub async fn handshake(
         .group_state(id.as_bytes())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
-    let members_before = state.store.conversation_members(id.as_bytes()).await?.unwrap_or_default();
+    let members_before =
+        state.store.conversation_route(id.as_bytes()).await?.map(|r| r.members).unwrap_or_default();
     if !members_before.contains(&me.device_id) {
         return Err(ApiError::new(
             ErrorCode::NotAMember,
@@ -120,6 +121,7 @@ pub async fn handshake(
         data: req.message.0,
         recipients: others,
         now,
+        expires_at: None,
     };
     let outcome = match processed.into_content() {
         ProcessedMessageContent::StagedCommitMessage(staged) => {

@@ -36,6 +36,7 @@ pub fn to_wire(e: StoredEntry) -> QueueEntry {
         sender_device: e.sender_device,
         data: B64(e.data),
         server_time: e.created_at,
+        expires_at: e.expires_at,
     }
 }
 
@@ -56,7 +57,8 @@ pub async fn fetch(
         ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text()))
     })?;
     let limit = params.limit.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH);
-    let mut entries = state.store.fetch(me.device_id, params.after.unwrap_or(0), limit + 1).await?;
+    let mut entries =
+        state.store.fetch(me.device_id, params.after.unwrap_or(0), limit + 1, state.now()).await?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     state.metrics.entries_delivered.inc_by(entries.len() as u64);

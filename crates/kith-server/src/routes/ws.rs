@@ -36,7 +36,7 @@ async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
     'conn: loop {
         // Send everything new since the last frame.
         loop {
-            let entries = match state.store.fetch(device, after, MAX_FETCH).await {
+            let entries = match state.store.fetch(device, after, MAX_FETCH, state.now()).await {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "push: cannot read the queue");

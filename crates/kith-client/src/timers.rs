@@ -1,0 +1,230 @@
+//! Reducing permanence: contacts, stories, disappearing messages, deleting conversations, and
+//! making deleted text unrecoverable from the profile's files.
+//!
+//! - A **contact** is an account this device has written to in a 1:1 conversation (a first
+//!   message, or a reply). Deleting the conversation (or blocking) ends it.
+//! - Each user's **story channel** is an MLS group of their own devices and their contacts'
+//!   devices, with the user as its only admin; it is created at the first story and kept in
+//!   step with the contacts: new contacts are added, ended ones removed. Only the owner posts.
+//!   The server deletes each story at its expiry (`story_ttl_seconds`, 24 h by default), and
+//!   so does every client.
+//! - **Disappearing messages**: a conversation's timer is set by any member through the
+//!   encrypted channel and applies to every member; each device deletes a message when the
+//!   timer has run from the moment the message *arrived* on it (for the sender: when it was
+//!   sent). Arrival, not reading, because a device cannot know when a person read a line.
+//! - **Deleted means gone**: the profile's SQLite runs with `secure_delete` (deleted rows are
+//!   overwritten in place), and after every deletion the WAL is checkpointed and truncated, so
+//!   no copy remains in the WAL file either.
+
+use std::time::Duration;
+
+use kith_proto::*;
+
+use crate::client::{Client, now_millis};
+use crate::error::{ClientError, ClientResult};
+use crate::local::{self, Conversation, ConversationKind, Message};
+use crate::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
+
+/// A story as the CLI and SDK show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Story {
+    pub id: String,
+    pub author: String,
+    pub text: String,
+    pub posted_at: u64,
+    pub expires_at: u64,
+}
+
+/// "alice set disappearing messages to 5m" / "alice turned disappearing messages off".
+pub fn describe(who: &str, seconds: Option<u64>) -> String {
+    match seconds {
+        None => format!("{who} turned disappearing messages off"),
+        Some(s) => format!("{who} set disappearing messages to {}", human(s)),
+    }
+}
+
+fn human(seconds: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")];
+    for (size, unit) in UNITS {
+        if seconds >= size && seconds.is_multiple_of(size) {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+impl Client {
+    /// Deletes messages whose time is up and scrubs the WAL. Returns how many went.
+    pub fn purge_expired(&self) -> ClientResult<usize> {
+        let gone = local::purge_expired(&self.conn, self.expiry_now())?;
+        if gone > 0 {
+            local::scrub(&self.conn)?;
+        }
+        Ok(gone)
+    }
+
+    /// The accounts this device has written to, by name, with since when (Unix ms).
+    pub fn contacts(&self) -> ClientResult<Vec<(String, u64)>> {
+        Ok(local::contacts(&self.conn)?)
+    }
+
+    /// Records `peer` as a contact after writing to them; a new contact joins the story channel.
+    pub(crate) async fn became_contact(&mut self, peer: &str) -> ClientResult<()> {
+        if local::add_contact(&self.conn, peer, now_millis())? {
+            self.sync_story_channel().await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the story channel's members in line with the contacts.
+    pub async fn sync_story_channel(&mut self) -> ClientResult<()> {
+        let me = self.me()?.username.clone();
+        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
+        let Some(channel) = local::own_story_channel(&self.conn, &me)? else {
+            return Ok(()); // created at the first story
+        };
+        let members = self.conversation_members(&channel.id)?;
+        let missing: Vec<String> =
+            contacts.iter().filter(|c| !members.contains(c)).cloned().collect();
+        if !missing.is_empty() {
+            self.add_members_to(&channel.id, &missing).await?;
+        }
+        for gone in members.iter().filter(|m| **m != me && !contacts.contains(m)) {
+            self.remove_member_from(&channel.id, gone).await?;
+        }
+        Ok(())
+    }
+
+    /// Posts a story to this user's contacts. With no contacts yet it reaches nobody (and is
+    /// kept locally until it expires).
+    pub async fn story_post(&mut self, text: &str) -> ClientResult<Story> {
+        if text.is_empty() || text.len() > crate::MAX_TEXT_BYTES {
+            return Err(ClientError::InvalidInput("a story has 1 to 65536 bytes of text".into()));
+        }
+        let me = self.me()?.username.clone();
+        let ttl = self.api()?.whoami().await?.limits.story_ttl_seconds;
+        let now = now_millis();
+        let expires_at = now + ttl * 1000;
+        let body = Body::Story { text: text.to_string(), expires_at };
+        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
+        let channel = match local::own_story_channel(&self.conn, &me)? {
+            Some(c) => {
+                self.sync_story_channel().await?;
+                Some(c.id)
+            }
+            None if contacts.is_empty() => None,
+            None => Some(self.create_story_channel(&contacts).await?),
+        };
+        let message = match channel {
+            Some(id) => self.send_body(&id, body).await?,
+            None => {
+                // Nobody to show it to: keep it here only, with the same expiry.
+                let m = Message {
+                    id: crate::client::random_hex(16)?,
+                    conversation: String::new(),
+                    kind: ConversationKind::Story,
+                    from: me.clone(),
+                    text: text.to_string(),
+                    sent_at: now,
+                    received_at: now,
+                    outgoing: true,
+                    expires_at: Some(expires_at),
+                };
+                local::insert_message(&self.conn, &m)?;
+                m
+            }
+        };
+        Ok(Story {
+            id: message.id,
+            author: me,
+            text: message.text,
+            posted_at: message.sent_at,
+            expires_at: message.expires_at.unwrap_or(expires_at),
+        })
+    }
+
+    async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<String> {
+        let me = self.me()?.clone();
+        let claimed = self.claim(contacts).await?;
+        let meta = GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()] };
+        let id = self.open_conversation(&me, &meta, claimed).await?;
+        local::add_conversation(
+            &self.conn,
+            &Conversation {
+                id: id.clone(),
+                kind: ConversationKind::Story,
+                peer: Some(me.username),
+                name: None,
+                created_at: now_millis(),
+                left: false,
+                timer_seconds: None,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Stories from contacts and this user's own, not yet expired, newest first.
+    pub fn stories(&self) -> ClientResult<Vec<Story>> {
+        self.purge_expired()?;
+        Ok(local::stories(&self.conn, self.expiry_now())?
+            .into_iter()
+            .map(|m| Story {
+                id: m.id,
+                author: m.from,
+                text: m.text,
+                posted_at: m.sent_at,
+                expires_at: m.expires_at.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Sets a conversation's disappearing-message timer for every member (a user's 1:1
+    /// conversation, or a group by name or id); `None` turns it off.
+    pub async fn set_disappearing(
+        &mut self,
+        target: &str,
+        timer: Option<Duration>,
+    ) -> ClientResult<()> {
+        let seconds = timer.map(|d| d.as_secs());
+        if !valid_timer(seconds) {
+            return Err(ClientError::InvalidInput(format!(
+                "a timer is off or between {MIN_TIMER_SECONDS} seconds and {} weeks",
+                MAX_TIMER_SECONDS / 604_800
+            )));
+        }
+        let id = match self.resolve_group(target) {
+            Ok(id) => id,
+            Err(_) => {
+                validate_username(target).map_err(|_| {
+                    ClientError::InvalidInput(format!("{target:?} is neither a group nor a user"))
+                })?;
+                self.direct_conversation(target).await?
+            }
+        };
+        self.send_body(&id, Body::Timer { seconds }).await?;
+        local::set_timer(&self.conn, &id, seconds)?;
+        Ok(())
+    }
+
+    /// Deletes every 1:1 conversation with `peer`: leaves it (the server stops delivering at
+    /// once), wipes its history from this device, and ends the contact.
+    pub async fn delete_conversation(&mut self, peer: &str) -> ClientResult<usize> {
+        let conversations = local::directs_with(&self.conn, peer)?;
+        for c in conversations.iter().filter(|c| !c.left) {
+            if let Err(e) = self.leave_conversation(&c.id).await {
+                tracing::warn!(error = %e, "could not tell the server about leaving; deleting anyway");
+            }
+        }
+        let mut gone = 0;
+        for c in &conversations {
+            gone += local::delete_messages(&self.conn, &c.id)?;
+            local::set_left(&self.conn, &c.id, now_millis())?;
+            self.forget_group(&c.id);
+        }
+        local::scrub(&self.conn)?;
+        if local::remove_contact(&self.conn, peer)? {
+            self.sync_story_channel().await?;
+        }
+        Ok(gone)
+    }
+}

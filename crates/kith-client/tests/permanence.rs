@@ -1,0 +1,228 @@
+//! Reducing permanence end to end: contacts, stories, disappearing messages, deletion that
+//! leaves nothing on disk, and the server's retention.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client::ConversationKind;
+use kith_testkit::{ServerConfig, SystemClock, TestServer, TestUser, contains, files_under};
+
+fn names(contacts: Vec<(String, u64)>) -> Vec<String> {
+    contacts.into_iter().map(|(n, _)| n).collect()
+}
+
+fn profile_holds(user: &TestUser, text: &str) -> bool {
+    files_under(user.dir.path()).iter().any(|(_, bytes)| contains(bytes, text.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_come_from_writing_and_end_with_deletion() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    assert!(alice.contacts().unwrap().is_empty());
+
+    alice.send_text("bob", "hi").await.unwrap();
+    assert_eq!(names(alice.contacts().unwrap()), ["bob"]);
+    bob.sync().await.unwrap();
+    // Receiving does not make a contact; replying does.
+    assert!(bob.contacts().unwrap().is_empty());
+    bob.send_text("alice", "hello").await.unwrap();
+    assert_eq!(names(bob.contacts().unwrap()), ["alice"]);
+
+    // Deleting the conversation ends the contact and wipes the history from disk.
+    alice.sync().await.unwrap();
+    assert!(profile_holds(&alice, "hello"));
+    let gone = alice.delete_conversation("bob").await.unwrap();
+    assert_eq!(gone, 2);
+    assert!(alice.contacts().unwrap().is_empty());
+    assert!(alice.history("bob").unwrap().is_empty());
+    assert!(!profile_holds(&alice, "hello"), "deleted text left on disk");
+    // The server stopped delivering to alice's device in that conversation at once...
+    bob.send_text("alice", "are you there?").await.unwrap();
+    let r = alice.sync().await.unwrap();
+    assert!(r.messages.is_empty(), "{:?}", r.messages);
+    // ...and bob saw her leave, so his next message opens a new conversation she receives.
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "new start").await.unwrap();
+    let r = alice.sync().await.unwrap();
+    let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["new start"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_story_reaches_contacts_only_and_only_its_owner_posts() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+
+    // bob is alice's contact; carol wrote to alice but alice never wrote to carol.
+    alice.send_text("bob", "hi bob").await.unwrap();
+    carol.send_text("alice", "hi alice").await.unwrap();
+    alice.sync().await.unwrap();
+
+    let story = alice.story_post("at the beach").await.unwrap();
+    assert_eq!(story.author, "alice");
+    assert!(story.expires_at >= story.posted_at + 86_399_000);
+    let r = bob.sync().await.unwrap();
+    let got: Vec<_> = r.messages.iter().filter(|m| m.kind == ConversationKind::Story).collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text, "at the beach");
+    let listed = bob.stories().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].author.as_str(), listed[0].text.as_str()), ("alice", "at the beach"));
+    assert_eq!(listed[0].id, story.id);
+
+    // Carol and dave get nothing: not a Welcome to the channel, not the story.
+    assert!(carol.raw_queue().await.is_empty());
+    assert!(carol.sync().await.unwrap().messages.is_empty());
+    assert!(carol.stories().unwrap().is_empty());
+    assert!(dave.sync().await.unwrap().messages.is_empty());
+
+    // A new contact joins the channel and sees the next story.
+    alice.send_text("dave", "hi dave").await.unwrap();
+    alice.story_post("sunset").await.unwrap();
+    dave.sync().await.unwrap();
+    let dave_sees: Vec<String> = dave.stories().unwrap().into_iter().map(|s| s.text).collect();
+    assert_eq!(dave_sees, ["sunset"]);
+
+    // Only the owner posts: bob replaying alice's ciphertext into her channel is refused.
+    alice.story_post("one more").await.unwrap();
+    let entry = bob.raw_queue().await.pop().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/conversations/{}/messages", server.url, entry.conversation_id))
+        .header("authorization", bob.bearer())
+        .json(&serde_json::json!({ "message": entry.data }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+
+    // Ending the contact takes bob out of the channel.
+    bob.sync().await.unwrap();
+    alice.delete_conversation("bob").await.unwrap();
+    alice.story_post("bob will not see this").await.unwrap();
+    bob.sync().await.unwrap();
+    let bob_sees: Vec<String> = bob.stories().unwrap().into_iter().map(|s| s.text).collect();
+    assert!(!bob_sees.contains(&"bob will not see this".to_string()), "{bob_sees:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
+    let config = ServerConfig { story_ttl_seconds: 1, ..Default::default() };
+    let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let _dave = server.user("dave").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    alice.send_text("dave", "hi").await.unwrap();
+    let marker = "STORY-MARKER-3141";
+    alice.story_post(marker).await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(bob.stories().unwrap().len(), 1);
+    assert!(profile_holds(&bob, marker));
+    // The ciphertext dave has not fetched is on the server until the story expires.
+    let before = server.store().counts().await.unwrap();
+    assert!(before.messages >= 1);
+    let story_entry = _dave.raw_queue().await.into_iter().find(|e| e.expires_at.is_some()).unwrap();
+    let ciphertext = &story_entry.data.0;
+    let sample = &ciphertext[ciphertext.len() / 2..ciphertext.len() / 2 + 48];
+    let on_server = |needle: &[u8]| {
+        files_under(server.data.path()).iter().any(|(_, bytes)| contains(bytes, needle))
+    };
+    kith_server::retention::sweep_once(&server.state).await.unwrap();
+    assert!(on_server(sample), "the story's ciphertext should be stored before its expiry");
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Dave never fetched it: the server deletes it anyway, and hands out nothing expired.
+    let gone = kith_server::retention::sweep_once(&server.state).await.unwrap();
+    assert!(gone >= 1);
+    assert!(_dave.raw_queue().await.iter().all(|e| e.expires_at.is_none()));
+    let after = server.store().counts().await.unwrap();
+    assert_eq!(after.messages, before.messages - gone);
+    assert!(!on_server(sample), "an expired story's ciphertext stayed in the server's files");
+    // Clients hide and delete it at expiry: the text is gone from both profiles' files.
+    assert!(bob.stories().unwrap().is_empty());
+    assert!(alice.stories().unwrap().is_empty());
+    assert!(!profile_holds(&bob, marker), "an expired story left its text on disk");
+    assert!(!profile_holds(&alice, marker), "an expired story left its text on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_set_by_one_member_is_honoured_by_the_other() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "before the timer").await.unwrap();
+    alice.set_disappearing("bob", Some(Duration::from_secs(300))).await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let system: Vec<&str> = r
+        .messages
+        .iter()
+        .filter(|m| m.kind == ConversationKind::System)
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(system, ["alice set disappearing messages to 5m"]);
+
+    let secret = "VANISHING-2718";
+    bob.send_text("alice", secret).await.unwrap();
+    alice.sync().await.unwrap();
+    assert!(profile_holds(&alice, secret) && profile_holds(&bob, secret));
+    let m = alice.history("bob").unwrap().into_iter().find(|m| m.text == secret).unwrap();
+    assert!(m.expires_at.is_some());
+
+    // Four minutes on, it is still there; past five, gone from both profiles' files.
+    for u in [&mut alice, &mut bob] {
+        u.advance_clock(Duration::from_secs(240));
+        assert!(
+            u.history(if u.profile().unwrap().username == "alice" { "bob" } else { "alice" })
+                .unwrap()
+                .iter()
+                .any(|m| m.text == secret)
+        );
+        u.advance_clock(Duration::from_secs(61));
+        u.purge_expired().unwrap();
+    }
+    assert!(!alice.history("bob").unwrap().iter().any(|m| m.text == secret));
+    assert!(!bob.history("alice").unwrap().iter().any(|m| m.text == secret));
+    assert!(!profile_holds(&alice, secret), "a disappeared message left its text on disk");
+    assert!(!profile_holds(&bob, secret), "a disappeared message left its text on disk");
+    // The message from before the timer stays.
+    assert!(bob.history("alice").unwrap().iter().any(|m| m.text == "before the timer"));
+
+    // Turning it off works the same way, and invalid timers are refused.
+    bob.set_disappearing("alice", None).await.unwrap();
+    let r = alice.sync().await.unwrap();
+    assert!(r.messages.iter().any(|m| m.text == "bob turned disappearing messages off"));
+    for bad in [Duration::from_secs(5), Duration::from_secs(30 * 86_400)] {
+        assert!(alice.set_disappearing("bob", Some(bad)).await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_timers_apply_to_every_member() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let id = alice.create_group("Secret club", &["bob".into(), "carol".into()]).await.unwrap();
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    bob.set_disappearing("Secret club", Some(Duration::from_secs(30))).await.unwrap();
+    alice.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    carol.send_group(&id, "GONE-SOON-1618").await.unwrap();
+    alice.sync().await.unwrap();
+    for u in [&mut alice, &mut carol] {
+        assert!(profile_holds(u, "GONE-SOON-1618"));
+        u.advance_clock(Duration::from_secs(31));
+        u.purge_expired().unwrap();
+        assert!(!profile_holds(u, "GONE-SOON-1618"));
+    }
+}
