@@ -201,3 +201,56 @@ async fn a_family_group_from_the_command_line() {
     let r = kith(kid, &["group", "send", &id, "hello?"]).await;
     assert!(!r.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_stories_and_disappearing_messages_from_the_command_line() {
+    let server = TestServer::start().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (d, n) in dirs.iter().zip(["alice", "bob", "carol"]) {
+        assert!(kith(d.path(), &["register", n, "--server", &server.url]).await.ok);
+    }
+    let (alice, bob, carol) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+
+    let r = kith(alice, &["contacts"]).await;
+    assert!(r.ok && r.stdout.is_empty() && r.stderr.contains("No contacts"));
+    assert!(kith(alice, &["send", "bob", "hi"]).await.ok);
+    let r = kith(alice, &["--json", "contacts"]).await;
+    assert_eq!(json_lines(&r.stdout)[0]["username"], "bob");
+
+    let r = kith(alice, &["story", "post", "hiking today"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("1 contact"), "{}", r.stdout);
+    assert!(kith(bob, &["sync"]).await.ok);
+    let r = kith(bob, &["--json", "story", "list"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let stories = json_lines(&r.stdout);
+    assert_eq!(stories.len(), 1);
+    let s = &stories[0];
+    assert_eq!((s["author"].as_str(), s["text"].as_str()), (Some("alice"), Some("hiking today")));
+    for key in ["id", "posted_at", "expires_at"] {
+        assert!(s[key].is_string(), "{key} missing: {s}");
+    }
+    let posted = humantime::parse_rfc3339(s["posted_at"].as_str().unwrap()).unwrap();
+    let expires = humantime::parse_rfc3339(s["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires.duration_since(posted).unwrap().as_secs(), 86_400);
+    assert!(kith(carol, &["sync"]).await.ok);
+    let r = kith(carol, &["story", "list"]).await;
+    assert!(r.stdout.is_empty() && r.stderr.contains("No stories"), "{}", r.stdout);
+
+    let r = kith(alice, &["disappear", "bob", "5m"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("5m"), "{}", r.stdout);
+    let r = kith(bob, &["sync"]).await;
+    assert!(r.stdout.contains("alice set disappearing messages to 5m"), "{}", r.stdout);
+    let r = kith(alice, &["disappear", "bob", "soon"]).await;
+    assert!(!r.ok && r.stderr.contains("not `off` or a duration"), "{}", r.stderr);
+    let r = kith(alice, &["disappear", "bob", "10s"]).await;
+    assert!(!r.ok && r.stderr.contains("30 seconds"), "{}", r.stderr);
+    assert!(kith(alice, &["disappear", "bob", "off"]).await.ok);
+
+    let r = kith(alice, &["delete", "bob"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(alice, &["history", "bob"]).await;
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(kith(alice, &["contacts"]).await.stdout.is_empty());
+}
