@@ -246,6 +246,60 @@ pub struct QueueEntry {
     /// When the server deletes this message whether or not it was delivered (stories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// The server's franking tag for an application message: kept by the recipient, it lets
+    /// them report this one message verifiably.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frank: Option<FrankTag>,
+}
+
+/// `HMAC-SHA256(K_server[key_id], c ‖ group_id ‖ epoch ‖ server_time)`, where `c` is the
+/// commitment in the message's authenticated data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FrankTag {
+    pub key_id: u32,
+    pub epoch: u64,
+    pub tag: B64,
+}
+
+/// `POST /v1/reports`: reveal one received message to the server's admins, verifiably.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ReportRequest {
+    pub conversation_id: String,
+    /// The account and device the message came from (as delivered).
+    pub sender: String,
+    pub sender_device: u64,
+    /// The delivered message's `server_time` and franking tag.
+    pub server_time: u64,
+    pub frank: FrankTag,
+    /// The message body exactly as the sender committed to it.
+    pub core: B64,
+    /// The sender's franking key, from the decrypted payload.
+    pub fk: B64,
+    /// The sender's signature over the group id and the body's hash, from the payload.
+    pub sig: B64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ReportResponse {
+    pub report_id: u64,
+}
+
+/// `POST /v1/blocks`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BlockRequest {
+    pub username: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BlockList {
+    pub blocked: Vec<String>,
 }
 
 /// `GET /v1/queue?after=SEQ&limit=N`.

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     GroupFull,
     /// Only the group's admins may do this (add, remove others, change admins).
     NotAdmin,
+    /// A report that does not verify (tag, commitment or signature).
+    InvalidReport,
+    /// The account is suspended; the message says why.
+    Suspended,
     /// Slow down; `Retry-After` says for how long.
     RateLimited,
     /// No such route.
@@ -74,9 +78,10 @@ impl ErrorCode {
             | InvalidKeyPackage
             | TooManyKeyPackages
             | InvalidConversationId
+            | InvalidReport
             | InvalidMessage => 400,
             Unauthorized => 401,
-            Forbidden | NotAMember | NotAdmin => 403,
+            Forbidden | NotAMember | NotAdmin | Suspended => 403,
             UnknownUser | UnknownConversation | NotFound => 404,
             MethodNotAllowed => 405,
             UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages | GroupFull => 409,
@@ -112,6 +117,8 @@ impl ErrorCode {
             StaleEpoch => "stale_epoch",
             GroupFull => "group_full",
             NotAdmin => "not_admin",
+            InvalidReport => "invalid_report",
+            Suspended => "suspended",
             RateLimited => "rate_limited",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",

@@ -169,7 +169,7 @@ impl Store for PgStore {
 
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         let row = sqlx::query(
-            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key
+            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason
              FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
         )
         .bind(i(device))
@@ -186,6 +186,7 @@ impl Store for PgStore {
                 .try_into()
                 .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
             credential_key: r.try_get(4).map_err(backend)?,
+            suspended: r.try_get(5).map_err(backend)?,
         }))
     }
 
@@ -326,14 +327,15 @@ impl Store for PgStore {
     async fn create_conversation(&self, c: NewConversation) -> StoreResult<MessageId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         match sqlx::query(
-            "INSERT INTO conversations (id, created_at, epoch, group_state, poster)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO conversations (id, created_at, epoch, group_state, poster, direct)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&c.conversation)
         .bind(i(c.now))
         .bind(i(c.epoch))
         .bind(&c.group_state)
         .bind(&c.poster)
+        .bind(c.direct)
         .execute(&mut *tx)
         .await
         {
@@ -456,13 +458,13 @@ impl Store for PgStore {
     }
 
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
-        let poster: Option<Option<String>> =
-            sqlx::query_scalar("SELECT poster FROM conversations WHERE id = $1")
+        let row: Option<(Option<String>, bool)> =
+            sqlx::query_as("SELECT poster, direct FROM conversations WHERE id = $1")
                 .bind(conversation)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-        let Some(poster) = poster else { return Ok(None) };
+        let Some((poster, direct)) = row else { return Ok(None) };
         let members: Vec<i64> = sqlx::query_scalar(
             "SELECT device_id FROM conversation_members WHERE conversation = $1 ORDER BY device_id",
         )
@@ -470,7 +472,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        Ok(Some(Route { members: members.into_iter().map(u).collect(), poster }))
+        Ok(Some(Route { members: members.into_iter().map(u).collect(), poster, direct }))
     }
 
     async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
@@ -559,6 +561,218 @@ impl Store for PgStore {
         // PostgreSQL reuses the space of deleted rows itself (autovacuum); operators who need
         // deleted rows gone from disk at once run VACUUM FULL on `messages`.
         Ok(())
+    }
+
+    async fn franking_keys(&self) -> StoreResult<Vec<FrankingKey>> {
+        let rows: Vec<(i32, Vec<u8>, i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, key, created_at, retired_at FROM franking_keys ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, key, created_at, retired_at)| FrankingKey {
+                id: u32::try_from(id).unwrap_or(u32::MAX),
+                key,
+                created_at: u(created_at),
+                retired_at: retired_at.map(u),
+            })
+            .collect())
+    }
+
+    async fn add_franking_key(&self, key: Vec<u8>, now: Millis) -> StoreResult<u32> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("UPDATE franking_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let id: i32 = sqlx::query_scalar(
+            "INSERT INTO franking_keys (key, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(&key)
+        .bind(i(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u32::try_from(id).unwrap_or(u32::MAX))
+    }
+
+    async fn add_report(&self, r: NewReport) -> StoreResult<u64> {
+        sqlx::query(
+            "INSERT INTO reports (reporter, sender, sender_device, conversation, message_time,
+                text, reason, tag, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (reporter, tag) DO NOTHING",
+        )
+        .bind(&r.reporter)
+        .bind(&r.sender)
+        .bind(i(r.sender_device))
+        .bind(&r.conversation)
+        .bind(i(r.message_time))
+        .bind(&r.text)
+        .bind(&r.reason)
+        .bind(&r.tag)
+        .bind(i(r.now))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM reports WHERE reporter = $1 AND tag = $2")
+            .bind(&r.reporter)
+            .bind(&r.tag)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u(id))
+    }
+
+    async fn reports(&self) -> StoreResult<Vec<ReportRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, reporter, sender, sender_device, conversation, message_time, text,
+                    reason, created_at
+             FROM reports ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReportRecord {
+                    id: u(r.try_get(0)?),
+                    reporter: r.try_get(1)?,
+                    sender: r.try_get(2)?,
+                    sender_device: u(r.try_get(3)?),
+                    conversation: r.try_get(4)?,
+                    message_time: u(r.try_get(5)?),
+                    text: r.try_get(6)?,
+                    reason: r.try_get(7)?,
+                    created_at: u(r.try_get(8)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(backend)
+    }
+
+    async fn block(&self, blocker: &str, blocked: &str, now: Millis) -> StoreResult<()> {
+        let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE username = $1")
+            .bind(blocked)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if known.is_none() {
+            return Err(StoreError::UnknownUser);
+        }
+        sqlx::query(
+            "INSERT INTO blocks (blocker, blocked, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(blocker)
+        .bind(blocked)
+        .bind(i(now))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn unblock(&self, blocker: &str, blocked: &str) -> StoreResult<bool> {
+        let n = sqlx::query("DELETE FROM blocks WHERE blocker = $1 AND blocked = $2")
+            .bind(blocker)
+            .bind(blocked)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn blocked_by(&self, blocker: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked")
+            .bind(blocker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn devices_blocking(&self, sender: &str) -> StoreResult<Vec<DeviceId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT d.id FROM blocks b
+             JOIN accounts a ON a.username = b.blocker
+             JOIN devices d ON d.account_id = a.id
+             WHERE b.blocked = $1 ORDER BY d.id",
+        )
+        .bind(sender)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(ids.into_iter().map(u).collect())
+    }
+
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
+        let row = sqlx::query(
+            "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
+                    (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
+                    (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username)
+             FROM accounts a WHERE a.username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(r) = row else { return Ok(None) };
+        let get = || -> Result<AccountInfo, sqlx::Error> {
+            Ok(AccountInfo {
+                username: r.try_get(0)?,
+                kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(1)?)),
+                created_at: u(r.try_get(2)?),
+                suspended: r.try_get(3)?,
+                blocked_by: u(r.try_get(4)?),
+                reported_by: u(r.try_get(5)?),
+            })
+        };
+        get().map(Some).map_err(backend)
+    }
+
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
+        let n = sqlx::query("UPDATE accounts SET suspend_reason = $2 WHERE username = $1")
+            .bind(username)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+    }
+
+    async fn add_flag(&self, f: FlagRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO flags (username, action, reason, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&f.username)
+        .bind(&f.action)
+        .bind(&f.reason)
+        .bind(i(f.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn flags(&self) -> StoreResult<Vec<FlagRecord>> {
+        let rows: Vec<(String, String, String, i64)> =
+            sqlx::query_as("SELECT username, action, reason, created_at FROM flags ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(username, action, reason, at)| FlagRecord {
+                username,
+                action,
+                reason,
+                created_at: u(at),
+            })
+            .collect())
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {

@@ -62,6 +62,44 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN expires_at BIGINT;
      CREATE INDEX messages_expires ON messages (expires_at) WHERE expires_at IS NOT NULL;
      ALTER TABLE conversations ADD COLUMN poster TEXT;",
+    // 4: safety — blocks, verified reports, franking keys, suspensions and flags.
+    "ALTER TABLE conversations ADD COLUMN direct BOOLEAN NOT NULL DEFAULT FALSE;
+     ALTER TABLE accounts ADD COLUMN suspend_reason TEXT;
+     CREATE TABLE franking_keys (
+        id SERIAL PRIMARY KEY,
+        key BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT
+     );
+     CREATE TABLE reports (
+        id BIGSERIAL PRIMARY KEY,
+        reporter TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        sender_device BIGINT NOT NULL,
+        conversation BYTEA NOT NULL,
+        message_time BIGINT NOT NULL,
+        text TEXT NOT NULL,
+        reason TEXT,
+        tag BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (reporter, tag)
+     );
+     CREATE INDEX reports_sender ON reports (sender);
+     CREATE TABLE blocks (
+        blocker TEXT NOT NULL,
+        blocked TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+     );
+     CREATE INDEX blocks_blocked ON blocks (blocked);
+     CREATE TABLE flags (
+        id BIGSERIAL PRIMARY KEY,
+        username TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX flags_username ON flags (username);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

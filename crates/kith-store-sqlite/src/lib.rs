@@ -178,7 +178,7 @@ impl Store for SqliteStore {
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key
+                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason
                  FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
             )?
             .query_row(params![i(device)], |r| {
@@ -188,6 +188,7 @@ impl Store for SqliteStore {
                     kind: account_kind_from_code(r.get(2)?),
                     token_hash: hash32(r.get(3)?)?,
                     credential_key: r.get(4)?,
+                    suspended: r.get(5)?,
                 })
             })
             .optional()
@@ -335,9 +336,9 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let inserted = conn.execute(
-                    "INSERT INTO conversations (id, created_at, epoch, group_state, poster)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![c.conversation, i(c.now), i(c.epoch), c.group_state, c.poster],
+                    "INSERT INTO conversations (id, created_at, epoch, group_state, poster, direct)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![c.conversation, i(c.now), i(c.epoch), c.group_state, c.poster, c.direct],
                 );
                 match inserted {
                     Err(e) if is_unique_violation(&e) => return Err(StoreError::ConversationExists),
@@ -457,9 +458,11 @@ impl Store for SqliteStore {
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
         let conversation = conversation.to_vec();
         self.read(move |conn| {
-            let Some(poster) = conn
-                .prepare_cached("SELECT poster FROM conversations WHERE id = ?1")?
-                .query_row(params![conversation], |r| r.get::<_, Option<String>>(0))
+            let Some((poster, direct)) = conn
+                .prepare_cached("SELECT poster, direct FROM conversations WHERE id = ?1")?
+                .query_row(params![conversation], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?))
+                })
                 .optional()?
             else {
                 return Ok(None);
@@ -471,7 +474,7 @@ impl Store for SqliteStore {
                 )?
                 .query_map(params![conversation], |r| r.get::<_, i64>(0).map(u))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(Route { members, poster }))
+            Ok(Some(Route { members, poster, direct }))
         })
         .await
     }
@@ -573,6 +576,230 @@ impl Store for SqliteStore {
         self.inner.writer.checkpoint().await
     }
 
+    async fn franking_keys(&self) -> StoreResult<Vec<FrankingKey>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, key, created_at, retired_at FROM franking_keys ORDER BY id",
+            )?
+            .query_map([], |r| {
+                Ok(FrankingKey {
+                    id: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                    key: r.get(1)?,
+                    created_at: u(r.get(2)?),
+                    retired_at: r.get::<_, Option<i64>>(3)?.map(u),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn add_franking_key(&self, key: Vec<u8>, now: Millis) -> StoreResult<u32> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE franking_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                    params![i(now)],
+                )
+                .map_err(backend)?;
+                conn.execute(
+                    "INSERT INTO franking_keys (key, created_at) VALUES (?1, ?2)",
+                    params![key, i(now)],
+                )
+                .map_err(backend)?;
+                Ok(u32::try_from(conn.last_insert_rowid()).unwrap_or(u32::MAX))
+            })
+            .await
+    }
+
+    async fn add_report(&self, r: NewReport) -> StoreResult<u64> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT OR IGNORE INTO reports (reporter, sender, sender_device, conversation,
+                        message_time, text, reason, tag, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        r.reporter,
+                        r.sender,
+                        i(r.sender_device),
+                        r.conversation,
+                        i(r.message_time),
+                        r.text,
+                        r.reason,
+                        r.tag,
+                        i(r.now)
+                    ],
+                )
+                .map_err(backend)?;
+                conn.query_row(
+                    "SELECT id FROM reports WHERE reporter = ?1 AND tag = ?2",
+                    params![r.reporter, r.tag],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(u)
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn reports(&self) -> StoreResult<Vec<ReportRecord>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, reporter, sender, sender_device, conversation, message_time, text,
+                        reason, created_at
+                 FROM reports ORDER BY id",
+            )?
+            .query_map([], |r| {
+                Ok(ReportRecord {
+                    id: u(r.get(0)?),
+                    reporter: r.get(1)?,
+                    sender: r.get(2)?,
+                    sender_device: u(r.get(3)?),
+                    conversation: r.get(4)?,
+                    message_time: u(r.get(5)?),
+                    text: r.get(6)?,
+                    reason: r.get(7)?,
+                    created_at: u(r.get(8)?),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn block(&self, blocker: &str, blocked: &str, now: Millis) -> StoreResult<()> {
+        let (blocker, blocked) = (blocker.to_string(), blocked.to_string());
+        self.inner
+            .writer
+            .write(move |conn| {
+                if !account_is_known(conn, &blocked).map_err(backend)? {
+                    return Err(StoreError::UnknownUser);
+                }
+                conn.execute(
+                    "INSERT OR IGNORE INTO blocks (blocker, blocked, created_at) VALUES (?1, ?2, ?3)",
+                    params![blocker, blocked, i(now)],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn unblock(&self, blocker: &str, blocked: &str) -> StoreResult<bool> {
+        let (blocker, blocked) = (blocker.to_string(), blocked.to_string());
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2",
+                    params![blocker, blocked],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn blocked_by(&self, blocker: &str) -> StoreResult<Vec<String>> {
+        let blocker = blocker.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT blocked FROM blocks WHERE blocker = ?1 ORDER BY blocked")?
+                .query_map(params![blocker], |r| r.get(0))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn devices_blocking(&self, sender: &str) -> StoreResult<Vec<DeviceId>> {
+        let sender = sender.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT d.id FROM blocks b
+                 JOIN accounts a ON a.username = b.blocker
+                 JOIN devices d ON d.account_id = a.id
+                 WHERE b.blocked = ?1 ORDER BY d.id",
+            )?
+            .query_map(params![sender], |r| r.get::<_, i64>(0).map(u))?
+            .collect()
+        })
+        .await
+    }
+
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
+                        (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
+                        (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username)
+                 FROM accounts a WHERE a.username = ?1",
+            )?
+            .query_row(params![username], |r| {
+                Ok(AccountInfo {
+                    username: r.get(0)?,
+                    kind: account_kind_from_code(r.get(1)?),
+                    created_at: u(r.get(2)?),
+                    suspended: r.get(3)?,
+                    blocked_by: u(r.get(4)?),
+                    reported_by: u(r.get(5)?),
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE accounts SET suspend_reason = ?2 WHERE username = ?1",
+                        params![username, reason],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn add_flag(&self, f: FlagRecord) -> StoreResult<()> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO flags (username, action, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![f.username, f.action, f.reason, i(f.created_at)],
+                )
+                .map(|_| ())
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn flags(&self) -> StoreResult<Vec<FlagRecord>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT username, action, reason, created_at FROM flags ORDER BY id",
+            )?
+            .query_map([], |r| {
+                Ok(FlagRecord {
+                    username: r.get(0)?,
+                    action: r.get(1)?,
+                    reason: r.get(2)?,
+                    created_at: u(r.get(3)?),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|conn| {
             let count = |table: &str| -> Result<u64, rusqlite::Error> {
@@ -589,4 +816,12 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+fn account_is_known(conn: &Connection, username: &str) -> Result<bool, rusqlite::Error> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE username = ?1")?
+        .query_row(params![username], |_| Ok(()))
+        .optional()?
+        .is_some())
 }

@@ -62,6 +62,44 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN expires_at INTEGER;
      CREATE INDEX messages_expires ON messages (expires_at) WHERE expires_at IS NOT NULL;
      ALTER TABLE conversations ADD COLUMN poster TEXT;",
+    // 4: safety — blocks, verified reports, franking keys, suspensions and flags.
+    "ALTER TABLE conversations ADD COLUMN direct INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE accounts ADD COLUMN suspend_reason TEXT;
+     CREATE TABLE franking_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER
+     );
+     CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reporter TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        sender_device INTEGER NOT NULL,
+        conversation BLOB NOT NULL,
+        message_time INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        reason TEXT,
+        tag BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (reporter, tag)
+     );
+     CREATE INDEX reports_sender ON reports (sender);
+     CREATE TABLE blocks (
+        blocker TEXT NOT NULL,
+        blocked TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+     ) WITHOUT ROWID;
+     CREATE INDEX blocks_blocked ON blocks (blocked);
+     CREATE TABLE flags (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX flags_username ON flags (username);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

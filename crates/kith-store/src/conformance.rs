@@ -27,6 +27,7 @@ macro_rules! conformance_suite {
             group_updates_are_ordered_by_epoch,
             devices_are_found_by_key,
             expiring_messages_go_at_their_time,
+            safety_records,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -71,6 +72,7 @@ async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
             group_state: b"state-1".to_vec(),
             now: NOW,
             poster: None,
+            direct: true,
         })
         .await
         .unwrap();
@@ -228,6 +230,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         group_state: vec![],
         now: NOW,
         poster: None,
+        direct: false,
     };
     assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
     let ghost = NewConversation {
@@ -239,6 +242,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         group_state: vec![],
         now: NOW,
         poster: None,
+        direct: false,
     };
     assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
     // The refused conversation left nothing behind.
@@ -425,11 +429,14 @@ pub async fn expiring_messages_go_at_their_time(store: Arc<dyn Store>) {
             group_state: vec![],
             now: NOW,
             poster: Some("alice".into()),
+            direct: false,
         })
         .await
         .unwrap();
     let route = store.conversation_route(&conv(3)).await.unwrap().unwrap();
     assert_eq!(route.poster.as_deref(), Some("alice"));
+    assert!(!route.direct);
+    assert!(store.conversation_route(&conv(1)).await.unwrap().is_none());
     let story = NewMessage {
         conversation: conv(3),
         expires_at: Some(NOW + 100),
@@ -446,4 +453,77 @@ pub async fn expiring_messages_go_at_their_time(store: Arc<dyn Store>) {
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.messages, counts.queue_entries), (1, 1));
     store.compact().await.unwrap();
+}
+
+pub async fn safety_records(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    assert!(store.conversation_route(&conv(1)).await.unwrap().unwrap().direct);
+
+    // Franking keys: a new key retires the one in use.
+    assert!(store.franking_keys().await.unwrap().is_empty());
+    let k1 = store.add_franking_key(vec![1; 32], NOW).await.unwrap();
+    let k2 = store.add_franking_key(vec![2; 32], NOW + 5).await.unwrap();
+    let keys = store.franking_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!((keys[0].id, keys[0].retired_at), (k1, Some(NOW + 5)));
+    assert_eq!((keys[1].id, keys[1].retired_at, keys[1].key.clone()), (k2, None, vec![2; 32]));
+
+    // Blocks.
+    store.block("bob", "alice", NOW).await.unwrap();
+    store.block("bob", "alice", NOW).await.unwrap();
+    assert!(matches!(store.block("bob", "nobody", NOW).await, Err(StoreError::UnknownUser)));
+    assert_eq!(store.blocked_by("bob").await.unwrap(), ["alice"]);
+    assert_eq!(store.devices_blocking("alice").await.unwrap(), [b]);
+    assert!(store.devices_blocking("bob").await.unwrap().is_empty());
+
+    // Reports: one per reporter and message.
+    let report = NewReport {
+        reporter: "bob".into(),
+        sender: "alice".into(),
+        sender_device: a,
+        conversation: conv(1),
+        message_time: NOW,
+        text: "the reported text".into(),
+        reason: Some("spam".into()),
+        tag: vec![7; 32],
+        now: NOW + 1,
+    };
+    let id = store.add_report(report.clone()).await.unwrap();
+    assert_eq!(store.add_report(report.clone()).await.unwrap(), id);
+    let all = store.reports().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].sender.as_str(), all[0].text.as_str(), all[0].reason.as_deref()),
+        ("alice", "the reported text", Some("spam"))
+    );
+
+    let info = store.account_info("alice").await.unwrap().unwrap();
+    assert_eq!((info.blocked_by, info.reported_by, info.suspended.clone()), (1, 1, None));
+    assert_eq!(info.created_at, NOW);
+    assert!(store.account_info("nobody").await.unwrap().is_none());
+
+    // Suspension shows in authentication.
+    store.set_suspended("alice", Some("spam to strangers".into())).await.unwrap();
+    assert_eq!(
+        store.device_auth(a).await.unwrap().unwrap().suspended.as_deref(),
+        Some("spam to strangers")
+    );
+    store.set_suspended("alice", None).await.unwrap();
+    assert_eq!(store.device_auth(a).await.unwrap().unwrap().suspended, None);
+    assert!(matches!(store.set_suspended("nobody", None).await, Err(StoreError::UnknownUser)));
+
+    store
+        .add_flag(FlagRecord {
+            username: "alice".into(),
+            action: "suspend".into(),
+            reason: "why".into(),
+            created_at: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.flags().await.unwrap()[0].action, "suspend");
+
+    assert!(store.unblock("bob", "alice").await.unwrap());
+    assert!(!store.unblock("bob", "alice").await.unwrap());
+    assert!(store.devices_blocking("alice").await.unwrap().is_empty());
 }

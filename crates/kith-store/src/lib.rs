@@ -100,6 +100,8 @@ pub struct DeviceAuth {
     pub token_hash: [u8; 32],
     /// The device's Ed25519 public key (its MLS signature key).
     pub credential_key: Vec<u8>,
+    /// Why the account is suspended, if it is.
+    pub suspended: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +151,8 @@ pub struct NewConversation {
     pub now: Millis,
     /// The only account allowed to post application messages (a story channel's owner).
     pub poster: Option<String>,
+    /// A 1:1 conversation (where blocks apply).
+    pub direct: bool,
 }
 
 /// Where a conversation's messages go, and who may post.
@@ -158,6 +162,69 @@ pub struct Route {
     pub members: Vec<DeviceId>,
     /// The only account allowed to post application messages, if restricted.
     pub poster: Option<String>,
+    /// A 1:1 conversation.
+    pub direct: bool,
+}
+
+/// A server key for franking tags. The newest unretired one signs; retired ones still verify
+/// for the retention period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrankingKey {
+    pub id: u32,
+    pub key: Vec<u8>,
+    pub created_at: Millis,
+    pub retired_at: Option<Millis>,
+}
+
+/// A verified report of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReport {
+    pub reporter: String,
+    pub sender: String,
+    pub sender_device: DeviceId,
+    pub conversation: Vec<u8>,
+    pub message_time: Millis,
+    /// The reported message's text, revealed by the reporter.
+    pub text: String,
+    pub reason: Option<String>,
+    /// The franking tag: one report per reporter and message.
+    pub tag: Vec<u8>,
+    pub now: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRecord {
+    pub id: u64,
+    pub reporter: String,
+    pub sender: String,
+    pub sender_device: DeviceId,
+    pub conversation: Vec<u8>,
+    pub message_time: Millis,
+    pub text: String,
+    pub reason: Option<String>,
+    pub created_at: Millis,
+}
+
+/// An account as the safety policy and the admin see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub username: String,
+    pub kind: AccountKind,
+    pub created_at: Millis,
+    pub suspended: Option<String>,
+    /// Distinct accounts that block it.
+    pub blocked_by: u64,
+    /// Distinct accounts that reported it.
+    pub reported_by: u64,
+}
+
+/// An action the safety policy (or an admin) took, with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlagRecord {
+    pub username: String,
+    pub action: String,
+    pub reason: String,
+    pub created_at: Millis,
 }
 
 /// The server's copy of a conversation's public MLS state.
@@ -289,4 +356,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the store holds now.
     async fn counts(&self) -> StoreResult<StoreCounts>;
+
+    /// Every franking key, oldest first.
+    async fn franking_keys(&self) -> StoreResult<Vec<FrankingKey>>;
+
+    /// Adds a franking key and retires the ones in use (they keep verifying for a while).
+    async fn add_franking_key(&self, key: Vec<u8>, now: Millis) -> StoreResult<u32>;
+
+    /// Records a verified report. Reporting the same message (tag) twice returns the first
+    /// report's id.
+    async fn add_report(&self, report: NewReport) -> StoreResult<u64>;
+
+    /// Every report, oldest first.
+    async fn reports(&self) -> StoreResult<Vec<ReportRecord>>;
+
+    /// `blocker` blocks `blocked` (idempotent). `Err(UnknownUser)` if `blocked` does not exist.
+    async fn block(&self, blocker: &str, blocked: &str, now: Millis) -> StoreResult<()>;
+
+    /// Lifts a block; returns whether there was one.
+    async fn unblock(&self, blocker: &str, blocked: &str) -> StoreResult<bool>;
+
+    /// The accounts `blocker` blocks, by name.
+    async fn blocked_by(&self, blocker: &str) -> StoreResult<Vec<String>>;
+
+    /// The devices of every account that blocks `sender`.
+    async fn devices_blocking(&self, sender: &str) -> StoreResult<Vec<DeviceId>>;
+
+    /// The account, with what safety needs to know, `Ok(None)` if there is none.
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>>;
+
+    /// Suspends (with a reason) or, with `None`, reinstates an account. `Err(UnknownUser)`.
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
+
+    /// Records an action taken against an account.
+    async fn add_flag(&self, flag: FlagRecord) -> StoreResult<()>;
+
+    /// Every recorded action, oldest first.
+    async fn flags(&self) -> StoreResult<Vec<FlagRecord>>;
 }
