@@ -141,7 +141,7 @@ async fn errors_are_plain_and_exit_non_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_family_group_from_the_command_line() {
-    let config = kith_testkit::ServerConfig { max_group_size: 3, ..Default::default() };
+    let config = kith_testkit::ServerConfig { max_group_size: 3, ..kith_testkit::test_config() };
     let server =
         TestServer::start_with(config, std::sync::Arc::new(kith_testkit::SystemClock)).await;
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();

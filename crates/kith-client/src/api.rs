@@ -121,6 +121,19 @@ impl Api {
             .await
     }
 
+    pub async fn report(&self, req: &ReportRequest) -> ClientResult<ReportResponse> {
+        self.call(Method::POST, "/v1/reports", Some(req)).await
+    }
+
+    pub async fn block(&self, username: &str) -> ClientResult<BlockList> {
+        self.call(Method::POST, "/v1/blocks", Some(&BlockRequest { username: username.into() }))
+            .await
+    }
+
+    pub async fn unblock(&self, username: &str) -> ClientResult<BlockList> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/blocks/{username}"), None).await
+    }
+
     pub async fn fetch(&self, after: u64, limit: u32) -> ClientResult<FetchResponse> {
         self.call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
             .await

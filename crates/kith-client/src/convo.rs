@@ -8,7 +8,7 @@ use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
 use crate::mls;
-use crate::payload::{Body, Payload, valid_group_name};
+use kith_proto::payload::{Body, Payload, valid_group_name};
 
 /// Largest text a message may carry.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -240,12 +240,16 @@ impl Client {
         let bytes = {
             let provider = self.provider();
             let signer = mls::load_signer(&provider, &me.signature_key)?;
-            let gid = GroupId::from_slice(&conversation_bytes(conversation)?);
-            let mut group = MlsGroup::load(provider.storage(), &gid)
+            let group_id = conversation_bytes(conversation)?;
+            let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&group_id))
                 .map_err(ClientError::mls)?
                 .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
+            // Franking: commit to the body with a fresh key, and sign it for the server.
+            let (franked, commitment) =
+                crate::franking::frank(&provider, &signer, &group_id, &payload.encode())?;
+            group.set_aad(commitment);
             let out = group
-                .create_message(&provider, &signer, &payload.encode())
+                .create_message(&provider, &signer, &franked.encode())
                 .map_err(ClientError::mls)?;
             out.tls_serialize_detached().map_err(ClientError::mls)?
         };

@@ -12,7 +12,7 @@ use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult};
 use crate::local::{self, ConversationKind, Message};
 use crate::mls::{self, Provider};
-use crate::payload::{Body, valid_group_name};
+use kith_proto::payload::{Body, valid_group_name};
 
 /// Attempts at one change before giving up on a group that keeps moving.
 const MAX_COMMIT_ATTEMPTS: usize = 10;

@@ -7,6 +7,8 @@
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
 //! - `process`: one received entry into local state (join, decrypt, apply a commit);
+//! - `franking` and `safety`: committing to and checking every message so a recipient can
+//!   report one verifiably; blocking;
 //! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
 //!   deleted text off the disk;
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
@@ -38,11 +40,12 @@ mod api;
 mod client;
 mod convo;
 mod error;
+mod franking;
 mod groups;
 mod local;
 mod mls;
-mod payload;
 mod process;
+mod safety;
 mod timers;
 
 pub use client::{Client, PushConnection, SyncReport};

@@ -126,6 +126,23 @@ CREATE TABLE IF NOT EXISTS kith_contacts (
     username TEXT PRIMARY KEY,
     since INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kith_blocked (
+    username TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kith_franks (
+    message_id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    server_time INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    tag BLOB NOT NULL,
+    core BLOB NOT NULL,
+    fk BLOB NOT NULL,
+    sig BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_processed (
     message_id INTEGER PRIMARY KEY,
     processed_at INTEGER NOT NULL
@@ -352,15 +369,123 @@ pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
 
 /// Deletes every message whose time is up. Returns how many went.
 pub fn purge_expired(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
-    conn.execute(
+    let gone = conn.execute(
         "DELETE FROM kith_messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
         params![i(now)],
-    )
+    )?;
+    if gone > 0 {
+        forget_orphan_franks(conn)?;
+    }
+    Ok(gone)
 }
 
 /// Deletes a conversation's whole history.
 pub fn delete_messages(conn: &Connection, conversation: &str) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM kith_messages WHERE conversation = ?1", params![conversation])
+    let gone =
+        conn.execute("DELETE FROM kith_messages WHERE conversation = ?1", params![conversation])?;
+    forget_orphan_franks(conn)?;
+    Ok(gone)
+}
+
+/// What a report of one received message needs (it holds the message's text).
+#[derive(Clone, Debug)]
+pub struct Frank {
+    pub message_id: String,
+    pub conversation: String,
+    pub sender: String,
+    pub sender_device: u64,
+    pub server_time: u64,
+    pub key_id: u32,
+    pub epoch: u64,
+    pub tag: Vec<u8>,
+    pub core: Vec<u8>,
+    pub fk: Vec<u8>,
+    pub sig: Vec<u8>,
+}
+
+pub fn store_frank(conn: &Connection, f: &Frank) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO kith_franks (message_id, conversation, sender, sender_device,
+            server_time, key_id, epoch, tag, core, fk, sig)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            f.message_id,
+            f.conversation,
+            f.sender,
+            i(f.sender_device),
+            i(f.server_time),
+            f.key_id,
+            i(f.epoch),
+            f.tag,
+            f.core,
+            f.fk,
+            f.sig
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn frank(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<Frank>> {
+    conn.query_row(
+        "SELECT message_id, conversation, sender, sender_device, server_time, key_id, epoch, tag,
+                core, fk, sig
+         FROM kith_franks WHERE message_id = ?1",
+        params![message_id],
+        |r| {
+            Ok(Frank {
+                message_id: r.get(0)?,
+                conversation: r.get(1)?,
+                sender: r.get(2)?,
+                sender_device: u(r.get(3)?),
+                server_time: u(r.get(4)?),
+                key_id: r.get(5)?,
+                epoch: u(r.get(6)?),
+                tag: r.get(7)?,
+                core: r.get(8)?,
+                fk: r.get(9)?,
+                sig: r.get(10)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// A frank holds the message's text: it goes when the message goes.
+fn forget_orphan_franks(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM kith_franks WHERE message_id NOT IN (SELECT id FROM kith_messages)",
+        [],
+    )
+}
+
+pub fn set_blocked(
+    conn: &Connection,
+    username: &str,
+    blocked: bool,
+    now: u64,
+) -> rusqlite::Result<()> {
+    if blocked {
+        conn.execute(
+            "INSERT OR IGNORE INTO kith_blocked (username, since) VALUES (?1, ?2)",
+            params![username, i(now)],
+        )?;
+    } else {
+        conn.execute("DELETE FROM kith_blocked WHERE username = ?1", params![username])?;
+    }
+    Ok(())
+}
+
+pub fn is_blocked(conn: &Connection, username: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM kith_blocked WHERE username = ?1", params![username], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn blocked(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT username FROM kith_blocked ORDER BY username")?
+        .query_map([], |r| r.get(0))?
+        .collect()
 }
 
 /// Folds the WAL into the database and truncates it, so deleted rows (already overwritten in

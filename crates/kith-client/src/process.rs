@@ -11,7 +11,7 @@ use crate::client::{Client, Outcome, conversation_bytes, now_millis};
 use crate::error::{ClientError, ClientResult};
 use crate::local::{self, Conversation, ConversationKind, Message};
 use crate::mls;
-use crate::payload::{Body, Payload};
+use kith_proto::payload::{Body, Payload};
 
 /// A system line (who joined, left, was promoted) attached to a received entry.
 fn system(
@@ -58,6 +58,9 @@ impl Client {
         }
         let meta = mls::meta_of(&group)
             .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+        if meta.kind == GroupType::Direct && local::is_blocked(&self.conn, &entry.sender)? {
+            return Err(ClientError::Mls("a conversation from a blocked account".into()));
+        }
         let others: BTreeSet<String> = group
             .members()
             .filter_map(|m| mls::identity(&m.credential))
@@ -120,16 +123,52 @@ impl Client {
             Sender::Member(leaf) => Some(*leaf),
             _ => None,
         };
+        let aad = processed.aad().to_vec();
         let mut lines = Vec::new();
         let mut messages = Vec::new();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                let payload = Payload::decode(&app.into_bytes())
+                let sender_key = sender_leaf
+                    .and_then(|leaf| group.members().find(|m| m.index == leaf))
+                    .map(|m| m.signature_key)
+                    .ok_or_else(|| ClientError::Mls("no sender leaf".into()))?;
+                let franked = crate::franking::check(
+                    &provider,
+                    group.group_id().as_slice(),
+                    &aad,
+                    &app.into_bytes(),
+                    &sender_key,
+                )?;
+                let payload = Payload::decode(&franked.core.0)
                     .ok_or_else(|| ClientError::Mls("unreadable payload".into()))?;
                 let local =
                     local::conversation(&self.conn, &entry.conversation_id)?.ok_or_else(|| {
                         ClientError::UnknownConversation(entry.conversation_id.clone())
                     })?;
+                // A blocked account's 1:1 messages that reached us anyway are dropped.
+                if local.kind == ConversationKind::Direct && local::is_blocked(&self.conn, &sender)?
+                {
+                    return Err(ClientError::Mls("a message from a blocked account".into()));
+                }
+                // Keep what a report of this message needs, as long as the message lives.
+                if let Some(frank) = &entry.frank {
+                    local::store_frank(
+                        &self.conn,
+                        &local::Frank {
+                            message_id: payload.id.clone(),
+                            conversation: entry.conversation_id.clone(),
+                            sender: sender.clone(),
+                            sender_device: entry.sender_device,
+                            server_time: entry.server_time,
+                            key_id: frank.key_id,
+                            epoch: frank.epoch,
+                            tag: frank.tag.0.clone(),
+                            core: franked.core.0.clone(),
+                            fk: franked.fk.0.clone(),
+                            sig: franked.sig.0.clone(),
+                        },
+                    )?;
+                }
                 let now = now_millis();
                 match payload.body {
                     Body::Text { text } => {

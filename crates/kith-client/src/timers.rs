@@ -23,7 +23,7 @@ use kith_proto::*;
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult};
 use crate::local::{self, Conversation, ConversationKind, Message};
-use crate::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
+use kith_proto::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
 
 /// A story as the CLI and SDK show it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -140,7 +140,7 @@ async fn a_stale_member_catches_up_after_many_epochs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_size_limit_is_enforced_by_client_and_server() {
-    let config = ServerConfig { max_group_size: 3, ..Default::default() };
+    let config = ServerConfig { max_group_size: 3, ..kith_testkit::test_config() };
     let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
     let mut alice = server.user("alice").await;
     let _bob = server.user("bob").await;

@@ -115,7 +115,7 @@ async fn a_story_reaches_contacts_only_and_only_its_owner_posts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
-    let config = ServerConfig { story_ttl_seconds: 1, ..Default::default() };
+    let config = ServerConfig { story_ttl_seconds: 1, ..kith_testkit::test_config() };
     let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;

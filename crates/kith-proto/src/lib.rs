@@ -9,13 +9,16 @@
 //! - [`error`]: the stable error codes and the `{"error": {"code", "message"}}` body;
 //! - [`group`]: the Kith extension in an MLS group's context (conversation type, admins);
 //! - [`ids`]: usernames and conversation ids, and the rules that make them valid;
-//! - [`api`]: request and response bodies, queue entries and WebSocket frames.
+//! - [`api`]: request and response bodies, queue entries and WebSocket frames;
+//! - [`payload`]: what travels inside MLS application messages (never seen by the server, but
+//!   for the one message a recipient reports), with its franking fields.
 
 pub mod api;
 pub mod b64;
 pub mod error;
 pub mod group;
 pub mod ids;
+pub mod payload;
 
 pub use api::*;
 pub use b64::B64;

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_group_size: usize,
     /// How long a story lives on the server (default 24 h).
     pub story_ttl_seconds: u64,
+    /// The safety policy's thresholds (`[safety]` in the file).
+    pub safety: crate::safety::SafetyConfig,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             max_key_packages_per_device: 1000,
             max_group_size: 1024,
             story_ttl_seconds: 86_400,
+            safety: Default::default(),
         }
     }
 }
@@ -74,6 +77,7 @@ pub struct FileConfig {
     pub max_key_packages_per_device: Option<u64>,
     pub max_group_size: Option<usize>,
     pub story_ttl_seconds: Option<u64>,
+    pub safety: Option<crate::safety::SafetyConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +137,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .story_ttl_seconds
             .or(file.story_ttl_seconds)
             .unwrap_or(d.story_ttl_seconds),
+        safety: file.safety.unwrap_or_default(),
     };
     if config.story_ttl_seconds == 0 {
         return Err(ConfigError::Invalid("story_ttl_seconds must be at least 1".into()));

@@ -10,13 +10,24 @@ use kith_store::StoreError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (rate limits, cool-offs).
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after: None }
+    }
+
+    /// `429 rate_limited` with `Retry-After`.
+    pub fn slow_down(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after: Some(retry_after.max(1)),
+        }
     }
 
     pub fn unauthorized(why: &str) -> Self {
@@ -59,6 +70,11 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response =
             (status, axum::Json(ErrorBody::new(self.code, self.message))).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.code == ErrorCode::Unauthorized {
             response
                 .headers_mut()

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -30,15 +31,21 @@ pub struct AuthedDevice {
 /// await.
 #[derive(Default)]
 pub struct AuthCache {
-    devices: Mutex<HashMap<DeviceId, DeviceAuth>>,
+    devices: Mutex<HashMap<DeviceId, (DeviceAuth, Instant)>>,
 }
+
+/// How long a cached record is trusted. An admin's suspension from another process (or
+/// another node) takes effect within this time.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// Bounds the cache; past it the cache starts again empty (cheap, and rare).
 const AUTH_CACHE_MAX: usize = 100_000;
 
 impl AuthCache {
     fn get(&self, device: DeviceId) -> Option<DeviceAuth> {
-        self.devices.lock().ok()?.get(&device).cloned()
+        let map = self.devices.lock().ok()?;
+        let (auth, at) = map.get(&device)?;
+        (at.elapsed() < AUTH_CACHE_TTL).then(|| auth.clone())
     }
 
     fn put(&self, auth: DeviceAuth) {
@@ -46,7 +53,7 @@ impl AuthCache {
             if map.len() >= AUTH_CACHE_MAX {
                 map.clear();
             }
-            map.insert(auth.device_id, auth);
+            map.insert(auth.device_id, (auth, Instant::now()));
         }
     }
 
@@ -54,6 +61,13 @@ impl AuthCache {
     pub fn forget(&self, device: DeviceId) {
         if let Ok(mut map) = self.devices.lock() {
             map.remove(&device);
+        }
+    }
+
+    /// Forget every device of an account (e.g. when it is suspended).
+    pub fn forget_account(&self, username: &str) {
+        if let Ok(mut map) = self.devices.lock() {
+            map.retain(|_, (a, _)| a.username != username);
         }
     }
 }
@@ -96,6 +110,12 @@ impl AuthedDevice {
         };
         if !bool::from(token_hash(token).ct_eq(&auth.token_hash)) {
             return Err(ApiError::unauthorized("unknown device or wrong token"));
+        }
+        if let Some(reason) = &auth.suspended {
+            return Err(ApiError::new(
+                ErrorCode::Suspended,
+                format!("this account is suspended: {reason}"),
+            ));
         }
         Ok(AuthedDevice {
             device_id: auth.device_id,

@@ -16,7 +16,8 @@
 //! - [`push`]: wake-ups for connected devices when their queue grows;
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
 //! - [`metrics`]: Prometheus counters;
-//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations;
+//! - [`safety`]: message franking and verified reports, and the metadata-only abuse policy.
 //!
 //! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
 //! it needs, and logs neither content, tokens nor keys.
@@ -31,6 +32,7 @@ pub mod openapi;
 pub mod push;
 pub mod retention;
 pub mod routes;
+pub mod safety;
 pub mod state;
 
 use std::future::Future;
@@ -49,13 +51,14 @@ pub async fn run(
     let sweeper = tokio::spawn(retention::sweep_forever(state.clone()));
     let closing = state.clone();
     let app = app(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections");
-            closing.begin_shutdown();
-        })
-        .await;
+    let result =
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing connections");
+                closing.begin_shutdown();
+            })
+            .await;
     sweeper.abort();
     result
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kith_server::config::{self, FileConfig, Overrides, ServerConfig};
-use kith_server::{AppState, SystemClock};
+use kith_server::{AppState, Clock, SystemClock};
 use kith_store::Store;
 
 #[derive(Parser)]
@@ -41,6 +41,39 @@ enum Command {
 enum AdminCommand {
     /// How many accounts, devices, messages and queue entries the store holds.
     Stats(Common),
+    /// Verified reports: sender, reporter, time, reason and the reported text.
+    Reports {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend an account: every request of its devices is refused.
+    Suspend {
+        username: String,
+        #[arg(long, default_value = "suspended by an admin")]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lift a suspension.
+    Unsuspend {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Accounts the safety policy (or an admin) acted against.
+    Accounts {
+        /// Only accounts with recorded actions (the only listing for now).
+        #[arg(long)]
+        flagged: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Start a new franking key; the old one keeps verifying for the retention period.
+    RotateFrankingKey(Common),
 }
 
 #[derive(Args, Clone)]
@@ -89,6 +122,136 @@ impl Common {
                 story_ttl_seconds: self.story_ttl_seconds,
             },
         )?)
+    }
+}
+
+mod admin {
+    //! `kithd admin …`: operations on the server's data, beside or without a running server.
+
+    use super::*;
+    use serde_json::json;
+
+    /// RFC 3339 to the second.
+    fn time(ms: u64) -> String {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    }
+
+    pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
+        let now = kith_server::SystemClock.now_millis();
+        match command {
+            AdminCommand::Stats(common) => {
+                let store = open_store(&common.resolve()?).await?;
+                let c = store.counts().await?;
+                println!(
+                    "accounts {}\ndevices {}\nmessages {}\nqueue_entries {}\nkey_packages {}",
+                    c.accounts, c.devices, c.messages, c.queue_entries, c.key_packages
+                );
+            }
+            AdminCommand::Reports { common, json } => {
+                let store = open_store(&common.resolve()?).await?;
+                let reports = store.reports().await?;
+                for r in &reports {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({
+                                "id": r.id,
+                                "sender": r.sender,
+                                "sender_device": r.sender_device,
+                                "reporter": r.reporter,
+                                "sent_at": r.message_time,
+                                "reported_at": r.created_at,
+                                "reason": r.reason,
+                                "text": r.text,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "#{} {} reported {} (message of {}): {:?}  reason: {}",
+                            r.id,
+                            r.reporter,
+                            r.sender,
+                            time(r.message_time),
+                            r.text,
+                            r.reason.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+                if reports.is_empty() && !json {
+                    eprintln!("No reports.");
+                }
+            }
+            AdminCommand::Suspend { username, reason, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                store.set_suspended(&username, Some(reason.clone())).await?;
+                store
+                    .add_flag(kith_store::FlagRecord {
+                        username: username.clone(),
+                        action: "suspend".into(),
+                        reason: format!("admin: {reason}"),
+                        created_at: now,
+                    })
+                    .await?;
+                println!("Suspended {username}.");
+            }
+            AdminCommand::Unsuspend { username, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                store.set_suspended(&username, None).await?;
+                store
+                    .add_flag(kith_store::FlagRecord {
+                        username: username.clone(),
+                        action: "unsuspend".into(),
+                        reason: "admin".into(),
+                        created_at: now,
+                    })
+                    .await?;
+                println!("Reinstated {username}.");
+            }
+            AdminCommand::Accounts { flagged: _, json, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                let flags = store.flags().await?;
+                let mut names: Vec<&str> = flags.iter().map(|f| f.username.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let info = store.account_info(name).await?;
+                    let actions: Vec<_> = flags.iter().filter(|f| f.username == name).collect();
+                    let suspended = info.as_ref().and_then(|i| i.suspended.clone());
+                    if json {
+                        let list: Vec<_> = actions
+                            .iter()
+                            .map(|f| json!({"action": f.action, "reason": f.reason, "at": f.created_at}))
+                            .collect();
+                        println!(
+                            "{}",
+                            json!({
+                                "username": name,
+                                "suspended": suspended,
+                                "blocked_by": info.as_ref().map(|i| i.blocked_by),
+                                "reported_by": info.as_ref().map(|i| i.reported_by),
+                                "actions": list,
+                            })
+                        );
+                    } else {
+                        let state = match &suspended {
+                            Some(r) => format!("SUSPENDED ({r})"),
+                            None => "active".into(),
+                        };
+                        println!("{name}: {state}");
+                        for f in actions {
+                            println!("  {} {}: {}", time(f.created_at), f.action, f.reason);
+                        }
+                    }
+                }
+            }
+            AdminCommand::RotateFrankingKey(common) => {
+                let store = open_store(&common.resolve()?).await?;
+                let id = kith_server::safety::franking::Franking::rotate(&*store, now).await?;
+                println!("New franking key {id}; running servers pick it up within a minute.");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -157,19 +320,11 @@ async fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let backend = if config.database_url.is_some() { "postgres" } else { "sqlite" };
             tracing::info!(%addr, backend, data = %config.data.display(), "kithd listening");
-            let state = AppState::new(store, config, Arc::new(SystemClock));
+            let state = AppState::build(store, config, Arc::new(SystemClock)).await?;
             kith_server::run(listener, state, shutdown_signal()).await?;
             tracing::info!("kithd stopped");
         }
-        Command::Admin { command: AdminCommand::Stats(common) } => {
-            let config = common.resolve()?;
-            let store = open_store(&config).await?;
-            let c = store.counts().await?;
-            println!(
-                "accounts {}\ndevices {}\nmessages {}\nqueue_entries {}\nkey_packages {}",
-                c.accounts, c.devices, c.messages, c.queue_entries, c.key_packages
-            );
-        }
+        Command::Admin { command } => admin::run(command).await?,
     }
     Ok(())
 }

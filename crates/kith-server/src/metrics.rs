@@ -13,6 +13,11 @@ pub struct StatusLabel {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub responses: Family<StatusLabel, Counter>,
@@ -24,6 +29,10 @@ pub struct Metrics {
     pub key_packages_claimed: Counter,
     pub retention_deleted: Counter,
     pub websockets: Gauge,
+    /// Safety actions taken (slow_down, cool_off, suspend).
+    pub safety_actions: Family<ActionLabel, Counter>,
+    /// Verified reports received.
+    pub reports: Counter,
     /// Server time to validate and store a new conversation.
     pub create_seconds: Histogram,
     /// Server time to validate and store a commit or proposal.
@@ -56,6 +65,8 @@ impl Metrics {
             key_packages_claimed: Counter::default(),
             retention_deleted: Counter::default(),
             websockets: Gauge::default(),
+            safety_actions: Family::default(),
+            reports: Counter::default(),
             create_seconds: latency(),
             handshake_seconds: latency(),
             send_seconds: latency(),
@@ -94,6 +105,8 @@ impl Metrics {
             m.retention_deleted.clone(),
         );
         registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
+        registry.register("safety_actions", "Safety actions taken", m.safety_actions.clone());
+        registry.register("reports", "Verified reports received", m.reports.clone());
         registry.register(
             "create_seconds",
             "Time to accept a new conversation",

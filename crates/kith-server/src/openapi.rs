@@ -15,6 +15,7 @@ use crate::routes::*;
         keys::upload, keys::claim,
         conversations::create, conversations::send, handshake::handshake,
         queue::fetch, queue::ack, ws::connect,
+        reports::report, blocks::block, blocks::unblock, blocks::blocked,
     ),
     components(schemas(kith_proto::ServerFrame, kith_proto::ClientFrame)),
     modifiers(&Bearer),

@@ -9,6 +9,8 @@ use crate::state::AppState;
 pub async fn sweep_once(state: &AppState) -> Result<u64, kith_store::StoreError> {
     let now = state.now();
     let cutoff = now.saturating_sub(state.config.retention_millis());
+    state.safety.prune(now);
+    state.franking.reload(&*state.store).await?;
     let gone = state.store.sweep_expired(cutoff, now).await?;
     if gone > 0 {
         tracing::info!(messages = gone, "retention sweep deleted expired or undelivered messages");

@@ -59,12 +59,22 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// One lock per conversation for validating handshakes in order.
     pub locks: Arc<crate::groups::locks::Locks>,
+    pub safety: Arc<crate::safety::Safety>,
+    pub franking: Arc<crate::safety::franking::Franking>,
     shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
-        AppState {
+    /// Builds the state; loads (or, on a new server, creates) the franking key.
+    pub async fn build(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, kith_store::StoreError> {
+        let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
+        Ok(AppState {
+            safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
+            franking: Arc::new(franking),
             store,
             config: Arc::new(config),
             hub: Arc::new(Hub::default()),
@@ -73,7 +83,7 @@ impl AppState {
             clock,
             locks: Arc::default(),
             shutdown: watch::Sender::new(false),
-        }
+        })
     }
 
     pub fn now(&self) -> Millis {

@@ -114,7 +114,7 @@ async fn every_api_operation_but_registration_needs_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_own_code() {
-    let config = ServerConfig { max_body_bytes: 64 * 1024, ..Default::default() };
+    let config = ServerConfig { max_body_bytes: 64 * 1024, ..kith_testkit::test_config() };
     let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
     let http = Http::new(&server);
     let alice = server.user("alice").await;
@@ -308,7 +308,7 @@ async fn a_device_reads_only_its_own_mailbox_and_members_only_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_sweep_deletes_undelivered_ciphertext() {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let server = TestServer::start_with(ServerConfig::default(), clock.clone()).await;
+    let server = TestServer::start_with(kith_testkit::test_config(), clock.clone()).await;
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;
     alice.send_text("bob", "never fetched").await.unwrap();

@@ -16,6 +16,13 @@ use kith_store::Store;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+/// The default settings, with registrations from one address unlimited.
+pub fn test_config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.safety.registrations_per_ip_per_hour = u32::MAX;
+    config
+}
+
 /// A running server. Dropping it stops the server (without waiting).
 pub struct TestServer {
     pub url: String,
@@ -26,9 +33,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// SQLite in a temporary folder, default settings, the wall clock.
+    /// SQLite in a temporary folder, the wall clock, default settings — but for the per-IP
+    /// registration limit, since every test user registers from 127.0.0.1.
     pub async fn start() -> Self {
-        Self::start_with(ServerConfig::default(), Arc::new(SystemClock)).await
+        Self::start_with(test_config(), Arc::new(SystemClock)).await
     }
 
     /// SQLite in a temporary folder with these settings (listen and data are replaced).
@@ -49,10 +57,7 @@ impl TestServer {
         };
         let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
-        Some(
-            Self::serve(Arc::new(store), ServerConfig::default(), Arc::new(SystemClock), data)
-                .await,
-        )
+        Some(Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await)
     }
 
     async fn serve(
@@ -65,7 +70,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
         config.data = data.path().to_path_buf();
-        let state = AppState::new(store, config, clock);
+        let state = AppState::build(store, config, clock).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kith_server::run(listener, state.clone(), async move {
             let _ = stopped.await;

@@ -1,7 +1,9 @@
 //! Registration, `whoami` and device listing.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use kith_proto::*;
 use kith_store::NewAccount;
@@ -34,11 +36,16 @@ fn check_username(name: &str) -> ApiResult<()> {
         (status = 400, description = "invalid_username, invalid_key_package, too_many_key_packages, malformed_json, bad_base64", body = ErrorBody),
         (status = 409, description = "username_taken", body = ErrorBody),
         (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many registrations from this address", body = ErrorBody),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's).
+    let verdict = state.safety.check_registration(peer.ip(), state.now());
+    crate::safety::enforce(&state, "", verdict).await?;
     check_username(&req.username)?;
     mls::check_credential_key(&req.credential_key.0)?;
     if req.key_packages.len() > state.config.max_key_packages_per_upload {

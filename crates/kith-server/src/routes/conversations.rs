@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::groups::{self, state::Tracked};
 use crate::mls;
+use crate::safety;
 use crate::state::AppState;
 
 pub(crate) fn conversation_id(text: &str) -> ApiResult<ConversationId> {
@@ -92,7 +93,12 @@ pub async fn create(
     }
     // In a story channel only its owner posts.
     let poster = (meta.kind == GroupType::Story).then(|| me.username.clone());
+    let (direct, story) = (meta.kind == GroupType::Direct, meta.kind == GroupType::Story);
     let now = state.now();
+    let created =
+        state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
+    let verdict = state.safety.check_new_conversation(&me.username, direct, story, created, now);
+    safety::enforce(&state, &me.username, verdict).await?;
     let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
     let recipients: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
     let message_id = state
@@ -106,8 +112,11 @@ pub async fn create(
             group_state: tracked.save()?,
             now,
             poster,
+            direct,
         })
         .await?;
+    let added = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
+    state.safety.note_new_conversation(&me.username, id.as_bytes(), direct, story, added, now);
     accepted(&state, &recipients);
     state.metrics.create_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
@@ -161,8 +170,18 @@ pub async fn send(
             "commits and proposals go to /v1/conversations/{id}/handshake",
         ));
     }
-    let recipients: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
     let now = state.now();
+    safety::enforce(&state, &me.username, state.safety.check_send(&me.username, now)).await?;
+    let mut recipients: Vec<u64> =
+        route.members.into_iter().filter(|d| *d != me.device_id).collect();
+    if route.direct {
+        // A block holds in 1:1 conversations: the blocker's devices get nothing, and the
+        // sender is not told (the answer is the same).
+        let blocking = state.store.devices_blocking(&me.username).await?;
+        if !blocking.is_empty() {
+            recipients.retain(|d| !blocking.contains(d));
+        }
+    }
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
     let message_id = state
@@ -177,6 +196,9 @@ pub async fn send(
             expires_at,
         })
         .await?;
+    if route.direct {
+        state.safety.note_send(&me.username, id.as_bytes(), now);
+    }
     accepted(&state, &recipients);
     state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
     Ok((

@@ -41,6 +41,8 @@ struct Outcome {
     tracked: Tracked,
     members: Vec<u64>,
     messages: Vec<NewMessage>,
+    /// Devices the change added (for the safety signals).
+    added: u32,
 }
 
 /// Submit a commit (with its Welcome when it adds members) or a proposal to leave.
@@ -138,13 +140,20 @@ pub async fn handshake(
             tracked.group.add_proposal(&tracked.storage, *proposal).map_err(internal)?;
             // The leaver gets nothing more from now on, before anyone commits its removal.
             let members = members_before.iter().copied().filter(|d| *d != me.device_id).collect();
-            Outcome { expected_epoch: stored.epoch, tracked, members, messages: vec![handshake] }
+            Outcome {
+                expected_epoch: stored.epoch,
+                tracked,
+                members,
+                messages: vec![handshake],
+                added: 0,
+            }
         }
         _ => return Err(invalid("a handshake is a commit or a proposal")),
     };
 
     let epoch = outcome.tracked.epoch();
     let member_count = outcome.members.len();
+    let added = outcome.added;
     let recipients: Vec<Vec<u64>> = outcome.messages.iter().map(|m| m.recipients.clone()).collect();
     let ids = state
         .store
@@ -163,6 +172,9 @@ pub async fn handshake(
         })?;
     for r in &recipients {
         accepted(&state, r);
+    }
+    if added > 0 {
+        state.safety.note_used(&me.username, added, now);
     }
     state.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
@@ -198,6 +210,7 @@ async fn commit(
         .filter(|(leaf, _)| !keys_before.contains(&leaf.signature_key))
         .map(|(_, d)| d.device_id)
         .collect();
+    let added = u32::try_from(joined.len()).unwrap_or(u32::MAX);
     let mut messages = vec![handshake];
     match (adds, welcome) {
         (true, Some(w)) => {
@@ -214,5 +227,5 @@ async fn commit(
         (false, None) => {}
     }
     let members = devices.iter().map(|d| d.device_id).collect();
-    Ok(Outcome { expected_epoch, tracked, members, messages })
+    Ok(Outcome { expected_epoch, tracked, members, messages, added })
 }

@@ -9,6 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::mls;
 use crate::routes::accounts::username_checked;
+use crate::safety;
 use crate::state::AppState;
 
 /// Upload more one-time KeyPackages (and optionally a new last-resort one) for this device.
@@ -74,17 +75,32 @@ pub async fn upload(
     ))]
 pub async fn claim(
     State(state): State<AppState>,
-    _me: AuthedDevice,
+    me: AuthedDevice,
     Path(username): Path<String>,
 ) -> ApiResult<Json<ClaimResponse>> {
     username_checked(&username)?;
-    let claimed = state.store.claim_key_packages(&username).await?;
-    if claimed.is_empty() {
-        return Err(ApiError::new(
+    let now = state.now();
+    let created =
+        state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
+    let verdict = state.safety.check_claim(&me.username, &username, created, now);
+    safety::enforce(&state, &me.username, verdict).await?;
+    let none_left = || {
+        ApiError::new(
             ErrorCode::NoKeyPackages,
             format!("{username} has no device with a KeyPackage"),
-        ));
+        )
+    };
+    // Someone who blocked the caller hands out no KeyPackages to it; the answer is the one for
+    // an account without available devices, so the block is not revealed.
+    if state.store.blocked_by(&username).await?.contains(&me.username) {
+        return Err(none_left());
     }
+    let claimed = state.store.claim_key_packages(&username).await?;
+    if claimed.is_empty() {
+        return Err(none_left());
+    }
+    let n = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
+    state.safety.note_claim(&me.username, &username, n, now);
     state.metrics.key_packages_claimed.inc_by(claimed.len() as u64);
     Ok(Json(ClaimResponse {
         username,

@@ -1,11 +1,13 @@
 //! The router: one module per concern, assembled by [`app`].
 
 pub mod accounts;
+pub mod blocks;
 pub mod conversations;
 pub mod handshake;
 pub mod keys;
 pub mod ops;
 pub mod queue;
+pub mod reports;
 pub mod ws;
 
 use axum::Router;
@@ -35,6 +37,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations", post(conversations::create))
         .route("/v1/conversations/{id}/messages", post(conversations::send))
         .route("/v1/conversations/{id}/handshake", post(handshake::handshake))
+        .route("/v1/reports", post(reports::report))
+        .route("/v1/blocks", post(blocks::block).get(blocks::blocked))
+        .route("/v1/blocks/{username}", axum::routing::delete(blocks::unblock))
         .route("/v1/queue", get(queue::fetch))
         .route("/v1/queue/ack", post(queue::ack))
         .route("/v1/ws", get(ws::connect))

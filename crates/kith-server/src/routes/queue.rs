@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
+use crate::safety::franking::Franking;
 use crate::state::AppState;
 
 /// Entries one fetch returns at most.
@@ -24,8 +25,11 @@ pub struct FetchParams {
     pub limit: Option<u32>,
 }
 
-pub fn to_wire(e: StoredEntry) -> QueueEntry {
+/// The wire form of a stored entry, with the franking tag of an application message.
+pub fn to_wire(e: StoredEntry, franking: &Franking) -> QueueEntry {
+    let frank = franking.tag(&e);
     QueueEntry {
+        frank,
         seq: e.seq,
         message_id: e.message_id,
         conversation_id: ConversationId::from_bytes(&e.conversation)
@@ -62,7 +66,8 @@ pub async fn fetch(
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     state.metrics.entries_delivered.inc_by(entries.len() as u64);
-    Ok(Json(FetchResponse { entries: entries.into_iter().map(to_wire).collect(), more }))
+    let entries = entries.into_iter().map(|e| to_wire(e, &state.franking)).collect();
+    Ok(Json(FetchResponse { entries, more }))
 }
 
 /// Acknowledge entries the device has stored durably; they are deleted. Idempotent.

@@ -46,8 +46,8 @@ async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
             let Some(last) = entries.last() else { break };
             after = last.seq;
             let n = entries.len() as u64;
-            let frame =
-                ServerFrame::Entries { entries: entries.into_iter().map(to_wire).collect() };
+            let entries = entries.into_iter().map(|e| to_wire(e, &state.franking)).collect();
+            let frame = ServerFrame::Entries { entries };
             let Ok(text) = serde_json::to_string(&frame) else {
                 break 'conn;
             };

@@ -1,6 +1,47 @@
-//! What travels inside an MLS application message. The server never sees it.
+//! What travels inside an MLS application message. The server never sees it — except the one
+//! message a recipient chooses to report.
+//!
+//! The plaintext of every application message is a [`Franked`] payload: the message body
+//! ([`Payload`], serialized once by the sender as `core`), the sender's random franking key `fk`,
+//! and the sender's signature over [`FRANK_CONTEXT`] ‖ group id ‖ SHA-256(`core`). The MLS
+//! authenticated data carries the commitment `c = HMAC-SHA256(fk, core)`, which the server reads
+//! and binds into its franking tag.
 
 use serde::{Deserialize, Serialize};
+
+use crate::B64;
+
+/// Domain separation for the sender's signature over a message body.
+pub const FRANK_CONTEXT: &[u8] = b"kith-frank-v1";
+
+/// The plaintext of an application message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Franked {
+    /// The serialized [`Payload`], exactly as committed and signed.
+    pub core: B64,
+    /// 32 random bytes, fresh for every message.
+    pub fk: B64,
+    /// Ed25519 signature by the sender's credential key.
+    pub sig: B64,
+}
+
+impl Franked {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Refuses anything but a well-formed payload with a 32-byte key and a 64-byte signature.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let f: Franked = serde_json::from_slice(bytes).ok()?;
+        (f.fk.0.len() == 32 && f.sig.0.len() == 64).then_some(f)
+    }
+
+    /// The bytes the sender signs: context ‖ group id ‖ SHA-256(core) (the hash is given).
+    pub fn signed_bytes(group_id: &[u8], core_hash: &[u8]) -> Vec<u8> {
+        [FRANK_CONTEXT, group_id, core_hash].concat()
+    }
+}
 
 /// Longest group name, in bytes.
 pub const MAX_GROUP_NAME_BYTES: usize = 128;
@@ -37,6 +78,18 @@ pub const MAX_TIMER_SECONDS: u64 = 4 * 7 * 86_400;
 /// A timer a member may set: off, or 30 s to 4 weeks.
 pub fn valid_timer(seconds: Option<u64>) -> bool {
     seconds.is_none_or(|s| (MIN_TIMER_SECONDS..=MAX_TIMER_SECONDS).contains(&s))
+}
+
+impl Body {
+    /// The text a person would read in this message, for reports.
+    pub fn readable_text(&self) -> String {
+        match self {
+            Body::Text { text } | Body::Story { text, .. } => text.clone(),
+            Body::GroupName { name } => format!("(renamed the group to \"{name}\")"),
+            Body::Timer { seconds: None } => "(turned disappearing messages off)".into(),
+            Body::Timer { seconds: Some(s) } => format!("(set disappearing messages to {s} s)"),
+        }
+    }
 }
 
 impl Payload {

@@ -1,0 +1,67 @@
+//! Safety on the client: blocking, and reporting one message verifiably.
+
+use kith_proto::*;
+
+use crate::client::{Client, now_millis};
+use crate::error::{ClientError, ClientResult};
+use crate::local;
+
+impl Client {
+    /// Blocks an account: the server stops delivering its 1:1 messages to you and stops
+    /// handing it your KeyPackages; this device drops anything that slips through; the contact
+    /// ends (and with it, your stories for them). The blocked account is not told.
+    pub async fn block(&mut self, username: &str) -> ClientResult<()> {
+        validate_username(username)
+            .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
+        if username == self.me()?.username {
+            return Err(ClientError::InvalidInput("you cannot block yourself".into()));
+        }
+        self.api()?.block(username).await?;
+        local::set_blocked(&self.conn, username, true, now_millis())?;
+        if local::remove_contact(&self.conn, username)? {
+            self.sync_story_channel().await?;
+        }
+        Ok(())
+    }
+
+    /// Lifts a block.
+    pub async fn unblock(&mut self, username: &str) -> ClientResult<()> {
+        validate_username(username)
+            .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
+        self.api()?.unblock(username).await?;
+        local::set_blocked(&self.conn, username, false, now_millis())?;
+        Ok(())
+    }
+
+    /// The accounts this device blocks.
+    pub fn blocked(&self) -> ClientResult<Vec<String>> {
+        Ok(local::blocked(&self.conn)?)
+    }
+
+    /// Reports one received message (by its id, as `sync --json` shows it) to the server's
+    /// admins. Only that message is revealed: its text, its sender and when it was sent. The
+    /// server checks it really was sent by its sender and delivered to you.
+    pub async fn report(&mut self, message_id: &str, reason: Option<&str>) -> ClientResult<u64> {
+        let frank = local::frank(&self.conn, message_id)?.ok_or_else(|| {
+            ClientError::InvalidInput(format!(
+                "no received message {message_id:?} can be reported (your own messages, and \
+                 messages already deleted, cannot)"
+            ))
+        })?;
+        if reason.is_some_and(|r| r.chars().count() > 500) {
+            return Err(ClientError::InvalidInput("a reason has at most 500 characters".into()));
+        }
+        let request = ReportRequest {
+            conversation_id: frank.conversation,
+            sender: frank.sender,
+            sender_device: frank.sender_device,
+            server_time: frank.server_time,
+            frank: FrankTag { key_id: frank.key_id, epoch: frank.epoch, tag: B64(frank.tag) },
+            core: B64(frank.core),
+            fk: B64(frank.fk),
+            sig: B64(frank.sig),
+            reason: reason.map(str::to_string),
+        };
+        Ok(self.api()?.report(&request).await?.report_id)
+    }
+}

@@ -1,0 +1,83 @@
+//! Safety without reading messages.
+//!
+//! - [`franking`]: the server's franking keys, the tag it attaches to each delivered
+//!   application message, and the verification of a report;
+//! - [`signals`]: per-account activity the server sees anyway — message rate, new 1:1
+//!   conversations and how many go unanswered, KeyPackage claims (and how many are never used),
+//!   groups created, blocks and reports received, account age — and per-IP registrations;
+//! - [`policy`]: the documented mapping from signals to actions (slow down, cool off, suspend),
+//!   each with a reason an admin can read. No signal ever looks at content.
+
+pub mod franking;
+pub mod policy;
+pub mod signals;
+
+pub use policy::{Action, Safety, SafetyConfig};
+
+use kith_proto::ErrorCode;
+use kith_store::FlagRecord;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Carries out `action` against `user`'s request: `Ok` to go on, or the refusal to answer.
+pub async fn enforce(state: &AppState, user: &str, action: Action) -> ApiResult<()> {
+    match action {
+        Action::Allow => Ok(()),
+        Action::SlowDown { retry_after, reason } => {
+            state.metrics.safety_actions.get_or_create(&action_label("slow_down")).inc();
+            Err(ApiError::slow_down(format!("slow down: {reason}"), retry_after))
+        }
+        Action::CoolOff { retry_after, reason, new } => {
+            if new {
+                state.metrics.safety_actions.get_or_create(&action_label("cool_off")).inc();
+                flag(state, user, "cool_off", &reason).await;
+            }
+            Err(ApiError::slow_down(format!("cooling off: {reason}"), retry_after))
+        }
+        Action::Suspend { reason } => {
+            suspend(state, user, &reason).await?;
+            Err(ApiError::new(ErrorCode::Suspended, format!("this account is suspended: {reason}")))
+        }
+    }
+}
+
+/// Suspends `user` with a reason an admin can read, and drops its cached credentials.
+pub async fn suspend(state: &AppState, user: &str, reason: &str) -> ApiResult<()> {
+    state.store.set_suspended(user, Some(reason.to_string())).await?;
+    state.metrics.safety_actions.get_or_create(&action_label("suspend")).inc();
+    flag(state, user, "suspend", reason).await;
+    state.auth_cache.forget_account(user);
+    tracing::warn!(reason, "account suspended by the safety policy");
+    Ok(())
+}
+
+async fn flag(state: &AppState, user: &str, action: &str, reason: &str) {
+    let record = FlagRecord {
+        username: user.to_string(),
+        action: action.to_string(),
+        reason: reason.to_string(),
+        created_at: state.now(),
+    };
+    if let Err(e) = state.store.add_flag(record).await {
+        tracing::error!(error = %e, "cannot record a safety action");
+    }
+}
+
+fn action_label(action: &'static str) -> crate::metrics::ActionLabel {
+    crate::metrics::ActionLabel { action }
+}
+
+/// Suspends `user` if blocks or reports received cross the policy's thresholds.
+pub async fn review_reputation(state: &AppState, user: &str) -> ApiResult<()> {
+    let Some(info) = state.store.account_info(user).await? else { return Ok(()) };
+    if info.suspended.is_some() {
+        return Ok(());
+    }
+    if let Action::Suspend { reason } =
+        state.safety.check_reputation(info.blocked_by, info.reported_by)
+    {
+        suspend(state, user, &reason).await?;
+    }
+    Ok(())
+}
