@@ -69,6 +69,16 @@ enum Command {
     },
     /// Delete your 1:1 conversation with a user: its history on this device, and the contact.
     Delete { username: String },
+    /// Block a user: their 1:1 messages stop reaching you. They are not told.
+    Block { username: String },
+    /// Lift a block.
+    Unblock { username: String },
+    /// Report one message you received (its id from `sync --json` or `history --json`).
+    Report {
+        message_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +144,14 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::NotAdmin), _) => {
             format!("{} (ask an admin of the group)", err.to_string().trim_end_matches(" (not_admin)"))
         }
+        (Some(ErrorCode::Suspended), _) => format!(
+            "your account is suspended on this server: {}",
+            err.to_string().trim_end_matches(" (suspended)")
+        ),
+        (Some(ErrorCode::RateLimited), _) => format!(
+            "the server asks you to slow down: {}",
+            err.to_string().trim_end_matches(" (rate_limited)")
+        ),
         (Some(ErrorCode::Unauthorized), _) => {
             "the server does not accept this profile's credentials (was the account removed, or is this the right server?)".into()
         }
@@ -220,6 +238,24 @@ async fn run(cli: Cli) -> Result<(), String> {
                     humantime::format_duration(d)
                 ),
             });
+        }
+        Command::Block { username } => {
+            client.block(&username).await.map_err(|e| explain(&e, Some(&username)))?;
+            out.done(&format!("Blocked {username}. They will not be told."));
+        }
+        Command::Unblock { username } => {
+            client.unblock(&username).await.map_err(|e| explain(&e, Some(&username)))?;
+            out.done(&format!("Unblocked {username}."));
+        }
+        Command::Report { message_id, reason } => {
+            let id = client
+                .report(&message_id, reason.as_deref())
+                .await
+                .map_err(|e| explain(&e, None))?;
+            out.done(&format!(
+                "Reported. The server's admins see this one message, its sender and your reason \
+                 (report {id})."
+            ));
         }
         Command::Delete { username } => {
             let gone =

@@ -254,3 +254,39 @@ async fn contacts_stories_and_disappearing_messages_from_the_command_line() {
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert!(kith(alice, &["contacts"]).await.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_unblock_and_report_from_the_command_line() {
+    let server = TestServer::start().await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (d, n) in dirs.iter().zip(["bob", "carol"]) {
+        assert!(kith(d.path(), &["register", n, "--server", &server.url]).await.ok);
+    }
+    let (bob, carol) = (dirs[0].path(), dirs[1].path());
+    assert!(kith(carol, &["send", "bob", "win a prize, click here"]).await.ok);
+    let r = kith(bob, &["--json", "sync"]).await;
+    let id = json_lines(&r.stdout)[0]["id"].as_str().unwrap().to_string();
+    let r = kith(bob, &["report", &id, "--reason", "scam"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Reported"), "{}", r.stdout);
+    let reports = server.store().reports().await.unwrap();
+    assert_eq!(
+        (reports[0].sender.as_str(), reports[0].text.as_str()),
+        ("carol", "win a prize, click here")
+    );
+    let r = kith(bob, &["report", "no-such-message"]).await;
+    assert!(!r.ok && r.stderr.contains("can be reported"), "{}", r.stderr);
+
+    let r = kith(bob, &["block", "carol"]).await;
+    assert!(r.ok && r.stdout.contains("Blocked carol"), "{}", r.stderr);
+    // Carol is not told: her send "succeeds", and bob gets nothing.
+    assert!(kith(carol, &["send", "bob", "hello??"]).await.ok);
+    let r = kith(bob, &["sync"]).await;
+    assert!(!r.stdout.contains("hello??"), "{}", r.stdout);
+    assert!(kith(bob, &["unblock", "carol"]).await.ok);
+    assert!(kith(carol, &["send", "bob", "back again"]).await.ok);
+    let r = kith(bob, &["sync"]).await;
+    assert!(r.stdout.contains("back again"), "{}", r.stdout);
+    let r = kith(bob, &["block", "nobody"]).await;
+    assert!(!r.ok && r.stderr.contains("no user named nobody"), "{}", r.stderr);
+}

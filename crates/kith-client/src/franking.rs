@@ -61,3 +61,45 @@ pub fn check(
         .map_err(|_| refuse())?;
     Ok(franked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (rusqlite::Connection, openmls_rust_crypto::RustCrypto, SignatureKeyPair) {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::mls::migrate(&mut conn).unwrap();
+        let signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+        (conn, openmls_rust_crypto::RustCrypto::default(), signer)
+    }
+
+    #[test]
+    fn a_genuine_payload_verifies_and_every_change_is_refused() {
+        let (conn, crypto, signer) = setup();
+        let provider = Provider::new(&crypto, &conn);
+        let group = [9u8; 16];
+        let (franked, c) = frank(&provider, &signer, &group, b"{\"hello\":1}").unwrap();
+        let plain = franked.encode();
+        let key = signer.public().to_vec();
+        assert!(check(&provider, &group, &c, &plain, &key).is_ok());
+
+        // Another commitment (the message was edited after committing, or c was swapped).
+        let mut bad_c = c.clone();
+        bad_c[0] ^= 1;
+        assert!(check(&provider, &group, &bad_c, &plain, &key).is_err());
+        // An edited body under the same commitment.
+        let mut edited = franked.clone();
+        edited.core = B64(b"{\"hello\":2}".to_vec());
+        assert!(check(&provider, &group, &c, &edited.encode(), &key).is_err());
+        // Another franking key.
+        let mut other_fk = franked.clone();
+        other_fk.fk = B64(vec![0; 32]);
+        assert!(check(&provider, &group, &c, &other_fk.encode(), &key).is_err());
+        // Signed by someone else, or for another group.
+        let stranger = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+        assert!(check(&provider, &group, &c, &plain, stranger.public()).is_err());
+        assert!(check(&provider, &[8u8; 16], &c, &plain, &key).is_err());
+        // Not a franked payload at all.
+        assert!(check(&provider, &group, &c, b"{\"text\":\"hi\"}", &key).is_err());
+    }
+}

@@ -42,6 +42,17 @@ impl Client {
     /// admins. Only that message is revealed: its text, its sender and when it was sent. The
     /// server checks it really was sent by its sender and delivered to you.
     pub async fn report(&mut self, message_id: &str, reason: Option<&str>) -> ClientResult<u64> {
+        let request = self.report_request(message_id, reason)?;
+        Ok(self.api()?.report(&request).await?.report_id)
+    }
+
+    /// The report [`Client::report`] would send; for tests that tamper with it.
+    #[doc(hidden)]
+    pub fn report_request(
+        &self,
+        message_id: &str,
+        reason: Option<&str>,
+    ) -> ClientResult<ReportRequest> {
         let frank = local::frank(&self.conn, message_id)?.ok_or_else(|| {
             ClientError::InvalidInput(format!(
                 "no received message {message_id:?} can be reported (your own messages, and \
@@ -62,6 +73,6 @@ impl Client {
             sig: B64(frank.sig),
             reason: reason.map(str::to_string),
         };
-        Ok(self.api()?.report(&request).await?.report_id)
+        Ok(request)
     }
 }

@@ -167,3 +167,56 @@ fn bad_configuration_is_refused_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_sees_exactly_the_reported_message_and_acts_on_accounts() {
+    let data = tempfile::tempdir().unwrap();
+    let mut kithd = start_kithd(data.path());
+    let url = kithd.url.clone();
+    let mut bob = TestUser::register(&url, "bob", kith_client::AccountKind::Person).await;
+    let mut carol = TestUser::register(&url, "carol", kith_client::AccountKind::Person).await;
+    carol.send_text("bob", "see you at the match").await.unwrap();
+    carol.send_text("bob", "send me your bank password").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let bad = r.messages.iter().find(|m| m.text.contains("password")).unwrap().id.clone();
+    bob.report(&bad, Some("phishing")).await.unwrap();
+
+    let store = data.path().join("store");
+    let admin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+            .arg("admin")
+            .args(args)
+            .arg("--data")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reports = admin(&["reports", "--json"]);
+    let lines: Vec<serde_json::Value> =
+        reports.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{reports}");
+    assert_eq!(lines[0]["sender"], "carol");
+    assert_eq!(lines[0]["reporter"], "bob");
+    assert_eq!(lines[0]["reason"], "phishing");
+    assert_eq!(lines[0]["text"], "send me your bank password");
+    assert!(!reports.contains("see you at the match"), "more than the one message: {reports}");
+    let human = admin(&["reports"]);
+    assert!(human.contains("bob reported carol"), "{human}");
+
+    // Suspend and reinstate from the command line; the running server follows within seconds.
+    assert!(admin(&["suspend", "carol", "--reason", "phishing"]).contains("Suspended carol"));
+    let flagged = admin(&["accounts", "--flagged", "--json"]);
+    let carol_line: serde_json::Value =
+        serde_json::from_str(flagged.lines().next().unwrap()).unwrap();
+    assert_eq!(carol_line["username"], "carol");
+    assert_eq!(carol_line["suspended"], "phishing");
+    assert_eq!(carol_line["reported_by"], 1);
+    assert!(admin(&["unsuspend", "carol"]).contains("Reinstated carol"));
+    assert!(admin(&["accounts", "--flagged"]).contains("unsuspend"));
+    assert!(admin(&["rotate-franking-key"]).contains("New franking key"));
+
+    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut kithd)).await.unwrap();
+    assert!(status.success());
+}

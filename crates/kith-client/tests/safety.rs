@@ -1,0 +1,242 @@
+//! Safety end to end: verified reports (and every forgery refused), blocking, and the
+//! metadata-only policy.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client::{ClientError, ErrorCode};
+use kith_proto::payload::{Body, Payload};
+use kith_proto::{B64, ReportRequest};
+use kith_testkit::{ManualClock, TestServer, TestUser, test_config};
+use serde_json::Value;
+
+async fn post_report(server: &TestServer, who: &TestUser, req: &ReportRequest) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/reports", server.url))
+        .header("authorization", who.bearer())
+        .json(req)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+fn id_of(r: &kith_client::SyncReport, text: &str) -> String {
+    r.messages.iter().find(|m| m.text == text).unwrap().id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_reveals_one_message_and_every_forgery_is_refused() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    carol.send_text("bob", "hi bob, it's carol").await.unwrap();
+    carol.send_text("bob", "buy cheap watches at example.com").await.unwrap();
+    alice.send_text("bob", "lunch?").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let spam = id_of(&r, "buy cheap watches at example.com");
+    let hello = id_of(&r, "hi bob, it's carol");
+    let lunch = id_of(&r, "lunch?");
+    // Every delivered application message came with a franking tag.
+    assert!(r.dropped == 0);
+
+    let genuine = bob.report_request(&spam, Some("spam")).unwrap();
+    use ErrorCode::InvalidReport;
+    let refused = |code: &str, body: &Value| assert_eq!(body["error"]["code"], code, "{body}");
+
+    // An edited text.
+    let mut edited = genuine.clone();
+    let mut payload = Payload::decode(&edited.core.0).unwrap();
+    payload.body = Body::Text { text: "carol threatened me".into() };
+    edited.core = B64(payload.encode());
+    let (status, body) = post_report(&server, &bob, &edited).await;
+    assert_eq!(status, 400);
+    refused(InvalidReport.as_str(), &body);
+    // A wrong franking key.
+    let mut wrong_key = genuine.clone();
+    wrong_key.fk = B64(vec![7; 32]);
+    refused(InvalidReport.as_str(), &post_report(&server, &bob, &wrong_key).await.1);
+    // A forged tag.
+    let mut forged = genuine.clone();
+    forged.frank.tag = B64(vec![1; 32]);
+    refused(InvalidReport.as_str(), &post_report(&server, &bob, &forged).await.1);
+    // A replayed tag: the real tag of carol's first message, on the spam's body.
+    let other = bob.report_request(&hello, None).unwrap();
+    let mut replayed = genuine.clone();
+    replayed.frank = other.frank.clone();
+    replayed.server_time = other.server_time;
+    refused(InvalidReport.as_str(), &post_report(&server, &bob, &replayed).await.1);
+    // A message attributed to someone who did not send it.
+    let mut misattributed = genuine.clone();
+    misattributed.sender = "alice".into();
+    misattributed.sender_device = alice.profile().unwrap().device_id;
+    refused(InvalidReport.as_str(), &post_report(&server, &bob, &misattributed).await.1);
+    // A report by someone who was not a recipient.
+    let (status, body) = post_report(&server, &dave, &genuine).await;
+    assert_eq!(status, 403);
+    refused("not_a_member", &body);
+    assert!(server.store().reports().await.unwrap().is_empty(), "a forgery was recorded");
+
+    // The genuine report goes through, once.
+    let id = bob.report(&spam, Some("spam")).await.unwrap();
+    assert_eq!(bob.report(&spam, Some("spam")).await.unwrap(), id);
+    let reports = server.store().reports().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    let rep = &reports[0];
+    assert_eq!(rep.sender, "carol");
+    assert_eq!(rep.reporter, "bob");
+    assert_eq!(rep.text, "buy cheap watches at example.com");
+    assert_eq!(rep.reason.as_deref(), Some("spam"));
+    assert_eq!(rep.sender_device, carol.profile().unwrap().device_id);
+    // Nothing else of the conversation reached the server.
+    assert!(!rep.text.contains("hi bob"));
+    let _ = lunch;
+
+    // Your own messages and unknown ids cannot be reported.
+    let mine = carol.history("bob").unwrap()[0].id.clone();
+    assert!(matches!(carol.report(&mine, None).await, Err(ClientError::InvalidInput(_))));
+    assert!(matches!(bob.report("nope", None).await, Err(ClientError::InvalidInput(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_franking_key_rotation_keeps_old_tags_verifiable() {
+    let server = TestServer::start().await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    carol.send_text("bob", "before the rotation").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let old = id_of(&r, "before the rotation");
+    kith_server::safety::franking::Franking::rotate(&**server.store(), server.state.now())
+        .await
+        .unwrap();
+    server.state.franking.reload(&**server.store()).await.unwrap();
+    carol.send_text("bob", "after the rotation").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let new = id_of(&r, "after the rotation");
+    let (a, b) = (bob.report_request(&old, None).unwrap(), bob.report_request(&new, None).unwrap());
+    assert_ne!(a.frank.key_id, b.frank.key_id);
+    bob.report(&old, None).await.unwrap();
+    bob.report(&new, None).await.unwrap();
+    assert_eq!(server.store().reports().await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_holds_and_the_blocked_sender_is_not_told() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hello").await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(bob.contacts().unwrap().len(), 1);
+
+    // This one is already queued when bob blocks: his client drops it.
+    alice.send_text("bob", "slipped through").await.unwrap();
+    bob.block("alice").await.unwrap();
+    assert!(bob.contacts().unwrap().is_empty(), "a block ends the contact");
+    assert_eq!(bob.blocked().unwrap(), ["alice"]);
+    let r = bob.sync().await.unwrap();
+    assert!(r.messages.is_empty());
+    assert_eq!(r.dropped, 1);
+
+    // Alice is not told: her send succeeds; bob's queue stays empty.
+    alice.send_text("bob", "are you ignoring me?").await.unwrap();
+    assert!(bob.raw_queue().await.is_empty());
+    // A new conversation is impossible: no KeyPackage for her, with the same answer as for an
+    // account with no device available.
+    alice.delete_conversation("bob").await.unwrap();
+    let err = alice.send_text("bob", "new thread").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoKeyPackages), "{err}");
+
+    bob.unblock("alice").await.unwrap();
+    alice.send_text("bob", "friends again?").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let direct: Vec<&str> = r
+        .messages
+        .iter()
+        .filter(|m| m.kind == kith_client::ConversationKind::Direct)
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(direct, ["friends again?"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_slows_down_cools_off_and_suspends_on_metadata_alone() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut config = test_config();
+    config.safety.max_messages_per_minute = 5;
+    config.safety.max_new_conversations_per_hour = 4; // 2 for young accounts
+    config.safety.blocks_to_suspend = 2;
+    let server = TestServer::start_with(config, clock.clone()).await;
+    let mut mallory = server.user("mallory").await;
+    let mut u: Vec<TestUser> = Vec::new();
+    for i in 0..4 {
+        u.push(server.user(&format!("user{i}")).await);
+    }
+
+    // Slow down: the sixth message within a minute.
+    for i in 0..5 {
+        mallory.send_text("user0", &format!("m{i}")).await.unwrap();
+    }
+    let err = mallory.send_text("user0", "one too many").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+    clock.advance(Duration::from_secs(61));
+    mallory.send_text("user0", "after a pause").await.unwrap();
+
+    // Cool-off: a young account opening a third new conversation within the hour.
+    mallory.send_text("user1", "hi").await.unwrap();
+    let err = mallory.send_text("user2", "hi").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+    assert!(err.to_string().contains("cooling off"), "{err}");
+    let flags = server.store().flags().await.unwrap();
+    assert_eq!((flags[0].username.as_str(), flags[0].action.as_str()), ("mallory", "cool_off"));
+    // Existing conversations still work during the cool-off; after it, new ones do too.
+    mallory.send_text("user0", "still talking").await.unwrap();
+    clock.advance(Duration::from_secs(61 * 60));
+    mallory.send_text("user2", "hi").await.unwrap();
+
+    // Suspension: two accounts block mallory.
+    for v in u.iter_mut().take(2) {
+        v.sync().await.unwrap();
+        v.block("mallory").await.unwrap();
+    }
+    let info = server.store().account_info("mallory").await.unwrap().unwrap();
+    assert_eq!(info.suspended.as_deref(), Some("blocked by 2 accounts"));
+    let err = mallory.send_text("user3", "hello?").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Suspended), "{err}");
+    assert!(mallory.sync().await.is_err());
+    // An admin lifts it (the server's credential cache expires within seconds).
+    server.store().set_suspended("mallory", None).await.unwrap();
+    server.state.auth_cache.forget_account("mallory");
+    mallory.sync().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_limited_per_address() {
+    let mut config = test_config();
+    config.safety.registrations_per_ip_per_hour = 2;
+    let server = TestServer::start_with(config, Arc::new(kith_testkit::SystemClock)).await;
+    server.user("first").await;
+    server.user("second").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut third = kith_client::Client::open(dir.path()).unwrap();
+    let err = third.register(&server.url, "third", kith_client::AccountKind::Person).await;
+    assert_eq!(err.unwrap_err().code(), Some(ErrorCode::RateLimited));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", server.url))
+        .json(&serde_json::json!({
+            "username": "fourth", "credential_key": "", "key_packages": [],
+            "last_resort_key_package": ""
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0);
+}
