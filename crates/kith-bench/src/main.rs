@@ -4,10 +4,13 @@
 //! `--store postgres` and `KITH_TEST_DATABASE_URL`), prints a table for people and, with
 //! `--json`, one JSON object with the figures as its last line.
 //!
+//! - `abuse-sim`: a population of normal and abusive accounts over simulated days, scoring the
+//!   safety policy (precision, recall, false positives, messages before the first action);
 //! - `groups`: the cost of a large group — creating it in one commit, joining from its
 //!   Welcome, one message to every member, one member's update commit — through Kith, next to
 //!   raw OpenMLS in memory for the same operations.
 
+mod abuse;
 mod groups;
 mod raw;
 mod report;
@@ -44,6 +47,18 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         bytes: usize,
     },
+    /// Normal and abusive accounts against the safety policy, over simulated time.
+    AbuseSim {
+        #[arg(long, default_value_t = 200)]
+        normal: usize,
+        #[arg(long, default_value_t = 20)]
+        abusers: usize,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 48)]
+        hours: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Groups { members, bytes } => groups::run(cli.store, members, bytes).await?,
+        Scenario::AbuseSim { normal, abusers, hours, seed } => {
+            abuse::run(abuse::Config { normal, abusers, hours, seed }).await?
+        }
     };
     report.print(cli.json);
     Ok(())

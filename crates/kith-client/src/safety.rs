@@ -33,6 +33,13 @@ impl Client {
         Ok(())
     }
 
+    /// Claims one KeyPackage of each of `username`'s devices and throws them away — what a
+    /// KeyPackage-draining client does. For the abuse simulator and tests only.
+    #[doc(hidden)]
+    pub async fn claim_for_testing(&mut self, username: &str) -> ClientResult<usize> {
+        Ok(self.api()?.claim(username).await?.key_packages.len())
+    }
+
     /// The accounts this device blocks.
     pub fn blocked(&self) -> ClientResult<Vec<String>> {
         Ok(local::blocked(&self.conn)?)

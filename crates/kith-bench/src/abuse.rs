@@ -1,0 +1,298 @@
+//! `abuse-sim`: a population of normal and abusive accounts against a real `kithd`, with
+//! simulated time, scoring the safety policy.
+//!
+//! Normal accounts live in small circles of friends they chat with in bursts (every message is
+//! answered), make a couple of new contacts a day (most of whom answer), and now and then start
+//! a group with friends. They are a month old when the abusers arrive. Abusers are new accounts
+//! of four kinds:
+//! - **bulk**: messages strangers as fast as the server lets it;
+//! - **drain**: claims strangers' KeyPackages without ever writing;
+//! - **groups**: creates group after group with strangers;
+//! - **slow**: one new stranger every ten minutes, under every hourly limit.
+//! Strangers who hear from an abuser sometimes block it (15 %) or report the message (10 %).
+//!
+//! An account counts as *acted against* when the server refuses it with `429` (slow down,
+//! cool-off) or `403 suspended`. Precision and recall are over abusers; the false-positive
+//! rate is over normal accounts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client::{AccountKind, ErrorCode};
+use kith_testkit::{ManualClock, TestServer, TestUser, test_config};
+use serde_json::json;
+
+use crate::report::Report;
+
+/// A small, seeded, non-cryptographic generator (SplitMix64): the same seed, the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    Bulk,
+    Drain,
+    Groups,
+    Slow,
+}
+
+struct Account {
+    user: TestUser,
+    name: String,
+    kind: Kind,
+    friends: Vec<usize>,
+    /// Application messages the server accepted from this account.
+    sent: u64,
+    /// Messages it had got out when the server first acted against it.
+    first_action_after: Option<u64>,
+}
+
+/// Whether an error is the server acting against the account.
+fn is_action(e: &kith_client::ClientError) -> bool {
+    matches!(e.code(), Some(ErrorCode::RateLimited | ErrorCode::Suspended))
+}
+
+impl Account {
+    fn acted(&mut self, e: &kith_client::ClientError) -> bool {
+        if is_action(e) && self.first_action_after.is_none() {
+            self.first_action_after = Some(self.sent);
+        }
+        is_action(e)
+    }
+}
+
+pub struct Config {
+    pub normal: usize,
+    pub abusers: usize,
+    pub hours: u64,
+    pub seed: u64,
+}
+
+const TICK: Duration = Duration::from_secs(600);
+
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    let mut rng = Rng(config.seed);
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let server = TestServer::start_with(test_config(), clock.clone()).await;
+    let mut people: Vec<Account> = Vec::new();
+    let register = |name: String, kind: Kind| {
+        let url = server.url.clone();
+        async move {
+            let user = TestUser::register(&url, &name, AccountKind::Person).await;
+            Account { user, name, kind, friends: vec![], sent: 0, first_action_after: None }
+        }
+    };
+    for i in 0..config.normal {
+        people.push(register(format!("person{i:04}"), Kind::Normal).await);
+    }
+    // Circles of friends: neighbours on a ring, plus a few across.
+    let n = config.normal;
+    for i in 0..n {
+        let mut f: Vec<usize> = (1..=3).flat_map(|d| [(i + d) % n, (i + n - d) % n]).collect();
+        f.push(rng.below(n));
+        f.retain(|x| *x != i);
+        f.dedup();
+        people[i].friends = f;
+    }
+    // The normal accounts are a month old when the abusers register.
+    clock.advance(Duration::from_secs(30 * 86_400));
+    let kinds = [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow];
+    for i in 0..config.abusers {
+        people.push(register(format!("abuser{i:03}"), kinds[i % kinds.len()]).await);
+    }
+
+    let ticks = config.hours * 3600 / TICK.as_secs();
+    for _ in 0..ticks {
+        for i in 0..people.len() {
+            match people[i].kind {
+                Kind::Normal => normal_tick(&mut people, i, &mut rng).await,
+                _ => abuser_tick(&mut people, i, &mut rng).await,
+            }
+        }
+        clock.advance(TICK);
+    }
+
+    let abusers: Vec<&Account> = people.iter().filter(|a| a.kind != Kind::Normal).collect();
+    let normals: Vec<&Account> = people.iter().filter(|a| a.kind == Kind::Normal).collect();
+    let tp = abusers.iter().filter(|a| a.first_action_after.is_some()).count();
+    let fp = normals.iter().filter(|a| a.first_action_after.is_some()).count();
+    let precision = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
+    let recall = tp as f64 / abusers.len().max(1) as f64;
+    let fpr = fp as f64 / normals.len().max(1) as f64;
+    let mut before: Vec<u64> =
+        abusers.iter().map(|a| a.first_action_after.unwrap_or(a.sent)).collect();
+    before.sort_unstable();
+    let median = before.get(before.len() / 2).copied().unwrap_or(0) as f64;
+    let normal_messages: u64 = normals.iter().map(|a| a.sent).sum();
+    let abuse_messages: u64 = abusers.iter().map(|a| a.sent).sum();
+
+    let mut report = Report::new("abuse-sim");
+    report.context("normal_accounts", json!(config.normal));
+    report.context("abusive_accounts", json!(config.abusers));
+    report.context("simulated_hours", json!(config.hours));
+    report.context("seed", json!(config.seed));
+    report.context("normal_messages", json!(normal_messages));
+    report.context("abusive_messages", json!(abuse_messages));
+    report.figure(
+        "precision",
+        precision,
+        "",
+        "precision (acted-against accounts that were abusive)",
+    );
+    report.figure("recall", recall, "", "recall (abusive accounts acted against)");
+    report.figure("false_positive_rate", fpr, "", "normal accounts acted against");
+    report.figure(
+        "median_messages_before_action",
+        median,
+        "msgs",
+        "median messages an abuser got out first",
+    );
+    for kind in kinds {
+        let of_kind: Vec<&&Account> = abusers.iter().filter(|a| a.kind == kind).collect();
+        let caught = of_kind.iter().filter(|a| a.first_action_after.is_some()).count();
+        let label = format!("{kind:?}").to_lowercase();
+        report.context(&format!("caught_{label}"), json!(format!("{caught}/{}", of_kind.len())));
+    }
+    // What each kind was first caught by (the first recorded cool-off or suspension).
+    let flags = server.store().flags().await?;
+    for kind in kinds {
+        let first = abusers
+            .iter()
+            .filter(|a| a.kind == kind)
+            .find_map(|a| flags.iter().find(|f| f.username == a.name))
+            .map(|f| format!("{}: {}", f.action, f.reason));
+        let label = format!("{kind:?}").to_lowercase();
+        report.context(&format!("first_action_{label}"), json!(first));
+    }
+    server.stop().await;
+    Ok(report)
+}
+
+async fn send(people: &mut [Account], from: usize, to: usize, text: &str) -> bool {
+    let peer = people[to].name.clone();
+    match people[from].user.send_text(&peer, text).await {
+        Ok(_) => {
+            people[from].sent += 1;
+            true
+        }
+        Err(e) => {
+            people[from].acted(&e);
+            false
+        }
+    }
+}
+
+async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
+    // A burst with a friend, answered.
+    if rng.chance(0.08) {
+        let f = people[i].friends[rng.below(people[i].friends.len())];
+        for k in 0..1 + rng.below(4) {
+            send(people, i, f, &format!("how are you? ({k})")).await;
+        }
+        let _ = people[f].user.sync().await;
+        send(people, f, i, "good, you?").await;
+        let _ = people[i].user.sync().await;
+    }
+    // A new contact now and then (about two a day), who usually answers.
+    if rng.chance(2.0 / 144.0) {
+        let normals = people.iter().filter(|a| a.kind == Kind::Normal).count();
+        let other = rng.below(normals);
+        if other != i {
+            send(people, i, other, "hi, we met at the meetup").await;
+            let _ = people[other].user.sync().await;
+            if rng.chance(0.8) {
+                send(people, other, i, "oh hi!").await;
+            }
+        }
+    }
+    // A group with a few friends, rarely.
+    if rng.chance(0.003) {
+        let friends: Vec<String> =
+            people[i].friends.iter().take(3).map(|f| people[*f].name.clone()).collect();
+        match people[i].user.create_group("weekend plans", &friends).await {
+            Ok(id) => {
+                if people[i].user.send_group(&id, "who's in?").await.is_ok() {
+                    people[i].sent += 1;
+                }
+            }
+            Err(e) => {
+                people[i].acted(&e);
+            }
+        }
+    }
+}
+
+/// A stranger who heard from abuser `a` sometimes blocks it or reports the message.
+async fn victim_reacts(people: &mut [Account], v: usize, a: usize, rng: &mut Rng) {
+    let abuser = people[a].name.clone();
+    if rng.chance(0.3) {
+        let Ok(r) = people[v].user.sync().await else { return };
+        let spam = r.messages.iter().rev().find(|m| m.from == abuser).map(|m| m.id.clone());
+        if rng.chance(0.15) {
+            let _ = people[v].user.block(&abuser).await;
+        } else if let Some(id) = spam.filter(|_| rng.chance(0.1 / 0.85)) {
+            let _ = people[v].user.report(&id, Some("spam")).await;
+        }
+    }
+}
+
+async fn abuser_tick(people: &mut [Account], a: usize, rng: &mut Rng) {
+    let normals = people.iter().filter(|p| p.kind == Kind::Normal).count();
+    match people[a].kind {
+        Kind::Bulk => {
+            for _ in 0..6 {
+                let v = rng.below(normals);
+                if send(people, a, v, "CHEAP WATCHES!!! click here").await {
+                    victim_reacts(people, v, a, rng).await;
+                }
+            }
+        }
+        Kind::Slow => {
+            let v = rng.below(normals);
+            if send(people, a, v, "hello friend, a business proposal for you").await {
+                victim_reacts(people, v, a, rng).await;
+            }
+        }
+        Kind::Groups => {
+            let members: Vec<String> =
+                (0..4).map(|_| people[rng.below(normals)].name.clone()).collect();
+            match people[a].user.create_group("free crypto", &members).await {
+                Ok(id) => {
+                    if people[a].user.send_group(&id, "join now").await.is_ok() {
+                        people[a].sent += 1;
+                    }
+                }
+                Err(e) => {
+                    people[a].acted(&e);
+                }
+            }
+        }
+        Kind::Drain => {
+            for _ in 0..10 {
+                let v = people[rng.below(normals)].name.clone();
+                if let Err(e) = people[a].user.claim_for_testing(&v).await {
+                    people[a].acted(&e);
+                }
+            }
+        }
+        Kind::Normal => {}
+    }
+}
