@@ -9,6 +9,7 @@
 //! - **drain**: claims strangers' KeyPackages without ever writing;
 //! - **groups**: creates group after group with strangers;
 //! - **slow**: one new stranger every ten minutes, under every hourly limit.
+//!
 //! Strangers who hear from an abuser sometimes block it (15 %) or report the message (10 %).
 //!
 //! An account counts as *acted against* when the server refuses it with `429` (slow down,
@@ -105,12 +106,12 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     // Circles of friends: neighbours on a ring, plus a few across.
     let n = config.normal;
-    for i in 0..n {
+    for (i, person) in people.iter_mut().enumerate() {
         let mut f: Vec<usize> = (1..=3).flat_map(|d| [(i + d) % n, (i + n - d) % n]).collect();
         f.push(rng.below(n));
         f.retain(|x| *x != i);
         f.dedup();
-        people[i].friends = f;
+        person.friends = f;
     }
     // The normal accounts are a month old when the abusers register.
     clock.advance(Duration::from_secs(30 * 86_400));
