@@ -83,6 +83,11 @@ async fn every_api_operation_but_registration_needs_credentials() {
         (Method::GET, "/v1/queue".into()),
         (Method::POST, "/v1/queue/ack".into()),
         (Method::GET, "/v1/ws".into()),
+        (Method::POST, format!("/v1/conversations/{conv}/handshake")),
+        (Method::POST, "/v1/reports".into()),
+        (Method::POST, "/v1/blocks".into()),
+        (Method::GET, "/v1/blocks".into()),
+        (Method::DELETE, "/v1/blocks/alice".into()),
     ];
     let alice = server.user("alice").await;
     let right = token_of(&alice);
@@ -340,6 +345,9 @@ async fn openapi_health_and_metrics() {
         "/v1/conversations",
         "/v1/conversations/{id}/messages",
         "/v1/conversations/{id}/handshake",
+        "/v1/reports",
+        "/v1/blocks",
+        "/v1/blocks/{username}",
         "/v1/queue",
         "/v1/queue/ack",
         "/v1/ws",
