@@ -35,6 +35,12 @@ enum Command {
         /// Register a business account (public profile, cannot cold-message people).
         #[arg(long)]
         business: bool,
+        /// A business's public name [default: the username].
+        #[arg(long, requires = "business")]
+        display_name: Option<String>,
+        /// A business's public description.
+        #[arg(long, requires = "business")]
+        description: Option<String>,
     },
     /// Show this profile's account.
     Whoami,
@@ -73,12 +79,23 @@ enum Command {
     Block { username: String },
     /// Lift a block.
     Unblock { username: String },
+    /// The business directory.
+    Business {
+        #[command(subcommand)]
+        command: BusinessCommand,
+    },
     /// Report one message you received (its id from `sync --json` or `history --json`).
     Report {
         message_id: String,
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum BusinessCommand {
+    /// Find businesses by name or description; verified ones first.
+    Search { query: String },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +161,13 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::NotAdmin), _) => {
             format!("{} (ask an admin of the group)", err.to_string().trim_end_matches(" (not_admin)"))
         }
+        (Some(ErrorCode::NotOptedIn), Some(who)) => format!(
+            "businesses cannot start conversations: {who} has to write to you first"
+        ),
+        (Some(ErrorCode::NotOptedIn), None) => {
+            "businesses cannot start conversations or add people to groups: people write first"
+                .into()
+        }
         (Some(ErrorCode::Suspended), _) => format!(
             "your account is suspended on this server: {}",
             err.to_string().trim_end_matches(" (suspended)")
@@ -169,13 +193,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         .unwrap_or_default();
     let mut out = output::Output { json: cli.json, names };
     match cli.command {
-        Command::Register { username, server, business } => {
-            let kind = if business { AccountKind::Business } else { AccountKind::Person };
-            let p = client
-                .register(&server, &username, kind)
-                .await
-                .map_err(|e| explain(&e, Some(&username)))?;
+        Command::Register { username, server, business, display_name, description } => {
+            let registered = if business {
+                let name = display_name.unwrap_or_else(|| username.clone());
+                let about = description.unwrap_or_default();
+                client.register_business(&server, &username, &name, &about).await
+            } else {
+                client.register(&server, &username, AccountKind::Person).await
+            };
+            let p = registered.map_err(|e| explain(&e, Some(&username)))?;
             out.registered(&p);
+        }
+        Command::Business { command: BusinessCommand::Search { query } } => {
+            let found = client.search_businesses(&query).await.map_err(|e| explain(&e, None))?;
+            out.businesses(&found);
         }
         Command::Whoami => {
             let me = client.whoami().await.map_err(|e| explain(&e, None))?;

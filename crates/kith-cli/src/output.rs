@@ -3,6 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use kith_client::{ConversationKind, GroupSummary, Message, Profile, Story, SyncReport};
+use kith_proto::BusinessEntry;
 use kith_proto::WhoAmI;
 use serde_json::json;
 
@@ -26,12 +27,19 @@ fn message_json(m: &Message) -> serde_json::Value {
         "text": m.text,
         "sent_at": rfc3339(m.sent_at),
         "outgoing": m.outgoing,
+        "from_business": m.from_business,
+        "verified": m.verified,
     })
 }
 
 fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) -> String {
     let when = rfc3339(m.sent_at).replace('T', " ").trim_end_matches('Z').to_string();
-    let who = if m.outgoing { "you" } else { m.from.as_str() };
+    let badge = match (m.outgoing, m.from_business, m.verified) {
+        (false, true, true) => " [verified business]",
+        (false, true, false) => " [business, not verified]",
+        _ => "",
+    };
+    let who = if m.outgoing { "you".to_string() } else { format!("{}{badge}", m.from) };
     match m.kind {
         ConversationKind::System => format!("[{when}] * {}", m.text),
         ConversationKind::Group => {
@@ -50,7 +58,12 @@ impl Output {
                 json!({"username": p.username, "device_id": p.device_id, "server": p.server, "kind": p.kind.as_str()})
             );
         } else {
-            println!("Registered {} on {} (device {}).", p.username, p.server, p.device_id);
+            let kind =
+                if p.kind == kith_client::AccountKind::Business { " as a business" } else { "" };
+            println!("Registered {}{kind} on {} (device {}).", p.username, p.server, p.device_id);
+            if !kind.is_empty() {
+                println!("Its display name and description are public: anyone can find them.");
+            }
         }
     }
 
@@ -148,6 +161,28 @@ impl Output {
         }
         if !self.json && groups.is_empty() {
             eprintln!("You are in no group yet.");
+        }
+    }
+
+    pub fn businesses(&self, found: &[BusinessEntry]) {
+        for b in found {
+            if self.json {
+                println!(
+                    "{}",
+                    json!({
+                        "username": b.username,
+                        "display_name": b.display_name,
+                        "description": b.description,
+                        "verified": b.verified,
+                    })
+                );
+            } else {
+                let mark = if b.verified { "verified" } else { "not verified" };
+                println!("{} ({}, {mark}): {}", b.display_name, b.username, b.description);
+            }
+        }
+        if !self.json && found.is_empty() {
+            eprintln!("No business matches.");
         }
     }
 

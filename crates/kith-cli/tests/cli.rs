@@ -290,3 +290,54 @@ async fn block_unblock_and_report_from_the_command_line() {
     let r = kith(bob, &["block", "nobody"]).await;
     assert!(!r.ok && r.stderr.contains("no user named nobody"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn businesses_from_the_command_line() {
+    let server = TestServer::start().await;
+    let (shop, alice) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r = kith(
+        shop.path(),
+        &[
+            "register",
+            "bikeshop",
+            "--server",
+            &server.url,
+            "--business",
+            "--display-name",
+            "Bike Shop",
+            "--description",
+            "Repairs while you wait",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("as a business") && r.stdout.contains("public"), "{}", r.stdout);
+    assert!(kith(alice.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    let r = kith(alice.path(), &["register", "x", "--server", &server.url, "--display-name", "X"])
+        .await;
+    assert!(!r.ok, "a display name needs --business");
+
+    let r = kith(shop.path(), &["send", "alice", "spring sale!"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("alice has to write to you first"), "{}", r.stderr);
+
+    let r = kith(alice.path(), &["--json", "business", "search", "repair"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found[0]["username"], "bikeshop");
+    assert_eq!(found[0]["display_name"], "Bike Shop");
+    assert_eq!(found[0]["verified"], false);
+
+    assert!(kith(alice.path(), &["send", "bikeshop", "can you fix a flat today?"]).await.ok);
+    assert!(kith(shop.path(), &["sync"]).await.ok);
+    assert!(kith(shop.path(), &["send", "alice", "yes, bring it by 5"]).await.ok);
+    let r = kith(alice.path(), &["--json", "sync"]).await;
+    let m = &json_lines(&r.stdout)[0];
+    assert_eq!((m["from_business"].as_bool(), m["verified"].as_bool()), (Some(true), Some(false)));
+    server.store().set_verified("bikeshop", true).await.unwrap();
+    assert!(kith(shop.path(), &["send", "alice", "see you"]).await.ok);
+    let r = kith(alice.path(), &["sync"]).await;
+    assert!(r.stdout.contains("bikeshop [verified business]: see you"), "{}", r.stdout);
+    let r = kith(alice.path(), &["business", "search", "bike"]).await;
+    assert!(r.stdout.contains("Bike Shop (bikeshop, verified)"), "{}", r.stdout);
+}

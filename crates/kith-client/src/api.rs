@@ -121,6 +121,14 @@ impl Api {
             .await
     }
 
+    pub async fn businesses(&self, query: &str) -> ClientResult<BusinessSearch> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/businesses", self.base))
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        url.query_pairs_mut().append_pair("q", query);
+        let path = format!("/v1/businesses?{}", url.query().unwrap_or_default());
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
     pub async fn report(&self, req: &ReportRequest) -> ClientResult<ReportResponse> {
         self.call(Method::POST, "/v1/reports", Some(req)).await
     }

@@ -163,6 +163,29 @@ impl Client {
         username: &str,
         kind: AccountKind,
     ) -> ClientResult<Profile> {
+        self.register_with_profile(server, username, kind, None).await
+    }
+
+    /// Registers a business with its public profile: a display name and a description anyone
+    /// can find in the directory.
+    pub async fn register_business(
+        &mut self,
+        server: &str,
+        username: &str,
+        display_name: &str,
+        description: &str,
+    ) -> ClientResult<Profile> {
+        let profile = Some((display_name.to_string(), description.to_string()));
+        self.register_with_profile(server, username, AccountKind::Business, profile).await
+    }
+
+    async fn register_with_profile(
+        &mut self,
+        server: &str,
+        username: &str,
+        kind: AccountKind,
+        profile: Option<(String, String)>,
+    ) -> ClientResult<Profile> {
         if let Some(p) = &self.profile {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
@@ -184,6 +207,8 @@ impl Client {
                 credential_key: B64(signer.to_public_vec()),
                 key_packages: key_packages.into_iter().map(B64).collect(),
                 last_resort_key_package: B64(last),
+                display_name: profile.as_ref().map(|p| p.0.clone()),
+                description: profile.as_ref().map(|p| p.1.clone()),
             }
         };
         let response = api.register(&request).await?;

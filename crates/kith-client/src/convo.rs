@@ -277,6 +277,8 @@ impl Client {
             received_at: now,
             outgoing: true,
             expires_at,
+            from_business: me.kind == AccountKind::Business,
+            verified: false,
         };
         local::insert_message(&self.conn, &message)?;
         Ok(message)

@@ -123,6 +123,8 @@ impl Client {
                 received_at: now,
                 outgoing: true,
                 expires_at: timer.map(|t| now + t * 1000),
+                from_business: false,
+                verified: false,
             },
         )?;
         Ok(())

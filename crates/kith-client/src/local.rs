@@ -70,6 +70,9 @@ pub struct Message {
     pub outgoing: bool,
     /// When this device deletes it (a story's expiry, a disappearing-message timer).
     pub expires_at: Option<u64>,
+    /// Sent by a business account, and whether the server's admin verified it.
+    pub from_business: bool,
+    pub verified: bool,
 }
 
 /// A conversation this device is (or was) in.
@@ -117,7 +120,9 @@ CREATE TABLE IF NOT EXISTS kith_messages (
     sent_at INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     outgoing INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    from_business INTEGER NOT NULL DEFAULT 0,
+    verified INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS kith_messages_conversation ON kith_messages (conversation, sent_at);
 CREATE INDEX IF NOT EXISTS kith_messages_expiry ON kith_messages (expires_at)
@@ -261,8 +266,9 @@ pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
 pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> {
     let n = conn.execute(
         "INSERT OR IGNORE INTO kith_messages
-         (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+          from_business, verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             m.id,
             m.conversation,
@@ -272,7 +278,9 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
             i(m.sent_at),
             i(m.received_at),
             m.outgoing,
-            m.expires_at.map(i)
+            m.expires_at.map(i),
+            m.from_business,
+            m.verified
         ],
     )?;
     Ok(n == 1)
@@ -289,6 +297,8 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         received_at: u(r.get(6)?),
         outgoing: r.get(7)?,
         expires_at: r.get::<_, Option<i64>>(8)?.map(u),
+        from_business: r.get(9)?,
+        verified: r.get(10)?,
     })
 }
 
@@ -296,7 +306,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
-                m.expires_at
+                m.expires_at, m.from_business, m.verified
          FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
          WHERE c.kind = 'direct' AND c.peer = ?1
          ORDER BY m.sent_at, m.received_at, m.id",
@@ -308,7 +318,8 @@ pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Messa
 /// Every message of one conversation, oldest first.
 pub fn history_of(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
-        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified
          FROM kith_messages WHERE conversation = ?1 ORDER BY sent_at, received_at, id",
     )?
     .query_map(params![conversation], message_row)?
@@ -359,7 +370,8 @@ pub fn own_story_channel(conn: &Connection, me: &str) -> rusqlite::Result<Option
 /// Stories not yet expired, newest first.
 pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
-        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified
          FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
          ORDER BY sent_at DESC, id",
     )?

@@ -31,6 +31,8 @@ fn system(
         received_at: now_millis(),
         outgoing: false,
         expires_at,
+        from_business: false,
+        verified: false,
     }
 }
 
@@ -187,6 +189,8 @@ impl Client {
                             received_at: now,
                             outgoing: false,
                             expires_at: local.timer_seconds.map(|t| now + t * 1000),
+                            from_business: entry.sender_kind == AccountKind::Business,
+                            verified: entry.sender_verified,
                         };
                         if local::insert_message(&self.conn, &m)? {
                             messages.push(m);
@@ -211,6 +215,8 @@ impl Client {
                                 received_at: now,
                                 outgoing: false,
                                 expires_at: Some(expires_at),
+                                from_business: entry.sender_kind == AccountKind::Business,
+                                verified: entry.sender_verified,
                             };
                             if local::insert_message(&self.conn, &m)? {
                                 messages.push(m);

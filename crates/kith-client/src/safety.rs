@@ -40,6 +40,14 @@ impl Client {
         Ok(self.api()?.claim(username).await?.key_packages.len())
     }
 
+    /// Searches the server's directory of businesses (verified ones first).
+    pub async fn search_businesses(&mut self, query: &str) -> ClientResult<Vec<BusinessEntry>> {
+        if query.trim().is_empty() {
+            return Err(ClientError::InvalidInput("search for at least one character".into()));
+        }
+        Ok(self.api()?.businesses(query).await?.businesses)
+    }
+
     /// The accounts this device blocks.
     pub fn blocked(&self) -> ClientResult<Vec<String>> {
         Ok(local::blocked(&self.conn)?)

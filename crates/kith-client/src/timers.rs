@@ -70,6 +70,10 @@ impl Client {
 
     /// Records `peer` as a contact after writing to them; a new contact joins the story channel.
     pub(crate) async fn became_contact(&mut self, peer: &str) -> ClientResult<()> {
+        // A business answers people; they are not its contacts and it has no stories for them.
+        if self.me()?.kind == AccountKind::Business {
+            return Ok(());
+        }
         if local::add_contact(&self.conn, peer, now_millis())? {
             self.sync_story_channel().await?;
         }
@@ -129,6 +133,8 @@ impl Client {
                     received_at: now,
                     outgoing: true,
                     expires_at: Some(expires_at),
+                    from_business: false,
+                    verified: false,
                 };
                 local::insert_message(&self.conn, &m)?;
                 m

@@ -50,6 +50,30 @@ pub struct RegisterRequest {
     pub key_packages: Vec<B64>,
     /// The KeyPackage handed out when no one-time KeyPackage is left.
     pub last_resort_key_package: B64,
+    /// A business's public name (1–64 characters); defaults to the username.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// A business's public description (up to 500 characters).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One entry of the business directory. All of it is public by design.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BusinessEntry {
+    pub username: String,
+    pub display_name: String,
+    pub description: String,
+    /// Marked by this server's admin.
+    pub verified: bool,
+}
+
+/// `GET /v1/businesses?q=QUERY`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BusinessSearch {
+    pub businesses: Vec<BusinessEntry>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -241,6 +265,11 @@ pub struct QueueEntry {
     /// The account whose device sent it.
     pub sender: String,
     pub sender_device: u64,
+    /// Whether the sender is a business, and if so whether this server verified it.
+    #[serde(default)]
+    pub sender_kind: AccountKind,
+    #[serde(default)]
+    pub sender_verified: bool,
     pub data: B64,
     pub server_time: u64,
     /// When the server deletes this message whether or not it was delivered (stories).

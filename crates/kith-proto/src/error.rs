@@ -53,6 +53,8 @@ pub enum ErrorCode {
     InvalidReport,
     /// The account is suspended; the message says why.
     Suspended,
+    /// A business may write only to people who opened a conversation with it.
+    NotOptedIn,
     /// Slow down; `Retry-After` says for how long.
     RateLimited,
     /// No such route.
@@ -81,7 +83,7 @@ impl ErrorCode {
             | InvalidReport
             | InvalidMessage => 400,
             Unauthorized => 401,
-            Forbidden | NotAMember | NotAdmin | Suspended => 403,
+            Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn => 403,
             UnknownUser | UnknownConversation | NotFound => 404,
             MethodNotAllowed => 405,
             UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages | GroupFull => 409,
@@ -119,6 +121,7 @@ impl ErrorCode {
             NotAdmin => "not_admin",
             InvalidReport => "invalid_report",
             Suspended => "suspended",
+            NotOptedIn => "not_opted_in",
             RateLimited => "rate_limited",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",

@@ -74,6 +74,18 @@ enum AdminCommand {
     },
     /// Start a new franking key; the old one keeps verifying for the retention period.
     RotateFrankingKey(Common),
+    /// Mark a business account verified: the directory and its messages say so.
+    VerifyBusiness {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Take a business's verification away.
+    UnverifyBusiness {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -244,6 +256,26 @@ mod admin {
                         }
                     }
                 }
+            }
+            AdminCommand::VerifyBusiness { username, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                store.set_verified(&username, true).await.map_err(|e| match e {
+                    kith_store::StoreError::UnknownUser => {
+                        anyhow::anyhow!("there is no business account named {username}")
+                    }
+                    other => other.into(),
+                })?;
+                println!("{username} is now a verified business.");
+            }
+            AdminCommand::UnverifyBusiness { username, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                store.set_verified(&username, false).await.map_err(|e| match e {
+                    kith_store::StoreError::UnknownUser => {
+                        anyhow::anyhow!("there is no business account named {username}")
+                    }
+                    other => other.into(),
+                })?;
+                println!("{username} is no longer verified.");
             }
             AdminCommand::RotateFrankingKey(common) => {
                 let store = open_store(&common.resolve()?).await?;

@@ -16,6 +16,7 @@ use crate::routes::*;
         conversations::create, conversations::send, handshake::handshake,
         queue::fetch, queue::ack, ws::connect,
         reports::report, blocks::block, blocks::unblock, blocks::blocked,
+        businesses::search,
     ),
     components(schemas(kith_proto::ServerFrame, kith_proto::ClientFrame)),
     modifiers(&Bearer),

@@ -216,6 +216,21 @@ async fn the_admin_sees_exactly_the_reported_message_and_acts_on_accounts() {
     assert!(admin(&["unsuspend", "carol"]).contains("Reinstated carol"));
     assert!(admin(&["accounts", "--flagged"]).contains("unsuspend"));
     assert!(admin(&["rotate-franking-key"]).contains("New franking key"));
+    // Verifying a business; a person cannot be.
+    let dir = tempfile::tempdir().unwrap();
+    let mut shop = kith_client::Client::open(dir.path()).unwrap();
+    shop.register_business(&url, "cafe", "Cafe", "Coffee").await.unwrap();
+    assert!(admin(&["verify-business", "cafe"]).contains("now a verified business"));
+    assert!(bob.search_businesses("cafe").await.unwrap()[0].verified);
+    assert!(admin(&["unverify-business", "cafe"]).contains("no longer verified"));
+    assert!(!bob.search_businesses("cafe").await.unwrap()[0].verified);
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["admin", "verify-business", "bob", "--data"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no business account named bob"));
 
     let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut kithd)).await.unwrap();
     assert!(status.success());

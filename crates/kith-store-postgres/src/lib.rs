@@ -34,6 +34,26 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+const ACCOUNT_INFO: &str = "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
+        (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
+        (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username),
+        a.display_name, a.description, a.verified
+     FROM accounts a";
+
+fn account_info_row(r: &PgRow) -> Result<AccountInfo, sqlx::Error> {
+    Ok(AccountInfo {
+        username: r.try_get(0)?,
+        kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(1)?)),
+        created_at: u(r.try_get(2)?),
+        suspended: r.try_get(3)?,
+        blocked_by: u(r.try_get(4)?),
+        reported_by: u(r.try_get(5)?),
+        display_name: r.try_get(6)?,
+        description: r.try_get(7)?,
+        verified: r.try_get(8)?,
+    })
+}
+
 impl PgStore {
     /// Connects to `url` (`postgres://…`) and brings the schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -121,6 +141,8 @@ fn entry(r: &PgRow) -> Result<StoredEntry, sqlx::Error> {
         data: r.try_get(6)?,
         created_at: u(r.try_get(7)?),
         expires_at: r.try_get::<Option<i64>, _>(8)?.map(u),
+        sender_kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(9)?)),
+        sender_verified: r.try_get(10)?,
     })
 }
 
@@ -129,11 +151,14 @@ impl Store for PgStore {
     async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: i64 = match sqlx::query_scalar(
-            "INSERT INTO accounts (username, kind, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO accounts (username, kind, created_at, display_name, description)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(&a.username)
         .bind(account_kind_code(a.kind))
         .bind(i(a.now))
+        .bind(a.profile.as_ref().map(|p| p.0.clone()))
+        .bind(a.profile.as_ref().map(|p| p.1.clone()))
         .fetch_one(&mut *tx)
         .await
         {
@@ -491,7 +516,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<StoredEntry>> {
         let rows = sqlx::query(
             "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data,
-                    m.created_at, m.expires_at
+                    m.created_at, m.expires_at, a.kind, a.verified
              FROM queue q
              JOIN messages m ON m.id = q.message_id
              JOIN devices d ON d.id = m.sender_device
@@ -709,28 +734,12 @@ impl Store for PgStore {
     }
 
     async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
-        let row = sqlx::query(
-            "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
-                    (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
-                    (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username)
-             FROM accounts a WHERE a.username = $1",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        let Some(r) = row else { return Ok(None) };
-        let get = || -> Result<AccountInfo, sqlx::Error> {
-            Ok(AccountInfo {
-                username: r.try_get(0)?,
-                kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(1)?)),
-                created_at: u(r.try_get(2)?),
-                suspended: r.try_get(3)?,
-                blocked_by: u(r.try_get(4)?),
-                reported_by: u(r.try_get(5)?),
-            })
-        };
-        get().map(Some).map_err(backend)
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ACCOUNT_INFO} WHERE a.username = $1")))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_info_row).transpose().map_err(backend)
     }
 
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
@@ -773,6 +782,52 @@ impl Store for PgStore {
                 created_at: u(at),
             })
             .collect())
+    }
+
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()> {
+        let n = sqlx::query("UPDATE accounts SET verified = $2 WHERE username = $1 AND kind = 1")
+            .bind(username)
+            .bind(verified)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+    }
+
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ACCOUNT_INFO} WHERE a.kind = 1 AND (
+                strpos(lower(a.username), $1) > 0
+                OR strpos(lower(coalesce(a.display_name, '')), $1) > 0
+                OR strpos(lower(coalesce(a.description, '')), $1) > 0)
+             ORDER BY a.verified DESC, a.username LIMIT $2"
+        )))
+        .bind(query.to_lowercase())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(account_info_row).collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM accounts a1
+             JOIN devices d1 ON d1.account_id = a1.id
+             JOIN conversation_members m1 ON m1.device_id = d1.id
+             JOIN conversations c ON c.id = m1.conversation AND c.direct
+             JOIN conversation_members m2 ON m2.conversation = c.id
+             JOIN devices d2 ON d2.id = m2.device_id
+             JOIN accounts a2 ON a2.id = d2.account_id
+             WHERE a1.username = $1 AND a2.username = $2 LIMIT 1",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(found.is_some())
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {

@@ -100,6 +100,11 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
      );
      CREATE INDEX flags_username ON flags (username);",
+    // 5: businesses — public profile and verification; finding a member's conversations.
+    "ALTER TABLE accounts ADD COLUMN display_name TEXT;
+     ALTER TABLE accounts ADD COLUMN description TEXT;
+     ALTER TABLE accounts ADD COLUMN verified BOOLEAN NOT NULL DEFAULT FALSE;
+     CREATE INDEX conversation_members_device ON conversation_members (device_id);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -143,9 +143,17 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .write(move |conn| {
+                let (display_name, description) = a.profile.clone().unzip();
                 let inserted = conn.execute(
-                    "INSERT INTO accounts (username, kind, created_at) VALUES (?1, ?2, ?3)",
-                    params![a.username, i64::from(account_kind_code(a.kind)), i(a.now)],
+                    "INSERT INTO accounts (username, kind, created_at, display_name, description)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        a.username,
+                        i64::from(account_kind_code(a.kind)),
+                        i(a.now),
+                        display_name,
+                        description
+                    ],
                 );
                 match inserted {
                     Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
@@ -493,7 +501,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT q.seq, m.id, m.conversation, m.kind, a.username, m.sender_device, m.data,
-                        m.created_at, m.expires_at
+                        m.created_at, m.expires_at, a.kind, a.verified
                  FROM queue q
                  JOIN messages m ON m.id = q.message_id
                  JOIN devices d ON d.id = m.sender_device
@@ -513,6 +521,8 @@ impl Store for SqliteStore {
                     data: r.get(6)?,
                     created_at: u(r.get(7)?),
                     expires_at: r.get::<_, Option<i64>>(8)?.map(u),
+                    sender_kind: account_kind_from_code(r.get(9)?),
+                    sender_verified: r.get(10)?,
                 })
             })?
             .collect()
@@ -731,23 +741,9 @@ impl Store for SqliteStore {
     async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
         let username = username.to_string();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
-                        (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
-                        (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username)
-                 FROM accounts a WHERE a.username = ?1",
-            )?
-            .query_row(params![username], |r| {
-                Ok(AccountInfo {
-                    username: r.get(0)?,
-                    kind: account_kind_from_code(r.get(1)?),
-                    created_at: u(r.get(2)?),
-                    suspended: r.get(3)?,
-                    blocked_by: u(r.get(4)?),
-                    reported_by: u(r.get(5)?),
-                })
-            })
-            .optional()
+            conn.prepare_cached(&format!("{ACCOUNT_INFO} WHERE a.username = ?1"))?
+                .query_row(params![username], account_info_row)
+                .optional()
         })
         .await
     }
@@ -800,6 +796,59 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE accounts SET verified = ?2 WHERE username = ?1 AND kind = 1",
+                        params![username, verified],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
+        let query = query.to_lowercase();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "{ACCOUNT_INFO} WHERE a.kind = 1 AND (
+                    instr(lower(a.username), ?1) > 0
+                    OR instr(lower(coalesce(a.display_name, '')), ?1) > 0
+                    OR instr(lower(coalesce(a.description, '')), ?1) > 0)
+                 ORDER BY a.verified DESC, a.username LIMIT ?2"
+            ))?
+            .query_map(params![query, i64::from(limit)], account_info_row)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool> {
+        let (a, b) = (a.to_string(), b.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM accounts a1
+                     JOIN devices d1 ON d1.account_id = a1.id
+                     JOIN conversation_members m1 ON m1.device_id = d1.id
+                     JOIN conversations c ON c.id = m1.conversation AND c.direct = 1
+                     JOIN conversation_members m2 ON m2.conversation = c.id
+                     JOIN devices d2 ON d2.id = m2.device_id
+                     JOIN accounts a2 ON a2.id = d2.account_id
+                     WHERE a1.username = ?1 AND a2.username = ?2 LIMIT 1",
+                )?
+                .query_row(params![a, b], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|conn| {
             let count = |table: &str| -> Result<u64, rusqlite::Error> {
@@ -816,6 +865,26 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+const ACCOUNT_INFO: &str = "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
+        (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
+        (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username),
+        a.display_name, a.description, a.verified
+     FROM accounts a";
+
+fn account_info_row(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
+    Ok(AccountInfo {
+        username: r.get(0)?,
+        kind: account_kind_from_code(r.get(1)?),
+        created_at: u(r.get(2)?),
+        suspended: r.get(3)?,
+        blocked_by: u(r.get(4)?),
+        reported_by: u(r.get(5)?),
+        display_name: r.get(6)?,
+        description: r.get(7)?,
+        verified: r.get(8)?,
+    })
 }
 
 fn account_is_known(conn: &Connection, username: &str) -> Result<bool, rusqlite::Error> {

@@ -100,6 +100,11 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
      );
      CREATE INDEX flags_username ON flags (username);",
+    // 5: businesses — public profile and verification; finding a member's conversations.
+    "ALTER TABLE accounts ADD COLUMN display_name TEXT;
+     ALTER TABLE accounts ADD COLUMN description TEXT;
+     ALTER TABLE accounts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX conversation_members_device ON conversation_members (device_id);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

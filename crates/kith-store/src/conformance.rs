@@ -28,6 +28,7 @@ macro_rules! conformance_suite {
             devices_are_found_by_key,
             expiring_messages_go_at_their_time,
             safety_records,
+            business_directory,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -52,6 +53,7 @@ fn account(name: &str, kps: usize) -> NewAccount {
         key_packages: (0..kps).map(|i| format!("kp-{name}-{i}").into_bytes()).collect(),
         last_resort: format!("kp-{name}-last").into_bytes(),
         now: NOW,
+        profile: None,
     }
 }
 
@@ -183,6 +185,7 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     assert!(store.fetch(a, 0, 100, NOW).await.unwrap().is_empty());
     let welcome = store.fetch(b, 0, 100, NOW).await.unwrap();
     assert_eq!(welcome.len(), 1);
+    assert_eq!((welcome[0].sender_kind, welcome[0].sender_verified), (AccountKind::Person, false));
     assert_eq!(welcome[0].kind, EntryKind::Welcome);
     assert_eq!(welcome[0].data, b"welcome");
     assert_eq!(welcome[0].sender, "alice");
@@ -526,4 +529,68 @@ pub async fn safety_records(store: Arc<dyn Store>) {
     assert!(store.unblock("bob", "alice").await.unwrap());
     assert!(!store.unblock("bob", "alice").await.unwrap());
     assert!(store.devices_blocking("alice").await.unwrap().is_empty());
+}
+
+pub async fn business_directory(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let _ = (a, b);
+    let shop = |name: &str, display: &str, about: &str| NewAccount {
+        kind: AccountKind::Business,
+        profile: Some((display.to_string(), about.to_string())),
+        ..account(name, 1)
+    };
+    let bakery =
+        store.create_account(shop("bakery", "The Corner Bakery", "Bread daily")).await.unwrap();
+    store.create_account(shop("bikes", "Bike Repair", "Fixes flats")).await.unwrap();
+    store.set_verified("bikes", true).await.unwrap();
+    // People cannot be verified, and unknown names are refused.
+    assert!(matches!(store.set_verified("alice", true).await, Err(StoreError::UnknownUser)));
+    assert!(matches!(store.set_verified("nobody", true).await, Err(StoreError::UnknownUser)));
+
+    let found = store.search_businesses("BREAD", 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].username, "bakery");
+    assert_eq!(found[0].display_name.as_deref(), Some("The Corner Bakery"));
+    assert!(!found[0].verified);
+    let all = store.search_businesses("b", 10).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|a| a.username.as_str()).collect();
+    assert_eq!(names, ["bikes", "bakery"], "verified first");
+    assert!(
+        store.search_businesses("alice", 10).await.unwrap().is_empty(),
+        "people are not listed"
+    );
+    assert_eq!(store.search_businesses("b", 1).await.unwrap().len(), 1);
+
+    // Alice and bob share a 1:1 conversation; alice and the bakery do not.
+    assert!(store.share_direct_conversation("alice", "bob").await.unwrap());
+    assert!(store.share_direct_conversation("bob", "alice").await.unwrap());
+    assert!(!store.share_direct_conversation("alice", "bakery").await.unwrap());
+
+    // A verified business's messages say so.
+    store.set_verified("bakery", true).await.unwrap();
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(5),
+            creator_device: a,
+            members: vec![bakery],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: vec![],
+            now: NOW,
+            poster: None,
+            direct: true,
+        })
+        .await
+        .unwrap();
+    store
+        .enqueue(NewMessage { conversation: conv(5), ..message(bakery, vec![a], b"open 9-5", NOW) })
+        .await
+        .unwrap();
+    let got = store.fetch(a, 0, 10, NOW).await.unwrap();
+    let from_shop = got.iter().find(|e| e.sender == "bakery").unwrap();
+    assert_eq!((from_shop.sender_kind, from_shop.sender_verified), (AccountKind::Business, true));
+    assert!(store.share_direct_conversation("alice", "bakery").await.unwrap());
+    let info = store.account_info("bakery").await.unwrap().unwrap();
+    assert_eq!((info.kind, info.verified), (AccountKind::Business, true));
+    assert_eq!(info.description.as_deref(), Some("Bread daily"));
 }

@@ -89,6 +89,8 @@ pub struct NewAccount {
     pub key_packages: Vec<Vec<u8>>,
     pub last_resort: Vec<u8>,
     pub now: Millis,
+    /// A business's public profile (display name, description); `None` for people.
+    pub profile: Option<(String, String)>,
 }
 
 /// What authentication needs to know about a device.
@@ -216,6 +218,10 @@ pub struct AccountInfo {
     pub blocked_by: u64,
     /// Distinct accounts that reported it.
     pub reported_by: u64,
+    /// A business's public profile.
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub verified: bool,
 }
 
 /// An action the safety policy (or an admin) took, with its reason.
@@ -265,6 +271,9 @@ pub struct StoredEntry {
     pub kind: EntryKind,
     pub sender: String,
     pub sender_device: DeviceId,
+    /// The sender's account kind and, for a business, whether the admin verified it.
+    pub sender_kind: AccountKind,
+    pub sender_verified: bool,
     pub data: Vec<u8>,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
@@ -393,4 +402,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded action, oldest first.
     async fn flags(&self) -> StoreResult<Vec<FlagRecord>>;
+
+    /// Marks a business verified (or not). `Err(UnknownUser)` if there is no such business.
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()>;
+
+    /// Business accounts whose username, display name or description contains `query`
+    /// (case-insensitive), verified first, then by name; at most `limit`.
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>>;
+
+    /// Whether `a` and `b` are both members of a 1:1 conversation.
+    async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool>;
 }

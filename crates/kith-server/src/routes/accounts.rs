@@ -58,6 +58,7 @@ pub async fn register(
     for kp in req.key_packages.iter().chain(std::iter::once(&req.last_resort_key_package)) {
         mls::check_key_package(&crypto, &kp.0, &req.username, &req.credential_key.0)?;
     }
+    let profile = business_profile(&req)?;
     let token = new_token()?;
     let device_id = state
         .store
@@ -69,6 +70,7 @@ pub async fn register(
             key_packages: req.key_packages.into_iter().map(B64::into_inner).collect(),
             last_resort: req.last_resort_key_package.0,
             now: state.now(),
+            profile,
         })
         .await?;
     state.metrics.registrations.inc();
@@ -128,6 +130,29 @@ pub async fn devices(
             })
             .collect(),
     }))
+}
+
+/// A business's public profile from a registration; people have none.
+fn business_profile(req: &RegisterRequest) -> ApiResult<Option<(String, String)>> {
+    let bad = |why: &str| ApiError::new(ErrorCode::BadRequest, why);
+    match req.kind {
+        AccountKind::Person if req.display_name.is_some() || req.description.is_some() => {
+            Err(bad("only business accounts have a public display name and description"))
+        }
+        AccountKind::Person => Ok(None),
+        AccountKind::Business => {
+            let name = req.display_name.clone().unwrap_or_else(|| req.username.clone());
+            let about = req.description.clone().unwrap_or_default();
+            let clean = |s: &str| !s.chars().any(char::is_control);
+            if name.trim().is_empty() || name.chars().count() > 64 || !clean(&name) {
+                return Err(bad("a display name has 1 to 64 characters and no control characters"));
+            }
+            if about.chars().count() > 500 || about.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(bad("a description has at most 500 characters"));
+            }
+            Ok(Some((name, about)))
+        }
+    }
 }
 
 pub(crate) fn username_checked(name: &str) -> ApiResult<()> {

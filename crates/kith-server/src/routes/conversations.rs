@@ -76,6 +76,11 @@ pub async fn create(
     }
     let accounts: std::collections::BTreeSet<&str> =
         members.iter().map(|m| m.username.as_str()).collect();
+    if me.kind == AccountKind::Business {
+        for other in accounts.iter().filter(|a| **a != me.username) {
+            crate::routes::businesses::refuse_person(&state, other).await?;
+        }
+    }
     match meta.kind {
         GroupType::Direct if accounts.len() != 2 || !meta.admins.is_empty() => {
             return Err(ApiError::new(

@@ -127,8 +127,17 @@ pub async fn handshake(
     };
     let outcome = match processed.into_content() {
         ProcessedMessageContent::StagedCommitMessage(staged) => {
-            commit(&state, tracked, *staged, &sender.username, handshake, req.welcome, stored.epoch)
-                .await?
+            commit(
+                &state,
+                tracked,
+                *staged,
+                &sender.username,
+                me.kind,
+                handshake,
+                req.welcome,
+                stored.epoch,
+            )
+            .await?
         }
         ProcessedMessageContent::ProposalMessage(proposal) => {
             let Proposal::Remove(remove) = proposal.proposal() else {
@@ -188,16 +197,25 @@ pub async fn handshake(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     state: &AppState,
     mut tracked: Tracked,
     staged: StagedCommit,
     committer: &str,
+    committer_kind: AccountKind,
     handshake: NewMessage,
     welcome: Option<B64>,
     expected_epoch: u64,
 ) -> ApiResult<Outcome> {
     policy::check_commit(&tracked, committer, &staged, state.config.max_group_size)?;
+    if committer_kind == AccountKind::Business {
+        for add in staged.add_proposals() {
+            let leaf = add.add_proposal().key_package().leaf_node();
+            let added = groups::state::identity(leaf.credential()).unwrap_or_default();
+            crate::routes::businesses::refuse_person(state, &added).await?;
+        }
+    }
     let adds = staged.add_proposals().count() > 0;
     let keys_before: BTreeSet<Vec<u8>> =
         tracked.leaves().into_iter().map(|l| l.signature_key).collect();

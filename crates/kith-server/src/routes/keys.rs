@@ -95,6 +95,10 @@ pub async fn claim(
     if state.store.blocked_by(&username).await?.contains(&me.username) {
         return Err(none_left());
     }
+    // A business reaches only people who opened a conversation with it.
+    if me.kind == AccountKind::Business {
+        crate::routes::businesses::require_opt_in(&state, &me.username, &username).await?;
+    }
     let claimed = state.store.claim_key_packages(&username).await?;
     if claimed.is_empty() {
         return Err(none_left());

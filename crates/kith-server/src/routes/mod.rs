@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod blocks;
+pub mod businesses;
 pub mod conversations;
 pub mod handshake;
 pub mod keys;
@@ -37,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations", post(conversations::create))
         .route("/v1/conversations/{id}/messages", post(conversations::send))
         .route("/v1/conversations/{id}/handshake", post(handshake::handshake))
+        .route("/v1/businesses", get(businesses::search))
         .route("/v1/reports", post(reports::report))
         .route("/v1/blocks", post(blocks::block).get(blocks::blocked))
         .route("/v1/blocks/{username}", axum::routing::delete(blocks::unblock))

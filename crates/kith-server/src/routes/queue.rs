@@ -38,6 +38,8 @@ pub fn to_wire(e: StoredEntry, franking: &Franking) -> QueueEntry {
         kind: e.kind,
         sender: e.sender,
         sender_device: e.sender_device,
+        sender_kind: e.sender_kind,
+        sender_verified: e.sender_verified,
         data: B64(e.data),
         server_time: e.created_at,
         expires_at: e.expires_at,
