@@ -13,7 +13,9 @@
 mod abuse;
 mod groups;
 mod raw;
+mod relay;
 mod report;
+mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -47,6 +49,30 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         bytes: usize,
     },
+    /// Messages through a kithd child process to devices on WebSockets.
+    Relay {
+        /// 1:1 conversations (sender and receiver devices).
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 16)]
+        senders: usize,
+        /// Length of the timed part.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Size of each message's text.
+        #[arg(long, default_value_t = 200)]
+        bytes: usize,
+        /// Cap the offered load at this many messages per second.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Instead of 1:1 pairs, one group of this many members.
+        #[arg(long)]
+        group: Option<usize>,
+        /// Every message encrypted and decrypted by SDK clients.
+        #[arg(long)]
+        e2e: bool,
+    },
     /// Normal and abusive accounts against the safety policy, over simulated time.
     AbuseSim {
         #[arg(long, default_value_t = 200)]
@@ -66,6 +92,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Groups { members, bytes } => groups::run(cli.store, members, bytes).await?,
+        Scenario::Relay { pairs, senders, seconds, bytes, rate, group, e2e } => {
+            relay::run(relay::Config {
+                store: cli.store,
+                pairs,
+                senders,
+                seconds,
+                bytes,
+                rate,
+                group,
+                e2e,
+            })
+            .await?
+        }
         Scenario::AbuseSim { normal, abusers, hours, seed } => {
             abuse::run(abuse::Config { normal, abusers, hours, seed }).await?
         }

@@ -223,6 +223,33 @@ impl Client {
         }
     }
 
+    /// Frames, franks and encrypts a payload for the conversation: the MLS message to send.
+    fn seal(&self, conversation: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
+        let me = self.me()?;
+        let provider = self.provider();
+        let signer = mls::load_signer(&provider, &me.signature_key)?;
+        let group_id = conversation_bytes(conversation)?;
+        let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&group_id))
+            .map_err(ClientError::mls)?
+            .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
+        // Franking: commit to the body with a fresh key, and sign it for the server.
+        let (franked, commitment) =
+            crate::franking::frank(&provider, &signer, &group_id, &payload.encode())?;
+        group.set_aad(commitment);
+        let out = group
+            .create_message(&provider, &signer, &franked.encode())
+            .map_err(ClientError::mls)?;
+        out.tls_serialize_detached().map_err(ClientError::mls)
+    }
+
+    /// Encrypts a text for a conversation without sending or storing it: what `send_text`
+    /// costs before the network. For benchmarks.
+    #[doc(hidden)]
+    pub fn encrypt_for_bench(&self, conversation: &str, text: &str) -> ClientResult<Vec<u8>> {
+        let payload = Payload::new(random_hex(16)?, now_millis(), Body::Text { text: text.into() });
+        self.seal(conversation, &payload)
+    }
+
     /// Encrypts `body` for the conversation, sends it and keeps the plaintext locally.
     pub(crate) async fn send_body(
         &mut self,
@@ -237,22 +264,7 @@ impl Client {
         }
         let now = now_millis();
         let payload = Payload::new(random_hex(16)?, now, body);
-        let bytes = {
-            let provider = self.provider();
-            let signer = mls::load_signer(&provider, &me.signature_key)?;
-            let group_id = conversation_bytes(conversation)?;
-            let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&group_id))
-                .map_err(ClientError::mls)?
-                .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
-            // Franking: commit to the body with a fresh key, and sign it for the server.
-            let (franked, commitment) =
-                crate::franking::frank(&provider, &signer, &group_id, &payload.encode())?;
-            group.set_aad(commitment);
-            let out = group
-                .create_message(&provider, &signer, &franked.encode())
-                .map_err(ClientError::mls)?;
-            out.tls_serialize_detached().map_err(ClientError::mls)?
-        };
+        let bytes = self.seal(conversation, &payload)?;
         self.api()?.send(conversation, &SendMessage { message: B64(bytes) }).await?;
         let timer = local.timer_seconds.map(|t| now + t * 1000);
         let (kind, text, expires_at) = match payload.body {

@@ -114,19 +114,29 @@ impl Writer {
     }
 }
 
+/// Runs a statement through the statement cache: transaction control is issued for every job,
+/// and re-parsing it each time showed up in profiles.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         fail_all(batch, &e);
         return;
     }
     let mut results = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        let result = match conn.execute_batch("SAVEPOINT job") {
+        let result = match exec(conn, "SAVEPOINT job") {
             Err(e) => Err(StoreError::Backend(e.to_string())),
             Ok(()) => {
                 let r = (job.work)(conn);
-                let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                match conn.execute_batch(end) {
+                let end = if r.is_ok() {
+                    exec(conn, "RELEASE job")
+                } else {
+                    exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+                };
+                match end {
                     Ok(()) => r,
                     Err(e) => Err(StoreError::Backend(e.to_string())),
                 }
@@ -134,7 +144,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         };
         results.push((job.reply, result));
     }
-    match conn.execute_batch("COMMIT") {
+    match exec(conn, "COMMIT") {
         Ok(()) => {
             for (reply, result) in results {
                 let _ = reply.send(result);

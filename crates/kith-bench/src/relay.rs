@@ -1,0 +1,360 @@
+//! `relay`: messages through a real `kithd` child process, from concurrent senders to devices
+//! connected over WebSocket.
+//!
+//! Server mode (the default) prepares one real MLS ciphertext per conversation before the
+//! timed part and posts it over and over: what is measured is the server accepting, storing,
+//! pushing and deleting on acknowledgement. `--e2e` makes every message a fresh SDK encryption
+//! and every delivery an SDK decryption into the recipient's durable profile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use kith_client::AccountKind;
+use kith_proto::{ClientFrame, ServerFrame};
+use kith_testkit::TestUser;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use crate::StoreKind;
+use crate::report::Report;
+use crate::server::Kithd;
+
+pub struct Config {
+    pub store: StoreKind,
+    /// 1:1 conversations (sender, receiver pairs); with `group`, receivers of one group.
+    pub pairs: usize,
+    pub senders: usize,
+    pub seconds: u64,
+    pub bytes: usize,
+    pub rate: Option<u64>,
+    pub group: Option<usize>,
+    pub e2e: bool,
+}
+
+struct Conversation {
+    id: String,
+    sender: usize,
+    /// The other account of a 1:1 conversation.
+    peer: Option<String>,
+}
+
+/// Arrival time of each message id at each device, and send times.
+#[derive(Default)]
+struct Times {
+    sent: HashMap<u64, Instant>,
+    arrived: Vec<(u64, Instant)>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    let kithd = Kithd::start(config.store)?;
+    let url = kithd.url.clone();
+    let mut report = Report::new("relay");
+    report.context("store", json!(format!("{:?}", config.store).to_lowercase()));
+    report.context("senders", json!(config.senders));
+    report.context("message_text_bytes", json!(config.bytes));
+    report.context("seconds", json!(config.seconds));
+    report.context(
+        "mode",
+        json!(if config.e2e {
+            "e2e (SDK encrypt + decrypt)"
+        } else {
+            "server (prepared ciphertexts)"
+        }),
+    );
+    if let Some(r) = config.rate {
+        report.context("offered_rate_per_s", json!(r));
+    }
+
+    // Set-up: accounts, conversations, one prepared ciphertext per conversation.
+    let t = Instant::now();
+    let text = "x".repeat(config.bytes);
+    let (mut senders, mut receivers, conversations) = match config.group {
+        None => {
+            report.context("conversations", json!(format!("{} 1:1", config.pairs)));
+            let mut s = Vec::new();
+            let mut r = Vec::new();
+            let mut c = Vec::new();
+            for i in 0..config.pairs {
+                let mut a =
+                    TestUser::register(&url, &format!("s{i:05}"), AccountKind::Person).await;
+                let b = TestUser::register(&url, &format!("r{i:05}"), AccountKind::Person).await;
+                let id = a.direct_conversation(&format!("r{i:05}")).await?;
+                c.push(Conversation { id, sender: i, peer: Some(format!("r{i:05}")) });
+                s.push(a);
+                r.push(b);
+            }
+            (s, r, c)
+        }
+        Some(n) => {
+            report.context("conversations", json!(format!("1 group of {n}")));
+            let mut a = TestUser::register(&url, "s00000", AccountKind::Person).await;
+            let mut r = Vec::new();
+            let mut names = Vec::new();
+            for i in 1..n {
+                names.push(format!("r{i:05}"));
+                r.push(TestUser::register(&url, &names[i - 1], AccountKind::Person).await);
+            }
+            let id = a.create_group("bench", &names).await?;
+            (vec![a], r, vec![Conversation { id, sender: 0, peer: None }])
+        }
+    };
+    for r in receivers.iter_mut() {
+        r.sync().await?;
+    }
+    report.context("setup_s", json!((t.elapsed().as_secs_f64() * 10.0).round() / 10.0));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let times = Arc::new(Mutex::new(Times::default()));
+    let cpu_before = kithd.cpu_seconds();
+
+    // Receivers: each device on its own WebSocket, acknowledging what it gets.
+    let mut receiver_tasks = Vec::new();
+    if config.e2e {
+        for mut r in std::mem::take(&mut receivers) {
+            let (stop, delivered, times) = (stop.clone(), delivered.clone(), times.clone());
+            let mut push = r.connect_push().await?;
+            receiver_tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let got =
+                        tokio::time::timeout(Duration::from_millis(200), r.receive_push(&mut push))
+                            .await;
+                    let Ok(Ok(report)) = got else { continue };
+                    let now = Instant::now();
+                    let mut t = times.lock().await;
+                    for m in report.messages {
+                        if let Some(n) =
+                            m.text.split(':').next().and_then(|n| n.parse::<u64>().ok())
+                        {
+                            t.arrived.push((n, now));
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    } else {
+        for r in &receivers {
+            let ws_url = url.replacen("http://", "ws://", 1) + "/v1/ws";
+            let mut req = ws_url.into_client_request()?;
+            req.headers_mut().insert("authorization", r.bearer().parse()?);
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+            let (stop, delivered, times) = (stop.clone(), delivered.clone(), times.clone());
+            receiver_tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some(Ok(frame))) =
+                        tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+                    else {
+                        continue;
+                    };
+                    let tungstenite::Message::Text(text) = frame else { continue };
+                    let Ok(ServerFrame::Entries { entries }) = serde_json::from_str(text.as_str())
+                    else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    {
+                        let mut t = times.lock().await;
+                        t.arrived.extend(entries.iter().map(|e| (e.message_id, now)));
+                    }
+                    delivered.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    let ack = ClientFrame::Ack { seqs: entries.iter().map(|e| e.seq).collect() };
+                    let Ok(ack) = serde_json::to_string(&ack) else { break };
+                    if ws.send(tungstenite::Message::Text(ack.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+
+    // Senders.
+    let per_sender_interval =
+        config.rate.map(|r| Duration::from_secs_f64(config.senders as f64 / r as f64));
+    let deadline = Instant::now() + Duration::from_secs(config.seconds);
+    let started = Instant::now();
+    let mut sender_tasks = Vec::new();
+    let conversations = Arc::new(conversations);
+    if config.e2e {
+        // Each sender task owns some of the sending clients.
+        let mut owned: Vec<Vec<(usize, TestUser)>> =
+            (0..config.senders).map(|_| Vec::new()).collect();
+        for (i, s) in senders.drain(..).enumerate() {
+            owned[i % config.senders].push((i, s));
+        }
+        let seq = Arc::new(AtomicU64::new(0));
+        for mut mine in owned.into_iter().filter(|o| !o.is_empty()) {
+            let (accepted, times, conversations, seq, text) =
+                (accepted.clone(), times.clone(), conversations.clone(), seq.clone(), text.clone());
+            sender_tasks.push(tokio::spawn(async move {
+                let mut k = 0;
+                let mut next = Instant::now();
+                while Instant::now() < deadline {
+                    let len = mine.len();
+                    let (i, client) = &mut mine[k % len];
+                    k += 1;
+                    let Some(conv) = conversations.iter().find(|c| c.sender == *i) else {
+                        continue;
+                    };
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    let body = format!("{n}:{text}");
+                    let ok = match &conv.peer {
+                        Some(peer) => client.send_text(peer, &body).await.is_ok(),
+                        None => client.send_group(&conv.id, &body).await.is_ok(),
+                    };
+                    if ok {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        times.lock().await.sent.insert(n, sent);
+                    }
+                    if let Some(iv) = per_sender_interval {
+                        next += iv;
+                        tokio::time::sleep_until(next.into()).await;
+                    }
+                }
+            }));
+        }
+    } else {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(config.senders * 2).build()?;
+        // Prepared: one real ciphertext per conversation, and its sender's credentials.
+        let mut prepared = Vec::new();
+        for c in conversations.iter() {
+            let bytes = senders[c.sender].encrypt_for_bench(&c.id, &text)?;
+            let body = serde_json::to_vec(&json!({ "message": kith_proto::B64(bytes) }))?;
+            prepared.push((
+                format!("{url}/v1/conversations/{}/messages", c.id),
+                senders[c.sender].bearer(),
+                body,
+            ));
+        }
+        let prepared = Arc::new(prepared);
+        for s in 0..config.senders {
+            let (http, prepared, accepted, times) =
+                (http.clone(), prepared.clone(), accepted.clone(), times.clone());
+            sender_tasks.push(tokio::spawn(async move {
+                let mut k = s;
+                let mut next = Instant::now();
+                let mut local = Vec::new();
+                while Instant::now() < deadline {
+                    let (target, bearer, body) = &prepared[k % prepared.len()];
+                    k += config.senders;
+                    let sent = Instant::now();
+                    let resp = http
+                        .post(target)
+                        .header("authorization", bearer)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if let Ok(resp) = resp
+                        && resp.status().as_u16() == 202
+                        && let Ok(v) = resp.json::<serde_json::Value>().await
+                        && let Some(id) = v["message_id"].as_u64()
+                    {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        local.push((id, sent));
+                    }
+                    if let Some(iv) = per_sender_interval {
+                        next += iv;
+                        tokio::time::sleep_until(next.into()).await;
+                    }
+                }
+                times.lock().await.sent.extend(local);
+            }));
+        }
+    }
+    for t in sender_tasks {
+        let _ = t.await;
+    }
+    let send_window = started.elapsed().as_secs_f64();
+    // Let deliveries finish (bounded).
+    let fanout = receivers.len().max(1) as u64;
+    let expected =
+        accepted.load(Ordering::Relaxed) * if config.group.is_some() { fanout } else { 1 };
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_delivered = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in receiver_tasks {
+        let _ = t.await;
+    }
+    let cpu = kithd.cpu_seconds() - cpu_before;
+
+    let accepted = accepted.load(Ordering::Relaxed);
+    let delivered = delivered.load(Ordering::Relaxed);
+    let t = times.lock().await;
+    let mut latencies: Vec<f64> = t
+        .arrived
+        .iter()
+        .filter_map(|(id, at)| t.sent.get(id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    report.context("accepted", json!(accepted));
+    report.context("delivered", json!(delivered));
+    report.figure(
+        "accepted_per_s",
+        accepted as f64 / send_window,
+        "msg/s",
+        "messages accepted per second",
+    );
+    report.figure(
+        "delivered_per_s",
+        delivered as f64 / all_delivered,
+        "msg/s",
+        "deliveries per second (until all arrived)",
+    );
+    report.figure("p50_ms", percentile(&latencies, 0.5), "ms", "send → recipient has it, median");
+    report.figure("p99_ms", percentile(&latencies, 0.99), "ms", "  99th percentile");
+    report.figure("p999_ms", percentile(&latencies, 0.999), "ms", "  99.9th percentile");
+    if config.group.is_some() {
+        // Per message, the time until the last member had it.
+        let mut last: HashMap<u64, Instant> = HashMap::new();
+        for (id, at) in &t.arrived {
+            let e = last.entry(*id).or_insert(*at);
+            if at > e {
+                *e = *at;
+            }
+        }
+        let mut all: Vec<f64> = last
+            .iter()
+            .filter_map(|(id, at)| {
+                t.sent.get(id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        all.sort_by(|a, b| a.total_cmp(b));
+        report.figure(
+            "all_members_p50_ms",
+            percentile(&all, 0.5),
+            "ms",
+            "send → every member has it, median",
+        );
+    }
+    report.figure(
+        "server_cpu_s_per_1k",
+        if accepted == 0 { 0.0 } else { cpu / (accepted as f64 / 1000.0) },
+        "s",
+        "server CPU per 1000 messages",
+    );
+    report.figure(
+        "server_peak_rss_mb",
+        kithd.memory_kib("VmHWM:") as f64 / 1024.0,
+        "MB",
+        "server peak memory",
+    );
+    Ok(report)
+}
