@@ -11,6 +11,7 @@
 //!   raw OpenMLS in memory for the same operations.
 
 mod abuse;
+mod connections;
 mod groups;
 mod raw;
 mod relay;
@@ -73,6 +74,11 @@ enum Scenario {
         #[arg(long)]
         e2e: bool,
     },
+    /// Many idle devices on WebSockets: server memory per device.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+    },
     /// Normal and abusive accounts against the safety policy, over simulated time.
     AbuseSim {
         #[arg(long, default_value_t = 200)]
@@ -105,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?
         }
+        Scenario::Connections { devices } => connections::run(cli.store, devices).await?,
         Scenario::AbuseSim { normal, abusers, hours, seed } => {
             abuse::run(abuse::Config { normal, abusers, hours, seed }).await?
         }

@@ -344,6 +344,10 @@ async fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command {
         Command::Serve(common) => {
+            // Every connected device holds a socket: allow as many as the system lets us.
+            if let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) {
+                tracing::debug!(limit, "open file limit");
+            }
             let config = common.resolve()?;
             let store = open_store(&config).await?;
             let listener = tokio::net::TcpListener::bind(config.listen)

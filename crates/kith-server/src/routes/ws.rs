@@ -25,7 +25,14 @@ pub async fn connect(
     me: AuthedDevice,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| serve(state, me.device_id, socket))
+    // Small buffers: an idle device should cost kilobytes, not tungstenite's default 128 KiB
+    // read buffer. Client frames are small acks; a larger one is refused.
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| serve(state, me.device_id, socket))
 }
 
 async fn serve(state: AppState, device: u64, mut socket: WebSocket) {

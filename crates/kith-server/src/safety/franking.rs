@@ -11,10 +11,11 @@
 //! `K_server` is generated at first start and kept in the store; rotating it retires the old
 //! key, which still verifies for the retention period (no message it tagged is older).
 
-use std::sync::RwLock;
+use std::collections::VecDeque;
+use std::sync::{Mutex, RwLock};
 
 use kith_proto::{B64, EntryKind, FrankTag};
-use kith_store::{FrankingKey, Millis, Store, StoreError, StoredEntry};
+use kith_store::{FrankingKey, MessageId, Millis, Store, StoreError, StoredEntry};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;
@@ -24,7 +25,13 @@ pub struct Franking {
     /// A std lock: read on every delivery, written only on (re)load; never held across await.
     keys: RwLock<Vec<FrankingKey>>,
     crypto: RustCrypto,
+    /// The tags of recently delivered messages: a message to a group of 1000 is tagged once,
+    /// not once per recipient. A std mutex, held for a lookup or an insert.
+    recent: Mutex<VecDeque<(MessageId, Option<FrankTag>)>>,
 }
+
+/// Tags remembered for messages being delivered to many devices at once.
+const RECENT_TAGS: usize = 256;
 
 /// A fresh 256-bit key.
 fn new_key() -> Result<Vec<u8>, StoreError> {
@@ -49,7 +56,11 @@ impl Franking {
             store.add_franking_key(new_key()?, now).await?;
             keys = store.franking_keys().await?;
         }
-        Ok(Franking { keys: RwLock::new(keys), crypto: RustCrypto::default() })
+        Ok(Franking {
+            keys: RwLock::new(keys),
+            crypto: RustCrypto::default(),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_TAGS)),
+        })
     }
 
     /// Picks up keys another process (an admin's rotation, another node) added.
@@ -57,6 +68,9 @@ impl Franking {
         let keys = store.franking_keys().await?;
         if let Ok(mut k) = self.keys.write() {
             *k = keys;
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.clear();
         }
         Ok(())
     }
@@ -76,6 +90,22 @@ impl Franking {
         if entry.kind != EntryKind::Message {
             return None;
         }
+        if let Ok(recent) = self.recent.lock()
+            && let Some((_, tag)) = recent.iter().find(|(id, _)| *id == entry.message_id)
+        {
+            return tag.clone();
+        }
+        let tag = self.compute_tag(entry);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_TAGS {
+                recent.pop_front();
+            }
+            recent.push_back((entry.message_id, tag.clone()));
+        }
+        tag
+    }
+
+    fn compute_tag(&self, entry: &StoredEntry) -> Option<FrankTag> {
         let (c, epoch, group) = commitment_of(&entry.data)?;
         let keys = self.keys.read().ok()?;
         let key = keys.iter().rev().find(|k| k.retired_at.is_none())?;
