@@ -13,6 +13,7 @@
 mod abuse;
 mod connections;
 mod groups;
+mod mls_cost;
 mod raw;
 mod relay;
 mod report;
@@ -74,6 +75,13 @@ enum Scenario {
         #[arg(long)]
         e2e: bool,
     },
+    /// One message's cost in the SDK against raw OpenMLS on the same storage.
+    Mls {
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        bytes: usize,
+    },
     /// Many idle devices on WebSockets: server memory per device.
     Connections {
         #[arg(long, default_value_t = 10_000)]
@@ -111,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?
         }
+        Scenario::Mls { messages, bytes } => mls_cost::run(messages, bytes).await?,
         Scenario::Connections { devices } => connections::run(cli.store, devices).await?,
         Scenario::AbuseSim { normal, abusers, hours, seed } => {
             abuse::run(abuse::Config { normal, abusers, hours, seed }).await?
