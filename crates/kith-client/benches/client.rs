@@ -11,7 +11,7 @@ use kith_testkit::{TestServer, TestUser};
 fn bench(c: &mut Criterion) {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (_server, mut alice, mut bob, conv, to_carol) = rt.block_on(async {
+    let (_server, alice, mut bob, conv, to_carol) = rt.block_on(async {
         let server = TestServer::start().await;
         let mut alice = TestUser::register(&server.url, "alice", AccountKind::Person).await;
         let mut bob = TestUser::register(&server.url, "bob", AccountKind::Person).await;
