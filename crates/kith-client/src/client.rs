@@ -54,7 +54,16 @@ pub struct Client {
     pub(crate) local_checks: bool,
     /// Added to the wall clock when deciding what has expired; tests move it forward.
     pub(crate) clock_offset_ms: u64,
+    /// Groups loaded for sending and receiving, kept between messages so each message does
+    /// not re-read the whole group state. Storage stays the source of truth: an entry is
+    /// dropped whenever its group is changed another way or an operation on it fails.
+    group_cache: std::cell::RefCell<std::collections::HashMap<String, MlsGroup>>,
+    /// This device's signing key, read once.
+    signer_cache: std::cell::OnceCell<SignatureKeyPair>,
 }
+
+/// Groups kept loaded at most (a cache, not a limit on conversations).
+const GROUP_CACHE: usize = 64;
 
 /// Shows the folder and the username, never the token or keys.
 impl std::fmt::Debug for Client {
@@ -112,6 +121,8 @@ impl Client {
             profile,
             local_checks: true,
             clock_offset_ms: 0,
+            group_cache: Default::default(),
+            signer_cache: Default::default(),
         };
         client.purge_expired()?;
         Ok(client)
@@ -154,6 +165,54 @@ impl Client {
 
     pub(crate) fn provider(&self) -> Provider<'_> {
         Provider::new(&self.crypto, &self.conn)
+    }
+
+    /// This device's signing key, read from the profile once.
+    pub(crate) fn signer(&self, provider: &Provider<'_>) -> ClientResult<&SignatureKeyPair> {
+        if self.signer_cache.get().is_none() {
+            let signer = mls::load_signer(provider, &self.me()?.signature_key)?;
+            let _ = self.signer_cache.set(signer);
+        }
+        self.signer_cache.get().ok_or_else(|| ClientError::Mls("no signing key".into()))
+    }
+
+    /// Runs `f` on the conversation's group, loading it only if it is not kept already. If `f`
+    /// fails the group is dropped from the cache (its in-memory state may have moved on without
+    /// storage).
+    pub(crate) fn with_group<T>(
+        &self,
+        provider: &Provider<'_>,
+        id: &str,
+        f: impl FnOnce(&mut MlsGroup) -> ClientResult<T>,
+    ) -> ClientResult<T> {
+        let mut cache = self.group_cache.borrow_mut();
+        if !cache.contains_key(id) {
+            let group =
+                MlsGroup::load(provider.storage(), &GroupId::from_slice(&conversation_bytes(id)?))
+                    .map_err(ClientError::mls)?
+                    .ok_or_else(|| ClientError::UnknownConversation(id.to_string()))?;
+            if cache.len() >= GROUP_CACHE {
+                cache.clear();
+            }
+            cache.insert(id.to_string(), group);
+        }
+        let group = cache.get_mut(id).ok_or_else(|| ClientError::UnknownConversation(id.into()))?;
+        let result = f(group);
+        if result.is_err() {
+            cache.remove(id);
+        }
+        result
+    }
+
+    /// Drops kept groups: one that is about to change another way, or all after a rollback.
+    pub(crate) fn forget_cached(&self, id: Option<&str>) {
+        let mut cache = self.group_cache.borrow_mut();
+        match id {
+            Some(id) => {
+                cache.remove(id);
+            }
+            None => cache.clear(),
+        }
     }
 
     /// Registers a new account with this device as its first, on `server`.
@@ -310,22 +369,24 @@ impl Client {
             report.duplicates += 1;
             return Ok(());
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        local::exec(&self.conn, "BEGIN IMMEDIATE")?;
         let outcome = self.process_in_transaction(entry);
         match outcome {
             Ok(outcome) => {
                 local::mark_processed(&self.conn, entry.message_id, now_millis())?;
-                self.conn.execute_batch("COMMIT")?;
+                local::exec(&self.conn, "COMMIT")?;
                 report.messages.extend(outcome.messages);
                 report.joined.extend(outcome.joined);
                 Ok(())
             }
             Err(e @ (ClientError::Storage(_) | ClientError::Io(_))) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = local::exec(&self.conn, "ROLLBACK");
+                self.forget_cached(None);
                 Err(e)
             }
             Err(e) => {
-                self.conn.execute_batch("ROLLBACK")?;
+                local::exec(&self.conn, "ROLLBACK")?;
+                self.forget_cached(None);
                 tracing::warn!(message_id = entry.message_id, kind = ?entry.kind, error = %e, "dropped an unusable message");
                 local::mark_processed(&self.conn, entry.message_id, now_millis())?;
                 report.dropped += 1;

@@ -214,6 +214,7 @@ impl Client {
 
     /// Deletes a group's MLS state (after the server refused it, or after leaving).
     pub(crate) fn forget_group(&self, id: &str) {
+        self.forget_cached(Some(id));
         let provider = self.provider();
         if let Ok(bytes) = conversation_bytes(id)
             && let Ok(Some(mut group)) =
@@ -225,21 +226,19 @@ impl Client {
 
     /// Frames, franks and encrypts a payload for the conversation: the MLS message to send.
     fn seal(&self, conversation: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
-        let me = self.me()?;
         let provider = self.provider();
-        let signer = mls::load_signer(&provider, &me.signature_key)?;
+        let signer = self.signer(&provider)?;
         let group_id = conversation_bytes(conversation)?;
-        let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&group_id))
-            .map_err(ClientError::mls)?
-            .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
         // Franking: commit to the body with a fresh key, and sign it for the server.
         let (franked, commitment) =
-            crate::franking::frank(&provider, &signer, &group_id, &payload.encode())?;
-        group.set_aad(commitment);
-        let out = group
-            .create_message(&provider, &signer, &franked.encode())
-            .map_err(ClientError::mls)?;
-        out.tls_serialize_detached().map_err(ClientError::mls)
+            crate::franking::frank(&provider, signer, &group_id, &payload.encode())?;
+        self.with_group(&provider, conversation, |group| {
+            group.set_aad(commitment);
+            let out = group
+                .create_message(&provider, signer, &franked.encode())
+                .map_err(ClientError::mls)?;
+            out.tls_serialize_detached().map_err(ClientError::mls)
+        })
     }
 
     /// Encrypts a text for a conversation without sending or storing it: what `send_text`

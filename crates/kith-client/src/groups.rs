@@ -40,6 +40,8 @@ fn members_of(group: &MlsGroup) -> Vec<String> {
 
 impl Client {
     fn load_group(&self, provider: &Provider<'_>, id: &str) -> ClientResult<MlsGroup> {
+        // This copy may change the group in storage: the kept one would be stale.
+        self.forget_cached(Some(id));
         MlsGroup::load(provider.storage(), &GroupId::from_slice(&conversation_bytes(id)?))
             .map_err(ClientError::mls)?
             .ok_or_else(|| ClientError::UnknownConversation(id.to_string()))

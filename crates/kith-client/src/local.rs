@@ -217,11 +217,10 @@ fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
 }
 
 pub fn conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
-    conn.query_row(
-        &format!("SELECT {CONVERSATION_COLUMNS} FROM kith_conversations WHERE id = ?1"),
-        params![id],
-        conversation_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM kith_conversations WHERE id = ?1"
+    ))?
+    .query_row(params![id], conversation_row)
     .optional()
 }
 
@@ -264,12 +263,14 @@ pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
 
 /// Stores a message unless one with its id is stored already. Returns whether it was new.
 pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> {
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO kith_messages
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO kith_messages
          (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
           from_business, verified)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+        )?
+        .execute(params![
             m.id,
             m.conversation,
             m.kind.as_str(),
@@ -281,8 +282,7 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
             m.expires_at.map(i),
             m.from_business,
             m.verified
-        ],
-    )?;
+        ])?;
     Ok(n == 1)
 }
 
@@ -328,21 +328,23 @@ pub fn history_of(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec
 
 pub fn was_processed(conn: &Connection, message_id: u64) -> rusqlite::Result<bool> {
     Ok(conn
-        .query_row(
-            "SELECT 1 FROM kith_processed WHERE message_id = ?1",
-            params![i(message_id)],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM kith_processed WHERE message_id = ?1")?
+        .query_row(params![i(message_id)], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
 pub fn mark_processed(conn: &Connection, message_id: u64, now: u64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO kith_processed (message_id, processed_at) VALUES (?1, ?2)",
-        params![i(message_id), i(now)],
-    )?;
+    )?
+    .execute(params![i(message_id), i(now)])?;
     Ok(())
+}
+
+/// Runs transaction control through the statement cache (it is issued per message).
+pub fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 pub fn set_timer(conn: &Connection, id: &str, seconds: Option<u64>) -> rusqlite::Result<()> {
@@ -489,7 +491,8 @@ pub fn set_blocked(
 
 pub fn is_blocked(conn: &Connection, username: &str) -> rusqlite::Result<bool> {
     Ok(conn
-        .query_row("SELECT 1 FROM kith_blocked WHERE username = ?1", params![username], |_| Ok(()))
+        .prepare_cached("SELECT 1 FROM kith_blocked WHERE username = ?1")?
+        .query_row(params![username], |_| Ok(()))
         .optional()?
         .is_some())
 }

@@ -108,12 +108,20 @@ impl Client {
 
     fn handle(&self, entry: &QueueEntry, message: MlsMessageIn) -> ClientResult<Outcome> {
         let provider = self.provider();
-        let gid = GroupId::from_slice(&conversation_bytes(&entry.conversation_id)?);
-        let mut group = MlsGroup::load(provider.storage(), &gid)
-            .map_err(ClientError::mls)?
-            .ok_or_else(|| ClientError::UnknownConversation(entry.conversation_id.clone()))?;
+        self.with_group(&provider, &entry.conversation_id, |group| {
+            self.handle_in(&provider, group, entry, message)
+        })
+    }
+
+    fn handle_in(
+        &self,
+        provider: &crate::mls::Provider<'_>,
+        group: &mut MlsGroup,
+        entry: &QueueEntry,
+        message: MlsMessageIn,
+    ) -> ClientResult<Outcome> {
         let protocol = message.try_into_protocol_message().map_err(ClientError::mls)?;
-        let processed = group.process_message(&provider, protocol).map_err(ClientError::mls)?;
+        let processed = group.process_message(provider, protocol).map_err(ClientError::mls)?;
         let sender = mls::identity(processed.credential()).unwrap_or_default();
         // The server authenticated the device that posted this; MLS says who signed it.
         if sender != entry.sender {
@@ -135,7 +143,7 @@ impl Client {
                     .map(|m| m.signature_key)
                     .ok_or_else(|| ClientError::Mls("no sender leaf".into()))?;
                 let franked = crate::franking::check(
-                    &provider,
+                    provider,
                     group.group_id().as_slice(),
                     &aad,
                     &app.into_bytes(),
@@ -232,7 +240,7 @@ impl Client {
                     }
                     Body::GroupName { name } => {
                         // Only an admin may name the group; anyone else's attempt is dropped.
-                        if !mls::meta_of(&group).is_some_and(|m| m.is_admin(&sender)) {
+                        if !mls::meta_of(group).is_some_and(|m| m.is_admin(&sender)) {
                             return Err(ClientError::Mls("a rename from a non-admin".into()));
                         }
                         let known = local::conversation(&self.conn, &entry.conversation_id)?
@@ -246,7 +254,7 @@ impl Client {
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let me = self.me()?.username.clone();
-                let before = mls::meta_of(&group);
+                let before = mls::meta_of(group);
                 let mut added = BTreeSet::new();
                 for add in staged.add_proposals() {
                     if let Some(u) =
@@ -269,8 +277,8 @@ impl Client {
                     }
                 }
                 let removed_me = staged.self_removed();
-                group.merge_staged_commit(&provider, *staged).map_err(ClientError::mls)?;
-                let after = mls::meta_of(&group);
+                group.merge_staged_commit(provider, *staged).map_err(ClientError::mls)?;
+                let after = mls::meta_of(group);
                 if let (Some(b), Some(a)) = (&before, &after) {
                     for admin in a.admins.iter().filter(|x| !b.is_admin(x)) {
                         lines.push(format!("{sender} made {admin} an admin"));
