@@ -1,0 +1,134 @@
+//! Crash durability: kithd is killed with SIGKILL while a client sends a stream of messages,
+//! then restarted on the same data. Every message it accepted (`2xx`) reaches the recipient
+//! exactly once; nothing else appears.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kith_client::AccountKind;
+use kith_testkit::TestUser;
+
+struct Kithd(Child);
+
+impl Drop for Kithd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts kithd on `listen` (port 0 for any), returns it with its address.
+// The child is waited for by Kithd's Drop, which the lint cannot see.
+#[allow(clippy::zombie_processes)]
+fn start(data: &Path, listen: &str, database_url: Option<&str>, log: &str) -> (Kithd, String) {
+    let log_path = data.join(log);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kithd"));
+    cmd.args(["serve", "--listen", listen, "--data"])
+        .arg(data.join("store"))
+        .env("KITHD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let child = Kithd(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(rest) = text.split("addr=").nth(1) {
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            return (child, addr);
+        }
+        assert!(Instant::now() < deadline, "kithd did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn crash_and_recover(database_url: Option<String>) {
+    let data = tempfile::tempdir().unwrap();
+    let (mut kithd, addr) = start(data.path(), "127.0.0.1:0", database_url.as_deref(), "1.log");
+    let url = format!("http://{addr}");
+    let mut alice = TestUser::register(&url, "alice", AccountKind::Person).await;
+    let mut bob = TestUser::register(&url, "bob", AccountKind::Person).await;
+    alice.send_text("bob", "before the crash").await.unwrap();
+    bob.sync().await.unwrap();
+
+    // A stream of sends; the server is killed partway through, without warning.
+    let mut accepted = HashSet::new();
+    let mut attempted = HashSet::new();
+    let pid = kithd.0.id();
+    let mut killer = None;
+    let mut failures = 0;
+    for i in 0..5000 {
+        // After 40 accepted messages the kill is fired from another thread, landing while
+        // the following sends are in flight.
+        if accepted.len() == 40 && killer.is_none() {
+            killer = Some(std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(3));
+                Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+            }));
+        }
+        let text = format!("message {i}");
+        attempted.insert(text.clone());
+        match alice.send_text("bob", &text).await {
+            Ok(_) => {
+                accepted.insert(text);
+            }
+            Err(_) => {
+                failures += 1;
+                if failures > 3 {
+                    break;
+                }
+            }
+        }
+    }
+    killer.unwrap().join().unwrap();
+    let _ = kithd.0.wait();
+    assert!(accepted.len() >= 5, "the crash came too early to mean anything");
+    assert!(failures > 0, "the server was never killed");
+    eprintln!("{} messages accepted before the SIGKILL", accepted.len());
+
+    // Restart on the same data and address.
+    let (_kithd, _) = start(data.path(), &addr, database_url.as_deref(), "2.log");
+    let mut received = Vec::new();
+    for _ in 0..5 {
+        let r = bob.sync().await.unwrap();
+        received.extend(r.messages.into_iter().map(|m| m.text));
+    }
+    let unique: HashSet<String> = received.iter().cloned().collect();
+    assert_eq!(unique.len(), received.len(), "a message was shown twice");
+    for text in &accepted {
+        assert!(unique.contains(text), "{text} was accepted but never delivered");
+    }
+    for text in &unique {
+        assert!(attempted.contains(text), "{text} appeared from nowhere");
+    }
+    // Both sides go on working after the crash.
+    alice.send_text("bob", "after the crash").await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().messages[0].text, "after the crash");
+    bob.send_text("alice", "all good").await.unwrap();
+    assert!(alice.sync().await.unwrap().messages.iter().any(|m| m.text == "all good"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_accepted_on_sqlite() {
+    crash_and_recover(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_accepted_on_postgres() {
+    let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
+        eprintln!(
+            "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
+        );
+        return;
+    };
+    let (store, schema) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
+    drop(store);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    crash_and_recover(Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))).await;
+}
