@@ -14,6 +14,7 @@
 //! - [`routes`]: one module per concern (accounts, KeyPackages, conversations, the queue, the
 //!   WebSocket, operations) and [`app`], the router;
 //! - [`push`]: wake-ups for connected devices when their queue grows;
+//! - [`routes_cache`]: short-lived caches of conversation routes and blocks for the send path;
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
 //! - [`metrics`]: Prometheus counters;
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations;
@@ -32,6 +33,7 @@ pub mod openapi;
 pub mod push;
 pub mod retention;
 pub mod routes;
+pub mod routes_cache;
 pub mod safety;
 pub mod state;
 

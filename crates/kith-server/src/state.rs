@@ -60,6 +60,7 @@ pub struct AppState {
     /// One lock per conversation for validating handshakes in order.
     pub locks: Arc<crate::groups::locks::Locks>,
     pub safety: Arc<crate::safety::Safety>,
+    pub routes: Arc<crate::routes_cache::RouteCache>,
     pub franking: Arc<crate::safety::franking::Franking>,
     shutdown: watch::Sender<bool>,
 }
@@ -74,6 +75,7 @@ impl AppState {
         let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
         Ok(AppState {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
+            routes: Arc::default(),
             franking: Arc::new(franking),
             store,
             config: Arc::new(config),

@@ -34,6 +34,7 @@ pub async fn block(
         return Err(ApiError::new(ErrorCode::BadRequest, "you cannot block yourself"));
     }
     state.store.block(&me.username, &req.username, state.now()).await?;
+    state.routes.forget_blocking(&req.username);
     safety::review_reputation(&state, &req.username).await?;
     list(&state, &me).await
 }
@@ -53,6 +54,7 @@ pub async fn unblock(
 ) -> ApiResult<Json<BlockList>> {
     username_checked(&username)?;
     state.store.unblock(&me.username, &username).await?;
+    state.routes.forget_blocking(&username);
     list(&state, &me).await
 }
 

@@ -155,8 +155,8 @@ pub async fn send(
     let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
     let route = state
-        .store
-        .conversation_route(id.as_bytes())
+        .routes
+        .route(&*state.store, id.as_bytes())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
     if !route.members.contains(&me.device_id) {
@@ -182,7 +182,7 @@ pub async fn send(
     if route.direct {
         // A block holds in 1:1 conversations: the blocker's devices get nothing, and the
         // sender is not told (the answer is the same).
-        let blocking = state.store.devices_blocking(&me.username).await?;
+        let blocking = state.routes.blocking(&*state.store, &me.username).await?;
         if !blocking.is_empty() {
             recipients.retain(|d| !blocking.contains(d));
         }

@@ -179,6 +179,8 @@ pub async fn handshake(
             StoreError::StaleEpoch => stale(epoch),
             other => other.into(),
         })?;
+    // Members changed: the next send must see the new list.
+    state.routes.forget_route(id.as_bytes());
     for r in &recipients {
         accepted(&state, r);
     }

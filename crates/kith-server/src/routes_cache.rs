@@ -1,0 +1,91 @@
+//! Short-lived caches in front of the store for what every send reads: a conversation's route
+//! (member devices, who may post) and the devices that block a sender.
+//!
+//! This node drops an entry the moment it changes it (a commit, a leave, a block); entries
+//! also expire after [`TTL`], which bounds how long a change made by *another* `kithd` node on
+//! the same PostgreSQL database can go unseen here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kith_store::{DeviceId, Route, Store, StoreResult};
+
+/// How long an entry may be served without asking the store.
+pub const TTL: Duration = Duration::from_secs(2);
+/// Entries kept at most per cache; past it the cache starts again empty.
+const MAX: usize = 50_000;
+
+struct Timed<T> {
+    value: T,
+    at: Instant,
+}
+
+/// A std mutex per map: held for a lookup or an insert, never across an await.
+#[derive(Default)]
+pub struct RouteCache {
+    routes: Mutex<HashMap<Vec<u8>, Timed<Route>>>,
+    blocking: Mutex<HashMap<String, Timed<Vec<DeviceId>>>>,
+}
+
+fn get<K: std::hash::Hash + Eq + ?Sized, V: Clone>(
+    map: &Mutex<HashMap<K::Owned, Timed<V>>>,
+    key: &K,
+) -> Option<V>
+where
+    K: ToOwned,
+    K::Owned: std::hash::Hash + Eq + std::borrow::Borrow<K>,
+{
+    let map = map.lock().ok()?;
+    map.get(key).filter(|t| t.at.elapsed() < TTL).map(|t| t.value.clone())
+}
+
+fn put<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, Timed<V>>>, key: K, value: V) {
+    if let Ok(mut map) = map.lock() {
+        if map.len() >= MAX {
+            map.clear();
+        }
+        map.insert(key, Timed { value, at: Instant::now() });
+    }
+}
+
+impl RouteCache {
+    pub async fn route(
+        &self,
+        store: &dyn Store,
+        conversation: &[u8],
+    ) -> StoreResult<Option<Route>> {
+        if let Some(route) = get(&self.routes, conversation) {
+            return Ok(Some(route));
+        }
+        // Only existing conversations are kept: one created a moment later must be found.
+        let route = store.conversation_route(conversation).await?;
+        if let Some(r) = &route {
+            put(&self.routes, conversation.to_vec(), r.clone());
+        }
+        Ok(route)
+    }
+
+    pub async fn blocking(&self, store: &dyn Store, sender: &str) -> StoreResult<Vec<DeviceId>> {
+        if let Some(devices) = get(&self.blocking, sender) {
+            return Ok(devices);
+        }
+        let devices = store.devices_blocking(sender).await?;
+        put(&self.blocking, sender.to_string(), devices.clone());
+        Ok(devices)
+    }
+
+    /// The conversation's members or rules changed.
+    pub fn forget_route(&self, conversation: &[u8]) {
+        if let Ok(mut map) = self.routes.lock() {
+            map.remove(conversation);
+        }
+    }
+
+    /// Someone blocked or unblocked `sender`.
+    pub fn forget_blocking(&self, sender: &str) {
+        if let Ok(mut map) = self.blocking.lock() {
+            map.remove(sender);
+        }
+    }
+}
