@@ -54,7 +54,7 @@ fn registration(provider: &OpenMlsRustCrypto, name: &str) -> anyhow::Result<Regi
 
 pub async fn run(store: StoreKind, devices: usize) -> anyhow::Result<Report> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let kithd = Kithd::start(store)?;
+    let kithd = Kithd::start(store).await?;
     let mut report = Report::new("connections");
     report.context("devices", json!(devices));
     report.context("store", json!(format!("{store:?}").to_lowercase()));

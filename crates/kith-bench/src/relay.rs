@@ -58,7 +58,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<Report> {
-    let kithd = Kithd::start(config.store)?;
+    let kithd = Kithd::start(config.store).await?;
     let url = kithd.url.clone();
     let mut report = Report::new("relay");
     report.context("store", json!(format!("{:?}", config.store).to_lowercase()));

@@ -37,7 +37,7 @@ registrations_per_ip_per_hour = 1000000
 ";
 
 impl Kithd {
-    pub fn start(store: StoreKind) -> anyhow::Result<Self> {
+    pub async fn start(store: StoreKind) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let config = data.path().join("kithd.toml");
         std::fs::write(&config, BENCH_CONFIG)?;
@@ -53,7 +53,11 @@ impl Kithd {
         if store == StoreKind::Postgres {
             let url = std::env::var("KITH_TEST_DATABASE_URL")
                 .map_err(|_| anyhow::anyhow!("--store postgres needs KITH_TEST_DATABASE_URL"))?;
-            cmd.args(["--database-url", &url]);
+            // A schema of its own, so runs do not meet each other's accounts.
+            let (store, schema) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await?;
+            drop(store);
+            let sep = if url.contains('?') { '&' } else { '?' };
+            cmd.args(["--database-url", &format!("{url}{sep}options=-csearch_path%3D{schema}")]);
         }
         let child = cmd.spawn().map_err(|e| {
             anyhow::anyhow!(

@@ -24,6 +24,112 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Sends and acknowledgements go through one task that commits concurrent ones together.
+    batch: tokio::sync::mpsc::Sender<Job>,
+}
+
+/// A write the batcher folds into a shared transaction; both kinds answer a number (the
+/// message id, or how many entries were removed).
+enum Op {
+    Enqueue(NewMessage),
+    Ack(DeviceId, Vec<u64>),
+}
+
+type Job = (Op, tokio::sync::oneshot::Sender<StoreResult<u64>>);
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Commits concurrent sends and acknowledgements together: one `COMMIT` (one WAL flush) for
+/// many of them, as the SQLite writer does. Each job runs in its own savepoint, so a failing
+/// one does not undo its neighbours; every job is answered only after the commit, so an `Ok`
+/// is durable.
+async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&pool, std::mem::take(&mut jobs)).await;
+    }
+}
+
+async fn run_op(tx: &mut sqlx::PgConnection, op: &Op) -> Result<u64, sqlx::Error> {
+    match op {
+        Op::Enqueue(m) => insert_message(tx, m).await,
+        Op::Ack(device, seqs) => ack_in(tx, *device, seqs).await,
+    }
+}
+
+async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
+    let refuse = |replies: Vec<tokio::sync::oneshot::Sender<StoreResult<u64>>>, e: &sqlx::Error| {
+        for reply in replies {
+            let _ = reply.send(Err(backend_ref(e)));
+        }
+    };
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e),
+    };
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut pending = jobs.into_iter();
+    while let Some((op, reply)) = pending.next() {
+        let result = match sqlx::query("SAVEPOINT job").execute(&mut *tx).await {
+            Ok(_) => run_op(&mut tx, &op).await.map_err(backend),
+            Err(e) => Err(backend(e)),
+        };
+        let end =
+            if result.is_ok() { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
+        if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+            tracing::error!(error = %e, "savepoint failed; the batch is refused");
+            let mut replies: Vec<_> = done.into_iter().map(|(r, _)| r).collect();
+            replies.push(reply);
+            replies.extend(pending.map(|(_, r)| r));
+            return refuse(replies, &e);
+        }
+        done.push((reply, result));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (reply, result) in done {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => refuse(done.into_iter().map(|(r, _)| r).collect(), &e),
+    }
+}
+
+fn backend_ref(e: &sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+async fn ack_in(
+    tx: &mut sqlx::PgConnection,
+    device: DeviceId,
+    seqs: &[u64],
+) -> Result<u64, sqlx::Error> {
+    let seqs: Vec<i64> = seqs.iter().map(|s| i(*s)).collect();
+    let messages: Vec<i64> = sqlx::query_scalar(
+        "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2) RETURNING message_id",
+    )
+    .bind(i(device))
+    .bind(&seqs)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !messages.is_empty() {
+        sqlx::query(
+            "DELETE FROM messages m WHERE m.id = ANY($1)
+             AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
+        )
+        .bind(&messages)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(messages.len() as u64)
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -69,7 +175,9 @@ impl PgStore {
             .await
             .map_err(backend)?;
         schema::migrate(&pool).await.map_err(backend)?;
-        Ok(PgStore { pool })
+        let (batch, rx) = tokio::sync::mpsc::channel(8192);
+        tokio::spawn(batcher(pool.clone(), rx));
+        Ok(PgStore { pool, batch })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -501,10 +609,9 @@ impl Store for PgStore {
     }
 
     async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let id = insert_message(&mut tx, &m).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(id)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batch.send((Op::Enqueue(m), reply)).await.map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
     }
 
     async fn fetch(
@@ -536,28 +643,10 @@ impl Store for PgStore {
     }
 
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
-        let seqs: Vec<i64> = seqs.iter().map(|s| i(*s)).collect();
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let messages: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2) RETURNING message_id",
-        )
-        .bind(i(device))
-        .bind(&seqs)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if !messages.is_empty() {
-            sqlx::query(
-                "DELETE FROM messages m WHERE m.id = ANY($1)
-                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
-            )
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(messages.len() as u64)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = (Op::Ack(device, seqs.to_vec()), reply);
+        self.batch.send(job).await.map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
     }
 
     async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64> {
