@@ -28,12 +28,9 @@ pub struct RouteCache {
     blocking: Mutex<HashMap<String, Timed<Vec<DeviceId>>>>,
 }
 
-fn get<K: std::hash::Hash + Eq + ?Sized, V: Clone>(
-    map: &Mutex<HashMap<K::Owned, Timed<V>>>,
-    key: &K,
-) -> Option<V>
+fn get<K, V: Clone>(map: &Mutex<HashMap<K::Owned, Timed<V>>>, key: &K) -> Option<V>
 where
-    K: ToOwned,
+    K: std::hash::Hash + Eq + ToOwned + ?Sized,
     K::Owned: std::hash::Hash + Eq + std::borrow::Borrow<K>,
 {
     let map = map.lock().ok()?;
