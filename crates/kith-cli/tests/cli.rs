@@ -341,3 +341,81 @@ async fn businesses_from_the_command_line() {
     let r = kith(alice.path(), &["business", "search", "bike"]).await;
     assert!(r.stdout.contains("Bike Shop (bikeshop, verified)"), "{}", r.stdout);
 }
+
+/// Runs `kith` and kills it with SIGKILL after `after`; returns whether it was still running.
+async fn kith_killed(profile: &Path, args: &[&str], after: std::time::Duration) -> bool {
+    let profile = profile.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+            .arg("--profile")
+            .arg(&profile)
+            .args(&args)
+            .env_remove("KITH_PROFILE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run kith");
+        std::thread::sleep(after);
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        running
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_sync_or_send_loses_and_repeats_nothing() {
+    let mut config = kith_testkit::test_config();
+    config.safety.max_messages_per_minute = 100_000;
+    let server =
+        TestServer::start_with(config, std::sync::Arc::new(kith_testkit::SystemClock)).await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["register", "bob", "--server", &server.url]).await.ok);
+    // Alice writes 300 messages (through the SDK, quicker than 300 processes).
+    let mut alice = kith_client::Client::open(a.path()).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        let text = format!("numbered {i}");
+        alice.send_text("bob", &text).await.unwrap();
+        sent.push(text);
+    }
+    drop(alice);
+
+    // Bob's sync is killed part-way, again and again, until one run finishes.
+    let mut kills = 0;
+    for delay_ms in [15u64, 30, 45, 60, 90] {
+        if kith_killed(b.path(), &["sync"], std::time::Duration::from_millis(delay_ms)).await {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "no sync run was killed part-way: the test proved nothing");
+    let r = kith(b.path(), &["sync"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(b.path(), &["--json", "history", "alice"]).await;
+    let seen: Vec<String> =
+        json_lines(&r.stdout).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(seen.len(), 300, "kills: {kills}; got {} messages", seen.len());
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), 300, "a message shows twice");
+    assert!(sent.iter().all(|t| unique.contains(t)));
+
+    // A send killed in flight: afterwards both can still talk.
+    kith_killed(b.path(), &["send", "alice", "maybe sent"], std::time::Duration::from_millis(20))
+        .await;
+    let r = kith(b.path(), &["send", "alice", "surely sent"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(a.path(), &["--json", "sync"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let got: Vec<String> =
+        json_lines(&r.stdout).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert!(got.contains(&"surely sent".to_string()), "{got:?}");
+    let r = kith(a.path(), &["send", "bob", "still here"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(b.path(), &["sync"]).await;
+    assert!(r.stdout.contains("still here"), "{}", r.stdout);
+    eprintln!("sync runs killed part-way: {kills}");
+}
