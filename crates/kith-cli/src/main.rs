@@ -41,6 +41,9 @@ enum Command {
         /// A business's public description.
         #[arg(long, requires = "business")]
         description: Option<String>,
+        /// Trust this CA certificate (PEM file) for the server, besides the web's roots.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
     },
     /// Show this profile's account.
     Whoami,
@@ -193,7 +196,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         .unwrap_or_default();
     let mut out = output::Output { json: cli.json, names };
     match cli.command {
-        Command::Register { username, server, business, display_name, description } => {
+        Command::Register { username, server, business, display_name, description, ca_cert } => {
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                client.trust_ca_pem(&pem).map_err(|e| e.to_string())?;
+            }
             let registered = if business {
                 let name = display_name.unwrap_or_else(|| username.clone());
                 let about = description.unwrap_or_default();

@@ -14,26 +14,36 @@ pub struct Api {
     base: String,
     /// `<device-id>:<token>` once registered.
     bearer: Option<String>,
+    /// A CA certificate (PEM) trusted besides the web roots.
+    ca: Option<String>,
 }
 
 impl Api {
-    pub fn new(base: &str, bearer: Option<String>) -> ClientResult<Self> {
+    pub fn new(base: &str, bearer: Option<String>, ca: Option<&str>) -> ClientResult<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidInput(format!(
                 "the server URL must start with http:// or https://, not {base:?}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| ClientError::Network(e.to_string()))?;
-        Ok(Api { http, base, bearer })
+            .timeout(std::time::Duration::from_secs(60));
+        if let Some(pem) = ca {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| ClientError::InvalidInput(format!("the CA certificate: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| ClientError::Network(e.to_string()))?;
+        Ok(Api { http, base, bearer, ca: ca.map(str::to_string) })
     }
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_deref()
     }
 
     pub fn bearer(&self) -> Option<&str> {

@@ -54,6 +54,8 @@ pub struct Client {
     pub(crate) local_checks: bool,
     /// Added to the wall clock when deciding what has expired; tests move it forward.
     pub(crate) clock_offset_ms: u64,
+    /// A CA certificate to trust, given before registration.
+    pending_ca: Option<String>,
     /// Groups loaded for sending and receiving, kept between messages so each message does
     /// not re-read the whole group state. Storage stays the source of truth: an entry is
     /// dropped whenever its group is changed another way or an operation on it fails.
@@ -121,6 +123,7 @@ impl Client {
             profile,
             local_checks: true,
             clock_offset_ms: 0,
+            pending_ca: None,
             group_cache: Default::default(),
             signer_cache: Default::default(),
         };
@@ -160,7 +163,19 @@ impl Client {
 
     pub(crate) fn api(&self) -> ClientResult<Api> {
         let me = self.me()?;
-        Api::new(&me.server, Some(me.bearer()))
+        Api::new(&me.server, Some(me.bearer()), me.ca_cert.as_deref())
+    }
+
+    /// Trusts this CA certificate (PEM) for the server, besides the usual web roots: for a
+    /// server with a private certificate. Call it before `register`; it is kept in the profile.
+    pub fn trust_ca_pem(&mut self, pem: &str) -> ClientResult<()> {
+        crate::tls::check_pem(pem)?;
+        self.pending_ca = Some(pem.to_string());
+        if let Some(p) = &mut self.profile {
+            p.ca_cert = Some(pem.to_string());
+            local::set_ca_cert(&self.conn, pem)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn provider(&self) -> Provider<'_> {
@@ -249,7 +264,7 @@ impl Client {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
         validate_username(username).map_err(|e| ClientError::InvalidInput(e.to_string()))?;
-        let api = Api::new(server, None)?;
+        let api = Api::new(server, None, self.pending_ca.as_deref())?;
         let request = {
             let provider = self.provider();
             let signer =
@@ -278,6 +293,7 @@ impl Client {
             device_id: response.device_id,
             token: response.token,
             signature_key: request.credential_key.0,
+            ca_cert: self.pending_ca.clone(),
         };
         local::save_profile(&self.conn, &profile)?;
         self.profile = Some(profile.clone());
@@ -420,16 +436,18 @@ impl Client {
             "authorization",
             bearer.parse().map_err(|_| ClientError::Protocol("unusable token".into()))?,
         );
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| match e {
-            tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
-                ClientError::Server {
-                    status: 401,
-                    code: ErrorCode::Unauthorized,
-                    message: "the server refused this device's token".into(),
+        let stream = crate::tls::connect(api.base(), api.ca_pem()).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async(request, stream).await.map_err(|e| match e {
+                tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
+                    ClientError::Server {
+                        status: 401,
+                        code: ErrorCode::Unauthorized,
+                        message: "the server refused this device's token".into(),
+                    }
                 }
-            }
-            other => ClientError::Network(other.to_string()),
-        })?;
+                other => ClientError::Network(other.to_string()),
+            })?;
         Ok(PushConnection { ws })
     }
 
@@ -469,7 +487,5 @@ impl Client {
 
 /// A live push channel from [`Client::connect_push`].
 pub struct PushConnection {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tokio_tungstenite::WebSocketStream<crate::tls::Stream>,
 }

@@ -47,6 +47,7 @@ mod mls;
 mod process;
 mod safety;
 mod timers;
+mod tls;
 
 pub use client::{Client, PushConnection, SyncReport};
 pub use convo::MAX_TEXT_BYTES;

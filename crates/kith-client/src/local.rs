@@ -16,6 +16,8 @@ pub struct Profile {
     /// The bearer secret; never printed (see the `Debug` of [`crate::Client`]).
     pub(crate) token: String,
     pub signature_key: Vec<u8>,
+    /// A CA certificate (PEM) trusted for this server, besides the web roots.
+    pub ca_cert: Option<String>,
 }
 
 impl Profile {
@@ -99,7 +101,8 @@ CREATE TABLE IF NOT EXISTS kith_profile (
     kind TEXT NOT NULL,
     device_id INTEGER NOT NULL,
     token TEXT NOT NULL,
-    signature_key BLOB NOT NULL
+    signature_key BLOB NOT NULL,
+    ca_cert TEXT
 );
 CREATE TABLE IF NOT EXISTS kith_conversations (
     id TEXT PRIMARY KEY,
@@ -168,7 +171,8 @@ fn u(v: i64) -> u64 {
 
 pub fn load_profile(conn: &Connection) -> rusqlite::Result<Option<Profile>> {
     conn.query_row(
-        "SELECT server, username, kind, device_id, token, signature_key FROM kith_profile WHERE id = 1",
+        "SELECT server, username, kind, device_id, token, signature_key, ca_cert
+         FROM kith_profile WHERE id = 1",
         [],
         |r| {
             Ok(Profile {
@@ -178,6 +182,7 @@ pub fn load_profile(conn: &Connection) -> rusqlite::Result<Option<Profile>> {
                 device_id: u(r.get(3)?),
                 token: r.get(4)?,
                 signature_key: r.get(5)?,
+                ca_cert: r.get(6)?,
             })
         },
     )
@@ -186,10 +191,24 @@ pub fn load_profile(conn: &Connection) -> rusqlite::Result<Option<Profile>> {
 
 pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO kith_profile (id, server, username, kind, device_id, token, signature_key)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
-        params![p.server, p.username, p.kind.as_str(), i(p.device_id), p.token, p.signature_key],
+        "INSERT INTO kith_profile (id, server, username, kind, device_id, token, signature_key,
+            ca_cert)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            p.server,
+            p.username,
+            p.kind.as_str(),
+            i(p.device_id),
+            p.token,
+            p.signature_key,
+            p.ca_cert
+        ],
     )?;
+    Ok(())
+}
+
+pub fn set_ca_cert(conn: &Connection, pem: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE kith_profile SET ca_cert = ?1 WHERE id = 1", params![pem])?;
     Ok(())
 }
 

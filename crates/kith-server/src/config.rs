@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub story_ttl_seconds: u64,
     /// The safety policy's thresholds (`[safety]` in the file).
     pub safety: crate::safety::SafetyConfig,
+    /// PEM certificate chain and private key: serve HTTPS/WSS instead of plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,8 @@ impl Default for ServerConfig {
             max_group_size: 1024,
             story_ttl_seconds: 86_400,
             safety: Default::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct FileConfig {
     pub max_group_size: Option<usize>,
     pub story_ttl_seconds: Option<u64>,
     pub safety: Option<crate::safety::SafetyConfig>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,8 @@ pub struct Overrides {
     pub max_body_bytes: Option<usize>,
     pub max_group_size: Option<usize>,
     pub story_ttl_seconds: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Merges overrides over the file over the defaults, and checks the result.
@@ -138,7 +147,12 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .or(file.story_ttl_seconds)
             .unwrap_or(d.story_ttl_seconds),
         safety: file.safety.unwrap_or_default(),
+        tls_cert: over.tls_cert.or(file.tls_cert),
+        tls_key: over.tls_key.or(file.tls_key),
     };
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        return Err(ConfigError::Invalid("TLS needs both tls_cert and tls_key".into()));
+    }
     if config.story_ttl_seconds == 0 {
         return Err(ConfigError::Invalid("story_ttl_seconds must be at least 1".into()));
     }

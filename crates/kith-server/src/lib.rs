@@ -18,6 +18,7 @@
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
 //! - [`metrics`]: Prometheus counters;
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations;
+//! - [`tls`]: HTTPS and WSS with rustls when a certificate is configured;
 //! - [`safety`]: message franking and verified reports, and the metadata-only abuse policy.
 //!
 //! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
@@ -36,6 +37,7 @@ pub mod routes;
 pub mod routes_cache;
 pub mod safety;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 

@@ -114,6 +114,12 @@ struct Common {
     /// How long a story lives, in seconds [default: 86400].
     #[arg(long, env = "KITHD_STORY_TTL_SECONDS")]
     story_ttl_seconds: Option<u64>,
+    /// PEM certificate chain: serve HTTPS and WSS (with --tls-key).
+    #[arg(long, env = "KITHD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "KITHD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Common {
@@ -132,6 +138,8 @@ impl Common {
                 max_body_bytes: self.max_body_bytes,
                 max_group_size: self.max_group_size,
                 story_ttl_seconds: self.story_ttl_seconds,
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
             },
         )?)
     }
@@ -355,9 +363,21 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
             let backend = if config.database_url.is_some() { "postgres" } else { "sqlite" };
-            tracing::info!(%addr, backend, data = %config.data.display(), "kithd listening");
+            let tls = match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(kith_server::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(%addr, scheme, backend, data = %config.data.display(), "kithd listening");
             let state = AppState::build(store, config, Arc::new(SystemClock)).await?;
-            kith_server::run(listener, state, shutdown_signal()).await?;
+            match tls {
+                Some(tls) => {
+                    kith_server::tls::run_tls(listener, state, shutdown_signal(), tls).await?
+                }
+                None => kith_server::run(listener, state, shutdown_signal()).await?,
+            }
             tracing::info!("kithd stopped");
         }
         Command::Admin { command } => admin::run(command).await?,
