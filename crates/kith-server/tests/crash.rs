@@ -5,47 +5,26 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use kith_client::AccountKind;
-use kith_testkit::TestUser;
+use kith_testkit::{ChildKithd, TestUser};
 
-struct Kithd(Child);
-
-impl Drop for Kithd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts kithd on `listen` (port 0 for any), returns it with its address.
-// The child is waited for by Kithd's Drop, which the lint cannot see.
-#[allow(clippy::zombie_processes)]
-fn start(data: &Path, listen: &str, database_url: Option<&str>, log: &str) -> (Kithd, String) {
-    let log_path = data.join(log);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kithd"));
-    cmd.args(["serve", "--listen", listen, "--data"])
-        .arg(data.join("store"))
-        .env("KITHD_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap());
+/// Starts kithd on `listen` (port 0 for any), with its log in `log`.
+fn start(data: &Path, listen: &str, database_url: Option<&str>, log: &str) -> (ChildKithd, String) {
+    let mut args: Vec<OsString> =
+        vec!["serve".into(), "--listen".into(), listen.into(), "--data".into()];
+    args.push(data.join("store").into());
     if let Some(url) = database_url {
-        cmd.args(["--database-url", url]);
+        args.extend(["--database-url".into(), url.into()]);
     }
-    let child = Kithd(cmd.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(rest) = text.split("addr=").nth(1) {
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            return (child, addr);
-        }
-        assert!(Instant::now() < deadline, "kithd did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let exe = Path::new(env!("CARGO_BIN_EXE_kithd"));
+    let kithd = ChildKithd::start(exe, &args, &[("KITHD_LOG", "info")], &data.join(log));
+    let addr = kithd.addr.clone();
+    (kithd, addr)
 }
 
 async fn crash_and_recover(database_url: Option<String>) {
@@ -60,7 +39,7 @@ async fn crash_and_recover(database_url: Option<String>) {
     // A stream of sends; the server is killed partway through, without warning.
     let mut accepted = HashSet::new();
     let mut attempted = HashSet::new();
-    let pid = kithd.0.id();
+    let pid = kithd.pid();
     let mut killer = None;
     let mut failures = 0;
     for i in 0..5000 {
@@ -87,7 +66,7 @@ async fn crash_and_recover(database_url: Option<String>) {
         }
     }
     killer.unwrap().join().unwrap();
-    let _ = kithd.0.wait();
+    let _ = kithd.child.wait();
     assert!(accepted.len() >= 5, "the crash came too early to mean anything");
     assert!(failures > 0, "the server was never killed");
     eprintln!("{} messages accepted before the SIGKILL", accepted.len());

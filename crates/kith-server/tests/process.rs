@@ -4,30 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use kith_testkit::{TestUser, contains, files_under};
+use kith_testkit::{ChildKithd, TestUser, contains, files_under};
 
+/// kithd configured from a file, a flag and the environment.
 struct Kithd {
-    child: Child,
+    process: ChildKithd,
     url: String,
 }
 
-/// A test that fails must not leave kithd running.
-impl Drop for Kithd {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-// The child is waited for by `Kithd`'s Drop, which the lint cannot see.
-#[allow(clippy::zombie_processes)]
 fn start_kithd(data: &Path) -> Kithd {
     let config = data.join("kithd.toml");
     std::fs::write(
@@ -35,43 +24,23 @@ fn start_kithd(data: &Path) -> Kithd {
         format!("data = {:?}\nretention_days = 7\nlisten = \"127.0.0.1:1\"\n", data.join("store")),
     )
     .unwrap();
-    let log = std::fs::File::create(data.join("kithd.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kithd"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        // The flag beats the file's listen address.
-        .args(["--listen", "127.0.0.1:0"])
-        .env("KITHD_LOG", "debug")
-        .env("KITHD_MAX_BODY_BYTES", "100000")
-        .env_remove("KITHD_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start kithd");
-    // The log names the address it listens on.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(data.join("kithd.log")).unwrap_or_default();
-        if let Some(rest) = text.split("addr=").nth(1) {
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            return Kithd { child, url: format!("http://{addr}") };
-        }
-        assert!(Instant::now() < deadline, "kithd did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The flag beats the file's listen address.
+    let args: Vec<OsString> = vec![
+        "serve".into(),
+        "--config".into(),
+        config.into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let env = [("KITHD_LOG", "debug"), ("KITHD_MAX_BODY_BYTES", "100000")];
+    let exe = Path::new(env!("CARGO_BIN_EXE_kithd"));
+    let process = ChildKithd::start(exe, &args, &env, &data.join("kithd.log"));
+    let url = format!("http://{}", process.addr);
+    Kithd { process, url }
 }
 
 fn sigterm_and_wait(k: &mut Kithd) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &k.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = k.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "kithd did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    k.process.signal_and_wait("TERM")
 }
 
 fn token_of(user: &TestUser) -> String {

@@ -3,21 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kith_client::{AccountKind, Client};
+use kith_testkit::ChildKithd;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-
-struct Kithd(Child);
-
-impl Drop for Kithd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A CA, and a certificate for 127.0.0.1 signed by it: (ca pem, cert pem, key pem).
 fn certificates() -> (String, String, String) {
@@ -32,35 +24,25 @@ fn certificates() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-// The child is waited for by Kithd's Drop, which the lint cannot see.
-#[allow(clippy::zombie_processes)]
-fn start_tls(dir: &Path, cert: &str, key: &str) -> (Kithd, String) {
+fn start_tls(dir: &Path, cert: &str, key: &str) -> (ChildKithd, String) {
     std::fs::write(dir.join("cert.pem"), cert).unwrap();
     std::fs::write(dir.join("key.pem"), key).unwrap();
+    let args: Vec<OsString> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data".into(),
+        dir.join("store").into(),
+        "--tls-cert".into(),
+        dir.join("cert.pem").into(),
+        "--tls-key".into(),
+        dir.join("key.pem").into(),
+    ];
     let log = dir.join("kithd.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kithd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("store"))
-        .arg("--tls-cert")
-        .arg(dir.join("cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.join("key.pem"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let kithd = Kithd(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("addr=").nth(1) {
-            assert!(text.contains("https"), "{text}");
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            return (kithd, format!("https://{addr}"));
-        }
-        assert!(Instant::now() < deadline, "kithd did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let kithd = ChildKithd::start(Path::new(env!("CARGO_BIN_EXE_kithd")), &args, &[], &log);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("https"));
+    let url = format!("https://{}", kithd.addr);
+    (kithd, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,3 +184,72 @@ pub fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// `kithd` as a child process (for tests that need a real process: signals, crashes, TLS,
+/// what it writes to disk). Dropping it kills the process.
+pub struct ChildKithd {
+    pub child: std::process::Child,
+    /// `host:port` it listens on, read from its log.
+    pub addr: String,
+}
+
+impl ChildKithd {
+    /// Starts `exe` (a test's `env!("CARGO_BIN_EXE_kithd")`) with `args` and `env`, its
+    /// standard error written to `log`, and waits until it says where it listens.
+    pub fn start(
+        exe: &std::path::Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Self {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env_remove("KITHD_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        let child = cmd.spawn().expect("start kithd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut kithd = ChildKithd { child, addr: String::new() };
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(rest) = text.split("addr=").nth(1) {
+                kithd.addr = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                return kithd;
+            }
+            assert!(std::time::Instant::now() < deadline, "kithd did not start: {text}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`, `"KILL"`) and waits for the process to end.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "kithd did not stop on SIG{signal}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildKithd {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
