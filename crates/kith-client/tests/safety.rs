@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kith_client::{ClientError, ErrorCode};
 use kith_proto::payload::{Body, Payload};
-use kith_proto::{B64, ReportRequest};
+use kith_proto::{B64, QueueEntry, ReportRequest};
 use kith_testkit::{ManualClock, TestServer, TestUser, test_config};
 use serde_json::Value;
 
@@ -239,4 +239,54 @@ async fn registrations_are_limited_per_address() {
     assert_eq!(resp.status().as_u16(), 429);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_the_server_sends_is_refused_without_a_panic() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let conv = alice.direct_conversation("bob").await.unwrap();
+    bob.sync().await.unwrap();
+    // A seeded generator: the same garbage every run.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut entries = Vec::new();
+    for i in 0..400u64 {
+        let len = (next() % 700) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 && data.len() > 4 {
+            // Starts like an MLS message: version 1, a wire format.
+            data[..4].copy_from_slice(&[0, 1, 0, (1 + i % 3) as u8]);
+        }
+        entries.push(QueueEntry {
+            seq: 5_000_000 + i,
+            message_id: 5_000_000 + i,
+            conversation_id: if i % 3 == 0 { "ab".repeat(16) } else { conv.clone() },
+            kind: if i % 5 == 0 {
+                kith_proto::EntryKind::Welcome
+            } else {
+                kith_proto::EntryKind::Message
+            },
+            sender: "alice".into(),
+            sender_device: alice.profile().unwrap().device_id,
+            sender_kind: kith_client::AccountKind::Person,
+            sender_verified: false,
+            data: B64(data),
+            server_time: 0,
+            expires_at: None,
+            frank: None,
+        });
+    }
+    let report = bob.receive_entries(&entries).unwrap();
+    assert!(report.messages.is_empty());
+    assert_eq!(report.dropped, 400);
+    // And the conversation still works.
+    alice.send_text("bob", "still fine").await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().messages[0].text, "still fine");
 }
