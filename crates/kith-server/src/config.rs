@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// PEM certificate chain and private key: serve HTTPS/WSS instead of plain HTTP.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// A client must finish sending its request headers within this (default 10 s).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             safety: Default::default(),
             tls_cert: None,
             tls_key: None,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct FileConfig {
     pub safety: Option<crate::safety::SafetyConfig>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub header_read_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +153,14 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         safety: file.safety.unwrap_or_default(),
         tls_cert: over.tls_cert.or(file.tls_cert),
         tls_key: over.tls_key.or(file.tls_key),
+        header_read_timeout: file
+            .header_read_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(d.header_read_timeout),
     };
+    if config.header_read_timeout.is_zero() {
+        return Err(ConfigError::Invalid("header_read_timeout_seconds must be at least 1".into()));
+    }
     if config.tls_cert.is_some() != config.tls_key.is_some() {
         return Err(ConfigError::Invalid("TLS needs both tls_cert and tls_key".into()));
     }

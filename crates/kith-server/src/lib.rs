@@ -52,17 +52,5 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let sweeper = tokio::spawn(retention::sweep_forever(state.clone()));
-    let closing = state.clone();
-    let app = app(state);
-    let result =
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing connections");
-                closing.begin_shutdown();
-            })
-            .await;
-    sweeper.abort();
-    result
+    tls::serve(listener, state, shutdown, None).await
 }

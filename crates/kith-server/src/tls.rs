@@ -52,7 +52,19 @@ pub async fn run_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve(listener, state, shutdown, Some(tls)).await
+}
+
+/// The accept loop for plain HTTP and TLS alike: one task per connection, each with a deadline
+/// for its request headers, and a graceful drain on shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let header_timeout = state.config.header_read_timeout;
     let app = crate::app(state.clone());
     let sweeper = tokio::spawn(crate::retention::sweep_forever(state.clone()));
     let mut connections = tokio::task::JoinSet::new();
@@ -70,23 +82,15 @@ pub async fn run_tls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone().layer(Extension(ConnectInfo::<SocketAddr>(peer)));
-        let mut stop = state.shutdown_signal();
+        let stop = state.shutdown_signal();
         connections.spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match acceptor {
+                None => serve_connection(tcp, app, stop, header_timeout).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        serve_connection(stream, app, stop, header_timeout).await;
+                    }
                 }
             }
         });
@@ -99,4 +103,30 @@ pub async fn run_tls(
         .await;
     sweeper.abort();
     Ok(())
+}
+
+/// One HTTP/1.1 connection (upgrades to WebSocket included). A client that has not finished
+/// sending its request headers within `header_timeout` is disconnected.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    header_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kith_proto::{ErrorBody, ErrorCode, FetchResponse};
 use kith_server::{ManualClock, ServerConfig};
-use kith_testkit::{TestServer, TestUser};
+use kith_testkit::{TestServer, TestUser, test_config};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -370,4 +370,29 @@ async fn openapi_health_and_metrics() {
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("kith_registrations_total 2"), "{text}");
     assert!(text.contains("kith_messages_accepted_total 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_cannot_hold_a_connection_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig { header_read_timeout: Duration::from_secs(1), ..test_config() };
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Headers that never finish.
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: kith\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // an error answer before closing is fine too
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept a half-sent request open for 10 s");
+    // A well-behaved client on the same server is served as usual.
+    let resp = reqwest::get(format!("{}/healthz", server.url)).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 }
