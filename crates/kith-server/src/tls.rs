@@ -80,6 +80,8 @@ pub async fn serve(
                 }
             },
         };
+        // Small answers and pushes go out at once rather than waiting to be coalesced.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone().layer(Extension(ConnectInfo::<SocketAddr>(peer)));
         let stop = state.shutdown_signal();
