@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// A client must finish sending its request headers within this (default 10 s).
     pub header_read_timeout: Duration,
+    /// Open WebSocket push connections one device may hold at once (default 4).
+    pub max_connections_per_device: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             header_read_timeout: Duration::from_secs(10),
+            max_connections_per_device: 4,
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub header_read_timeout_seconds: Option<u64>,
+    pub max_connections_per_device: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +161,13 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .header_read_timeout_seconds
             .map(Duration::from_secs)
             .unwrap_or(d.header_read_timeout),
+        max_connections_per_device: file
+            .max_connections_per_device
+            .unwrap_or(d.max_connections_per_device),
     };
+    if config.max_connections_per_device == 0 {
+        return Err(ConfigError::Invalid("max_connections_per_device must be at least 1".into()));
+    }
     if config.header_read_timeout.is_zero() {
         return Err(ConfigError::Invalid("header_read_timeout_seconds must be at least 1".into()));
     }

@@ -27,6 +27,21 @@ impl Hub {
         map.entry(device).or_insert_with(|| watch::Sender::new(0)).subscribe()
     }
 
+    /// Like [`Hub::subscribe`], but `None` when the device already has `max` live
+    /// subscriptions. Checked and taken under one lock, so concurrent connects cannot
+    /// overshoot the limit.
+    pub fn try_subscribe(&self, device: DeviceId, max: usize) -> Option<watch::Receiver<u64>> {
+        let mut map = match self.devices.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let sender = map.entry(device).or_insert_with(|| watch::Sender::new(0));
+        if sender.receiver_count() >= max {
+            return None;
+        }
+        Some(sender.subscribe())
+    }
+
     /// Drops the device's channel when its last connection went away.
     pub fn release(&self, device: DeviceId) {
         if let Ok(mut map) = self.devices.lock()

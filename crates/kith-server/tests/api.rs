@@ -396,3 +396,66 @@ async fn a_slow_client_cannot_hold_a_connection_open() {
     let resp = reqwest::get(format!("{}/healthz", server.url)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+/// Opens a WebSocket upgrade on a raw socket and returns the status code of the answer, with
+/// the socket (kept open while the caller holds it).
+async fn ws_upgrade(addr: &str, bearer: &str) -> (u16, String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: kith\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: {bearer}\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte))
+            .await
+            .expect("no answer to the upgrade")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed before the answer's headers ended");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, tcp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_connections_per_device_are_limited() {
+    let config = ServerConfig { max_connections_per_device: 2, ..test_config() };
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let (s1, _, c1) = ws_upgrade(&addr, &alice.bearer()).await;
+    let (s2, _, _c2) = ws_upgrade(&addr, &alice.bearer()).await;
+    assert_eq!((s1, s2), (101, 101));
+    // The third is refused with a stable code and a Retry-After, before any upgrade.
+    let (s3, head, _) = ws_upgrade(&addr, &alice.bearer()).await;
+    assert_eq!(s3, 429, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    // Another device is not affected by alice's limit.
+    let (sb, _, _cb) = ws_upgrade(&addr, &bob.bearer()).await;
+    assert_eq!(sb, 101);
+    // Closing one frees its slot (the server notices the closed socket shortly).
+    drop(c1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let _c3 = loop {
+        let (s, _, c) = ws_upgrade(&addr, &alice.bearer()).await;
+        if s == 101 {
+            break c;
+        }
+        assert_eq!(s, 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connection's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The refused attempts took no slot, and the new pair is again the limit.
+    let (s, _, _) = ws_upgrade(&addr, &alice.bearer()).await;
+    assert_eq!(s, 429);
+}

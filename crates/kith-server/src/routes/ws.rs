@@ -10,7 +10,13 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use kith_proto::{ClientFrame, ServerFrame};
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::error::ApiError;
 use crate::extract::AuthedDevice;
+use crate::push::Hub;
 use crate::routes::queue::{MAX_FETCH, ack_seqs, to_wire};
 use crate::state::AppState;
 
@@ -19,24 +25,54 @@ use crate::state::AppState;
     responses(
         (status = 101, description = "Switching to WebSocket; the server sends `ServerFrame`s, the client may send `ClientFrame`s"),
         (status = 401, description = "unauthorized", body = kith_proto::ErrorBody),
+        (status = 429, description = "rate_limited: the device already has `max_connections_per_device` open push connections", body = kith_proto::ErrorBody),
     ))]
 pub async fn connect(
     State(state): State<AppState>,
     me: AuthedDevice,
     upgrade: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
+    // The slot is taken before the upgrade, so a device over its limit gets a clear `429`
+    // instead of a socket that closes at once.
+    let Some(wake) = state.hub.try_subscribe(me.device_id, state.config.max_connections_per_device)
+    else {
+        return Err(ApiError::slow_down(
+            format!(
+                "this device already has {} open push connections; close one first",
+                state.config.max_connections_per_device
+            ),
+            5,
+        ));
+    };
+    let slot = Slot { hub: state.hub.clone(), device: me.device_id, wake: Some(wake) };
     // Small buffers: an idle device should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer. Client frames are small acks; a larger one is refused.
-    upgrade
+    Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| serve(state, me.device_id, socket))
+        .on_upgrade(move |socket| serve(state, slot, socket)))
 }
 
-async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
-    let mut wake = state.hub.subscribe(device);
+/// A device's push subscription; giving it back (also when the upgrade never happens)
+/// frees the connection slot.
+struct Slot {
+    hub: Arc<Hub>,
+    device: u64,
+    wake: Option<watch::Receiver<u64>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        self.hub.release(self.device);
+    }
+}
+
+async fn serve(state: AppState, mut slot: Slot, mut socket: WebSocket) {
+    let device = slot.device;
+    let Some(wake) = slot.wake.as_mut() else { return };
     let mut shutdown = state.shutdown_signal();
     state.metrics.websockets.inc();
     let mut after = 0u64;
@@ -89,6 +125,4 @@ async fn serve(state: AppState, device: u64, mut socket: WebSocket) {
         }
     }
     state.metrics.websockets.dec();
-    drop(wake);
-    state.hub.release(device);
 }
