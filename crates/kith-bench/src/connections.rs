@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use kith_client::CIPHERSUITE;
 use kith_proto::{B64, RegisterRequest, RegisterResponse};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
@@ -15,8 +16,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::StoreKind;
 use crate::report::Report;
 use crate::server::Kithd;
-
-const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// A registration with a single (last-resort) KeyPackage: the cheapest valid device.
 fn registration(provider: &OpenMlsRustCrypto, name: &str) -> anyhow::Result<RegisterRequest> {

@@ -10,33 +10,18 @@
 
 use std::time::Instant;
 
-use kith_client::AccountKind;
+use kith_client::{AccountKind, CIPHERSUITE, JsonCodec};
 use kith_proto::{B64, EntryKind, QueueEntry};
 use kith_testkit::{TestServer, TestUser};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
-use openmls_sqlite_storage::{Codec, Connection, SqliteStorageProvider};
+use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
 use openmls_traits::OpenMlsProvider;
 use serde_json::json;
 
 use crate::report::Report;
-
-const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
-
-#[derive(Default)]
-struct JsonCodec;
-
-impl Codec for JsonCodec {
-    type Error = serde_json::Error;
-    fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
-        serde_json::to_vec(value)
-    }
-    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
-        serde_json::from_slice(slice)
-    }
-}
 
 /// OpenMLS on a SQLite file, the way the SDK stores it.
 struct SqliteProvider {

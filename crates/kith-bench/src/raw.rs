@@ -3,12 +3,11 @@
 
 use std::time::Instant;
 
+use kith_client::CIPHERSUITE;
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-
-const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 struct Party {
     provider: OpenMlsRustCrypto,

@@ -55,6 +55,11 @@ pub use error::{ClientError, ClientResult};
 pub use groups::GroupSummary;
 pub use kith_proto::{AccountKind, ErrorCode};
 pub use local::{ConversationKind, Message, Profile};
+/// The one MLS ciphersuite Kith speaks.
+pub use mls::CIPHERSUITE;
+/// How the profile stores OpenMLS state; public for the benchmarks, which build the same store.
+#[doc(hidden)]
+pub use mls::JsonCodec;
 pub use timers::Story;
 
 /// The SDK's futures must be `Send`, so a client can live in a spawned task (bots, servers).

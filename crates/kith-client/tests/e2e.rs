@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 use kith_client::{ClientError, ConversationKind, ErrorCode};
-use kith_proto::FetchResponse;
 use kith_testkit::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,24 +94,11 @@ async fn a_redelivered_message_is_shown_once() {
     alice.send_text("bob", "only once").await.unwrap();
 
     // Fetch twice without acknowledging: the server hands out the same entries again.
-    let http = reqwest::Client::new();
-    let bearer = {
-        let p = bob.profile().unwrap();
-        format!("{}:{}", p.device_id, bob_token(&bob))
-    };
     let mut pages = Vec::new();
     for _ in 0..2 {
-        let page: FetchResponse = http
-            .get(format!("{}/v1/queue", server.url))
-            .bearer_auth(&bearer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(page.entries.len(), 2, "welcome and message");
-        pages.push(page.entries);
+        let entries = bob.raw_queue().await;
+        assert_eq!(entries.len(), 2, "welcome and message");
+        pages.push(entries);
     }
     let first = bob.receive_entries(&pages[0]).unwrap();
     let second = bob.receive_entries(&pages[1]).unwrap();
@@ -124,13 +110,6 @@ async fn a_redelivered_message_is_shown_once() {
     assert!(third.messages.is_empty());
     assert_eq!(third.duplicates, 2);
     assert_eq!(bob.history("alice").unwrap().len(), 1);
-}
-
-/// The token is private to the SDK; tests read it from the profile database like an attacker
-/// with the disk would.
-fn bob_token(bob: &kith_testkit::TestUser) -> String {
-    let conn = rusqlite::Connection::open(bob.dir.path().join("kith.db")).unwrap();
-    conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

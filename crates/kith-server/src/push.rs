@@ -18,18 +18,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Wake-ups for `device`; subscribe before reading the queue so none is missed.
-    pub fn subscribe(&self, device: DeviceId) -> watch::Receiver<u64> {
-        let mut map = match self.devices.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(device).or_insert_with(|| watch::Sender::new(0)).subscribe()
-    }
-
-    /// Like [`Hub::subscribe`], but `None` when the device already has `max` live
-    /// subscriptions. Checked and taken under one lock, so concurrent connects cannot
-    /// overshoot the limit.
+    /// Wake-ups for `device` (subscribe before reading the queue so none is missed), or `None`
+    /// when the device already has `max` live subscriptions. Checked and taken under one lock,
+    /// so concurrent connects cannot overshoot the limit.
     pub fn try_subscribe(&self, device: DeviceId, max: usize) -> Option<watch::Receiver<u64>> {
         let mut map = match self.devices.lock() {
             Ok(m) => m,
