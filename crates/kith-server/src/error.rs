@@ -16,6 +16,9 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The `Retry-After` (seconds) of a `503 unavailable`: storage unreachable or stopping.
+const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { code, message: message.into(), retry_after: None }
@@ -53,9 +56,11 @@ impl From<StoreError> for ApiError {
                 ErrorCode::StaleEpoch,
                 "the group has moved on; fetch what you missed and try again",
             ),
-            StoreError::Unavailable => {
-                ApiError::new(ErrorCode::Unavailable, "the server is shutting down; try again")
-            }
+            StoreError::Unavailable => ApiError {
+                code: ErrorCode::Unavailable,
+                message: "the server cannot reach its storage right now; try again shortly".into(),
+                retry_after: Some(UNAVAILABLE_RETRY_AFTER),
+            },
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::new(ErrorCode::Internal, "internal error")

@@ -37,6 +37,9 @@ enum Op {
 
 type Job = (Op, tokio::sync::oneshot::Sender<StoreResult<u64>>);
 
+/// How long a request waits for a database connection before it is refused as unavailable.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -103,8 +106,32 @@ async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
     }
 }
 
+/// Maps a driver error: a lost or unreachable database is [`StoreError::Unavailable`] (the
+/// client may try again), anything else [`StoreError::Backend`].
 fn backend_ref(e: &sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    if is_connection_failure(e) {
+        tracing::warn!(error = %e, "the database is unreachable");
+        StoreError::Unavailable
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Errors that mean the database could not be reached or the connection broke, rather than a
+/// refused statement: I/O and TLS failures, a pool with no connection to give, and the
+/// server-side codes of class 08 (connection exception) and 57P0x (shutting down).
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+        }
+        _ => false,
+    }
 }
 
 async fn ack_in(
@@ -133,7 +160,7 @@ async fn ack_in(
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    backend_ref(&e)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -171,6 +198,9 @@ impl PgStore {
     pub async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // While the database is unreachable a request waits this long for a connection,
+            // then is answered `503` with `Retry-After` instead of hanging.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(backend)?;

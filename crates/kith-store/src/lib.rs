@@ -68,7 +68,7 @@ pub enum StoreError {
     /// A group update expected an epoch the conversation has moved past.
     #[error("the conversation is at another epoch")]
     StaleEpoch,
-    /// The store is shutting down.
+    /// The store is shutting down or its database cannot be reached; worth trying again.
     #[error("store unavailable")]
     Unavailable,
     /// Anything else; the text is for the log, never for a client.

@@ -4,8 +4,12 @@
 //! - [`TestServer::start`]: the server in-process on `127.0.0.1:0` with SQLite in a temporary
 //!   folder; [`TestServer::start_postgres`] the same on PostgreSQL (`None` when
 //!   `KITH_TEST_DATABASE_URL` is unset);
+//! - [`FaultProxy`]: a TCP proxy that cuts and restores the path to the database;
 //! - [`TestUser`]: a registered [`Client`] and its profile folder.
 #![allow(clippy::unwrap_used)]
+
+mod fault;
+pub use fault::FaultProxy;
 
 use std::sync::Arc;
 
@@ -58,6 +62,36 @@ impl TestServer {
         let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
         Some(Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await)
+    }
+
+    /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`, reached through a
+    /// [`FaultProxy`] the test can cut; `None` (after saying so) when the variable is unset.
+    pub async fn start_postgres_behind_proxy() -> Option<(Self, FaultProxy)> {
+        let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
+            eprintln!(
+                "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
+            );
+            return None;
+        };
+        let (store, schema) =
+            kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
+        drop(store);
+        let mut via = reqwest::Url::parse(&url).unwrap();
+        let host = via.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = via.port().unwrap_or(5432);
+        let target = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
+        let proxy = FaultProxy::start(target).await.unwrap();
+        via.set_host(Some("127.0.0.1")).unwrap();
+        via.set_port(Some(proxy.addr.port())).unwrap();
+        via.query_pairs_mut().append_pair("options", &format!("-csearch_path={schema}"));
+        let store = kith_store_postgres::PgStore::connect(via.as_str()).await.unwrap();
+        Some((Self::start_on(Arc::new(store)).await, proxy))
+    }
+
+    /// On a store the test made (e.g. PostgreSQL through a [`FaultProxy`]), default settings.
+    pub async fn start_on(store: Arc<dyn Store>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::serve(store, test_config(), Arc::new(SystemClock), data).await
     }
 
     async fn serve(
