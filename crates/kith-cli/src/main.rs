@@ -179,6 +179,10 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
             "the server asks you to slow down: {}",
             err.to_string().trim_end_matches(" (rate_limited)")
         ),
+        (Some(ErrorCode::QueueFull), _) => format!(
+            "not sent: {}",
+            err.to_string().trim_end_matches(" (queue_full)")
+        ),
         (Some(ErrorCode::Unauthorized), _) => {
             "the server does not accept this profile's credentials (was the account removed, or is this the right server?)".into()
         }

@@ -222,6 +222,9 @@ pub struct SendResponse {
     pub server_time: u64,
     /// How many device queues the message went into.
     pub recipients: u32,
+    /// Devices left out because their queue is full (`max_queued_per_device`).
+    #[serde(default)]
+    pub skipped: u32,
 }
 
 /// What a queue entry carries.

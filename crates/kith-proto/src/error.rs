@@ -57,6 +57,9 @@ pub enum ErrorCode {
     NotOptedIn,
     /// Slow down; `Retry-After` says for how long.
     RateLimited,
+    /// Every device of the recipient holds as many undelivered messages as the server keeps;
+    /// try again after `Retry-After` (when they have caught up).
+    QueueFull,
     /// No such route.
     NotFound,
     /// The route exists but not with that method.
@@ -89,6 +92,7 @@ impl ErrorCode {
             UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages | GroupFull => 409,
             BodyTooLarge => 413,
             RateLimited => 429,
+            QueueFull => 429,
             Internal => 500,
             Unavailable => 503,
         }
@@ -123,6 +127,7 @@ impl ErrorCode {
             Suspended => "suspended",
             NotOptedIn => "not_opted_in",
             RateLimited => "rate_limited",
+            QueueFull => "queue_full",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unavailable => "unavailable",

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Open WebSocket push connections one device may hold at once (default 4).
     pub max_connections_per_device: usize,
+    /// Undelivered entries one device's queue may hold (default 10,000); see
+    /// [`crate::queues`] for what a sender sees at the limit.
+    pub max_queued_per_device: u64,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             tls_key: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections_per_device: 4,
+            max_queued_per_device: 10_000,
         }
     }
 }
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub header_read_timeout_seconds: Option<u64>,
     pub max_connections_per_device: Option<usize>,
+    pub max_queued_per_device: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +169,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         max_connections_per_device: file
             .max_connections_per_device
             .unwrap_or(d.max_connections_per_device),
+        max_queued_per_device: file.max_queued_per_device.unwrap_or(d.max_queued_per_device),
     };
+    if config.max_queued_per_device == 0 {
+        return Err(ConfigError::Invalid("max_queued_per_device must be at least 1".into()));
+    }
     if config.max_connections_per_device == 0 {
         return Err(ConfigError::Invalid("max_connections_per_device must be at least 1".into()));
     }
@@ -225,5 +234,16 @@ mod tests {
         assert!(resolve(FileConfig::default(), over).is_err());
         let over = Overrides { database_url: Some("mysql://x".into()), ..Default::default() };
         assert!(resolve(FileConfig::default(), over).is_err());
+        for zero in [
+            "max_queued_per_device = 0",
+            "max_connections_per_device = 0",
+            "header_read_timeout_seconds = 0",
+        ] {
+            let file: FileConfig = toml::from_str(zero).unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("at least 1"), "{zero}: {err}");
+        }
+        let file: FileConfig = toml::from_str("max_queued_per_device = 50").unwrap();
+        assert_eq!(resolve(file, Overrides::default()).unwrap().max_queued_per_device, 50);
     }
 }

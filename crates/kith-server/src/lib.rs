@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod mls;
 pub mod openapi;
 pub mod push;
+pub mod queues;
 pub mod retention;
 pub mod routes;
 pub mod routes_cache;

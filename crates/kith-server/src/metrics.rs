@@ -28,6 +28,10 @@ pub struct Metrics {
     pub entries_acked: Counter,
     pub key_packages_claimed: Counter,
     pub retention_deleted: Counter,
+    /// Sends refused because every other member's device queue was full.
+    pub queue_full_refusals: Counter,
+    /// Device queues left out of a message because they were full.
+    pub queue_full_skips: Counter,
     pub websockets: Gauge,
     /// Safety actions taken (slow_down, cool_off, suspend).
     pub safety_actions: Family<ActionLabel, Counter>,
@@ -64,6 +68,8 @@ impl Metrics {
             entries_acked: Counter::default(),
             key_packages_claimed: Counter::default(),
             retention_deleted: Counter::default(),
+            queue_full_refusals: Counter::default(),
+            queue_full_skips: Counter::default(),
             websockets: Gauge::default(),
             safety_actions: Family::default(),
             reports: Counter::default(),
@@ -103,6 +109,16 @@ impl Metrics {
             "retention_deleted",
             "Messages deleted by the retention sweep",
             m.retention_deleted.clone(),
+        );
+        registry.register(
+            "queue_full_refusals",
+            "Sends refused because the recipients' device queues were full",
+            m.queue_full_refusals.clone(),
+        );
+        registry.register(
+            "queue_full_skips",
+            "Device queues left out of a message because they were full",
+            m.queue_full_skips.clone(),
         );
         registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
         registry.register("safety_actions", "Safety actions taken", m.safety_actions.clone());

@@ -12,6 +12,7 @@ pub async fn sweep_once(state: &AppState) -> Result<u64, kith_store::StoreError>
     state.safety.prune(now);
     state.franking.reload(&*state.store).await?;
     let gone = state.store.sweep_expired(cutoff, now).await?;
+    state.queues.forget_all();
     if gone > 0 {
         tracing::info!(messages = gone, "retention sweep deleted expired or undelivered messages");
         state.metrics.retention_deleted.inc_by(gone);

@@ -62,6 +62,8 @@ pub struct AppState {
     pub safety: Arc<crate::safety::Safety>,
     pub routes: Arc<crate::routes_cache::RouteCache>,
     pub franking: Arc<crate::safety::franking::Franking>,
+    /// Undelivered entries per device, for `max_queued_per_device`.
+    pub queues: Arc<crate::queues::QueueDepths>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -77,6 +79,7 @@ impl AppState {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
             routes: Arc::default(),
             franking: Arc::new(franking),
+            queues: Arc::new(crate::queues::QueueDepths::new(config.max_queued_per_device)),
             store,
             config: Arc::new(config),
             hub: Arc::new(Hub::default()),

@@ -459,3 +459,66 @@ async fn push_connections_per_device_are_limited() {
     let (s, _, _) = ws_upgrade(&addr, &alice.bearer()).await;
     assert_eq!(s, 429);
 }
+
+#[tokio::test]
+async fn queued_messages_per_device_are_limited() {
+    let config = ServerConfig { max_queued_per_device: 5, ..test_config() };
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+
+    // Bob never fetches: alice's sends fill his queue, then are refused with a stable code.
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        let text = format!("message {}", accepted.len());
+        match alice.send_text("bob", &text).await {
+            Ok(_) => accepted.push(text),
+            Err(e) => break e,
+        }
+        assert!(accepted.len() < 20, "the limit never applied");
+    };
+    assert_eq!(refusal.code(), Some(ErrorCode::QueueFull), "{refusal}");
+    assert!(refusal.to_string().contains("5 undelivered messages"), "{refusal}");
+    assert_eq!(bob.raw_queue().await.len(), 5, "the Welcome and four messages, no more");
+
+    // The answer carries Retry-After (the same ciphertext sent again, raw).
+    let conversation = bob.raw_queue().await[1].conversation_id.clone();
+    let ciphertext = bob.raw_queue().await[1].data.clone();
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/conversations/{conversation}/messages", server.url))
+        .header("authorization", alice.bearer())
+        .json(&json!({ "message": ciphertext }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(raw.headers().contains_key("retry-after"));
+    assert_eq!(raw.json::<ErrorBody>().await.unwrap().error.code, ErrorCode::QueueFull);
+
+    // Once bob catches up, alice can write again; he has every accepted message and nothing
+    // else.
+    let got: Vec<String> = bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(got, accepted);
+    alice.send_text("bob", "after catching up").await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().messages[0].text, "after catching up");
+
+    // In a group, a full device is left out and the others still get the message.
+    let group = alice.create_group("trio", &["bob".into(), "carol".into()]).await.unwrap();
+    carol.sync().await.unwrap();
+    for i in 0.. {
+        alice.send_text("bob", &format!("filler {i}")).await.unwrap();
+        if bob.raw_queue().await.len() >= 5 {
+            break;
+        }
+    }
+    let before = bob.raw_queue().await.len();
+    alice.send_group(&group, "to the group").await.unwrap();
+    assert_eq!(bob.raw_queue().await.len(), before, "a full queue grew");
+    let at_carol = carol.sync().await.unwrap();
+    assert!(at_carol.messages.iter().any(|m| m.text == "to the group"));
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("queue_full_refusals_total 2"), "{metrics}");
+    assert!(metrics.contains("queue_full_skips_total 1"), "{metrics}");
+}

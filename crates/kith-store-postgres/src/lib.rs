@@ -672,6 +672,22 @@ impl Store for PgStore {
         rows.iter().map(entry).collect::<Result<_, _>>().map_err(backend)
     }
 
+    async fn queue_depths(&self, devices: &[DeviceId]) -> StoreResult<Vec<u64>> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = devices.iter().map(|d| i(*d)).collect();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT device_id, COUNT(*) FROM queue WHERE device_id = ANY($1) GROUP BY device_id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let counts: std::collections::HashMap<i64, i64> = rows.into_iter().collect();
+        Ok(ids.iter().map(|d| u(counts.get(d).copied().unwrap_or(0))).collect())
+    }
+
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = (Op::Ack(device, seqs.to_vec()), reply);

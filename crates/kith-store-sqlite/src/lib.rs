@@ -566,6 +566,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn queue_depths(&self, devices: &[DeviceId]) -> StoreResult<Vec<u64>> {
+        let devices = devices.to_vec();
+        self.read(move |conn| {
+            // One indexed count per device, on one prepared statement and one connection.
+            let mut count =
+                conn.prepare_cached("SELECT COUNT(*) FROM queue WHERE device_id = ?1")?;
+            devices
+                .iter()
+                .map(|d| count.query_row(params![i(*d)], |r| r.get::<_, i64>(0)).map(u))
+                .collect()
+        })
+        .await
+    }
+
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
         let seqs = seqs.to_vec();
         self.inner

@@ -199,6 +199,11 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     assert_eq!(after.messages, before.messages + 1);
     assert_eq!(after.queue_entries, before.queue_entries + 2);
 
+    // The Welcome and the message for bob, the message for carol, nothing for alice or for a
+    // device that does not exist; in the order asked.
+    assert_eq!(store.queue_depths(&[c, a, b, 999_999]).await.unwrap(), vec![1, 0, 2, 0]);
+    assert!(store.queue_depths(&[]).await.unwrap().is_empty());
+
     let to_b = store.fetch(b, welcome[0].seq, 100, NOW).await.unwrap();
     let to_c = store.fetch(c, 0, 100, NOW).await.unwrap();
     assert_eq!(to_b.len(), 1);
@@ -214,6 +219,7 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     // Acking again is harmless.
     assert_eq!(store.ack(b, &[welcome[0].seq, to_b[0].seq]).await.unwrap(), 0);
     assert!(store.fetch(b, 0, 100, NOW).await.unwrap().is_empty());
+    assert_eq!(store.queue_depths(&[b, c]).await.unwrap(), vec![0, 1]);
     // The blob stays while carol's entry does...
     assert_eq!(store.counts().await.unwrap().messages, 1);
     assert_eq!(store.ack(c, &[to_c[0].seq]).await.unwrap(), 1);

@@ -350,6 +350,10 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<StoredEntry>>;
 
+    /// How many entries each device's queue holds (expired ones included until the sweep), in
+    /// the order of `devices`; an unknown device holds 0.
+    async fn queue_depths(&self, devices: &[DeviceId]) -> StoreResult<Vec<u64>>;
+
     /// Deletes the device's entries with these sequence numbers, and every message whose last
     /// entry that was. Unknown or already-acknowledged numbers are ignored. Returns how many
     /// entries were removed.

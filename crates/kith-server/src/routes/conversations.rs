@@ -23,6 +23,7 @@ pub(crate) fn conversation_id(text: &str) -> ApiResult<ConversationId> {
 pub(crate) fn accepted(state: &AppState, recipients: &[u64]) {
     state.metrics.messages_accepted.inc();
     state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
+    state.queues.added(recipients);
     state.hub.notify(recipients);
 }
 
@@ -145,6 +146,7 @@ pub async fn create(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member", body = ErrorBody),
         (status = 404, description = "unknown_conversation", body = ErrorBody),
+        (status = 429, description = "rate_limited, or queue_full: every device of the other members holds `max_queued_per_device` undelivered messages", body = ErrorBody),
     ))]
 pub async fn send(
     State(state): State<AppState>,
@@ -187,6 +189,7 @@ pub async fn send(
             recipients.retain(|d| !blocking.contains(d));
         }
     }
+    let skipped = leave_out_full_queues(&state, &me, &mut recipients).await?;
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
     let message_id = state
@@ -212,6 +215,48 @@ pub async fn send(
             message_id,
             server_time: now,
             recipients: u32::try_from(recipients.len()).unwrap_or(u32::MAX),
+            skipped,
         }),
     ))
 }
+
+/// Leaves out the devices whose queue is full (`max_queued_per_device`) and says how many. If
+/// that leaves none of the other members' devices, the send is refused with `queue_full`: the
+/// sender learns it did not get through, instead of it reaching only their own devices.
+async fn leave_out_full_queues(
+    state: &AppState,
+    me: &AuthedDevice,
+    recipients: &mut Vec<u64>,
+) -> ApiResult<u32> {
+    let full = state.queues.full(&*state.store, recipients).await?;
+    if full.is_empty() {
+        return Ok(0);
+    }
+    // Rare: only now is it worth asking which devices are the sender's own.
+    let own: Vec<u64> = state
+        .store
+        .account_devices(&me.username)
+        .await?
+        .map(|a| a.devices.into_iter().map(|d| d.device_id).collect())
+        .unwrap_or_default();
+    let others = recipients.iter().filter(|d| !own.contains(d)).count();
+    let others_full = full.iter().filter(|d| !own.contains(d)).count();
+    if others > 0 && others_full == others {
+        state.metrics.queue_full_refusals.inc();
+        return Err(ApiError {
+            code: ErrorCode::QueueFull,
+            message: format!(
+                "the recipient's devices already hold {} undelivered messages, the most this \
+                 server keeps; try again when they have caught up",
+                state.queues.max()
+            ),
+            retry_after: Some(QUEUE_FULL_RETRY_AFTER),
+        });
+    }
+    recipients.retain(|d| !full.contains(d));
+    state.metrics.queue_full_skips.inc_by(full.len() as u64);
+    Ok(u32::try_from(full.len()).unwrap_or(u32::MAX))
+}
+
+/// `Retry-After` (seconds) of a `queue_full` refusal.
+const QUEUE_FULL_RETRY_AFTER: u64 = 60;

@@ -97,6 +97,7 @@ pub async fn ack_seqs(state: &AppState, device: u64, seqs: &[u64]) -> ApiResult<
         ));
     }
     let removed = state.store.ack(device, seqs).await?;
+    state.queues.removed(device, removed);
     state.metrics.entries_acked.inc_by(removed);
     Ok(removed)
 }
