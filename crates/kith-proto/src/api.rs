@@ -41,6 +41,8 @@ impl AccountKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RegisterRequest {
+    /// 3–32 of a–z, 0–9, `_` and `.`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.]{3,32}$"))]
     pub username: String,
     #[serde(default)]
     pub kind: AccountKind,
@@ -325,6 +327,7 @@ pub struct ReportResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct BlockRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.]{3,32}$"))]
     pub username: String,
 }
 

@@ -19,7 +19,7 @@ use crate::routes::*;
         businesses::search,
     ),
     components(schemas(kith_proto::ServerFrame, kith_proto::ClientFrame)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &CommonAnswers),
 )]
 struct ApiDoc;
 
@@ -31,6 +31,54 @@ impl Modify for Bearer {
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.description = Some("`<device-id>:<token>`, as returned by registration".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Answers any operation can give, added where its annotation does not list them, so the
+/// document promises every status a client can see: `503 unavailable` (storage unreachable or
+/// stopping) everywhere; `401 unauthorized` and `403 suspended` where a token is needed;
+/// `400 malformed_json`/`bad_base64` and `413 body_too_large` where a body is read.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            )
+        };
+        for item in api.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let answers = &mut op.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    answers.entry(status.to_string()).or_insert_with(|| error(description));
+                };
+                add(
+                    "503",
+                    "unavailable: the server cannot reach its storage or is stopping; see Retry-After",
+                );
+                if secured {
+                    add("401", "unauthorized");
+                    add("403", "suspended");
+                }
+                if has_body {
+                    add("400", "malformed_json, bad_base64");
+                    add("413", "body_too_large");
+                }
+            }
+        }
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn whoami(State(state): State<AppState>, me: AuthedDevice) -> ApiResul
 
 /// An account's devices and their credential keys.
 #[utoipa::path(get, path = "/v1/accounts/{username}/devices", tag = "accounts", security(("bearer" = [])),
-    params(("username" = String, Path)),
+    params(("username" = String, Path, pattern = "^[a-z0-9_.]{3,32}$")),
     responses(
         (status = 200, body = DeviceList),
         (status = 400, description = "invalid_username", body = ErrorBody),

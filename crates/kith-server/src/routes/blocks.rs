@@ -41,7 +41,7 @@ pub async fn block(
 
 /// Lift a block.
 #[utoipa::path(delete, path = "/v1/blocks/{username}", tag = "safety", security(("bearer" = [])),
-    params(("username" = String, Path)),
+    params(("username" = String, Path, pattern = "^[a-z0-9_.]{3,32}$")),
     responses(
         (status = 200, description = "The accounts you still block", body = BlockList),
         (status = 400, description = "invalid_username", body = ErrorBody),

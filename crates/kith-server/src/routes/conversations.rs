@@ -42,6 +42,7 @@ fn group_full(members: usize, max: usize) -> ApiError {
         (status = 400, description = "invalid_conversation_id, invalid_message", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 409, description = "conversation_exists, group_full", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many new conversations (see docs/safety.md)", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -138,7 +139,7 @@ pub async fn create(
 /// Send an MLS application message to every other member device of the conversation.
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "conversation id, lowercase hex")),
+    params(("id" = String, Path, description = "conversation id, lowercase hex", pattern = "^([0-9a-f]{2}){16,32}$")),
     request_body = SendMessage,
     responses(
         (status = 202, description = "Stored durably and queued", body = SendResponse),

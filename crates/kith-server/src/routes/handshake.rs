@@ -48,7 +48,7 @@ struct Outcome {
 /// Submit a commit (with its Welcome when it adds members) or a proposal to leave.
 #[utoipa::path(post, path = "/v1/conversations/{id}/handshake", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "conversation id, lowercase hex")),
+    params(("id" = String, Path, description = "conversation id, lowercase hex", pattern = "^([0-9a-f]{2}){16,32}$")),
     request_body = HandshakeRequest,
     responses(
         (status = 202, description = "Validated, stored and queued", body = HandshakeResponse),

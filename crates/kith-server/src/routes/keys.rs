@@ -65,13 +65,14 @@ pub async fn upload(
 /// Claim one KeyPackage for each device of an account, to add them to a conversation.
 #[utoipa::path(post, path = "/v1/accounts/{username}/key-packages/claim", tag = "key-packages",
     security(("bearer" = [])),
-    params(("username" = String, Path)),
+    params(("username" = String, Path, pattern = "^[a-z0-9_.]{3,32}$")),
     responses(
         (status = 200, body = ClaimResponse),
         (status = 400, description = "invalid_username", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 404, description = "unknown_user", body = ErrorBody),
         (status = 409, description = "no_key_packages", body = ErrorBody),
+        (status = 429, description = "rate_limited: KeyPackages claimed too often (see docs/safety.md)", body = ErrorBody),
     ))]
 pub async fn claim(
     State(state): State<AppState>,

@@ -6,6 +6,7 @@
 //! unacknowledged entries are sent again on the next connection.
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use kith_proto::{ClientFrame, ServerFrame};
@@ -24,14 +25,21 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/ws", tag = "queue", security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to WebSocket; the server sends `ServerFrame`s, the client may send `ClientFrame`s"),
+        (status = 400, description = "bad_request: not a WebSocket upgrade request", body = kith_proto::ErrorBody),
         (status = 401, description = "unauthorized", body = kith_proto::ErrorBody),
         (status = 429, description = "rate_limited: the device already has `max_connections_per_device` open push connections", body = kith_proto::ErrorBody),
     ))]
 pub async fn connect(
     State(state): State<AppState>,
     me: AuthedDevice,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            kith_proto::ErrorCode::BadRequest,
+            format!("this endpoint takes a WebSocket upgrade request: {}", e.body_text()),
+        )
+    })?;
     // The slot is taken before the upgrade, so a device over its limit gets a clear `429`
     // instead of a socket that closes at once.
     let Some(wake) = state.hub.try_subscribe(me.device_id, state.config.max_connections_per_device)
