@@ -34,9 +34,15 @@ pub struct SyncReport {
     pub dropped: u32,
     /// Entries the server delivered again that were already processed.
     pub duplicates: u32,
+    /// Entries that arrived before what they depend on (their conversation's Welcome, their
+    /// epoch's commit) and are kept to be tried again when it comes.
+    pub held: u32,
 }
 
 /// What processing one entry produced.
+/// Entries held at most (see [`SyncReport::held`]); past it the oldest are dropped.
+const MAX_HELD: u64 = 1000;
+
 #[derive(Default)]
 pub(crate) struct Outcome {
     pub messages: Vec<Message>,
@@ -381,9 +387,18 @@ impl Client {
     /// Processes one queue entry in one local transaction. An entry that cannot be used is
     /// dropped (and counted); a local storage failure is returned and nothing is acknowledged.
     fn process_entry(&mut self, entry: &QueueEntry, report: &mut SyncReport) -> ClientResult<()> {
+        if self.process_one(entry, report)? {
+            self.retry_held(&entry.conversation_id, report)?;
+        }
+        Ok(())
+    }
+
+    /// Processes one entry; `true` when it changed the conversation (so entries held for it
+    /// may now be usable).
+    fn process_one(&mut self, entry: &QueueEntry, report: &mut SyncReport) -> ClientResult<bool> {
         if local::was_processed(&self.conn, entry.message_id)? {
             report.duplicates += 1;
-            return Ok(());
+            return Ok(false);
         }
         local::exec(&self.conn, "BEGIN IMMEDIATE")?;
         let outcome = self.process_in_transaction(entry);
@@ -393,12 +408,28 @@ impl Client {
                 local::exec(&self.conn, "COMMIT")?;
                 report.messages.extend(outcome.messages);
                 report.joined.extend(outcome.joined);
-                Ok(())
+                Ok(true)
             }
             Err(e @ (ClientError::Storage(_) | ClientError::Io(_))) => {
                 let _ = local::exec(&self.conn, "ROLLBACK");
                 self.forget_cached(None);
                 Err(e)
+            }
+            Err(ClientError::NotYet(why)) => {
+                // Arrived before its Welcome or its epoch's commit (a reordering transport,
+                // or a Welcome still on its way): kept, not marked processed, and tried again
+                // once the conversation moves.
+                local::exec(&self.conn, "ROLLBACK")?;
+                self.forget_cached(None);
+                tracing::debug!(message_id = entry.message_id, %why, "held a message for later");
+                local::hold(&self.conn, entry, now_millis())?;
+                report.held += 1;
+                for old in local::held_over(&self.conn, MAX_HELD)? {
+                    local::unhold(&self.conn, old)?;
+                    local::mark_processed(&self.conn, old, now_millis())?;
+                    report.dropped += 1;
+                }
+                Ok(false)
             }
             Err(e) => {
                 local::exec(&self.conn, "ROLLBACK")?;
@@ -406,7 +437,27 @@ impl Client {
                 tracing::warn!(message_id = entry.message_id, kind = ?entry.kind, error = %e, "dropped an unusable message");
                 local::mark_processed(&self.conn, entry.message_id, now_millis())?;
                 report.dropped += 1;
-                Ok(())
+                Ok(false)
+            }
+        }
+    }
+
+    /// Tries the conversation's held entries again, oldest first, until none makes progress.
+    fn retry_held(&mut self, conversation: &str, report: &mut SyncReport) -> ClientResult<()> {
+        loop {
+            let held = local::take_held(&self.conn, conversation)?;
+            if held.is_empty() {
+                return Ok(());
+            }
+            let mut progress = false;
+            for entry in &held {
+                let was_held = report.held;
+                progress |= self.process_one(entry, report)?;
+                // Held again: it was counted when it first arrived.
+                report.held = was_held;
+            }
+            if !progress {
+                return Ok(());
             }
         }
     }

@@ -27,6 +27,10 @@ pub enum ClientError {
     NotAdmin(String),
     #[error("MLS: {0}")]
     Mls(String),
+    /// An entry that cannot be used yet: its conversation's Welcome or the commit of its
+    /// epoch has not arrived. It is held and tried again when they have.
+    #[error("not yet usable: {0}")]
+    NotYet(String),
     #[error("local storage: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("profile folder: {0}")]

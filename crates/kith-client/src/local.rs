@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use kith_proto::AccountKind;
+use kith_proto::{AccountKind, QueueEntry};
 
 /// The account this profile belongs to.
 #[derive(Clone, Debug)]
@@ -155,6 +155,13 @@ CREATE TABLE IF NOT EXISTS kith_processed (
     message_id INTEGER PRIMARY KEY,
     processed_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kith_held (
+    message_id INTEGER PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    held_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kith_held_conversation ON kith_held (conversation, message_id);
 ";
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -358,6 +365,50 @@ pub fn mark_processed(conn: &Connection, message_id: u64, now: u64) -> rusqlite:
         "INSERT OR IGNORE INTO kith_processed (message_id, processed_at) VALUES (?1, ?2)",
     )?
     .execute(params![i(message_id), i(now)])?;
+    Ok(())
+}
+
+/// Keeps an entry that arrived before what it depends on (see `ClientError::NotYet`).
+pub fn hold(conn: &Connection, entry: &QueueEntry, now: u64) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(entry)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO kith_held (message_id, conversation, entry, held_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![i(entry.message_id), entry.conversation_id, json, i(now)])?;
+    Ok(())
+}
+
+/// Takes every held entry of a conversation out, oldest first.
+pub fn take_held(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<QueueEntry>> {
+    let rows: Vec<String> = conn
+        .prepare_cached(
+            "DELETE FROM kith_held WHERE conversation = ?1 RETURNING entry, message_id",
+        )?
+        .query_map(params![conversation], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut entries: Vec<QueueEntry> =
+        rows.iter().filter_map(|json| serde_json::from_str(json).ok()).collect();
+    entries.sort_by_key(|e| e.message_id);
+    Ok(entries)
+}
+
+/// How many entries are held, and the ids of the oldest `over` of them past `max`.
+pub fn held_over(conn: &Connection, max: u64) -> rusqlite::Result<Vec<u64>> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM kith_held", [], |r| r.get(0))?;
+    let over = u(n).saturating_sub(max);
+    if over == 0 {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached("SELECT message_id FROM kith_held ORDER BY held_at, message_id LIMIT ?1")?
+        .query_map(params![i(over)], |r| r.get::<_, i64>(0).map(u))?
+        .collect()
+}
+
+pub fn unhold(conn: &Connection, message_id: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM kith_held WHERE message_id = ?1")?
+        .execute(params![i(message_id)])?;
     Ok(())
 }
 

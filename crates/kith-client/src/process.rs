@@ -111,6 +111,13 @@ impl Client {
         self.with_group(&provider, &entry.conversation_id, |group| {
             self.handle_in(&provider, group, entry, message)
         })
+        .map_err(|e| match e {
+            // Its Welcome may still be on the way.
+            ClientError::UnknownConversation(id) => {
+                ClientError::NotYet(format!("no conversation {id} yet"))
+            }
+            other => other,
+        })
     }
 
     fn handle_in(
@@ -121,6 +128,13 @@ impl Client {
         message: MlsMessageIn,
     ) -> ClientResult<Outcome> {
         let protocol = message.try_into_protocol_message().map_err(ClientError::mls)?;
+        if protocol.epoch() > group.epoch() {
+            return Err(ClientError::NotYet(format!(
+                "a message for epoch {} while the group is at {}",
+                protocol.epoch().as_u64(),
+                group.epoch().as_u64()
+            )));
+        }
         let processed = group.process_message(provider, protocol).map_err(ClientError::mls)?;
         let sender = mls::identity(processed.credential()).unwrap_or_default();
         // The server authenticated the device that posted this; MLS says who signed it.

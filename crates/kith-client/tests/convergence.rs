@@ -1,0 +1,175 @@
+//! Delivery faults between several clients: a seeded adversary drops, duplicates, delays and
+//! reorders what the server hands each device, while the members send, open 1:1
+//! conversations and rotate keys. Once deliveries are honest again, every member of every
+//! conversation has the same history — every message that was sent, each exactly once — and
+//! nothing legitimate was thrown away.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kith_client::ConversationKind;
+use kith_proto::QueueEntry;
+use kith_testkit::{TestServer, TestUser};
+use proptest::prelude::*;
+
+const NAMES: [&str; 3] = ["alice", "bob", "carol"];
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// `from` writes to the group.
+    Group { from: usize },
+    /// `from` writes to `to` in their 1:1 conversation (opened on first use).
+    Direct { from: usize, to: usize },
+    /// `who` rotates its keys in the group: a commit, so a new epoch.
+    Rekey { who: usize },
+    /// The adversary hands `to` what the server holds for it, changed.
+    Deliver { to: usize, drop_percent: u8, duplicate_percent: u8, reorder: bool, seed: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..3usize).prop_map(|from| Step::Group { from }),
+        2 => (0..3usize, 1..3usize).prop_map(|(from, d)| Step::Direct { from, to: (from + d) % 3 }),
+        1 => (0..3usize).prop_map(|who| Step::Rekey { who }),
+        4 => (0..3usize, 0..60u8, 0..40u8, any::<bool>(), any::<u64>()).prop_map(
+            |(to, drop_percent, duplicate_percent, reorder, seed)| Step::Deliver {
+                to,
+                drop_percent,
+                duplicate_percent,
+                reorder,
+                seed
+            }
+        ),
+    ]
+}
+
+/// xorshift64*: the adversary's coin, from the step's seed.
+struct Coin(u64);
+
+impl Coin {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn percent(&mut self, p: u8) -> bool {
+        self.next() % 100 < u64::from(p)
+    }
+}
+
+/// What the adversary delivers: some entries dropped (they stay queued and come again
+/// later: a delay), some twice, and the order shuffled.
+fn tamper(
+    entries: Vec<QueueEntry>,
+    drop: u8,
+    dup: u8,
+    reorder: bool,
+    seed: u64,
+) -> Vec<QueueEntry> {
+    let mut coin = Coin(seed | 1);
+    let mut out = Vec::new();
+    for e in entries {
+        if coin.percent(drop) {
+            continue;
+        }
+        if coin.percent(dup) {
+            out.push(e.clone());
+        }
+        out.push(e);
+    }
+    if reorder {
+        for i in (1..out.len()).rev() {
+            let j = usize::try_from(coin.next() % (i as u64 + 1)).unwrap();
+            out.swap(i, j);
+        }
+    }
+    out
+}
+
+fn joined(user: &TestUser, group: &str) -> bool {
+    user.groups().unwrap().iter().any(|g| g.id == group)
+}
+
+async fn run(steps: Vec<Step>) {
+    let server = TestServer::start().await;
+    let mut users: Vec<TestUser> = Vec::new();
+    for name in NAMES {
+        users.push(server.user(name).await);
+    }
+    let group = users[0].create_group("three", &["bob".into(), "carol".into()]).await.unwrap();
+    // What each conversation should hold in the end: (sender, text), by conversation id.
+    let mut sent: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    members.insert(group.clone(), vec![0, 1, 2]);
+    let mut dropped = 0;
+    for (n, step) in steps.into_iter().enumerate() {
+        match step {
+            Step::Group { from } => {
+                let text = format!("group message {n}");
+                // A member that has not yet received the Welcome cannot write; it is not a
+                // delivery fault, so it catches up honestly first.
+                if !joined(&users[from], &group) {
+                    users[from].sync().await.unwrap();
+                }
+                let m = users[from].send_group(&group, &text).await.unwrap();
+                sent.entry(group.clone()).or_default().insert((NAMES[from].into(), text));
+                assert_eq!(m.conversation, group);
+            }
+            Step::Direct { from, to } => {
+                let text = format!("direct message {n}");
+                let m = users[from].send_text(NAMES[to], &text).await.unwrap();
+                sent.entry(m.conversation.clone()).or_default().insert((NAMES[from].into(), text));
+                members.insert(m.conversation, vec![from, to]);
+            }
+            Step::Rekey { who } => {
+                if !joined(&users[who], &group) {
+                    users[who].sync().await.unwrap();
+                }
+                users[who].update_keys(&group).await.unwrap();
+            }
+            Step::Deliver { to, drop_percent, duplicate_percent, reorder, seed } => {
+                let entries = users[to].raw_queue().await;
+                let batch = tamper(entries, drop_percent, duplicate_percent, reorder, seed);
+                let report = users[to].receive_entries(&batch).unwrap();
+                dropped += report.dropped;
+            }
+        }
+    }
+    // Honest delivery from here on.
+    for user in &mut users {
+        let report = user.sync().await.unwrap();
+        dropped += report.dropped;
+    }
+    assert_eq!(dropped, 0, "a legitimate message was thrown away");
+    for (conversation, expected) in &sent {
+        for &i in &members[conversation] {
+            let history = users[i].conversation_history(conversation).unwrap();
+            let texts: Vec<(String, String)> = history
+                .iter()
+                .filter(|m| m.kind != ConversationKind::System)
+                .map(|m| (m.from.clone(), m.text.clone()))
+                .collect();
+            let unique: BTreeSet<(String, String)> = texts.iter().cloned().collect();
+            assert_eq!(unique.len(), texts.len(), "{} sees a message twice", NAMES[i]);
+            assert_eq!(&unique, expected, "{} has another history of {conversation}", NAMES[i]);
+        }
+    }
+}
+
+proptest! {
+    // Each case starts a server and three clients and runs real MLS: few cases, many steps.
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 50, ..ProptestConfig::default() })]
+
+    #[test]
+    fn faulty_deliveries_converge_to_one_history(steps in proptest::collection::vec(step(), 5..40)) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run(steps));
+    }
+}
