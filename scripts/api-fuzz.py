@@ -98,6 +98,9 @@ def main() -> int:
                 "st", "run", f"{url}/v1/openapi.json",
                 "--header", f"Authorization: {bearer(alice)}",
                 "--checks", CHECKS,
+                # Rotating the token would lock the run out of every other operation; the
+                # rotation has its own end-to-end tests.
+                "--exclude-path", "/v1/me/token",
                 "--max-examples", str(args.max_examples),
                 "--seed", str(args.seed),
                 "--generation-deterministic",

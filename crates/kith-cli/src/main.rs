@@ -47,6 +47,9 @@ enum Command {
     },
     /// Show this profile's account.
     Whoami,
+    /// Replace this device's token (if a copy of the profile folder may have leaked): copies
+    /// made before stop working.
+    RotateToken,
     /// Send a 1:1 message.
     Send { username: String, text: String },
     /// Fetch, decrypt and print new messages.
@@ -224,6 +227,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             let me = client.whoami().await.map_err(|e| explain(&e, None))?;
             let server = client.profile().map(|p| p.server.clone()).unwrap_or_default();
             out.whoami(&me, &server);
+        }
+        Command::RotateToken => {
+            client.rotate_token().await.map_err(|e| explain(&e, None))?;
+            out.done(
+                "This device has a new token; copies of the profile made before no longer work.",
+            );
         }
         Command::Send { username, text } => {
             let m = client

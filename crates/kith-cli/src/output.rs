@@ -114,6 +114,12 @@ impl Output {
             if r.messages.is_empty() {
                 eprintln!("No new messages.");
             }
+            if r.held > 0 {
+                eprintln!(
+                    "{} message(s) arrived ahead of what they depend on and are kept for later.",
+                    r.held
+                );
+            }
             if r.dropped > 0 {
                 eprintln!(
                     "{} message(s) could not be decrypted or verified and were dropped.",

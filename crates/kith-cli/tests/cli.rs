@@ -99,6 +99,23 @@ async fn register_send_sync_history() {
     assert_eq!(h.len(), 2);
     assert_eq!(h[0]["outgoing"], false);
     assert_eq!(h[1]["outgoing"], true);
+
+    // A copy of alice's profile stops working once she rotates her token; she goes on.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(a.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    assert!(kith(copy.path(), &["whoami"]).await.ok);
+    let r = kith(a.path(), &["rotate-token"]).await;
+    assert!(r.ok && r.stdout.contains("new token"), "{}{}", r.stdout, r.stderr);
+    let r = kith(copy.path(), &["whoami"]).await;
+    assert!(
+        !r.ok && r.stderr.contains("does not accept this profile's credentials"),
+        "{}",
+        r.stderr
+    );
+    assert!(kith(a.path(), &["whoami"]).await.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,10 @@ impl Api {
         self.call(Method::POST, "/v1/accounts", Some(req)).await
     }
 
+    pub async fn rotate_token(&self) -> ClientResult<RotateTokenResponse> {
+        self.call::<(), _>(Method::POST, "/v1/me/token", None).await
+    }
+
     pub async fn whoami(&self) -> ClientResult<WhoAmI> {
         self.call::<(), _>(Method::GET, "/v1/me", None).await
     }

@@ -306,6 +306,19 @@ impl Client {
         Ok(profile)
     }
 
+    /// Replaces this device's token with a new one from the server and keeps it in the
+    /// profile: for a token that may have leaked (a copied profile folder, a lost backup).
+    /// Copies of the profile made before stop working; so do push connections opened before.
+    pub async fn rotate_token(&mut self) -> ClientResult<()> {
+        let fresh = self.api()?.rotate_token().await?;
+        // Saved before anything else can fail: from now on only the new token works.
+        local::set_token(&self.conn, &fresh.token)?;
+        if let Some(p) = &mut self.profile {
+            p.token = fresh.token;
+        }
+        Ok(())
+    }
+
     /// The server's view of this device.
     pub async fn whoami(&mut self) -> ClientResult<WhoAmI> {
         self.api()?.whoami().await

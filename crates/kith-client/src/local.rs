@@ -214,6 +214,11 @@ pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
     Ok(())
 }
 
+pub fn set_token(conn: &Connection, token: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE kith_profile SET token = ?1 WHERE id = 1", params![token])?;
+    Ok(())
+}
+
 pub fn set_ca_cert(conn: &Connection, pem: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE kith_profile SET ca_cert = ?1 WHERE id = 1", params![pem])?;
     Ok(())

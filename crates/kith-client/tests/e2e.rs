@@ -179,3 +179,52 @@ async fn exchange_on_postgres() {
     let counts = server.store().counts().await.unwrap();
     assert_eq!((counts.messages, counts.queue_entries), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_shuts_out_copies_of_the_profile() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    // Someone copies alice's profile folder (a lost backup) and holds a push connection.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(alice.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let mut thief = kith_client::Client::open(copy.path()).unwrap();
+    assert_eq!(thief.whoami().await.unwrap().username, "alice");
+    let old_bearer = alice.bearer();
+    let mut push = thief.connect_push().await.unwrap();
+
+    alice.rotate_token().await.unwrap();
+
+    // The copy is refused everywhere, and its open push connection is closed.
+    let refused = thief.whoami().await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Unauthorized), "{refused}");
+    assert_eq!(thief.sync().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if thief.receive_push(&mut push).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the push connection opened with the old token stayed open");
+    let raw = reqwest::Client::new()
+        .get(format!("{}/v1/me", server.url))
+        .header("authorization", old_bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 401);
+
+    // Alice goes on with the new token, kept in her profile (a reopened client uses it); what
+    // bob writes now reaches her and not the copy.
+    bob.send_text("alice", "after").await.unwrap();
+    assert_eq!(alice.sync().await.unwrap().messages[0].text, "after");
+    let mut reopened = kith_client::Client::open(alice.dir.path()).unwrap();
+    assert_eq!(reopened.whoami().await.unwrap().username, "alice");
+    alice.send_text("bob", "still me").await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().messages[0].text, "still me");
+}

@@ -87,6 +87,15 @@ pub struct RegisterResponse {
     pub token: String,
 }
 
+/// `POST /v1/me/token`: the device's new bearer secret; the old one stops working at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RotateTokenResponse {
+    pub device_id: u64,
+    /// Shown once, like the first; the server keeps only its SHA-256.
+    pub token: String,
+}
+
 /// `GET /v1/me`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -42,6 +42,14 @@ impl Hub {
         }
     }
 
+    /// Closes every push connection of the device (its token changed): each one's wake-up
+    /// channel ends, and its task closes the socket.
+    pub fn disconnect(&self, device: DeviceId) {
+        if let Ok(mut map) = self.devices.lock() {
+            map.remove(&device);
+        }
+    }
+
     /// Tells the connected ones among `devices` that their queue grew.
     pub fn notify(&self, devices: &[DeviceId]) {
         if let Ok(map) = self.devices.lock() {

@@ -877,6 +877,17 @@ impl Store for PgStore {
         row.as_ref().map(account_info_row).transpose().map_err(backend)
     }
 
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
+        let n = sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1")
+            .bind(i(device))
+            .bind(token_hash.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+    }
+
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
         let n = sqlx::query("UPDATE accounts SET suspend_reason = $2 WHERE username = $1")
             .bind(username)

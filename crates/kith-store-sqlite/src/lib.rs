@@ -798,6 +798,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE devices SET token_hash = ?2 WHERE id = ?1",
+                        params![i(device), token_hash.to_vec()],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+            })
+            .await
+    }
+
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
         let username = username.to_string();
         self.inner

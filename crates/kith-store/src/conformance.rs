@@ -108,6 +108,14 @@ pub async fn accounts_and_authentication(store: Arc<dyn Store>) {
     assert_eq!(store.device_auth(s).await.unwrap().unwrap().kind, AccountKind::Business);
     assert_eq!(store.device_auth(a + s + 1000).await.unwrap(), None);
 
+    // A rotated token replaces the old one; an unknown device is refused.
+    store.set_token_hash(a, [6; 32]).await.unwrap();
+    assert_eq!(store.device_auth(a).await.unwrap().unwrap().token_hash, [6; 32]);
+    assert!(matches!(
+        store.set_token_hash(a + s + 1000, [6; 32]).await,
+        Err(StoreError::UnknownDevice)
+    ));
+
     assert!(matches!(
         store.create_account(account("alice", 1)).await,
         Err(StoreError::UsernameTaken)

@@ -401,6 +401,9 @@ pub trait Store: Send + Sync + 'static {
     /// Suspends (with a reason) or, with `None`, reinstates an account. `Err(UnknownUser)`.
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
 
+    /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()>;
+
     /// Records an action taken against an account.
     async fn add_flag(&self, flag: FlagRecord) -> StoreResult<()>;
 

@@ -78,6 +78,26 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(RegisterResponse { username: req.username, device_id, token })))
 }
 
+/// Replaces the calling device's token: for a token that may have leaked (a copied profile
+/// folder, a lost backup). The old token is refused from the next request on.
+#[utoipa::path(post, path = "/v1/me/token", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new token, shown once", body = RotateTokenResponse),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+) -> ApiResult<Json<RotateTokenResponse>> {
+    let token = new_token()?;
+    state.store.set_token_hash(me.device_id, token_hash(&token)).await?;
+    state.auth_cache.forget(me.device_id);
+    // Push connections opened with the old token end too.
+    state.hub.disconnect(me.device_id);
+    tracing::info!(device = me.device_id, "device token rotated");
+    Ok(Json(RotateTokenResponse { device_id: me.device_id, token }))
+}
+
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
     responses(

@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/accounts", post(accounts::register))
         .route("/v1/me", get(accounts::whoami))
+        .route("/v1/me/token", post(accounts::rotate_token))
         .route("/v1/accounts/{username}/devices", get(accounts::devices))
         .route("/v1/key-packages", post(keys::upload))
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
