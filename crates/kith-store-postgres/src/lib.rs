@@ -40,13 +40,17 @@ type Job = (Op, tokio::sync::oneshot::Sender<StoreResult<u64>>);
 /// How long a request waits for a database connection before it is refused as unavailable.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 256;
 
 /// Commits concurrent sends and acknowledgements together: one `COMMIT` (one WAL flush) for
-/// many of them, as the SQLite writer does. Each job runs in its own savepoint, so a failing
-/// one does not undo its neighbours; every job is answered only after the commit, so an `Ok`
-/// is durable.
+/// many of them, as the SQLite writer does. The whole batch goes in a few set-based statements
+/// (see [`run_fast`]); should that fail for any reason but a lost connection, it is run again
+/// job by job, each in its own savepoint, so a failing one does not undo its neighbours. Every
+/// job is answered only after the commit, so an `Ok` is durable.
 async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -68,12 +72,141 @@ async fn run_op(tx: &mut sqlx::PgConnection, op: &Op) -> Result<u64, sqlx::Error
     }
 }
 
+fn refuse(replies: Vec<tokio::sync::oneshot::Sender<StoreResult<u64>>>, e: &sqlx::Error) {
+    for reply in replies {
+        let _ = reply.send(Err(backend_ref(e)));
+    }
+}
+
 async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
-    let refuse = |replies: Vec<tokio::sync::oneshot::Sender<StoreResult<u64>>>, e: &sqlx::Error| {
-        for reply in replies {
-            let _ = reply.send(Err(backend_ref(e)));
-        }
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e),
     };
+    let fast = match run_fast(&mut tx, &jobs).await {
+        Ok(results) => tx.commit().await.map(|()| results),
+        Err(e) => Err(e),
+    };
+    match fast {
+        Ok(results) => {
+            for ((_, reply), result) in jobs.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) if is_connection_failure(&e) => {
+            refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "batched write failed; retrying job by job");
+            run_one_by_one(pool, jobs).await
+        }
+    }
+}
+
+/// The batch in three statements whatever its size: message ids drawn from the sequence in
+/// one query, every message and queue entry inserted by one (entries in job order, so each
+/// device's queue follows acceptance order), and every acknowledgement applied by two.
+/// Returns each job's answer, in order.
+async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>, sqlx::Error> {
+    let mut results = vec![0u64; jobs.len()];
+    let sends: Vec<(usize, &NewMessage)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(n, (op, _))| match op {
+            Op::Enqueue(m) => Some((n, m)),
+            Op::Ack(..) => None,
+        })
+        .collect();
+    if !sends.is_empty() {
+        let count = i64::try_from(sends.len()).unwrap_or(i64::MAX);
+        let mut ids: Vec<i64> =
+            sqlx::query_scalar("SELECT nextval('messages_id_seq') FROM generate_series(1, $1)")
+                .bind(count)
+                .fetch_all(&mut *tx)
+                .await?;
+        ids.sort_unstable();
+        let (mut conversation, mut sender, mut kind, mut data, mut created, mut expires) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut entry_device, mut entry_message) = (Vec::new(), Vec::new());
+        for ((n, m), id) in sends.iter().zip(&ids) {
+            results[*n] = u(*id);
+            conversation.push(m.conversation.as_slice());
+            sender.push(i(m.sender_device));
+            kind.push(i16::from(m.kind.as_u8()));
+            data.push(m.data.as_slice());
+            created.push(i(m.now));
+            expires.push(m.expires_at.map(i));
+            for d in &m.recipients {
+                entry_device.push(i(*d));
+                entry_message.push(*id);
+            }
+        }
+        sqlx::query(
+            "WITH m AS (
+                INSERT INTO messages (id, conversation, sender_device, kind, data, created_at,
+                                      expires_at)
+                SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::SMALLINT[],
+                                     $5::BYTEA[], $6::BIGINT[], $7::BIGINT[]))
+             INSERT INTO queue (device_id, message_id)
+             SELECT d, m FROM UNNEST($8::BIGINT[], $9::BIGINT[]) WITH ORDINALITY AS e(d, m, o)
+             ORDER BY o",
+        )
+        .bind(&ids)
+        .bind(&conversation)
+        .bind(&sender)
+        .bind(&kind)
+        .bind(&data)
+        .bind(&created)
+        .bind(&expires)
+        .bind(&entry_device)
+        .bind(&entry_message)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let (mut ack_job, mut ack_device, mut ack_seq) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, (op, _)) in jobs.iter().enumerate() {
+        if let Op::Ack(device, seqs) = op {
+            for s in seqs {
+                ack_job.push(i64::try_from(n).unwrap_or(i64::MAX));
+                ack_device.push(i(*device));
+                ack_seq.push(i(*s));
+            }
+        }
+    }
+    if !ack_job.is_empty() {
+        let removed: Vec<(i64, i64)> = sqlx::query_as(
+            "DELETE FROM queue q USING UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[])
+                 AS a(job, device, seq)
+             WHERE q.device_id = a.device AND q.seq = a.seq
+             RETURNING a.job, q.message_id",
+        )
+        .bind(&ack_job)
+        .bind(&ack_device)
+        .bind(&ack_seq)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut messages = Vec::with_capacity(removed.len());
+        for (job, message) in removed {
+            if let Some(r) = usize::try_from(job).ok().and_then(|j| results.get_mut(j)) {
+                *r += 1;
+            }
+            messages.push(message);
+        }
+        if !messages.is_empty() {
+            sqlx::query(
+                "DELETE FROM messages m WHERE m.id = ANY($1)
+                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
+            )
+            .bind(&messages)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(results)
+}
+
+/// The slow path: each job in its own savepoint.
+async fn run_one_by_one(pool: &PgPool, jobs: Vec<Job>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => return refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e),
@@ -201,6 +334,18 @@ impl PgStore {
             // While the database is unreachable a request waits this long for a connection,
             // then is answered `503` with `Retry-After` instead of hanging.
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection in steady use is not pinged before each use (a round trip per
+            // query at full load); one that sat idle is, so a connection the network or the
+            // database dropped meanwhile is replaced instead of failing a request.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(backend)?;

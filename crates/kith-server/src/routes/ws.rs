@@ -97,6 +97,10 @@ async fn serve(state: AppState, mut slot: Slot, mut socket: WebSocket) {
             let Some(last) = entries.last() else { break };
             after = last.seq;
             let n = entries.len() as u64;
+            // A short page is all there was: anything queued since then has marked the wake-up
+            // channel, so the next `changed()` returns at once. Asking again now would cost a
+            // query per delivery that finds nothing.
+            let drained = n < u64::from(MAX_FETCH);
             let entries = entries.into_iter().map(|e| to_wire(e, &state.franking)).collect();
             let frame = ServerFrame::Entries { entries };
             let Ok(text) = serde_json::to_string(&frame) else {
@@ -106,6 +110,9 @@ async fn serve(state: AppState, mut slot: Slot, mut socket: WebSocket) {
                 break 'conn;
             }
             state.metrics.entries_delivered.inc_by(n);
+            if drained {
+                break;
+            }
         }
         tokio::select! {
             changed = wake.changed() => {
