@@ -192,15 +192,7 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
             }
             messages.push(message);
         }
-        if !messages.is_empty() {
-            sqlx::query(
-                "DELETE FROM messages m WHERE m.id = ANY($1)
-                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
-            )
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await?;
-        }
+        delete_orphans(tx, &messages).await?;
     }
     Ok(results)
 }
@@ -280,16 +272,22 @@ async fn ack_in(
     .bind(&seqs)
     .fetch_all(&mut *tx)
     .await?;
+    delete_orphans(tx, &messages).await?;
+    Ok(messages.len() as u64)
+}
+
+/// Deletes those of `messages` that no queue entry points at any more.
+async fn delete_orphans(tx: &mut sqlx::PgConnection, messages: &[i64]) -> Result<(), sqlx::Error> {
     if !messages.is_empty() {
         sqlx::query(
             "DELETE FROM messages m WHERE m.id = ANY($1)
              AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)",
         )
-        .bind(&messages)
+        .bind(messages)
         .execute(&mut *tx)
         .await?;
     }
-    Ok(messages.len() as u64)
+    Ok(())
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
