@@ -65,6 +65,11 @@ impl Api {
         }
         let resp = req.send().await.map_err(|e| ClientError::Network(without_url(e)))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = resp.bytes().await.map_err(|e| ClientError::Network(without_url(e)))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
@@ -74,6 +79,7 @@ impl Api {
                     status: status.as_u16(),
                     code: body.error.code,
                     message: body.error.message,
+                    retry_after,
                 }),
                 Err(_) => {
                     Err(ClientError::Protocol(format!("HTTP {status} without an error body")))

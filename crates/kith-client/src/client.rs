@@ -508,6 +508,7 @@ impl Client {
                         status: 401,
                         code: ErrorCode::Unauthorized,
                         message: "the server refused this device's token".into(),
+                        retry_after: None,
                     }
                 }
                 other => ClientError::Network(other.to_string()),

@@ -10,7 +10,13 @@ pub enum ClientError {
     AlreadyRegistered(String),
     /// The server refused the request; `code` is its stable error code.
     #[error("{message} ({code})")]
-    Server { status: u16, code: ErrorCode, message: String },
+    Server {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        /// The server's `Retry-After`, in seconds, when it gave one.
+        retry_after: Option<u64>,
+    },
     #[error("cannot reach the server: {0}")]
     Network(String),
     #[error("the server answered something unexpected: {0}")]

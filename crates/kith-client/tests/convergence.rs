@@ -165,11 +165,47 @@ proptest! {
 
     #[test]
     fn faulty_deliveries_converge_to_one_history(steps in proptest::collection::vec(step(), 5..40)) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(run(steps));
+        block_on(steps);
     }
+}
+
+fn block_on(steps: Vec<Step>) {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(steps));
+}
+
+/// Found by the property above: bob joined, then three commits went by without him, and his
+/// message — encrypted for an epoch the others had left more than `max_past_epochs` ago —
+/// could not be decrypted by anyone. The server now refuses a message that is not for the
+/// current epoch (`stale_epoch`), and the client catches up and encrypts it again.
+#[test]
+fn a_member_three_epochs_behind_can_still_write() {
+    block_on(vec![
+        Step::Deliver {
+            to: 1,
+            drop_percent: 0,
+            duplicate_percent: 1,
+            reorder: false,
+            seed: 1_462_236_890_072_427_066,
+        },
+        Step::Rekey { who: 0 },
+        Step::Rekey { who: 2 },
+        Step::Rekey { who: 2 },
+        Step::Group { from: 1 },
+        Step::Rekey { who: 2 },
+    ]);
+}
+
+/// Found by the property above on its first run: a message that arrives before its epoch's
+/// commit, or before its conversation's Welcome, was dropped for good; it is now held.
+#[test]
+fn messages_ahead_of_their_commit_are_held_not_lost() {
+    block_on(vec![
+        Step::Group { from: 0 },
+        Step::Rekey { who: 0 },
+        Step::Group { from: 0 },
+        Step::Deliver { to: 1, drop_percent: 0, duplicate_percent: 0, reorder: true, seed: 7 },
+        Step::Deliver { to: 2, drop_percent: 30, duplicate_percent: 20, reorder: true, seed: 11 },
+    ]);
 }

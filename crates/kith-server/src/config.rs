@@ -42,6 +42,8 @@ pub struct ServerConfig {
     /// Undelivered entries one device's queue may hold (default 10,000); see
     /// [`crate::queues`] for what a sender sees at the limit.
     pub max_queued_per_device: u64,
+    /// Every request is answered within this (default 30 s): `503` if the work takes longer.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections_per_device: 4,
             max_queued_per_device: 10_000,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct FileConfig {
     pub header_read_timeout_seconds: Option<u64>,
     pub max_connections_per_device: Option<usize>,
     pub max_queued_per_device: Option<u64>,
+    pub request_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +174,14 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .max_connections_per_device
             .unwrap_or(d.max_connections_per_device),
         max_queued_per_device: file.max_queued_per_device.unwrap_or(d.max_queued_per_device),
+        request_timeout: file
+            .request_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(d.request_timeout),
     };
+    if config.request_timeout.is_zero() {
+        return Err(ConfigError::Invalid("request_timeout_seconds must be at least 1".into()));
+    }
     if config.max_queued_per_device == 0 {
         return Err(ConfigError::Invalid("max_queued_per_device must be at least 1".into()));
     }
@@ -238,6 +249,7 @@ mod tests {
             "max_queued_per_device = 0",
             "max_connections_per_device = 0",
             "header_read_timeout_seconds = 0",
+            "request_timeout_seconds = 0",
         ] {
             let file: FileConfig = toml::from_str(zero).unwrap();
             let err = resolve(file, Overrides::default()).unwrap_err().to_string();

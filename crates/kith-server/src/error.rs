@@ -33,6 +33,15 @@ impl ApiError {
         }
     }
 
+    /// `503 unavailable` with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            code: ErrorCode::Unavailable,
+            message: message.into(),
+            retry_after: Some(UNAVAILABLE_RETRY_AFTER),
+        }
+    }
+
     pub fn unauthorized(why: &str) -> Self {
         ApiError::new(ErrorCode::Unauthorized, why)
     }
@@ -56,11 +65,9 @@ impl From<StoreError> for ApiError {
                 ErrorCode::StaleEpoch,
                 "the group has moved on; fetch what you missed and try again",
             ),
-            StoreError::Unavailable => ApiError {
-                code: ErrorCode::Unavailable,
-                message: "the server cannot reach its storage right now; try again shortly".into(),
-                retry_after: Some(UNAVAILABLE_RETRY_AFTER),
-            },
+            StoreError::Unavailable => ApiError::unavailable(
+                "the server cannot reach its storage right now; try again shortly",
+            ),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::new(ErrorCode::Internal, "internal error")

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub queue_full_refusals: Counter,
     /// Device queues left out of a message because they were full.
     pub queue_full_skips: Counter,
+    /// Requests answered `503` because they did not finish within `request_timeout_seconds`.
+    pub request_timeouts: Counter,
     pub websockets: Gauge,
     /// Safety actions taken (slow_down, cool_off, suspend).
     pub safety_actions: Family<ActionLabel, Counter>,
@@ -70,6 +72,7 @@ impl Metrics {
             retention_deleted: Counter::default(),
             queue_full_refusals: Counter::default(),
             queue_full_skips: Counter::default(),
+            request_timeouts: Counter::default(),
             websockets: Gauge::default(),
             safety_actions: Family::default(),
             reports: Counter::default(),
@@ -119,6 +122,11 @@ impl Metrics {
             "queue_full_skips",
             "Device queues left out of a message because they were full",
             m.queue_full_skips.clone(),
+        );
+        registry.register(
+            "request_timeouts",
+            "Requests answered 503 because they took longer than request_timeout_seconds",
+            m.request_timeouts.clone(),
         );
         registry.register("websockets", "Open WebSocket connections", m.websockets.clone());
         registry.register("safety_actions", "Safety actions taken", m.safety_actions.clone());

@@ -764,13 +764,13 @@ impl Store for PgStore {
     }
 
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
-        let row: Option<(Option<String>, bool)> =
-            sqlx::query_as("SELECT poster, direct FROM conversations WHERE id = $1")
+        let row: Option<(Option<String>, bool, i64)> =
+            sqlx::query_as("SELECT poster, direct, epoch FROM conversations WHERE id = $1")
                 .bind(conversation)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-        let Some((poster, direct)) = row else { return Ok(None) };
+        let Some((poster, direct, epoch)) = row else { return Ok(None) };
         let members: Vec<i64> = sqlx::query_scalar(
             "SELECT device_id FROM conversation_members WHERE conversation = $1 ORDER BY device_id",
         )
@@ -778,7 +778,12 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        Ok(Some(Route { members: members.into_iter().map(u).collect(), poster, direct }))
+        Ok(Some(Route {
+            members: members.into_iter().map(u).collect(),
+            poster,
+            direct,
+            epoch: u(epoch),
+        }))
     }
 
     async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {

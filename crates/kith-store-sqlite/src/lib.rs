@@ -502,10 +502,10 @@ impl Store for SqliteStore {
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
         let conversation = conversation.to_vec();
         self.read(move |conn| {
-            let Some((poster, direct)) = conn
-                .prepare_cached("SELECT poster, direct FROM conversations WHERE id = ?1")?
+            let Some((poster, direct, epoch)) = conn
+                .prepare_cached("SELECT poster, direct, epoch FROM conversations WHERE id = ?1")?
                 .query_row(params![conversation], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?))
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?, u(r.get(2)?)))
                 })
                 .optional()?
             else {
@@ -518,7 +518,7 @@ impl Store for SqliteStore {
                 )?
                 .query_map(params![conversation], |r| r.get::<_, i64>(0).map(u))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(Route { members, poster, direct }))
+            Ok(Some(Route { members, poster, direct, epoch }))
         })
         .await
     }

@@ -366,6 +366,7 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
     let ids = store.update_group(update(1, vec![a, b, c])).await.unwrap();
     assert_eq!(ids.len(), 2);
     assert_eq!(store.group_state(&conv(1)).await.unwrap().unwrap().epoch, 2);
+    assert_eq!(store.conversation_route(&conv(1)).await.unwrap().unwrap().epoch, 2);
     assert_eq!(store.conversation_route(&conv(1)).await.unwrap().map(|r| r.members).unwrap(), {
         let mut m = vec![a, b, c];
         m.sort();

@@ -166,6 +166,8 @@ pub struct Route {
     pub poster: Option<String>,
     /// A 1:1 conversation.
     pub direct: bool,
+    /// The group's current epoch (application messages are accepted for this one only).
+    pub epoch: u64,
 }
 
 /// A server key for franking tags. The newest unretired one signs; retired ones still verify

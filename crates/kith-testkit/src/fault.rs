@@ -11,9 +11,10 @@ use tokio::sync::watch;
 /// Forwards every connection made to [`FaultProxy::addr`] to a target address.
 ///
 /// [`cut`](FaultProxy::cut) closes every forwarded connection at once and closes each new one
-/// as soon as it is accepted (the peer sees the connection end, as when a network path or the
-/// database goes away); [`restore`](FaultProxy::restore) forwards again. Dropping the proxy
-/// stops it and closes everything.
+/// as soon as it is accepted (the peer sees the connection end, as when the database goes
+/// away); [`stall`](FaultProxy::stall) keeps every connection open but stops moving bytes (as
+/// when packets are silently dropped); [`restore`](FaultProxy::restore) forwards again.
+/// Dropping the proxy stops it and closes everything.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     state: Arc<State>,
@@ -22,6 +23,8 @@ pub struct FaultProxy {
 
 struct State {
     cut: AtomicBool,
+    /// While true, no byte is passed on in either direction.
+    stalled: watch::Sender<bool>,
     /// Bumped by every cut; each forwarding task ends when it changes.
     generation: watch::Sender<u64>,
     /// Connections forwarded so far, for tests that check the proxy was really used.
@@ -35,6 +38,7 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             cut: AtomicBool::new(false),
+            stalled: watch::channel(false).0,
             generation: watch::channel(0).0,
             forwarded: AtomicU64::new(0),
         });
@@ -48,9 +52,15 @@ impl FaultProxy {
         self.state.generation.send_modify(|g| *g += 1);
     }
 
-    /// Forwards new connections again.
+    /// Stops moving bytes on every connection, open or new, without closing any.
+    pub fn stall(&self) {
+        self.state.stalled.send_replace(true);
+    }
+
+    /// Forwards again after a cut or a stall.
     pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        self.state.stalled.send_replace(false);
     }
 
     pub fn is_cut(&self) -> bool {
@@ -80,14 +90,39 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<State
         let mut generation = state.generation.subscribe();
         generation.mark_unchanged();
         state.forwarded.fetch_add(1, Ordering::SeqCst);
+        let stalled = state.stalled.subscribe();
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(target).await else { return };
-            let (mut inbound, mut outbound) = (inbound, outbound);
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
             tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = pump(in_read, out_write, stalled.clone()) => {}
+                _ = pump(out_read, in_write, stalled) => {}
                 _ = generation.changed() => {}
             }
             // Both sockets are dropped here: the cut is seen on both sides at once.
         });
+    }
+}
+
+/// Copies bytes one way until either side ends, holding each chunk while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -67,6 +67,13 @@ impl TestServer {
     /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`, reached through a
     /// [`FaultProxy`] the test can cut; `None` (after saying so) when the variable is unset.
     pub async fn start_postgres_behind_proxy() -> Option<(Self, FaultProxy)> {
+        Self::start_postgres_behind_proxy_with(test_config()).await
+    }
+
+    /// The same with these settings (listen and data are replaced).
+    pub async fn start_postgres_behind_proxy_with(
+        config: ServerConfig,
+    ) -> Option<(Self, FaultProxy)> {
         let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
             eprintln!(
                 "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
@@ -85,7 +92,8 @@ impl TestServer {
         via.set_port(Some(proxy.addr.port())).unwrap();
         via.query_pairs_mut().append_pair("options", &format!("-csearch_path={schema}"));
         let store = kith_store_postgres::PgStore::connect(via.as_str()).await.unwrap();
-        Some((Self::start_on(Arc::new(store)).await, proxy))
+        let data = tempfile::tempdir().unwrap();
+        Some((Self::serve(Arc::new(store), config, Arc::new(SystemClock), data).await, proxy))
     }
 
     /// On a store the test made (e.g. PostgreSQL through a [`FaultProxy`]), default settings.

@@ -147,6 +147,7 @@ pub async fn create(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member", body = ErrorBody),
         (status = 404, description = "unknown_conversation", body = ErrorBody),
+        (status = 409, description = "stale_epoch: the message is not for the group's current epoch", body = ErrorBody),
         (status = 429, description = "rate_limited, or queue_full: every device of the other members holds `max_queued_per_device` undelivered messages", body = ErrorBody),
     ))]
 pub async fn send(
@@ -178,6 +179,30 @@ pub async fn send(
             "commits and proposals go to /v1/conversations/{id}/handshake",
         ));
     }
+    // A message from an epoch the group has left may be one its members can no longer
+    // decrypt (they keep a few past epochs' secrets only): the sender catches up and
+    // encrypts again instead.
+    let route = if framing.epoch == route.epoch {
+        route
+    } else {
+        // The cached route may be a moment old; ask the store before refusing.
+        state.routes.forget_route(id.as_bytes());
+        let fresh = state.routes.route(&*state.store, id.as_bytes()).await?;
+        match fresh {
+            Some(r) if r.epoch == framing.epoch && r.members.contains(&me.device_id) => r,
+            fresh => {
+                let current = fresh.map(|r| r.epoch).unwrap_or(route.epoch);
+                return Err(ApiError::new(
+                    ErrorCode::StaleEpoch,
+                    format!(
+                        "the message is for epoch {} but the group is at {current}; fetch \
+                         what you missed and send again",
+                        framing.epoch
+                    ),
+                ));
+            }
+        }
+    };
     let now = state.now();
     safety::enforce(&state, &me.username, state.safety.check_send(&me.username, now)).await?;
     let mut recipients: Vec<u64> =

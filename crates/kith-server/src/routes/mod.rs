@@ -14,7 +14,7 @@ pub mod ws;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kith_proto::ErrorCode;
 
@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), answer_in_time))
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         .with_state(state)
 }
@@ -59,6 +60,28 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
+}
+
+/// Every request is answered within `request_timeout_seconds`: if the handler has not finished
+/// by then (storage stalled, say), the client gets `503 unavailable` with `Retry-After`. The
+/// handler is not cancelled — it runs to its end in its own task, so nothing is left half
+/// done — but nobody waits for it. As with any `503`, a write may still have been applied.
+async fn answer_in_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.request_timeout;
+    let mut handler = tokio::spawn(next.run(req));
+    match tokio::time::timeout(limit, &mut handler).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a request handler failed");
+            ApiError::new(ErrorCode::Internal, "internal error").into_response()
+        }
+        Err(_) => {
+            tracing::warn!(seconds = limit.as_secs(), "a request took too long; answered 503");
+            state.metrics.request_timeouts.inc();
+            ApiError::unavailable("the server could not answer in time; try again shortly")
+                .into_response()
+        }
+    }
 }
 
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
