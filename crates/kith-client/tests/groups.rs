@@ -271,3 +271,20 @@ async fn a_member_leaves_and_the_admin_commits_it() {
     assert_eq!(g.admins, ["bob"]);
     assert_eq!(g.members, ["bob"]);
 }
+
+/// Group names travel only inside encrypted payloads, so the server cannot check them: every
+/// client does, when naming and when receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_names_are_limited_to_128_bytes() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let _bob = server.user("bob").await;
+    let long = "n".repeat(kith_proto::payload::MAX_GROUP_NAME_BYTES + 1);
+    let err = alice.create_group(&long, &["bob".into()]).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    let fits = "n".repeat(kith_proto::payload::MAX_GROUP_NAME_BYTES);
+    let group = alice.create_group(&fits, &["bob".into()]).await.unwrap();
+    let err = alice.group_rename(&group, &long).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    assert!(alice.group_rename(&group, "short").await.is_ok());
+}

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub max_queued_per_device: u64,
     /// Every request is answered within this (default 30 s): `503` if the work takes longer.
     pub request_timeout: Duration,
+    /// Largest WebSocket message (and frame) a client may send (default 64 KiB); a larger one
+    /// closes the connection. Client frames are acknowledgements, a few hundred bytes.
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             max_connections_per_device: 4,
             max_queued_per_device: 10_000,
             request_timeout: Duration::from_secs(30),
+            max_ws_message_bytes: 64 * 1024,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct FileConfig {
     pub max_connections_per_device: Option<usize>,
     pub max_queued_per_device: Option<u64>,
     pub request_timeout_seconds: Option<u64>,
+    pub max_ws_message_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +183,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .request_timeout_seconds
             .map(Duration::from_secs)
             .unwrap_or(d.request_timeout),
+        max_ws_message_bytes: file.max_ws_message_bytes.unwrap_or(d.max_ws_message_bytes),
     };
+    if config.max_ws_message_bytes < 1024 {
+        return Err(ConfigError::Invalid("max_ws_message_bytes must be at least 1024".into()));
+    }
     if config.request_timeout.is_zero() {
         return Err(ConfigError::Invalid("request_timeout_seconds must be at least 1".into()));
     }

@@ -522,3 +522,105 @@ async fn queued_messages_per_device_are_limited() {
     assert!(metrics.contains("queue_full_refusals_total 2"), "{metrics}");
     assert!(metrics.contains("queue_full_skips_total 1"), "{metrics}");
 }
+
+/// A masked client text frame, as RFC 6455 wants from a client.
+fn client_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Whether the server closed the WebSocket within `wait` (a close frame or the end).
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => {
+                // A close frame (opcode 8) from the server, unmasked.
+                if buf[..n].first().is_some_and(|b| b & 0x0F == 8) {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_over_the_limit_close_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServerConfig { max_ws_message_bytes: 1024, ..test_config() };
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let alice = server.user("alice").await;
+    let (status, _, mut ws) = ws_upgrade(&addr, &alice.bearer()).await;
+    assert_eq!(status, 101);
+    // An acknowledgement (a few bytes) is fine; the connection stays.
+    ws.write_all(&client_text_frame(br#"{"type":"ack","seqs":[]}"#)).await.unwrap();
+    assert!(!closed_within(&mut ws, Duration::from_millis(500)).await);
+    // One byte over the limit: the server closes the connection.
+    let mut big = br#"{"type":"ack","seqs":["#.to_vec();
+    big.resize(1025 - 2, b' ');
+    big.extend_from_slice(b"]}");
+    assert_eq!(big.len(), 1025);
+    ws.write_all(&client_text_frame(&big)).await.unwrap();
+    assert!(closed_within(&mut ws, Duration::from_secs(5)).await, "the oversize frame was taken");
+    // Exactly the limit is still accepted on a new connection.
+    let (_, _, mut ws) = ws_upgrade(&addr, &alice.bearer()).await;
+    big.truncate(1024 - 2);
+    big.extend_from_slice(b"]}");
+    ws.write_all(&client_text_frame(&big)).await.unwrap();
+    assert!(!closed_within(&mut ws, Duration::from_millis(500)).await);
+}
+
+#[tokio::test]
+async fn key_packages_per_upload_and_per_device_are_limited() {
+    // Registration uploads the SDK's 50 one-time KeyPackages, so both limits sit above that.
+    let config = ServerConfig {
+        max_key_packages_per_upload: 60,
+        max_key_packages_per_device: 55,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config, Arc::new(kith_server::SystemClock)).await;
+    let alice = server.user("alice").await;
+    let upload = |n: usize| {
+        let body = json!({ "key_packages": vec!["AAAA"; n] });
+        reqwest::Client::new()
+            .post(format!("{}/v1/key-packages", server.url))
+            .header("authorization", alice.bearer())
+            .json(&body)
+            .send()
+    };
+    // 61 in one request: over the per-request limit, refused before any is read.
+    let r = upload(61).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = r.json::<ErrorBody>().await.unwrap();
+    assert_eq!(body.error.code, ErrorCode::TooManyKeyPackages);
+    assert!(body.error.message.contains("at most 60"), "{}", body.error.message);
+    // The device holds the 50 from registration: six more would pass its cap of 55.
+    let r = upload(6).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = r.json::<ErrorBody>().await.unwrap();
+    assert_eq!(body.error.code, ErrorCode::TooManyKeyPackages);
+    assert!(
+        body.error.message.contains("at most 55 KeyPackages; it holds 50"),
+        "{}",
+        body.error.message
+    );
+}

@@ -58,8 +58,8 @@ pub async fn connect(
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
+        .max_message_size(state.config.max_ws_message_bytes)
+        .max_frame_size(state.config.max_ws_message_bytes)
         .on_upgrade(move |socket| serve(state, slot, socket)))
 }
 
