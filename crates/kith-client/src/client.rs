@@ -458,16 +458,18 @@ impl Client {
     /// Tries the conversation's held entries again, oldest first, until none makes progress.
     fn retry_held(&mut self, conversation: &str, report: &mut SyncReport) -> ClientResult<()> {
         loop {
-            let held = local::take_held(&self.conn, conversation)?;
-            if held.is_empty() {
-                return Ok(());
-            }
+            let held = local::held(&self.conn, conversation)?;
             let mut progress = false;
             for entry in &held {
                 let was_held = report.held;
                 progress |= self.process_one(entry, report)?;
                 // Held again: it was counted when it first arrived.
                 report.held = was_held;
+                // Used or dropped for good: it leaves the held set only now, so a failure
+                // part-way loses nothing.
+                if local::was_processed(&self.conn, entry.message_id)? {
+                    local::unhold(&self.conn, entry.message_id)?;
+                }
             }
             if !progress {
                 return Ok(());

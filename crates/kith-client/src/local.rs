@@ -385,18 +385,13 @@ pub fn hold(conn: &Connection, entry: &QueueEntry, now: u64) -> rusqlite::Result
     Ok(())
 }
 
-/// Takes every held entry of a conversation out, oldest first.
-pub fn take_held(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<QueueEntry>> {
+/// Every held entry of a conversation, oldest first (they stay held until [`unhold`]).
+pub fn held(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<QueueEntry>> {
     let rows: Vec<String> = conn
-        .prepare_cached(
-            "DELETE FROM kith_held WHERE conversation = ?1 RETURNING entry, message_id",
-        )?
+        .prepare_cached("SELECT entry FROM kith_held WHERE conversation = ?1 ORDER BY message_id")?
         .query_map(params![conversation], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut entries: Vec<QueueEntry> =
-        rows.iter().filter_map(|json| serde_json::from_str(json).ok()).collect();
-    entries.sort_by_key(|e| e.message_id);
-    Ok(entries)
+    Ok(rows.iter().filter_map(|json| serde_json::from_str(json).ok()).collect())
 }
 
 /// How many entries are held, and the ids of the oldest `over` of them past `max`.
