@@ -96,12 +96,6 @@ impl TestServer {
         Some((Self::serve(Arc::new(store), config, Arc::new(SystemClock), data).await, proxy))
     }
 
-    /// On a store the test made (e.g. PostgreSQL through a [`FaultProxy`]), default settings.
-    pub async fn start_on(store: Arc<dyn Store>) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        Self::serve(store, test_config(), Arc::new(SystemClock), data).await
-    }
-
     async fn serve(
         store: Arc<dyn Store>,
         mut config: ServerConfig,

@@ -191,15 +191,7 @@ pub async fn send(
         match fresh {
             Some(r) if r.epoch == framing.epoch && r.members.contains(&me.device_id) => r,
             fresh => {
-                let current = fresh.map(|r| r.epoch).unwrap_or(route.epoch);
-                return Err(ApiError::new(
-                    ErrorCode::StaleEpoch,
-                    format!(
-                        "the message is for epoch {} but the group is at {current}; fetch \
-                         what you missed and send again",
-                        framing.epoch
-                    ),
-                ));
+                return Err(super::handshake::stale(fresh.map_or(route.epoch, |r| r.epoch)));
             }
         }
     };

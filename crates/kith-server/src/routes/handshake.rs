@@ -23,7 +23,7 @@ fn invalid(why: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidMessage, why)
 }
 
-fn stale(current: u64) -> ApiError {
+pub(crate) fn stale(current: u64) -> ApiError {
     ApiError::new(
         ErrorCode::StaleEpoch,
         format!("the group has moved on to epoch {current}; fetch what you missed and try again"),
