@@ -4,6 +4,7 @@
 
 use kith_client::{ClientError, ConversationKind, ErrorCode};
 use kith_testkit::TestServer;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_and_bob_exchange_messages_both_ways() {
@@ -83,6 +84,54 @@ async fn push_delivers_to_a_connected_device() {
         }
         assert!(std::time::Instant::now() < deadline, "acks over the socket never landed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Pushed entries come straight from the send that committed them; Welcomes and commits make
+/// the connection read its queue instead. Mixed in one burst, every message still arrives
+/// exactly once, each sender's in order, and all are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_mixed_with_new_conversations_is_pushed_once_each() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut carol = server.user("carol").await;
+    let mut bob = server.user("bob").await;
+    let mut push = bob.connect_push().await.unwrap();
+
+    const BURST: usize = 120;
+    let mut sent = Vec::new();
+    for n in 0..BURST {
+        sent.push(format!("alice {n}"));
+        alice.send_text("bob", &sent[n]).await.unwrap();
+        if n == BURST / 2 {
+            // A new conversation (a Welcome, then a story-channel commit) mid-burst.
+            carol.send_text("bob", "carol here").await.unwrap();
+        }
+    }
+    let (mut from_alice, mut from_carol, mut duplicates, mut dropped) = (Vec::new(), 0, 0, 0);
+    while from_alice.len() < BURST || from_carol < 1 {
+        let r = tokio::time::timeout(Duration::from_secs(10), bob.receive_push(&mut push))
+            .await
+            .expect("pushed within 10 s")
+            .unwrap();
+        duplicates += r.duplicates;
+        dropped += r.dropped;
+        for m in r.messages {
+            match m.from.as_str() {
+                "alice" => from_alice.push(m.text),
+                _ => from_carol += 1,
+            }
+        }
+    }
+    assert_eq!(from_alice, sent, "alice's messages once each, in order");
+    assert_eq!(from_carol, 1);
+    assert_eq!((duplicates, dropped), (0, 0), "nothing was sent twice or lost");
+
+    // The acks went over the socket: the server keeps nothing for bob.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.store().queue_depths(&[bob.profile().unwrap().device_id]).await.unwrap() != [0] {
+        assert!(std::time::Instant::now() < deadline, "acks over the socket never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

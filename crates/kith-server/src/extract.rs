@@ -24,6 +24,8 @@ pub struct AuthedDevice {
     pub kind: AccountKind,
     /// The device's Ed25519 public key: the key its MLS leaf must carry.
     pub credential_key: Vec<u8>,
+    /// A business account the operator verified (as of the cached record).
+    pub verified: bool,
 }
 
 /// Devices' authentication records, so a busy device costs a hash, not a query, per request.
@@ -122,6 +124,7 @@ impl AuthedDevice {
             username: auth.username,
             kind: auth.kind,
             credential_key: auth.credential_key,
+            verified: auth.verified,
         })
     }
 }

@@ -28,14 +28,19 @@ pub struct PgStore {
     batch: tokio::sync::mpsc::Sender<Job>,
 }
 
-/// A write the batcher folds into a shared transaction; both kinds answer a number (the
-/// message id, or how many entries were removed).
+/// A write the batcher folds into a shared transaction.
 enum Op {
     Enqueue(NewMessage),
     Ack(DeviceId, Vec<u64>),
 }
 
-type Job = (Op, tokio::sync::oneshot::Sender<StoreResult<u64>>);
+/// A job's answer: what a send stored, or how many entries an acknowledgement removed.
+enum Done {
+    Enqueued(Enqueued),
+    Removed(u64),
+}
+
+type Job = (Op, tokio::sync::oneshot::Sender<StoreResult<Done>>);
 
 /// How long a request waits for a database connection before it is refused as unavailable.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -65,14 +70,14 @@ async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
     }
 }
 
-async fn run_op(tx: &mut sqlx::PgConnection, op: &Op) -> Result<u64, sqlx::Error> {
+async fn run_op(tx: &mut sqlx::PgConnection, op: &Op) -> Result<Done, sqlx::Error> {
     match op {
-        Op::Enqueue(m) => insert_message(tx, m).await,
-        Op::Ack(device, seqs) => ack_in(tx, *device, seqs).await,
+        Op::Enqueue(m) => insert_message(tx, m).await.map(Done::Enqueued),
+        Op::Ack(device, seqs) => ack_in(tx, *device, seqs).await.map(Done::Removed),
     }
 }
 
-fn refuse(replies: Vec<tokio::sync::oneshot::Sender<StoreResult<u64>>>, e: &sqlx::Error) {
+fn refuse(replies: Vec<tokio::sync::oneshot::Sender<StoreResult<Done>>>, e: &sqlx::Error) {
     for reply in replies {
         let _ = reply.send(Err(backend_ref(e)));
     }
@@ -107,8 +112,8 @@ async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
 /// one query, every message and queue entry inserted by one (entries in job order, so each
 /// device's queue follows acceptance order), and every acknowledgement applied by two.
 /// Returns each job's answer, in order.
-async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>, sqlx::Error> {
-    let mut results = vec![0u64; jobs.len()];
+async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<Done>, sqlx::Error> {
+    let mut results: Vec<Done> = jobs.iter().map(|_| Done::Removed(0)).collect();
     let sends: Vec<(usize, &NewMessage)> = jobs
         .iter()
         .enumerate()
@@ -128,8 +133,7 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
         let (mut conversation, mut sender, mut kind, mut data, mut created, mut expires) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut entry_device, mut entry_message) = (Vec::new(), Vec::new());
-        for ((n, m), id) in sends.iter().zip(&ids) {
-            results[*n] = u(*id);
+        for ((_, m), id) in sends.iter().zip(&ids) {
             conversation.push(m.conversation.as_slice());
             sender.push(i(m.sender_device));
             kind.push(i16::from(m.kind.as_u8()));
@@ -141,7 +145,7 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
                 entry_message.push(*id);
             }
         }
-        sqlx::query(
+        let queued: Vec<(i64, i64, i64)> = sqlx::query_as(
             "WITH m AS (
                 INSERT INTO messages (id, conversation, sender_device, kind, data, created_at,
                                       expires_at)
@@ -149,7 +153,8 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
                                      $5::BYTEA[], $6::BIGINT[], $7::BIGINT[]))
              INSERT INTO queue (device_id, message_id)
              SELECT d, m FROM UNNEST($8::BIGINT[], $9::BIGINT[]) WITH ORDINALITY AS e(d, m, o)
-             ORDER BY o",
+             ORDER BY o
+             RETURNING message_id, device_id, seq",
         )
         .bind(&ids)
         .bind(&conversation)
@@ -160,8 +165,19 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
         .bind(&expires)
         .bind(&entry_device)
         .bind(&entry_message)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let seq_of: std::collections::HashMap<(i64, i64), i64> =
+            queued.into_iter().map(|(m, d, seq)| ((m, d), seq)).collect();
+        for ((n, m), id) in sends.iter().zip(&ids) {
+            let seqs = m
+                .recipients
+                .iter()
+                .map(|d| seq_of.get(&(*id, i(*d))).copied().map(u))
+                .collect::<Option<Vec<u64>>>()
+                .ok_or_else(|| sqlx::Error::Protocol("a queued entry was not returned".into()))?;
+            results[*n] = Done::Enqueued(Enqueued { message_id: u(*id), seqs });
+        }
     }
     let (mut ack_job, mut ack_device, mut ack_seq) = (Vec::new(), Vec::new(), Vec::new());
     for (n, (op, _)) in jobs.iter().enumerate() {
@@ -187,7 +203,9 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<u64>,
         .await?;
         let mut messages = Vec::with_capacity(removed.len());
         for (job, message) in removed {
-            if let Some(r) = usize::try_from(job).ok().and_then(|j| results.get_mut(j)) {
+            if let Some(Done::Removed(r)) =
+                usize::try_from(job).ok().and_then(|j| results.get_mut(j))
+            {
                 *r += 1;
             }
             messages.push(message);
@@ -380,7 +398,7 @@ impl PgStore {
 async fn insert_message(
     tx: &mut sqlx::PgConnection,
     m: &NewMessage,
-) -> Result<MessageId, sqlx::Error> {
+) -> Result<Enqueued, sqlx::Error> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -393,17 +411,27 @@ async fn insert_message(
     .bind(m.expires_at.map(i))
     .fetch_one(&mut *tx)
     .await?;
+    let mut seqs = Vec::with_capacity(m.recipients.len());
     if !m.recipients.is_empty() {
         let devices: Vec<i64> = m.recipients.iter().map(|d| i(*d)).collect();
-        sqlx::query(
-            "INSERT INTO queue (device_id, message_id) SELECT d, $2 FROM UNNEST($1::BIGINT[]) AS d",
+        let queued: Vec<(i64, i64)> = sqlx::query_as(
+            "INSERT INTO queue (device_id, message_id)
+             SELECT d, $2 FROM UNNEST($1::BIGINT[]) WITH ORDINALITY AS e(d, o) ORDER BY o
+             RETURNING device_id, seq",
         )
         .bind(&devices)
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let seq_of: std::collections::HashMap<i64, i64> = queued.into_iter().collect();
+        for d in &devices {
+            let seq = seq_of
+                .get(d)
+                .ok_or_else(|| sqlx::Error::Protocol("a queued entry was not returned".into()))?;
+            seqs.push(u(*seq));
+        }
     }
-    Ok(u(id))
+    Ok(Enqueued { message_id: u(id), seqs })
 }
 
 fn entry(r: &PgRow) -> Result<StoredEntry, sqlx::Error> {
@@ -475,7 +503,8 @@ impl Store for PgStore {
 
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         let row = sqlx::query(
-            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason
+            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
+                    a.verified
              FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
         )
         .bind(i(device))
@@ -493,6 +522,7 @@ impl Store for PgStore {
                 .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
             credential_key: r.try_get(4).map_err(backend)?,
             suspended: r.try_get(5).map_err(backend)?,
+            verified: r.try_get(6).map_err(backend)?,
         }))
     }
 
@@ -686,7 +716,7 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(id)
+        Ok(id.message_id)
     }
 
     async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>> {
@@ -737,7 +767,7 @@ impl Store for PgStore {
         .map_err(backend)?;
         let mut out = Vec::with_capacity(g.messages.len());
         for m in &g.messages {
-            out.push(insert_message(&mut tx, m).await.map_err(backend)?);
+            out.push(insert_message(&mut tx, m).await.map_err(backend)?.message_id);
         }
         tx.commit().await.map_err(backend)?;
         Ok(out)
@@ -786,10 +816,13 @@ impl Store for PgStore {
         }))
     }
 
-    async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
+    async fn enqueue(&self, m: NewMessage) -> StoreResult<Enqueued> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.batch.send((Op::Enqueue(m), reply)).await.map_err(|_| StoreError::Unavailable)?;
-        answer.await.map_err(|_| StoreError::Unavailable)?
+        match answer.await.map_err(|_| StoreError::Unavailable)?? {
+            Done::Enqueued(e) => Ok(e),
+            Done::Removed(_) => Err(StoreError::Backend("the batcher mixed up its answers".into())),
+        }
     }
 
     async fn fetch(
@@ -840,7 +873,12 @@ impl Store for PgStore {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = (Op::Ack(device, seqs.to_vec()), reply);
         self.batch.send(job).await.map_err(|_| StoreError::Unavailable)?;
-        answer.await.map_err(|_| StoreError::Unavailable)?
+        match answer.await.map_err(|_| StoreError::Unavailable)?? {
+            Done::Removed(n) => Ok(n),
+            Done::Enqueued(_) => {
+                Err(StoreError::Backend("the batcher mixed up its answers".into()))
+            }
+        }
     }
 
     async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64> {

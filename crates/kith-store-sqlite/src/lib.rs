@@ -152,7 +152,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-fn insert_message(conn: &Connection, m: &NewMessage) -> Result<MessageId, rusqlite::Error> {
+fn insert_message(conn: &Connection, m: &NewMessage) -> Result<Enqueued, rusqlite::Error> {
     conn.prepare_cached(
         "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -167,10 +167,12 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> Result<MessageId, rusqli
     ])?;
     let id = conn.last_insert_rowid();
     let mut q = conn.prepare_cached("INSERT INTO queue (device_id, message_id) VALUES (?1, ?2)")?;
+    let mut seqs = Vec::with_capacity(m.recipients.len());
     for d in &m.recipients {
         q.execute(params![i(*d), id])?;
+        seqs.push(u(conn.last_insert_rowid()));
     }
-    Ok(u(id))
+    Ok(Enqueued { message_id: u(id), seqs })
 }
 
 #[async_trait]
@@ -222,7 +224,8 @@ impl Store for SqliteStore {
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason
+                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
+                        a.verified
                  FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
             )?
             .query_row(params![i(device)], |r| {
@@ -233,6 +236,7 @@ impl Store for SqliteStore {
                     token_hash: hash32(r.get(3)?)?,
                     credential_key: r.get(4)?,
                     suspended: r.get(5)?,
+                    verified: r.get(6)?,
                 })
             })
             .optional()
@@ -422,6 +426,7 @@ impl Store for SqliteStore {
                         expires_at: None,
                     },
                 )
+                .map(|e| e.message_id)
                 .map_err(backend)
             })
             .await
@@ -473,7 +478,10 @@ impl Store for SqliteStore {
                 for d in &g.members {
                     add.execute(params![g.conversation, i(*d)]).map_err(backend)?;
                 }
-                g.messages.iter().map(|m| insert_message(conn, m).map_err(backend)).collect()
+                g.messages
+                    .iter()
+                    .map(|m| insert_message(conn, m).map(|e| e.message_id).map_err(backend))
+                    .collect()
             })
             .await
     }
@@ -523,7 +531,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue(&self, m: NewMessage) -> StoreResult<MessageId> {
+    async fn enqueue(&self, m: NewMessage) -> StoreResult<Enqueued> {
         self.inner.writer.write(move |conn| insert_message(conn, &m).map_err(backend)).await
     }
 

@@ -202,7 +202,8 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
 
     // One message to two devices is one blob and two entries.
     let before = store.counts().await.unwrap();
-    let id = store.enqueue(message(a, vec![b, c], b"ciphertext", NOW + 1)).await.unwrap();
+    let queued = store.enqueue(message(a, vec![b, c], b"ciphertext", NOW + 1)).await.unwrap();
+    let id = queued.message_id;
     let after = store.counts().await.unwrap();
     assert_eq!(after.messages, before.messages + 1);
     assert_eq!(after.queue_entries, before.queue_entries + 2);
@@ -220,6 +221,8 @@ pub async fn messages_are_stored_once_and_acked(store: Arc<dyn Store>) {
     assert_eq!(to_c[0].message_id, id);
     assert_eq!(to_b[0].data, b"ciphertext");
     assert_eq!(to_b[0].created_at, NOW + 1);
+    // The answer names each recipient's entry, in the order of the recipients.
+    assert_eq!(queued.seqs, vec![to_b[0].seq, to_c[0].seq]);
 
     // A device cannot ack another device's entry.
     assert_eq!(store.ack(a, &[to_b[0].seq]).await.unwrap(), 0);
@@ -295,11 +298,11 @@ pub async fn fetch_pages_in_order(store: Arc<dyn Store>) {
 
 pub async fn sequence_numbers_are_never_reused(store: Arc<dyn Store>) {
     let (a, b) = two_in_a_conversation(&*store).await;
-    let id1 = store.enqueue(message(a, vec![b], b"one", NOW)).await.unwrap();
+    let id1 = store.enqueue(message(a, vec![b], b"one", NOW)).await.unwrap().message_id;
     let all = store.fetch(b, 0, 10, NOW).await.unwrap();
     let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     store.ack(b, &seqs).await.unwrap();
-    let id2 = store.enqueue(message(a, vec![b], b"two", NOW)).await.unwrap();
+    let id2 = store.enqueue(message(a, vec![b], b"two", NOW)).await.unwrap().message_id;
     let next = store.fetch(b, 0, 10, NOW).await.unwrap();
     assert!(id2 > id1);
     assert!(next[0].seq > *seqs.iter().max().unwrap());
@@ -328,9 +331,12 @@ pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
             store.enqueue(message(a, vec![b], &i.to_be_bytes(), NOW)).await
         }));
     }
-    let mut ids = std::collections::HashSet::new();
+    // Each answer names the entry that was queued: seq → message id, as the queue has it.
+    let mut answered = std::collections::HashMap::new();
     for t in tasks {
-        assert!(ids.insert(t.await.unwrap().unwrap()));
+        let queued = t.await.unwrap().unwrap();
+        assert_eq!(queued.seqs.len(), 1);
+        assert!(answered.insert(queued.seqs[0], queued.message_id).is_none());
     }
     let mut got = 0;
     let mut after = 0;
@@ -339,8 +345,12 @@ pub async fn concurrent_sends_all_land(store: Arc<dyn Store>) {
         let Some(last) = page.last() else { break };
         after = last.seq;
         got += page.len();
+        for e in page.iter().filter(|e| e.kind == EntryKind::Message) {
+            assert_eq!(answered.remove(&e.seq), Some(e.message_id));
+        }
     }
     assert_eq!(got, 201);
+    assert!(answered.is_empty());
 }
 
 pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
@@ -581,8 +591,11 @@ pub async fn business_directory(store: Arc<dyn Store>) {
     assert!(store.share_direct_conversation("bob", "alice").await.unwrap());
     assert!(!store.share_direct_conversation("alice", "bakery").await.unwrap());
 
-    // A verified business's messages say so.
+    // A verified business's messages say so, and so does its devices' record.
+    assert!(!store.device_auth(bakery).await.unwrap().unwrap().verified);
     store.set_verified("bakery", true).await.unwrap();
+    assert!(store.device_auth(bakery).await.unwrap().unwrap().verified);
+    assert!(!store.device_auth(a).await.unwrap().unwrap().verified);
     store
         .create_conversation(NewConversation {
             conversation: conv(5),

@@ -104,6 +104,8 @@ pub struct DeviceAuth {
     pub credential_key: Vec<u8>,
     /// Why the account is suspended, if it is.
     pub suspended: Option<String>,
+    /// A business account the operator verified.
+    pub verified: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +140,13 @@ pub struct NewMessage {
     pub now: Millis,
     /// When the server must delete it, delivered or not (stories); `None`: retention only.
     pub expires_at: Option<Millis>,
+}
+
+/// What [`Store::enqueue`] stored: the message and, for `recipients[i]`, the entry `seqs[i]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    pub message_id: MessageId,
+    pub seqs: Vec<u64>,
 }
 
 /// A new conversation: its members (the creator included), the server's copy of its public
@@ -340,7 +349,9 @@ pub trait Store: Send + Sync + 'static {
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>>;
 
     /// Stores the message once and queues it for each recipient. Durable when it returns.
-    async fn enqueue(&self, message: NewMessage) -> StoreResult<MessageId>;
+    /// Answers the message id and each recipient's entry, in the order of `recipients`, so the
+    /// server can push them to connected devices without reading them back.
+    async fn enqueue(&self, message: NewMessage) -> StoreResult<Enqueued>;
 
     /// Up to `limit` of the device's entries with `seq > after`, in queue order, leaving out
     /// messages that expired by `now`.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kith_proto::*;
-use kith_store::{NewConversation, NewMessage};
+use kith_store::{NewConversation, NewMessage, StoredEntry};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
 use crate::error::{ApiError, ApiResult};
@@ -19,11 +19,17 @@ pub(crate) fn conversation_id(text: &str) -> ApiResult<ConversationId> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))
 }
 
-/// After a message is durable: count it and wake its connected recipients.
-pub(crate) fn accepted(state: &AppState, recipients: &[u64]) {
+/// After a message is durable: count it.
+fn count_accepted(state: &AppState, recipients: &[u64]) {
     state.metrics.messages_accepted.inc();
     state.metrics.queue_entries_created.inc_by(recipients.len() as u64);
     state.queues.added(recipients);
+}
+
+/// After a message only the store has in full (a Welcome, a commit) is durable: count it and
+/// have its connected recipients read their queue.
+pub(crate) fn accepted(state: &AppState, recipients: &[u64]) {
+    count_accepted(state, recipients);
     state.hub.notify(recipients);
 }
 
@@ -210,22 +216,38 @@ pub async fn send(
     let skipped = leave_out_full_queues(&state, &me, &mut recipients).await?;
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
-    let message_id = state
-        .store
-        .enqueue(NewMessage {
-            conversation: id.as_bytes().to_vec(),
-            sender_device: me.device_id,
-            kind: EntryKind::Message,
-            data: req.message.0,
-            recipients: recipients.clone(),
-            now,
-            expires_at,
-        })
-        .await?;
+    let message = NewMessage {
+        conversation: id.as_bytes().to_vec(),
+        sender_device: me.device_id,
+        kind: EntryKind::Message,
+        data: req.message.0,
+        recipients,
+        now,
+        expires_at,
+    };
+    // The store takes its own copy; ours becomes the entry pushed to connected recipients.
+    let queued = state.store.enqueue(message.clone()).await?;
+    let message_id = queued.message_id;
     if route.direct {
         state.safety.note_send(&me.username, id.as_bytes(), now);
     }
-    accepted(&state, &recipients);
+    let recipients = message.recipients.clone();
+    count_accepted(&state, &recipients);
+    let entry = StoredEntry {
+        seq: 0,
+        message_id,
+        conversation: message.conversation,
+        kind: message.kind,
+        sender: me.username,
+        sender_device: me.device_id,
+        sender_kind: me.kind,
+        sender_verified: me.verified,
+        data: message.data,
+        created_at: now,
+        expires_at,
+    };
+    let entry = std::sync::Arc::new(crate::routes::queue::to_wire(entry, &state.franking));
+    state.hub.push(&recipients, &queued.seqs, &entry);
     state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
         StatusCode::ACCEPTED,

@@ -1,23 +1,23 @@
 //! `GET /v1/ws`: push of new queue entries to a connected device.
 //!
 //! On connect the device first gets everything waiting in its queue, then each new entry as it
-//! arrives. Entries are read from the store after a wake-up from the hub, so what is pushed is
-//! always what is durable. The device acknowledges with an `ack` frame or `POST /v1/queue/ack`;
-//! unacknowledged entries are sent again on the next connection.
+//! arrives: handed over by the send that committed it (see [`crate::push`]), or read from the
+//! store when the hub says so. Several entries that arrive together go in one frame. The device
+//! acknowledges with an `ack` frame or `POST /v1/queue/ack`; unacknowledged entries are sent
+//! again on the next connection.
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use kith_proto::{ClientFrame, ServerFrame};
+use kith_proto::{ClientFrame, QueueEntry, ServerFrame};
 
+use std::collections::HashSet;
 use std::sync::Arc;
-
-use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::extract::AuthedDevice;
-use crate::push::Hub;
+use crate::push::{Hub, Inbox, Pushed};
 use crate::routes::queue::{MAX_FETCH, ack_seqs, to_wire};
 use crate::state::AppState;
 
@@ -42,7 +42,8 @@ pub async fn connect(
     })?;
     // The slot is taken before the upgrade, so a device over its limit gets a clear `429`
     // instead of a socket that closes at once.
-    let Some(wake) = state.hub.try_subscribe(me.device_id, state.config.max_connections_per_device)
+    let Some(inbox) =
+        state.hub.try_subscribe(me.device_id, state.config.max_connections_per_device)
     else {
         return Err(ApiError::slow_down(
             format!(
@@ -52,7 +53,7 @@ pub async fn connect(
             5,
         ));
     };
-    let slot = Slot { hub: state.hub.clone(), device: me.device_id, wake: Some(wake) };
+    let slot = Slot { hub: state.hub.clone(), device: me.device_id, inbox };
     // Small buffers: an idle device should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer. Client frames are small acks; a larger one is refused.
     Ok(upgrade
@@ -63,81 +64,159 @@ pub async fn connect(
         .on_upgrade(move |socket| serve(state, slot, socket)))
 }
 
-/// A device's push subscription; giving it back (also when the upgrade never happens)
-/// frees the connection slot.
+/// A device's push connection; giving it back (also when the upgrade never happens) frees the
+/// connection slot.
 struct Slot {
     hub: Arc<Hub>,
     device: u64,
-    wake: Option<watch::Receiver<u64>>,
+    inbox: Arc<Inbox>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        drop(self.wake.take());
-        self.hub.release(self.device);
+        self.hub.release(self.device, &self.inbox);
     }
 }
 
-async fn serve(state: AppState, mut slot: Slot, mut socket: WebSocket) {
-    let device = slot.device;
-    let Some(wake) = slot.wake.as_mut() else { return };
+/// Entries per frame at most (the same as a page of `GET /v1/queue`).
+const MAX_PER_FRAME: usize = MAX_FETCH as usize;
+
+async fn serve(state: AppState, slot: Slot, mut socket: WebSocket) {
     let mut shutdown = state.shutdown_signal();
     state.metrics.websockets.inc();
-    let mut after = 0u64;
+    let mut conn = Connection { state: &state, device: slot.device, sent: HashSet::new() };
     'conn: loop {
-        // Send everything new since the last frame.
-        loop {
-            let entries = match state.store.fetch(device, after, MAX_FETCH, state.now()).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "push: cannot read the queue");
-                    break 'conn;
-                }
-            };
-            let Some(last) = entries.last() else { break };
-            after = last.seq;
-            let n = entries.len() as u64;
-            // A short page is all there was: anything queued since then has marked the wake-up
-            // channel, so the next `changed()` returns at once. Asking again now would cost a
-            // query per delivery that finds nothing.
-            let drained = n < u64::from(MAX_FETCH);
-            let entries = entries.into_iter().map(|e| to_wire(e, &state.franking)).collect();
-            let frame = ServerFrame::Entries { entries };
-            let Ok(text) = serde_json::to_string(&frame) else {
-                break 'conn;
-            };
-            if socket.send(Message::Text(text.into())).await.is_err() {
-                break 'conn;
-            }
-            state.metrics.entries_delivered.inc_by(n);
-            if drained {
-                break;
-            }
+        let work = slot.inbox.take();
+        if work.closed {
+            let _ = socket.send(Message::Close(None)).await;
+            break;
         }
-        tokio::select! {
-            changed = wake.changed() => {
-                if changed.is_err() { break 'conn; }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
-                    Ok(ClientFrame::Ack { seqs }) => {
-                        if let Err(e) = ack_seqs(&state, device, &seqs).await {
-                            tracing::debug!(code = %e.code, "push: ack refused");
+        if work.reread && conn.reread(&mut socket).await.is_err() {
+            break;
+        }
+        if conn.deliver(&mut socket, work.entries).await.is_err() {
+            break;
+        }
+        // Wait for more, reading acknowledgements meanwhile.
+        loop {
+            tokio::select! {
+                () = slot.inbox.changed() => continue 'conn,
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        match serde_json::from_str::<ClientFrame>(&text) {
+                            Ok(ClientFrame::Ack { seqs }) => conn.acked(&seqs).await,
+                            Err(_) => {
+                                tracing::debug!("push: unreadable client frame; closing");
+                                break 'conn;
+                            }
                         }
                     }
-                    Err(_) => {
-                        tracing::debug!("push: unreadable client frame; closing");
-                        break 'conn;
-                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
+                    Some(Ok(_)) => {} // pings are answered by axum; binary frames are ignored
                 },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
-                Some(Ok(_)) => {} // pings are answered by axum; binary frames are ignored
-            },
-            _ = shutdown.changed() => {
-                let _ = socket.send(Message::Close(None)).await;
-                break 'conn;
+                _ = shutdown.changed() => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break 'conn;
+                }
             }
         }
     }
     state.metrics.websockets.dec();
+}
+
+/// The socket broke, or the queue could not be read: the connection ends.
+struct Closed;
+
+struct Connection<'a> {
+    state: &'a AppState,
+    device: u64,
+    /// Entries sent on this connection and not yet acknowledged on it: a read of the store
+    /// finds them again and must not send them twice.
+    sent: HashSet<u64>,
+}
+
+impl Connection<'_> {
+    /// Sends what the queue holds that this connection has not sent yet. Reading from the
+    /// start of the queue (not from the last entry seen) means an entry that committed late
+    /// with a lower number than one already sent is still found.
+    async fn reread(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+        let state = self.state;
+        let mut still_unacked = HashSet::with_capacity(self.sent.len());
+        let mut after = 0;
+        loop {
+            let page = state.store.fetch(self.device, after, MAX_FETCH, state.now()).await;
+            let page = page.map_err(|e| {
+                tracing::warn!(error = %e, "push: cannot read the queue");
+                Closed
+            })?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let complete = page.len() < MAX_FETCH as usize;
+            let mut fresh = Vec::with_capacity(page.len());
+            for e in page {
+                still_unacked.insert(e.seq);
+                if !self.sent.contains(&e.seq) {
+                    fresh.push(to_wire(e, &state.franking));
+                }
+            }
+            self.send(socket, fresh).await?;
+            if complete {
+                break;
+            }
+        }
+        // What the queue no longer holds was acknowledged some other way.
+        self.sent = still_unacked;
+        Ok(())
+    }
+
+    /// Sends pushed entries, in queue order, leaving out any a read already sent and any
+    /// that expired meanwhile.
+    async fn deliver(
+        &mut self,
+        socket: &mut WebSocket,
+        mut pushed: Vec<Pushed>,
+    ) -> Result<(), Closed> {
+        if pushed.is_empty() {
+            return Ok(());
+        }
+        pushed.sort_unstable_by_key(|p| p.seq);
+        let now = self.state.now();
+        let entries: Vec<QueueEntry> = pushed
+            .into_iter()
+            .filter(|p| !self.sent.contains(&p.seq))
+            .filter(|p| p.entry.expires_at.is_none_or(|at| at > now))
+            .map(|p| QueueEntry { seq: p.seq, ..(*p.entry).clone() })
+            .collect();
+        for chunk in entries.chunks(MAX_PER_FRAME) {
+            self.send(socket, chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        socket: &mut WebSocket,
+        entries: Vec<QueueEntry>,
+    ) -> Result<(), Closed> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let n = entries.len() as u64;
+        self.sent.extend(entries.iter().map(|e| e.seq));
+        let text = serde_json::to_string(&ServerFrame::Entries { entries }).map_err(|_| Closed)?;
+        socket.send(Message::Text(text.into())).await.map_err(|_| Closed)?;
+        self.state.metrics.entries_delivered.inc_by(n);
+        Ok(())
+    }
+
+    async fn acked(&mut self, seqs: &[u64]) {
+        match ack_seqs(self.state, self.device, seqs).await {
+            Ok(_) => {
+                for s in seqs {
+                    self.sent.remove(s);
+                }
+            }
+            Err(e) => tracing::debug!(code = %e.code, "push: ack refused"),
+        }
+    }
 }
