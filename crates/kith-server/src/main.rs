@@ -15,6 +15,11 @@ use kith_server::config::{self, FileConfig, Overrides, ServerConfig};
 use kith_server::{AppState, Clock, SystemClock};
 use kith_store::Store;
 
+/// mimalloc instead of the C library's allocator: every request allocates and frees small
+/// buffers from two threads, where glibc's malloc spent a tenth of the server's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kithd",

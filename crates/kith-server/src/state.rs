@@ -48,9 +48,20 @@ impl Clock for ManualClock {
     }
 }
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs. One shared allocation: every request clones it several times
+/// (router, middleware, extractors), so a clone is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub config: Arc<ServerConfig>,
     pub hub: Arc<Hub>,
@@ -75,7 +86,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, kith_store::StoreError> {
         let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
             routes: Arc::default(),
             franking: Arc::new(franking),
@@ -88,7 +99,7 @@ impl AppState {
             clock,
             locks: Arc::default(),
             shutdown: watch::Sender::new(false),
-        })
+        })))
     }
 
     pub fn now(&self) -> Millis {
