@@ -66,8 +66,10 @@ pub struct Client {
     /// not re-read the whole group state. Storage stays the source of truth: an entry is
     /// dropped whenever its group is changed another way or an operation on it fails.
     group_cache: std::cell::RefCell<std::collections::HashMap<String, MlsGroup>>,
-    /// This device's signing key, read once.
-    signer_cache: std::cell::OnceCell<SignatureKeyPair>,
+    /// This device's signing key, read and parsed once.
+    signer_cache: std::cell::OnceCell<crate::signer::DeviceSigner>,
+    /// Senders' keys, parsed, for checking franking signatures.
+    pub(crate) verifiers: crate::signer::Verifiers,
 }
 
 /// Groups kept loaded at most (a cache, not a limit on conversations).
@@ -132,6 +134,7 @@ impl Client {
             pending_ca: None,
             group_cache: Default::default(),
             signer_cache: Default::default(),
+            verifiers: Default::default(),
         };
         client.purge_expired()?;
         Ok(client)
@@ -189,10 +192,13 @@ impl Client {
     }
 
     /// This device's signing key, read from the profile once.
-    pub(crate) fn signer(&self, provider: &Provider<'_>) -> ClientResult<&SignatureKeyPair> {
+    pub(crate) fn signer(
+        &self,
+        provider: &Provider<'_>,
+    ) -> ClientResult<&crate::signer::DeviceSigner> {
         if self.signer_cache.get().is_none() {
-            let signer = mls::load_signer(provider, &self.me()?.signature_key)?;
-            let _ = self.signer_cache.set(signer);
+            let pair = mls::load_signer(provider, &self.me()?.signature_key)?;
+            let _ = self.signer_cache.set(crate::signer::DeviceSigner::new(&pair)?);
         }
         self.signer_cache.get().ok_or_else(|| ClientError::Mls("no signing key".into()))
     }

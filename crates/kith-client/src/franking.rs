@@ -4,19 +4,19 @@
 use kith_proto::B64;
 use kith_proto::payload::Franked;
 use openmls::prelude::*;
-use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider;
 use openmls_traits::signatures::Signer;
 use subtle::ConstantTimeEq;
 
 use crate::error::{ClientError, ClientResult};
 use crate::mls::Provider;
+use crate::signer::Verifiers;
 
 /// Wraps `core` (a serialized payload) with a fresh franking key and the sender's signature.
 /// Returns the plaintext to encrypt and the commitment for the MLS authenticated data.
 pub fn frank(
     provider: &Provider<'_>,
-    signer: &SignatureKeyPair,
+    signer: &impl Signer,
     group_id: &[u8],
     core: &[u8],
 ) -> ClientResult<(Franked, Vec<u8>)> {
@@ -37,6 +37,7 @@ pub fn frank(
 /// is dropped; the error does not say which part failed.
 pub fn check(
     provider: &Provider<'_>,
+    verifiers: &Verifiers,
     group_id: &[u8],
     aad: &[u8],
     plaintext: &[u8],
@@ -51,20 +52,17 @@ pub fn check(
         return Err(refuse());
     }
     let hash = crypto.hash(HashType::Sha2_256, &franked.core.0).map_err(|_| refuse())?;
-    crypto
-        .verify_signature(
-            SignatureScheme::ED25519,
-            &Franked::signed_bytes(group_id, &hash),
-            sender_key,
-            &franked.sig.0,
-        )
-        .map_err(|_| refuse())?;
+    if !verifiers.verify(sender_key, &Franked::signed_bytes(group_id, &hash), &franked.sig.0) {
+        return Err(refuse());
+    }
     Ok(franked)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use openmls_basic_credential::SignatureKeyPair;
 
     fn setup() -> (rusqlite::Connection, openmls_rust_crypto::RustCrypto, SignatureKeyPair) {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
@@ -77,29 +75,30 @@ mod tests {
     fn a_genuine_payload_verifies_and_every_change_is_refused() {
         let (conn, crypto, signer) = setup();
         let provider = Provider::new(&crypto, &conn);
+        let v = Verifiers::default();
         let group = [9u8; 16];
         let (franked, c) = frank(&provider, &signer, &group, b"{\"hello\":1}").unwrap();
         let plain = franked.encode();
         let key = signer.public().to_vec();
-        assert!(check(&provider, &group, &c, &plain, &key).is_ok());
+        assert!(check(&provider, &v, &group, &c, &plain, &key).is_ok());
 
         // Another commitment (the message was edited after committing, or c was swapped).
         let mut bad_c = c.clone();
         bad_c[0] ^= 1;
-        assert!(check(&provider, &group, &bad_c, &plain, &key).is_err());
+        assert!(check(&provider, &v, &group, &bad_c, &plain, &key).is_err());
         // An edited body under the same commitment.
         let mut edited = franked.clone();
         edited.core = B64(b"{\"hello\":2}".to_vec());
-        assert!(check(&provider, &group, &c, &edited.encode(), &key).is_err());
+        assert!(check(&provider, &v, &group, &c, &edited.encode(), &key).is_err());
         // Another franking key.
         let mut other_fk = franked.clone();
         other_fk.fk = B64(vec![0; 32]);
-        assert!(check(&provider, &group, &c, &other_fk.encode(), &key).is_err());
+        assert!(check(&provider, &v, &group, &c, &other_fk.encode(), &key).is_err());
         // Signed by someone else, or for another group.
         let stranger = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
-        assert!(check(&provider, &group, &c, &plain, stranger.public()).is_err());
-        assert!(check(&provider, &[8u8; 16], &c, &plain, &key).is_err());
+        assert!(check(&provider, &v, &group, &c, &plain, stranger.public()).is_err());
+        assert!(check(&provider, &v, &[8u8; 16], &c, &plain, &key).is_err());
         // Not a franked payload at all.
-        assert!(check(&provider, &group, &c, b"{\"text\":\"hi\"}", &key).is_err());
+        assert!(check(&provider, &v, &group, &c, b"{\"text\":\"hi\"}", &key).is_err());
     }
 }

@@ -46,6 +46,7 @@ mod local;
 mod mls;
 mod process;
 mod safety;
+mod signer;
 mod timers;
 mod tls;
 

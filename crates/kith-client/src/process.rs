@@ -158,6 +158,7 @@ impl Client {
                     .ok_or_else(|| ClientError::Mls("no sender leaf".into()))?;
                 let franked = crate::franking::check(
                     provider,
+                    &self.verifiers,
                     group.group_id().as_slice(),
                     &aad,
                     &app.into_bytes(),
@@ -320,6 +321,9 @@ impl Client {
                     .map_err(ClientError::mls)?;
             }
             _ => {}
+        }
+        if lines.is_empty() {
+            return Ok(Outcome { messages, joined: None });
         }
         let timer = local::conversation(&self.conn, &entry.conversation_id)?
             .and_then(|c| c.timer_seconds)
