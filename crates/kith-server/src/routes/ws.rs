@@ -84,14 +84,22 @@ const MAX_PER_FRAME: usize = MAX_FETCH as usize;
 async fn serve(state: AppState, slot: Slot, mut socket: WebSocket) {
     let mut shutdown = state.shutdown_signal();
     state.metrics.websockets.inc();
-    let mut conn = Connection { state: &state, device: slot.device, sent: HashSet::new() };
+    let mut conn = Connection {
+        state: &state,
+        device: slot.device,
+        sent: HashSet::new(),
+        prune_at: MIN_PRUNE_AT,
+    };
     'conn: loop {
         let work = slot.inbox.take();
         if work.closed {
             let _ = socket.send(Message::Close(None)).await;
             break;
         }
-        if work.reread && conn.reread(&mut socket).await.is_err() {
+        // A device that acknowledges over HTTP instead of this socket leaves its entries in
+        // `sent`; past a bound, a read of the queue drops the ones it no longer holds.
+        let prune = conn.sent.len() >= conn.prune_at;
+        if (work.reread || prune) && conn.reread(&mut socket).await.is_err() {
             break;
         }
         if conn.deliver(&mut socket, work.entries).await.is_err() {
@@ -133,7 +141,13 @@ struct Connection<'a> {
     /// Entries sent on this connection and not yet acknowledged on it: a read of the store
     /// finds them again and must not send them twice.
     sent: HashSet<u64>,
+    /// How large `sent` may grow before a read of the queue prunes it: twice what the last
+    /// read left, so a device that is simply far behind does not cause a read per message.
+    prune_at: usize,
 }
+
+/// The least `prune_at`.
+const MIN_PRUNE_AT: usize = 4096;
 
 impl Connection<'_> {
     /// Sends what the queue holds that this connection has not sent yet. Reading from the
@@ -166,6 +180,7 @@ impl Connection<'_> {
         }
         // What the queue no longer holds was acknowledged some other way.
         self.sent = still_unacked;
+        self.prune_at = (self.sent.len() * 2).max(MIN_PRUNE_AT);
         Ok(())
     }
 
