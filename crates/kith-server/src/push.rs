@@ -171,9 +171,31 @@ impl Hub {
         }
     }
 
+    /// Has every connection read its queue.
+    pub fn notify_all(&self) {
+        for inbox in self.map().values().flatten() {
+            inbox.mark(false);
+        }
+    }
+
     /// Devices with a live connection.
     pub fn connected(&self) -> usize {
         self.map().len()
+    }
+}
+
+/// Wakes this process's connections to devices whose queues other processes sharing the
+/// store added to (see [`kith_store::Store::queue_announcements`]); an empty list wakes all.
+pub async fn follow_other_nodes(
+    hub: Arc<Hub>,
+    mut announcements: tokio::sync::mpsc::Receiver<Vec<DeviceId>>,
+) {
+    while let Some(devices) = announcements.recv().await {
+        if devices.is_empty() {
+            hub.notify_all();
+        } else {
+            hub.notify(&devices);
+        }
     }
 }
 

@@ -67,6 +67,11 @@ pub async fn serve(
     let header_timeout = state.config.header_read_timeout;
     let app = crate::app(state.clone());
     let sweeper = tokio::spawn(crate::retention::sweep_forever(state.clone()));
+    // Deliveries other nodes sharing the database made to devices connected here.
+    let follower = state
+        .store
+        .queue_announcements()
+        .map(|a| tokio::spawn(crate::push::follow_other_nodes(state.hub.clone(), a)));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -104,6 +109,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} })
         .await;
     sweeper.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 mod schema;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kith_store::*;
@@ -26,6 +27,123 @@ pub struct PgStore {
     pool: PgPool,
     /// Sends and acknowledgements go through one task that commits concurrent ones together.
     batch: tokio::sync::mpsc::Sender<Job>,
+    announce: Arc<Announce>,
+    /// Whether [`Store::queue_announcements`] was already asked (it starts the listener).
+    listening: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How this process tells the others sharing the database which queues it added to: a
+/// `NOTIFY` on `channel`, inside the transaction that adds the entries (so it is delivered on
+/// commit, and only then), with the payload `"<node> <device>,<device>,…"`.
+struct Announce {
+    channel: String,
+    /// A random name for this process, so it can skip its own announcements.
+    node: String,
+}
+
+/// Bytes of device ids per `NOTIFY` payload at most (PostgreSQL allows a little under 8000).
+const ANNOUNCE_CHUNK: usize = 7000;
+
+/// Announces, inside `tx`, that `devices`' queues grew.
+async fn announce(
+    tx: &mut sqlx::PgConnection,
+    a: &Announce,
+    devices: &[i64],
+) -> Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    let mut payloads: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for d in devices {
+        if current.len() >= ANNOUNCE_CHUNK {
+            payloads.push(std::mem::take(&mut current));
+        }
+        current.push(if current.is_empty() { ' ' } else { ',' });
+        let _ = write!(current, "{d}");
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = payloads.into_iter().map(|p| format!("{}{p}", a.node)).collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::TEXT[]) AS p")
+        .bind(&a.channel)
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Reads an announcement: the devices, or `None` for this process's own or a malformed one.
+fn announced(payload: &str, own_node: &str) -> Option<Vec<DeviceId>> {
+    let (node, devices) = payload.split_once(' ')?;
+    if node == own_node {
+        return None;
+    }
+    devices.split(',').map(|d| d.parse::<u64>().ok()).collect()
+}
+
+/// Listens for other processes' announcements until the receiver goes away. A new listening
+/// connection (the first, or one replacing a lost one) first sends an empty list: what was
+/// announced meanwhile is unknown.
+async fn listen(
+    pool: PgPool,
+    announce: Arc<Announce>,
+    out: tokio::sync::mpsc::Sender<Vec<DeviceId>>,
+) {
+    loop {
+        let listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => match l.listen(&announce.channel).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other nodes' deliveries");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other nodes' deliveries");
+                None
+            }
+        };
+        let Some(mut listener) = listener else {
+            if out.is_closed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        };
+        if out.send(Vec::new()).await.is_err() {
+            return;
+        }
+        loop {
+            // Stop (and give the connection back) as soon as nobody follows.
+            let received = tokio::select! {
+                () = out.closed() => return,
+                r = listener.try_recv() => r,
+            };
+            match received {
+                Ok(Some(n)) => {
+                    if let Some(devices) = announced(n.payload(), &announce.node)
+                        && out.send(devices).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                // The connection was lost and has been replaced: anything may have been missed.
+                Ok(None) => {
+                    if out.send(Vec::new()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the connection listening for other nodes");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A write the batcher folds into a shared transaction.
@@ -56,7 +174,7 @@ const MAX_BATCH: usize = 256;
 /// (see [`run_fast`]); should that fail for any reason but a lost connection, it is run again
 /// job by job, each in its own savepoint, so a failing one does not undo its neighbours. Every
 /// job is answered only after the commit, so an `Ok` is durable.
-async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>, announce: Arc<Announce>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -66,13 +184,13 @@ async fn batcher(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&pool, std::mem::take(&mut jobs)).await;
+        run_batch(&pool, &announce, std::mem::take(&mut jobs)).await;
     }
 }
 
-async fn run_op(tx: &mut sqlx::PgConnection, op: &Op) -> Result<Done, sqlx::Error> {
+async fn run_op(tx: &mut sqlx::PgConnection, a: &Announce, op: &Op) -> Result<Done, sqlx::Error> {
     match op {
-        Op::Enqueue(m) => insert_message(tx, m).await.map(Done::Enqueued),
+        Op::Enqueue(m) => insert_message(tx, a, m).await.map(Done::Enqueued),
         Op::Ack(device, seqs) => ack_in(tx, *device, seqs).await.map(Done::Removed),
     }
 }
@@ -83,12 +201,12 @@ fn refuse(replies: Vec<tokio::sync::oneshot::Sender<StoreResult<Done>>>, e: &sql
     }
 }
 
-async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
+async fn run_batch(pool: &PgPool, announce: &Announce, jobs: Vec<Job>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => return refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e),
     };
-    let fast = match run_fast(&mut tx, &jobs).await {
+    let fast = match run_fast(&mut tx, announce, &jobs).await {
         Ok(results) => tx.commit().await.map(|()| results),
         Err(e) => Err(e),
     };
@@ -103,7 +221,7 @@ async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
         }
         Err(e) => {
             tracing::warn!(error = %e, "batched write failed; retrying job by job");
-            run_one_by_one(pool, jobs).await
+            run_one_by_one(pool, announce, jobs).await
         }
     }
 }
@@ -112,7 +230,11 @@ async fn run_batch(pool: &PgPool, jobs: Vec<Job>) {
 /// one query, every message and queue entry inserted by one (entries in job order, so each
 /// device's queue follows acceptance order), and every acknowledgement applied by two.
 /// Returns each job's answer, in order.
-async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<Done>, sqlx::Error> {
+async fn run_fast(
+    tx: &mut sqlx::PgConnection,
+    announce: &Announce,
+    jobs: &[Job],
+) -> Result<Vec<Done>, sqlx::Error> {
     let mut results: Vec<Done> = jobs.iter().map(|_| Done::Removed(0)).collect();
     let sends: Vec<(usize, &NewMessage)> = jobs
         .iter()
@@ -167,6 +289,7 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<Done>
         .bind(&entry_message)
         .fetch_all(&mut *tx)
         .await?;
+        self::announce(&mut *tx, announce, &entry_device).await?;
         let seq_of: std::collections::HashMap<(i64, i64), i64> =
             queued.into_iter().map(|(m, d, seq)| ((m, d), seq)).collect();
         for ((n, m), id) in sends.iter().zip(&ids) {
@@ -216,7 +339,7 @@ async fn run_fast(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<Vec<Done>
 }
 
 /// The slow path: each job in its own savepoint.
-async fn run_one_by_one(pool: &PgPool, jobs: Vec<Job>) {
+async fn run_one_by_one(pool: &PgPool, announce: &Announce, jobs: Vec<Job>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => return refuse(jobs.into_iter().map(|(_, r)| r).collect(), &e),
@@ -225,7 +348,7 @@ async fn run_one_by_one(pool: &PgPool, jobs: Vec<Job>) {
     let mut pending = jobs.into_iter();
     while let Some((op, reply)) = pending.next() {
         let result = match sqlx::query("SAVEPOINT job").execute(&mut *tx).await {
-            Ok(_) => run_op(&mut tx, &op).await.map_err(backend),
+            Ok(_) => run_op(&mut tx, announce, &op).await.map_err(backend),
             Err(e) => Err(backend(e)),
         };
         let end =
@@ -366,9 +489,23 @@ impl PgStore {
             .await
             .map_err(backend)?;
         schema::migrate(&pool).await.map_err(backend)?;
+        // One channel per schema, so separate deployments (or tests) in one database do not
+        // wake each other; PostgreSQL limits a channel name to 63 bytes.
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(backend)?;
+        let mut channel = format!("kith_queue:{schema}");
+        if channel.len() > 63 {
+            channel = "kith_queue".into();
+        }
+        let mut node = [0u8; 8];
+        getrandom::fill(&mut node).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let announce =
+            Arc::new(Announce { channel, node: format!("{:016x}", u64::from_le_bytes(node)) });
         let (batch, rx) = tokio::sync::mpsc::channel(8192);
-        tokio::spawn(batcher(pool.clone(), rx));
-        Ok(PgStore { pool, batch })
+        tokio::spawn(batcher(pool.clone(), rx, announce.clone()));
+        Ok(PgStore { pool, batch, announce, listening: Arc::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -388,15 +525,22 @@ impl PgStore {
             .await
             .map_err(backend)?;
         admin.close().await;
-        let options = PgConnectOptions::from_str(url)
-            .map_err(backend)?
-            .options([("search_path", schema.as_str())]);
-        Ok((Self::connect_with(options).await?, schema))
+        Ok((Self::connect_in_schema(url, &schema).await?, schema))
+    }
+
+    /// Connects to `url` with `schema` as the search path (e.g. a second node of a test's
+    /// deployment).
+    pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(backend)?.options([("search_path", schema)]);
+        Self::connect_with(options).await
     }
 }
 
+/// Stores a message and its queue entries, and announces them to the other processes.
 async fn insert_message(
     tx: &mut sqlx::PgConnection,
+    announce: &Announce,
     m: &NewMessage,
 ) -> Result<Enqueued, sqlx::Error> {
     let id: i64 = sqlx::query_scalar(
@@ -423,6 +567,7 @@ async fn insert_message(
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        self::announce(&mut *tx, announce, &devices).await?;
         let seq_of: std::collections::HashMap<i64, i64> = queued.into_iter().collect();
         for d in &devices {
             let seq = seq_of
@@ -703,6 +848,7 @@ impl Store for PgStore {
         let recipients = members.into_iter().filter(|d| *d != c.creator_device).collect();
         let id = insert_message(
             &mut tx,
+            &self.announce,
             &NewMessage {
                 conversation: c.conversation,
                 sender_device: c.creator_device,
@@ -767,7 +913,7 @@ impl Store for PgStore {
         .map_err(backend)?;
         let mut out = Vec::with_capacity(g.messages.len());
         for m in &g.messages {
-            out.push(insert_message(&mut tx, m).await.map_err(backend)?.message_id);
+            out.push(insert_message(&mut tx, &self.announce, m).await.map_err(backend)?.message_id);
         }
         tx.commit().await.map_err(backend)?;
         Ok(out)
@@ -1162,6 +1308,18 @@ impl Store for PgStore {
         Ok(found.is_some())
     }
 
+    fn queue_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<DeviceId>>> {
+        if self.listening.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        // Its own connection, outside the pool the queries share.
+        let options = (*self.pool.connect_options()).clone();
+        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+        let (out, announcements) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(listen(pool, self.announce.clone(), out));
+        Some(announcements)
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         let r = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM devices),
@@ -1179,5 +1337,18 @@ impl Store for PgStore {
             queue_entries: get(3)?,
             key_packages: get(4)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced;
+
+    #[test]
+    fn announcements_name_devices_and_skip_this_node() {
+        assert_eq!(announced("00aa 1,22,333", "00bb"), Some(vec![1, 22, 333]));
+        assert_eq!(announced("00aa 1,22,333", "00aa"), None, "its own");
+        assert_eq!(announced("00aa", "00bb"), None);
+        assert_eq!(announced("00aa 1,x", "00bb"), None);
     }
 }

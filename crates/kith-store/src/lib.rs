@@ -383,6 +383,15 @@ pub trait Store: Send + Sync + 'static {
     /// What the store holds now.
     async fn counts(&self) -> StoreResult<StoreCounts>;
 
+    /// The devices whose queues *other* server processes sharing this store have added to,
+    /// as those processes announce them (PostgreSQL: `LISTEN`/`NOTIFY`), so this process can
+    /// wake its own connections to them. An empty list means announcements may have been
+    /// missed (the listening connection was lost): every connected device should look.
+    /// `None` for a store one process uses alone; only the first call gets the receiver.
+    fn queue_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<DeviceId>>> {
+        None
+    }
+
     /// Every franking key, oldest first.
     async fn franking_keys(&self) -> StoreResult<Vec<FrankingKey>>;
 

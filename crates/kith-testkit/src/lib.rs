@@ -21,6 +21,17 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 /// The default settings, with registrations from one address unlimited.
+/// `KITH_TEST_DATABASE_URL`, or `None` after saying the PostgreSQL run is skipped.
+fn database_url() -> Option<String> {
+    let url = std::env::var("KITH_TEST_DATABASE_URL").ok();
+    if url.is_none() {
+        eprintln!(
+            "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
+        );
+    }
+    url
+}
+
 pub fn test_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.safety.registrations_per_ip_per_hour = u32::MAX;
@@ -53,15 +64,33 @@ impl TestServer {
     /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`; `None` (after saying so) when
     /// the variable is unset.
     pub async fn start_postgres() -> Option<Self> {
-        let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
-            eprintln!(
-                "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
-            );
-            return None;
-        };
+        let url = database_url()?;
         let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
         Some(Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await)
+    }
+
+    /// `n` servers sharing one fresh schema of `KITH_TEST_DATABASE_URL`, as nodes of one
+    /// deployment behind a load balancer would; `None` (after saying so) when the variable is
+    /// unset.
+    pub async fn start_postgres_nodes(n: usize) -> Option<Vec<Self>> {
+        let url = database_url()?;
+        let (first, schema) =
+            kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
+        let mut stores = vec![first];
+        for _ in 1..n {
+            stores.push(
+                kith_store_postgres::PgStore::connect_in_schema(&url, &schema).await.unwrap(),
+            );
+        }
+        let mut nodes = Vec::with_capacity(n);
+        for store in stores {
+            let data = tempfile::tempdir().unwrap();
+            nodes.push(
+                Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await,
+            );
+        }
+        Some(nodes)
     }
 
     /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`, reached through a
@@ -74,12 +103,7 @@ impl TestServer {
     pub async fn start_postgres_behind_proxy_with(
         config: ServerConfig,
     ) -> Option<(Self, FaultProxy)> {
-        let Ok(url) = std::env::var("KITH_TEST_DATABASE_URL") else {
-            eprintln!(
-                "skipped: KITH_TEST_DATABASE_URL is not set, so the PostgreSQL run did not happen"
-            );
-            return None;
-        };
+        let url = database_url()?;
         let (store, schema) =
             kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         drop(store);
