@@ -20,7 +20,6 @@ use kith_store::Store;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// The default settings, with registrations from one address unlimited.
 /// `KITH_TEST_DATABASE_URL`, or `None` after saying the PostgreSQL run is skipped.
 fn database_url() -> Option<String> {
     let url = std::env::var("KITH_TEST_DATABASE_URL").ok();
@@ -32,6 +31,7 @@ fn database_url() -> Option<String> {
     url
 }
 
+/// The default settings, with registrations from one address unlimited.
 pub fn test_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.safety.registrations_per_ip_per_hour = u32::MAX;
