@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kith_proto::QueueEntry;
-use kith_store::DeviceId;
+use kith_store::{Announcement, DeviceId};
 use tokio::sync::Notify;
 
 /// Entries an inbox holds before it gives them up and asks for a read of the store instead;
@@ -184,17 +184,20 @@ impl Hub {
     }
 }
 
-/// Wakes this process's connections to devices whose queues other processes sharing the
-/// store added to (see [`kith_store::Store::queue_announcements`]); an empty list wakes all.
+/// Applies what other processes sharing the store announce (see
+/// [`kith_store::Store::announcements`]) to this process's connections.
 pub async fn follow_other_nodes(
-    hub: Arc<Hub>,
-    mut announcements: tokio::sync::mpsc::Receiver<Vec<DeviceId>>,
+    state: crate::AppState,
+    mut announcements: tokio::sync::mpsc::Receiver<Announcement>,
 ) {
-    while let Some(devices) = announcements.recv().await {
-        if devices.is_empty() {
-            hub.notify_all();
-        } else {
-            hub.notify(&devices);
+    while let Some(a) = announcements.recv().await {
+        match a {
+            Announcement::Queued(devices) => state.hub.notify(&devices),
+            Announcement::TokenChanged(device) => {
+                state.auth_cache.forget(device);
+                state.hub.disconnect(device);
+            }
+            Announcement::Missed => state.hub.notify_all(),
         }
     }
 }

@@ -67,11 +67,11 @@ pub async fn serve(
     let header_timeout = state.config.header_read_timeout;
     let app = crate::app(state.clone());
     let sweeper = tokio::spawn(crate::retention::sweep_forever(state.clone()));
-    // Deliveries other nodes sharing the database made to devices connected here.
+    // What other nodes sharing the database did that concerns devices connected here.
     let follower = state
         .store
-        .queue_announcements()
-        .map(|a| tokio::spawn(crate::push::follow_other_nodes(state.hub.clone(), a)));
+        .announcements()
+        .map(|a| tokio::spawn(crate::push::follow_other_nodes(state.clone(), a)));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -1,6 +1,7 @@
 //! Several `kithd` nodes on one PostgreSQL database, as behind a load balancer: a device
 //! connected to one node gets, over the push connection it already has, what was sent through
-//! another (the nodes announce new queue entries to each other with `NOTIFY`).
+//! another, and a token rotated through one node closes the connections opened with the old
+//! token on the others (the nodes announce both to each other with `NOTIFY`).
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
@@ -45,6 +46,42 @@ async fn a_device_on_one_node_gets_what_is_sent_through_another() {
         alice.send_text("bob", text).await.unwrap();
     }
     assert_eq!(pushed(&mut bob, &mut bob_push, burst.len()).await, burst);
+
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_through_one_node_closes_push_connections_on_another() {
+    let Some(nodes) = TestServer::start_postgres_nodes(2).await else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut bob = TestUser::register(&b.url, "bob", AccountKind::Person).await;
+    let old_bearer = bob.bearer();
+    let mut push = bob.connect_push().await.unwrap();
+    // Node B has checked the old token (and cached the device's record).
+    let http = reqwest::Client::new();
+    let me = |url: &str| http.get(format!("{url}/v1/me")).header("authorization", &old_bearer);
+    assert_eq!(me(&b.url).send().await.unwrap().status().as_u16(), 200);
+
+    // The token is rotated through node A.
+    let rotated = http
+        .post(format!("{}/v1/me/token", a.url))
+        .header("authorization", &old_bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status().as_u16(), 200);
+
+    // Node B closes the push connection opened with the old token…
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while bob.receive_push(&mut push).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "node B kept the push connection of the old token open");
+    // …and refuses the old token at once, not only when its cached record expires.
+    assert_eq!(me(&b.url).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(me(&a.url).send().await.unwrap().status().as_u16(), 401);
 
     for node in nodes {
         node.stop().await;

@@ -34,7 +34,8 @@ pub struct PgStore {
 
 /// How this process tells the others sharing the database which queues it added to: a
 /// `NOTIFY` on `channel`, inside the transaction that adds the entries (so it is delivered on
-/// commit, and only then), with the payload `"<node> <device>,<device>,…"`.
+/// commit, and only then), with the payload `"<node> <device>,<device>,…"`; and which device's
+/// token changed: `"<node> !<device>"`.
 struct Announce {
     channel: String,
     /// A random name for this process, so it can skip its own announcements.
@@ -75,22 +76,25 @@ async fn announce(
     Ok(())
 }
 
-/// Reads an announcement: the devices, or `None` for this process's own or a malformed one.
-fn announced(payload: &str, own_node: &str) -> Option<Vec<DeviceId>> {
-    let (node, devices) = payload.split_once(' ')?;
+/// Reads an announcement; `None` for this process's own or a malformed one.
+fn announced(payload: &str, own_node: &str) -> Option<Announcement> {
+    let (node, rest) = payload.split_once(' ')?;
     if node == own_node {
         return None;
     }
-    devices.split(',').map(|d| d.parse::<u64>().ok()).collect()
+    if let Some(device) = rest.strip_prefix('!') {
+        return device.parse().ok().map(Announcement::TokenChanged);
+    }
+    rest.split(',').map(|d| d.parse::<u64>().ok()).collect::<Option<_>>().map(Announcement::Queued)
 }
 
 /// Listens for other processes' announcements until the receiver goes away. A new listening
-/// connection (the first, or one replacing a lost one) first sends an empty list: what was
-/// announced meanwhile is unknown.
+/// connection (the first, or one replacing a lost one) first sends [`Announcement::Missed`]:
+/// what was announced meanwhile is unknown.
 async fn listen(
     pool: PgPool,
     announce: Arc<Announce>,
-    out: tokio::sync::mpsc::Sender<Vec<DeviceId>>,
+    out: tokio::sync::mpsc::Sender<Announcement>,
 ) {
     loop {
         let listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
@@ -113,7 +117,7 @@ async fn listen(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         };
-        if out.send(Vec::new()).await.is_err() {
+        if out.send(Announcement::Missed).await.is_err() {
             return;
         }
         loop {
@@ -124,15 +128,15 @@ async fn listen(
             };
             match received {
                 Ok(Some(n)) => {
-                    if let Some(devices) = announced(n.payload(), &announce.node)
-                        && out.send(devices).await.is_err()
+                    if let Some(a) = announced(n.payload(), &announce.node)
+                        && out.send(a).await.is_err()
                     {
                         return;
                     }
                 }
                 // The connection was lost and has been replaced: anything may have been missed.
                 Ok(None) => {
-                    if out.send(Vec::new()).await.is_err() {
+                    if out.send(Announcement::Missed).await.is_err() {
                         return;
                     }
                 }
@@ -1210,14 +1214,25 @@ impl Store for PgStore {
     }
 
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let n = sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1")
             .bind(i(device))
             .bind(token_hash.as_slice())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected();
-        if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+        if n == 0 {
+            return Err(StoreError::UnknownDevice);
+        }
+        // Other nodes close their push connections opened with the old token.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.announce.channel)
+            .bind(format!("{} !{device}", self.announce.node))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
@@ -1308,7 +1323,7 @@ impl Store for PgStore {
         Ok(found.is_some())
     }
 
-    fn queue_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<DeviceId>>> {
+    fn announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announcement>> {
         if self.listening.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
@@ -1343,12 +1358,19 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::announced;
+    use kith_store::Announcement;
 
     #[test]
     fn announcements_name_devices_and_skip_this_node() {
-        assert_eq!(announced("00aa 1,22,333", "00bb"), Some(vec![1, 22, 333]));
+        assert_eq!(
+            announced("00aa 1,22,333", "00bb"),
+            Some(Announcement::Queued(vec![1, 22, 333]))
+        );
         assert_eq!(announced("00aa 1,22,333", "00aa"), None, "its own");
+        assert_eq!(announced("00aa !42", "00bb"), Some(Announcement::TokenChanged(42)));
+        assert_eq!(announced("00aa !42", "00aa"), None);
         assert_eq!(announced("00aa", "00bb"), None);
         assert_eq!(announced("00aa 1,x", "00bb"), None);
+        assert_eq!(announced("00aa !x", "00bb"), None);
     }
 }

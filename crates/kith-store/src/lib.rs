@@ -142,6 +142,18 @@ pub struct NewMessage {
     pub expires_at: Option<Millis>,
 }
 
+/// What another server process sharing the store announced (see [`Store::announcements`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// These devices' queues grew.
+    Queued(Vec<DeviceId>),
+    /// This device's token changed: connections opened with the old one must close.
+    TokenChanged(DeviceId),
+    /// Announcements may have been missed (the listening connection was lost and replaced):
+    /// every connected device should read its queue.
+    Missed,
+}
+
 /// What [`Store::enqueue`] stored: the message and, for `recipients[i]`, the entry `seqs[i]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enqueued {
@@ -383,12 +395,10 @@ pub trait Store: Send + Sync + 'static {
     /// What the store holds now.
     async fn counts(&self) -> StoreResult<StoreCounts>;
 
-    /// The devices whose queues *other* server processes sharing this store have added to,
-    /// as those processes announce them (PostgreSQL: `LISTEN`/`NOTIFY`), so this process can
-    /// wake its own connections to them. An empty list means announcements may have been
-    /// missed (the listening connection was lost): every connected device should look.
-    /// `None` for a store one process uses alone; only the first call gets the receiver.
-    fn queue_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<DeviceId>>> {
+    /// What *other* server processes sharing this store changed that concerns this process's
+    /// open connections, as they announce it (PostgreSQL: `LISTEN`/`NOTIFY`). `None` for a
+    /// store one process uses alone; only the first call gets the receiver.
+    fn announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announcement>> {
         None
     }
 
