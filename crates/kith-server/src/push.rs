@@ -7,7 +7,8 @@
 //! read of the store ([`Hub::notify`]), as does an inbox that overflowed because its device
 //! reads slower than messages arrive. Entries are never handed over before their commit, so a
 //! crash cannot deliver what it then loses; what is lost from memory is still in the queue
-//! until acknowledged, and is read again.
+//! until acknowledged, and is read again. Entries other nodes sharing the database queued are
+//! announced by them and also mark the inboxes for a read ([`follow_other_nodes`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
