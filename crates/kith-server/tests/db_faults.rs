@@ -14,6 +14,32 @@ use kith_client::{ClientError, ErrorCode};
 use kith_testkit::{TestServer, TestUser};
 use tokio::sync::Mutex;
 
+/// Syncs `reader` until nothing new comes, and checks it was shown every accepted message,
+/// each once, and nothing that was never attempted.
+async fn received_once(
+    reader: &mut TestUser,
+    who: &str,
+    accepted: &[String],
+    attempted: &HashSet<String>,
+) {
+    let mut received = Vec::new();
+    loop {
+        let r = reader.sync().await.unwrap();
+        if r.messages.is_empty() {
+            break;
+        }
+        received.extend(r.messages.into_iter().map(|m| m.text));
+    }
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), received.len(), "{who} was shown a message twice");
+    for text in accepted {
+        assert!(unique.contains(text), "{text} was accepted but never delivered");
+    }
+    for text in &unique {
+        assert!(attempted.contains(*text), "{text} appeared from nowhere");
+    }
+}
+
 /// What one sender saw, in order.
 #[derive(Default)]
 struct Outcomes {
@@ -163,22 +189,7 @@ async fn a_cut_database_gets_503_retry_after_then_recovers_and_loses_nothing() {
             "sender{n} was refused after the path came back: {:?}",
             out.after_restore
         );
-        let mut received = Vec::new();
-        loop {
-            let r = reader.sync().await.unwrap();
-            if r.messages.is_empty() {
-                break;
-            }
-            received.extend(r.messages.into_iter().map(|m| m.text));
-        }
-        let unique: HashSet<&String> = received.iter().collect();
-        assert_eq!(unique.len(), received.len(), "reader{n} was shown a message twice");
-        for text in &out.accepted {
-            assert!(unique.contains(text), "{text} was accepted but never delivered");
-        }
-        for text in &unique {
-            assert!(out.attempted.contains(*text), "{text} appeared from nowhere");
-        }
+        received_once(reader, &format!("reader{n}"), &out.accepted, &out.attempted).await;
     }
     // Both directions work afterwards.
     for (n, mut from) in senders_back.into_iter().enumerate() {
@@ -264,21 +275,6 @@ async fn a_stalled_database_is_answered_in_time_and_recovers() {
             }
         }
     }
-    let mut received = Vec::new();
-    loop {
-        let r = bob.sync().await.unwrap();
-        if r.messages.is_empty() {
-            break;
-        }
-        received.extend(r.messages.into_iter().map(|m| m.text));
-    }
-    let unique: HashSet<&String> = received.iter().collect();
-    assert_eq!(unique.len(), received.len(), "a message was shown twice");
-    for text in &accepted {
-        assert!(unique.contains(text), "{text} was accepted but never delivered");
-    }
-    for text in &unique {
-        assert!(attempted.contains(*text), "{text} appeared from nowhere");
-    }
+    received_once(&mut bob, "bob", &accepted, &attempted).await;
     eprintln!("a fetch during the stall was answered 503 in {waited:?}");
 }

@@ -28,7 +28,7 @@ pub struct PgStore {
     /// Sends and acknowledgements go through one task that commits concurrent ones together.
     batch: tokio::sync::mpsc::Sender<Job>,
     announce: Arc<Announce>,
-    /// Whether [`Store::queue_announcements`] was already asked (it starts the listener).
+    /// Whether [`Store::announcements`] was already asked (it starts the listener).
     listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -58,8 +58,11 @@ async fn announce(
         if current.len() >= ANNOUNCE_CHUNK {
             payloads.push(std::mem::take(&mut current));
         }
-        current.push(if current.is_empty() { ' ' } else { ',' });
-        let _ = write!(current, "{d}");
+        if current.is_empty() {
+            let _ = write!(current, "{} {d}", a.node);
+        } else {
+            let _ = write!(current, ",{d}");
+        }
     }
     if !current.is_empty() {
         payloads.push(current);
@@ -67,7 +70,6 @@ async fn announce(
     if payloads.is_empty() {
         return Ok(());
     }
-    let payloads: Vec<String> = payloads.into_iter().map(|p| format!("{}{p}", a.node)).collect();
     sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::TEXT[]) AS p")
         .bind(&a.channel)
         .bind(&payloads)
@@ -97,25 +99,21 @@ async fn listen(
     out: tokio::sync::mpsc::Sender<Announcement>,
 ) {
     loop {
-        let listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen(&announce.channel).await {
-                Ok(()) => Some(l),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for other nodes' deliveries");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for other nodes' deliveries");
-                None
-            }
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(&announce.channel).await?;
+            Ok::<_, sqlx::Error>(l)
         };
-        let Some(mut listener) = listener else {
-            if out.is_closed() {
-                return;
+        let mut listener = match listener.await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other nodes' announcements");
+                if out.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
         };
         if out.send(Announcement::Missed).await.is_err() {
             return;

@@ -231,7 +231,7 @@ pub async fn send(
     if route.direct {
         state.safety.note_send(&me.username, id.as_bytes(), now);
     }
-    let recipients = message.recipients.clone();
+    let recipients = message.recipients;
     count_accepted(&state, &recipients);
     let entry = StoredEntry {
         seq: 0,

@@ -196,14 +196,15 @@ impl Connection<'_> {
         }
         pushed.sort_unstable_by_key(|p| p.seq);
         let now = self.state.now();
-        let entries: Vec<QueueEntry> = pushed
+        let mut entries: Vec<QueueEntry> = pushed
             .into_iter()
             .filter(|p| !self.sent.contains(&p.seq))
             .filter(|p| p.entry.expires_at.is_none_or(|at| at > now))
             .map(|p| QueueEntry { seq: p.seq, ..(*p.entry).clone() })
             .collect();
-        for chunk in entries.chunks(MAX_PER_FRAME) {
-            self.send(socket, chunk.to_vec()).await?;
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(MAX_PER_FRAME));
+            self.send(socket, std::mem::replace(&mut entries, rest)).await?;
         }
         Ok(())
     }
