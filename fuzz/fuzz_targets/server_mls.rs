@@ -10,7 +10,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 
 fuzz_target!(|bytes: &[u8]| {
     let crypto = OpenMlsRustCrypto::default();
-    let _ = mls::check_message(bytes, &[0; 16]);
+    let _ = mls::check_application_message(bytes, &[0; 16]);
     let _ = mls::check_welcome(bytes);
     let _ = mls::check_key_package(&crypto, bytes, "alice", &[0; 32]);
     let _ = commitment_of(bytes);

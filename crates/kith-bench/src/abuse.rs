@@ -2,19 +2,25 @@
 //! simulated time, scoring the safety policy.
 //!
 //! Normal accounts live in small circles of friends they chat with in bursts (every message is
-//! answered), make a couple of new contacts a day (most of whom answer), and now and then start
-//! a group with friends. They are a month old when the abusers arrive. Abusers are new accounts
-//! of four kinds:
+//! answered), make a couple of new contacts a day (most of whom answer), now and then start a
+//! group with friends, and some are *planners*: in one hour they write to a friend, post a
+//! story and open two groups with that same friend. They are a month old when the abusers
+//! arrive. Abusers are new accounts of six kinds:
 //! - **bulk**: messages strangers as fast as the server lets it;
 //! - **drain**: claims strangers' KeyPackages without ever writing;
 //! - **groups**: creates group after group with strangers;
-//! - **slow**: one new stranger every ten minutes, under every hourly limit.
+//! - **slow**: one new stranger every ten minutes, under every hourly limit;
+//! - **mob**: a ring of five throwaway accounts that all block one innocent person, and report
+//!   whatever that person answers them — to get it suspended;
+//! - **under**: a spammer that keeps just under every threshold: eleven new strangers a day
+//!   (one under the unanswered-conversations rule), one message each.
 //!
 //! Strangers who hear from an abuser sometimes block it (15 %) or report the message (10 %).
 //!
 //! An account counts as *acted against* when the server refuses it with `429` (slow down,
-//! cool-off) or `403 suspended`. Precision and recall are over abusers; the false-positive
-//! rate is over normal accounts.
+//! cool-off) or `403 suspended`, and as *detected* when it was acted against or flagged for an
+//! admin's review. Precision and recall are over abusers (detected); the false-positive rate,
+//! and innocent suspensions, over normal accounts — mob targets included.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +59,8 @@ enum Kind {
     Drain,
     Groups,
     Slow,
+    Mob,
+    Under,
 }
 
 struct Account {
@@ -64,6 +72,10 @@ struct Account {
     sent: u64,
     /// Messages it had got out when the server first acted against it.
     first_action_after: Option<u64>,
+    /// A planner: writes, posts a story and opens groups with one friend within an hour.
+    planner: bool,
+    /// Simulated day of the next batch of strangers (the `under` spammer).
+    next_batch: u64,
 }
 
 /// Whether an error is the server acting against the account.
@@ -98,7 +110,16 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let url = server.url.clone();
         async move {
             let user = TestUser::register(&url, &name, AccountKind::Person).await;
-            Account { user, name, kind, friends: vec![], sent: 0, first_action_after: None }
+            Account {
+                user,
+                name,
+                kind,
+                friends: vec![],
+                sent: 0,
+                first_action_after: None,
+                planner: false,
+                next_batch: 0,
+            }
         }
     };
     for i in 0..config.normal {
@@ -112,29 +133,69 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         f.retain(|x| *x != i);
         f.dedup();
         person.friends = f;
+        person.planner = i % 10 == 0;
     }
     // The normal accounts are a month old when the abusers register.
     clock.advance(Duration::from_secs(30 * 86_400));
-    let kinds = [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow];
+    let kinds = [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow, Kind::Mob, Kind::Under];
     for i in 0..config.abusers {
         people.push(register(format!("abuser{i:03}"), kinds[i % kinds.len()]).await);
     }
 
+    // A mob ring is five throwaway accounts aimed at one innocent person each.
+    let mut mobs = Vec::new();
+    for (a, p) in people.iter().enumerate().filter(|(_, p)| p.kind == Kind::Mob) {
+        mobs.push((a, p.name.clone()));
+    }
+    let mut rings = Vec::new();
+    for (a, name) in mobs {
+        let mut ring = vec![a];
+        for k in 1..5 {
+            let extra = register(format!("{name}r{k}"), Kind::Mob).await;
+            people.push(extra);
+            ring.push(people.len() - 1);
+        }
+        let target = rng.below(n);
+        rings.push((ring, target));
+    }
+
     let ticks = config.hours * 3600 / TICK.as_secs();
-    for _ in 0..ticks {
+    for tick in 0..ticks {
         for i in 0..people.len() {
             match people[i].kind {
                 Kind::Normal => normal_tick(&mut people, i, &mut rng).await,
-                _ => abuser_tick(&mut people, i, &mut rng).await,
+                Kind::Mob => {}
+                _ => abuser_tick(&mut people, i, tick, &mut rng).await,
             }
+        }
+        for (ring, target) in &rings {
+            mob_tick(&mut people, ring, *target, tick).await;
         }
         clock.advance(TICK);
     }
 
-    let abusers: Vec<&Account> = people.iter().filter(|a| a.kind != Kind::Normal).collect();
+    // Flagged for an admin's review (qualified blocks and reports) counts as detected too.
+    let flags = server.store().flags().await?;
+    let flagged = |a: &Account| flags.iter().any(|f| f.username == a.name);
+    let suspended_innocents = {
+        let mut n = 0;
+        for a in people.iter().filter(|a| a.kind == Kind::Normal) {
+            if server.store().account_info(&a.name).await?.is_some_and(|i| i.suspended.is_some()) {
+                n += 1;
+            }
+        }
+        n
+    };
+    let detected = |a: &Account| a.first_action_after.is_some() || flagged(a);
+    // Precision and recall are over the abusers the policy is meant to stop (spam, drains,
+    // group spam). The mob and the under-threshold spammer are measured apart: what matters
+    // for the mob is that its targets come to no harm; for the under-threshold spammer, how
+    // much it gets out.
+    let stoppable = [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow];
+    let abusers: Vec<&Account> = people.iter().filter(|a| stoppable.contains(&a.kind)).collect();
     let normals: Vec<&Account> = people.iter().filter(|a| a.kind == Kind::Normal).collect();
-    let tp = abusers.iter().filter(|a| a.first_action_after.is_some()).count();
-    let fp = normals.iter().filter(|a| a.first_action_after.is_some()).count();
+    let tp = abusers.iter().filter(|a| detected(a)).count();
+    let fp = normals.iter().filter(|a| detected(a)).count();
     let precision = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
     let recall = tp as f64 / abusers.len().max(1) as f64;
     let fpr = fp as f64 / normals.len().max(1) as f64;
@@ -159,7 +220,28 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         "precision (acted-against accounts that were abusive)",
     );
     report.figure("recall", recall, "", "recall (abusive accounts acted against)");
-    report.figure("false_positive_rate", fpr, "", "normal accounts acted against");
+    report.figure("false_positive_rate", fpr, "", "normal accounts acted against or flagged");
+    report.figure(
+        "innocent_suspensions",
+        suspended_innocents as f64,
+        "",
+        "normal accounts suspended (mob targets included)",
+    );
+    let targets_flagged = rings.iter().filter(|(_, t)| flagged(&people[*t])).count();
+    report.context("mob_targets_flagged", json!(format!("{targets_flagged}/{}", rings.len())));
+    let unders: Vec<&Account> = people.iter().filter(|a| a.kind == Kind::Under).collect();
+    let unders_detected = unders.iter().filter(|a| detected(a)).count();
+    report
+        .context("under_threshold_detected", json!(format!("{unders_detected}/{}", unders.len())));
+    let days = (config.hours as f64 / 24.0).max(1.0 / 24.0);
+    let per_day =
+        unders.iter().map(|a| a.sent).sum::<u64>() as f64 / unders.len().max(1) as f64 / days;
+    report.figure(
+        "under_threshold_messages_per_day",
+        per_day,
+        "msgs",
+        "unwanted messages one under-threshold spammer gets out a day",
+    );
     report.figure(
         "median_messages_before_action",
         median,
@@ -167,15 +249,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         "median messages an abuser got out first",
     );
     for kind in kinds {
-        let of_kind: Vec<&&Account> = abusers.iter().filter(|a| a.kind == kind).collect();
-        let caught = of_kind.iter().filter(|a| a.first_action_after.is_some()).count();
+        let of_kind: Vec<&Account> = people.iter().filter(|a| a.kind == kind).collect();
+        let caught = of_kind.iter().filter(|a| detected(a)).count();
         let label = format!("{kind:?}").to_lowercase();
         report.context(&format!("caught_{label}"), json!(format!("{caught}/{}", of_kind.len())));
     }
-    // What each kind was first caught by (the first recorded cool-off or suspension).
-    let flags = server.store().flags().await?;
+    // What each kind was first caught by (the first recorded cool-off, suspension or flag).
     for kind in kinds {
-        let first = abusers
+        let first = people
             .iter()
             .filter(|a| a.kind == kind)
             .find_map(|a| flags.iter().find(|f| f.username == a.name))
@@ -224,6 +305,30 @@ async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
             }
         }
     }
+    // A planner's hour: a friend, a story, and two groups with that friend.
+    if people[i].planner && rng.chance(0.02) {
+        let f = people[i].friends[0];
+        let friend = people[f].name.clone();
+        send(people, i, f, "party on saturday?").await;
+        let _ = people[f].user.sync().await;
+        send(people, f, i, "yes!").await;
+        let _ = people[i].user.sync().await;
+        if let Err(e) = people[i].user.story_post("party prep").await {
+            people[i].acted(&e);
+        }
+        for name in ["party", "party food"] {
+            match people[i].user.create_group(name, std::slice::from_ref(&friend)).await {
+                Ok(id) => {
+                    if people[i].user.send_group(&id, "plans").await.is_ok() {
+                        people[i].sent += 1;
+                    }
+                }
+                Err(e) => {
+                    people[i].acted(&e);
+                }
+            }
+        }
+    }
     // A group with a few friends, rarely.
     if rng.chance(0.003) {
         let friends: Vec<String> =
@@ -255,7 +360,32 @@ async fn victim_reacts(people: &mut [Account], v: usize, a: usize, rng: &mut Rng
     }
 }
 
-async fn abuser_tick(people: &mut [Account], a: usize, rng: &mut Rng) {
+/// A mob ring at work: each member opens a conversation with the target once, blocks it, and
+/// reports whatever the target answers.
+async fn mob_tick(people: &mut [Account], ring: &[usize], target: usize, tick: u64) {
+    let name = people[target].name.clone();
+    for (k, m) in ring.iter().enumerate() {
+        // One member a tick, from the first hour on.
+        if tick != 6 + k as u64 {
+            continue;
+        }
+        send(people, *m, target, "hi, we met at the meetup").await;
+        let _ = people[target].user.sync().await;
+        let mob_name = people[*m].name.clone();
+        send(people, target, *m, "oh hi!").await;
+        if let Ok(r) = people[*m].user.sync().await
+            && let Some(msg) = r.messages.iter().find(|x| x.from == name)
+        {
+            let id = msg.id.clone();
+            let _ = people[*m].user.report(&id, Some("harassment")).await;
+        }
+        let _ = people[*m].user.block(&name).await;
+        let _ = people[*m].user.block(&name).await;
+        let _ = mob_name;
+    }
+}
+
+async fn abuser_tick(people: &mut [Account], a: usize, tick: u64, rng: &mut Rng) {
     let normals = people.iter().filter(|p| p.kind == Kind::Normal).count();
     match people[a].kind {
         Kind::Bulk => {
@@ -294,6 +424,20 @@ async fn abuser_tick(people: &mut [Account], a: usize, rng: &mut Rng) {
                 }
             }
         }
-        Kind::Normal => {}
+        Kind::Under => {
+            // Eleven new strangers spread over each simulated day, one message each.
+            let day = tick * TICK.as_secs() / 86_400;
+            let slot = tick % (86_400 / TICK.as_secs());
+            if day >= people[a].next_batch && slot.is_multiple_of(13) && slot / 13 < 11 {
+                let v = rng.below(normals);
+                if send(people, a, v, "limited offer, just for you").await {
+                    victim_reacts(people, v, a, rng).await;
+                }
+                if slot / 13 == 10 {
+                    people[a].next_batch = day + 1;
+                }
+            }
+        }
+        Kind::Normal | Kind::Mob => {}
     }
 }

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use kith_client::{AccountKind, CIPHERSUITE, JsonCodec};
-use kith_proto::{B64, EntryKind, QueueEntry};
+use kith_proto::{B64, EntryKind, FrankTag, QueueEntry};
 use kith_testkit::{TestServer, TestUser};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
@@ -144,11 +144,12 @@ pub async fn run(n: usize, bytes: usize) -> anyhow::Result<Report> {
             data: B64(data),
             server_time: 0,
             expires_at: None,
-            frank: None,
+            // Shown only with a tag (its content is the server's business).
+            frank: Some(FrankTag { key_id: 1, epoch: 0, tag: B64(vec![0; 32]) }),
         })
         .collect();
     let t = Instant::now();
-    let got = bob.receive_entries(&entries)?;
+    let got = bob.receive_entries(&entries).await?;
     let sdk_dec = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     anyhow::ensure!(got.messages.len() == n, "bob decrypted {} of {n}", got.messages.len());
     let _ = bob_device;

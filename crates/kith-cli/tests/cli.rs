@@ -234,6 +234,9 @@ async fn contacts_stories_and_disappearing_messages_from_the_command_line() {
     let r = kith(alice, &["--json", "contacts"]).await;
     assert_eq!(json_lines(&r.stdout)[0]["username"], "bob");
 
+    // Stories go between people who wrote to each other.
+    assert!(kith(bob, &["sync"]).await.ok);
+    assert!(kith(bob, &["send", "alice", "hello"]).await.ok);
     let r = kith(alice, &["story", "post", "hiking today"]).await;
     assert!(r.ok, "{}", r.stderr);
     assert!(r.stdout.contains("1 contact"), "{}", r.stdout);

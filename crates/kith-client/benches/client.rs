@@ -5,7 +5,7 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use kith_client::AccountKind;
-use kith_proto::{B64, EntryKind, QueueEntry};
+use kith_proto::{B64, EntryKind, FrankTag, QueueEntry};
 use kith_testkit::{TestServer, TestUser};
 
 fn bench(c: &mut Criterion) {
@@ -44,10 +44,14 @@ fn bench(c: &mut Criterion) {
                     data: B64(alice.encrypt_for_bench(&conv, &text).unwrap()),
                     server_time: 0,
                     expires_at: None,
-                    frank: None,
+                    // Shown only with a tag (its content is the server's business).
+                    frank: Some(FrankTag { key_id: 1, epoch: 0, tag: B64(vec![0; 32]) }),
                 }
             },
-            |entry| assert_eq!(bob.receive_entries(&[entry]).unwrap().messages.len(), 1),
+            |entry| {
+                let got = rt.block_on(bob.receive_entries(&[entry])).unwrap();
+                assert_eq!(got.messages.len(), 1)
+            },
             BatchSize::SmallInput,
         )
     });

@@ -92,8 +92,11 @@ impl Api {
         self.call(Method::POST, "/v1/accounts", Some(req)).await
     }
 
-    pub async fn rotate_token(&self) -> ClientResult<RotateTokenResponse> {
-        self.call::<(), _>(Method::POST, "/v1/me/token", None).await
+    pub async fn rotate_token(
+        &self,
+        req: &RotateTokenRequest,
+    ) -> ClientResult<RotateTokenResponse> {
+        self.call(Method::POST, "/v1/me/token", Some(req)).await
     }
 
     pub async fn whoami(&self) -> ClientResult<WhoAmI> {

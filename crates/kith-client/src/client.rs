@@ -19,6 +19,8 @@ use crate::mls::{self, Provider};
 const KEY_PACKAGE_TARGET: usize = 50;
 /// Below this many on the server, a sync uploads more.
 const KEY_PACKAGE_LOW: u64 = 15;
+/// How often a sync checks the KeyPackages the server holds, when nothing was joined.
+const KEY_PACKAGE_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
 /// Entries asked for per fetch.
 const FETCH_PAGE: u32 = 200;
 
@@ -70,6 +72,10 @@ pub struct Client {
     signer_cache: std::cell::OnceCell<crate::signer::DeviceSigner>,
     /// Senders' keys, parsed, for checking franking signatures.
     pub(crate) verifiers: crate::signer::Verifiers,
+    /// Accounts whose registered device keys were fetched during this round of processing.
+    pub(crate) keys_fetched: crate::keys::Fetched,
+    /// When a sync last checked the KeyPackages the server holds for this device.
+    key_packages_checked: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Groups kept loaded at most (a cache, not a limit on conversations).
@@ -135,6 +141,8 @@ impl Client {
             group_cache: Default::default(),
             signer_cache: Default::default(),
             verifiers: Default::default(),
+            keys_fetched: Default::default(),
+            key_packages_checked: Default::default(),
         };
         client.purge_expired()?;
         Ok(client)
@@ -316,7 +324,22 @@ impl Client {
     /// profile: for a token that may have leaked (a copied profile folder, a lost backup).
     /// Copies of the profile made before stop working; so do push connections opened before.
     pub async fn rotate_token(&mut self) -> ClientResult<()> {
-        let fresh = self.api()?.rotate_token().await?;
+        let me = self.me()?;
+        let signature = {
+            use openmls_traits::crypto::OpenMlsCrypto as _;
+            use openmls_traits::signatures::Signer as _;
+            let provider = self.provider();
+            let hash = provider
+                .crypto()
+                .hash(openmls::prelude::HashType::Sha2_256, me.token.as_bytes())
+                .map_err(ClientError::mls)?;
+            let signed = RotateTokenRequest::signed_bytes(me.device_id, &hash);
+            self.signer(&provider)?
+                .sign(&signed)
+                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?
+        };
+        let fresh =
+            self.api()?.rotate_token(&RotateTokenRequest { signature: B64(signature) }).await?;
         // Saved before anything else can fail: from now on only the new token works.
         local::set_token(&self.conn, &fresh.token)?;
         if let Some(p) = &mut self.profile {
@@ -348,6 +371,7 @@ impl Client {
         self.purge_expired()?;
         let api = self.api()?;
         let mut report = SyncReport::default();
+        self.retry_invitations(&mut report).await?;
         let mut after = 0;
         loop {
             let page = api.fetch(after, FETCH_PAGE).await?;
@@ -356,28 +380,87 @@ impl Client {
             };
             after = last.seq;
             let seqs: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
-            for entry in &page.entries {
-                self.process_entry(entry, &mut report)?;
-            }
+            self.take_in(&page.entries, &mut report).await?;
             api.ack(&seqs).await?;
             if !page.more {
                 break;
             }
         }
-        if !report.joined.is_empty() {
+        // Joins use KeyPackages, and so do other people's claims (several claimers can take
+        // up to the server's hourly budget): top up after a join, and otherwise every
+        // `KEY_PACKAGE_CHECK` at most.
+        let due = self.key_packages_checked.get().is_none_or(|t| t.elapsed() >= KEY_PACKAGE_CHECK);
+        if !report.joined.is_empty() || due {
             self.replenish_key_packages().await?;
+            self.key_packages_checked.set(Some(std::time::Instant::now()));
         }
         Ok(report)
     }
 
     /// Processes entries obtained some other way (a custom transport, a replay). Entries
     /// already processed are counted as duplicates; nothing is acknowledged to the server.
-    pub fn receive_entries(&mut self, entries: &[QueueEntry]) -> ClientResult<SyncReport> {
+    /// (The server is asked only for device keys the entries name that this device has not
+    /// seen yet.)
+    pub async fn receive_entries(&mut self, entries: &[QueueEntry]) -> ClientResult<SyncReport> {
         let mut report = SyncReport::default();
-        for entry in entries {
-            self.process_entry(entry, &mut report)?;
-        }
+        self.take_in(entries, &mut report).await?;
         Ok(report)
+    }
+
+    /// Invitations held because they came from someone who was not a contact yet (a story
+    /// channel) go again once they are.
+    async fn retry_invitations(&mut self, report: &mut SyncReport) -> ClientResult<()> {
+        let waiting = local::held_invitations_from_contacts(&self.conn)?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let held = report.held;
+        self.take_in(&waiting, report).await?;
+        report.held = held;
+        for entry in &waiting {
+            if local::was_processed(&self.conn, entry.message_id)? {
+                local::unhold(&self.conn, entry.message_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes entries in order; an entry naming device keys not seen yet waits while they
+    /// are fetched, then is processed again (see the `keys` module).
+    async fn take_in(
+        &mut self,
+        entries: &[QueueEntry],
+        report: &mut SyncReport,
+    ) -> ClientResult<()> {
+        self.keys_fetched.clear();
+        let result = async {
+            for entry in entries {
+                let mut after_fetch = false;
+                loop {
+                    let step = if after_fetch && local::was_processed(&self.conn, entry.message_id)?
+                    {
+                        // It went through; one of the entries it freed waited for keys.
+                        self.retry_held(&entry.conversation_id, report)
+                    } else {
+                        self.process_entry(entry, report)
+                    };
+                    match step {
+                        Err(ClientError::NeedKeys(users)) => {
+                            self.fetch_keys(&users).await?;
+                            after_fetch = true;
+                        }
+                        other => {
+                            other?;
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.keys_fetched.clear();
+        result
     }
 
     /// Uploads KeyPackages when the server holds few.
@@ -431,6 +514,12 @@ impl Client {
             }
             Err(e @ (ClientError::Storage(_) | ClientError::Io(_))) => {
                 let _ = local::exec(&self.conn, "ROLLBACK");
+                self.forget_cached(None);
+                Err(e)
+            }
+            Err(e @ ClientError::NeedKeys(_)) => {
+                // Not processed: tried again once the keys are fetched.
+                local::exec(&self.conn, "ROLLBACK")?;
                 self.forget_cached(None);
                 Err(e)
             }
@@ -544,7 +633,7 @@ impl Client {
             };
             let ServerFrame::Entries { entries } = serde_json::from_str(text.as_str())
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            let report = self.receive_entries(&entries)?;
+            let report = self.receive_entries(&entries).await?;
             let ack = ClientFrame::Ack { seqs: entries.iter().map(|e| e.seq).collect() };
             let ack =
                 serde_json::to_string(&ack).map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -210,6 +210,21 @@ impl Client {
                 "nobody to add: no KeyPackage was handed out".into(),
             ));
         }
+        let (id, request) = self.build_conversation(me, meta, claimed)?;
+        if let Err(e) = self.api()?.create_conversation(&request).await {
+            self.forget_group(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// A new MLS group with `claimed` added: its id and the request that registers it.
+    pub(crate) fn build_conversation(
+        &self,
+        me: &Profile,
+        meta: &GroupMeta,
+        claimed: Vec<Claimed>,
+    ) -> ClientResult<(String, CreateConversation)> {
         let id = random_hex(16)?;
         let request = {
             let provider = self.provider();
@@ -239,11 +254,7 @@ impl Client {
                     .map_err(ClientError::mls)?),
             }
         };
-        if let Err(e) = self.api()?.create_conversation(&request).await {
-            self.forget_group(&id);
-            return Err(e);
-        }
-        Ok(id)
+        Ok((id, request))
     }
 
     /// Deletes a group's MLS state (after the server refused it, or after leaving).

@@ -37,6 +37,10 @@ pub enum ClientError {
     /// epoch has not arrived. It is held and tried again when they have.
     #[error("not yet usable: {0}")]
     NotYet(String),
+    /// An entry names device keys of these accounts that this device has not looked up yet;
+    /// the SDK fetches them and tries the entry again (never returned to callers).
+    #[error("device keys of {0:?} needed")]
+    NeedKeys(Vec<String>),
     #[error("local storage: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("profile folder: {0}")]

@@ -7,11 +7,14 @@
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
 //! - `process`: one received entry into local state (join, decrypt, apply a commit);
+//! - `rules`: the group's rules (who may add, remove, rename, change admins), applied to what
+//!   others send as if the server were hostile;
 //! - `franking` and `safety`: committing to and checking every message so a recipient can
 //!   report one verifiably; blocking;
 //! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
 //!   deleted text off the disk;
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
+//! - `keys`: the device keys the server registered, which every member and sender must use;
 //! - `local`: the profile's own tables (account, conversations, message history, what was
 //!   processed), in the same SQLite file as the MLS state;
 //! - `mls`: the OpenMLS provider over that SQLite file, group configuration, KeyPackages;
@@ -42,9 +45,13 @@ mod convo;
 mod error;
 mod franking;
 mod groups;
+mod keys;
 mod local;
 mod mls;
 mod process;
+#[cfg(feature = "hostile")]
+pub mod raw;
+mod rules;
 mod safety;
 mod signer;
 mod timers;

@@ -162,6 +162,12 @@ CREATE TABLE IF NOT EXISTS kith_held (
     held_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS kith_held_conversation ON kith_held (conversation, message_id);
+CREATE TABLE IF NOT EXISTS kith_device_keys (
+    username TEXT NOT NULL,
+    credential_key BLOB NOT NULL,
+    device_id INTEGER NOT NULL,
+    PRIMARY KEY (username, credential_key)
+);
 ";
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -394,6 +400,20 @@ pub fn held(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<Queue
     Ok(rows.iter().filter_map(|json| serde_json::from_str(json).ok()).collect())
 }
 
+/// Held invitations (Welcomes) from contacts, oldest first.
+pub fn held_invitations_from_contacts(conn: &Connection) -> rusqlite::Result<Vec<QueueEntry>> {
+    let rows: Vec<String> = conn
+        .prepare_cached("SELECT entry FROM kith_held ORDER BY message_id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .iter()
+        .filter_map(|json| serde_json::from_str::<QueueEntry>(json).ok())
+        .filter(|e| e.kind == kith_proto::EntryKind::Welcome)
+        .filter(|e| is_contact(conn, &e.sender).unwrap_or(false))
+        .collect())
+}
+
 /// How many entries are held, and the ids of the oldest `over` of them past `max`.
 pub fn held_over(conn: &Connection, max: u64) -> rusqlite::Result<Vec<u64>> {
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM kith_held", [], |r| r.get(0))?;
@@ -585,6 +605,14 @@ pub fn add_contact(conn: &Connection, username: &str, since: u64) -> rusqlite::R
         "INSERT OR IGNORE INTO kith_contacts (username, since) VALUES (?1, ?2)",
         params![username, i(since)],
     )? == 1)
+}
+
+pub fn is_contact(conn: &Connection, username: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM kith_contacts WHERE username = ?1")?
+        .query_row(params![username], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 pub fn remove_contact(conn: &Connection, username: &str) -> rusqlite::Result<bool> {

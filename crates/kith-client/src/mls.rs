@@ -68,11 +68,11 @@ pub fn migrate(conn: &mut Connection) -> ClientResult<()> {
     storage.run_migrations().map_err(ClientError::mls)
 }
 
-/// Handshakes in the clear for the server to validate, application messages encrypted;
-/// tolerance for messages in flight across a commit.
+/// Handshakes in the clear for the server to validate — sent and accepted only so —,
+/// application messages encrypted; tolerance for messages in flight across a commit.
 pub fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(3)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
@@ -108,12 +108,17 @@ pub fn meta_of(group: &MlsGroup) -> Option<GroupMeta> {
     group.extensions().unknown(GROUP_META_EXTENSION).and_then(|e| GroupMeta::decode(&e.0))
 }
 
+/// The Kith extension of a group context (a commit's, before it is merged).
+pub fn meta_of_context(context: &GroupContext) -> Option<GroupMeta> {
+    context.extensions().unknown(GROUP_META_EXTENSION).and_then(|e| GroupMeta::decode(&e.0))
+}
+
 pub fn create_config(meta: &GroupMeta) -> ClientResult<MlsGroupCreateConfig> {
     Ok(MlsGroupCreateConfig::builder()
         .capabilities(capabilities())
         .with_group_context_extensions(meta_extensions(meta)?)
         .ciphersuite(CIPHERSUITE)
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(3)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))

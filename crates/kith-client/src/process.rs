@@ -60,9 +60,16 @@ impl Client {
         }
         let meta = mls::meta_of(&group)
             .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
-        if meta.kind == GroupType::Direct && local::is_blocked(&self.conn, &entry.sender)? {
-            return Err(ClientError::Mls("a conversation from a blocked account".into()));
+        // Invitations from accounts this device blocks are dropped, whatever the conversation.
+        if local::is_blocked(&self.conn, &entry.sender)? {
+            return Err(ClientError::Mls("an invitation from a blocked account".into()));
         }
+        // Every member must use a key the server registered for one of its devices.
+        let keys: Vec<(String, Vec<u8>)> = group
+            .members()
+            .map(|m| (mls::identity(&m.credential).unwrap_or_default(), m.signature_key))
+            .collect();
+        self.check_member_keys(&keys)?;
         let others: BTreeSet<String> = group
             .members()
             .filter_map(|m| mls::identity(&m.credential))
@@ -76,8 +83,16 @@ impl Client {
                 return Err(ClientError::Mls("a 1:1 conversation with the wrong members".into()));
             }
             GroupType::Group => (ConversationKind::Group, None),
-            // A story channel's only admin is its owner, who must be the one adding us.
+            // A story channel's only admin is its owner, who must be the one adding us — and
+            // a contact of ours: stories go between people who have written to each other.
+            // From someone we have not written to (yet), it waits: held, and tried again
+            // once we have (see `Client::retry_invitations`).
             GroupType::Story if meta.admins == [entry.sender.clone()] => {
+                if !local::is_contact(&self.conn, &entry.sender)? {
+                    return Err(ClientError::NotYet(
+                        "a story channel from someone who is not a contact (yet)".into(),
+                    ));
+                }
                 (ConversationKind::Story, Some(entry.sender.clone()))
             }
             GroupType::Story => {
@@ -128,6 +143,7 @@ impl Client {
         message: MlsMessageIn,
     ) -> ClientResult<Outcome> {
         let protocol = message.try_into_protocol_message().map_err(ClientError::mls)?;
+        crate::rules::check_wire_format(&protocol)?;
         if protocol.epoch() > group.epoch() {
             return Err(ClientError::NotYet(format!(
                 "a message for epoch {} while the group is at {}",
@@ -156,6 +172,13 @@ impl Client {
                     .and_then(|leaf| group.members().find(|m| m.index == leaf))
                     .map(|m| m.signature_key)
                     .ok_or_else(|| ClientError::Mls("no sender leaf".into()))?;
+                // Shown only if it can be reported: the server tagged it for this device, and
+                // it is signed with the key the server registered for the sending device
+                // (the key a report is checked against).
+                if entry.frank.is_none() {
+                    return Err(ClientError::Mls("a message without a franking tag".into()));
+                }
+                self.check_sender_key(&sender, &sender_key, entry.sender_device)?;
                 let franked = crate::franking::check(
                     provider,
                     &self.verifiers,
@@ -170,9 +193,9 @@ impl Client {
                     local::conversation(&self.conn, &entry.conversation_id)?.ok_or_else(|| {
                         ClientError::UnknownConversation(entry.conversation_id.clone())
                     })?;
-                // A blocked account's 1:1 messages that reached us anyway are dropped.
-                if local.kind == ConversationKind::Direct && local::is_blocked(&self.conn, &sender)?
-                {
+                // A blocked account's messages that reached us anyway are dropped, in any kind
+                // of conversation.
+                if local::is_blocked(&self.conn, &sender)? {
                     return Err(ClientError::Mls("a message from a blocked account".into()));
                 }
                 // Keep what a report of this message needs, as long as the message lives.
@@ -270,6 +293,8 @@ impl Client {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let me = self.me()?.username.clone();
                 let before = mls::meta_of(group);
+                crate::rules::check_commit(before.as_ref(), &sender, &staged)?;
+                self.check_member_keys(&crate::rules::new_keys(&staged, &sender))?;
                 let mut added = BTreeSet::new();
                 for add in staged.add_proposals() {
                     if let Some(u) =
@@ -304,6 +329,7 @@ impl Client {
                 }
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
+                crate::rules::check_proposal(&proposal)?;
                 if let Proposal::Remove(rm) = proposal.proposal()
                     && Some(rm.removed()) == sender_leaf
                 {
@@ -322,7 +348,11 @@ impl Client {
             }
             _ => {}
         }
-        if lines.is_empty() {
+        // Changes to a story channel's audience are nobody's business: no line for anyone.
+        // Nor is anything shown of what an account this device blocks does.
+        let story = local::conversation(&self.conn, &entry.conversation_id)?
+            .is_some_and(|c| c.kind == ConversationKind::Story);
+        if lines.is_empty() || story || local::is_blocked(&self.conn, &sender)? {
             return Ok(Outcome { messages, joined: None });
         }
         let timer = local::conversation(&self.conn, &entry.conversation_id)?

@@ -133,7 +133,7 @@ async fn run(steps: Vec<Step>) {
             Step::Deliver { to, drop_percent, duplicate_percent, reorder, seed } => {
                 let entries = users[to].raw_queue().await;
                 let batch = tamper(entries, drop_percent, duplicate_percent, reorder, seed);
-                let report = users[to].receive_entries(&batch).unwrap();
+                let report = users[to].receive_entries(&batch).await.unwrap();
                 dropped += report.dropped;
             }
         }

@@ -231,7 +231,7 @@ async fn a_removed_member_gets_nothing_and_could_not_read_it() {
     // ...and had it, bob could not decrypt it: hand him carol's copy.
     let for_carol = carol.raw_queue().await;
     assert_eq!(for_carol.len(), 1);
-    let r = bob.receive_entries(&for_carol).unwrap();
+    let r = bob.receive_entries(&for_carol).await.unwrap();
     assert!(r.messages.is_empty());
     assert_eq!(r.dropped, 1);
     assert_eq!(

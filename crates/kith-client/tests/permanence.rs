@@ -60,8 +60,10 @@ async fn a_story_reaches_contacts_only_and_only_its_owner_posts() {
     let mut carol = server.user("carol").await;
     let mut dave = server.user("dave").await;
 
-    // bob is alice's contact; carol wrote to alice but alice never wrote to carol.
+    // bob and alice wrote to each other; carol wrote to alice but alice never wrote to carol.
     alice.send_text("bob", "hi bob").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hi alice").await.unwrap();
     carol.send_text("alice", "hi alice").await.unwrap();
     alice.sync().await.unwrap();
 
@@ -83,12 +85,21 @@ async fn a_story_reaches_contacts_only_and_only_its_owner_posts() {
     assert!(carol.stories().unwrap().is_empty());
     assert!(dave.sync().await.unwrap().messages.is_empty());
 
-    // A new contact joins the channel and sees the next story.
+    // A new contact is added to the channel, but sees stories only once the contact is
+    // mutual: until dave writes back, the invitation waits on his device.
     alice.send_text("dave", "hi dave").await.unwrap();
     alice.story_post("sunset").await.unwrap();
+    let r = dave.sync().await.unwrap();
+    assert!(dave.stories().unwrap().is_empty());
+    assert!(r.messages.iter().all(|m| m.kind != ConversationKind::Story));
+    dave.send_text("alice", "hi alice").await.unwrap();
     dave.sync().await.unwrap();
     let dave_sees: Vec<String> = dave.stories().unwrap().into_iter().map(|s| s.text).collect();
     assert_eq!(dave_sees, ["sunset"]);
+    // Nobody was told who joined the audience.
+    for h in [bob.history("alice").unwrap(), dave.history("alice").unwrap()] {
+        assert!(h.iter().all(|m| !m.text.contains("added")), "{h:?}");
+    }
 
     // Only the owner posts: bob replaying alice's ciphertext into her channel is refused.
     alice.story_post("one more").await.unwrap();
@@ -122,6 +133,9 @@ async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     let _dave = server.user("dave").await;
     alice.send_text("bob", "hi").await.unwrap();
     alice.send_text("dave", "hi").await.unwrap();
+    // Stories go between people who wrote to each other.
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hi").await.unwrap();
     let marker = "STORY-MARKER-3141";
     alice.story_post(marker).await.unwrap();
     bob.sync().await.unwrap();

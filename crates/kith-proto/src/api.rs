@@ -87,6 +87,26 @@ pub struct RegisterResponse {
     pub token: String,
 }
 
+/// `POST /v1/me/token`: proof that the device itself asks, not someone holding a copy of its
+/// token — a signature by the device's credential key over
+/// [`RotateTokenRequest::signed_bytes`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateTokenRequest {
+    /// Ed25519 signature, 64 bytes.
+    pub signature: B64,
+}
+
+impl RotateTokenRequest {
+    /// What the signature covers: a label, the device id and the SHA-256 of the token being
+    /// replaced (so a signature is good for one rotation of one device only).
+    pub fn signed_bytes(device_id: u64, current_token_hash: &[u8]) -> Vec<u8> {
+        [b"kith rotate-token v1\0".as_slice(), &device_id.to_be_bytes(), current_token_hash]
+            .concat()
+    }
+}
+
 /// `POST /v1/me/token`: the device's new bearer secret; the old one stops working at once.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
                 now: 1,
                 poster: None,
                 direct: true,
+                withheld: vec![],
             })
             .await
             .unwrap();
@@ -59,6 +60,7 @@ fn bench(c: &mut Criterion) {
         recipients: vec![to],
         now: 2,
         expires_at: None,
+        withheld: vec![],
     };
 
     c.bench_function("authenticate (cached device)", |bench| {

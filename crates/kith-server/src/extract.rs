@@ -26,6 +26,8 @@ pub struct AuthedDevice {
     pub credential_key: Vec<u8>,
     /// A business account the operator verified (as of the cached record).
     pub verified: bool,
+    /// SHA-256 of the token this request presented (what a token rotation's signature covers).
+    pub token_hash: [u8; 32],
 }
 
 /// Devices' authentication records, so a busy device costs a hash, not a query, per request.
@@ -125,6 +127,7 @@ impl AuthedDevice {
             kind: auth.kind,
             credential_key: auth.credential_key,
             verified: auth.verified,
+            token_hash: auth.token_hash,
         })
     }
 }

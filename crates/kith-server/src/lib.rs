@@ -25,6 +25,7 @@
 //! it needs, and logs neither content, tokens nor keys.
 
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod groups;

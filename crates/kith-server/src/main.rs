@@ -77,6 +77,21 @@ enum AdminCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Blocks and reports received (of one account, or all): who, when, and whether each
+    /// counts toward the account's reputation.
+    Signals {
+        username: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Forget an account's blocks and reports once reviewed; its reputation starts afresh.
+    ClearSignals {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Start a new franking key; the old one keeps verifying for the retention period.
     RotateFrankingKey(Common),
     /// Mark a business account verified: the directory and its messages say so.
@@ -270,6 +285,53 @@ mod admin {
                     }
                 }
             }
+            AdminCommand::Signals { username, json, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                let signals = store.signals(username.as_deref()).await?;
+                for g in &signals {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({
+                                "target": g.target,
+                                "source": g.source,
+                                "kind": g.kind.as_str(),
+                                "qualified": g.qualified,
+                                "at": g.created_at,
+                            })
+                        );
+                    } else {
+                        let counts = if g.qualified { "counts" } else { "does not count" };
+                        println!(
+                            "{} {} {} {} ({counts})",
+                            time(g.created_at),
+                            g.source,
+                            if g.kind == kith_store::SignalKind::Block {
+                                "blocked"
+                            } else {
+                                "reported"
+                            },
+                            g.target
+                        );
+                    }
+                }
+                if signals.is_empty() && !json {
+                    eprintln!("No signals.");
+                }
+            }
+            AdminCommand::ClearSignals { username, common } => {
+                let store = open_store(&common.resolve()?).await?;
+                let n = store.clear_signals(&username).await?;
+                store
+                    .add_flag(kith_store::FlagRecord {
+                        username: username.clone(),
+                        action: "cleared".into(),
+                        reason: format!("admin cleared {n} signals"),
+                        created_at: now,
+                    })
+                    .await?;
+                println!("Cleared {n} signals of {username}.");
+            }
             AdminCommand::VerifyBusiness { username, common } => {
                 let store = open_store(&common.resolve()?).await?;
                 store.set_verified(&username, true).await.map_err(|e| match e {
@@ -300,6 +362,20 @@ mod admin {
     }
 }
 
+/// Creates the data folder readable by its owner only (it holds the franking key and
+/// ciphertext), and narrows an existing one.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict the data folder {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.database_url {
         Some(url) => Arc::new(
@@ -308,9 +384,7 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
                 .context("cannot open the PostgreSQL database")?,
         ),
         None => {
-            std::fs::create_dir_all(&config.data).with_context(|| {
-                format!("cannot create the data folder {}", config.data.display())
-            })?;
+            create_private_dir(&config.data)?;
             Arc::new(
                 kith_store_sqlite::SqliteStore::open(config.sqlite_path())
                     .context("cannot open the SQLite database")?,

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub retention_deleted: Counter,
     /// Sends refused because every other member's device queue was full.
     pub queue_full_refusals: Counter,
+    pub change_rate_refusals: Counter,
     /// Device queues left out of a message because they were full.
     pub queue_full_skips: Counter,
     /// Requests answered `503` because they did not finish within `request_timeout_seconds`.
@@ -71,6 +72,7 @@ impl Metrics {
             key_packages_claimed: Counter::default(),
             retention_deleted: Counter::default(),
             queue_full_refusals: Counter::default(),
+            change_rate_refusals: Counter::default(),
             queue_full_skips: Counter::default(),
             request_timeouts: Counter::default(),
             websockets: Gauge::default(),
@@ -117,6 +119,11 @@ impl Metrics {
             "queue_full_refusals",
             "Sends refused because the recipients' device queues were full",
             m.queue_full_refusals.clone(),
+        );
+        registry.register(
+            "change_rate_refusals",
+            "Changes to a conversation refused by its own rate limit",
+            m.change_rate_refusals.clone(),
         );
         registry.register(
             "queue_full_skips",

@@ -66,23 +66,33 @@ pub fn check_welcome(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// What the server reads of a conversation message.
+/// What the server reads of an application message.
 #[derive(Debug)]
 pub struct Framing {
     pub epoch: u64,
-    pub handshake: bool,
 }
 
-/// Checks that `bytes` is an MLS protocol message (public or private) of `group_id`.
-pub fn check_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError> {
+/// Checks that `bytes` is an MLS application message of `group_id`: a `PrivateMessage` whose
+/// (authenticated) content type is `application`. Anything else — a commit or proposal, in
+/// either wire format — is refused here, so the only door for a change to the group is the
+/// handshake route, where it is validated.
+pub fn check_application_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError> {
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|_| invalid_message("the message is not an MLS message"))?;
-    let handshake = matches!(msg.wire_format(), WireFormat::PublicMessage);
     let protocol = msg.try_into_protocol_message().map_err(|_| {
         invalid_message("the message is neither a public nor a private MLS message")
     })?;
     if protocol.group_id().as_slice() != group_id {
         return Err(invalid_message("the message belongs to another conversation"));
     }
-    Ok(Framing { epoch: protocol.epoch().as_u64(), handshake })
+    if protocol.is_handshake_message() || protocol.wire_format() != WireFormat::PrivateMessage {
+        return Err(invalid_message(
+            "only application messages are posted here; commits and proposals go to \
+             /v1/conversations/{id}/handshake as MLS PublicMessages",
+        ));
+    }
+    if protocol.content_type() != ContentType::Application {
+        return Err(invalid_message("the message is not an application message"));
+    }
+    Ok(Framing { epoch: protocol.epoch().as_u64() })
 }

@@ -141,7 +141,8 @@ impl Hub {
         }
     }
 
-    /// Closes every push connection of the device (its token changed).
+    /// Closes every push connection of the device (its token changed, its account was
+    /// suspended).
     pub fn disconnect(&self, device: DeviceId) {
         if let Some(inboxes) = self.map().remove(&device) {
             for inbox in inboxes {
@@ -194,7 +195,7 @@ pub async fn follow_other_nodes(
     while let Some(a) = announcements.recv().await {
         match a {
             Announcement::Queued(devices) => state.hub.notify(&devices),
-            Announcement::TokenChanged(device) => {
+            Announcement::AccessChanged(device) => {
                 state.auth_cache.forget(device);
                 state.hub.disconnect(device);
             }

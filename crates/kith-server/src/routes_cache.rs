@@ -26,6 +26,9 @@ struct Timed<T> {
 pub struct RouteCache {
     routes: Mutex<HashMap<Vec<u8>, Timed<Route>>>,
     blocking: Mutex<HashMap<String, Timed<Vec<DeviceId>>>>,
+    /// (conversation, account) pairs this node has recorded as having posted: the store is
+    /// written once per pair, not once per message.
+    spoken: Mutex<std::collections::HashSet<(Vec<u8>, String)>>,
 }
 
 fn get<K, V: Clone>(map: &Mutex<HashMap<K::Owned, Timed<V>>>, key: &K) -> Option<V>
@@ -77,6 +80,28 @@ impl RouteCache {
         if let Ok(mut map) = self.routes.lock() {
             map.remove(conversation);
         }
+    }
+
+    /// Remembers in the store that `sender` posted in `conversation` (for reputation: a block
+    /// counts only from someone the blocked account wrote to). The first post per pair writes.
+    pub async fn note_spoke(
+        &self,
+        store: &dyn Store,
+        conversation: &[u8],
+        sender: &str,
+    ) -> StoreResult<()> {
+        let key = (conversation.to_vec(), sender.to_string());
+        if self.spoken.lock().is_ok_and(|s| s.contains(&key)) {
+            return Ok(());
+        }
+        store.note_spoke(conversation, sender).await?;
+        if let Ok(mut spoken) = self.spoken.lock() {
+            if spoken.len() >= MAX {
+                spoken.clear();
+            }
+            spoken.insert(key);
+        }
+        Ok(())
     }
 
     /// Someone blocked or unblocked `sender`.

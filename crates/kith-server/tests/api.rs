@@ -205,7 +205,8 @@ async fn bad_input_gets_its_own_code() {
     http.refuses(Method::POST, "/v1/conversations", a, Some(create(&conv)), InvalidMessage).await;
     let handshake = br#"{"message": "AAAA"}"#.to_vec();
     let path = format!("/v1/conversations/{conv}/handshake");
-    http.refuses(Method::POST, &path, a, Some(handshake.clone()), UnknownConversation).await;
+    // The body is checked before any group state is looked up.
+    http.refuses(Method::POST, &path, a, Some(handshake.clone()), InvalidMessage).await;
     http.refuses(
         Method::POST,
         "/v1/conversations/x/handshake",

@@ -25,7 +25,7 @@ proptest! {
     #[test]
     fn mls_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let crypto = OpenMlsRustCrypto::default();
-        let _ = mls::check_message(&bytes, &[0; 16]);
+        let _ = mls::check_application_message(&bytes, &[0; 16]);
         let _ = mls::check_welcome(&bytes);
         let _ = mls::check_key_package(&crypto, &bytes, "alice", &[0; 32]);
         let _ = commitment_of(&bytes);
@@ -43,7 +43,7 @@ proptest! {
         let mut bytes = vec![0, 1];
         bytes.extend_from_slice(&wire.to_be_bytes());
         bytes.extend_from_slice(&body);
-        let _ = mls::check_message(&bytes, &[0; 16]);
+        let _ = mls::check_application_message(&bytes, &[0; 16]);
         let _ = mls::check_welcome(&bytes);
         let _ = commitment_of(&bytes);
     }

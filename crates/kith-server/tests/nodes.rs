@@ -1,7 +1,8 @@
 //! Several `kithd` nodes on one PostgreSQL database, as behind a load balancer: a device
 //! connected to one node gets, over the push connection it already has, what was sent through
 //! another, and a token rotated through one node closes the connections opened with the old
-//! token on the others (the nodes announce both to each other with `NOTIFY`).
+//! token on the others, as does a suspension (the nodes announce these to each other with
+//! `NOTIFY`).
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
@@ -68,6 +69,7 @@ async fn a_token_rotated_through_one_node_closes_push_connections_on_another() {
     let rotated = http
         .post(format!("{}/v1/me/token", a.url))
         .header("authorization", &old_bearer)
+        .json(&bob.rotation_request())
         .send()
         .await
         .unwrap();
@@ -83,6 +85,25 @@ async fn a_token_rotated_through_one_node_closes_push_connections_on_another() {
     assert_eq!(me(&b.url).send().await.unwrap().status().as_u16(), 401);
     assert_eq!(me(&a.url).send().await.unwrap().status().as_u16(), 401);
 
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_closes_push_connections_on_every_node() {
+    let Some(nodes) = TestServer::start_postgres_nodes(2).await else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut bob = TestUser::register(&b.url, "bob", AccountKind::Person).await;
+    let mut push = bob.connect_push().await.unwrap();
+    // An admin suspends bob the way `kithd admin suspend` does: through the store, here
+    // node A's connection to it.
+    a.store().set_suspended("bob", Some("spam".into())).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while bob.receive_push(&mut push).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "node B kept a suspended account's push connection open");
     for node in nodes {
         node.stop().await;
     }

@@ -105,6 +105,23 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN description TEXT;
      ALTER TABLE accounts ADD COLUMN verified BOOLEAN NOT NULL DEFAULT FALSE;
      CREATE INDEX conversation_members_device ON conversation_members (device_id);",
+    // 6: reputation — who posted in which conversation, and blocks and reports as signals;
+    //    queue entries withheld from a device whose account blocks their sender.
+    "CREATE TABLE speakers (
+        conversation BYTEA NOT NULL,
+        username TEXT NOT NULL,
+        PRIMARY KEY (username, conversation)
+     );
+     CREATE TABLE signals (
+        target TEXT NOT NULL,
+        kind SMALLINT NOT NULL,
+        source TEXT NOT NULL,
+        qualified BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (target, kind, source)
+     );
+     ALTER TABLE queue ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
+     CREATE INDEX queue_held ON queue (device_id) WHERE held;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -16,6 +16,7 @@
 //! last transactions. `secure_delete` overwrites deleted content so ciphertext does not linger
 //! in free pages.
 
+mod reputation;
 mod schema;
 mod writer;
 
@@ -67,6 +68,7 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let mut conn = open(&path).map_err(backend)?;
+        owner_only(&path)?;
         schema::migrate(&mut conn).map_err(backend)?;
         // The writer never checkpoints (that would stall it on an fsync while senders wait);
         // a background thread does, without blocking anyone (PASSIVE).
@@ -106,20 +108,51 @@ impl SqliteStore {
 
 /// How often the background checkpointer folds the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Every this many checkpoints, one truncates the WAL: what was deleted (acknowledged
+/// ciphertext) leaves the WAL file within this many seconds, not at some later sweep.
+const TRUNCATE_EVERY: u32 = 120;
+
+/// The database and its WAL and shared-memory files are readable by their owner only: they
+/// hold the franking key and ciphertext. (SQLite gives the WAL and shared-memory files the
+/// database's permissions when it creates them.)
+fn owner_only(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        for f in files.iter().filter(|f| f.exists()) {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StoreError::Backend(format!("cannot restrict {}: {e}", f.display()))
+            })?;
+        }
+    }
+    Ok(())
+}
 
 /// Checkpoints the WAL in the background while the database file exists. It holds no handle
 /// to the store, so it does not keep it alive; it ends when a checkpoint finds the file gone
 /// (the process exiting also ends it).
 fn start_checkpointer(path: &Path) -> StoreResult<()> {
     let conn = open(path).map_err(backend)?;
+    // A truncating checkpoint waits for readers and the writer; not for long.
+    conn.busy_timeout(std::time::Duration::from_millis(200)).map_err(backend)?;
     let path = path.to_path_buf();
     std::thread::Builder::new()
         .name("kith-sqlite-checkpoint".into())
         .spawn(move || {
+            let mut n = 0u32;
             while path.exists() {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "background checkpoint failed; will retry");
+                n = n.wrapping_add(1);
+                let mode = if n.is_multiple_of(TRUNCATE_EVERY) { "TRUNCATE" } else { "PASSIVE" };
+                let sql = format!("PRAGMA wal_checkpoint({mode})");
+                if let Err(e) = conn.query_row(&sql, [], |_| Ok(())) {
+                    tracing::debug!(error = %e, mode, "background checkpoint failed; will retry");
                 }
             }
         })
@@ -171,6 +204,13 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> Result<Enqueued, rusqlit
     for d in &m.recipients {
         q.execute(params![i(*d), id])?;
         seqs.push(u(conn.last_insert_rowid()));
+    }
+    if !m.withheld.is_empty() {
+        let mut w = conn
+            .prepare_cached("INSERT INTO queue (device_id, message_id, held) VALUES (?1, ?2, 1)")?;
+        for d in &m.withheld {
+            w.execute(params![i(*d), id])?;
+        }
     }
     Ok(Enqueued { message_id: u(id), seqs })
 }
@@ -327,7 +367,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>> {
+    async fn claim_key_packages(
+        &self,
+        username: &str,
+        one_time: bool,
+    ) -> StoreResult<Vec<ClaimedKeyPackage>> {
         let username = username.to_string();
         self.inner
             .writer
@@ -350,7 +394,11 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 let mut out = Vec::new();
                 for d in devices {
-                    let one_time = conn
+                    if !one_time {
+                        out.extend(last_resort(conn, d)?);
+                        continue;
+                    }
+                    let taken = conn
                         .prepare_cached(
                             "DELETE FROM key_packages WHERE id =
                                (SELECT id FROM key_packages WHERE device_id = ?1 ORDER BY id LIMIT 1)
@@ -360,17 +408,9 @@ impl Store for SqliteStore {
                         .query_row(params![d], |r| r.get::<_, Vec<u8>>(0))
                         .optional()
                         .map_err(backend)?;
-                    let claimed = match one_time {
+                    let claimed = match taken {
                         Some(data) => Some(ClaimedKeyPackage { device_id: u(d), data, last_resort: false }),
-                        None => conn
-                            .query_row(
-                                "SELECT data FROM last_resort_key_packages WHERE device_id = ?1",
-                                params![d],
-                                |r| r.get::<_, Vec<u8>>(0),
-                            )
-                            .optional()
-                            .map_err(backend)?
-                            .map(|data| ClaimedKeyPackage { device_id: u(d), data, last_resort: true }),
+                        None => last_resort(conn, d)?,
                     };
                     out.extend(claimed);
                 }
@@ -413,7 +453,10 @@ impl Store for SqliteStore {
                     .execute(params![c.conversation, i(*d)])
                     .map_err(backend)?;
                 }
-                let recipients = members.into_iter().filter(|d| *d != c.creator_device).collect();
+                let recipients = members
+                    .into_iter()
+                    .filter(|d| *d != c.creator_device && !c.withheld.contains(d))
+                    .collect();
                 insert_message(
                     conn,
                     &NewMessage {
@@ -424,6 +467,7 @@ impl Store for SqliteStore {
                         recipients,
                         now: c.now,
                         expires_at: None,
+                        withheld: c.withheld,
                     },
                 )
                 .map(|e| e.message_id)
@@ -550,7 +594,7 @@ impl Store for SqliteStore {
                  JOIN messages m ON m.id = q.message_id
                  JOIN devices d ON d.id = m.sender_device
                  JOIN accounts a ON a.id = d.account_id
-                 WHERE q.device_id = ?1 AND q.seq > ?2
+                 WHERE q.device_id = ?1 AND q.seq > ?2 AND q.held = 0
                    AND (m.expires_at IS NULL OR m.expires_at > ?4)
                  ORDER BY q.seq LIMIT ?3",
             )?
@@ -922,6 +966,60 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_withheld(&self, blocker: &str, sender: &str) -> StoreResult<Vec<DeviceId>> {
+        let (blocker, sender) = (blocker.to_string(), sender.to_string());
+        self.inner
+            .writer
+            .write(move |conn| {
+                reputation::release_withheld(conn, &blocker, &sender).map_err(backend)
+            })
+            .await
+    }
+
+    async fn add_signal(&self, signal: SignalRecord) -> StoreResult<Option<u64>> {
+        self.inner
+            .writer
+            .write(move |conn| reputation::add_signal(conn, &signal).map_err(backend))
+            .await
+    }
+
+    async fn signals(&self, target: Option<&str>) -> StoreResult<Vec<SignalRecord>> {
+        let target = target.map(str::to_string);
+        self.read(move |conn| reputation::signals(conn, target.as_deref())).await
+    }
+
+    async fn clear_signals(&self, target: &str) -> StoreResult<u64> {
+        let target = target.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute("DELETE FROM signals WHERE target = ?1", params![target])
+                    .map(|n| n as u64)
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn note_spoke(&self, conversation: &[u8], speaker: &str) -> StoreResult<()> {
+        let (conversation, speaker) = (conversation.to_vec(), speaker.to_string());
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO speakers (conversation, username) VALUES (?1, ?2)",
+                )
+                .and_then(|mut st| st.execute(params![conversation, speaker]))
+                .map(|_| ())
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool> {
+        let (speaker, listener) = (speaker.to_string(), listener.to_string());
+        self.read(move |conn| reputation::has_written_to(conn, &speaker, &listener)).await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|conn| {
             let count = |table: &str| -> Result<u64, rusqlite::Error> {
@@ -958,6 +1056,17 @@ fn account_info_row(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Erro
         description: r.get(7)?,
         verified: r.get(8)?,
     })
+}
+
+fn last_resort(conn: &Connection, device: i64) -> StoreResult<Option<ClaimedKeyPackage>> {
+    conn.query_row(
+        "SELECT data FROM last_resort_key_packages WHERE device_id = ?1",
+        params![device],
+        |r| r.get::<_, Vec<u8>>(0),
+    )
+    .optional()
+    .map_err(backend)
+    .map(|d| d.map(|data| ClaimedKeyPackage { device_id: u(device), data, last_resort: true }))
 }
 
 fn account_is_known(conn: &Connection, username: &str) -> Result<bool, rusqlite::Error> {

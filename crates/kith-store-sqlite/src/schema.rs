@@ -105,6 +105,23 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN description TEXT;
      ALTER TABLE accounts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX conversation_members_device ON conversation_members (device_id);",
+    // 6: reputation — who posted in which conversation, and blocks and reports as signals;
+    //    queue entries withheld from a device whose account blocks their sender.
+    "CREATE TABLE speakers (
+        conversation BLOB NOT NULL,
+        username TEXT NOT NULL,
+        PRIMARY KEY (username, conversation)
+     ) WITHOUT ROWID;
+     CREATE TABLE signals (
+        target TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        qualified INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (target, kind, source)
+     ) WITHOUT ROWID;
+     ALTER TABLE queue ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX queue_held ON queue (device_id) WHERE held = 1;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -29,6 +29,9 @@ macro_rules! conformance_suite {
             expiring_messages_go_at_their_time,
             safety_records,
             business_directory,
+            budgeted_claims_take_the_last_resort,
+            withheld_entries_wait_for_release,
+            signals_count_once_and_clear,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -75,6 +78,7 @@ async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
             now: NOW,
             poster: None,
             direct: true,
+            withheld: vec![],
         })
         .await
         .unwrap();
@@ -90,6 +94,7 @@ fn message(from: DeviceId, to: Vec<DeviceId>, data: &[u8], now: Millis) -> NewMe
         recipients: to,
         now,
         expires_at: None,
+        withheld: vec![],
     }
 }
 
@@ -137,8 +142,8 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     let b = store.create_account(account("bob", 2)).await.unwrap();
     assert_eq!(store.key_packages_remaining(b).await.unwrap(), 2);
 
-    let first = store.claim_key_packages("bob").await.unwrap();
-    let second = store.claim_key_packages("bob").await.unwrap();
+    let first = store.claim_key_packages("bob", true).await.unwrap();
+    let second = store.claim_key_packages("bob", true).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].device_id, b);
     assert!(!first[0].last_resort && !second[0].last_resort);
@@ -146,7 +151,7 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     assert_eq!(store.key_packages_remaining(b).await.unwrap(), 0);
 
     for _ in 0..2 {
-        let last = store.claim_key_packages("bob").await.unwrap();
+        let last = store.claim_key_packages("bob", true).await.unwrap();
         assert_eq!(last[0].data, b"kp-bob-last");
         assert!(last[0].last_resort);
     }
@@ -156,10 +161,10 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(left, 1);
-    assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-1");
-    assert_eq!(store.claim_key_packages("bob").await.unwrap()[0].data, b"new-last");
+    assert_eq!(store.claim_key_packages("bob", true).await.unwrap()[0].data, b"new-1");
+    assert_eq!(store.claim_key_packages("bob", true).await.unwrap()[0].data, b"new-last");
 
-    assert!(matches!(store.claim_key_packages("nobody").await, Err(StoreError::UnknownUser)));
+    assert!(matches!(store.claim_key_packages("nobody", true).await, Err(StoreError::UnknownUser)));
 
     // Concurrent claims never share a one-time KeyPackage.
     store
@@ -169,7 +174,7 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.claim_key_packages("bob").await }));
+        tasks.push(tokio::spawn(async move { store.claim_key_packages("bob", true).await }));
     }
     let mut seen = std::collections::HashSet::new();
     for t in tasks {
@@ -251,6 +256,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         now: NOW,
         poster: None,
         direct: false,
+        withheld: vec![],
     };
     assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
     let ghost = NewConversation {
@@ -263,6 +269,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         now: NOW,
         poster: None,
         direct: false,
+        withheld: vec![],
     };
     assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
     // The refused conversation left nothing behind.
@@ -458,6 +465,7 @@ pub async fn expiring_messages_go_at_their_time(store: Arc<dyn Store>) {
             now: NOW,
             poster: Some("alice".into()),
             direct: false,
+            withheld: vec![],
         })
         .await
         .unwrap();
@@ -607,6 +615,7 @@ pub async fn business_directory(store: Arc<dyn Store>) {
             now: NOW,
             poster: None,
             direct: true,
+            withheld: vec![],
         })
         .await
         .unwrap();
@@ -621,4 +630,120 @@ pub async fn business_directory(store: Arc<dyn Store>) {
     let info = store.account_info("bakery").await.unwrap().unwrap();
     assert_eq!((info.kind, info.verified), (AccountKind::Business, true));
     assert_eq!(info.description.as_deref(), Some("Bread daily"));
+}
+
+pub async fn budgeted_claims_take_the_last_resort(store: Arc<dyn Store>) {
+    let b = store.create_account(account("bob", 2)).await.unwrap();
+    for _ in 0..3 {
+        let claimed = store.claim_key_packages("bob", false).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(claimed[0].last_resort);
+        assert_eq!(claimed[0].data, b"kp-bob-last");
+    }
+    // The one-time ones are all still there.
+    assert_eq!(store.key_packages_remaining(b).await.unwrap(), 2);
+}
+
+pub async fn withheld_entries_wait_for_release(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 0)).await.unwrap();
+    let b = store.create_account(account("bob", 0)).await.unwrap();
+    let c = store.create_account(account("carol", 0)).await.unwrap();
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(6),
+            creator_device: a,
+            members: vec![b, c],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: vec![],
+            now: NOW,
+            poster: None,
+            direct: false,
+            withheld: vec![c],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.fetch(b, 0, 10, NOW).await.unwrap().len(), 1);
+    assert!(store.fetch(c, 0, 10, NOW).await.unwrap().is_empty());
+    // Still a member of the group as its tree says.
+    let route = store.conversation_route(&conv(6)).await.unwrap().unwrap();
+    assert!(route.members.contains(&c));
+    // b acknowledges: the Welcome stays, for carol.
+    let seqs: Vec<u64> = store.fetch(b, 0, 10, NOW).await.unwrap().iter().map(|e| e.seq).collect();
+    store.ack(b, &seqs).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().messages, 1);
+    // Releasing someone else's withheld entries changes nothing; carol's own, once.
+    assert!(store.release_withheld("carol", "bob").await.unwrap().is_empty());
+    assert!(store.release_withheld("bob", "alice").await.unwrap().is_empty());
+    assert_eq!(store.release_withheld("carol", "alice").await.unwrap(), [c]);
+    assert!(store.release_withheld("carol", "alice").await.unwrap().is_empty());
+    let got = store.fetch(c, 0, 10, NOW).await.unwrap();
+    assert_eq!(
+        (got.len(), got[0].kind, got[0].data.as_slice()),
+        (1, EntryKind::Welcome, &b"welcome"[..])
+    );
+    store.ack(c, &[got[0].seq]).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().messages, 0);
+    // Withheld entries of a group change (a Welcome in a commit) too.
+    let welcome = NewMessage {
+        conversation: conv(6),
+        kind: EntryKind::Welcome,
+        withheld: vec![c],
+        ..message(a, vec![b], b"welcome-2", NOW)
+    };
+    store.enqueue(welcome).await.unwrap();
+    assert!(store.fetch(c, 0, 10, NOW).await.unwrap().is_empty());
+    assert_eq!(store.queue_depths(&[c]).await.unwrap(), [1]);
+    assert_eq!(store.release_withheld("carol", "alice").await.unwrap(), [c]);
+    assert_eq!(store.fetch(c, 0, 10, NOW).await.unwrap().len(), 1);
+}
+
+pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 0)).await.unwrap();
+    let b = store.create_account(account("bob", 0)).await.unwrap();
+    store.create_account(account("carol", 0)).await.unwrap();
+    let signal = |source: &str, kind, qualified| SignalRecord {
+        target: "bob".into(),
+        source: source.into(),
+        kind,
+        qualified,
+        created_at: NOW,
+    };
+    assert_eq!(store.add_signal(signal("alice", SignalKind::Block, true)).await.unwrap(), Some(1));
+    // A repeat changes nothing.
+    assert_eq!(store.add_signal(signal("alice", SignalKind::Block, true)).await.unwrap(), None);
+    // Unqualified ones are kept but not counted; kinds count apart.
+    assert_eq!(store.add_signal(signal("carol", SignalKind::Block, false)).await.unwrap(), Some(1));
+    assert_eq!(store.add_signal(signal("alice", SignalKind::Report, true)).await.unwrap(), Some(1));
+    let all = store.signals(Some("bob")).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().any(|s| s.source == "carol" && !s.qualified));
+    assert!(store.signals(Some("alice")).await.unwrap().is_empty());
+    assert_eq!(store.signals(None).await.unwrap().len(), 3);
+    assert_eq!(store.clear_signals("bob").await.unwrap(), 3);
+    assert!(store.signals(None).await.unwrap().is_empty());
+    assert_eq!(store.add_signal(signal("alice", SignalKind::Block, true)).await.unwrap(), Some(1));
+
+    // Who wrote to whom: bob posts in a conversation alice is in.
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(7),
+            creator_device: a,
+            members: vec![b],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: vec![],
+            now: NOW,
+            poster: None,
+            direct: true,
+            withheld: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(!store.has_written_to("bob", "alice").await.unwrap());
+    store.note_spoke(&conv(7), "bob").await.unwrap();
+    store.note_spoke(&conv(7), "bob").await.unwrap();
+    assert!(store.has_written_to("bob", "alice").await.unwrap());
+    assert!(!store.has_written_to("alice", "bob").await.unwrap());
+    assert!(!store.has_written_to("bob", "carol").await.unwrap());
 }

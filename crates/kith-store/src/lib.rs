@@ -140,6 +140,9 @@ pub struct NewMessage {
     pub now: Millis,
     /// When the server must delete it, delivered or not (stories); `None`: retention only.
     pub expires_at: Option<Millis>,
+    /// Devices it is queued for but withheld from — not fetched, not pushed — until
+    /// [`Store::release_withheld`]: an invitation to someone whose account blocks the sender.
+    pub withheld: Vec<DeviceId>,
 }
 
 /// What another server process sharing the store announced (see [`Store::announcements`]).
@@ -147,8 +150,9 @@ pub struct NewMessage {
 pub enum Announcement {
     /// These devices' queues grew.
     Queued(Vec<DeviceId>),
-    /// This device's token changed: connections opened with the old one must close.
-    TokenChanged(DeviceId),
+    /// This device's access changed (its token was rotated, its account suspended):
+    /// connections opened before must close.
+    AccessChanged(DeviceId),
     /// Announcements may have been missed (the listening connection was lost and replaced):
     /// every connected device should read its queue.
     Missed,
@@ -174,8 +178,11 @@ pub struct NewConversation {
     pub now: Millis,
     /// The only account allowed to post application messages (a story channel's owner).
     pub poster: Option<String>,
-    /// A 1:1 conversation (where blocks apply).
+    /// A 1:1 conversation.
     pub direct: bool,
+    /// Members the Welcome is withheld from (their account blocks the creator; see
+    /// [`NewMessage::withheld`]).
+    pub withheld: Vec<DeviceId>,
 }
 
 /// Where a conversation's messages go, and who may post.
@@ -253,6 +260,45 @@ pub struct FlagRecord {
     pub username: String,
     pub action: String,
     pub reason: String,
+    pub created_at: Millis,
+}
+
+/// What an account did about another that its reputation may count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    Block,
+    Report,
+}
+
+impl SignalKind {
+    /// How backends store it.
+    pub fn code(self) -> i16 {
+        match self {
+            SignalKind::Block => 0,
+            SignalKind::Report => 1,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Self {
+        if code == 1 { SignalKind::Report } else { SignalKind::Block }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Block => "block",
+            SignalKind::Report => "report",
+        }
+    }
+}
+
+/// One account's block or report of another, as reputation sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub target: String,
+    pub source: String,
+    pub kind: SignalKind,
+    /// Whether it counts: the source is not a brand-new account and the target wrote to it.
+    pub qualified: bool,
     pub created_at: Millis,
 }
 
@@ -337,9 +383,14 @@ pub trait Store: Send + Sync + 'static {
     async fn key_packages_remaining(&self, device: DeviceId) -> StoreResult<u64>;
 
     /// Hands out one KeyPackage for each device of the account: the oldest one-time
-    /// KeyPackage, consumed, or the last-resort one (kept) when none is left. A device with
-    /// neither is skipped. `Err(UnknownUser)` if there is no such account.
-    async fn claim_key_packages(&self, username: &str) -> StoreResult<Vec<ClaimedKeyPackage>>;
+    /// KeyPackage, consumed, or the last-resort one (kept) when none is left — or always the
+    /// last-resort one when `one_time` is false (the account's claim budget is spent). A device
+    /// with neither is skipped. `Err(UnknownUser)` if there is no such account.
+    async fn claim_key_packages(
+        &self,
+        username: &str,
+        one_time: bool,
+    ) -> StoreResult<Vec<ClaimedKeyPackage>>;
 
     /// Records a conversation and its members and queues the Welcome for every member but the
     /// creator, in one transaction. `Err(ConversationExists)`, `Err(UnknownDevice)`.
@@ -431,6 +482,8 @@ pub trait Store: Send + Sync + 'static {
     async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>>;
 
     /// Suspends (with a reason) or, with `None`, reinstates an account. `Err(UnknownUser)`.
+    /// A suspension is announced to other processes sharing the store as
+    /// [`Announcement::AccessChanged`] of each of the account's devices.
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
 
     /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
@@ -451,4 +504,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether `a` and `b` are both members of a 1:1 conversation.
     async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool>;
+
+    /// `blocker` no longer blocks `sender`: the entries withheld from `blocker`'s devices
+    /// because `sender` sent them are delivered from now on. Answers the devices whose queue
+    /// grew.
+    async fn release_withheld(&self, blocker: &str, sender: &str) -> StoreResult<Vec<DeviceId>>;
+
+    /// Records a block or report, once per target, source and kind: a repeat changes nothing
+    /// and answers `Ok(None)`. Otherwise answers how many *qualified* signals of that kind the
+    /// target now has.
+    async fn add_signal(&self, signal: SignalRecord) -> StoreResult<Option<u64>>;
+
+    /// The recorded signals (of one target, or all), oldest first.
+    async fn signals(&self, target: Option<&str>) -> StoreResult<Vec<SignalRecord>>;
+
+    /// Forgets a target's signals (an admin reviewed them); answers how many there were.
+    async fn clear_signals(&self, target: &str) -> StoreResult<u64>;
+
+    /// Remembers that `speaker` posted in the conversation (idempotent).
+    async fn note_spoke(&self, conversation: &[u8], speaker: &str) -> StoreResult<()>;
+
+    /// Whether `speaker` posted in a conversation that `listener` has a device in.
+    async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool>;
 }

@@ -5,10 +5,13 @@
 //!   folder; [`TestServer::start_postgres`] the same on PostgreSQL (`None` when
 //!   `KITH_TEST_DATABASE_URL` is unset);
 //! - [`FaultProxy`]: a TCP proxy that cuts and restores the path to the database;
-//! - [`TestUser`]: a registered [`Client`] and its profile folder.
+//! - [`TestUser`]: a registered [`Client`] and its profile folder;
+//! - [`hostile`]: a hostile client — messages a normal client never sends, built with
+//!   OpenMLS from a real member's state and posted straight to `kithd`.
 #![allow(clippy::unwrap_used)]
 
 mod fault;
+pub mod hostile;
 pub use fault::FaultProxy;
 
 use std::sync::Arc;
@@ -64,10 +67,15 @@ impl TestServer {
     /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`; `None` (after saying so) when
     /// the variable is unset.
     pub async fn start_postgres() -> Option<Self> {
+        Self::start_postgres_with(test_config()).await
+    }
+
+    /// The same with these settings (listen and data are replaced).
+    pub async fn start_postgres_with(config: ServerConfig) -> Option<Self> {
         let url = database_url()?;
         let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
-        Some(Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await)
+        Some(Self::serve(Arc::new(store), config, Arc::new(SystemClock), data).await)
     }
 
     /// `n` servers sharing one fresh schema of `KITH_TEST_DATABASE_URL`, as nodes of one
@@ -195,6 +203,20 @@ impl TestUser {
         let token: String =
             conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap();
         format!("Bearer {}:{token}", self.profile().unwrap().device_id)
+    }
+
+    /// A signed token rotation request, as only the device itself can make.
+    pub fn rotation_request(&self) -> kith_proto::RotateTokenRequest {
+        use openmls::prelude::{HashType, OpenMlsCrypto as _};
+        let bearer = self.bearer();
+        let token = bearer.rsplit(':').next().unwrap();
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let hash = crypto.hash(HashType::Sha2_256, token.as_bytes()).unwrap();
+        let device = self.profile().unwrap().device_id;
+        let signed = kith_proto::RotateTokenRequest::signed_bytes(device, &hash);
+        kith_proto::RotateTokenRequest {
+            signature: kith_proto::B64(self.raw_sign(&signed).unwrap()),
+        }
     }
 
     /// The device's queue as the server holds it, fetched without acknowledging anything.

@@ -59,3 +59,51 @@ pub async fn resolve_devices(
         })
         .collect()
 }
+
+/// The leaves with a pending proposal to leave (by themselves), from the group's validated
+/// proposal store.
+pub fn pending_leaves(tracked: &state::Tracked) -> ApiResult<Vec<u32>> {
+    use openmls::prelude::{Proposal, Sender};
+    let mut leaves = Vec::new();
+    for (_, queued) in tracked.group.queued_proposals(&tracked.storage).map_err(|_| {
+        tracing::error!("cannot read a group's pending proposals");
+        ApiError::new(ErrorCode::Internal, "internal error")
+    })? {
+        if let (Proposal::Remove(rm), Sender::Member(by)) = (queued.proposal(), queued.sender())
+            && rm.removed() == *by
+        {
+            leaves.push(by.u32());
+        }
+    }
+    Ok(leaves)
+}
+
+/// Who a conversation's messages go to, from its validated group state alone: every leaf of
+/// the tree but those that asked to leave.
+pub async fn delivery_members(
+    store: &dyn Store,
+    tracked: &state::Tracked,
+) -> ApiResult<Vec<DeviceId>> {
+    let leaving = pending_leaves(tracked)?;
+    let leaves: Vec<state::Leaf> =
+        tracked.leaves().into_iter().filter(|l| !leaving.contains(&l.index)).collect();
+    Ok(resolve_devices(store, &leaves).await?.into_iter().map(|m| m.device_id).collect())
+}
+
+/// The story audience rule: a story channel reaches only accounts its owner has a 1:1
+/// conversation with (clients further accept a channel only from their own contacts).
+pub async fn check_story_audience(
+    state: &crate::state::AppState,
+    owner: &str,
+    added: &[String],
+) -> ApiResult<()> {
+    for account in added.iter().filter(|a| a.as_str() != owner) {
+        if !state.store.share_direct_conversation(owner, account).await? {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "a story channel reaches only accounts you have a conversation with",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -73,22 +73,45 @@ pub async fn register(
             profile,
         })
         .await?;
+    state.safety.note_registration(peer.ip(), state.now());
     state.metrics.registrations.inc();
     tracing::info!(device = device_id, kind = req.kind.as_str(), "account registered");
     Ok((StatusCode::CREATED, Json(RegisterResponse { username: req.username, device_id, token })))
 }
 
 /// Replaces the calling device's token: for a token that may have leaked (a copied profile
-/// folder, a lost backup). The old token is refused from the next request on.
+/// folder, a lost backup). The old token is refused from the next request on. The request is
+/// signed by the device's credential key, so a stolen token alone cannot lock its device out.
 #[utoipa::path(post, path = "/v1/me/token", tag = "accounts", security(("bearer" = [])),
+    request_body = RotateTokenRequest,
     responses(
         (status = 200, description = "The new token, shown once", body = RotateTokenResponse),
+        (status = 400, description = "malformed_json", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the signature is not the device's", body = ErrorBody),
     ))]
 pub async fn rotate_token(
     State(state): State<AppState>,
     me: AuthedDevice,
+    Body(req): Body<RotateTokenRequest>,
 ) -> ApiResult<Json<RotateTokenResponse>> {
+    let signed = RotateTokenRequest::signed_bytes(me.device_id, &me.token_hash);
+    use openmls::prelude::OpenMlsCrypto as _;
+    state
+        .franking
+        .crypto()
+        .verify_signature(
+            openmls::prelude::SignatureScheme::ED25519,
+            &signed,
+            &me.credential_key,
+            &req.signature.0,
+        )
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "rotating a token needs a signature by the device's own key",
+            )
+        })?;
     let token = new_token()?;
     state.store.set_token_hash(me.device_id, token_hash(&token)).await?;
     state.auth_cache.forget(me.device_id);

@@ -1,4 +1,4 @@
-//! Blocking: the server holds it for 1:1 delivery and KeyPackage claims.
+//! Blocking: the server holds it for every kind of conversation (see `delivery`), invisibly.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,7 +7,7 @@ use kith_proto::*;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::routes::accounts::username_checked;
-use crate::safety;
+use crate::safety::{self, SignalKind};
 use crate::state::AppState;
 
 async fn list(state: &AppState, me: &AuthedDevice) -> ApiResult<Json<BlockList>> {
@@ -35,7 +35,7 @@ pub async fn block(
     }
     state.store.block(&me.username, &req.username, state.now()).await?;
     state.routes.forget_blocking(&req.username);
-    safety::review_reputation(&state, &req.username).await?;
+    safety::record_signal(&state, &me.username, &req.username, SignalKind::Block, false).await?;
     list(&state, &me).await
 }
 
@@ -55,6 +55,11 @@ pub async fn unblock(
     username_checked(&username)?;
     state.store.unblock(&me.username, &username).await?;
     state.routes.forget_blocking(&username);
+    // Invitations withheld during the block arrive now (what it sent meanwhile does not).
+    let released = state.store.release_withheld(&me.username, &username).await?;
+    if !released.is_empty() {
+        crate::routes::conversations::accepted(&state, &released);
+    }
     list(&state, &me).await
 }
 

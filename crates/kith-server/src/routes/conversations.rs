@@ -7,6 +7,7 @@ use kith_proto::*;
 use kith_store::{NewConversation, NewMessage, StoredEntry};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
+use crate::delivery::{self, Fanout, Post};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::groups::{self, state::Tracked};
@@ -104,6 +105,10 @@ pub async fn create(
         }
         _ => {}
     }
+    if meta.kind == GroupType::Story {
+        let audience: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
+        groups::check_story_audience(&state, &me.username, &audience).await?;
+    }
     // In a story channel only its owner posts.
     let poster = (meta.kind == GroupType::Story).then(|| me.username.clone());
     let (direct, story) = (meta.kind == GroupType::Direct, meta.kind == GroupType::Story);
@@ -112,8 +117,15 @@ pub async fn create(
         state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
     let verdict = state.safety.check_new_conversation(&me.username, direct, story, created, now);
     safety::enforce(&state, &me.username, verdict).await?;
+    delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
     let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
-    let recipients: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
+    let others: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
+    delivery::require_room(&state, &me, &others).await?;
+    // The Welcome is withheld from members whose account blocks the creator, until the block
+    // is lifted; the creator is not told.
+    let fanout = Fanout::to_members(&state, &me.username, others.clone()).await?;
+    let (recipients, invited) = (fanout.recipients, fanout.told);
+    let withheld: Vec<u64> = others.into_iter().filter(|d| !recipients.contains(d)).collect();
     let message_id = state
         .store
         .create_conversation(NewConversation {
@@ -126,10 +138,19 @@ pub async fn create(
             now,
             poster,
             direct,
+            withheld,
         })
         .await?;
-    let added = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-    state.safety.note_new_conversation(&me.username, id.as_bytes(), direct, story, added, now);
+    let others: Vec<String> =
+        accounts.iter().filter(|a| **a != me.username).map(|a| a.to_string()).collect();
+    state.safety.note_new_conversation(
+        &me.username,
+        id.as_bytes(),
+        meta.kind,
+        &others,
+        invited,
+        now,
+    );
     accepted(&state, &recipients);
     state.metrics.create_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
@@ -164,27 +185,11 @@ pub async fn send(
 ) -> ApiResult<(StatusCode, Json<SendResponse>)> {
     let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
-    let route = state
-        .routes
-        .route(&*state.store, id.as_bytes())
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
-    if !route.members.contains(&me.device_id) {
-        return Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "this device is not in that conversation",
-        ));
-    }
+    let route = delivery::member_route(&state, &me, id.as_bytes()).await?;
     if route.poster.as_ref().is_some_and(|p| *p != me.username) {
         return Err(ApiError::new(ErrorCode::Forbidden, "only its owner posts to a story channel"));
     }
-    let framing = mls::check_message(&req.message.0, id.as_bytes())?;
-    if framing.handshake {
-        return Err(ApiError::new(
-            ErrorCode::InvalidMessage,
-            "commits and proposals go to /v1/conversations/{id}/handshake",
-        ));
-    }
+    let framing = mls::check_application_message(&req.message.0, id.as_bytes())?;
     // A message from an epoch the group has left may be one its members can no longer
     // decrypt (they keep a few past epochs' secrets only): the sender catches up and
     // encrypts again instead.
@@ -202,18 +207,10 @@ pub async fn send(
         }
     };
     let now = state.now();
-    safety::enforce(&state, &me.username, state.safety.check_send(&me.username, now)).await?;
-    let mut recipients: Vec<u64> =
-        route.members.into_iter().filter(|d| *d != me.device_id).collect();
-    if route.direct {
-        // A block holds in 1:1 conversations: the blocker's devices get nothing, and the
-        // sender is not told (the answer is the same).
-        let blocking = state.routes.blocking(&*state.store, &me.username).await?;
-        if !blocking.is_empty() {
-            recipients.retain(|d| !blocking.contains(d));
-        }
-    }
-    let skipped = leave_out_full_queues(&state, &me, &mut recipients).await?;
+    delivery::check_rate(&state, &me, id.as_bytes(), Post::Message).await?;
+    let members: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
+    let mut fanout = Fanout::to_members(&state, &me.username, members.clone()).await?;
+    fanout.leave_out_full_queues(&state, &me, &members).await?;
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
     let message = NewMessage {
@@ -221,13 +218,18 @@ pub async fn send(
         sender_device: me.device_id,
         kind: EntryKind::Message,
         data: req.message.0,
-        recipients,
+        recipients: fanout.recipients,
         now,
         expires_at,
+        withheld: vec![],
     };
     // The store takes its own copy; ours becomes the entry pushed to connected recipients.
     let queued = state.store.enqueue(message.clone()).await?;
     let message_id = queued.message_id;
+    // The message is durable already: a failure here costs a reputation signal, not the send.
+    if let Err(e) = state.routes.note_spoke(&*state.store, id.as_bytes(), &me.username).await {
+        tracing::warn!(error = %e, "cannot record who posted in a conversation");
+    }
     if route.direct {
         state.safety.note_send(&me.username, id.as_bytes(), now);
     }
@@ -246,7 +248,8 @@ pub async fn send(
         created_at: now,
         expires_at,
     };
-    let entry = std::sync::Arc::new(crate::routes::queue::to_wire(entry, &state.franking));
+    // Its franking tag is made per recipient, as each connection delivers it.
+    let entry = std::sync::Arc::new(crate::routes::queue::to_wire_untagged(entry));
     state.hub.push(&recipients, &queued.seqs, &entry);
     state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
@@ -254,49 +257,8 @@ pub async fn send(
         Json(SendResponse {
             message_id,
             server_time: now,
-            recipients: u32::try_from(recipients.len()).unwrap_or(u32::MAX),
-            skipped,
+            recipients: fanout.told,
+            skipped: fanout.skipped,
         }),
     ))
 }
-
-/// Leaves out the devices whose queue is full (`max_queued_per_device`) and says how many. If
-/// that leaves none of the other members' devices, the send is refused with `queue_full`: the
-/// sender learns it did not get through, instead of it reaching only their own devices.
-async fn leave_out_full_queues(
-    state: &AppState,
-    me: &AuthedDevice,
-    recipients: &mut Vec<u64>,
-) -> ApiResult<u32> {
-    let full = state.queues.full(&*state.store, recipients).await?;
-    if full.is_empty() {
-        return Ok(0);
-    }
-    // Rare: only now is it worth asking which devices are the sender's own.
-    let own: Vec<u64> = state
-        .store
-        .account_devices(&me.username)
-        .await?
-        .map(|a| a.devices.into_iter().map(|d| d.device_id).collect())
-        .unwrap_or_default();
-    let others = recipients.iter().filter(|d| !own.contains(d)).count();
-    let others_full = full.iter().filter(|d| !own.contains(d)).count();
-    if others > 0 && others_full == others {
-        state.metrics.queue_full_refusals.inc();
-        return Err(ApiError {
-            code: ErrorCode::QueueFull,
-            message: format!(
-                "the recipient's devices already hold {} undelivered messages, the most this \
-                 server keeps; try again when they have caught up",
-                state.queues.max()
-            ),
-            retry_after: Some(QUEUE_FULL_RETRY_AFTER),
-        });
-    }
-    recipients.retain(|d| !full.contains(d));
-    state.metrics.queue_full_skips.inc_by(full.len() as u64);
-    Ok(u32::try_from(full.len()).unwrap_or(u32::MAX))
-}
-
-/// `Retry-After` (seconds) of a `queue_full` refusal.
-const QUEUE_FULL_RETRY_AFTER: u64 = 60;

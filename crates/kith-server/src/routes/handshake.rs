@@ -12,6 +12,7 @@ use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
+use crate::delivery::{self, Fanout, Post};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::groups::{self, policy, state::Tracked};
@@ -41,8 +42,9 @@ struct Outcome {
     tracked: Tracked,
     members: Vec<u64>,
     messages: Vec<NewMessage>,
-    /// Devices the change added (for the safety signals).
+    /// Devices the change added, and their accounts (for the safety signals).
     added: u32,
+    added_accounts: Vec<String>,
 }
 
 /// Submit a commit (with its Welcome when it adds members) or a proposal to leave.
@@ -66,6 +68,23 @@ pub async fn handshake(
 ) -> ApiResult<(StatusCode, Json<HandshakeResponse>)> {
     let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
+    // The body first: nothing of the group is loaded for a message that is not a handshake.
+    let message = MlsMessageIn::tls_deserialize_exact(&req.message.0)
+        .map_err(|_| invalid("the handshake is not an MLS message"))?;
+    if message.wire_format() != WireFormat::PublicMessage {
+        return Err(invalid("commits and proposals must be sent as MLS PublicMessages"));
+    }
+    let protocol =
+        message.try_into_protocol_message().map_err(|_| invalid("not an MLS protocol message"))?;
+    if protocol.group_id().as_slice() != id.as_bytes() {
+        return Err(invalid("the handshake belongs to another conversation"));
+    }
+    if !protocol.is_handshake_message() {
+        return Err(invalid("application messages go to /v1/conversations/{id}/messages"));
+    }
+    let route = delivery::member_route(&state, &me, id.as_bytes()).await?;
+    let story = route.poster.is_some();
+    delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
     let _guard = state.locks.lock(id.as_bytes()).await;
     let stored = state
         .store
@@ -81,17 +100,6 @@ pub async fn handshake(
         ));
     }
     let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
-
-    let message = MlsMessageIn::tls_deserialize_exact(&req.message.0)
-        .map_err(|_| invalid("the handshake is not an MLS message"))?;
-    if message.wire_format() != WireFormat::PublicMessage {
-        return Err(invalid("commits and proposals must be sent as MLS PublicMessages"));
-    }
-    let protocol =
-        message.try_into_protocol_message().map_err(|_| invalid("not an MLS protocol message"))?;
-    if protocol.group_id().as_slice() != id.as_bytes() {
-        return Err(invalid("the handshake belongs to another conversation"));
-    }
     let epoch = protocol.epoch().as_u64();
     if epoch < tracked.epoch() {
         return Err(stale(tracked.epoch()));
@@ -124,6 +132,7 @@ pub async fn handshake(
         recipients: others,
         now,
         expires_at: None,
+        withheld: vec![],
     };
     let outcome = match processed.into_content() {
         ProcessedMessageContent::StagedCommitMessage(staged) => {
@@ -147,22 +156,28 @@ pub async fn handshake(
                 return Err(invalid("only a proposal to leave may be sent on its own"));
             }
             tracked.group.add_proposal(&tracked.storage, *proposal).map_err(internal)?;
-            // The leaver gets nothing more from now on, before anyone commits its removal.
-            let members = members_before.iter().copied().filter(|d| *d != me.device_id).collect();
+            // The leaver gets nothing more from now on, before anyone commits its removal:
+            // the next commit must include it (see `commit`).
+            let members = groups::delivery_members(&*state.store, &tracked).await?;
             Outcome {
                 expected_epoch: stored.epoch,
                 tracked,
                 members,
                 messages: vec![handshake],
                 added: 0,
+                added_accounts: Vec::new(),
             }
         }
         _ => return Err(invalid("a handshake is a commit or a proposal")),
     };
 
+    // The queue cap: every member that stays must have room for the change.
+    let staying: Vec<u64> =
+        outcome.members.iter().copied().filter(|d| *d != me.device_id).collect();
+    delivery::require_room(&state, &me, &staying).await?;
     let epoch = outcome.tracked.epoch();
     let member_count = outcome.members.len();
-    let added = outcome.added;
+    let (added, added_accounts) = (outcome.added, outcome.added_accounts);
     let recipients: Vec<Vec<u64>> = outcome.messages.iter().map(|m| m.recipients.clone()).collect();
     let ids = state
         .store
@@ -185,7 +200,7 @@ pub async fn handshake(
         accepted(&state, r);
     }
     if added > 0 {
-        state.safety.note_used(&me.username, added, now);
+        state.safety.note_used(&me.username, &added_accounts, added, now);
     }
     state.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
     Ok((
@@ -211,6 +226,27 @@ async fn commit(
     expected_epoch: u64,
 ) -> ApiResult<Outcome> {
     policy::check_commit(&tracked, committer, &staged, state.config.max_group_size)?;
+    // A member's request to leave is never lost to a commit that raced it: a commit that
+    // leaves out a pending leave is stale, and its author catches up (getting the proposal)
+    // and commits again.
+    let removed: BTreeSet<u32> =
+        staged.remove_proposals().map(|rm| rm.remove_proposal().removed().u32()).collect();
+    if groups::pending_leaves(&tracked)?.iter().any(|leaf| !removed.contains(leaf)) {
+        return Err(ApiError::new(
+            ErrorCode::StaleEpoch,
+            "a member asked to leave and this commit does not include it; fetch what you \
+             missed and commit again",
+        ));
+    }
+    let added_accounts: Vec<String> = staged
+        .add_proposals()
+        .filter_map(|a| {
+            groups::state::identity(a.add_proposal().key_package().leaf_node().credential())
+        })
+        .collect();
+    if tracked.meta().is_some_and(|m| m.kind == GroupType::Story) {
+        groups::check_story_audience(state, committer, &added_accounts).await?;
+    }
     if committer_kind == AccountKind::Business {
         for add in staged.add_proposals() {
             let leaf = add.add_proposal().key_package().leaf_node();
@@ -235,10 +271,15 @@ async fn commit(
     match (adds, welcome) {
         (true, Some(w)) => {
             mls::check_welcome(&w.0)?;
+            // The Welcome is withheld from accounts that block the committer until they lift
+            // the block; the committer is not told.
+            let invited = Fanout::to_members(state, committer, joined.clone()).await?.recipients;
+            let withheld = joined.into_iter().filter(|d| !invited.contains(d)).collect();
             messages.push(NewMessage {
                 kind: EntryKind::Welcome,
                 data: w.0,
-                recipients: joined,
+                recipients: invited,
+                withheld,
                 ..messages[0].clone()
             });
         }
@@ -247,5 +288,5 @@ async fn commit(
         (false, None) => {}
     }
     let members = devices.iter().map(|d| d.device_id).collect();
-    Ok(Outcome { expected_epoch, tracked, members, messages, added })
+    Ok(Outcome { expected_epoch, tracked, members, messages, added, added_accounts })
 }

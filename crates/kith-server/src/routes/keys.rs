@@ -91,16 +91,16 @@ pub async fn claim(
             format!("{username} has no device with a KeyPackage"),
         )
     };
-    // Someone who blocked the caller hands out no KeyPackages to it; the answer is the one for
-    // an account without available devices, so the block is not revealed.
-    if state.store.blocked_by(&username).await?.contains(&me.username) {
-        return Err(none_left());
-    }
+    // A blocked caller gets the same answer as anyone (the block stays invisible); what it
+    // then builds never reaches the blocker (see `delivery`).
     // A business reaches only people who opened a conversation with it.
     if me.kind == AccountKind::Business {
         crate::routes::businesses::require_opt_in(&state, &me.username, &username).await?;
     }
-    let claimed = state.store.claim_key_packages(&username).await?;
+    // All claimers together take at most the account's hourly budget of one-time KeyPackages;
+    // past it they get its last-resort KeyPackage, so nobody can drain it.
+    let one_time = state.safety.take_key_package_budget(&username, now);
+    let claimed = state.store.claim_key_packages(&username, one_time).await?;
     if claimed.is_empty() {
         return Err(none_left());
     }

@@ -25,11 +25,17 @@ pub struct FetchParams {
     pub limit: Option<u32>,
 }
 
-/// The wire form of a stored entry, with the franking tag of an application message.
-pub fn to_wire(e: StoredEntry, franking: &Franking) -> QueueEntry {
-    let frank = franking.tag(&e);
+/// The wire form of a stored entry for `recipient`, with the franking tag of an application
+/// message.
+pub fn to_wire(e: StoredEntry, franking: &Franking, recipient: u64) -> QueueEntry {
+    let frank = franking.tag(&e, recipient);
+    QueueEntry { frank, ..to_wire_untagged(e) }
+}
+
+/// The wire form without a franking tag (added per recipient on delivery).
+pub fn to_wire_untagged(e: StoredEntry) -> QueueEntry {
     QueueEntry {
-        frank,
+        frank: None,
         seq: e.seq,
         message_id: e.message_id,
         conversation_id: ConversationId::from_bytes(&e.conversation)
@@ -68,7 +74,7 @@ pub async fn fetch(
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     state.metrics.entries_delivered.inc_by(entries.len() as u64);
-    let entries = entries.into_iter().map(|e| to_wire(e, &state.franking)).collect();
+    let entries = entries.into_iter().map(|e| to_wire(e, &state.franking, me.device_id)).collect();
     Ok(Json(FetchResponse { entries, more }))
 }
 

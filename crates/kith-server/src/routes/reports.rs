@@ -11,7 +11,8 @@ use openmls::prelude::*;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
 use crate::routes::conversations::conversation_id;
-use crate::safety;
+use crate::safety::franking::Delivered;
+use crate::safety::{self, SignalKind};
 use crate::state::AppState;
 
 /// Every failed check gets the same answer: a forger learns nothing about which part failed.
@@ -63,13 +64,19 @@ pub async fn report(
     }
     // 1. The commitment: the body is what was committed to under that key.
     let c = state.franking.commitment(fk, core).ok_or_else(refused)?;
-    // 2. The tag: this server delivered that commitment, in that group, epoch and time.
+    // 2. The tag: this server delivered that commitment from that sender's device to this
+    //    device, in that group, epoch and time.
+    let delivered = Delivered {
+        commitment: &c,
+        group: id.as_bytes(),
+        epoch: req.frank.epoch,
+        time: req.server_time,
+        sender_device: req.sender_device,
+        recipient_device: me.device_id,
+    };
     let tag_ok = state.franking.verify(
         req.frank.key_id,
-        &c,
-        id.as_bytes(),
-        req.frank.epoch,
-        req.server_time,
+        &delivered,
         &req.frank.tag.0,
         state.now(),
         state.config.retention_millis(),
@@ -105,6 +112,6 @@ pub async fn report(
         .await?;
     state.metrics.reports.inc();
     tracing::info!(report_id, "verified report recorded");
-    safety::review_reputation(&state, &req.sender).await?;
+    safety::record_signal(&state, &me.username, &req.sender, SignalKind::Report, true).await?;
     Ok((StatusCode::CREATED, Json(ReportResponse { report_id })))
 }

@@ -170,7 +170,7 @@ impl Connection<'_> {
             for e in page {
                 still_unacked.insert(e.seq);
                 if !self.sent.contains(&e.seq) {
-                    fresh.push(to_wire(e, &state.franking));
+                    fresh.push(to_wire(e, &state.franking, self.device));
                 }
             }
             self.send(socket, fresh).await?;
@@ -200,7 +200,11 @@ impl Connection<'_> {
             .into_iter()
             .filter(|p| !self.sent.contains(&p.seq))
             .filter(|p| p.entry.expires_at.is_none_or(|at| at > now))
-            .map(|p| QueueEntry { seq: p.seq, ..(*p.entry).clone() })
+            .map(|p| QueueEntry {
+                seq: p.seq,
+                frank: self.state.franking.tag_wire(&p.entry, self.device),
+                ..(*p.entry).clone()
+            })
             .collect();
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(MAX_PER_FRAME));

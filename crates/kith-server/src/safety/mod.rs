@@ -12,10 +12,11 @@ pub mod franking;
 pub mod policy;
 pub mod signals;
 
+pub use kith_store::SignalKind;
 pub use policy::{Action, Safety, SafetyConfig};
 
 use kith_proto::ErrorCode;
-use kith_store::FlagRecord;
+use kith_store::{FlagRecord, SignalRecord};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -48,6 +49,12 @@ pub async fn suspend(state: &AppState, user: &str, reason: &str) -> ApiResult<()
     state.metrics.safety_actions.get_or_create(&action_label("suspend")).inc();
     flag(state, user, "suspend", reason).await;
     state.auth_cache.forget_account(user);
+    // Its open push connections end here; other nodes hear it from the store.
+    if let Some(account) = state.store.account_devices(user).await? {
+        for d in account.devices {
+            state.hub.disconnect(d.device_id);
+        }
+    }
     tracing::warn!(reason, "account suspended by the safety policy");
     Ok(())
 }
@@ -68,16 +75,37 @@ fn action_label(action: &'static str) -> crate::metrics::ActionLabel {
     crate::metrics::ActionLabel { action }
 }
 
-/// Suspends `user` if blocks or reports received cross the policy's thresholds.
-pub async fn review_reputation(state: &AppState, user: &str) -> ApiResult<()> {
-    let Some(info) = state.store.account_info(user).await? else { return Ok(()) };
-    if info.suspended.is_some() {
-        return Ok(());
-    }
-    if let Action::Suspend { reason } =
-        state.safety.check_reputation(info.blocked_by, info.reported_by)
-    {
-        suspend(state, user, &reason).await?;
+/// Records that `source` blocked or reported `target`. It counts toward the target's
+/// reputation only when qualified: `source` is not a brand-new account, and the target wrote
+/// to it (`proven` for a verified report, looked up for a block). A repeat changes nothing.
+/// At a threshold the target is flagged for an admin — never suspended: throwaway accounts
+/// cannot silence anyone.
+pub async fn record_signal(
+    state: &AppState,
+    source: &str,
+    target: &str,
+    kind: SignalKind,
+    proven: bool,
+) -> ApiResult<()> {
+    let now = state.now();
+    let young = state.safety.config.young_account_hours * signals::HOUR;
+    let established = state
+        .store
+        .account_info(source)
+        .await?
+        .is_some_and(|a| a.created_at.saturating_add(young) <= now);
+    let qualified = established && (proven || state.store.has_written_to(target, source).await?);
+    let record = SignalRecord {
+        target: target.to_string(),
+        source: source.to_string(),
+        kind,
+        qualified,
+        created_at: now,
+    };
+    let Some(count) = state.store.add_signal(record).await? else { return Ok(()) };
+    if qualified && let Some(reason) = state.safety.reputation_flag(kind, count) {
+        state.metrics.safety_actions.get_or_create(&action_label("flag")).inc();
+        flag(state, target, "review", &reason).await;
     }
     Ok(())
 }

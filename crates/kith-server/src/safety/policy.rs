@@ -7,12 +7,22 @@
 //! | groups created per hour | 10 (5 young) | cool-off |
 //! | KeyPackages claimed but not used within 2 min, per hour | 30 (15 young) | cool-off |
 //! | KeyPackages claimed per hour | 500 | slow down |
-//! | claims of the same account's KeyPackages per hour | 3 | cool-off |
+//! | claims of the same account's KeyPackages never used, per hour | 3 | cool-off |
+//! | one-time KeyPackages of one account handed out per hour, all claimers together | 10 | its last-resort KeyPackage instead |
+//! | changes to conversations (commits, proposals, new conversations) per minute | 60 | slow down |
+//! | changes to one conversation per minute | 30 | slow down |
+//! | changes to one story channel's audience per hour | 60 | slow down |
 //! | 1:1 conversations opened in 24 h and unanswered after 60 min | 12 | suspend |
-//! | distinct accounts blocking it | 5 | suspend |
-//! | distinct accounts reporting it (verified reports) | 3 | suspend |
+//! | qualified accounts blocking it | 5 | flag for an admin |
+//! | qualified accounts reporting it (verified reports) | 3 | flag for an admin |
 //! | cool-offs within 24 h | a third one | suspend |
-//! | registrations per IP per hour | 10 | `429` on registration |
+//! | successful registrations per IP per hour | 10 | `429` on registration |
+//!
+//! Blocks and reports are *qualified* only when they come from an account older than
+//! `young_account_hours` to which the target has written (a report proves it; for a block,
+//! the target posted in a conversation the blocker is in). Others are kept but never counted,
+//! so throwaway accounts cannot move anyone's reputation; and even qualified ones only raise
+//! a flag for an admin (`kithd admin signals`), never a suspension.
 //!
 //! A cool-off lasts `cool_off_minutes` (60): the account can go on talking in its existing
 //! conversations but cannot open new ones, create groups or claim KeyPackages. A suspension
@@ -26,6 +36,8 @@ use kith_store::Millis;
 use serde::Deserialize;
 
 use super::signals::{DAY, HOUR, MINUTE, Signals};
+use kith_proto::GroupType;
+use kith_store::SignalKind;
 
 /// Thresholds, from the `[safety]` table of the configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,8 +53,18 @@ pub struct SafetyConfig {
     pub young_account_hours: u64,
     pub unanswered_conversations_per_day: u32,
     pub unanswered_grace_minutes: u64,
-    pub blocks_to_suspend: u64,
-    pub reports_to_suspend: u64,
+    /// Qualified blocks after which the account is flagged for an admin.
+    #[serde(alias = "blocks_to_suspend")]
+    pub blocks_to_flag: u64,
+    /// Qualified reports after which the account is flagged for an admin.
+    #[serde(alias = "reports_to_suspend")]
+    pub reports_to_flag: u64,
+    /// One-time KeyPackages of one account handed out per hour, all claimers together; past
+    /// it, claims get the last-resort KeyPackage.
+    pub key_package_budget_per_hour: u32,
+    pub max_changes_per_minute: u32,
+    pub max_changes_per_conversation_per_minute: u32,
+    pub max_story_changes_per_hour: u32,
     pub cool_off_minutes: u64,
     /// Cool-offs within 24 h after which the next breach suspends.
     pub cool_offs_before_suspension: u32,
@@ -61,8 +83,12 @@ impl Default for SafetyConfig {
             young_account_hours: 72,
             unanswered_conversations_per_day: 12,
             unanswered_grace_minutes: 60,
-            blocks_to_suspend: 5,
-            reports_to_suspend: 3,
+            blocks_to_flag: 5,
+            reports_to_flag: 3,
+            key_package_budget_per_hour: 10,
+            max_changes_per_minute: 60,
+            max_changes_per_conversation_per_minute: 30,
+            max_story_changes_per_hour: 60,
             cool_off_minutes: 60,
             cool_offs_before_suspension: 2,
             registrations_per_ip_per_hour: 10,
@@ -237,18 +263,21 @@ impl Safety {
         &self,
         user: &str,
         conversation: &[u8],
-        direct: bool,
-        story: bool,
+        kind: GroupType,
+        accounts: &[String],
         devices_added: u32,
         now: Millis,
     ) {
         self.with(|s| {
             let a = s.account(user, now);
             a.used.add(now, devices_added);
-            if story {
+            for target in accounts {
+                a.used_of.entry(target.clone()).or_default().add(now, 1);
+            }
+            if kind == GroupType::Story {
                 return;
             }
-            if direct {
+            if kind == GroupType::Direct {
                 a.new_directs.add(now, 1);
                 a.unanswered.insert(conversation.to_vec(), now);
                 s.openers.insert(conversation.to_vec(), user.to_string());
@@ -258,9 +287,72 @@ impl Safety {
         })
     }
 
-    /// After a commit added members: those KeyPackages were used.
-    pub fn note_used(&self, user: &str, devices_added: u32, now: Millis) {
-        self.with(|s| s.account(user, now).used.add(now, devices_added))
+    /// After a commit or a new conversation added `accounts` (with `devices_added` devices):
+    /// the KeyPackages claimed for them were used.
+    pub fn note_used(&self, user: &str, accounts: &[String], devices_added: u32, now: Millis) {
+        self.with(|s| {
+            let a = s.account(user, now);
+            a.used.add(now, devices_added);
+            for target in accounts {
+                a.used_of.entry(target.clone()).or_default().add(now, 1);
+            }
+        })
+    }
+
+    /// Before `user` changes a conversation (a commit, a proposal, its creation): its own rate
+    /// of changes, apart from its message rate.
+    pub fn check_account_change(&self, user: &str, now: Millis) -> Action {
+        let limit = self.config.max_changes_per_minute;
+        self.with(|s| {
+            let a = s.account(user, now);
+            if a.changes.count(now, MINUTE) >= u64::from(limit) {
+                return Action::SlowDown {
+                    retry_after: secs(MINUTE / u64::from(limit.max(1))),
+                    reason: format!("more than {limit} changes to conversations a minute"),
+                };
+            }
+            a.changes.add(now, 1);
+            Action::Allow
+        })
+    }
+
+    /// Before a change to a conversation (a commit, a proposal, its creation): the
+    /// conversation's own rate, per minute for groups and per hour for a story channel's
+    /// audience.
+    pub fn check_change(&self, conversation: &[u8], story: bool, now: Millis) -> Action {
+        let (limit, span, what) = if story {
+            (self.config.max_story_changes_per_hour, HOUR, "changes to a story channel an hour")
+        } else {
+            (
+                self.config.max_changes_per_conversation_per_minute,
+                MINUTE,
+                "changes to a conversation a minute",
+            )
+        };
+        self.with(|s| {
+            let w = s.changes.entry(conversation.to_vec()).or_default();
+            if w.count(now, span) >= u64::from(limit) {
+                return Action::SlowDown {
+                    retry_after: secs(span / u64::from(limit.max(1))),
+                    reason: format!("more than {limit} {what}"),
+                };
+            }
+            w.add(now, 1);
+            Action::Allow
+        })
+    }
+
+    /// Whether a claim of `target`'s KeyPackages may take one-time ones (and counts it), or
+    /// must make do with the last-resort ones: the budget all claimers share.
+    pub fn take_key_package_budget(&self, target: &str, now: Millis) -> bool {
+        self.with(|s| {
+            let w = s.claimed.entry(target.to_string()).or_default();
+            if w.count(now, HOUR) >= u64::from(self.config.key_package_budget_per_hour) {
+                return false;
+            }
+            w.add(now, 1);
+            true
+        })
     }
 
     /// Before handing out `target`'s KeyPackages.
@@ -277,7 +369,12 @@ impl Safety {
             }
             let a = s.account(user, now);
             let of_target = a.claims_of.entry(target.to_string()).or_default().count(now, HOUR);
-            if of_target >= u64::from(self.config.max_claims_of_one_account_per_hour) {
+            let used = a.used_of.entry(target.to_string()).or_default().count(now, HOUR);
+            // Claims of one person that ended in a conversation are ordinary use (a chat, a
+            // story, two groups with the same friend in an hour); the unused ones are not.
+            if of_target.saturating_sub(used)
+                >= u64::from(self.config.max_claims_of_one_account_per_hour)
+            {
                 let reason = format!("claimed {target}'s KeyPackages over and over");
                 return self.breach(s, user, reason, now);
             }
@@ -307,21 +404,24 @@ impl Safety {
             a.claims.add(now, key_packages);
             a.claims_of.entry(target.to_string()).or_default().add(now, 1);
             a.claims_of.retain(|_, w| w.count(now, HOUR) > 0);
+            a.used_of.retain(|_, w| w.count(now, HOUR) > 0);
         })
     }
 
-    /// Blocks and reports received, from the store's counts.
-    pub fn check_reputation(&self, blocked_by: u64, reported_by: u64) -> Action {
-        if blocked_by >= self.config.blocks_to_suspend {
-            return Action::Suspend { reason: format!("blocked by {blocked_by} accounts") };
-        }
-        if reported_by >= self.config.reports_to_suspend {
-            return Action::Suspend { reason: format!("reported by {reported_by} accounts") };
-        }
-        Action::Allow
+    /// Whether a new qualified block or report brings the account to a threshold: the reason
+    /// to flag it for an admin, once (at the threshold itself, so a later one adds nothing).
+    /// Never a suspension: see the module's table.
+    pub fn reputation_flag(&self, kind: SignalKind, qualified: u64) -> Option<String> {
+        let (threshold, what) = match kind {
+            SignalKind::Block => (self.config.blocks_to_flag, "blocked"),
+            SignalKind::Report => (self.config.reports_to_flag, "reported"),
+        };
+        (qualified == threshold.max(1))
+            .then(|| format!("{what} by {qualified} accounts it wrote to; review it"))
     }
 
-    /// Before a registration from `ip`.
+    /// Before a registration from `ip`: only successful registrations count (see
+    /// [`Safety::note_registration`]), so bad requests cannot lock out an address.
     pub fn check_registration(&self, ip: IpAddr, now: Millis) -> Action {
         self.with(|s| {
             let w = s.registrations.entry(ip).or_default();
@@ -331,9 +431,13 @@ impl Safety {
                     reason: "too many registrations from this address; try again later".into(),
                 };
             }
-            w.add(now, 1);
             Action::Allow
         })
+    }
+
+    /// After a registration from `ip` succeeded.
+    pub fn note_registration(&self, ip: IpAddr, now: Millis) {
+        self.with(|s| s.registrations.entry(ip).or_default().add(now, 1))
     }
 
     /// Periodic clean-up of old signals.
@@ -368,7 +472,7 @@ mod tests {
         for round in 0..3 {
             for i in 0..20u32 {
                 assert_eq!(s.check_new_conversation("x", true, false, old, now), Action::Allow);
-                s.note_new_conversation("x", &[round, i as u8], true, false, 1, now);
+                s.note_new_conversation("x", &[round, i as u8], GroupType::Direct, &[], 1, now);
                 now += 1000;
             }
             match s.check_new_conversation("x", true, false, old, now) {
@@ -405,7 +509,7 @@ mod tests {
             if a != Action::Allow {
                 break a;
             }
-            s.note_new_conversation("slow", &opened.to_be_bytes(), true, false, 1, now);
+            s.note_new_conversation("slow", &opened.to_be_bytes(), GroupType::Direct, &[], 1, now);
             opened += 1;
             now += 12 * MINUTE;
         };
@@ -415,7 +519,14 @@ mod tests {
         let mut now = T0;
         for i in 0..40u32 {
             assert_eq!(s.check_new_conversation("kind", true, false, old, now), Action::Allow);
-            s.note_new_conversation("kind", &(1000 + i).to_be_bytes(), true, false, 1, now);
+            s.note_new_conversation(
+                "kind",
+                &(1000 + i).to_be_bytes(),
+                GroupType::Direct,
+                &[],
+                1,
+                now,
+            );
             s.note_send("friend", &(1000 + i).to_be_bytes(), now + MINUTE);
             now += 2 * HOUR;
         }
@@ -429,7 +540,7 @@ mod tests {
             let friend = format!("f{i}");
             assert_eq!(s.check_claim("builder", &friend, old, T0 + i), Action::Allow);
             s.note_claim("builder", &friend, 1, T0 + i);
-            s.note_used("builder", 1, T0 + i);
+            s.note_used("builder", std::slice::from_ref(&friend), 1, T0 + i);
         }
         // Claims a second apart: unused ones count once they are two minutes old.
         let mut claimed = 0;
@@ -453,7 +564,7 @@ mod tests {
         let s = Safety::new(SafetyConfig::default());
         let mut n = 0u32;
         while s.check_new_conversation("new", false, false, T0, T0) == Action::Allow {
-            s.note_new_conversation("new", &n.to_be_bytes(), false, false, 3, T0);
+            s.note_new_conversation("new", &n.to_be_bytes(), GroupType::Group, &[], 3, T0);
             n += 1;
         }
         assert_eq!(n, 5);
@@ -464,8 +575,13 @@ mod tests {
         let s =
             Safety::new(SafetyConfig { registrations_per_ip_per_hour: 2, ..Default::default() });
         let ip: IpAddr = [127, 0, 0, 1].into();
+        // Refused attempts (a bad request, a taken name) do not count.
+        for _ in 0..5 {
+            assert_eq!(s.check_registration(ip, T0), Action::Allow);
+        }
+        s.note_registration(ip, T0);
         assert_eq!(s.check_registration(ip, T0), Action::Allow);
-        assert_eq!(s.check_registration(ip, T0), Action::Allow);
+        s.note_registration(ip, T0);
         assert!(matches!(s.check_registration(ip, T0), Action::SlowDown { .. }));
         assert_eq!(s.check_registration(ip, T0 + HOUR + 1), Action::Allow);
     }

@@ -55,10 +55,14 @@ pub struct AccountSignals {
     pub claims: Window,
     /// Claims per claimed account: draining one person's KeyPackages.
     pub claims_of: HashMap<String, Window>,
+    /// Of those, the ones that ended up in a conversation (the claimed account was added).
+    pub used_of: HashMap<String, Window>,
     /// KeyPackages that ended up in a conversation this account created or grew.
     pub used: Window,
     /// 1:1 conversations this account opened that the other side has not answered yet.
     pub unanswered: HashMap<Vec<u8>, Millis>,
+    /// Changes (commits, proposals, new conversations) this account made.
+    pub changes: Window,
     pub cool_off_until: Option<Millis>,
     pub cool_offs: Window,
     pub last_seen: Millis,
@@ -78,6 +82,11 @@ pub struct Signals {
     /// Which account opened each recent 1:1 conversation, to notice the answer.
     pub openers: HashMap<Vec<u8>, String>,
     pub registrations: HashMap<IpAddr, Window>,
+    /// One-time KeyPackages handed out per claimed account, whoever claimed them: the budget
+    /// that keeps many claimers together from draining one person.
+    pub claimed: HashMap<String, Window>,
+    /// Changes (commits, proposals, new conversations) per conversation.
+    pub changes: HashMap<Vec<u8>, Window>,
 }
 
 impl Signals {
@@ -94,5 +103,7 @@ impl Signals {
         let accounts = &self.accounts;
         self.openers.retain(|_, who| accounts.contains_key(who));
         self.registrations.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
+        self.claimed.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
+        self.changes.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
     }
 }

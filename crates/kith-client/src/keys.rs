@@ -1,0 +1,114 @@
+//! The device keys the server registered, as this client has seen them. A member of a
+//! conversation is accepted only with a signature key the server lists for one of its
+//! account's devices, and a message only from the key of the device the server says sent it:
+//! so a member cannot swap in a key the server does not know (which would make its messages
+//! unreportable), and every message shown is one its recipient can report.
+//!
+//! Checks run inside the transaction that processes an entry, without network: a key not
+//! seen yet answers [`ClientError::NeedKeys`]; the caller fetches those accounts' devices
+//! ([`Client::fetch_keys`]) and processes the entry again, and a key still unknown then is
+//! refused.
+
+use std::collections::HashSet;
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::client::Client;
+use crate::error::{ClientError, ClientResult};
+
+/// Accounts whose devices were fetched during the current round of processing.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched(std::cell::RefCell<HashSet<String>>);
+
+impl Fetched {
+    fn contains(&self, username: &str) -> bool {
+        self.0.borrow().contains(username)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.borrow_mut().clear();
+    }
+}
+
+fn unregistered(username: &str) -> ClientError {
+    ClientError::Mls(format!("{username} uses a key the server has not registered for it"))
+}
+
+impl Client {
+    /// The device the server registered `key` for under `username`, if known locally.
+    fn registered_device(&self, username: &str, key: &[u8]) -> ClientResult<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT device_id FROM kith_device_keys WHERE username = ?1 AND credential_key = ?2",
+            )?
+            .query_row(params![username, key], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|d| u64::try_from(d).unwrap_or(0)))
+    }
+
+    /// Checks that every `(username, key)` is a device key the server registered. Keys of
+    /// accounts not fetched in this round ask for a fetch first.
+    pub(crate) fn check_member_keys(&self, members: &[(String, Vec<u8>)]) -> ClientResult<()> {
+        let me = self.me()?;
+        let mut wanted = Vec::new();
+        for (username, key) in members {
+            if *username == me.username && *key == me.signature_key {
+                continue;
+            }
+            if self.registered_device(username, key)?.is_some() {
+                continue;
+            }
+            if self.keys_fetched.contains(username) {
+                return Err(unregistered(username));
+            }
+            if !wanted.contains(username) {
+                wanted.push(username.clone());
+            }
+        }
+        if wanted.is_empty() { Ok(()) } else { Err(ClientError::NeedKeys(wanted)) }
+    }
+
+    /// Checks that a message's signing key is the one the server registered for the device
+    /// it says sent the message.
+    pub(crate) fn check_sender_key(
+        &self,
+        username: &str,
+        key: &[u8],
+        device: u64,
+    ) -> ClientResult<()> {
+        match self.registered_device(username, key)? {
+            Some(d) if d == device => Ok(()),
+            Some(_) => Err(unregistered(username)),
+            None if self.keys_fetched.contains(username) => Err(unregistered(username)),
+            None => Err(ClientError::NeedKeys(vec![username.to_string()])),
+        }
+    }
+
+    /// Fetches the accounts' devices from the server and remembers their keys. An account the
+    /// server does not know has none.
+    pub(crate) async fn fetch_keys(&mut self, users: &[String]) -> ClientResult<()> {
+        let api = self.api()?;
+        for username in users {
+            let list = match api.devices(username).await {
+                Ok(list) => Some(list),
+                Err(ClientError::Server { status: 404, .. }) => None,
+                Err(e) => return Err(e),
+            };
+            for d in list.into_iter().flat_map(|l| l.devices) {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO kith_device_keys (username, credential_key, device_id)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        username,
+                        d.credential_key.0,
+                        i64::try_from(d.device_id).unwrap_or(i64::MAX)
+                    ])?;
+            }
+            self.keys_fetched.0.borrow_mut().insert(username.clone());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Raw access to a profile's MLS state, for the testkit's hostile client only (the `hostile`
+//! feature): with it a test builds what a modified client could send — encrypted commits,
+//! commits by non-admins, signature-key changes — from a real member's state.
+
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+
+use crate::client::{Client, conversation_bytes};
+use crate::error::{ClientError, ClientResult};
+use crate::local;
+pub use crate::mls::Provider;
+
+impl Client {
+    /// Builds a conversation of any kind with `members` (their KeyPackages claimed from the
+    /// server), without registering it: the request a modified client could post. The group
+    /// is kept locally, so the caller can go on using it if the server takes it.
+    pub async fn raw_conversation(
+        &mut self,
+        meta: &kith_proto::GroupMeta,
+        members: &[String],
+    ) -> ClientResult<(String, kith_proto::CreateConversation)> {
+        let me = self.me()?.clone();
+        let claimed = self.claim(members).await?;
+        self.build_conversation(&me, meta, claimed)
+    }
+
+    /// Runs `f` on the conversation's group as stored, with the provider and this device's
+    /// key pair. Whatever `f` changes is kept; the SDK's cached copy is dropped.
+    pub fn raw_mls<T>(
+        &self,
+        conversation: &str,
+        f: impl FnOnce(&mut MlsGroup, &Provider<'_>, &SignatureKeyPair) -> T,
+    ) -> ClientResult<T> {
+        let provider = self.provider();
+        let signer = crate::mls::load_signer(&provider, &self.me()?.signature_key)?;
+        let mut group = MlsGroup::load(
+            provider.storage(),
+            &GroupId::from_slice(&conversation_bytes(conversation)?),
+        )
+        .map_err(ClientError::mls)?
+        .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
+        let out = f(&mut group, &provider, &signer);
+        self.forget_cached(Some(conversation));
+        Ok(out)
+    }
+
+    /// The franked plaintext (body, franking key and the sender's signature) this device keeps
+    /// of a received message, as the MLS payload carried it: what a member could re-send.
+    pub fn raw_received_franked(&self, message_id: &str) -> ClientResult<Vec<u8>> {
+        let f = local::frank(&self.conn, message_id)?.ok_or_else(|| {
+            ClientError::InvalidInput(format!("no received message {message_id}"))
+        })?;
+        Ok(kith_proto::payload::Franked {
+            core: kith_proto::B64(f.core),
+            fk: kith_proto::B64(f.fk),
+            sig: kith_proto::B64(f.sig),
+        }
+        .encode())
+    }
+
+    /// A signature by this device's credential key over `bytes` (what a request the device
+    /// itself must make, such as a token rotation, carries).
+    pub fn raw_sign(&self, bytes: &[u8]) -> ClientResult<Vec<u8>> {
+        use openmls_traits::signatures::Signer as _;
+        let provider = self.provider();
+        crate::mls::load_signer(&provider, &self.me()?.signature_key)?
+            .sign(bytes)
+            .map_err(|_| ClientError::Mls("cannot sign".into()))
+    }
+}

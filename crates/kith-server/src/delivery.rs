@@ -1,0 +1,186 @@
+//! The delivery rules, one function each. Every path that puts something in other devices'
+//! queues — application messages, commits, leave proposals, new conversations and the
+//! Welcomes they carry — goes through these, so a rule cannot hold on one door and be
+//! forgotten on another:
+//!
+//! - [`member_route`]: only members post (their membership comes from the validated group
+//!   state; see [`crate::groups`]);
+//! - [`check_rate`]: the sender's per-account rates (one for messages, one for changes to
+//!   conversations) and, for a change, the conversation's own rate;
+//! - [`Fanout::to_members`]: blocks — the devices of every account that blocks the sender get
+//!   none of its messages and none of its invitations, in any kind of conversation, while the
+//!   sender is told the same as if there were no block;
+//! - [`Fanout::leave_out_full_queues`] and [`require_room`]: the per-device queue cap —
+//!   application messages skip full devices, changes to a group wait until every member can
+//!   take them (a device that missed a commit could no longer read its group).
+
+use kith_proto::ErrorCode;
+use kith_store::DeviceId;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::AuthedDevice;
+use crate::safety::{self, Action};
+use crate::state::AppState;
+
+/// The membership rule for posting: the conversation's route, if the device is one of its
+/// members (`unknown_conversation`, `not_a_member` otherwise).
+pub async fn member_route(
+    state: &AppState,
+    me: &AuthedDevice,
+    conversation: &[u8],
+) -> ApiResult<kith_store::Route> {
+    let route = state
+        .routes
+        .route(&*state.store, conversation)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
+    if !route.members.contains(&me.device_id) {
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not in that conversation",
+        ));
+    }
+    Ok(route)
+}
+
+/// What is being posted, for the rate rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Post {
+    /// An application message.
+    Message,
+    /// A commit or proposal changing a conversation; `story` for a story channel's audience.
+    Change { story: bool },
+}
+
+/// The rate rule: a budget per account for its messages, another for its changes to
+/// conversations, and for changes a budget per conversation too.
+pub async fn check_rate(
+    state: &AppState,
+    me: &AuthedDevice,
+    conversation: &[u8],
+    post: Post,
+) -> ApiResult<()> {
+    let now = state.now();
+    match post {
+        Post::Message => {
+            let verdict = state.safety.check_send(&me.username, now);
+            safety::enforce(state, &me.username, verdict).await
+        }
+        Post::Change { story } => {
+            let mut verdict = state.safety.check_account_change(&me.username, now);
+            if verdict == Action::Allow {
+                verdict = state.safety.check_change(conversation, story, now);
+            }
+            if verdict != Action::Allow {
+                state.metrics.change_rate_refusals.inc();
+            }
+            safety::enforce(state, &me.username, verdict).await
+        }
+    }
+}
+
+/// Who gets a post, and what the sender is told about it.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The devices that get it.
+    pub recipients: Vec<DeviceId>,
+    /// What the sender is told: the devices it went to as far as the sender may know (those
+    /// left out because their account blocks the sender are counted, so a block stays
+    /// invisible).
+    pub told: u32,
+    /// Devices left out because their queue is full (the sender is told).
+    pub skipped: u32,
+}
+
+impl Fanout {
+    /// The block rule, for whatever `sender` posts to `devices` (its own device left out
+    /// already): the devices of accounts that block the sender are removed.
+    pub async fn to_members(
+        state: &AppState,
+        sender: &str,
+        devices: Vec<DeviceId>,
+    ) -> ApiResult<Self> {
+        let told = u32::try_from(devices.len()).unwrap_or(u32::MAX);
+        let mut fanout = Fanout { recipients: devices, told, skipped: 0 };
+        let blocking = state.routes.blocking(&*state.store, sender).await?;
+        if !blocking.is_empty() {
+            fanout.recipients.retain(|d| !blocking.contains(d));
+        }
+        Ok(fanout)
+    }
+
+    /// The queue cap for application messages: devices whose queue is full are left out (and
+    /// counted in `skipped`). If that leaves none of the other members' devices, the post is
+    /// refused with `queue_full`: the sender learns it did not get through, instead of it
+    /// reaching only its own devices. Full devices are looked for among every member device,
+    /// blocking ones included, so the answer does not depend on a block.
+    pub async fn leave_out_full_queues(
+        &mut self,
+        state: &AppState,
+        me: &AuthedDevice,
+        members: &[DeviceId],
+    ) -> ApiResult<()> {
+        let full = state.queues.full(&*state.store, members).await?;
+        if full.is_empty() {
+            return Ok(());
+        }
+        let own = own_devices(state, me).await?;
+        let others = members.iter().filter(|d| !own.contains(d)).count();
+        let others_full = full.iter().filter(|d| !own.contains(d)).count();
+        if others > 0 && others_full == others {
+            state.metrics.queue_full_refusals.inc();
+            return Err(queue_full(state));
+        }
+        self.recipients.retain(|d| !full.contains(d));
+        state.metrics.queue_full_skips.inc_by(full.len() as u64);
+        self.skipped = u32::try_from(full.len()).unwrap_or(u32::MAX);
+        self.told = self.told.saturating_sub(self.skipped);
+        Ok(())
+    }
+}
+
+/// The queue cap for changes to a group: refused with `queue_full` while any of `devices`
+/// (the members that stay, other than the sender's own) holds `max_queued_per_device`
+/// entries. Changes cannot skip a device the way messages do: one that missed a commit could
+/// not read its group any more. So a member cannot fill the others' queues with commits
+/// either: it is stopped at the cap like everyone else.
+pub async fn require_room(
+    state: &AppState,
+    me: &AuthedDevice,
+    devices: &[DeviceId],
+) -> ApiResult<()> {
+    let full = state.queues.full(&*state.store, devices).await?;
+    if full.is_empty() {
+        return Ok(());
+    }
+    let own = own_devices(state, me).await?;
+    if full.iter().any(|d| !own.contains(d)) {
+        state.metrics.queue_full_refusals.inc();
+        return Err(queue_full(state));
+    }
+    Ok(())
+}
+
+async fn own_devices(state: &AppState, me: &AuthedDevice) -> ApiResult<Vec<DeviceId>> {
+    Ok(state
+        .store
+        .account_devices(&me.username)
+        .await?
+        .map(|a| a.devices.into_iter().map(|d| d.device_id).collect())
+        .unwrap_or_default())
+}
+
+fn queue_full(state: &AppState) -> ApiError {
+    ApiError {
+        code: ErrorCode::QueueFull,
+        message: format!(
+            "the recipient's devices already hold {} undelivered messages, the most this server \
+             keeps; try again when they have caught up",
+            state.queues.max()
+        ),
+        retry_after: Some(QUEUE_FULL_RETRY_AFTER),
+    }
+}
+
+/// `Retry-After` (seconds) of a `queue_full` refusal.
+const QUEUE_FULL_RETRY_AFTER: u64 = 60;

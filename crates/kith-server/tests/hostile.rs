@@ -1,0 +1,488 @@
+//! Every rule against a client that does not follow it: the testkit's hostile client builds
+//! what a modified client on OpenMLS could send (encrypted commits, removes and admin changes
+//! by a non-admin, signature-key changes, re-sent messages, floods), throwaway accounts try
+//! to move reputations, and a blocked account tries to reach its blocker. Each test runs on
+//! SQLite and on PostgreSQL (when `KITH_TEST_DATABASE_URL` is set), against a real kithd, and
+//! checks the server's answer and — as if the server were hostile too — what the other
+//! members' clients do with the same bytes.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::time::Duration;
+
+use kith_client::ConversationKind;
+use kith_proto::{AccountKind, B64, EntryKind, FrankTag, GroupMeta, GroupType, QueueEntry};
+use kith_server::ServerConfig;
+use kith_testkit::hostile::Wire;
+use kith_testkit::{TestServer, TestUser, test_config};
+use serde_json::json;
+
+/// Generates, for each `test(config)`, one test on SQLite and one on PostgreSQL.
+macro_rules! on_both_stores {
+    ($($name:ident($config:expr)),* $(,)?) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = kith_testkit::TestServer::start_with(
+                        $config,
+                        std::sync::Arc::new(kith_testkit::SystemClock),
+                    )
+                    .await;
+                    super::$name(server).await;
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) = kith_testkit::TestServer::start_postgres_with($config).await
+                    else {
+                        return;
+                    };
+                    super::$name(server).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores! {
+    an_encrypted_commit_cannot_change_a_group(test_config()),
+    a_member_who_is_not_an_admin_cannot_take_over(test_config()),
+    a_signature_key_the_server_never_saw_is_refused(test_config()),
+    commits_keep_to_the_rate_limits(few_changes()),
+    commits_keep_to_the_queue_cap(small_queues()),
+    a_block_is_invisible_and_complete(test_config()),
+    a_story_channel_reaches_contacts_only(test_config()),
+    a_stolen_token_cannot_rotate_itself(test_config()),
+    key_packages_cannot_be_drained(test_config()),
+    an_owner_tops_up_what_claims_took(big_budget()),
+    a_resent_message_cannot_be_reported_as_new(test_config()),
+    throwaway_accounts_cannot_move_a_reputation(test_config()),
+    a_leave_is_never_lost_to_a_racing_commit(test_config()),
+    suspension_closes_push_connections(test_config()),
+}
+
+fn few_changes() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.max_changes_per_conversation_per_minute = 4;
+    c
+}
+
+fn big_budget() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.key_package_budget_per_hour = 1000;
+    c
+}
+
+fn small_queues() -> ServerConfig {
+    let mut c = test_config();
+    c.max_queued_per_device = 4;
+    c
+}
+
+/// `n` users named after `names`.
+async fn users(server: &TestServer, names: &[&str]) -> Vec<TestUser> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(server.user(n).await);
+    }
+    out
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// What a hostile server could hand a member: `data` as if `from` had posted it.
+fn as_delivered(from: &TestUser, conversation: &str, data: &[u8], n: u64) -> QueueEntry {
+    QueueEntry {
+        seq: 9_000_000 + n,
+        message_id: 9_000_000 + n,
+        conversation_id: conversation.to_string(),
+        kind: EntryKind::Message,
+        sender: from.profile().unwrap().username.clone(),
+        sender_device: from.profile().unwrap().device_id,
+        sender_kind: AccountKind::Person,
+        sender_verified: false,
+        data: B64(data.to_vec()),
+        server_time: 0,
+        expires_at: None,
+        frank: Some(FrankTag { key_id: 1, epoch: 0, tag: B64(vec![0; 32]) }),
+    }
+}
+
+fn texts(r: &kith_client::SyncReport) -> Vec<String> {
+    r.messages.iter().map(|m| m.text.clone()).collect()
+}
+
+/// A group of alice (its admin), bob and carol, everyone synced.
+async fn club(server: &TestServer) -> (Vec<TestUser>, String) {
+    let mut u = users(server, &["alice", "bob", "carol"]).await;
+    let id = u[0].create_group("Club", &strings(&["bob", "carol"])).await.unwrap();
+    for m in u.iter_mut() {
+        m.sync().await.unwrap();
+    }
+    (u, id)
+}
+
+async fn an_encrypted_commit_cannot_change_a_group(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let bob = &u[1];
+    // bob removes alice and makes himself the only admin, encrypted so the server cannot see.
+    let remove = bob.hostile().remove(&club, "alice", Wire::Private);
+    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()] };
+    let takeover = bob.hostile().set_meta(&club, &meta, Wire::Private);
+    for built in [&remove, &takeover] {
+        // At /messages: only application messages pass, whatever the wire format.
+        let a = bob.hostile().post_message(&club, built.commit.clone()).await;
+        assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+        // At /handshake: only in the clear, where the server can check it.
+        let a = bob.hostile().post_handshake(&club, built).await;
+        assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    }
+    // A hostile server delivers them anyway: carol's client refuses both.
+    let entries = [
+        as_delivered(&u[1], &club, &remove.commit, 1),
+        as_delivered(&u[1], &club, &takeover.commit, 2),
+    ];
+    let r = u[2].receive_entries(&entries).await.unwrap();
+    assert_eq!(r.dropped, 2);
+    // The group is as it was: alice still runs it and everyone reads her.
+    u[0].send_group(&club, "still here").await.unwrap();
+    u[0].group_rename(&club, "Club 2").await.unwrap();
+    for m in u.iter_mut().skip(1) {
+        assert!(texts(&m.sync().await.unwrap()).contains(&"still here".to_string()));
+        assert_eq!(m.group(&club).unwrap().name.as_deref(), Some("Club 2"));
+    }
+}
+
+async fn a_member_who_is_not_an_admin_cannot_take_over(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let bob = &u[1];
+    let remove = bob.hostile().remove(&club, "alice", Wire::Public);
+    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()] };
+    let takeover = bob.hostile().set_meta(&club, &meta, Wire::Public);
+    let retyped = GroupMeta { kind: GroupType::Direct, admins: vec![] };
+    let retype = bob.hostile().set_meta(&club, &retyped, Wire::Public);
+    let dave = server.user("dave").await;
+    let adds = bob.hostile().add(&club, "dave").await;
+    for built in [&remove, &takeover, &retype, &adds] {
+        let a = bob.hostile().post_handshake(&club, built).await;
+        assert_eq!((a.status, a.code()), (403, Some("not_admin")), "{:?}", a.body);
+    }
+    // Nobody was added: the Welcome went nowhere.
+    assert!(dave.raw_queue().await.is_empty());
+    // The same commits, delivered by a hostile server, are refused by carol's client.
+    let entries: Vec<QueueEntry> = [&remove, &takeover, &retype, &adds]
+        .iter()
+        .enumerate()
+        .map(|(n, b)| as_delivered(&u[1], &club, &b.commit, n as u64))
+        .collect();
+    let r = u[2].receive_entries(&entries).await.unwrap();
+    assert_eq!(r.dropped, 4);
+    u[0].send_group(&club, "mine").await.unwrap();
+    assert_eq!(texts(&u[2].sync().await.unwrap()), ["mine"]);
+    assert!(u[2].group(&club).unwrap().admins.contains(&"alice".to_string()));
+}
+
+async fn a_signature_key_the_server_never_saw_is_refused(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let public = u[1].hostile().new_signature_key(&club, Wire::Public);
+    let a = u[1].hostile().post_handshake(&club, &public).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    let private = u[1].hostile().new_signature_key(&club, Wire::Private);
+    let a = u[1].hostile().post_message(&club, private.commit.clone()).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    // Delivered anyway, carol's client checks the key against the server's registry.
+    let entry = as_delivered(&u[1], &club, &public.commit, 1);
+    let r = u[2].receive_entries(&[entry]).await.unwrap();
+    assert_eq!(r.dropped, 1);
+    // bob's messages stay reportable.
+    u[1].send_group(&club, "spam from bob").await.unwrap();
+    let r = u[2].sync().await.unwrap();
+    let id = r.messages.iter().find(|m| m.text == "spam from bob").unwrap().id.clone();
+    u[2].report(&id, Some("spam")).await.unwrap();
+}
+
+async fn commits_keep_to_the_rate_limits(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    // Key updates are ordinary, but not a flood of them: four changes a minute in one
+    // conversation (its creation was the first).
+    for _ in 0..3 {
+        u[1].update_keys(&club).await.unwrap();
+    }
+    let err = u[1].update_keys(&club).await.unwrap_err();
+    assert_eq!(err.code(), Some(kith_proto::ErrorCode::RateLimited), "{err}");
+    // Messages are another budget: still fine.
+    u[1].send_group(&club, "hello").await.unwrap();
+    assert!(texts(&u[2].sync().await.unwrap()).contains(&"hello".to_string()));
+}
+
+async fn commits_keep_to_the_queue_cap(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    // carol stops fetching; bob's commits fill her queue up to the cap, and no further.
+    let mut accepted = 0;
+    let err = loop {
+        match u[1].update_keys(&club).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10, "commits past the queue cap");
+    };
+    assert_eq!(err.code(), Some(kith_proto::ErrorCode::QueueFull), "{err}");
+    assert_eq!(u[2].raw_queue().await.len(), 4);
+    // Once carol and alice catch up, the group goes on, with nothing lost for them.
+    u[2].sync().await.unwrap();
+    u[0].sync().await.unwrap();
+    u[1].update_keys(&club).await.unwrap();
+    u[0].send_group(&club, "after").await.unwrap();
+    assert_eq!(texts(&u[2].sync().await.unwrap()), ["after"]);
+}
+
+async fn a_block_is_invisible_and_complete(server: TestServer) {
+    let mut u = users(&server, &["alice", "mallory", "carol", "dave"]).await;
+    u[1].send_text("alice", "hi").await.unwrap();
+    u[0].sync().await.unwrap();
+    u[0].block("mallory").await.unwrap();
+    // KeyPackages: the same answer as for anyone.
+    let a = u[1].hostile().post("/v1/accounts/alice/key-packages/claim", json!({})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["key_packages"].as_array().unwrap().len(), 1);
+    // A group with alice: created as usual; her device never gets the Welcome.
+    let trap = u[1].create_group("Trap", &strings(&["alice", "carol"])).await.unwrap();
+    assert!(u[0].raw_queue().await.iter().all(|e| e.conversation_id != trap));
+    // A message there: counted for alice's device as for anyone's, delivered to carol only.
+    let bytes = u[1].encrypt_for_bench(&trap, "you cannot hide").unwrap();
+    let a = u[1].hostile().post_message(&trap, bytes).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(a.body["recipients"], 2);
+    u[2].sync().await.unwrap();
+    assert!(u[0].raw_queue().await.iter().all(|e| e.conversation_id != trap));
+    // In a group both are in (dave's), mallory's messages skip alice; dave's reach her.
+    let dgroup = u[3].create_group("D", &strings(&["alice", "mallory"])).await.unwrap();
+    for m in u.iter_mut().take(2) {
+        m.sync().await.unwrap();
+    }
+    u[1].send_group(&dgroup, "from mallory").await.unwrap();
+    u[3].send_group(&dgroup, "from dave").await.unwrap();
+    assert_eq!(texts(&u[0].sync().await.unwrap()), ["from dave"]);
+    // A story channel: mallory's stories never reach alice.
+    u[1].story_post("look at me").await.unwrap();
+    let r = u[0].sync().await.unwrap();
+    assert!(r.messages.is_empty(), "{:?}", r.messages);
+    assert!(u[0].stories().unwrap().is_empty());
+    // Should an invitation slip through (a hostile server), alice's client drops it: a group
+    // made before the block, delivered after.
+    let mut eve = server.user("eve").await;
+    eve.send_text("alice", "hi").await.unwrap();
+    let from_eve = eve.create_group("Eve's", &strings(&["alice"])).await.unwrap();
+    u[0].block("eve").await.unwrap();
+    let r = u[0].sync().await.unwrap();
+    assert!(r.joined.iter().all(|j| *j != from_eve));
+    assert!(u[0].groups().unwrap().iter().all(|g| g.id != from_eve));
+}
+
+async fn a_story_channel_reaches_contacts_only(server: TestServer) {
+    let mut u = users(&server, &["sto", "stb", "ste", "stranger"]).await;
+    // sto and stb wrote to each other; sto wrote to ste, who never answered.
+    u[0].send_text("stb", "hi").await.unwrap();
+    u[1].sync().await.unwrap();
+    u[1].send_text("sto", "hi").await.unwrap();
+    u[0].send_text("ste", "hi").await.unwrap();
+    u[0].sync().await.unwrap();
+    u[0].story_post("first").await.unwrap();
+    let r = u[1].sync().await.unwrap();
+    assert_eq!(texts(&r), ["first"]);
+    let channel = r.messages[0].conversation.clone();
+    let r = u[2].sync().await.unwrap();
+    assert!(texts(&r).iter().all(|t| t != "first"));
+    assert!(u[2].stories().unwrap().is_empty());
+    // A story channel straight at a stranger is refused by the server...
+    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["sto".into()] };
+    let (_, request) = u[0].raw_conversation(&meta, &strings(&["stranger"])).await.unwrap();
+    let a = u[0].hostile().post("/v1/conversations", serde_json::to_value(&request).unwrap()).await;
+    assert_eq!((a.status, a.code()), (403, Some("forbidden")), "{:?}", a.body);
+    // ...and so is adding one to an existing channel.
+    let add = u[0].hostile().add(&channel, "stranger").await;
+    let a = u[0].hostile().post_handshake(&channel, &add).await;
+    assert_eq!((a.status, a.code()), (403, Some("forbidden")), "{:?}", a.body);
+    assert!(u[3].raw_queue().await.is_empty());
+    // Changes to the audience tell nobody: sto blocks stb, then ste answers; neither stb nor
+    // ste sees a line about it.
+    u[0].block("stb").await.unwrap();
+    u[2].send_text("sto", "hello back").await.unwrap();
+    u[0].sync().await.unwrap();
+    u[0].story_post("second").await.unwrap();
+    for m in u.iter_mut().take(3).skip(1) {
+        let r = m.sync().await.unwrap();
+        for msg in &r.messages {
+            assert!(msg.kind != ConversationKind::System, "{}", msg.text);
+        }
+    }
+    assert!(u[1].stories().unwrap().iter().all(|s| s.text != "second"));
+    let mut seen: Vec<String> = u[2].stories().unwrap().into_iter().map(|s| s.text).collect();
+    seen.sort();
+    assert_eq!(seen, ["first", "second"]);
+}
+
+async fn a_stolen_token_cannot_rotate_itself(server: TestServer) {
+    let mut owner = server.user("owner").await;
+    let thief = owner.hostile();
+    // The thief has the token, not the device key.
+    let a = thief.post("/v1/me/token", json!({ "signature": B64(vec![7; 64]) })).await;
+    assert_eq!((a.status, a.code()), (403, Some("forbidden")), "{:?}", a.body);
+    let a = thief.post("/v1/me/token", json!({})).await;
+    assert_eq!(a.status, 400, "{:?}", a.body);
+    let stolen = owner.bearer();
+    // The owner rotates (the SDK signs), and the copy is shut out.
+    owner.rotate_token().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/me", server.url))
+        .header("authorization", stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    owner.sync().await.unwrap();
+}
+
+async fn key_packages_cannot_be_drained(server: TestServer) {
+    let mut victim = server.user("victim").await;
+    let start = victim.whoami().await.unwrap().key_packages_remaining;
+    let budget = u64::from(server.state.safety.config.key_package_budget_per_hour);
+    // Fifteen throwaway accounts, each well under its own per-claimer limit.
+    let mut last_resort = 0;
+    for i in 0..15 {
+        let t = server.user(&format!("throwaway{i}")).await;
+        let a = t.hostile().post("/v1/accounts/victim/key-packages/claim", json!({})).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        if a.body["key_packages"][0]["last_resort"] == true {
+            last_resort += 1;
+        }
+    }
+    assert_eq!(last_resort, 15 - budget);
+    assert_eq!(victim.whoami().await.unwrap().key_packages_remaining, start - budget);
+    // Someone who really writes still gets through (on the last-resort KeyPackage).
+    let mut friend = server.user("friend").await;
+    friend.send_text("victim", "hello").await.unwrap();
+    assert_eq!(texts(&victim.sync().await.unwrap()), ["hello"]);
+}
+
+async fn an_owner_tops_up_what_claims_took(server: TestServer) {
+    let mut owner = server.user("owner").await;
+    let start = owner.whoami().await.unwrap().key_packages_remaining;
+    for i in 0..40 {
+        let t = server.user(&format!("claimer{i}")).await;
+        let a = t.hostile().post("/v1/accounts/owner/key-packages/claim", json!({})).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+    assert_eq!(owner.whoami().await.unwrap().key_packages_remaining, start - 40);
+    // Nothing was joined, yet the next sync sees the pool low and tops it up.
+    owner.sync().await.unwrap();
+    assert!(owner.whoami().await.unwrap().key_packages_remaining >= 15);
+}
+
+async fn a_resent_message_cannot_be_reported_as_new(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    u[2].send_group(&club, "carol's words").await.unwrap();
+    let r = u[1].sync().await.unwrap();
+    let original = r.messages.iter().find(|m| m.text == "carol's words").unwrap().id.clone();
+    let carol_report = u[1].report_request(&original, None).unwrap();
+    u[0].sync().await.unwrap();
+    // bob re-sends carol's signed message, with its commitment, as his own post.
+    let franked = u[1].raw_received_franked(&original).unwrap();
+    let c = {
+        use openmls::prelude::{HashType, OpenMlsCrypto as _};
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        crypto.hmac(HashType::Sha2_256, &carol_report.fk.0, &carol_report.core.0).unwrap()
+    };
+    let replay = u[1].hostile().application(&club, &franked, c.as_slice());
+    let a = u[1].hostile().post_message(&club, replay).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    // alice's client does not show it (the signature is not bob's)...
+    let entry = u[0].raw_queue().await.pop().unwrap();
+    let r = u[0].sync().await.unwrap();
+    assert!(r.messages.is_empty() && r.dropped == 1, "{:?}", r.messages);
+    // ...and a report of it as carol's, new message fails: its tag names bob's device.
+    let mut forged = carol_report.clone();
+    forged.frank = entry.frank.clone().unwrap();
+    forged.server_time = entry.server_time;
+    let a = u[0].hostile().post("/v1/reports", serde_json::to_value(&forged).unwrap()).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_report")), "{:?}", a.body);
+    // So does reporting it as bob's (his key did not sign it), and bob's own copy of carol's
+    // tag from alice's account (tags name their recipient).
+    forged.sender = "bob".into();
+    forged.sender_device = u[1].profile().unwrap().device_id;
+    let a = u[0].hostile().post("/v1/reports", serde_json::to_value(&forged).unwrap()).await;
+    assert_eq!(a.code(), Some("invalid_report"), "{:?}", a.body);
+    let a = u[0].hostile().post("/v1/reports", serde_json::to_value(&carol_report).unwrap()).await;
+    assert_eq!(a.code(), Some("invalid_report"), "{:?}", a.body);
+    assert!(server.store().reports().await.unwrap().is_empty());
+    // The genuine report, by its recipient, goes through.
+    u[1].report(&original, Some("abuse")).await.unwrap();
+    assert_eq!(server.store().reports().await.unwrap().len(), 1);
+}
+
+async fn throwaway_accounts_cannot_move_a_reputation(server: TestServer) {
+    let mut victim = server.user("victim").await;
+    let mut mob = users(&server, &["mob1", "mob2", "mob3", "mob4", "mob5", "mob6"]).await;
+    // A group of fresh accounts around the victim, who writes once.
+    let trap = mob[0].create_group("Trap", &strings(&["victim", "mob2", "mob3"])).await.unwrap();
+    victim.sync().await.unwrap();
+    victim.send_group(&trap, "hello?").await.unwrap();
+    for m in mob.iter_mut() {
+        let r = m.sync().await.unwrap();
+        if let Some(msg) = r.messages.iter().find(|x| x.text == "hello?") {
+            m.report(&msg.id, Some("abuse")).await.unwrap();
+        }
+        m.block("victim").await.unwrap();
+        // A repeated block changes nothing.
+        m.block("victim").await.unwrap();
+    }
+    let info = server.store().account_info("victim").await.unwrap().unwrap();
+    assert_eq!(info.suspended, None);
+    let flags = server.store().flags().await.unwrap();
+    assert!(flags.iter().all(|f| f.username != "victim"), "{flags:?}");
+    let signals = server.store().signals(Some("victim")).await.unwrap();
+    assert_eq!(signals.len(), 6 + 3);
+    assert!(signals.iter().all(|s| !s.qualified));
+    victim.send_group(&trap, "still here").await.unwrap();
+}
+
+async fn a_leave_is_never_lost_to_a_racing_commit(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let _dave = server.user("dave").await;
+    // bob leaves; alice, who has not synced since, adds dave.
+    u[1].group_leave(&club).await.unwrap();
+    u[0].group_add(&club, &strings(&["dave"])).await.unwrap();
+    // Her commit had to include bob's leave: he is out of the group and out of delivery.
+    let members = u[0].group(&club).unwrap().members;
+    assert!(!members.contains(&"bob".to_string()), "{members:?}");
+    let route = server.store().conversation_route(&hex(&club)).await.unwrap().unwrap();
+    let bob_device = u[1].profile().unwrap().device_id;
+    assert!(!route.members.contains(&bob_device));
+    let before = u[1].raw_queue().await.len();
+    u[0].send_group(&club, "without bob").await.unwrap();
+    assert_eq!(u[1].raw_queue().await.len(), before);
+    u[2].sync().await.unwrap();
+    assert!(!u[2].group(&club).unwrap().members.contains(&"bob".to_string()));
+}
+
+async fn suspension_closes_push_connections(server: TestServer) {
+    let mut bob = server.user("bob").await;
+    let mut push = bob.connect_push().await.unwrap();
+    kith_server::safety::suspend(&server.state, "bob", "test").await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), bob.receive_push(&mut push)).await;
+    assert!(matches!(closed, Ok(Err(_))), "the push connection stayed open");
+}
+
+fn hex(id: &str) -> Vec<u8> {
+    kith_proto::ConversationId::parse(id).unwrap().as_bytes().to_vec()
+}
