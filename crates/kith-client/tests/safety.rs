@@ -240,6 +240,17 @@ async fn registrations_are_limited_per_address() {
     let mut config = test_config();
     config.safety.registrations_per_ip_per_hour = 2;
     let server = TestServer::start_with(config, Arc::new(kith_testkit::SystemClock)).await;
+    // Refused attempts do not count: a NAT's bad requests cannot lock it out.
+    for _ in 0..5 {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/accounts", server.url))
+            .json(&serde_json::json!({"username": "X", "credential_key": "", "key_packages": [],
+                "last_resort_key_package": ""}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+    }
     server.user("first").await;
     server.user("second").await;
     let dir = tempfile::tempdir().unwrap();
@@ -308,4 +319,30 @@ async fn whatever_the_server_sends_is_refused_without_a_panic() {
     // And the conversation still works.
     alice.send_text("bob", "still fine").await.unwrap();
     assert_eq!(bob.sync().await.unwrap().messages[0].text, "still fine");
+}
+
+/// Ordinary use on the default settings never trips the policy: in one hour, write to a friend,
+/// post a story and open two groups with that friend — and again the next hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_use_never_trips_the_policy() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let server = TestServer::start_with(test_config(), clock.clone()).await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    for hour in 0..3 {
+        alice.send_text("bob", &format!("hour {hour}")).await.unwrap();
+        bob.sync().await.unwrap();
+        bob.send_text("alice", "hi!").await.unwrap();
+        alice.sync().await.unwrap();
+        alice.story_post(&format!("story {hour}")).await.unwrap();
+        for g in 0..2 {
+            let id =
+                alice.create_group(&format!("plans {hour}.{g}"), &["bob".into()]).await.unwrap();
+            alice.send_group(&id, "who's in?").await.unwrap();
+        }
+        bob.sync().await.unwrap();
+        clock.advance(Duration::from_secs(3600));
+    }
+    assert!(server.store().flags().await.unwrap().is_empty());
+    assert_eq!(server.store().account_info("alice").await.unwrap().unwrap().suspended, None);
 }

@@ -67,6 +67,7 @@ on_both_stores! {
     throwaway_accounts_cannot_move_a_reputation(test_config()),
     a_leave_is_never_lost_to_a_racing_commit(test_config()),
     suspension_closes_push_connections(test_config()),
+    replays_and_misdirected_commits_are_refused(test_config()),
 }
 
 fn few_changes() -> ServerConfig {
@@ -139,7 +140,10 @@ async fn an_encrypted_commit_cannot_change_a_group(server: TestServer) {
     let remove = bob.hostile().remove(&club, "alice", Wire::Private);
     let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()] };
     let takeover = bob.hostile().set_meta(&club, &meta, Wire::Private);
-    for built in [&remove, &takeover] {
+    // Even a change any member may make (a key update) is refused encrypted: nobody could
+    // check it.
+    let update = bob.hostile().update(&club, Wire::Private);
+    for built in [&remove, &takeover, &update] {
         // At /messages: only application messages pass, whatever the wire format.
         let a = bob.hostile().post_message(&club, built.commit.clone()).await;
         assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
@@ -151,9 +155,10 @@ async fn an_encrypted_commit_cannot_change_a_group(server: TestServer) {
     let entries = [
         as_delivered(&u[1], &club, &remove.commit, 1),
         as_delivered(&u[1], &club, &takeover.commit, 2),
+        as_delivered(&u[1], &club, &update.commit, 3),
     ];
     let r = u[2].receive_entries(&entries).await.unwrap();
-    assert_eq!(r.dropped, 2);
+    assert_eq!(r.dropped, 3);
     // The group is as it was: alice still runs it and everyone reads her.
     u[0].send_group(&club, "still here").await.unwrap();
     u[0].group_rename(&club, "Club 2").await.unwrap();
@@ -250,6 +255,11 @@ async fn a_block_is_invisible_and_complete(server: TestServer) {
     let mut u = users(&server, &["alice", "mallory", "carol", "dave"]).await;
     u[1].send_text("alice", "hi").await.unwrap();
     u[0].sync().await.unwrap();
+    // They wrote to each other, so alice sees mallory's stories — until she blocks mallory.
+    u[0].send_text("mallory", "hi back").await.unwrap();
+    u[1].sync().await.unwrap();
+    u[1].story_post("before").await.unwrap();
+    assert_eq!(texts(&u[0].sync().await.unwrap()), ["before"]);
     u[0].block("mallory").await.unwrap();
     // KeyPackages: the same answer as for anyone.
     let a = u[1].hostile().post("/v1/accounts/alice/key-packages/claim", json!({})).await;
@@ -273,11 +283,12 @@ async fn a_block_is_invisible_and_complete(server: TestServer) {
     u[1].send_group(&dgroup, "from mallory").await.unwrap();
     u[3].send_group(&dgroup, "from dave").await.unwrap();
     assert_eq!(texts(&u[0].sync().await.unwrap()), ["from dave"]);
-    // A story channel: mallory's stories never reach alice.
+    // Its story channel: mallory's stories no longer reach alice's device at all.
     u[1].story_post("look at me").await.unwrap();
+    assert!(u[0].raw_queue().await.iter().all(|e| e.expires_at.is_none()));
     let r = u[0].sync().await.unwrap();
     assert!(r.messages.is_empty(), "{:?}", r.messages);
-    assert!(u[0].stories().unwrap().is_empty());
+    assert!(u[0].stories().unwrap().iter().all(|s| s.text != "look at me"));
     // Should an invitation slip through (a hostile server), alice's client drops it: a group
     // made before the block, delivered after.
     let mut eve = server.user("eve").await;
@@ -481,6 +492,36 @@ async fn suspension_closes_push_connections(server: TestServer) {
     kith_server::safety::suspend(&server.state, "bob", "test").await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), bob.receive_push(&mut push)).await;
     assert!(matches!(closed, Ok(Err(_))), "the push connection stayed open");
+}
+
+async fn replays_and_misdirected_commits_are_refused(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let direct = u[1].direct_conversation("alice").await.unwrap();
+    u[0].sync().await.unwrap();
+    // A commit built for the club, posted to another conversation.
+    let update = u[1].hostile().update(&club, Wire::Public);
+    let a = u[1].hostile().post_handshake(&direct, &update).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    // Posted where it belongs it is accepted once; its replay is for an epoch gone by.
+    let a = u[1].hostile().post_handshake(&club, &update).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let a = u[1].hostile().post_handshake(&club, &update).await;
+    assert_eq!((a.status, a.code()), (409, Some("stale_epoch")), "{:?}", a.body);
+    // bob's own state never merged that commit: for the server his next one is stale too.
+    let behind = u[1].hostile().update(&club, Wire::Public);
+    let a = u[1].hostile().post_handshake(&club, &behind).await;
+    assert_eq!((a.status, a.code()), (409, Some("stale_epoch")), "{:?}", a.body);
+    // An application message replayed by another member: stored (the server cannot tell),
+    // shown to nobody.
+    u[0].sync().await.unwrap();
+    u[2].sync().await.unwrap();
+    u[0].send_group(&club, "once").await.unwrap();
+    let original = u[1].raw_queue().await.pop().unwrap();
+    assert_eq!(texts(&u[2].sync().await.unwrap()), ["once"]);
+    let a = u[1].hostile().post_message(&club, original.data.0.clone()).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let r = u[2].sync().await.unwrap();
+    assert!(r.messages.is_empty() && r.dropped == 1, "{:?}", r.messages);
 }
 
 fn hex(id: &str) -> Vec<u8> {

@@ -92,6 +92,19 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
 
     let server_files = files_under(data.path());
     assert!(server_files.iter().any(|(p, _)| p.ends_with("kithd.db")), "no database written");
+    // The data folder and the database (franking key, ciphertext) are the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let store = data.path().join("store");
+        assert_eq!(mode(&store), 0o700, "data folder");
+        for f in std::fs::read_dir(&store).unwrap() {
+            let f = f.unwrap().path();
+            if f.to_string_lossy().contains("kithd.db") {
+                assert_eq!(mode(&f), 0o600, "{}", f.display());
+            }
+        }
+    }
     let secrets = [marker.clone(), token_of(&alice), token_of(&bob)];
     for (path, bytes) in &server_files {
         for s in &secrets {

@@ -66,6 +66,14 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_truncating_every(path, TRUNCATE_EVERY)
+    }
+
+    /// [`SqliteStore::open`], with the WAL truncated every `truncate_every` (tests shorten it).
+    pub fn open_truncating_every(
+        path: impl AsRef<Path>,
+        truncate_every: std::time::Duration,
+    ) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let mut conn = open(&path).map_err(backend)?;
         owner_only(&path)?;
@@ -74,7 +82,7 @@ impl SqliteStore {
         // a background thread does, without blocking anyone (PASSIVE).
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(backend)?;
         let writer = Writer::start(conn);
-        start_checkpointer(&path)?;
+        start_checkpointer(&path, truncate_every)?;
         Ok(SqliteStore { inner: Arc::new(Inner { writer, path }) })
     }
 
@@ -108,9 +116,9 @@ impl SqliteStore {
 
 /// How often the background checkpointer folds the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// Every this many checkpoints, one truncates the WAL: what was deleted (acknowledged
-/// ciphertext) leaves the WAL file within this many seconds, not at some later sweep.
-const TRUNCATE_EVERY: u32 = 120;
+/// How often a checkpoint truncates the WAL: what was deleted (acknowledged ciphertext) leaves
+/// the WAL file within this time, not at some later sweep.
+pub const TRUNCATE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The database and its WAL and shared-memory files are readable by their owner only: they
 /// hold the franking key and ciphertext. (SQLite gives the WAL and shared-memory files the
@@ -137,7 +145,7 @@ fn owner_only(path: &Path) -> StoreResult<()> {
 /// Checkpoints the WAL in the background while the database file exists. It holds no handle
 /// to the store, so it does not keep it alive; it ends when a checkpoint finds the file gone
 /// (the process exiting also ends it).
-fn start_checkpointer(path: &Path) -> StoreResult<()> {
+fn start_checkpointer(path: &Path, truncate_every: std::time::Duration) -> StoreResult<()> {
     let conn = open(path).map_err(backend)?;
     // A truncating checkpoint waits for readers and the writer; not for long.
     conn.busy_timeout(std::time::Duration::from_millis(200)).map_err(backend)?;
@@ -145,11 +153,14 @@ fn start_checkpointer(path: &Path) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("kith-sqlite-checkpoint".into())
         .spawn(move || {
-            let mut n = 0u32;
+            let mut truncated = std::time::Instant::now();
             while path.exists() {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                n = n.wrapping_add(1);
-                let mode = if n.is_multiple_of(TRUNCATE_EVERY) { "TRUNCATE" } else { "PASSIVE" };
+                std::thread::sleep(CHECKPOINT_EVERY.min(truncate_every));
+                let truncate = truncated.elapsed() >= truncate_every;
+                let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
+                if truncate {
+                    truncated = std::time::Instant::now();
+                }
                 let sql = format!("PRAGMA wal_checkpoint({mode})");
                 if let Err(e) = conn.query_row(&sql, [], |_| Ok(())) {
                     tracing::debug!(error = %e, mode, "background checkpoint failed; will retry");

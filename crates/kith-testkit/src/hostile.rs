@@ -184,9 +184,9 @@ impl Hostile<'_> {
         })
     }
 
-    /// An ordinary key-update commit (what a member may send), for floods.
-    pub fn update(&self, conversation: &str) -> Built {
-        self.commit(conversation, Wire::Public, |group, provider, signer| {
+    /// An ordinary key-update commit — what any member may send, in the clear.
+    pub fn update(&self, conversation: &str, wire: Wire) -> Built {
+        self.commit(conversation, wire, |group, provider, signer| {
             let bundle =
                 group.self_update(provider, signer, LeafNodeParameters::default()).unwrap();
             let (c, _, _) = bundle.into_contents();
