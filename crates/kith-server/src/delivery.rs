@@ -6,7 +6,7 @@
 //! - [`member_route`]: only members post (their membership comes from the validated group
 //!   state; see [`crate::groups`]);
 //! - [`check_rate`]: the sender's per-account rates (one for messages, one for changes to
-//!   conversations) and, for a change, the conversation's own rate;
+//!   conversations) and, for a change, its rate of changes to that conversation;
 //! - [`Fanout::to_members`]: blocks — the devices of every account that blocks the sender get
 //!   none of its messages and none of its invitations, in any kind of conversation, while the
 //!   sender is told the same as if there were no block;
@@ -53,7 +53,7 @@ pub enum Post {
 }
 
 /// The rate rule: a budget per account for its messages, another for its changes to
-/// conversations, and for changes a budget per conversation too.
+/// conversations, and for changes a budget per conversation (and member) too.
 pub async fn check_rate(
     state: &AppState,
     me: &AuthedDevice,
@@ -69,7 +69,7 @@ pub async fn check_rate(
         Post::Change { story } => {
             let mut verdict = state.safety.check_account_change(&me.username, now);
             if verdict == Action::Allow {
-                verdict = state.safety.check_change(conversation, story, now);
+                verdict = state.safety.check_change(&me.username, conversation, story, now);
             }
             if verdict != Action::Allow {
                 state.metrics.change_rate_refusals.inc();

@@ -10,8 +10,8 @@
 //! | claims of the same account's KeyPackages never used, per hour | 3 | cool-off |
 //! | one-time KeyPackages of one account handed out per hour, all claimers together | 10 | its last-resort KeyPackage instead |
 //! | changes to conversations (commits, proposals, new conversations) per minute | 60 | slow down |
-//! | changes to one conversation per minute | 30 | slow down |
-//! | changes to one story channel's audience per hour | 60 | slow down |
+//! | changes by one member to one conversation per minute | 30 | slow down |
+//! | changes by its owner to one story channel's audience per hour | 60 | slow down |
 //! | 1:1 conversations opened in 24 h and unanswered after 60 min | 12 | suspend |
 //! | qualified accounts blocking it | 5 | flag for an admin |
 //! | qualified accounts reporting it (verified reports) | 3 | flag for an admin |
@@ -316,10 +316,17 @@ impl Safety {
         })
     }
 
-    /// Before a change to a conversation (a commit, a proposal, its creation): the
-    /// conversation's own rate, per minute for groups and per hour for a story channel's
-    /// audience.
-    pub fn check_change(&self, conversation: &[u8], story: bool, now: Millis) -> Action {
+    /// Before `user` changes a conversation (a commit, a proposal, its creation): its rate of
+    /// changes to that conversation, per minute for groups and per hour for a story channel's
+    /// audience. Counted per member, so a hostile member burns its own budget, not the
+    /// admins'.
+    pub fn check_change(
+        &self,
+        user: &str,
+        conversation: &[u8],
+        story: bool,
+        now: Millis,
+    ) -> Action {
         let (limit, span, what) = if story {
             (self.config.max_story_changes_per_hour, HOUR, "changes to a story channel an hour")
         } else {
@@ -330,7 +337,8 @@ impl Safety {
             )
         };
         self.with(|s| {
-            let w = s.changes.entry(conversation.to_vec()).or_default();
+            let key = [conversation, user.as_bytes()].concat();
+            let w = s.changes.entry(key).or_default();
             if w.count(now, span) >= u64::from(limit) {
                 return Action::SlowDown {
                     retry_after: secs(span / u64::from(limit.max(1))),

@@ -85,7 +85,8 @@ pub struct Signals {
     /// One-time KeyPackages handed out per claimed account, whoever claimed them: the budget
     /// that keeps many claimers together from draining one person.
     pub claimed: HashMap<String, Window>,
-    /// Changes (commits, proposals, new conversations) per conversation.
+    /// Changes (commits, proposals, new conversations) per conversation and member
+    /// (conversation id ‖ username).
     pub changes: HashMap<Vec<u8>, Window>,
 }
 
