@@ -217,3 +217,37 @@ async fn the_admin_sees_exactly_the_reported_message_and_acts_on_accounts() {
     let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut kithd)).await.unwrap();
     assert!(status.success());
 }
+
+/// `kithd admin signals` lists blocks and reports with whether they count; `clear-signals`
+/// forgets them after a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_list_and_clear_signals() {
+    let server = kith_testkit::TestServer::start().await;
+    let mut mob = server.user("mob1").await;
+    let _victim = server.user("victim").await;
+    mob.block("victim").await.unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+            .arg("admin")
+            .args(args)
+            .arg("--data")
+            .arg(server.data.path())
+            .env_remove("KITHD_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (out, _) = admin(&["signals", "victim", "--json"]);
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["source"], "mob1");
+    assert_eq!(line["kind"], "block");
+    // A brand-new account the victim never wrote to: kept, but it does not count.
+    assert_eq!(line["qualified"], false);
+    let (out, _) = admin(&["signals"]);
+    assert!(out.contains("mob1 blocked victim (does not count)"), "{out}");
+    let (out, _) = admin(&["clear-signals", "victim"]);
+    assert!(out.contains("Cleared 1 signals of victim"), "{out}");
+    let (out, err) = admin(&["signals", "victim"]);
+    assert!(out.is_empty() && err.contains("No signals"), "{out}{err}");
+}
