@@ -228,6 +228,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         "normal accounts suspended (mob targets included)",
     );
     let targets_flagged = rings.iter().filter(|(_, t)| flagged(&people[*t])).count();
+    let mut mob_signals = 0;
+    for (_, t) in &rings {
+        mob_signals += server.store().signals(Some(&people[*t].name)).await?.len();
+    }
+    report.context("mob_signals_recorded", json!(mob_signals));
+    report.context(
+        "planners",
+        json!(people.iter().filter(|a| a.planner && a.kind == Kind::Normal).count()),
+    );
     report.context("mob_targets_flagged", json!(format!("{targets_flagged}/{}", rings.len())));
     let unders: Vec<&Account> = people.iter().filter(|a| a.kind == Kind::Under).collect();
     let unders_detected = unders.iter().filter(|a| detected(a)).count();

@@ -91,7 +91,8 @@ enum Scenario {
     AbuseSim {
         #[arg(long, default_value_t = 200)]
         normal: usize,
-        #[arg(long, default_value_t = 20)]
+        /// Abusive accounts, spread over the six kinds (a mob ring adds four accounts each).
+        #[arg(long, default_value_t = 24)]
         abusers: usize,
         /// Simulated hours.
         #[arg(long, default_value_t = 48)]

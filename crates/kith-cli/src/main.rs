@@ -81,7 +81,7 @@ enum Command {
     },
     /// Delete your 1:1 conversation with a user: its history on this device, and the contact.
     Delete { username: String },
-    /// Block a user: their 1:1 messages stop reaching you. They are not told.
+    /// Block a user: nothing they send reaches you, in any conversation. They are not told.
     Block { username: String },
     /// Lift a block.
     Unblock { username: String },

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Largest WebSocket message (and frame) a client may send (default 64 KiB); a larger one
     /// closes the connection. Client frames are acknowledgements, a few hundred bytes.
     pub max_ws_message_bytes: usize,
+    /// How often an open push connection checks that its token still holds and its account is
+    /// not suspended (default 30 s): what another process changed ends it within this time.
+    pub push_recheck: Duration,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_queued_per_device: 10_000,
             request_timeout: Duration::from_secs(30),
             max_ws_message_bytes: 64 * 1024,
+            push_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct FileConfig {
     pub max_queued_per_device: Option<u64>,
     pub request_timeout_seconds: Option<u64>,
     pub max_ws_message_bytes: Option<usize>,
+    pub push_recheck_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +189,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
             .map(Duration::from_secs)
             .unwrap_or(d.request_timeout),
         max_ws_message_bytes: file.max_ws_message_bytes.unwrap_or(d.max_ws_message_bytes),
+        push_recheck: file.push_recheck_seconds.map(Duration::from_secs).unwrap_or(d.push_recheck),
     };
+    if config.push_recheck.is_zero() {
+        return Err(ConfigError::Invalid("push_recheck_seconds must be at least 1".into()));
+    }
     if config.max_ws_message_bytes < 1024 {
         return Err(ConfigError::Invalid("max_ws_message_bytes must be at least 1024".into()));
     }

@@ -89,6 +89,24 @@ fn parse_bearer(value: &str) -> Option<(DeviceId, &str)> {
     (!token.is_empty()).then_some((id, token))
 }
 
+/// Whether a device may still use what it opened with the token of hash `token_hash` (a push
+/// connection): the token is unchanged and the account not suspended. A store failure keeps
+/// it (the next check decides).
+pub async fn still_allowed(state: &AppState, device: DeviceId, token_hash: &[u8; 32]) -> bool {
+    let auth = match state.auth_cache.get(device) {
+        Some(a) => a,
+        None => match state.store.device_auth(device).await {
+            Ok(Some(a)) => {
+                state.auth_cache.put(a.clone());
+                a
+            }
+            Ok(None) => return false,
+            Err(_) => return true,
+        },
+    };
+    bool::from(auth.token_hash.ct_eq(token_hash)) && auth.suspended.is_none()
+}
+
 impl AuthedDevice {
     /// Checks an `Authorization` header value against the store.
     pub async fn authenticate(state: &AppState, value: Option<&str>) -> Result<Self, ApiError> {

@@ -66,13 +66,19 @@ on_both_stores! {
     a_resent_message_cannot_be_reported_as_new(test_config()),
     throwaway_accounts_cannot_move_a_reputation(test_config()),
     a_leave_is_never_lost_to_a_racing_commit(test_config()),
-    suspension_closes_push_connections(test_config()),
+    suspension_closes_push_connections(quick_recheck()),
     replays_and_misdirected_commits_are_refused(test_config()),
 }
 
 fn few_changes() -> ServerConfig {
     let mut c = test_config();
     c.safety.max_changes_per_conversation_per_minute = 4;
+    c
+}
+
+fn quick_recheck() -> ServerConfig {
+    let mut c = test_config();
+    c.push_recheck = Duration::from_secs(1);
     c
 }
 
@@ -490,11 +496,22 @@ async fn a_leave_is_never_lost_to_a_racing_commit(server: TestServer) {
 }
 
 async fn suspension_closes_push_connections(server: TestServer) {
+    // By the policy, in this process: at once.
     let mut bob = server.user("bob").await;
     let mut push = bob.connect_push().await.unwrap();
     kith_server::safety::suspend(&server.state, "bob", "test").await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), bob.receive_push(&mut push)).await;
     assert!(matches!(closed, Ok(Err(_))), "the push connection stayed open");
+    // By an admin, through the store alone (as `kithd admin suspend` does from another
+    // process): within `push_recheck`.
+    let mut carol = server.user("carol").await;
+    let mut push = carol.connect_push().await.unwrap();
+    server.store().set_suspended("carol", Some("admin".into())).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while carol.receive_push(&mut push).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "an admin's suspension left the push connection open");
 }
 
 async fn replays_and_misdirected_commits_are_refused(server: TestServer) {

@@ -53,7 +53,8 @@ pub async fn connect(
             5,
         ));
     };
-    let slot = Slot { hub: state.hub.clone(), device: me.device_id, inbox };
+    let slot =
+        Slot { hub: state.hub.clone(), device: me.device_id, inbox, token_hash: me.token_hash };
     // Small buffers: an idle device should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer. Client frames are small acks; a larger one is refused.
     Ok(upgrade
@@ -70,6 +71,8 @@ struct Slot {
     hub: Arc<Hub>,
     device: u64,
     inbox: Arc<Inbox>,
+    /// The token the connection was opened with.
+    token_hash: [u8; 32],
 }
 
 impl Drop for Slot {
@@ -90,6 +93,10 @@ async fn serve(state: AppState, slot: Slot, mut socket: WebSocket) {
         sent: HashSet::new(),
         prune_at: MIN_PRUNE_AT,
     };
+    // What another process changed (an admin's suspension on SQLite, an announcement a node
+    // missed) ends the connection within `push_recheck`.
+    let every = state.config.push_recheck;
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     'conn: loop {
         let work = slot.inbox.take();
         if work.closed {
@@ -125,6 +132,12 @@ async fn serve(state: AppState, slot: Slot, mut socket: WebSocket) {
                 _ = shutdown.changed() => {
                     let _ = socket.send(Message::Close(None)).await;
                     break 'conn;
+                }
+                _ = recheck.tick() => {
+                    if !crate::extract::still_allowed(&state, slot.device, &slot.token_hash).await {
+                        let _ = socket.send(Message::Close(None)).await;
+                        break 'conn;
+                    }
                 }
             }
         }
