@@ -580,11 +580,17 @@ async fn insert_message(
     }
     if !m.withheld.is_empty() {
         let devices: Vec<i64> = m.withheld.iter().map(|d| i(*d)).collect();
+        // At most MAX_WITHHELD per device and sending device (see the SQLite store).
         sqlx::query(
-            "INSERT INTO queue (device_id, message_id, held) SELECT d, $2, TRUE FROM UNNEST($1::BIGINT[]) AS d",
+            "INSERT INTO queue (device_id, message_id, held)
+             SELECT d, $2, TRUE FROM UNNEST($1::BIGINT[]) AS d
+             WHERE (SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id
+                    WHERE q.device_id = d AND q.held AND m.sender_device = $3) < $4",
         )
         .bind(&devices)
         .bind(id)
+        .bind(i(m.sender_device))
+        .bind(i(MAX_WITHHELD))
         .execute(&mut *tx)
         .await?;
     }
@@ -1037,7 +1043,8 @@ impl Store for PgStore {
         }
         let ids: Vec<i64> = devices.iter().map(|d| i(*d)).collect();
         let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT device_id, COUNT(*) FROM queue WHERE device_id = ANY($1) GROUP BY device_id",
+            "SELECT device_id, COUNT(*) FROM queue WHERE device_id = ANY($1) AND NOT held
+             GROUP BY device_id",
         )
         .bind(&ids)
         .fetch_all(&self.pool)

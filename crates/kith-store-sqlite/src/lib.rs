@@ -217,10 +217,16 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> Result<Enqueued, rusqlit
         seqs.push(u(conn.last_insert_rowid()));
     }
     if !m.withheld.is_empty() {
-        let mut w = conn
-            .prepare_cached("INSERT INTO queue (device_id, message_id, held) VALUES (?1, ?2, 1)")?;
+        // At most MAX_WITHHELD per device and sending device: a blocked account cannot pile
+        // up invitations on its blocker's device (beyond that they are dropped).
+        let mut w = conn.prepare_cached(
+            "INSERT INTO queue (device_id, message_id, held)
+             SELECT ?1, ?2, 1
+             WHERE (SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id
+                    WHERE q.device_id = ?1 AND q.held = 1 AND m.sender_device = ?3) < ?4",
+        )?;
         for d in &m.withheld {
-            w.execute(params![i(*d), id])?;
+            w.execute(params![i(*d), id, i(m.sender_device), i(MAX_WITHHELD)])?;
         }
     }
     Ok(Enqueued { message_id: u(id), seqs })
@@ -633,8 +639,8 @@ impl Store for SqliteStore {
         let devices = devices.to_vec();
         self.read(move |conn| {
             // One indexed count per device, on one prepared statement and one connection.
-            let mut count =
-                conn.prepare_cached("SELECT COUNT(*) FROM queue WHERE device_id = ?1")?;
+            let mut count = conn
+                .prepare_cached("SELECT COUNT(*) FROM queue WHERE device_id = ?1 AND held = 0")?;
             devices
                 .iter()
                 .map(|d| count.query_row(params![i(*d)], |r| r.get::<_, i64>(0)).map(u))

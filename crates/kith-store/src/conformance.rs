@@ -691,11 +691,19 @@ pub async fn withheld_entries_wait_for_release(store: Arc<dyn Store>) {
         withheld: vec![c],
         ..message(a, vec![b], b"welcome-2", NOW)
     };
-    store.enqueue(welcome).await.unwrap();
+    store.enqueue(welcome.clone()).await.unwrap();
     assert!(store.fetch(c, 0, 10, NOW).await.unwrap().is_empty());
-    assert_eq!(store.queue_depths(&[c]).await.unwrap(), [1]);
+    // Withheld entries do not fill the queue (a blocked account cannot crowd others out)...
+    assert_eq!(store.queue_depths(&[c]).await.unwrap(), [0]);
     assert_eq!(store.release_withheld("carol", "alice").await.unwrap(), [c]);
     assert_eq!(store.fetch(c, 0, 10, NOW).await.unwrap().len(), 1);
+    // ...nor pile up: at most MAX_WITHHELD from one sending device.
+    for _ in 0..MAX_WITHHELD + 5 {
+        store.enqueue(welcome.clone()).await.unwrap();
+    }
+    store.release_withheld("carol", "alice").await.unwrap();
+    let released = store.fetch(c, 0, 100, NOW).await.unwrap().len() as u64;
+    assert_eq!(released, 1 + MAX_WITHHELD);
 }
 
 pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {

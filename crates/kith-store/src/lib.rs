@@ -129,6 +129,10 @@ pub struct ClaimedKeyPackage {
     pub last_resort: bool,
 }
 
+/// Withheld entries one device holds at most from one sending device (see
+/// [`NewMessage::withheld`]).
+pub const MAX_WITHHELD: u64 = 16;
+
 /// A message to store once and queue for each recipient device.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
@@ -140,8 +144,10 @@ pub struct NewMessage {
     pub now: Millis,
     /// When the server must delete it, delivered or not (stories); `None`: retention only.
     pub expires_at: Option<Millis>,
-    /// Devices it is queued for but withheld from — not fetched, not pushed — until
-    /// [`Store::release_withheld`]: an invitation to someone whose account blocks the sender.
+    /// Devices it is queued for but withheld from — not fetched, not pushed, not counted in
+    /// [`Store::queue_depths`] — until [`Store::release_withheld`]: an invitation to someone
+    /// whose account blocks the sender. A device holds at most [`MAX_WITHHELD`] withheld
+    /// entries from one sending device; past that, it is left out.
     pub withheld: Vec<DeviceId>,
 }
 
@@ -426,8 +432,8 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<StoredEntry>>;
 
-    /// How many entries each device's queue holds (expired ones included until the sweep), in
-    /// the order of `devices`; an unknown device holds 0.
+    /// How many entries each device's queue holds (expired ones included until the sweep,
+    /// withheld ones not), in the order of `devices`; an unknown device holds 0.
     async fn queue_depths(&self, devices: &[DeviceId]) -> StoreResult<Vec<u64>>;
 
     /// Deletes the device's entries with these sequence numbers, and every message whose last
