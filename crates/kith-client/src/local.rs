@@ -290,6 +290,12 @@ pub fn set_name(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// This device is in the conversation again (invited back after leaving or being removed).
+pub fn set_rejoined(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE kith_conversations SET left_at = NULL WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
 pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE kith_conversations SET left_at = ?2 WHERE id = ?1 AND left_at IS NULL",
@@ -460,11 +466,14 @@ pub fn own_story_channel(conn: &Connection, me: &str) -> rusqlite::Result<Option
 }
 
 /// Stories not yet expired, newest first.
+/// Live stories, newest first, leaving out those of accounts this device blocks (kept, so they
+/// can still be reported, until they expire).
 pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
                 from_business, verified
          FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
+           AND sender NOT IN (SELECT username FROM kith_blocked)
          ORDER BY sent_at DESC, id",
     )?
     .query_map(params![i(now)], message_row)?
@@ -607,9 +616,20 @@ pub fn add_contact(conn: &Connection, username: &str, since: u64) -> rusqlite::R
     )? == 1)
 }
 
+/// Every contact, blocked ones included: who may stay in the story channel.
+pub fn audience(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT username FROM kith_contacts ORDER BY username")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// Whether `username` is a contact that this device does not block.
 pub fn is_contact(conn: &Connection, username: &str) -> rusqlite::Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM kith_contacts WHERE username = ?1")?
+        .prepare_cached(
+            "SELECT 1 FROM kith_contacts WHERE username = ?1
+             AND username NOT IN (SELECT username FROM kith_blocked)",
+        )?
         .query_row(params![username], |_| Ok(()))
         .optional()?
         .is_some())
@@ -619,11 +639,15 @@ pub fn remove_contact(conn: &Connection, username: &str) -> rusqlite::Result<boo
     Ok(conn.execute("DELETE FROM kith_contacts WHERE username = ?1", params![username])? == 1)
 }
 
-/// Contacts and since when, by name.
+/// Contacts and since when, by name — leaving out those this device blocks (they stay in the
+/// table, and in the story channel, until unblocked or deleted).
 pub fn contacts(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
-    conn.prepare("SELECT username, since FROM kith_contacts ORDER BY username")?
-        .query_map([], |r| Ok((r.get(0)?, u(r.get(1)?))))?
-        .collect()
+    conn.prepare(
+        "SELECT username, since FROM kith_contacts
+         WHERE username NOT IN (SELECT username FROM kith_blocked) ORDER BY username",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, u(r.get(1)?))))?
+    .collect()
 }
 
 /// Every 1:1 conversation with `peer` this device is still in.

@@ -52,6 +52,19 @@ impl Client {
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(ClientError::Mls("a welcome entry without a Welcome".into()));
         };
+        // Invited back into a conversation this device was removed from or left: the old
+        // state goes, the new one comes from the Welcome. (Inside the entry's transaction: if
+        // the join fails, the old state is back.)
+        let id = GroupId::from_slice(&conversation_bytes(&entry.conversation_id)?);
+        if let Some(mut old) = MlsGroup::load(provider.storage(), &id).map_err(ClientError::mls)? {
+            let left =
+                local::conversation(&self.conn, &entry.conversation_id)?.is_some_and(|c| c.left);
+            if old.is_active() && !left {
+                return Err(ClientError::Mls("a Welcome to a group this device is in".into()));
+            }
+            old.delete(provider.storage()).map_err(ClientError::mls)?;
+            self.forget_cached(Some(&entry.conversation_id));
+        }
         let staged = StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
             .map_err(ClientError::mls)?;
         let group = staged.into_group(&provider).map_err(ClientError::mls)?;
@@ -111,6 +124,7 @@ impl Client {
                 timer_seconds: None,
             },
         )?;
+        local::set_rejoined(&self.conn, &entry.conversation_id)?;
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
         if kind == ConversationKind::Group {
@@ -248,6 +262,11 @@ impl Client {
                             || local.peer.as_deref() != Some(sender.as_str())
                         {
                             return Err(ClientError::Mls("a story from someone else".into()));
+                        }
+                        // Stories go between contacts: after the contact ended (a block, a
+                        // deleted chat), none is shown until this device writes to them again.
+                        if !local::is_contact(&self.conn, &sender)? {
+                            return Err(ClientError::Mls("a story from a non-contact".into()));
                         }
                         let expires_at = expires_at.min(entry.expires_at.unwrap_or(u64::MAX));
                         if expires_at > self.expiry_now() {

@@ -7,9 +7,10 @@ use crate::error::{ClientError, ClientResult};
 use crate::local;
 
 impl Client {
-    /// Blocks an account: the server stops delivering its 1:1 messages to you and stops
-    /// handing it your KeyPackages; this device drops anything that slips through; the contact
-    /// ends (and with it, your stories for them). The blocked account is not told.
+    /// Blocks an account: the server stops delivering anything it sends to you, in any
+    /// conversation, and withholds its invitations; this device drops anything that slips
+    /// through and hides its stories; your stories stop reaching it, and it leaves your
+    /// contacts. The blocked account is not told.
     pub async fn block(&mut self, username: &str) -> ClientResult<()> {
         validate_username(username)
             .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
@@ -18,9 +19,8 @@ impl Client {
         }
         self.api()?.block(username).await?;
         local::set_blocked(&self.conn, username, true, now_millis())?;
-        if local::remove_contact(&self.conn, username)? {
-            self.sync_story_channel().await?;
-        }
+        // It stays in this account's story channel — a removal would tell it — and the server
+        // stops delivering the stories to it instead.
         Ok(())
     }
 

@@ -93,7 +93,10 @@ impl Client {
         if !missing.is_empty() {
             self.add_members_to(&channel.id, &missing).await?;
         }
-        for gone in members.iter().filter(|m| **m != me && !contacts.contains(m)) {
+        // A blocked contact stays (removing it would tell it; the server keeps the stories
+        // from it); only an ended contact leaves.
+        let audience = local::audience(&self.conn)?;
+        for gone in members.iter().filter(|m| **m != me && !audience.contains(m)) {
             self.remove_member_from(&channel.id, gone).await?;
         }
         Ok(())

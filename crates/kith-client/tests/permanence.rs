@@ -240,3 +240,43 @@ async fn group_timers_apply_to_every_member() {
         assert!(!profile_holds(u, "GONE-SOON-1618"));
     }
 }
+
+/// Removed from a story channel and added back (the contact ended, then both wrote again), a
+/// member joins it again and reads the next story; the same for a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_and_added_back_reads_again() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hi").await.unwrap();
+    alice.sync().await.unwrap();
+    alice.story_post("one").await.unwrap();
+    bob.sync().await.unwrap();
+    // alice deletes the chat: the contact ends and bob leaves her channel.
+    alice.delete_conversation("bob").await.unwrap();
+    alice.story_post("two").await.unwrap();
+    bob.sync().await.unwrap();
+    // They write to each other again: bob is back in the channel and reads the next story.
+    bob.send_text("alice", "still friends?").await.unwrap();
+    alice.sync().await.unwrap();
+    alice.send_text("bob", "yes").await.unwrap();
+    alice.story_post("three").await.unwrap();
+    bob.sync().await.unwrap();
+    let seen: Vec<String> = bob.stories().unwrap().into_iter().map(|s| s.text).collect();
+    assert!(seen.contains(&"three".to_string()), "{seen:?}");
+    assert!(!seen.contains(&"two".to_string()), "{seen:?}");
+
+    // A group: removed by the admin, added back, bob reads it again.
+    let club = alice.create_group("Club", &["bob".into()]).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.group_remove(&club, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    assert!(bob.group(&club).unwrap().left);
+    alice.group_add(&club, &["bob".into()]).await.unwrap();
+    alice.send_group(&club, "welcome back").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert!(r.messages.iter().any(|m| m.text == "welcome back"), "{:?}", r.messages);
+    assert!(!bob.group(&club).unwrap().left);
+}

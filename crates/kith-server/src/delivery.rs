@@ -9,7 +9,8 @@
 //!   conversations) and, for a change, its rate of changes to that conversation;
 //! - [`Fanout::to_members`]: blocks — the devices of every account that blocks the sender get
 //!   none of its messages and none of its invitations, in any kind of conversation, while the
-//!   sender is told the same as if there were no block;
+//!   sender is told the same as if there were no block; and a story does not reach the
+//!   accounts its owner blocks ([`Fanout::to_story_audience`]);
 //! - [`Fanout::leave_out_full_queues`] and [`require_room`]: the per-device queue cap —
 //!   application messages skip full devices, changes to a group wait until every member can
 //!   take them (a device that missed a commit could no longer read its group).
@@ -105,6 +106,23 @@ impl Fanout {
         let blocking = state.routes.blocking(&*state.store, sender).await?;
         if !blocking.is_empty() {
             fanout.recipients.retain(|d| !blocking.contains(d));
+        }
+        Ok(fanout)
+    }
+
+    /// The same for a story: besides, the devices of accounts the *sender* blocks get none of
+    /// its stories. (Its client leaves them in the channel: removing them would tell them.)
+    pub async fn to_story_audience(
+        state: &AppState,
+        sender: &str,
+        devices: Vec<DeviceId>,
+    ) -> ApiResult<Self> {
+        let mut fanout = Self::to_members(state, sender, devices).await?;
+        for blocked in state.store.blocked_by(sender).await? {
+            if let Some(account) = state.store.account_devices(&blocked).await? {
+                let theirs: Vec<DeviceId> = account.devices.iter().map(|d| d.device_id).collect();
+                fanout.recipients.retain(|d| !theirs.contains(d));
+            }
         }
         Ok(fanout)
     }

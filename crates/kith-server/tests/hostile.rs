@@ -269,7 +269,15 @@ async fn a_block_is_invisible_and_complete(server: TestServer) {
     u[1].sync().await.unwrap();
     u[1].story_post("before").await.unwrap();
     assert_eq!(texts(&u[0].sync().await.unwrap()), ["before"]);
+    u[0].story_post("alice before").await.unwrap();
+    let r = u[1].sync().await.unwrap();
+    assert_eq!(texts(&r), ["alice before"]);
+    let alice_channel = r.messages[0].conversation.clone();
     u[0].block("mallory").await.unwrap();
+    // alice's own stories stop reaching mallory, without a removal from her channel that
+    // would tell it: nothing at all arrives for that channel.
+    u[0].story_post("alice after").await.unwrap();
+    assert!(u[1].raw_queue().await.iter().all(|e| e.conversation_id != alice_channel));
     // KeyPackages: the same answer as for anyone.
     let a = u[1].hostile().post("/v1/accounts/alice/key-packages/claim", json!({})).await;
     assert_eq!(a.status, 200, "{:?}", a.body);

@@ -1431,6 +1431,23 @@ impl Store for PgStore {
         Ok(Some(u(n)))
     }
 
+    async fn withdraw_signal(
+        &self,
+        target: &str,
+        source: &str,
+        kind: SignalKind,
+    ) -> StoreResult<bool> {
+        Ok(sqlx::query("DELETE FROM signals WHERE target = $1 AND source = $2 AND kind = $3")
+            .bind(target)
+            .bind(source)
+            .bind(kind.code())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            > 0)
+    }
+
     async fn signals(&self, target: Option<&str>) -> StoreResult<Vec<SignalRecord>> {
         let rows = sqlx::query(
             "SELECT target, source, kind, qualified, created_at FROM signals

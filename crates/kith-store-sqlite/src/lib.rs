@@ -1000,6 +1000,26 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn withdraw_signal(
+        &self,
+        target: &str,
+        source: &str,
+        kind: SignalKind,
+    ) -> StoreResult<bool> {
+        let (target, source) = (target.to_string(), source.to_string());
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM signals WHERE target = ?1 AND source = ?2 AND kind = ?3",
+                    params![target, source, kind.code()],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
+    }
+
     async fn signals(&self, target: Option<&str>) -> StoreResult<Vec<SignalRecord>> {
         let target = target.map(str::to_string);
         self.read(move |conn| reputation::signals(conn, target.as_deref())).await

@@ -728,6 +728,11 @@ pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
     assert!(all.iter().any(|s| s.source == "carol" && !s.qualified));
     assert!(store.signals(Some("alice")).await.unwrap().is_empty());
     assert_eq!(store.signals(None).await.unwrap().len(), 3);
+    // A lifted block is taken back; the report stays.
+    assert!(store.withdraw_signal("bob", "carol", SignalKind::Block).await.unwrap());
+    assert!(!store.withdraw_signal("bob", "carol", SignalKind::Block).await.unwrap());
+    assert_eq!(store.signals(Some("bob")).await.unwrap().len(), 2);
+    assert_eq!(store.add_signal(signal("carol", SignalKind::Block, false)).await.unwrap(), Some(1));
     assert_eq!(store.clear_signals("bob").await.unwrap(), 3);
     assert!(store.signals(None).await.unwrap().is_empty());
     assert_eq!(store.add_signal(signal("alice", SignalKind::Block, true)).await.unwrap(), Some(1));

@@ -521,6 +521,14 @@ pub trait Store: Send + Sync + 'static {
     /// target now has.
     async fn add_signal(&self, signal: SignalRecord) -> StoreResult<Option<u64>>;
 
+    /// Takes back one signal (a block that was lifted); answers whether there was one.
+    async fn withdraw_signal(
+        &self,
+        target: &str,
+        source: &str,
+        kind: SignalKind,
+    ) -> StoreResult<bool>;
+
     /// The recorded signals (of one target, or all), oldest first.
     async fn signals(&self, target: Option<&str>) -> StoreResult<Vec<SignalRecord>>;
 

@@ -55,6 +55,8 @@ pub async fn unblock(
     username_checked(&username)?;
     state.store.unblock(&me.username, &username).await?;
     state.routes.forget_blocking(&username);
+    // A lifted block no longer counts against the account.
+    state.store.withdraw_signal(&username, &me.username, SignalKind::Block).await?;
     // Invitations withheld during the block arrive now (what it sent meanwhile does not).
     let released = state.store.release_withheld(&me.username, &username).await?;
     if !released.is_empty() {

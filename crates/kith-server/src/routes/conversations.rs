@@ -209,7 +209,11 @@ pub async fn send(
     let now = state.now();
     delivery::check_rate(&state, &me, id.as_bytes(), Post::Message).await?;
     let members: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
-    let mut fanout = Fanout::to_members(&state, &me.username, members.clone()).await?;
+    let mut fanout = if route.poster.is_some() {
+        Fanout::to_story_audience(&state, &me.username, members.clone()).await?
+    } else {
+        Fanout::to_members(&state, &me.username, members.clone()).await?
+    };
     fanout.leave_out_full_queues(&state, &me, &members).await?;
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
