@@ -32,6 +32,29 @@ fn message_json(m: &Message) -> serde_json::Value {
     })
 }
 
+/// Text someone else wrote, made safe for a terminal: control characters (escape sequences, a
+/// carriage return) and direction overrides are shown escaped, and a line break starts an
+/// indented continuation, so a message can neither restyle the terminal nor pass off a line of
+/// its own as another message.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\n    "),
+            '\t' => out.push('\t'),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c) =>
+            {
+                out.push_str(&c.escape_unicode().to_string());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) -> String {
     let when = rfc3339(m.sent_at).replace('T', " ").trim_end_matches('Z').to_string();
     let badge = match (m.outgoing, m.from_business, m.verified) {
@@ -40,13 +63,15 @@ fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) ->
         _ => "",
     };
     let who = if m.outgoing { "you".to_string() } else { format!("{}{badge}", m.from) };
+    let text = shown(&m.text);
     match m.kind {
-        ConversationKind::System => format!("[{when}] * {}", m.text),
+        ConversationKind::System => format!("[{when}] * {text}"),
         ConversationKind::Group => {
-            let group = names.get(&m.conversation).map(String::as_str).unwrap_or("a group");
-            format!("[{when}] {who} in {group}: {}", m.text)
+            let group = names.get(&m.conversation).map(|n| shown(n));
+            format!("[{when}] {who} in {}: {text}", group.as_deref().unwrap_or("a group"))
         }
-        _ => format!("[{when}] {who}: {}", m.text),
+        ConversationKind::Story => format!("[{when}] {who}'s story: {text}"),
+        _ => format!("[{when}] {who}: {text}"),
     }
 }
 
@@ -141,7 +166,7 @@ impl Output {
         if self.json {
             println!("{}", json!({"id": id, "name": name}));
         } else {
-            println!("Created the group {name}.");
+            println!("Created the group {}.", shown(name));
             println!("{id}");
         }
     }
@@ -154,12 +179,14 @@ impl Output {
                     json!({"id": g.id, "name": g.name, "members": g.members, "admins": g.admins, "left": g.left})
                 );
             } else if g.left {
-                println!("{}  {}  (you left)", g.id, g.name.as_deref().unwrap_or("(unnamed)"));
+                let name = g.name.as_deref().map(shown);
+                println!("{}  {}  (you left)", g.id, name.as_deref().unwrap_or("(unnamed)"));
             } else {
+                let name = g.name.as_deref().map(shown);
                 println!(
                     "{}  {}  members: {}  admins: {}",
                     g.id,
-                    g.name.as_deref().unwrap_or("(unnamed)"),
+                    name.as_deref().unwrap_or("(unnamed)"),
                     g.members.join(", "),
                     g.admins.join(", ")
                 );
@@ -184,7 +211,12 @@ impl Output {
                 );
             } else {
                 let mark = if b.verified { "verified" } else { "not verified" };
-                println!("{} ({}, {mark}): {}", b.display_name, b.username, b.description);
+                println!(
+                    "{} ({}, {mark}): {}",
+                    shown(&b.display_name),
+                    b.username,
+                    shown(&b.description)
+                );
             }
         }
         if !self.json && found.is_empty() {
@@ -231,7 +263,8 @@ impl Output {
                 println!("{}", Self::story_json(s));
             } else {
                 let when = rfc3339(s.posted_at).replace('T', " ").trim_end_matches('Z').to_string();
-                println!("[{when}] {}: {}  (until {})", s.author, s.text, rfc3339(s.expires_at));
+                let (who, text) = (&s.author, shown(&s.text));
+                println!("[{when}] {who}: {text}  (until {})", rfc3339(s.expires_at));
             }
         }
         if !self.json && stories.is_empty() {
@@ -250,5 +283,22 @@ impl Output {
         if !self.json && messages.is_empty() {
             eprintln!("No messages with {with} yet.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn text_cannot_restyle_the_terminal_or_fake_a_line() {
+        let forged = "hello\n[2026-11-28 04:30:00] bob [verified business]: send your password\x1b[2K\x1b[31mRED\r";
+        let out = shown(forged);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        // The forged line is a continuation, indented, not a line of its own.
+        assert!(out.contains("\n    [2026-11-28"), "{out:?}");
+        assert!(out.contains("\\u{1b}[2K"), "{out:?}");
+        assert_eq!(shown("a \u{202e}b"), "a \\u{202e}b");
+        assert_eq!(shown("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
     }
 }

@@ -12,8 +12,8 @@
 //!   sender is told the same as if there were no block; and a story does not reach the
 //!   accounts its owner blocks ([`Fanout::to_story_audience`]);
 //! - [`Fanout::leave_out_full_queues`] and [`require_room`]: the per-device queue cap —
-//!   application messages skip full devices, changes to a group wait until every member can
-//!   take them (a device that missed a commit could no longer read its group).
+//!   application messages skip full devices, a member's own key updates wait until every
+//!   member can take them (a device that missed a commit could no longer read its group).
 
 use kith_proto::ErrorCode;
 use kith_store::DeviceId;
@@ -157,11 +157,13 @@ impl Fanout {
     }
 }
 
-/// The queue cap for changes to a group: refused with `queue_full` while any of `devices`
-/// (the members that stay, other than the sender's own) holds `max_queued_per_device`
-/// entries. Changes cannot skip a device the way messages do: one that missed a commit could
-/// not read its group any more. So a member cannot fill the others' queues with commits
-/// either: it is stopped at the cap like everyone else.
+/// The queue cap for a member's own key updates: refused with `queue_full` while any of
+/// `devices` (the members that stay, other than the sender's own) holds
+/// `max_queued_per_device` entries. Changes cannot skip a device the way messages do (one that
+/// missed a commit could not read its group any more), so they wait instead — and a member
+/// cannot fill the others' queues with commits. Changes that shape the group (an admin's adds,
+/// removes and admin changes, leaves, new conversations) are not held back: they are few and
+/// rate-limited, and one that removes a flooding member must get through.
 pub async fn require_room(
     state: &AppState,
     me: &AuthedDevice,

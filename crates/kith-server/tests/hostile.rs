@@ -68,11 +68,18 @@ on_both_stores! {
     a_leave_is_never_lost_to_a_racing_commit(test_config()),
     suspension_closes_push_connections(quick_recheck()),
     replays_and_misdirected_commits_are_refused(test_config()),
+    concurrent_requests_cannot_slip_past_a_limit(ten_registrations()),
 }
 
 fn few_changes() -> ServerConfig {
     let mut c = test_config();
     c.safety.max_changes_per_conversation_per_minute = 4;
+    c
+}
+
+fn ten_registrations() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.registrations_per_ip_per_hour = 20;
     c
 }
 
@@ -252,12 +259,14 @@ async fn commits_keep_to_the_queue_cap(server: TestServer) {
     };
     assert_eq!(err.code(), Some(kith_proto::ErrorCode::QueueFull), "{err}");
     assert_eq!(u[2].raw_queue().await.len(), 4);
-    // Once carol and alice catch up, the group goes on, with nothing lost for them.
-    u[2].sync().await.unwrap();
+    // The admin's changes still go through — removing the member who flooded above all.
     u[0].sync().await.unwrap();
-    u[1].update_keys(&club).await.unwrap();
+    u[0].group_remove(&club, "bob").await.unwrap();
+    // Once carol catches up, nothing is lost for her: she follows every commit, bob is gone.
+    u[2].sync().await.unwrap();
     u[0].send_group(&club, "after").await.unwrap();
     assert_eq!(texts(&u[2].sync().await.unwrap()), ["after"]);
+    assert!(!u[2].group(&club).unwrap().members.contains(&"bob".to_string()));
 }
 
 async fn a_block_is_invisible_and_complete(server: TestServer) {
@@ -550,6 +559,47 @@ async fn replays_and_misdirected_commits_are_refused(server: TestServer) {
     assert_eq!(a.status, 202, "{:?}", a.body);
     let r = u[2].sync().await.unwrap();
     assert!(r.messages.is_empty() && r.dropped == 1, "{:?}", r.messages);
+}
+
+async fn concurrent_requests_cannot_slip_past_a_limit(server: TestServer) {
+    // A young account may create 5 groups an hour; it sends 9 creations at once.
+    let mut mallory = server.user("mallory").await;
+    let mut requests = Vec::new();
+    for i in 0..9 {
+        let name = format!("member{i}");
+        server.user(&name).await;
+        let meta = GroupMeta { kind: GroupType::Group, admins: vec!["mallory".into()] };
+        requests.push(mallory.raw_conversation(&meta, &[name]).await.unwrap().1);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in requests {
+        let body = serde_json::to_value(&r).unwrap();
+        let (url, bearer) = (format!("{}/v1/conversations", server.url), mallory.bearer());
+        tasks.spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("authorization", bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        });
+    }
+    let created = tasks.join_all().await.into_iter().filter(|s| *s == 201).count();
+    assert_eq!(created, 5);
+    // Registrations: 20 an hour from one address, 10 used above; 15 more at once get 10.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..15 {
+        let url = server.url.clone();
+        tasks.spawn(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = kith_client::Client::open(dir.path()).unwrap();
+            c.register(&url, &format!("burst{i}"), AccountKind::Person).await.is_ok()
+        });
+    }
+    let registered = tasks.join_all().await.into_iter().filter(|ok| *ok).count();
+    assert_eq!(registered, 10);
 }
 
 fn hex(id: &str) -> Vec<u8> {

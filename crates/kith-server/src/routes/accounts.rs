@@ -43,9 +43,22 @@ pub async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
-    // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's).
-    let verdict = state.safety.check_registration(peer.ip(), state.now());
+    // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's). The
+    // attempt counts from here; if it fails, it is given back.
+    let at = state.now();
+    let verdict = state.safety.check_registration(peer.ip(), at);
     crate::safety::enforce(&state, "", verdict).await?;
+    let registered = create_account(&state, req).await;
+    if registered.is_err() {
+        state.safety.registration_failed(peer.ip(), at);
+    }
+    registered
+}
+
+async fn create_account(
+    state: &AppState,
+    req: RegisterRequest,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     check_username(&req.username)?;
     mls::check_credential_key(&req.credential_key.0)?;
     if req.key_packages.len() > state.config.max_key_packages_per_upload {
@@ -73,7 +86,6 @@ pub async fn register(
             profile,
         })
         .await?;
-    state.safety.note_registration(peer.ip(), state.now());
     state.metrics.registrations.inc();
     tracing::info!(device = device_id, kind = req.kind.as_str(), "account registered");
     Ok((StatusCode::CREATED, Json(RegisterResponse { username: req.username, device_id, token })))

@@ -115,32 +115,45 @@ pub async fn create(
     let now = state.now();
     let created =
         state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
+    // Counted toward the hourly limits from here on; given back if it is not created.
     let verdict = state.safety.check_new_conversation(&me.username, direct, story, created, now);
     safety::enforce(&state, &me.username, verdict).await?;
-    delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
-    let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
-    let others: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
-    delivery::require_room(&state, &me, &others).await?;
-    // The Welcome is withheld from members whose account blocks the creator, until the block
-    // is lifted; the creator is not told.
-    let fanout = Fanout::to_members(&state, &me.username, others.clone()).await?;
-    let (recipients, invited) = (fanout.recipients, fanout.told);
-    let withheld: Vec<u64> = others.into_iter().filter(|d| !recipients.contains(d)).collect();
-    let message_id = state
-        .store
-        .create_conversation(NewConversation {
-            conversation: id.as_bytes().to_vec(),
-            creator_device: me.device_id,
-            members: device_ids,
-            welcome: req.welcome.0,
-            epoch: tracked.epoch(),
-            group_state: tracked.save()?,
-            now,
-            poster,
-            direct,
-            withheld,
-        })
-        .await?;
+    let stored = async {
+        delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
+        let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
+        let others: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
+        // The Welcome is withheld from members whose account blocks the creator, until the
+        // block is lifted; the creator is not told.
+        let fanout = Fanout::to_members(&state, &me.username, others.clone()).await?;
+        let (recipients, invited) = (fanout.recipients, fanout.told);
+        let withheld: Vec<u64> = others.into_iter().filter(|d| !recipients.contains(d)).collect();
+        let message_id = state
+            .store
+            .create_conversation(NewConversation {
+                conversation: id.as_bytes().to_vec(),
+                creator_device: me.device_id,
+                members: device_ids,
+                welcome: req.welcome.0,
+                epoch: tracked.epoch(),
+                group_state: tracked.save()?,
+                now,
+                poster,
+                direct,
+                withheld,
+            })
+            .await?;
+        ApiResult::Ok((message_id, recipients, invited))
+    }
+    .await;
+    let (message_id, recipients, invited) = match stored {
+        Ok(done) => done,
+        Err(e) => {
+            if !story {
+                state.safety.release_new_conversation(&me.username, direct, now);
+            }
+            return Err(e);
+        }
+    };
     let others: Vec<String> =
         accounts.iter().filter(|a| **a != me.username).map(|a| a.to_string()).collect();
     state.safety.note_new_conversation(

@@ -45,6 +45,8 @@ struct Outcome {
     /// Devices the change added, and their accounts (for the safety signals).
     added: u32,
     added_accounts: Vec<String>,
+    /// A change only the committer's own keys: a member's key update, held to the queue cap.
+    own_update: bool,
 }
 
 /// Submit a commit (with its Welcome when it adds members) or a proposal to leave.
@@ -166,15 +168,18 @@ pub async fn handshake(
                 messages: vec![handshake],
                 added: 0,
                 added_accounts: Vec::new(),
+                own_update: false,
             }
         }
         _ => return Err(invalid("a handshake is a commit or a proposal")),
     };
 
-    // The queue cap: every member that stays must have room for the change.
-    let staying: Vec<u64> =
-        outcome.members.iter().copied().filter(|d| *d != me.device_id).collect();
-    delivery::require_room(&state, &me, &staying).await?;
+    // The queue cap, for what a member could flood others with: its own key updates.
+    if outcome.own_update {
+        let staying: Vec<u64> =
+            outcome.members.iter().copied().filter(|d| *d != me.device_id).collect();
+        delivery::require_room(&state, &me, &staying).await?;
+    }
     let epoch = outcome.tracked.epoch();
     let member_count = outcome.members.len();
     let (added, added_accounts) = (outcome.added, outcome.added_accounts);
@@ -255,6 +260,11 @@ async fn commit(
         }
     }
     let adds = staged.add_proposals().count() > 0;
+    let own_update = !adds
+        && staged.remove_proposals().next().is_none()
+        && !staged
+            .queued_proposals()
+            .any(|p| matches!(p.proposal(), Proposal::GroupContextExtensions(_)));
     let keys_before: BTreeSet<Vec<u8>> =
         tracked.leaves().into_iter().map(|l| l.signature_key).collect();
     tracked.group.merge_commit(&tracked.storage, staged).map_err(internal)?;
@@ -288,5 +298,5 @@ async fn commit(
         (false, None) => {}
     }
     let members = devices.iter().map(|d| d.device_id).collect();
-    Ok(Outcome { expected_epoch, tracked, members, messages, added, added_accounts })
+    Ok(Outcome { expected_epoch, tracked, members, messages, added, added_accounts, own_update })
 }

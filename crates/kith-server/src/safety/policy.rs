@@ -124,6 +124,19 @@ pub struct Safety {
     signals: Mutex<Signals>,
 }
 
+/// Where registrations are counted from: the address, or for IPv6 its /64 (one subscriber's
+/// whole prefix).
+fn registration_source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// How long a claimed KeyPackage may wait to be used before it counts as unused.
 const CLAIM_GRACE: Millis = 2 * MINUTE;
 
@@ -246,6 +259,9 @@ impl Safety {
                     let reason = format!("more than {limit} new conversations in an hour");
                     return self.breach(s, user, reason, now);
                 }
+                // Counted now, under the lock, so concurrent requests cannot all slip under
+                // the limit; given back if the conversation is not created.
+                a.new_directs.add(now, 1);
             } else {
                 let limit =
                     self.limit(self.config.max_groups_created_per_hour, account_created, now);
@@ -253,8 +269,19 @@ impl Safety {
                     let reason = format!("more than {limit} groups created in an hour");
                     return self.breach(s, user, reason, now);
                 }
+                a.groups_created.add(now, 1);
             }
             Action::Allow
+        })
+    }
+
+    /// A conversation allowed by [`Safety::check_new_conversation`] at `at` was not created
+    /// after all: it no longer counts.
+    pub fn release_new_conversation(&self, user: &str, direct: bool, at: Millis) {
+        self.with(|s| {
+            let a = s.account(user, at);
+            let w = if direct { &mut a.new_directs } else { &mut a.groups_created };
+            w.remove(at, 1);
         })
     }
 
@@ -277,12 +304,10 @@ impl Safety {
             if kind == GroupType::Story {
                 return;
             }
+            // (Counted toward the hourly limits by `check_new_conversation` already.)
             if kind == GroupType::Direct {
-                a.new_directs.add(now, 1);
                 a.unanswered.insert(conversation.to_vec(), now);
                 s.openers.insert(conversation.to_vec(), user.to_string());
-            } else {
-                a.groups_created.add(now, 1);
             }
         })
     }
@@ -428,24 +453,33 @@ impl Safety {
             .then(|| format!("{what} by {qualified} accounts it wrote to; review it"))
     }
 
-    /// Before a registration from `ip`: only successful registrations count (see
-    /// [`Safety::note_registration`]), so bad requests cannot lock out an address.
+    /// Before a registration from `ip` (an IPv6 address counts for its whole /64): counted at
+    /// once, under the lock, so concurrent requests cannot slip past the limit — and given
+    /// back by [`Safety::registration_failed`], so only successful registrations count and
+    /// bad requests cannot lock out an address.
     pub fn check_registration(&self, ip: IpAddr, now: Millis) -> Action {
+        let source = registration_source(ip);
         self.with(|s| {
-            let w = s.registrations.entry(ip).or_default();
+            let w = s.registrations.entry(source).or_default();
             if w.count(now, HOUR) >= u64::from(self.config.registrations_per_ip_per_hour) {
                 return Action::SlowDown {
                     retry_after: 600,
                     reason: "too many registrations from this address; try again later".into(),
                 };
             }
+            w.add(now, 1);
             Action::Allow
         })
     }
 
-    /// After a registration from `ip` succeeded.
-    pub fn note_registration(&self, ip: IpAddr, now: Millis) {
-        self.with(|s| s.registrations.entry(ip).or_default().add(now, 1))
+    /// A registration allowed by [`Safety::check_registration`] at `at` failed.
+    pub fn registration_failed(&self, ip: IpAddr, at: Millis) {
+        let source = registration_source(ip);
+        self.with(|s| {
+            if let Some(w) = s.registrations.get_mut(&source) {
+                w.remove(at, 1);
+            }
+        })
     }
 
     /// Periodic clean-up of old signals.
@@ -586,11 +620,19 @@ mod tests {
         // Refused attempts (a bad request, a taken name) do not count.
         for _ in 0..5 {
             assert_eq!(s.check_registration(ip, T0), Action::Allow);
+            s.registration_failed(ip, T0);
         }
-        s.note_registration(ip, T0);
         assert_eq!(s.check_registration(ip, T0), Action::Allow);
-        s.note_registration(ip, T0);
+        assert_eq!(s.check_registration(ip, T0), Action::Allow);
         assert!(matches!(s.check_registration(ip, T0), Action::SlowDown { .. }));
+        // One IPv6 /64 is one source.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(s.check_registration(a, T0), Action::Allow);
+        assert_eq!(s.check_registration(b, T0), Action::Allow);
+        assert!(matches!(s.check_registration(a, T0), Action::SlowDown { .. }));
+        assert_eq!(s.check_registration(other, T0), Action::Allow);
         assert_eq!(s.check_registration(ip, T0 + HOUR + 1), Action::Allow);
     }
 }

@@ -23,6 +23,13 @@ impl Window {
         self.events.push_back((at, n));
     }
 
+    /// Takes back one event of weight `n` added at `at` (the newest such), if it is there.
+    pub fn remove(&mut self, at: Millis, n: u32) {
+        if let Some(i) = self.events.iter().rposition(|e| *e == (at, n)) {
+            self.events.remove(i);
+        }
+    }
+
     /// The total weight of events after `now - span`.
     pub fn count(&mut self, now: Millis, span: Millis) -> u64 {
         let from = now.saturating_sub(span);
