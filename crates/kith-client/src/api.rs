@@ -135,6 +135,11 @@ impl Api {
             .await
     }
 
+    pub async fn pending_leaves(&self, conversation: &str) -> ClientResult<PendingLeaves> {
+        let path = format!("/v1/conversations/{conversation}/pending-leaves");
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
     pub async fn handshake(
         &self,
         conversation: &str,

@@ -127,6 +127,15 @@ impl Client {
              PRAGMA synchronous = NORMAL;
              PRAGMA secure_delete = ON;",
         )?;
+        // The profile's files (keys, history) are the owner's alone, like its folder.
+        #[cfg(unix)]
+        for name in ["kith.db", "kith.db-wal", "kith.db-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.join(name);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
         mls::migrate(&mut conn)?;
         local::migrate(&conn)?;
         let profile = local::load_profile(&conn)?;

@@ -398,7 +398,76 @@ impl Client {
                 }
             }
             self.sync_inner().await?;
+            self.complete_unseen_leaves(id).await?;
         }
         Err(ClientError::Protocol("the group kept changing; try again".into()))
+    }
+
+    /// A commit is refused until it includes every pending request to leave. If the server
+    /// holds one this device never got (its proposal did not verify here, say), an admin
+    /// completes it by removing the member outright — so nobody can freeze a group with a
+    /// request only the server kept.
+    async fn complete_unseen_leaves(&mut self, id: &str) -> ClientResult<()> {
+        let pending = self.api()?.pending_leaves(id).await?.leaves;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let me = self.me()?.username.clone();
+        let unseen: Vec<LeafNodeIndex> = {
+            let provider = self.provider();
+            let group = self.load_group(&provider, id)?;
+            let seen: Vec<LeafNodeIndex> = group
+                .pending_proposals()
+                .filter_map(|p| match p.proposal() {
+                    Proposal::Remove(rm) => Some(rm.removed()),
+                    _ => None,
+                })
+                .collect();
+            let admin = mls::meta_of(&group).is_some_and(|m| m.is_admin(&me));
+            let unseen: Vec<LeafNodeIndex> = pending
+                .iter()
+                .map(|p| LeafNodeIndex::new(p.leaf))
+                .filter(|leaf| !seen.contains(leaf))
+                // The server's word that someone asked to leave is checked against the tree.
+                .filter(|leaf| {
+                    group.member(*leaf).and_then(mls::identity).is_some_and(|u| {
+                        pending.iter().any(|p| p.leaf == leaf.u32() && p.username == u)
+                    })
+                })
+                .collect();
+            if !unseen.is_empty() && !admin {
+                return Err(ClientError::InvalidInput(
+                    "a member's request to leave is pending; an admin of the group must \
+                     complete it first"
+                        .into(),
+                ));
+            }
+            unseen
+        };
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let request = {
+            let provider = self.provider();
+            let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
+            let mut group = self.load_group(&provider, id)?;
+            let (commit, _, _) =
+                group.remove_members(&provider, &signer, &unseen).map_err(ClientError::mls)?;
+            HandshakeRequest {
+                message: B64(commit.tls_serialize_detached().map_err(ClientError::mls)?),
+                welcome: None,
+            }
+        };
+        let sent = self.api()?.handshake(id, &request).await;
+        let provider = self.provider();
+        let mut group = self.load_group(&provider, id)?;
+        match sent {
+            Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
+            Err(e) => {
+                group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
+                // Another commit may have won meanwhile: the caller's next attempt catches up.
+                if e.code() == Some(ErrorCode::StaleEpoch) { Ok(()) } else { Err(e) }
+            }
+        }
     }
 }

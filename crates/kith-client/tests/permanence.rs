@@ -280,3 +280,20 @@ async fn a_member_removed_and_added_back_reads_again() {
     assert!(r.messages.iter().any(|m| m.text == "welcome back"), "{:?}", r.messages);
     assert!(!bob.group(&club).unwrap().left);
 }
+
+/// A profile's folder and files are its owner's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    alice.send_text("alice2", "x").await.unwrap_err();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(alice.dir.path()), 0o700);
+    // Opened again (as every `kith` command does), the files are narrowed too.
+    drop(kith_client::Client::open(alice.dir.path()).unwrap());
+    for f in std::fs::read_dir(alice.dir.path()).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+}

@@ -218,6 +218,22 @@ pub struct HandshakeResponse {
     pub members: u32,
 }
 
+/// `GET /v1/conversations/{id}/pending-leaves`: members who asked to leave, whose removal the
+/// next commit must include (a commit without it is `409 stale_epoch`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PendingLeaves {
+    pub leaves: Vec<PendingLeave>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PendingLeave {
+    /// The member's leaf index in the group's tree.
+    pub leaf: u32,
+    pub username: String,
+}
+
 /// Limits of this server that clients check before they ask.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -181,7 +181,7 @@ mod admin {
         let now = kith_server::SystemClock.now_millis();
         match command {
             AdminCommand::Stats(common) => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 let c = store.counts().await?;
                 println!(
                     "accounts {}\ndevices {}\nmessages {}\nqueue_entries {}\nkey_packages {}",
@@ -189,7 +189,7 @@ mod admin {
                 );
             }
             AdminCommand::Reports { common, json } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 let reports = store.reports().await?;
                 for r in &reports {
                     if json {
@@ -223,7 +223,7 @@ mod admin {
                 }
             }
             AdminCommand::Suspend { username, reason, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 store.set_suspended(&username, Some(reason.clone())).await?;
                 store
                     .add_flag(kith_store::FlagRecord {
@@ -236,7 +236,7 @@ mod admin {
                 println!("Suspended {username}.");
             }
             AdminCommand::Unsuspend { username, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 store.set_suspended(&username, None).await?;
                 store
                     .add_flag(kith_store::FlagRecord {
@@ -249,7 +249,7 @@ mod admin {
                 println!("Reinstated {username}.");
             }
             AdminCommand::Accounts { flagged: _, json, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 let flags = store.flags().await?;
                 let mut names: Vec<&str> = flags.iter().map(|f| f.username.as_str()).collect();
                 names.sort_unstable();
@@ -286,7 +286,7 @@ mod admin {
                 }
             }
             AdminCommand::Signals { username, json, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 let signals = store.signals(username.as_deref()).await?;
                 for g in &signals {
                     if json {
@@ -320,7 +320,10 @@ mod admin {
                 }
             }
             AdminCommand::ClearSignals { username, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
+                if store.account_info(&username).await?.is_none() {
+                    anyhow::bail!("there is no account named {username}");
+                }
                 let n = store.clear_signals(&username).await?;
                 store
                     .add_flag(kith_store::FlagRecord {
@@ -333,7 +336,7 @@ mod admin {
                 println!("Cleared {n} signals of {username}.");
             }
             AdminCommand::VerifyBusiness { username, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 store.set_verified(&username, true).await.map_err(|e| match e {
                     kith_store::StoreError::UnknownUser => {
                         anyhow::anyhow!("there is no business account named {username}")
@@ -343,7 +346,7 @@ mod admin {
                 println!("{username} is now a verified business.");
             }
             AdminCommand::UnverifyBusiness { username, common } => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 store.set_verified(&username, false).await.map_err(|e| match e {
                     kith_store::StoreError::UnknownUser => {
                         anyhow::anyhow!("there is no business account named {username}")
@@ -353,7 +356,7 @@ mod admin {
                 println!("{username} is no longer verified.");
             }
             AdminCommand::RotateFrankingKey(common) => {
-                let store = open_store(&common.resolve()?).await?;
+                let store = open_existing_store(&common.resolve()?).await?;
                 let id = kith_server::safety::franking::Franking::rotate(&*store, now).await?;
                 println!("New franking key {id}; running servers pick it up within a minute.");
             }
@@ -374,6 +377,19 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot restrict the data folder {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// The store of a server that exists: admin commands never create an empty one (run from the
+/// wrong folder, they would otherwise report on nothing).
+async fn open_existing_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if config.database_url.is_none() && !config.sqlite_path().exists() {
+        anyhow::bail!(
+            "there is no Kith database at {}; pass the server's --data DIR (or --config FILE, or \
+             --database-url URL)",
+            config.sqlite_path().display()
+        );
+    }
+    open_store(config).await
 }
 
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {

@@ -13,7 +13,7 @@ use crate::routes::*;
         ops::healthz, ops::metrics, ops::openapi,
         accounts::register, accounts::whoami, accounts::rotate_token, accounts::devices,
         keys::upload, keys::claim,
-        conversations::create, conversations::send, handshake::handshake,
+        conversations::create, conversations::send, handshake::handshake, handshake::pending_leaves,
         queue::fetch, queue::ack, ws::connect,
         reports::report, blocks::block, blocks::unblock, blocks::blocked,
         businesses::search,

@@ -69,6 +69,7 @@ on_both_stores! {
     suspension_closes_push_connections(quick_recheck()),
     replays_and_misdirected_commits_are_refused(test_config()),
     concurrent_requests_cannot_slip_past_a_limit(ten_registrations()),
+    a_leave_nobody_else_can_read_does_not_freeze_the_group(test_config()),
 }
 
 fn few_changes() -> ServerConfig {
@@ -600,6 +601,32 @@ async fn concurrent_requests_cannot_slip_past_a_limit(server: TestServer) {
     }
     let registered = tasks.join_all().await.into_iter().filter(|ok| *ok).count();
     assert_eq!(registered, 10);
+}
+
+async fn a_leave_nobody_else_can_read_does_not_freeze_the_group(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    server.user("dave").await;
+    // bob asks to leave with a proposal whose membership tag is spoiled: the server (which
+    // cannot check the tag) keeps it; alice's and carol's clients cannot use it.
+    let leave = u[1].hostile().leave_with_bad_tag(&club);
+    let a = u[1].hostile().post_handshake(&club, &leave).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(u[2].sync().await.unwrap().dropped, 1);
+    // The admin's next change completes the leave by removing bob, then goes through.
+    u[0].group_add(&club, &strings(&["dave"])).await.unwrap();
+    let members = u[0].group(&club).unwrap().members;
+    assert!(members.contains(&"dave".to_string()) && !members.contains(&"bob".to_string()));
+    // A member who is not an admin is told what is needed instead of a loop.
+    let mut g = server.user("gina").await;
+    let other = u[0].create_group("Other", &strings(&["carol", "gina"])).await.unwrap();
+    g.sync().await.unwrap();
+    u[2].sync().await.unwrap();
+    let leave = g.hostile().leave_with_bad_tag(&other);
+    assert_eq!(g.hostile().post_handshake(&other, &leave).await.status, 202);
+    let err = u[2].update_keys(&other).await.unwrap_err();
+    assert!(err.to_string().contains("an admin"), "{err}");
+    u[0].update_keys(&other).await.unwrap();
+    u[2].update_keys(&other).await.unwrap();
 }
 
 fn hex(id: &str) -> Vec<u8> {

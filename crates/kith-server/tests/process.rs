@@ -250,4 +250,24 @@ async fn admins_list_and_clear_signals() {
     assert!(out.contains("Cleared 1 signals of victim"), "{out}");
     let (out, err) = admin(&["signals", "victim"]);
     assert!(out.is_empty() && err.contains("No signals"), "{out}{err}");
+    // Mistakes are refused, not reported as success.
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["admin", "clear-signals", "nosuchuser", "--data"])
+        .arg(server.data.path())
+        .env_remove("KITHD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account named nosuchuser"));
+    // An admin command pointed at a folder with no server in it says so, and creates nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["admin", "reports", "--data"])
+        .arg(empty.path().join("nothing-here"))
+        .env_remove("KITHD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Kith database"), "{out:?}");
+    assert!(!empty.path().join("nothing-here").exists());
 }

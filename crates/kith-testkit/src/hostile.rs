@@ -184,6 +184,26 @@ impl Hostile<'_> {
         })
     }
 
+    /// This member's request to leave, with its membership tag (the MAC the server cannot
+    /// check, having no group secrets) spoiled: the server takes it, members' clients cannot.
+    pub fn leave_with_bad_tag(&self, conversation: &str) -> Built {
+        let mut commit = self
+            .user
+            .raw_mls(conversation, |group, provider, signer| {
+                let saved = group.configuration().clone();
+                group.set_configuration(provider.storage(), &policy_for(Wire::Public)).unwrap();
+                let proposal = group.leave_group(provider, signer).unwrap();
+                group.set_configuration(provider.storage(), &saved).unwrap();
+                bytes(&proposal)
+            })
+            .unwrap();
+        // The membership tag is the message's last field.
+        if let Some(last) = commit.last_mut() {
+            *last ^= 0x5a;
+        }
+        Built { commit, welcome: None }
+    }
+
     /// An ordinary key-update commit — what any member may send, in the clear.
     pub fn update(&self, conversation: &str, wire: Wire) -> Built {
         self.commit(conversation, wire, |group, provider, signer| {

@@ -219,6 +219,49 @@ pub async fn handshake(
     ))
 }
 
+/// The members whose request to leave the next commit must include. A client that did not see
+/// a request (one its members' clients could not read, say) learns here what to complete.
+#[utoipa::path(get, path = "/v1/conversations/{id}/pending-leaves", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id, lowercase hex", pattern = "^([0-9a-f]{2}){16,32}$")),
+    responses(
+        (status = 200, body = PendingLeaves),
+        (status = 400, description = "invalid_conversation_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "not_a_member", body = ErrorBody),
+        (status = 404, description = "unknown_conversation", body = ErrorBody),
+    ))]
+pub async fn pending_leaves(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PendingLeaves>> {
+    let id = conversation_id(&id)?;
+    // A member that asked to leave is out of delivery but may still ask.
+    let stored = state
+        .store
+        .group_state(id.as_bytes())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
+    let tracked = Tracked::load(id.as_bytes(), &stored.state)?;
+    let mine = tracked.leaves().into_iter().any(|l| l.signature_key == me.credential_key);
+    if !mine {
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not in that conversation",
+        ));
+    }
+    let leaves = groups::pending_leaves(&tracked)?
+        .into_iter()
+        .filter_map(|leaf| {
+            tracked
+                .leaf(LeafNodeIndex::new(leaf))
+                .map(|l| PendingLeave { leaf, username: l.username })
+        })
+        .collect();
+    Ok(Json(PendingLeaves { leaves }))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     state: &AppState,

@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations", post(conversations::create))
         .route("/v1/conversations/{id}/messages", post(conversations::send))
         .route("/v1/conversations/{id}/handshake", post(handshake::handshake))
+        .route("/v1/conversations/{id}/pending-leaves", get(handshake::pending_leaves))
         .route("/v1/businesses", get(businesses::search))
         .route("/v1/reports", post(reports::report))
         .route("/v1/blocks", post(blocks::block).get(blocks::blocked))
