@@ -258,6 +258,14 @@ mod admin {
                     let info = store.account_info(name).await?;
                     let actions: Vec<_> = flags.iter().filter(|f| f.username == name).collect();
                     let suspended = info.as_ref().and_then(|i| i.suspended.clone());
+                    // What counts toward its reputation now (qualified, not cleared).
+                    let signals = store.signals(Some(name)).await?;
+                    let counting =
+                        |kind| signals.iter().filter(|g| g.kind == kind && g.qualified).count();
+                    let (blocks, reports) = (
+                        counting(kith_store::SignalKind::Block),
+                        counting(kith_store::SignalKind::Report),
+                    );
                     if json {
                         let list: Vec<_> = actions
                             .iter()
@@ -270,15 +278,21 @@ mod admin {
                                 "suspended": suspended,
                                 "blocked_by": info.as_ref().map(|i| i.blocked_by),
                                 "reported_by": info.as_ref().map(|i| i.reported_by),
+                                "counting_blocks": blocks,
+                                "counting_reports": reports,
                                 "actions": list,
                             })
                         );
                     } else {
+                        let reviewed = actions.last().is_some_and(|f| f.action == "cleared");
                         let state = match &suspended {
                             Some(r) => format!("SUSPENDED ({r})"),
+                            None if reviewed => "active, reviewed".into(),
                             None => "active".into(),
                         };
-                        println!("{name}: {state}");
+                        println!(
+                            "{name}: {state}; counting now: {blocks} block(s), {reports} report(s)"
+                        );
                         for f in actions {
                             println!("  {} {}: {}", time(f.created_at), f.action, f.reason);
                         }

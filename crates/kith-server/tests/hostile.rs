@@ -347,6 +347,11 @@ async fn a_story_channel_reaches_contacts_only(server: TestServer) {
     let (_, request) = u[0].raw_conversation(&meta, &strings(&["stranger"])).await.unwrap();
     let a = u[0].hostile().post("/v1/conversations", serde_json::to_value(&request).unwrap()).await;
     assert_eq!((a.status, a.code()), (403, Some("forbidden")), "{:?}", a.body);
+    // Nor can the owner hand the channel to someone else (clients would refuse it).
+    let two = GroupMeta { kind: GroupType::Story, admins: vec!["sto".into(), "stb".into()] };
+    let handover = u[0].hostile().set_meta(&channel, &two, Wire::Public);
+    let a = u[0].hostile().post_handshake(&channel, &handover).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
     // ...and so is adding one to an existing channel.
     let add = u[0].hostile().add(&channel, "stranger").await;
     let a = u[0].hostile().post_handshake(&channel, &add).await;

@@ -1495,6 +1495,7 @@ impl Store for PgStore {
     async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool> {
         let found: Option<i32> = sqlx::query_scalar(
             "SELECT 1 FROM speakers s
+             JOIN conversations c ON c.id = s.conversation AND c.direct
              JOIN conversation_members m ON m.conversation = s.conversation
              JOIN devices d ON d.id = m.device_id
              JOIN accounts a ON a.id = d.account_id

@@ -53,6 +53,7 @@ pub fn has_written_to(
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM speakers s
+             JOIN conversations c ON c.id = s.conversation AND c.direct = 1
              JOIN conversation_members m ON m.conversation = s.conversation
              JOIN devices d ON d.id = m.device_id
              JOIN accounts a ON a.id = d.account_id

@@ -759,4 +759,23 @@ pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
     assert!(store.has_written_to("bob", "alice").await.unwrap());
     assert!(!store.has_written_to("alice", "bob").await.unwrap());
     assert!(!store.has_written_to("bob", "carol").await.unwrap());
+    // Posting in a group does not count: its admin could add anyone after the fact.
+    let c = store.account_devices("carol").await.unwrap().unwrap().devices[0].device_id;
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(8),
+            creator_device: b,
+            members: vec![c],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: vec![],
+            now: NOW,
+            poster: None,
+            direct: false,
+            withheld: vec![],
+        })
+        .await
+        .unwrap();
+    store.note_spoke(&conv(8), "bob").await.unwrap();
+    assert!(!store.has_written_to("bob", "carol").await.unwrap());
 }

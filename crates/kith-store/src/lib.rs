@@ -538,6 +538,7 @@ pub trait Store: Send + Sync + 'static {
     /// Remembers that `speaker` posted in the conversation (idempotent).
     async fn note_spoke(&self, conversation: &[u8], speaker: &str) -> StoreResult<()>;
 
-    /// Whether `speaker` posted in a conversation that `listener` has a device in.
+    /// Whether `speaker` posted in a 1:1 conversation with `listener` (a group does not count:
+    /// its admin could add anyone after the fact).
     async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool>;
 }

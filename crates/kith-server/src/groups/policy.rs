@@ -68,6 +68,14 @@ pub fn check_commit(
                         "a group keeps at least one admin",
                     ));
                 }
+                if new.kind == GroupType::Story
+                    && Some(&new.admins) != meta.as_ref().map(|m| &m.admins)
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidMessage,
+                        "a story channel's owner is its only admin, for good",
+                    ));
+                }
             }
             _ => {
                 return Err(ApiError::new(

@@ -20,7 +20,7 @@
 //!
 //! Blocks and reports are *qualified* only when they come from an account older than
 //! `young_account_hours` to which the target has written (a report proves it; for a block,
-//! the target posted in a conversation the blocker is in). Others are kept but never counted,
+//! the target posted in a 1:1 conversation with the blocker). Others are kept but never counted,
 //! so throwaway accounts cannot move anyone's reputation; and even qualified ones only raise
 //! a flag for an admin (`kithd admin signals`), never a suspension.
 //!
