@@ -27,7 +27,8 @@ const FETCH_PAGE: u32 = 200;
 /// What a sync or a push brought.
 #[derive(Debug, Default)]
 pub struct SyncReport {
-    /// New messages, in the order they were received.
+    /// New messages, in the order they were stored: everything received and not handed over
+    /// before (also what a send took in while catching up, or a sync cut short).
     pub messages: Vec<Message>,
     /// Conversations this device joined.
     pub joined: Vec<String>,
@@ -370,9 +371,18 @@ impl Client {
     /// Fetches everything waiting on the server, processes it and acknowledges it; then, as a
     /// group admin, commits the pending requests of members to leave.
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
-        let report = self.sync_inner().await?;
+        let mut report = self.sync_inner().await?;
         self.commit_pending_leaves().await?;
+        report.messages = self.hand_over()?;
         Ok(report)
+    }
+
+    /// What this device stored and has not handed to the caller yet: what this call received,
+    /// and what an earlier one took in without returning it — a catch-up inside a send, or a
+    /// sync cut short. Each message is handed over exactly once.
+    fn hand_over(&mut self) -> ClientResult<Vec<Message>> {
+        self.purge_expired()?;
+        Ok(local::take_unshown(&self.conn)?)
     }
 
     /// Fetch, process and acknowledge, without committing anything.
@@ -413,6 +423,7 @@ impl Client {
     pub async fn receive_entries(&mut self, entries: &[QueueEntry]) -> ClientResult<SyncReport> {
         let mut report = SyncReport::default();
         self.take_in(entries, &mut report).await?;
+        report.messages = self.hand_over()?;
         Ok(report)
     }
 

@@ -125,7 +125,8 @@ CREATE TABLE IF NOT EXISTS kith_messages (
     outgoing INTEGER NOT NULL,
     expires_at INTEGER,
     from_business INTEGER NOT NULL DEFAULT 0,
-    verified INTEGER NOT NULL DEFAULT 0
+    verified INTEGER NOT NULL DEFAULT 0,
+    shown INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS kith_messages_conversation ON kith_messages (conversation, sent_at);
 CREATE INDEX IF NOT EXISTS kith_messages_expiry ON kith_messages (expires_at)
@@ -171,7 +172,19 @@ CREATE TABLE IF NOT EXISTS kith_device_keys (
 ";
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    // Profiles made before messages were marked when handed to the caller.
+    let has_shown: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('kith_messages') WHERE name = 'shown'")?
+        .exists([])?;
+    if !has_shown {
+        conn.execute_batch(
+            "ALTER TABLE kith_messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS kith_messages_unshown ON kith_messages (shown) WHERE shown = 0",
+    )
 }
 
 fn i(v: u64) -> i64 {
@@ -304,14 +317,15 @@ pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Stores a message unless one with its id is stored already. Returns whether it was new.
+/// Stores a message unless one with its id is stored already. Returns whether it was new. A
+/// received one is *unshown* until [`take_unshown`] hands it to the caller.
 pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO kith_messages
          (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-          from_business, verified)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+          from_business, verified, shown)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8)",
         )?
         .execute(params![
             m.id,
@@ -327,6 +341,23 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
             m.verified
         ])?;
     Ok(n == 1)
+}
+
+/// Every received message not handed to the caller yet, in the order they were stored, now
+/// marked as handed over.
+pub fn take_unshown(conn: &Connection) -> rusqlite::Result<Vec<Message>> {
+    let messages = conn
+        .prepare_cached(
+            "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
+                    expires_at, from_business, verified
+             FROM kith_messages WHERE shown = 0 ORDER BY rowid",
+        )?
+        .query_map([], message_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !messages.is_empty() {
+        conn.prepare_cached("UPDATE kith_messages SET shown = 1 WHERE shown = 0")?.execute([])?;
+    }
+    Ok(messages)
 }
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {

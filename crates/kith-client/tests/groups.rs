@@ -288,3 +288,27 @@ async fn group_names_are_limited_to_128_bytes() {
     assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
     assert!(alice.group_rename(&group, "short").await.is_ok());
 }
+
+/// A send that meets `stale_epoch` catches up before it encrypts again; what that catch-up
+/// took in is not lost: the next sync returns it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_taken_in_by_a_send_reach_the_next_sync() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut alice, &mut bob, &mut carol]).await;
+    // The group moves on while bob is away, and carol writes twice.
+    alice.update_keys(&club).await.unwrap();
+    carol.sync().await.unwrap();
+    carol.send_group(&club, "first while you were away").await.unwrap();
+    carol.send_group(&club, "second while you were away").await.unwrap();
+    // bob writes without syncing: stale, so his client catches up, then sends.
+    bob.send_group(&club, "hello all").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["first while you were away", "second while you were away"], "{texts:?}");
+    // Handed over once: the next sync has nothing.
+    assert!(bob.sync().await.unwrap().messages.is_empty());
+}
