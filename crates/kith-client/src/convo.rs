@@ -74,7 +74,18 @@ impl Client {
         check_username(peer)?;
         check_text(text)?;
         let conversation = self.direct_conversation(peer).await?;
-        let sent = self.send_body(&conversation, Body::Text { text: text.to_string() }).await?;
+        let body = Body::Text { text: text.to_string() };
+        let sent = match self.send_body(&conversation, body.clone()).await {
+            // They deleted the chat, and this device has not heard yet: it catches up (their
+            // leave), and the message goes in a new conversation, as in every messenger.
+            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+                self.sync_inner().await?;
+                local::set_left(&self.conn, &conversation, now_millis())?;
+                let fresh = self.direct_conversation(peer).await?;
+                self.send_body(&fresh, body).await?
+            }
+            other => other?,
+        };
         // Writing to someone makes them a contact (and puts them in the story channel). The
         // message is out already; a failure here is retried at the next story.
         if let Err(e) = self.became_contact(peer).await {

@@ -40,16 +40,13 @@ async fn contacts_come_from_writing_and_end_with_deletion() {
     assert!(alice.contacts().unwrap().is_empty());
     assert!(alice.history("bob").unwrap().is_empty());
     assert!(!profile_holds(&alice, "hello"), "deleted text left on disk");
-    // The server stopped delivering to alice's device in that conversation at once...
+    // The old conversation is over for her; bob's next message, written before he heard of
+    // it, still reaches her — in a new conversation — and so does the one after.
     bob.send_text("alice", "are you there?").await.unwrap();
-    let r = alice.sync().await.unwrap();
-    assert!(r.messages.is_empty(), "{:?}", r.messages);
-    // ...and bob saw her leave, so his next message opens a new conversation she receives.
-    bob.sync().await.unwrap();
     bob.send_text("alice", "new start").await.unwrap();
     let r = alice.sync().await.unwrap();
     let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["new start"]);
+    assert_eq!(texts, ["are you there?", "new start"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,4 +293,25 @@ async fn a_profile_is_private_to_its_owner() {
         let f = f.unwrap().path();
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
+}
+
+/// dan deletes the chat; ann, who has not synced since, writes again: the message reaches dan,
+/// in a new conversation — never a "sent" that goes nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_someone_who_deleted_the_chat_reaches_them() {
+    let server = TestServer::start().await;
+    let mut ann = server.user("ann").await;
+    let mut dan = server.user("dan").await;
+    ann.send_text("dan", "hi").await.unwrap();
+    dan.sync().await.unwrap();
+    dan.send_text("ann", "hi ann").await.unwrap();
+    ann.sync().await.unwrap();
+    dan.delete_conversation("ann").await.unwrap();
+    ann.send_text("dan", "are you there?").await.unwrap();
+    let r = dan.sync().await.unwrap();
+    let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["are you there?"]);
+    // ann sees the old conversation ended and the message in the new one.
+    let history: Vec<String> = ann.history("dan").unwrap().into_iter().map(|m| m.text).collect();
+    assert!(history.contains(&"are you there?".to_string()), "{history:?}");
 }

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     InvalidMessage,
     /// A commit for an epoch that has already moved on.
     StaleEpoch,
+    /// The other side of a 1:1 conversation left it (deleted the chat): nothing posted there
+    /// reaches anyone; open a new conversation.
+    ConversationEnded,
     /// The change would take the group past the server's `max_group_size`.
     GroupFull,
     /// Only the group's admins may do this (add, remove others, change admins).
@@ -89,7 +92,8 @@ impl ErrorCode {
             Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn => 403,
             UnknownUser | UnknownConversation | NotFound => 404,
             MethodNotAllowed => 405,
-            UsernameTaken | ConversationExists | StaleEpoch | NoKeyPackages | GroupFull => 409,
+            UsernameTaken | ConversationExists | StaleEpoch | ConversationEnded | NoKeyPackages
+            | GroupFull => 409,
             BodyTooLarge => 413,
             RateLimited => 429,
             QueueFull => 429,
@@ -121,6 +125,7 @@ impl ErrorCode {
             NotAMember => "not_a_member",
             InvalidMessage => "invalid_message",
             StaleEpoch => "stale_epoch",
+            ConversationEnded => "conversation_ended",
             GroupFull => "group_full",
             NotAdmin => "not_admin",
             InvalidReport => "invalid_report",

@@ -187,7 +187,7 @@ pub async fn create(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member", body = ErrorBody),
         (status = 404, description = "unknown_conversation", body = ErrorBody),
-        (status = 409, description = "stale_epoch: the message is not for the group's current epoch", body = ErrorBody),
+        (status = 409, description = "stale_epoch: the message is not for the group's current epoch; conversation_ended: the other side of this 1:1 left it", body = ErrorBody),
         (status = 429, description = "rate_limited, or queue_full: every device of the other members holds `max_queued_per_device` undelivered messages", body = ErrorBody),
     ))]
 pub async fn send(
@@ -222,6 +222,15 @@ pub async fn send(
     let now = state.now();
     delivery::check_rate(&state, &me, id.as_bytes(), Post::Message).await?;
     let members: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
+    // A 1:1 the other side left reaches nobody: say so, so the sender opens a new one, rather
+    // than answer "accepted" for a message that goes nowhere. (A block does not end it: the
+    // blocker stays a member.)
+    if route.direct && members.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::ConversationEnded,
+            "the other side left this conversation; open a new one",
+        ));
+    }
     let mut fanout = if route.poster.is_some() {
         Fanout::to_story_audience(&state, &me.username, members.clone()).await?
     } else {
