@@ -65,7 +65,11 @@ fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) ->
     let who = if m.outgoing { "you".to_string() } else { format!("{}{badge}", m.from) };
     let text = shown(&m.text);
     match m.kind {
-        ConversationKind::System => format!("[{when}] * {text}"),
+        // A system line says where, when it is a group's.
+        ConversationKind::System => match names.get(&m.conversation) {
+            Some(group) => format!("[{when}] * {text} (in {})", shown(group)),
+            None => format!("[{when}] * {text}"),
+        },
         ConversationKind::Group => {
             let group = names.get(&m.conversation).map(|n| shown(n));
             format!("[{when}] {who} in {}: {text}", group.as_deref().unwrap_or("a group"))

@@ -225,7 +225,7 @@ impl Client {
             return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
         }
         if meta.is_admin(user) {
-            return Ok(());
+            return Err(ClientError::InvalidInput(format!("{user} is already an admin")));
         }
         let mut admins = meta.admins.clone();
         admins.push(user.to_string());
@@ -272,6 +272,9 @@ impl Client {
             return Err(ClientError::InvalidInput(
                 "a group name has 1 to 128 characters and no control characters".into(),
             ));
+        }
+        if local::conversation(&self.conn, &id)?.and_then(|c| c.name).as_deref() == Some(name) {
+            return Err(ClientError::InvalidInput(format!("the group is already named {name}")));
         }
         self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
         local::set_name(&self.conn, &id, name)?;

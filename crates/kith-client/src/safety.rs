@@ -28,6 +28,9 @@ impl Client {
     pub async fn unblock(&mut self, username: &str) -> ClientResult<()> {
         validate_username(username)
             .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
+        if !local::is_blocked(&self.conn, username)? {
+            return Err(ClientError::InvalidInput(format!("{username} is not blocked")));
+        }
         self.api()?.unblock(username).await?;
         local::set_blocked(&self.conn, username, false, now_millis())?;
         Ok(())

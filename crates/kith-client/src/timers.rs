@@ -219,6 +219,9 @@ impl Client {
     /// once), wipes its history from this device, and ends the contact.
     pub async fn delete_conversation(&mut self, peer: &str) -> ClientResult<usize> {
         let conversations = local::directs_with(&self.conn, peer)?;
+        if conversations.is_empty() && !local::is_contact(&self.conn, peer)? {
+            return Err(ClientError::InvalidInput(format!("you have no conversation with {peer}")));
+        }
         for c in conversations.iter().filter(|c| !c.left) {
             if let Err(e) = self.leave_conversation(&c.id).await {
                 tracing::warn!(error = %e, "could not tell the server about leaving; deleting anyway");
