@@ -48,12 +48,12 @@ const MAX_SEND_WAIT_SECONDS: u64 = 5;
 /// stored; re-posting the same bytes is safe where a fresh encryption would not be: a
 /// recipient can decrypt one ciphertext only once and drops the copy, so the user sees
 /// the message once.
-async fn post_sealed(api: &Api, conversation: &str, bytes: Vec<u8>) -> ClientResult<()> {
+async fn post_sealed(api: &Api, conversation: &str, bytes: Vec<u8>) -> ClientResult<u64> {
     let request = SendMessage { message: B64(bytes) };
     let mut attempt = 1;
     loop {
         let wait = match api.send(conversation, &request).await {
-            Ok(_) => return Ok(()),
+            Ok(sent) => return Ok(sent.message_id),
             Err(ClientError::Server { status: 503, retry_after, .. })
                 if attempt < SEND_ATTEMPTS =>
             {
@@ -322,16 +322,27 @@ impl Client {
         // A device that fell behind (commits it has not fetched) is told `stale_epoch`: it
         // catches up and encrypts the same payload again, for the current epoch.
         let mut attempt = 1;
-        loop {
+        let message_id = loop {
             let bytes = self.seal(conversation, &payload)?;
             match post_sealed(&self.api()?, conversation, bytes).await {
-                Ok(()) => break,
+                Ok(id) => break id,
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) && attempt < STALE_ATTEMPTS => {
                     self.sync_inner().await?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
             }
+        };
+        // A setting (the name, the timer) takes effect in the server's order, the sender's own
+        // included: whichever change the server accepted last wins on every device.
+        match &payload.body {
+            Body::GroupName { name } => {
+                local::apply_name(&self.conn, conversation, name, message_id)?;
+            }
+            Body::Timer { seconds } => {
+                local::apply_timer(&self.conn, conversation, *seconds, message_id)?;
+            }
+            _ => {}
         }
         let timer = local.timer_seconds.map(|t| now + t * 1000);
         let (kind, text, expires_at) = match payload.body {

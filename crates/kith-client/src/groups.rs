@@ -27,6 +27,8 @@ pub struct GroupSummary {
     pub admins: Vec<String>,
     /// This device left or was removed.
     pub left: bool,
+    /// The disappearing-messages timer, in seconds, if one is set.
+    pub timer_seconds: Option<u64>,
 }
 
 /// A commit (and Welcome) ready to send, or nothing to do.
@@ -59,7 +61,14 @@ impl Client {
                     }
                     _ => (vec![], vec![]),
                 };
-                Ok(GroupSummary { id: c.id, name: c.name, members, admins, left: c.left })
+                Ok(GroupSummary {
+                    id: c.id,
+                    name: c.name,
+                    members,
+                    admins,
+                    left: c.left,
+                    timer_seconds: c.timer_seconds,
+                })
             })
             .collect()
     }
@@ -168,9 +177,16 @@ impl Client {
         if meta.kind == GroupType::Group {
             self.note(&id, format!("{me} added {}", users.join(", ")))?;
         }
-        // New members learn the group's name from an encrypted message of the new epoch.
-        if let Some(name) = local::conversation(&self.conn, &id)?.and_then(|c| c.name) {
+        // New members learn the group's name from an encrypted message of the new epoch —
+        // the current one: a rename this device has not seen yet is fetched first.
+        self.sync_inner().await?;
+        let settings = local::conversation(&self.conn, &id)?;
+        if let Some(name) = settings.as_ref().and_then(|c| c.name.clone()) {
             self.send_body(&id, Body::GroupName { name }).await?;
+        }
+        // And its disappearing timer, so their copies disappear too.
+        if let Some(seconds) = settings.and_then(|c| c.timer_seconds) {
+            self.send_body(&id, Body::Timer { seconds: Some(seconds) }).await?;
         }
         Ok(())
     }
@@ -276,8 +292,8 @@ impl Client {
         if local::conversation(&self.conn, &id)?.and_then(|c| c.name).as_deref() == Some(name) {
             return Err(ClientError::InvalidInput(format!("the group is already named {name}")));
         }
+        // The name is set by `send_body`, in the server's order.
         self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
-        local::set_name(&self.conn, &id, name)?;
         Ok(())
     }
 

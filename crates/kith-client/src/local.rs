@@ -174,6 +174,23 @@ CREATE TABLE IF NOT EXISTS kith_device_keys (
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     // Profiles made before messages were marked when handed to the caller.
+    for (column, ddl) in [
+        (
+            "name_seq",
+            "ALTER TABLE kith_conversations ADD COLUMN name_seq INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "timer_seq",
+            "ALTER TABLE kith_conversations ADD COLUMN timer_seq INTEGER NOT NULL DEFAULT 0",
+        ),
+    ] {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('kith_conversations') WHERE name = ?1")?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(ddl)?;
+        }
+    }
     let has_shown: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('kith_messages') WHERE name = 'shown'")?
         .exists([])?;
@@ -298,9 +315,32 @@ pub fn groups(conn: &Connection) -> rusqlite::Result<Vec<Conversation>> {
     .collect()
 }
 
-pub fn set_name(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE kith_conversations SET name = ?2 WHERE id = ?1", params![id, name])?;
-    Ok(())
+/// Sets the group's name as the change the server accepted as `message_id`, unless a later
+/// one is applied already (last writer wins, by the server's order). Whether it took effect.
+pub fn apply_name(
+    conn: &Connection,
+    id: &str,
+    name: &str,
+    message_id: u64,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE kith_conversations SET name = ?2, name_seq = ?3 WHERE id = ?1 AND name_seq < ?3",
+        params![id, name, i(message_id)],
+    )? == 1)
+}
+
+/// The same for the disappearing timer.
+pub fn apply_timer(
+    conn: &Connection,
+    id: &str,
+    seconds: Option<u64>,
+    message_id: u64,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE kith_conversations SET timer_seconds = ?2, timer_seq = ?3
+         WHERE id = ?1 AND timer_seq < ?3",
+        params![id, seconds.map(i), i(message_id)],
+    )? == 1)
 }
 
 /// This device is in the conversation again (invited back after leaving or being removed).
@@ -472,14 +512,6 @@ pub fn unhold(conn: &Connection, message_id: u64) -> rusqlite::Result<()> {
 /// Runs transaction control through the statement cache (it is issued per message).
 pub fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-pub fn set_timer(conn: &Connection, id: &str, seconds: Option<u64>) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE kith_conversations SET timer_seconds = ?2 WHERE id = ?1",
-        params![id, seconds.map(i)],
-    )?;
-    Ok(())
 }
 
 /// This device's story channel (the one it owns), if it has one.

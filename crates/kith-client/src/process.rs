@@ -292,8 +292,19 @@ impl Client {
                         if local.kind == ConversationKind::Story {
                             return Err(ClientError::Mls("a timer in a story channel".into()));
                         }
-                        local::set_timer(&self.conn, &entry.conversation_id, seconds)?;
-                        lines.push(crate::timers::describe(&sender, seconds));
+                        // In the server's order: a change it accepted earlier than the one
+                        // applied here does not undo it; a repeat (for new members) shows no
+                        // line.
+                        let known = local.timer_seconds;
+                        if local::apply_timer(
+                            &self.conn,
+                            &entry.conversation_id,
+                            seconds,
+                            entry.message_id,
+                        )? && known != seconds
+                        {
+                            lines.push(crate::timers::describe(&sender, seconds));
+                        }
                     }
                     Body::GroupName { name } => {
                         // Only an admin may name the group; anyone else's attempt is dropped.
@@ -302,8 +313,15 @@ impl Client {
                         }
                         let known = local::conversation(&self.conn, &entry.conversation_id)?
                             .and_then(|c| c.name);
-                        if known.as_deref() != Some(name.as_str()) {
-                            local::set_name(&self.conn, &entry.conversation_id, &name)?;
+                        // In the server's order (see `local::apply_name`); a repeat of the
+                        // name it has (for new members) shows no line.
+                        let applied = local::apply_name(
+                            &self.conn,
+                            &entry.conversation_id,
+                            &name,
+                            entry.message_id,
+                        )?;
+                        if applied && known.as_deref() != Some(name.as_str()) {
                             lines.push(format!("{sender} named the group \"{name}\""));
                         }
                     }

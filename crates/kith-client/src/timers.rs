@@ -210,8 +210,8 @@ impl Client {
                 self.direct_conversation(target).await?
             }
         };
+        // The timer is set by `send_body`, in the server's order.
         self.send_body(&id, Body::Timer { seconds }).await?;
-        local::set_timer(&self.conn, &id, seconds)?;
         Ok(())
     }
 

@@ -312,3 +312,46 @@ async fn messages_taken_in_by_a_send_reach_the_next_sync() {
     // Handed over once: the next sync has nothing.
     assert!(bob.sync().await.unwrap().messages.is_empty());
 }
+
+/// Two admins rename the group, and set its timer, at the same moment, over and over: every
+/// member ends with the same name and timer — the change the server accepted last — and a
+/// member added afterwards gets both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_converge_in_the_servers_order() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let _dave = server.user("dave").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut alice, &mut bob, &mut carol]).await;
+    alice.group_promote(&club, "bob").await.unwrap();
+    sync_all(&mut [&mut alice, &mut bob, &mut carol]).await;
+    for i in 0..5 {
+        // Neither has seen the other's change when making its own.
+        alice.group_rename(&club, &format!("A{i}")).await.unwrap();
+        bob.group_rename(&club, &format!("B{i}")).await.unwrap();
+    }
+    let minutes = |m: u64| Some(std::time::Duration::from_secs(m * 60));
+    alice.set_disappearing(&club, minutes(5)).await.unwrap();
+    bob.set_disappearing(&club, minutes(60)).await.unwrap();
+    sync_all(&mut [&mut alice, &mut bob, &mut carol]).await;
+    let seen: Vec<(Option<String>, Option<u64>)> = [&alice, &bob, &carol]
+        .iter()
+        .map(|u| {
+            let g = u.group(&club).unwrap();
+            (g.name, g.timer_seconds)
+        })
+        .collect();
+    assert_eq!(seen[0], (Some("B4".to_string()), Some(3600)), "{seen:?}");
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+    // dave, added now, learns both.
+    alice.group_add(&club, &["dave".into()]).await.unwrap();
+    let mut dave = _dave;
+    dave.sync().await.unwrap();
+    let g = dave.group(&club).unwrap();
+    assert_eq!((g.name.as_deref(), g.timer_seconds), (Some("B4"), Some(3600)));
+    // And an existing member's view did not move.
+    carol.sync().await.unwrap();
+    assert_eq!(carol.group(&club).unwrap().name.as_deref(), Some("B4"));
+}
