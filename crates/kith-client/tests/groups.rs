@@ -355,3 +355,33 @@ async fn settings_converge_in_the_servers_order() {
     carol.sync().await.unwrap();
     assert_eq!(carol.group(&club).unwrap().name.as_deref(), Some("B4"));
 }
+
+/// A member's leave is completed by whatever change the admin makes next, not lost: a promote
+/// or a remove made before the admin saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_survives_a_racing_promote_or_remove() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+    let club =
+        alice.create_group("Club", &["bob".into(), "carol".into(), "dave".into()]).await.unwrap();
+    sync_all(&mut [&mut alice, &mut bob, &mut carol, &mut dave]).await;
+    bob.group_leave(&club).await.unwrap();
+    alice.group_promote(&club, "carol").await.unwrap();
+    let g = alice.group(&club).unwrap();
+    assert!(!g.members.contains(&"bob".to_string()), "{g:?}");
+    assert!(g.admins.contains(&"carol".to_string()));
+    // And a remove racing a leave: carol (an admin now) removes erin before seeing dave go.
+    let mut erin = server.user("erin").await;
+    alice.group_add(&club, &["erin".into()]).await.unwrap();
+    sync_all(&mut [&mut carol, &mut dave, &mut erin]).await;
+    dave.group_leave(&club).await.unwrap();
+    carol.group_remove(&club, "erin").await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol]).await;
+    for u in [&alice, &carol] {
+        let g = u.group(&club).unwrap();
+        assert_eq!(g.members, ["alice", "carol"], "{g:?}");
+    }
+}
