@@ -252,9 +252,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             if client.profile().is_none() {
                 return Err(ClientError::NotRegistered.to_string());
             }
-            let messages = match client.resolve_group(&target) {
-                Ok(id) => client.conversation_history(&id),
-                Err(_) => client.history(&target),
+            let messages = match client.resolve_target(&target).map_err(|e| e.to_string())? {
+                kith_client::Target::Group(id) => client.conversation_history(&id),
+                kith_client::Target::Person(user) => client.history(&user),
             }
             .map_err(|e| e.to_string())?;
             out.history(&messages, &target);

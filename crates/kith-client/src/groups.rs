@@ -31,6 +31,15 @@ pub struct GroupSummary {
     pub timer_seconds: Option<u64>,
 }
 
+/// What a name given by the user refers to (see [`Client::resolve_target`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A group, by id.
+    Group(String),
+    /// A person, by username.
+    Person(String),
+}
+
 /// A commit (and Welcome) ready to send, or nothing to do.
 type Built = Option<(MlsMessageOut, Option<MlsMessageOut>)>;
 
@@ -98,6 +107,38 @@ impl Client {
             _ => Err(ClientError::InvalidInput(format!(
                 "several of your groups are named {group:?}; use the group's id"
             ))),
+        }
+    }
+
+    /// What a name the user gave means, the same way in every command that takes a person or
+    /// a group: a group's id; `@name` for a person; a group's name, unless several groups have
+    /// it, or it is also the name of someone this device talks to (ambiguity is an error, never
+    /// a guess); otherwise a person.
+    pub fn resolve_target(&self, name: &str) -> ClientResult<Target> {
+        let person = |u: &str| {
+            validate_username(u).map(|()| Target::Person(u.to_string())).map_err(|_| {
+                ClientError::InvalidInput(format!("{name:?} is neither a group nor a user"))
+            })
+        };
+        if let Some(user) = name.strip_prefix('@') {
+            return person(user);
+        }
+        match self.resolve_group(name) {
+            Ok(id) if id == name => Ok(Target::Group(id)),
+            Ok(id) => {
+                let talks_to = validate_username(name).is_ok()
+                    && (local::direct_with(&self.conn, name)?.is_some()
+                        || local::is_contact(&self.conn, name)?);
+                if talks_to {
+                    return Err(ClientError::InvalidInput(format!(
+                        "{name:?} is both a group and a person you talk to; write @{name} for the \
+                         person, or the group's id (see `kith group list`)"
+                    )));
+                }
+                Ok(Target::Group(id))
+            }
+            Err(e @ ClientError::InvalidInput(_)) => Err(e),
+            Err(_) => person(name),
         }
     }
 

@@ -60,7 +60,7 @@ mod tls;
 pub use client::{Client, PushConnection, SyncReport};
 pub use convo::MAX_TEXT_BYTES;
 pub use error::{ClientError, ClientResult};
-pub use groups::GroupSummary;
+pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};
 pub use local::{ConversationKind, Message, Profile};
 /// The one MLS ciphersuite Kith speaks.

@@ -201,14 +201,9 @@ impl Client {
                 MAX_TIMER_SECONDS / 604_800
             )));
         }
-        let id = match self.resolve_group(target) {
-            Ok(id) => id,
-            Err(_) => {
-                validate_username(target).map_err(|_| {
-                    ClientError::InvalidInput(format!("{target:?} is neither a group nor a user"))
-                })?;
-                self.direct_conversation(target).await?
-            }
+        let id = match self.resolve_target(target)? {
+            crate::groups::Target::Group(id) => id,
+            crate::groups::Target::Person(user) => self.direct_conversation(&user).await?,
         };
         // The timer is set by `send_body`, in the server's order.
         self.send_body(&id, Body::Timer { seconds }).await?;

@@ -385,3 +385,28 @@ async fn a_leave_survives_a_racing_promote_or_remove() {
         assert_eq!(g.members, ["alice", "carol"], "{g:?}");
     }
 }
+
+/// Names resolve one way everywhere, and ambiguity is an error, never a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_could_mean_two_things_is_refused() {
+    use kith_client::Target;
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let _bob = server.user("bob").await;
+    let _carol = server.user("carol").await;
+    alice.send_text("bob", "hi bob").await.unwrap();
+    // A group named like the person alice writes to.
+    let g = alice.create_group("bob", &["carol".into()]).await.unwrap();
+    let err = alice.resolve_target("bob").unwrap_err();
+    assert!(err.to_string().contains("@bob"), "{err}");
+    assert!(alice.set_disappearing("bob", None).await.is_err());
+    assert_eq!(alice.resolve_target("@bob").unwrap(), Target::Person("bob".into()));
+    assert_eq!(alice.resolve_target(&g).unwrap(), Target::Group(g.clone()));
+    // Two groups of one name.
+    alice.create_group("Club", &["carol".into()]).await.unwrap();
+    alice.create_group("Club", &["carol".into()]).await.unwrap();
+    let err = alice.resolve_target("Club").unwrap_err();
+    assert!(err.to_string().contains("several"), "{err}");
+    // Otherwise a person.
+    assert_eq!(alice.resolve_target("carol").unwrap(), Target::Person("carol".into()));
+}
