@@ -300,14 +300,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             out.done(&format!("Unblocked {username}."));
         }
         Command::Report { message_id, reason } => {
-            let id = client
+            let done = client
                 .report(&message_id, reason.as_deref())
                 .await
                 .map_err(|e| explain(&e, None))?;
-            out.done(&format!(
-                "Reported. The server's admins see this one message, its sender and your reason \
-                 (report {id})."
-            ));
+            let id = done.report_id;
+            if done.repeated {
+                out.done(&format!(
+                    "You reported this message already (report {id}); that report and its \
+                     reason stand."
+                ));
+            } else {
+                out.done(&format!(
+                    "Reported. The server's admins see this one message, its sender and your \
+                     reason (report {id})."
+                ));
+            }
         }
         Command::Delete { username } => {
             let gone =

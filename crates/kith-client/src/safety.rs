@@ -59,9 +59,15 @@ impl Client {
     /// Reports one received message (by its id, as `sync --json` shows it) to the server's
     /// admins. Only that message is revealed: its text, its sender and when it was sent. The
     /// server checks it really was sent by its sender and delivered to you.
-    pub async fn report(&mut self, message_id: &str, reason: Option<&str>) -> ClientResult<u64> {
+    /// Reports one received message; answers the report's id and whether it was reported
+    /// already (then nothing new is recorded: the first report, and its reason, stand).
+    pub async fn report(
+        &mut self,
+        message_id: &str,
+        reason: Option<&str>,
+    ) -> ClientResult<ReportResponse> {
         let request = self.report_request(message_id, reason)?;
-        Ok(self.api()?.report(&request).await?.report_id)
+        self.api()?.report(&request).await
     }
 
     /// The report [`Client::report`] would send; for tests that tamper with it.

@@ -82,8 +82,10 @@ async fn a_report_reveals_one_message_and_every_forgery_is_refused() {
     assert!(server.store().reports().await.unwrap().is_empty(), "a forgery was recorded");
 
     // The genuine report goes through, once.
-    let id = bob.report(&spam, Some("spam")).await.unwrap();
-    assert_eq!(bob.report(&spam, Some("spam")).await.unwrap(), id);
+    let first = bob.report(&spam, Some("spam")).await.unwrap();
+    assert!(!first.repeated);
+    let again = bob.report(&spam, Some("a new reason")).await.unwrap();
+    assert_eq!((again.report_id, again.repeated), (first.report_id, true));
     let reports = server.store().reports().await.unwrap();
     assert_eq!(reports.len(), 1);
     let rep = &reports[0];

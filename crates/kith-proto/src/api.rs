@@ -366,6 +366,10 @@ pub struct ReportRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ReportResponse {
     pub report_id: u64,
+    /// This device had reported this message already: nothing new was recorded (the first
+    /// report, and its reason, stand).
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// `POST /v1/blocks`.

@@ -1130,8 +1130,8 @@ impl Store for PgStore {
         Ok(u32::try_from(id).unwrap_or(u32::MAX))
     }
 
-    async fn add_report(&self, r: NewReport) -> StoreResult<u64> {
-        sqlx::query(
+    async fn add_report(&self, r: NewReport) -> StoreResult<(u64, bool)> {
+        let inserted = sqlx::query(
             "INSERT INTO reports (reporter, sender, sender_device, conversation, message_time,
                 text, reason, tag, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (reporter, tag) DO NOTHING",
@@ -1147,14 +1147,15 @@ impl Store for PgStore {
         .bind(i(r.now))
         .execute(&self.pool)
         .await
-        .map_err(backend)?;
+        .map_err(backend)?
+        .rows_affected();
         let id: i64 = sqlx::query_scalar("SELECT id FROM reports WHERE reporter = $1 AND tag = $2")
             .bind(&r.reporter)
             .bind(&r.tag)
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(u(id))
+        Ok((u(id), inserted == 1))
     }
 
     async fn reports(&self) -> StoreResult<Vec<ReportRecord>> {

@@ -742,11 +742,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn add_report(&self, r: NewReport) -> StoreResult<u64> {
+    async fn add_report(&self, r: NewReport) -> StoreResult<(u64, bool)> {
         self.inner
             .writer
             .write(move |conn| {
-                conn.execute(
+                let inserted = conn.execute(
                     "INSERT OR IGNORE INTO reports (reporter, sender, sender_device, conversation,
                         message_time, text, reason, tag, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -768,7 +768,7 @@ impl Store for SqliteStore {
                     params![r.reporter, r.tag],
                     |row| row.get::<_, i64>(0),
                 )
-                .map(u)
+                .map(|id| (u(id), inserted == 1))
                 .map_err(backend)
             })
             .await

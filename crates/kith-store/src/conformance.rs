@@ -524,8 +524,9 @@ pub async fn safety_records(store: Arc<dyn Store>) {
         tag: vec![7; 32],
         now: NOW + 1,
     };
-    let id = store.add_report(report.clone()).await.unwrap();
-    assert_eq!(store.add_report(report.clone()).await.unwrap(), id);
+    let (id, new) = store.add_report(report.clone()).await.unwrap();
+    assert!(new);
+    assert_eq!(store.add_report(report.clone()).await.unwrap(), (id, false));
     let all = store.reports().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(

@@ -465,9 +465,9 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a franking key and retires the ones in use (they keep verifying for a while).
     async fn add_franking_key(&self, key: Vec<u8>, now: Millis) -> StoreResult<u32>;
 
-    /// Records a verified report. Reporting the same message (tag) twice returns the first
-    /// report's id.
-    async fn add_report(&self, report: NewReport) -> StoreResult<u64>;
+    /// Records a verified report: its id, and whether it is new. Reporting the same message
+    /// (tag) again records nothing and returns the first report's id with `false`.
+    async fn add_report(&self, report: NewReport) -> StoreResult<(u64, bool)>;
 
     /// Every report, oldest first.
     async fn reports(&self) -> StoreResult<Vec<ReportRecord>>;

@@ -24,7 +24,8 @@ fn refused() -> ApiError {
 #[utoipa::path(post, path = "/v1/reports", tag = "safety", security(("bearer" = [])),
     request_body = ReportRequest,
     responses(
-        (status = 201, body = ReportResponse),
+        (status = 201, description = "Recorded", body = ReportResponse),
+        (status = 200, description = "Reported by this account already: nothing new recorded (`repeated`)", body = ReportResponse),
         (status = 400, description = "invalid_report: the tag, commitment or signature does not verify", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member: only a recipient can report a message", body = ErrorBody),
@@ -96,7 +97,7 @@ pub async fn report(
         )
         .map_err(|_| refused())?;
     let payload = Payload::decode(core).ok_or_else(refused)?;
-    let report_id = state
+    let (report_id, new) = state
         .store
         .add_report(NewReport {
             reporter: me.username.clone(),
@@ -110,8 +111,12 @@ pub async fn report(
             now: state.now(),
         })
         .await?;
+    if !new {
+        // Said, not silently dropped: the first report and its reason stand.
+        return Ok((StatusCode::OK, Json(ReportResponse { report_id, repeated: true })));
+    }
     state.metrics.reports.inc();
     tracing::info!(report_id, "verified report recorded");
     safety::record_signal(&state, &me.username, &req.sender, SignalKind::Report, true).await?;
-    Ok((StatusCode::CREATED, Json(ReportResponse { report_id })))
+    Ok((StatusCode::CREATED, Json(ReportResponse { report_id, repeated: false })))
 }
