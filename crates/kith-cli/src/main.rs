@@ -287,7 +287,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 None => format!("Disappearing messages are off for {target}."),
                 Some(d) => format!(
                     "Messages with {target} now disappear {} after they arrive.",
-                    humantime::format_duration(d)
+                    kith_client::timer_text(d.as_secs())
                 ),
             });
         }

@@ -69,6 +69,8 @@ pub use mls::CIPHERSUITE;
 #[doc(hidden)]
 pub use mls::JsonCodec;
 pub use timers::Story;
+/// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).
+pub use timers::human as timer_text;
 
 /// The SDK's futures must be `Send`, so a client can live in a spawned task (bots, servers).
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub fn describe(who: &str, seconds: Option<u64>) -> String {
     }
 }
 
-fn human(seconds: u64) -> String {
+/// A timer as people write it: `30s`, `5m`, `1d`, `4w`.
+pub fn human(seconds: u64) -> String {
     const UNITS: [(u64, &str); 4] = [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")];
     for (size, unit) in UNITS {
         if seconds >= size && seconds.is_multiple_of(size) {
