@@ -323,6 +323,8 @@ impl Client {
         // catches up and encrypts the same payload again, for the current epoch.
         let mut attempt = 1;
         let message_id = loop {
+            // A member's request to leave that nobody committed yet would block the message.
+            self.commit_pending_in(conversation).await?;
             let bytes = self.seal(conversation, &payload)?;
             match post_sealed(&self.api()?, conversation, bytes).await {
                 Ok(id) => break id,

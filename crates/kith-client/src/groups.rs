@@ -195,7 +195,15 @@ impl Client {
 
     pub(crate) async fn add_members_to(&mut self, id: &str, users: &[String]) -> ClientResult<()> {
         let id = id.to_string();
-        let (members, meta, devices) = self.current(&id)?;
+        let (mut members, _, _) = self.current(&id)?;
+        if users.iter().any(|u| members.contains(u)) {
+            // Perhaps they left and this device has not completed it yet: catch up first, so
+            // adding back someone who left works.
+            self.sync_inner().await?;
+            self.commit_pending_leaves().await?;
+            members = self.current(&id)?.0;
+        }
+        let (_, meta, devices) = self.current(&id)?;
         self.require_admin(&meta, "add members")?;
         for u in users {
             validate_username(u).map_err(|e| ClientError::InvalidInput(format!("{u:?}: {e}")))?;
@@ -376,7 +384,9 @@ impl Client {
                         self.note(&id, "you left the group".into())?;
                     }
                     local::set_left(&self.conn, &id, now_millis())?;
-                    self.forget_group(&id);
+                    // The group's state stays: messages queued for this device before the leave
+                    // took effect still arrive and must be readable (a chat's deletion drops
+                    // the state itself).
                     return Ok(());
                 }
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
@@ -389,6 +399,28 @@ impl Client {
     }
 
     /// As an admin, commits the pending proposals of members to leave.
+    /// Commits the requests to leave this device holds for the conversation, if any: MLS
+    /// allows no message while a proposal is pending, and any member may complete another's
+    /// leave — so a member's message is not held up until an admin syncs.
+    pub(crate) async fn commit_pending_in(&mut self, id: &str) -> ClientResult<()> {
+        let pending = {
+            let provider = self.provider();
+            self.load_group(&provider, id)?.pending_proposals().next().is_some()
+        };
+        if !pending {
+            return Ok(());
+        }
+        self.commit_change(id, |group, provider, signer| {
+            if group.pending_proposals().next().is_none() {
+                return Ok(None);
+            }
+            let (commit, welcome, _) =
+                group.commit_to_pending_proposals(provider, signer).map_err(ClientError::mls)?;
+            Ok(Some((commit, welcome)))
+        })
+        .await
+    }
+
     pub(crate) async fn commit_pending_leaves(&mut self) -> ClientResult<()> {
         let me = self.me()?.username.clone();
         let pending: Vec<String> = {

@@ -69,17 +69,19 @@ impl Client {
         if wanted.is_empty() { Ok(()) } else { Err(ClientError::NeedKeys(wanted)) }
     }
 
-    /// Checks that a message's signing key is the one the server registered for the device
-    /// it says sent the message.
-    pub(crate) fn check_sender_key(
-        &self,
-        username: &str,
-        key: &[u8],
-        device: u64,
-    ) -> ClientResult<()> {
-        match self.registered_device(username, key)? {
-            Some(d) if d == device => Ok(()),
-            Some(_) => Err(unregistered(username)),
+    /// The key the server registered for `username`'s device `device`: what a message that
+    /// device sent must be signed with (looked up by device, so a message from an epoch the
+    /// sender has since left the group in is still checked).
+    pub(crate) fn registered_key(&self, username: &str, device: u64) -> ClientResult<Vec<u8>> {
+        let key: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT credential_key FROM kith_device_keys WHERE username = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![username, i64::try_from(device).unwrap_or(i64::MAX)], |r| r.get(0))
+            .optional()?;
+        match key {
+            Some(k) => Ok(k),
             None if self.keys_fetched.contains(username) => Err(unregistered(username)),
             None => Err(ClientError::NeedKeys(vec![username.to_string()])),
         }

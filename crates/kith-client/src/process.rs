@@ -182,17 +182,24 @@ impl Client {
         let mut messages = Vec::new();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                let sender_key = sender_leaf
-                    .and_then(|leaf| group.members().find(|m| m.index == leaf))
-                    .map(|m| m.signature_key)
-                    .ok_or_else(|| ClientError::Mls("no sender leaf".into()))?;
                 // Shown only if it can be reported: the server tagged it for this device, and
-                // it is signed with the key the server registered for the sending device
-                // (the key a report is checked against).
+                // its franking signature is by the key the server registered for the sending
+                // device (the key a report is checked against). Looked up by device, not in
+                // today's tree: a message from an epoch its sender has since left is still
+                // checked, and still shown.
                 if entry.frank.is_none() {
                     return Err(ClientError::Mls("a message without a franking tag".into()));
                 }
-                self.check_sender_key(&sender, &sender_key, entry.sender_device)?;
+                let sender_key = self.registered_key(&sender, entry.sender_device)?;
+                if let Some(leaf) = sender_leaf
+                    .and_then(|leaf| group.members().find(|m| m.index == leaf))
+                    .filter(|m| mls::identity(&m.credential).as_deref() == Some(sender.as_str()))
+                    && leaf.signature_key != sender_key
+                {
+                    return Err(ClientError::Mls(
+                        "a sender key the server never registered".into(),
+                    ));
+                }
                 let franked = crate::franking::check(
                     provider,
                     &self.verifiers,
