@@ -1,9 +1,9 @@
 //! A model-based test of ordinary user flows: a seeded generator drives random sequences of
 //! real operations — 1:1 and group messages, syncs at random moments (so users stay offline
-//! through many changes), group creation, adds, removes, leaves and renames, blocks and
-//! unblocks — across five users against a real `kithd`, and checks what each user sees against
+//! through many changes), group creation, adds, removes, leaves and renames, deleted chats,
+//! blocks and unblocks — across five users against a real `kithd`, and checks what each user sees against
 //! a plain model of who should get what: no message lost, none shown twice, and every member of
-//! a group seeing the same members.
+//! a group seeing the same members and name.
 //!
 //! Seeds 1–10 run in the suite on SQLite and 1–5 on PostgreSQL; `MODEL_CASES=200` for a long
 //! run, `MODEL_SEED` to replay one. The bugs it found stay as named tests in `groups.rs`.
@@ -39,6 +39,9 @@ struct Group {
     id: String,
     admin: usize,
     members: BTreeSet<usize>,
+    /// The name each member should see: the admin's renames do not reach a member who blocks
+    /// the admin.
+    names: BTreeMap<usize, String>,
 }
 
 /// Who should see what.
@@ -47,6 +50,10 @@ struct Model {
     groups: Vec<Group>,
     /// (blocker, blocked).
     blocks: BTreeSet<(usize, usize)>,
+    /// Every (blocker, blocked) pair there ever was: a rename by a blocked admin that was
+    /// queued before the block is dropped with everything else from it, so such a member's
+    /// view of the name is not checked.
+    ever_blocked: BTreeSet<(usize, usize)>,
     /// Texts each user must end up with, and who sent them.
     expected: Vec<BTreeMap<String, usize>>,
     /// Texts a user may or may not see: queued for it before it blocked their sender, and not
@@ -90,7 +97,7 @@ async fn run(seed: u64, server: TestServer) {
     };
     for _ in 0..STEPS {
         let u = rng.below(n);
-        match rng.below(10) {
+        match rng.below(12) {
             0..=2 => {
                 // A 1:1 message.
                 let v = (u + 1 + rng.below(n - 1)) % n;
@@ -158,7 +165,8 @@ async fn run(seed: u64, server: TestServer) {
                 let g = model.groups.len();
                 log.push(format!("{} creates group {g} with {names:?}", USERS[u]));
                 let id = users[u].create_group(&format!("group{g}"), &names).await.unwrap();
-                model.groups.push(Group { id, admin: u, members });
+                let names = members.iter().map(|m| (*m, format!("group{g}"))).collect();
+                model.groups.push(Group { id, admin: u, members, names });
             }
             7 => {
                 // The admin adds someone who does not block it, or removes a member.
@@ -179,6 +187,9 @@ async fn run(seed: u64, server: TestServer) {
                     log.push(format!("{} adds {} to group {g}", USERS[u], USERS[v]));
                     users[u].group_add(&id, &[USERS[v].to_string()]).await.unwrap();
                     model.groups[g].members.insert(v);
+                    // The adder sends the newcomer the name as it knows it.
+                    let current = model.groups[g].names[&u].clone();
+                    model.groups[g].names.insert(v, current);
                 } else if !inside.is_empty() {
                     let v = inside[rng.below(inside.len())];
                     log.push(format!("{} removes {} from group {g}", USERS[u], USERS[v]));
@@ -203,6 +214,45 @@ async fn run(seed: u64, server: TestServer) {
                 users[u].group_leave(&id).await.unwrap();
                 model.groups[g].members.remove(&u);
             }
+            10 => {
+                // The admin renames one of its groups.
+                let admined: Vec<usize> =
+                    (0..model.groups.len()).filter(|g| model.groups[*g].admin == u).collect();
+                if admined.is_empty() {
+                    continue;
+                }
+                let g = admined[rng.below(admined.len())];
+                count += 1;
+                let name = format!("name{count}");
+                log.push(format!("{} renames group {g} to {name}", USERS[u]));
+                let id = model.groups[g].id.clone();
+                users[u].group_rename(&id, &name).await.unwrap();
+                for v in model.groups[g].members.clone() {
+                    if v == u || model.delivers(u, v) {
+                        model.groups[g].names.insert(v, name.clone());
+                    }
+                }
+            }
+            11 => {
+                // Delete the chat with someone: what they sent and this device has not fetched
+                // yet goes with it; what they send next arrives in a new conversation.
+                let v = (u + 1 + rng.below(n - 1)) % n;
+                if users[u].delete_conversation(USERS[v]).await.is_err() {
+                    continue; // no chat with them
+                }
+                log.push(format!("{} deletes the chat with {}", USERS[u], USERS[v]));
+                let unseen: Vec<String> = model.expected[u]
+                    .iter()
+                    .filter(|(t, from)| {
+                        **from == v && t.starts_with('d') && !seen[u].contains_key(*t)
+                    })
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in unseen {
+                    model.expected[u].remove(&t);
+                    model.maybe[u].insert(t);
+                }
+            }
             _ => {
                 // Block or unblock someone.
                 let v = (u + 1 + rng.below(n - 1)) % n;
@@ -219,6 +269,7 @@ async fn run(seed: u64, server: TestServer) {
                     log.push(format!("{} blocks {}", USERS[u], USERS[v]));
                     users[u].block(USERS[v]).await.unwrap();
                     model.blocks.insert((u, v));
+                    model.ever_blocked.insert((u, v));
                     let unseen: Vec<String> = model.expected[u]
                         .iter()
                         .filter(|(t, from)| **from == v && !seen[u].contains_key(*t))
@@ -290,7 +341,16 @@ async fn run(seed: u64, server: TestServer) {
     for (g, group) in model.groups.iter().enumerate() {
         let want: Vec<String> = group.members.iter().map(|v| USERS[*v].to_string()).collect();
         for v in group.members.iter().filter(|v| !model.declined.contains_key(&(**v, g))) {
-            let have = users[*v].group(&group.id).unwrap().members;
+            let summary = users[*v].group(&group.id).unwrap();
+            let name_known = !model.ever_blocked.contains(&(*v, group.admin));
+            assert!(
+                !name_known || summary.name.as_deref() == group.names.get(v).map(String::as_str),
+                "seed {seed}: {} sees group {g} named {:?}\n{}",
+                USERS[*v],
+                summary.name,
+                log.join("\n")
+            );
+            let have = summary.members;
             assert_eq!(
                 have,
                 want,
@@ -300,6 +360,15 @@ async fn run(seed: u64, server: TestServer) {
             );
         }
     }
+}
+
+/// The default settings, but for the hourly creation limits: five brand-new users creating
+/// groups at random would be cooled off, which is the policy's business, not this test's.
+fn config() -> kith_testkit::ServerConfig {
+    let mut c = kith_testkit::test_config();
+    c.safety.max_groups_created_per_hour = 1000;
+    c.safety.max_new_conversations_per_hour = 1000;
+    c
 }
 
 fn seeds(default_cases: u64) -> Vec<u64> {
@@ -314,14 +383,15 @@ fn seeds(default_cases: u64) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_user_flows_match_the_model() {
     for seed in seeds(10) {
-        run(seed, TestServer::start().await).await;
+        let clock = std::sync::Arc::new(kith_testkit::SystemClock);
+        run(seed, TestServer::start_with(config(), clock).await).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_user_flows_match_the_model_on_postgres() {
     for seed in seeds(5) {
-        let Some(server) = TestServer::start_postgres().await else { return };
+        let Some(server) = TestServer::start_postgres_with(config()).await else { return };
         run(seed, server).await;
     }
 }
