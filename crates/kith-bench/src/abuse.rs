@@ -26,31 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_client::{AccountKind, ErrorCode};
-use kith_testkit::{ManualClock, TestServer, TestUser, test_config};
+use kith_testkit::{ManualClock, Rng, TestServer, TestUser, test_config};
 use serde_json::json;
 
 use crate::report::Report;
-
-/// A small, seeded, non-cryptographic generator (SplitMix64): the same seed, the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

@@ -12,27 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kith_testkit::{TestServer, TestUser};
+use kith_testkit::{Rng, TestServer, TestUser};
 
 const USERS: [&str; 5] = ["ann", "ben", "cat", "dan", "eve"];
 const STEPS: usize = 60;
-
-/// SplitMix64: the same seed, the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// A group as the model knows it.
 struct Group {

@@ -6,6 +6,7 @@
 //!   `KITH_TEST_DATABASE_URL` is unset);
 //! - [`FaultProxy`]: a TCP proxy that cuts and restores the path to the database;
 //! - [`TestUser`]: a registered [`Client`] and its profile folder;
+//! - [`Rng`]: a seeded generator for simulations and model-based tests;
 //! - [`hostile`]: a hostile client — messages a normal client never sends, built with
 //!   OpenMLS from a real member's state and posted straight to `kithd`.
 #![allow(clippy::unwrap_used)]
@@ -333,5 +334,26 @@ impl Drop for ChildKithd {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A small, seeded, non-cryptographic generator (SplitMix64): the same seed, the same run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 }
