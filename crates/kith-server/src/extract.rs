@@ -93,18 +93,26 @@ fn parse_bearer(value: &str) -> Option<(DeviceId, &str)> {
 /// connection): the token is unchanged and the account not suspended. A store failure keeps
 /// it (the next check decides).
 pub async fn still_allowed(state: &AppState, device: DeviceId, token_hash: &[u8; 32]) -> bool {
-    let auth = match state.auth_cache.get(device) {
-        Some(a) => a,
-        None => match state.store.device_auth(device).await {
-            Ok(Some(a)) => {
-                state.auth_cache.put(a.clone());
-                a
-            }
-            Ok(None) => return false,
-            Err(_) => return true,
-        },
-    };
-    bool::from(auth.token_hash.ct_eq(token_hash)) && auth.suspended.is_none()
+    match device_record(state, device).await {
+        Ok(Some(auth)) => bool::from(auth.token_hash.ct_eq(token_hash)) && auth.suspended.is_none(),
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+/// The device's authentication record, from the cache or else the store (then cached).
+async fn device_record(
+    state: &AppState,
+    device: DeviceId,
+) -> Result<Option<DeviceAuth>, kith_store::StoreError> {
+    if let Some(a) = state.auth_cache.get(device) {
+        return Ok(Some(a));
+    }
+    let found = state.store.device_auth(device).await?;
+    if let Some(a) = &found {
+        state.auth_cache.put(a.clone());
+    }
+    Ok(found)
 }
 
 impl AuthedDevice {
@@ -118,18 +126,9 @@ impl AuthedDevice {
         let (device, token) = parse_bearer(value).ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <device-id>:<token>`")
         })?;
-        let auth = match state.auth_cache.get(device) {
-            Some(a) => a,
-            None => {
-                let a = state
-                    .store
-                    .device_auth(device)
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized("unknown device or wrong token"))?;
-                state.auth_cache.put(a.clone());
-                a
-            }
-        };
+        let auth = device_record(state, device)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown device or wrong token"))?;
         if !bool::from(token_hash(token).ct_eq(&auth.token_hash)) {
             return Err(ApiError::unauthorized("unknown device or wrong token"));
         }

@@ -85,14 +85,13 @@ pub fn check_application_message(bytes: &[u8], group_id: &[u8]) -> Result<Framin
     if protocol.group_id().as_slice() != group_id {
         return Err(invalid_message("the message belongs to another conversation"));
     }
-    if protocol.is_handshake_message() || protocol.wire_format() != WireFormat::PrivateMessage {
+    if protocol.wire_format() != WireFormat::PrivateMessage
+        || protocol.content_type() != ContentType::Application
+    {
         return Err(invalid_message(
             "only application messages are posted here; commits and proposals go to \
              /v1/conversations/{id}/handshake as MLS PublicMessages",
         ));
-    }
-    if protocol.content_type() != ContentType::Application {
-        return Err(invalid_message("the message is not an application message"));
     }
     Ok(Framing { epoch: protocol.epoch().as_u64() })
 }
