@@ -149,6 +149,12 @@ impl Output {
                     r.held
                 );
             }
+            if r.too_late > 0 {
+                eprintln!(
+                    "{} message(s) arrived too late to be read: their keys were already deleted.",
+                    r.too_late
+                );
+            }
             if r.dropped > 0 {
                 eprintln!(
                     "{} message(s) could not be decrypted or verified and were dropped.",

@@ -40,6 +40,16 @@ pub struct SyncReport {
     /// Entries that arrived before what they depend on (their conversation's Welcome, their
     /// epoch's commit) and are kept to be tried again when it comes.
     pub held: u32,
+    /// Entries from accounts this device blocks, left out (sent before the block took effect).
+    pub blocked: u32,
+    /// Messages that arrived too late to be read: their epoch's keys were already deleted
+    /// (forward secrecy). Only a transport that holds messages back while later commits pass
+    /// causes this; the server delivers in order.
+    pub too_late: u32,
+    /// The story channel gained or lost members (contacts made or ended) in this sync.
+    pub story_audience_changed: bool,
+    /// Messages whose time was up, deleted from this device.
+    pub expired: usize,
 }
 
 /// What processing one entry produced.
@@ -368,26 +378,30 @@ impl Client {
         self.api()?.devices(username).await
     }
 
-    /// Fetches everything waiting on the server, processes it and acknowledges it; then, as a
-    /// group admin, commits the pending requests of members to leave.
+    /// Brings this device up to date, in four steps, each reported:
+    /// 1. fetches everything waiting on the server, processes it and acknowledges it;
+    /// 2. completes the pending requests of members to leave its groups;
+    /// 3. brings the story channel's members in line with the contacts
+    ///    ([`Client::sync_story_channel`]; `story_audience_changed`);
+    /// 4. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`).
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
         let mut report = self.sync_inner().await?;
         self.commit_pending_leaves().await?;
+        report.story_audience_changed = self.sync_story_channel().await?;
+        report.expired = self.purge_expired()?;
         report.messages = self.hand_over()?;
         Ok(report)
     }
 
     /// What this device stored and has not handed to the caller yet: what this call received,
     /// and what an earlier one took in without returning it — a catch-up inside a send, or a
-    /// sync cut short. Each message is handed over exactly once.
+    /// sync cut short. Each message is handed over exactly once; one whose time is up is not.
     fn hand_over(&mut self) -> ClientResult<Vec<Message>> {
-        self.purge_expired()?;
-        Ok(local::take_unshown(&self.conn)?)
+        Ok(local::take_unshown(&self.conn, self.expiry_now())?)
     }
 
     /// Fetch, process and acknowledge, without committing anything.
     pub(crate) async fn sync_inner(&mut self) -> ClientResult<SyncReport> {
-        self.purge_expired()?;
         let api = self.api()?;
         let mut report = SyncReport::default();
         self.retry_invitations(&mut report).await?;
@@ -559,6 +573,17 @@ impl Client {
                 }
                 Ok(false)
             }
+            Err(e @ (ClientError::FromBlocked | ClientError::TooLate)) => {
+                local::exec(&self.conn, "ROLLBACK")?;
+                self.forget_cached(None);
+                local::mark_processed(&self.conn, entry.message_id, now_millis())?;
+                if matches!(e, ClientError::TooLate) {
+                    report.too_late += 1;
+                } else {
+                    report.blocked += 1;
+                }
+                Ok(false)
+            }
             Err(e) => {
                 local::exec(&self.conn, "ROLLBACK")?;
                 self.forget_cached(None);
@@ -593,15 +618,15 @@ impl Client {
     }
 
     /// The local history with `peer` (every 1:1 conversation with them), oldest first.
+    /// Messages whose time is up are left out (and deleted by the next sync).
     pub fn history(&self, peer: &str) -> ClientResult<Vec<Message>> {
-        self.purge_expired()?;
-        Ok(local::history_with(&self.conn, peer)?)
+        Ok(local::history_with(&self.conn, peer, self.expiry_now())?)
     }
 
-    /// The local history of one conversation by id, oldest first.
+    /// The local history of one conversation by id, oldest first, leaving out messages whose
+    /// time is up.
     pub fn conversation_history(&self, conversation: &str) -> ClientResult<Vec<Message>> {
-        self.purge_expired()?;
-        Ok(local::history_of(&self.conn, conversation)?)
+        Ok(local::history_of(&self.conn, conversation, self.expiry_now())?)
     }
 
     /// Opens the push channel: everything waiting, then new entries as they arrive.

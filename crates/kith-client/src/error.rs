@@ -41,6 +41,14 @@ pub enum ClientError {
     /// the SDK fetches them and tries the entry again (never returned to callers).
     #[error("device keys of {0:?} needed")]
     NeedKeys(Vec<String>),
+    /// An entry from an account this device blocks: left out, counted apart from the
+    /// unusable ones (never returned to callers).
+    #[error("from an account this device blocks")]
+    FromBlocked,
+    /// A message from an epoch whose keys this device has deleted (forward secrecy): it
+    /// arrived too late to be read (never returned to callers).
+    #[error("arrived after its epoch's keys were deleted")]
+    TooLate,
     #[error("local storage: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("profile folder: {0}")]

@@ -258,8 +258,7 @@ impl Client {
             return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
         }
         if meta.is_admin(user) {
-            let admins = meta.admins.iter().filter(|a| *a != user).cloned().collect();
-            self.set_admins(&id, admins).await?;
+            self.change_admins(&id, |_, admins| admins.retain(|a| a != user)).await?;
         }
         self.commit_change(&id, |group, provider, signer| {
             let leaves: Vec<LeafNodeIndex> = group
@@ -292,16 +291,33 @@ impl Client {
         if meta.is_admin(user) {
             return Err(ClientError::InvalidInput(format!("{user} is already an admin")));
         }
-        let mut admins = meta.admins.clone();
-        admins.push(user.to_string());
-        self.set_admins(&id, admins).await?;
+        self.change_admins(&id, |_, admins| {
+            if !admins.iter().any(|a| a == user) {
+                admins.push(user.to_string());
+            }
+        })
+        .await?;
         let me = self.me()?.username.clone();
         self.note(&id, format!("{me} made {user} an admin"))
     }
 
-    async fn set_admins(&mut self, id: &str, admins: Vec<String>) -> ClientResult<()> {
-        let meta = GroupMeta { kind: GroupType::Group, admins };
+    /// Changes the admins with `change`, applied to the list as the group holds it when the
+    /// commit is built — so again after every catch-up, and a promotion another admin made
+    /// meanwhile is kept.
+    async fn change_admins<F>(&mut self, id: &str, change: F) -> ClientResult<()>
+    where
+        F: Fn(&MlsGroup, &mut Vec<String>),
+    {
         self.commit_change(id, |group, provider, signer| {
+            let meta = mls::meta_of(group)
+                .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+            let mut admins = meta.admins.clone();
+            change(group, &mut admins);
+            // Nothing to change, or nobody left to hold the role (the last member leaving).
+            if admins == meta.admins || admins.is_empty() {
+                return Ok(None);
+            }
+            let meta = GroupMeta { kind: GroupType::Group, admins };
             let ext = mls::meta_extensions(&meta)?;
             let (commit, welcome, _) = group
                 .update_group_context_extensions(provider, ext, signer)
@@ -355,17 +371,10 @@ impl Client {
 
     pub(crate) async fn leave_conversation(&mut self, id: &str) -> ClientResult<()> {
         let id = id.to_string();
-        let (members, meta, _) = self.current(&id)?;
+        let (_, meta, _) = self.current(&id)?;
         let me = self.me()?.username.clone();
         if meta.kind == GroupType::Group && meta.is_admin(&me) {
-            let mut admins: Vec<String> =
-                meta.admins.iter().filter(|a| **a != me).cloned().collect();
-            if admins.is_empty()
-                && let Some(heir) = members.iter().find(|m| **m != me)
-            {
-                admins.push(heir.clone());
-            }
-            self.set_admins(&id, admins).await?;
+            self.hand_over_admin(&id, &me).await?;
         }
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let request = {
@@ -398,7 +407,34 @@ impl Client {
         Err(ClientError::Protocol("the group kept changing; try again".into()))
     }
 
-    /// As an admin, commits the pending proposals of members to leave.
+    /// Before an admin leaves: it stops being one, and if it was the last, the role goes to the
+    /// first other member by name who is staying. Decided on the group as the commit is built
+    /// (so again after every catch-up): a member whose leave is pending is no heir.
+    async fn hand_over_admin(&mut self, id: &str, me: &str) -> ClientResult<()> {
+        self.change_admins(id, |group, admins| {
+            let leaving: BTreeSet<LeafNodeIndex> = group
+                .pending_proposals()
+                .filter_map(|p| match p.proposal() {
+                    Proposal::Remove(r) => Some(r.removed()),
+                    _ => None,
+                })
+                .collect();
+            let staying: BTreeSet<String> = group
+                .members()
+                .filter(|m| !leaving.contains(&m.index))
+                .filter_map(|m| mls::identity(&m.credential))
+                .filter(|u| u != me)
+                .collect();
+            admins.retain(|a| staying.contains(a));
+            if admins.is_empty()
+                && let Some(heir) = staying.first()
+            {
+                admins.push(heir.clone());
+            }
+        })
+        .await
+    }
+
     /// Commits the requests to leave this device holds for the conversation, if any: MLS
     /// allows no message while a proposal is pending, and any member may complete another's
     /// leave — so a member's message is not held up until an admin syncs.
@@ -421,31 +457,15 @@ impl Client {
         .await
     }
 
+    /// Completes the pending requests to leave in every group this device is in. Any member
+    /// does, not only an admin: the admin may be one who never joined (it dropped the
+    /// invitation), and a leave must never wait on it. When several members try at once, the
+    /// server takes one commit and the others find the leave done after catching up.
     pub(crate) async fn commit_pending_leaves(&mut self) -> ClientResult<()> {
-        let me = self.me()?.username.clone();
-        let pending: Vec<String> = {
-            let provider = self.provider();
-            local::groups(&self.conn)?
-                .into_iter()
-                .filter(|c| !c.left)
-                .filter_map(|c| {
-                    let g = self.load_group(&provider, &c.id).ok()?;
-                    let admin = mls::meta_of(&g).is_some_and(|m| m.is_admin(&me));
-                    (admin && g.pending_proposals().next().is_some()).then_some(c.id)
-                })
-                .collect()
-        };
-        for id in pending {
-            self.commit_change(&id, |group, provider, signer| {
-                if group.pending_proposals().next().is_none() {
-                    return Ok(None);
-                }
-                let (commit, welcome, _) = group
-                    .commit_to_pending_proposals(provider, signer)
-                    .map_err(ClientError::mls)?;
-                Ok(Some((commit, welcome)))
-            })
-            .await?;
+        let groups: Vec<String> =
+            local::groups(&self.conn)?.into_iter().filter(|c| !c.left).map(|c| c.id).collect();
+        for id in groups {
+            self.commit_pending_in(&id).await?;
         }
         Ok(())
     }

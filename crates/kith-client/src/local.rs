@@ -385,14 +385,15 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
 
 /// Every received message not handed to the caller yet, in the order they were stored, now
 /// marked as handed over.
-pub fn take_unshown(conn: &Connection) -> rusqlite::Result<Vec<Message>> {
+pub fn take_unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     let messages = conn
         .prepare_cached(
             "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
                     expires_at, from_business, verified
-             FROM kith_messages WHERE shown = 0 ORDER BY rowid",
+             FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
+             ORDER BY rowid",
         )?
-        .query_map([], message_row)?
+        .query_map(params![i(now)], message_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if !messages.is_empty() {
         conn.prepare_cached("UPDATE kith_messages SET shown = 1 WHERE shown = 0")?.execute([])?;
@@ -417,26 +418,31 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 /// Every message exchanged with `peer` in 1:1 conversations, oldest first.
-pub fn history_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Message>> {
+pub fn history_with(conn: &Connection, peer: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
                 m.expires_at, m.from_business, m.verified
          FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
-         WHERE c.kind = 'direct' AND c.peer = ?1
+         WHERE c.kind = 'direct' AND c.peer = ?1 AND (m.expires_at IS NULL OR m.expires_at > ?2)
          ORDER BY m.sent_at, m.received_at, m.id",
     )?
-    .query_map(params![peer], message_row)?
+    .query_map(params![peer, i(now)], message_row)?
     .collect()
 }
 
 /// Every message of one conversation, oldest first.
-pub fn history_of(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<Message>> {
+pub fn history_of(
+    conn: &Connection,
+    conversation: &str,
+    now: u64,
+) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
                 from_business, verified
-         FROM kith_messages WHERE conversation = ?1 ORDER BY sent_at, received_at, id",
+         FROM kith_messages WHERE conversation = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY sent_at, received_at, id",
     )?
-    .query_map(params![conversation], message_row)?
+    .query_map(params![conversation, i(now)], message_row)?
     .collect()
 }
 

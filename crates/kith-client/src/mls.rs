@@ -68,13 +68,17 @@ pub fn migrate(conn: &mut Connection) -> ClientResult<()> {
     storage.run_migrations().map_err(ClientError::mls)
 }
 
+/// How many past epochs' keys a device keeps, for messages in flight across commits; an
+/// older message can no longer be read (forward secrecy).
+pub const MAX_PAST_EPOCHS: usize = 3;
+
 /// Handshakes in the clear for the server to validate — sent and accepted only so —,
 /// application messages encrypted; tolerance for messages in flight across a commit.
 pub fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
-        .max_past_epochs(3)
+        .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
         .build()
 }
@@ -120,7 +124,7 @@ pub fn create_config(meta: &GroupMeta) -> ClientResult<MlsGroupCreateConfig> {
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
-        .max_past_epochs(3)
+        .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
         .build())
 }

@@ -75,7 +75,7 @@ impl Client {
             .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
         // Invitations from accounts this device blocks are dropped, whatever the conversation.
         if local::is_blocked(&self.conn, &entry.sender)? {
-            return Err(ClientError::Mls("an invitation from a blocked account".into()));
+            return Err(ClientError::FromBlocked);
         }
         // Every member must use a key the server registered for one of its devices.
         let keys: Vec<(String, Vec<u8>)> = group
@@ -165,6 +165,12 @@ impl Client {
                 group.epoch().as_u64()
             )));
         }
+        let oldest_kept = group.epoch().as_u64().saturating_sub(mls::MAX_PAST_EPOCHS as u64);
+        if matches!(protocol, ProtocolMessage::PrivateMessage(_))
+            && protocol.epoch().as_u64() < oldest_kept
+        {
+            return Err(ClientError::TooLate);
+        }
         let processed = group.process_message(provider, protocol).map_err(ClientError::mls)?;
         let sender = mls::identity(processed.credential()).unwrap_or_default();
         // The server authenticated the device that posted this; MLS says who signed it.
@@ -217,7 +223,7 @@ impl Client {
                 // A blocked account's messages that reached us anyway are dropped, in any kind
                 // of conversation.
                 if local::is_blocked(&self.conn, &sender)? {
-                    return Err(ClientError::Mls("a message from a blocked account".into()));
+                    return Err(ClientError::FromBlocked);
                 }
                 // Keep what a report of this message needs, as long as the message lives.
                 if let Some(frank) = &entry.frank {
@@ -379,11 +385,16 @@ impl Client {
                 {
                     lines.push(format!("{sender} left"));
                     // A 1:1 conversation the other side left is over: the next message opens a
-                    // new one.
+                    // new one. Until then they are no contact (they deleted the chat), and the
+                    // story channel's upkeep lets them go.
                     let direct = local::conversation(&self.conn, &entry.conversation_id)?
                         .is_some_and(|c| c.kind == ConversationKind::Direct);
                     if direct {
                         local::set_left(&self.conn, &entry.conversation_id, now_millis())?;
+                        let open = local::directs_with(&self.conn, &sender)?;
+                        if open.iter().all(|c| c.left) {
+                            local::remove_contact(&self.conn, &sender)?;
+                        }
                     }
                 }
                 group

@@ -69,38 +69,53 @@ impl Client {
         Ok(local::contacts(&self.conn)?)
     }
 
-    /// Records `peer` as a contact after writing to them; a new contact joins the story channel.
+    /// Records `peer` as a contact after writing to them.
     pub(crate) async fn became_contact(&mut self, peer: &str) -> ClientResult<()> {
         // A business answers people; they are not its contacts and it has no stories for them.
         if self.me()?.kind == AccountKind::Business {
             return Ok(());
         }
-        if local::add_contact(&self.conn, peer, now_millis())? {
-            self.sync_story_channel().await?;
-        }
+        // The story channel takes them in at the next sync or story.
+        local::add_contact(&self.conn, peer, now_millis())?;
         Ok(())
     }
 
-    /// Brings the story channel's members in line with the contacts.
-    pub async fn sync_story_channel(&mut self) -> ClientResult<()> {
+    /// Brings the story channel's members in line with the contacts. When the server says a
+    /// contact has ended the conversation this device has not heard of yet, it catches up (the
+    /// contact ends here too) and tries once more.
+    /// Returns whether the members changed.
+    pub async fn sync_story_channel(&mut self) -> ClientResult<bool> {
+        match self.tend_story_channel().await {
+            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+                self.sync_inner().await?;
+                self.tend_story_channel().await
+            }
+            other => other,
+        }
+    }
+
+    async fn tend_story_channel(&mut self) -> ClientResult<bool> {
         let me = self.me()?.username.clone();
         let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
         let Some(channel) = local::own_story_channel(&self.conn, &me)? else {
-            return Ok(()); // created at the first story
+            return Ok(false); // created at the first story
         };
+        let mut changed = false;
         let members = self.conversation_members(&channel.id)?;
         let missing: Vec<String> =
             contacts.iter().filter(|c| !members.contains(c)).cloned().collect();
         if !missing.is_empty() {
             self.add_members_to(&channel.id, &missing).await?;
+            changed = true;
         }
         // A blocked contact stays (removing it would tell it; the server keeps the stories
         // from it); only an ended contact leaves.
         let audience = local::audience(&self.conn)?;
         for gone in members.iter().filter(|m| **m != me && !audience.contains(m)) {
             self.remove_member_from(&channel.id, gone).await?;
+            changed = true;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Posts a story to this user's contacts. With no contacts yet it reaches nobody (and is
@@ -114,14 +129,13 @@ impl Client {
         let now = now_millis();
         let expires_at = now + ttl * 1000;
         let body = Body::Story { text: text.to_string(), expires_at };
-        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
-        let channel = match local::own_story_channel(&self.conn, &me)? {
-            Some(c) => {
-                self.sync_story_channel().await?;
-                Some(c.id)
+        let channel = match self.story_channel().await {
+            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+                // A contact deleted the chat and this device has not heard yet.
+                self.sync_inner().await?;
+                self.story_channel().await?
             }
-            None if contacts.is_empty() => None,
-            None => Some(self.create_story_channel(&contacts).await?),
+            other => other?,
         };
         let message = match channel {
             Some(id) => self.send_body(&id, body).await?,
@@ -153,6 +167,21 @@ impl Client {
         })
     }
 
+    /// This user's story channel, its members brought in line with the contacts (created at
+    /// the first story); `None` while there is nobody to show a story to.
+    async fn story_channel(&mut self) -> ClientResult<Option<String>> {
+        let me = self.me()?.username.clone();
+        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
+        Ok(match local::own_story_channel(&self.conn, &me)? {
+            Some(c) => {
+                self.tend_story_channel().await?;
+                Some(c.id)
+            }
+            None if contacts.is_empty() => None,
+            None => Some(self.create_story_channel(&contacts).await?),
+        })
+    }
+
     async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<String> {
         let me = self.me()?.clone();
         let claimed = self.claim(contacts).await?;
@@ -175,7 +204,6 @@ impl Client {
 
     /// Stories from contacts and this user's own, not yet expired, newest first.
     pub fn stories(&self) -> ClientResult<Vec<Story>> {
-        self.purge_expired()?;
         Ok(local::stories(&self.conn, self.expiry_now())?
             .into_iter()
             .map(|m| Story {
@@ -230,6 +258,7 @@ impl Client {
             self.forget_group(&c.id);
         }
         local::scrub(&self.conn)?;
+        // Deleting the chat is what ends the contact: the story channel lets them go now.
         if local::remove_contact(&self.conn, peer)? {
             self.sync_story_channel().await?;
         }

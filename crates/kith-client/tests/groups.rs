@@ -477,3 +477,76 @@ async fn a_pending_leave_does_not_block_a_members_message() {
     assert!(r.messages.iter().any(|m| m.text == "still here"), "{:?}", r.messages);
     assert!(!alice.group(&club).unwrap().members.contains(&"bob".to_string()));
 }
+
+/// Found by the model-based test: the last admin leaving without having synced another
+/// member's leave handed the role to that member, and the group was left with no admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_hands_over_to_a_member_who_stays() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    bob.group_leave(&club).await.unwrap();
+    alice.group_leave(&club).await.unwrap();
+    carol.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let seen = carol.group(&club).unwrap();
+    assert_eq!(seen.members, ["carol"]);
+    assert_eq!(seen.admins, ["carol"]);
+}
+
+/// Found by the model-based test: an heir who never joined (it dropped the invitation of an
+/// account it blocks) cannot complete the last admin's leave; another member does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_completes_though_the_heir_never_joined() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    bob.block("alice").await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    alice.group_leave(&club).await.unwrap();
+    carol.sync().await.unwrap();
+    assert_eq!(carol.group(&club).unwrap().members, ["bob", "carol"]);
+}
+
+/// Found by the model-based test: an admin change built on a copy of the admin list that
+/// another admin changed meanwhile undid that change (a promotion was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_made_meanwhile_is_kept() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+    let club =
+        alice.create_group("Club", &["bob".into(), "carol".into(), "dave".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol, &mut dave]).await;
+    alice.group_promote(&club, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    alice.group_promote(&club, "carol").await.unwrap();
+    bob.group_promote(&club, "dave").await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol, &mut dave]).await;
+    for u in [&alice, &bob, &carol, &dave] {
+        let mut admins = u.group(&club).unwrap().admins;
+        admins.sort();
+        assert_eq!(admins, ["alice", "bob", "carol", "dave"]);
+    }
+}
+
+/// Found by the model-based test: the last member could not leave (the admin role had
+/// nobody to go to, and the server keeps at least one admin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_leaves() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let club = alice.create_group("Club", &["bob".into()]).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.group_remove(&club, "bob").await.unwrap();
+    alice.group_leave(&club).await.unwrap();
+    assert!(alice.group(&club).unwrap().left);
+}

@@ -121,6 +121,32 @@ async fn a_story_reaches_contacts_only_and_only_its_owner_posts() {
     assert!(!bob_sees.contains(&"bob will not see this".to_string()), "{bob_sees:?}");
 }
 
+/// Found by the model-based test: a contact who deleted the chat made the next story fail
+/// (the server refused them in the story channel) until the poster synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_story_posts_after_a_contact_deleted_the_chat() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    for peer in [&mut bob, &mut carol] {
+        alice.send_text(peer.profile().unwrap().username.as_str(), "hi").await.unwrap();
+        peer.sync().await.unwrap();
+        peer.send_text("alice", "hi alice").await.unwrap();
+    }
+    bob.delete_conversation("alice").await.unwrap();
+    // alice has not synced: her device still counts bob as a contact.
+    alice.story_post("at the lake").await.unwrap();
+    let carol_sees: Vec<String> =
+        carol.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert!(carol_sees.contains(&"at the lake".to_string()), "{carol_sees:?}");
+    assert!(bob.sync().await.unwrap().messages.iter().all(|m| m.kind != ConversationKind::Story));
+    assert_eq!(
+        alice.contacts().unwrap().into_iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        ["carol"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     let config = ServerConfig { story_ttl_seconds: 1, ..kith_testkit::test_config() };
@@ -158,9 +184,12 @@ async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     let after = server.store().counts().await.unwrap();
     assert_eq!(after.messages, before.messages - gone);
     assert!(!on_server(sample), "an expired story's ciphertext stayed in the server's files");
-    // Clients hide and delete it at expiry: the text is gone from both profiles' files.
+    // Clients hide it at expiry, and their next sync deletes it (and says so): the text is
+    // gone from both profiles' files.
     assert!(bob.stories().unwrap().is_empty());
     assert!(alice.stories().unwrap().is_empty());
+    assert!(bob.sync().await.unwrap().expired >= 1);
+    assert!(alice.sync().await.unwrap().expired >= 1);
     assert!(!profile_holds(&bob, marker), "an expired story left its text on disk");
     assert!(!profile_holds(&alice, marker), "an expired story left its text on disk");
 }

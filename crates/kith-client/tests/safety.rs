@@ -144,7 +144,7 @@ async fn a_block_holds_and_the_blocked_sender_is_not_told() {
     assert_eq!(bob.blocked().unwrap(), ["alice"]);
     let r = bob.sync().await.unwrap();
     assert!(r.messages.is_empty());
-    assert_eq!(r.dropped, 1);
+    assert_eq!((r.blocked, r.dropped), (1, 0), "counted as blocked, not as unusable");
 
     // Alice is not told: her send succeeds; bob's queue stays empty.
     alice.send_text("bob", "are you ignoring me?").await.unwrap();

@@ -3,7 +3,9 @@
 //!
 //! This node drops an entry the moment it changes it (a commit, a leave, a block); entries
 //! also expire after [`TTL`], which bounds how long a change made by *another* `kithd` node on
-//! the same PostgreSQL database can go unseen here.
+//! the same PostgreSQL database can go unseen here. That is harmless for routes (a member
+//! removed elsewhere cannot read the new epoch's messages) but not for blocks: on a store other
+//! nodes share, blocks are read from the store on every send.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +26,8 @@ struct Timed<T> {
 /// A std mutex per map: held for a lookup or an insert, never across an await.
 #[derive(Default)]
 pub struct RouteCache {
+    /// Whether blocks may be served from this cache (only one node changes them).
+    cache_blocks: bool,
     routes: Mutex<HashMap<Vec<u8>, Timed<Route>>>,
     blocking: Mutex<HashMap<String, Timed<Vec<DeviceId>>>>,
     /// (conversation, account) pairs this node has recorded as having posted: the store is
@@ -50,6 +54,11 @@ fn put<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, Timed<V>>>, key: K, va
 }
 
 impl RouteCache {
+    /// `shared`: other nodes change the store too ([`Store::shared`]).
+    pub fn new(shared: bool) -> Self {
+        RouteCache { cache_blocks: !shared, ..Default::default() }
+    }
+
     pub async fn route(
         &self,
         store: &dyn Store,
@@ -67,6 +76,9 @@ impl RouteCache {
     }
 
     pub async fn blocking(&self, store: &dyn Store, sender: &str) -> StoreResult<Vec<DeviceId>> {
+        if !self.cache_blocks {
+            return store.devices_blocking(sender).await;
+        }
         if let Some(devices) = get(&self.blocking, sender) {
             return Ok(devices);
         }

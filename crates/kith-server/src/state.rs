@@ -88,7 +88,7 @@ impl AppState {
         let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
         Ok(AppState(Arc::new(Shared {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
-            routes: Arc::default(),
+            routes: Arc::new(crate::routes_cache::RouteCache::new(store.shared())),
             franking: Arc::new(franking),
             queues: Arc::new(crate::queues::QueueDepths::new(config.max_queued_per_device)),
             store,

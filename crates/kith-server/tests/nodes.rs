@@ -108,3 +108,25 @@ async fn a_suspension_closes_push_connections_on_every_node() {
         node.stop().await;
     }
 }
+
+/// Found by the model-based test: a block made through one node must hold at once for what
+/// is sent through another (the other node served the blocked sender's "who blocks me" from a
+/// cache for up to two seconds, so the message was queued, and shown after an unblock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_through_one_node_holds_at_once_on_another() {
+    let Some(nodes) = TestServer::start_postgres_nodes(2).await else { return };
+    let mut alice = TestUser::register(&nodes[0].url, "alice", AccountKind::Person).await;
+    let mut bob = TestUser::register(&nodes[1].url, "bob", AccountKind::Person).await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hi back").await.unwrap();
+    alice.sync().await.unwrap();
+
+    alice.block("bob").await.unwrap();
+    bob.send_text("alice", "sent while blocked").await.unwrap();
+    alice.unblock("bob").await.unwrap();
+    bob.send_text("alice", "after the unblock").await.unwrap();
+    let texts: Vec<String> =
+        alice.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["after the unblock"]);
+}

@@ -896,36 +896,45 @@ impl Store for PgStore {
     }
 
     async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>> {
-        let row: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT epoch, group_state FROM conversations WHERE id = $1")
+        let row: Option<(i64, Vec<u8>, i64)> =
+            sqlx::query_as("SELECT epoch, group_state, revision FROM conversations WHERE id = $1")
                 .bind(conversation)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-        Ok(row.map(|(epoch, state)| GroupState { epoch: u(epoch), state }))
+        Ok(row.map(|(epoch, state, revision)| GroupState {
+            epoch: u(epoch),
+            state,
+            revision: u(revision),
+        }))
     }
 
     async fn update_group(&self, g: GroupUpdate) -> StoreResult<Vec<MessageId>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // The row lock orders concurrent updates of one conversation, across kithd nodes too.
-        let epoch: Option<i64> =
-            sqlx::query_scalar("SELECT epoch FROM conversations WHERE id = $1 FOR UPDATE")
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT epoch, revision FROM conversations WHERE id = $1 FOR UPDATE")
                 .bind(&g.conversation)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?;
-        match epoch {
+        match current {
             None => return Err(StoreError::UnknownConversation),
-            Some(e) if u(e) != g.expected_epoch => return Err(StoreError::StaleEpoch),
+            Some((e, r)) if u(e) != g.expected_epoch || u(r) != g.expected_revision => {
+                return Err(StoreError::StaleEpoch);
+            }
             Some(_) => {}
         }
-        sqlx::query("UPDATE conversations SET epoch = $2, group_state = $3 WHERE id = $1")
-            .bind(&g.conversation)
-            .bind(i(g.epoch))
-            .bind(&g.state)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "UPDATE conversations SET epoch = $2, group_state = $3, revision = revision + 1
+             WHERE id = $1",
+        )
+        .bind(&g.conversation)
+        .bind(i(g.epoch))
+        .bind(&g.state)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         sqlx::query("DELETE FROM conversation_members WHERE conversation = $1")
             .bind(&g.conversation)
             .execute(&mut *tx)
@@ -1508,6 +1517,10 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         Ok(found.is_some())
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announcement>> {

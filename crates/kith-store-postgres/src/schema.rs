@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
      );
      ALTER TABLE queue ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
      CREATE INDEX queue_held ON queue (device_id) WHERE held;",
+    // 7: a revision per group state, so no update is made from a stale copy.
+    "ALTER TABLE conversations ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -496,11 +496,13 @@ impl Store for SqliteStore {
     async fn group_state(&self, conversation: &[u8]) -> StoreResult<Option<GroupState>> {
         let conversation = conversation.to_vec();
         self.read(move |conn| {
-            conn.prepare_cached("SELECT epoch, group_state FROM conversations WHERE id = ?1")?
-                .query_row(params![conversation], |r| {
-                    Ok(GroupState { epoch: u(r.get(0)?), state: r.get(1)? })
-                })
-                .optional()
+            conn.prepare_cached(
+                "SELECT epoch, group_state, revision FROM conversations WHERE id = ?1",
+            )?
+            .query_row(params![conversation], |r| {
+                Ok(GroupState { epoch: u(r.get(0)?), state: r.get(1)?, revision: u(r.get(2)?) })
+            })
+            .optional()
         })
         .await
     }
@@ -509,19 +511,22 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .write(move |conn| {
-                let epoch: Option<i64> = conn
-                    .prepare_cached("SELECT epoch FROM conversations WHERE id = ?1")
+                let current: Option<(i64, i64)> = conn
+                    .prepare_cached("SELECT epoch, revision FROM conversations WHERE id = ?1")
                     .map_err(backend)?
-                    .query_row(params![g.conversation], |r| r.get(0))
+                    .query_row(params![g.conversation], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
                     .map_err(backend)?;
-                match epoch {
+                match current {
                     None => return Err(StoreError::UnknownConversation),
-                    Some(e) if u(e) != g.expected_epoch => return Err(StoreError::StaleEpoch),
+                    Some((e, r)) if u(e) != g.expected_epoch || u(r) != g.expected_revision => {
+                        return Err(StoreError::StaleEpoch);
+                    }
                     Some(_) => {}
                 }
                 conn.prepare_cached(
-                    "UPDATE conversations SET epoch = ?2, group_state = ?3 WHERE id = ?1",
+                    "UPDATE conversations SET epoch = ?2, group_state = ?3, revision = revision + 1
+                     WHERE id = ?1",
                 )
                 .map_err(backend)?
                 .execute(params![g.conversation, i(g.epoch), g.state])

@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      ALTER TABLE queue ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX queue_held ON queue (device_id) WHERE held = 1;",
+    // 7: a revision per group state, so no update is made from a stale copy.
+    "ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -365,13 +365,14 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
     let c = store.create_account(account("carol", 0)).await.unwrap();
     assert_eq!(
         store.group_state(&conv(1)).await.unwrap(),
-        Some(GroupState { epoch: 1, state: b"state-1".to_vec() })
+        Some(GroupState { epoch: 1, state: b"state-1".to_vec(), revision: 0 })
     );
     assert_eq!(store.group_state(&conv(9)).await.unwrap(), None);
 
     let update = |expected: u64, members: Vec<DeviceId>| GroupUpdate {
         conversation: conv(1),
         expected_epoch: expected,
+        expected_revision: expected - 1,
         epoch: expected + 1,
         state: format!("state-{}", expected + 1).into_bytes(),
         members,
@@ -430,6 +431,25 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(won, 1);
+
+    // A change that keeps the epoch (a proposal to leave) still moves the revision on: an
+    // update validated against the copy before it is refused, whichever node makes it.
+    let stored = store.group_state(&conv(1)).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.revision), (4, 3));
+    let proposal = GroupUpdate {
+        expected_epoch: 4,
+        expected_revision: 3,
+        epoch: 4,
+        state: b"state-4-with-proposal".to_vec(),
+        messages: vec![message(b, vec![a], b"proposal", NOW)],
+        ..update(4, vec![a, c])
+    };
+    store.update_group(proposal).await.unwrap();
+    let raced = GroupUpdate { expected_revision: 3, ..update(4, vec![a, b, c]) };
+    assert!(matches!(store.update_group(raced).await, Err(StoreError::StaleEpoch)));
+    let stored = store.group_state(&conv(1)).await.unwrap().unwrap();
+    assert_eq!(stored.state, b"state-4-with-proposal");
+    assert_eq!(stored.revision, 4);
 }
 
 pub async fn devices_are_found_by_key(store: Arc<dyn Store>) {

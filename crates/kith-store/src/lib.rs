@@ -313,14 +313,19 @@ pub struct SignalRecord {
 pub struct GroupState {
     pub epoch: u64,
     pub state: Vec<u8>,
+    /// Bumped by every update, a proposal's too (which keeps the epoch): an update made from
+    /// an older copy is refused, so two nodes cannot overwrite each other's change.
+    pub revision: u64,
 }
 
 /// A validated change to a conversation: applied only if the conversation is still at
-/// `expected_epoch` (one commit per epoch).
+/// `expected_epoch` (one commit per epoch) and `expected_revision` (nothing changed it since
+/// it was read).
 #[derive(Clone, Debug)]
 pub struct GroupUpdate {
     pub conversation: Vec<u8>,
     pub expected_epoch: u64,
+    pub expected_revision: u64,
     pub epoch: u64,
     pub state: Vec<u8>,
     /// The member devices after the change: the conversation's fan-out list.
@@ -407,7 +412,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies a validated group change atomically: new state, epoch and member list, and its
     /// messages queued. `Err(StaleEpoch)` if the conversation is no longer at
-    /// `expected_epoch`, `Err(UnknownConversation)`. Returns the ids of the stored messages.
+    /// `expected_epoch` and `expected_revision`, `Err(UnknownConversation)`. Returns the ids of the stored messages.
     async fn update_group(&self, update: GroupUpdate) -> StoreResult<Vec<MessageId>>;
 
     /// The devices whose credential key is one of `keys` (unknown keys are left out).
@@ -457,6 +462,12 @@ pub trait Store: Send + Sync + 'static {
     /// store one process uses alone; only the first call gets the receiver.
     fn announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announcement>> {
         None
+    }
+
+    /// Whether other processes (other `kithd` nodes) may change this store too: a node then
+    /// must not serve a rule that protects people (a block) from its own cache.
+    fn shared(&self) -> bool {
+        false
     }
 
     /// Every franking key, oldest first.

@@ -49,6 +49,15 @@ pub struct TestServer {
     pub data: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// How to open the same store again, for [`TestServer::restart`].
+    reopen: Option<Reopen>,
+}
+
+/// Where a test server's data lives, to open it again after a restart.
+#[derive(Clone)]
+enum Reopen {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, schema: String },
 }
 
 impl TestServer {
@@ -61,8 +70,11 @@ impl TestServer {
     /// SQLite in a temporary folder with these settings (listen and data are replaced).
     pub async fn start_with(config: ServerConfig, clock: Arc<dyn Clock>) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let store = kith_store_sqlite::SqliteStore::open(data.path().join("kithd.db")).unwrap();
-        Self::serve(Arc::new(store), config, clock, data).await
+        let path = data.path().join("kithd.db");
+        let store = kith_store_sqlite::SqliteStore::open(&path).unwrap();
+        let mut server = Self::serve(Arc::new(store), config, clock, data).await;
+        server.reopen = Some(Reopen::Sqlite(path));
+        server
     }
 
     /// PostgreSQL in a fresh schema of `KITH_TEST_DATABASE_URL`; `None` (after saying so) when
@@ -74,15 +86,23 @@ impl TestServer {
     /// The same with these settings (listen and data are replaced).
     pub async fn start_postgres_with(config: ServerConfig) -> Option<Self> {
         let url = database_url()?;
-        let (store, _) = kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
+        let (store, schema) =
+            kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
-        Some(Self::serve(Arc::new(store), config, Arc::new(SystemClock), data).await)
+        let mut server = Self::serve(Arc::new(store), config, Arc::new(SystemClock), data).await;
+        server.reopen = Some(Reopen::Postgres { url, schema });
+        Some(server)
     }
 
     /// `n` servers sharing one fresh schema of `KITH_TEST_DATABASE_URL`, as nodes of one
     /// deployment behind a load balancer would; `None` (after saying so) when the variable is
     /// unset.
     pub async fn start_postgres_nodes(n: usize) -> Option<Vec<Self>> {
+        Self::start_postgres_nodes_with(n, test_config()).await
+    }
+
+    /// The same with these settings (listen and data are replaced).
+    pub async fn start_postgres_nodes_with(n: usize, config: ServerConfig) -> Option<Vec<Self>> {
         let url = database_url()?;
         let (first, schema) =
             kith_store_postgres::PgStore::connect_fresh_schema(&url).await.unwrap();
@@ -95,9 +115,10 @@ impl TestServer {
         let mut nodes = Vec::with_capacity(n);
         for store in stores {
             let data = tempfile::tempdir().unwrap();
-            nodes.push(
-                Self::serve(Arc::new(store), test_config(), Arc::new(SystemClock), data).await,
-            );
+            let mut node =
+                Self::serve(Arc::new(store), config.clone(), Arc::new(SystemClock), data).await;
+            node.reopen = Some(Reopen::Postgres { url: url.clone(), schema: schema.clone() });
+            nodes.push(node);
         }
         Some(nodes)
     }
@@ -131,11 +152,21 @@ impl TestServer {
 
     async fn serve(
         store: Arc<dyn Store>,
-        mut config: ServerConfig,
+        config: ServerConfig,
         clock: Arc<dyn Clock>,
         data: TempDir,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, store, config, clock, data).await
+    }
+
+    async fn serve_on(
+        listener: tokio::net::TcpListener,
+        store: Arc<dyn Store>,
+        mut config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        data: TempDir,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
         config.data = data.path().to_path_buf();
@@ -150,7 +181,46 @@ impl TestServer {
             data,
             stop: Some(stop),
             task: Some(task),
+            reopen: None,
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same address with the same data
+    /// (its store opened anew, nothing kept in memory), as `kithd` restarted by an operator.
+    pub async fn restart(mut self) -> Self {
+        let reopen = self.reopen.clone().expect("a server started on a store it can reopen");
+        let addr = self.state.config.listen;
+        let config = (*self.state.config).clone();
+        let clock = self.state.clock.clone();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        drop(self);
+        let store: Arc<dyn Store> = match &reopen {
+            Reopen::Sqlite(path) => Arc::new(kith_store_sqlite::SqliteStore::open(path).unwrap()),
+            Reopen::Postgres { url, schema } => Arc::new(
+                kith_store_postgres::PgStore::connect_in_schema(url, schema).await.unwrap(),
+            ),
+        };
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 50 => {
+                    // The old listener's port is not free yet.
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("could not listen on {addr} again: {e}"),
+            }
+        };
+        let mut server = Self::serve_on(listener, store, config, clock, data).await;
+        server.reopen = Some(reopen);
+        server
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

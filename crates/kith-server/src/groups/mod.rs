@@ -99,8 +99,9 @@ pub async fn check_story_audience(
 ) -> ApiResult<()> {
     for account in added.iter().filter(|a| a.as_str() != owner) {
         if !state.store.share_direct_conversation(owner, account).await? {
+            // The usual cause: they deleted the chat, and the owner's device has not heard.
             return Err(ApiError::new(
-                ErrorCode::Forbidden,
+                ErrorCode::ConversationEnded,
                 "a story channel reaches only accounts you have a conversation with",
             ));
         }

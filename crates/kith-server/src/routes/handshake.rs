@@ -38,7 +38,8 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// Where a validated handshake goes and what it changes.
 struct Outcome {
-    expected_epoch: u64,
+    /// The epoch and revision the change was validated against.
+    expected: (u64, u64),
     tracked: Tracked,
     members: Vec<u64>,
     messages: Vec<NewMessage>,
@@ -146,7 +147,7 @@ pub async fn handshake(
                 me.kind,
                 handshake,
                 req.welcome,
-                stored.epoch,
+                (stored.epoch, stored.revision),
             )
             .await?
         }
@@ -162,7 +163,7 @@ pub async fn handshake(
             // the next commit must include it (see `commit`).
             let members = groups::delivery_members(&*state.store, &tracked).await?;
             Outcome {
-                expected_epoch: stored.epoch,
+                expected: (stored.epoch, stored.revision),
                 tracked,
                 members,
                 messages: vec![handshake],
@@ -188,7 +189,8 @@ pub async fn handshake(
         .store
         .update_group(GroupUpdate {
             conversation: id.as_bytes().to_vec(),
-            expected_epoch: outcome.expected_epoch,
+            expected_epoch: outcome.expected.0,
+            expected_revision: outcome.expected.1,
             epoch,
             state: outcome.tracked.save()?,
             members: outcome.members,
@@ -271,7 +273,7 @@ async fn commit(
     committer_kind: AccountKind,
     handshake: NewMessage,
     welcome: Option<B64>,
-    expected_epoch: u64,
+    expected: (u64, u64),
 ) -> ApiResult<Outcome> {
     policy::check_commit(&tracked, committer, &staged, state.config.max_group_size)?;
     // A member's request to leave is never lost to a commit that raced it: a commit that
@@ -341,5 +343,5 @@ async fn commit(
         (false, None) => {}
     }
     let members = devices.iter().map(|d| d.device_id).collect();
-    Ok(Outcome { expected_epoch, tracked, members, messages, added, added_accounts, own_update })
+    Ok(Outcome { expected, tracked, members, messages, added, added_accounts, own_update })
 }
