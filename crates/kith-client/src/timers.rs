@@ -80,13 +80,14 @@ impl Client {
         Ok(())
     }
 
-    /// Brings the story channel's members in line with the contacts. When the server says a
-    /// contact has ended the conversation this device has not heard of yet, it catches up (the
-    /// contact ends here too) and tries once more.
+    /// Brings the story channel's members in line with the contacts. When the server refuses
+    /// a member (`forbidden`: they share no conversation with this user any more — they deleted
+    /// the chat, and this device has not heard yet), it catches up (the contact ends here too)
+    /// and tries once more.
     /// Returns whether the members changed.
     pub async fn sync_story_channel(&mut self) -> ClientResult<bool> {
         match self.tend_story_channel().await {
-            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+            Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
                 self.sync_inner().await?;
                 self.tend_story_channel().await
             }
@@ -130,7 +131,7 @@ impl Client {
         let expires_at = now + ttl * 1000;
         let body = Body::Story { text: text.to_string(), expires_at };
         let channel = match self.story_channel().await {
-            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+            Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
                 // A contact deleted the chat and this device has not heard yet.
                 self.sync_inner().await?;
                 self.story_channel().await?

@@ -99,9 +99,10 @@ pub async fn check_story_audience(
 ) -> ApiResult<()> {
     for account in added.iter().filter(|a| a.as_str() != owner) {
         if !state.store.share_direct_conversation(owner, account).await? {
-            // The usual cause: they deleted the chat, and the owner's device has not heard.
+            // For an honest client the cause is a contact who deleted the chat, which the
+            // owner's device has not heard of yet: it catches up and tries again.
             return Err(ApiError::new(
-                ErrorCode::ConversationEnded,
+                ErrorCode::Forbidden,
                 "a story channel reaches only accounts you have a conversation with",
             ));
         }
