@@ -18,23 +18,34 @@ pub struct Api {
     ca: Option<String>,
 }
 
+/// The HTTP client a [`crate::Client`] keeps for all its calls (its connections are reused):
+/// the web roots, and `ca` (PEM) besides when given.
+pub fn http_client(ca: Option<&str>) -> ClientResult<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(60));
+    if let Some(pem) = ca {
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| ClientError::InvalidInput(format!("the CA certificate: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| ClientError::Network(e.to_string()))
+}
+
 impl Api {
-    pub fn new(base: &str, bearer: Option<String>, ca: Option<&str>) -> ClientResult<Self> {
+    /// Calls to `base` over `http` (built by [`http_client`] with the same `ca`).
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        bearer: Option<String>,
+        ca: Option<&str>,
+    ) -> ClientResult<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidInput(format!(
                 "the server URL must start with http:// or https://, not {base:?}"
             )));
         }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(60));
-        if let Some(pem) = ca {
-            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-                .map_err(|e| ClientError::InvalidInput(format!("the CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder.build().map_err(|e| ClientError::Network(e.to_string()))?;
         Ok(Api { http, base, bearer, ca: ca.map(str::to_string) })
     }
 

@@ -87,6 +87,9 @@ pub struct Client {
     pub(crate) keys_fetched: crate::keys::Fetched,
     /// When a sync last checked the KeyPackages the server holds for this device.
     key_packages_checked: std::cell::Cell<Option<std::time::Instant>>,
+    /// One HTTP client for every call, so connections are reused; built at the first call,
+    /// and again when the trusted CA changes.
+    http: std::cell::RefCell<Option<reqwest::Client>>,
 }
 
 /// Groups kept loaded at most (a cache, not a limit on conversations).
@@ -163,6 +166,7 @@ impl Client {
             verifiers: Default::default(),
             keys_fetched: Default::default(),
             key_packages_checked: Default::default(),
+            http: Default::default(),
         };
         client.purge_expired()?;
         Ok(client)
@@ -200,7 +204,23 @@ impl Client {
 
     pub(crate) fn api(&self) -> ClientResult<Api> {
         let me = self.me()?;
-        Api::new(&me.server, Some(me.bearer()), me.ca_cert.as_deref())
+        Api::new(
+            self.http(me.ca_cert.as_deref())?,
+            &me.server,
+            Some(me.bearer()),
+            me.ca_cert.as_deref(),
+        )
+    }
+
+    /// The HTTP client every call shares (see [`Client::api`]).
+    fn http(&self, ca: Option<&str>) -> ClientResult<reqwest::Client> {
+        let mut kept = self.http.borrow_mut();
+        if let Some(http) = kept.as_ref() {
+            return Ok(http.clone());
+        }
+        let http = crate::api::http_client(ca)?;
+        *kept = Some(http.clone());
+        Ok(http)
     }
 
     /// Trusts this CA certificate (PEM) for the server, besides the usual web roots: for a
@@ -208,6 +228,8 @@ impl Client {
     pub fn trust_ca_pem(&mut self, pem: &str) -> ClientResult<()> {
         crate::tls::check_pem(pem)?;
         self.pending_ca = Some(pem.to_string());
+        // Connections are made anew with the new trust.
+        self.http.replace(None);
         if let Some(p) = &mut self.profile {
             p.ca_cert = Some(pem.to_string());
             local::set_ca_cert(&self.conn, pem)?;
@@ -304,7 +326,8 @@ impl Client {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
         validate_username(username).map_err(|e| ClientError::InvalidInput(e.to_string()))?;
-        let api = Api::new(server, None, self.pending_ca.as_deref())?;
+        let ca = self.pending_ca.clone();
+        let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
         let request = {
             let provider = self.provider();
             let signer =
