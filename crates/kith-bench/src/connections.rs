@@ -73,7 +73,7 @@ pub async fn run(store: StoreKind, devices: usize) -> anyhow::Result<Report> {
             .error_for_status()?
             .json()
             .await?;
-        bearers.push(format!("Bearer {}:{}", resp.device_id, resp.token));
+        bearers.push(format!("Bearer {}:{}", resp.device_id, resp.token.expose()));
     }
     report.context("setup_s", json!((t.elapsed().as_secs_f64() * 10.0).round() / 10.0));
 

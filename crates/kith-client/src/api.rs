@@ -13,7 +13,7 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     /// `<device-id>:<token>` once registered.
-    bearer: Option<String>,
+    bearer: Option<Secret>,
     /// A CA certificate (PEM) trusted besides the web roots.
     ca: Option<String>,
 }
@@ -37,7 +37,7 @@ impl Api {
     pub fn new(
         http: reqwest::Client,
         base: &str,
-        bearer: Option<String>,
+        bearer: Option<Secret>,
         ca: Option<&str>,
     ) -> ClientResult<Self> {
         let base = base.trim_end_matches('/').to_string();
@@ -57,8 +57,8 @@ impl Api {
         self.ca.as_deref()
     }
 
-    pub fn bearer(&self) -> Option<&str> {
-        self.bearer.as_deref()
+    pub fn bearer(&self) -> Option<&Secret> {
+        self.bearer.as_ref()
     }
 
     async fn call<B: Serialize, R: DeserializeOwned>(
@@ -69,7 +69,7 @@ impl Api {
     ) -> ClientResult<R> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(b) = &self.bearer {
-            req = req.bearer_auth(b);
+            req = req.bearer_auth(b.expose());
         }
         if let Some(body) = body {
             req = req.json(body);

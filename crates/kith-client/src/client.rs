@@ -374,7 +374,7 @@ impl Client {
             let provider = self.provider();
             let hash = provider
                 .crypto()
-                .hash(openmls::prelude::HashType::Sha2_256, me.token.as_bytes())
+                .hash(openmls::prelude::HashType::Sha2_256, me.token.expose().as_bytes())
                 .map_err(ClientError::mls)?;
             let signed = RotateTokenRequest::signed_bytes(me.device_id, &hash);
             self.signer(&provider)?
@@ -660,10 +660,11 @@ impl Client {
             .ws_url()
             .into_client_request()
             .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
-        let bearer = format!("Bearer {}", api.bearer().unwrap_or_default());
+        let bearer =
+            Secret::new(format!("Bearer {}", api.bearer().map(Secret::expose).unwrap_or_default()));
         request.headers_mut().insert(
             "authorization",
-            bearer.parse().map_err(|_| ClientError::Protocol("unusable token".into()))?,
+            bearer.expose().parse().map_err(|_| ClientError::Protocol("unusable token".into()))?,
         );
         let stream = crate::tls::connect(api.base(), api.ca_pem()).await?;
         let (ws, _) =

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use kith_proto::{AccountKind, QueueEntry};
+use kith_proto::{AccountKind, QueueEntry, Secret};
 
 /// The account this profile belongs to.
 #[derive(Clone, Debug)]
@@ -13,16 +13,16 @@ pub struct Profile {
     pub username: String,
     pub kind: AccountKind,
     pub device_id: u64,
-    /// The bearer secret; never printed (see the `Debug` of [`crate::Client`]).
-    pub(crate) token: String,
+    /// The bearer secret: `[redacted]` in `Debug`, wiped when dropped.
+    pub(crate) token: Secret,
     pub signature_key: Vec<u8>,
     /// A CA certificate (PEM) trusted for this server, besides the web roots.
     pub ca_cert: Option<String>,
 }
 
 impl Profile {
-    pub(crate) fn bearer(&self) -> String {
-        format!("{}:{}", self.device_id, self.token)
+    pub(crate) fn bearer(&self) -> Secret {
+        Secret::new(format!("{}:{}", self.device_id, self.token.expose()))
     }
 }
 
@@ -223,7 +223,7 @@ pub fn load_profile(conn: &Connection) -> rusqlite::Result<Option<Profile>> {
                 username: r.get(1)?,
                 kind: AccountKind::parse(&r.get::<_, String>(2)?).unwrap_or_default(),
                 device_id: u(r.get(3)?),
-                token: r.get(4)?,
+                token: Secret::new(r.get(4)?),
                 signature_key: r.get(5)?,
                 ca_cert: r.get(6)?,
             })
@@ -242,7 +242,7 @@ pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
             p.username,
             p.kind.as_str(),
             i(p.device_id),
-            p.token,
+            p.token.expose(),
             p.signature_key,
             p.ca_cert
         ],
@@ -250,8 +250,8 @@ pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn set_token(conn: &Connection, token: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE kith_profile SET token = ?1 WHERE id = 1", params![token])?;
+pub fn set_token(conn: &Connection, token: &Secret) -> rusqlite::Result<()> {
+    conn.execute("UPDATE kith_profile SET token = ?1 WHERE id = 1", params![token.expose()])?;
     Ok(())
 }
 

@@ -58,6 +58,12 @@ impl Client {
         .encode())
     }
 
+    /// This device's `<device-id>:<token>`, as its requests carry it: for a test that speaks
+    /// HTTP to `kithd` directly as the device.
+    pub fn raw_bearer(&self) -> ClientResult<kith_proto::Secret> {
+        Ok(self.me()?.bearer())
+    }
+
     /// A signature by this device's credential key over `bytes` (what a request the device
     /// itself must make, such as a token rotation, carries).
     pub fn raw_sign(&self, bytes: &[u8]) -> ClientResult<Vec<u8>> {

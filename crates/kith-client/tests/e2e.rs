@@ -318,3 +318,39 @@ async fn a_sync_cut_short_loses_nothing() {
     }
     assert!(cut_mid_way >= 1, "no cut landed mid-way: the test did not test anything");
 }
+
+/// Secrets never print: the `Debug` of every type that holds one shows none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_debug_output_shows_a_secret() {
+    use kith_proto::{RegisterResponse, RotateTokenResponse, Secret};
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bearer = alice.raw_bearer().unwrap();
+    let token = bearer.expose().split_once(':').unwrap().1.to_string();
+    assert_eq!(token.len(), 64);
+    let keys = server.store().franking_keys().await.unwrap();
+    let key = keys[0].key.expose().to_vec();
+    let shown = [
+        format!("{:?}", alice.client),
+        format!("{:#?}", alice.profile().unwrap()),
+        format!("{bearer:?}"),
+        format!(
+            "{:?}",
+            RegisterResponse {
+                username: "alice".into(),
+                device_id: 1,
+                token: Secret::new(token.clone())
+            }
+        ),
+        format!("{:?}", RotateTokenResponse { device_id: 1, token: Secret::new(token.clone()) }),
+        format!("{keys:?}"),
+    ];
+    let key_as_debug = format!("{:?}", &key[..8]);
+    let key_start = key_as_debug.trim_end_matches(']');
+    for text in &shown {
+        assert!(!text.contains(&token), "the token shows in {text}");
+        assert!(!text.contains(&hex::encode(&key)), "the franking key shows in {text}");
+        assert!(!text.contains(key_start), "the franking key shows in {text}");
+    }
+    assert!(shown[5].contains("[redacted 32 bytes]"), "{}", shown[5]);
+}

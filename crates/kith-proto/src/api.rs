@@ -84,7 +84,8 @@ pub struct RegisterResponse {
     pub username: String,
     pub device_id: u64,
     /// The device's bearer secret. The server keeps only its SHA-256; it is shown once.
-    pub token: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: crate::Secret,
 }
 
 /// `POST /v1/me/token`: proof that the device itself asks, not someone holding a copy of its
@@ -113,7 +114,8 @@ impl RotateTokenRequest {
 pub struct RotateTokenResponse {
     pub device_id: u64,
     /// Shown once, like the first; the server keeps only its SHA-256.
-    pub token: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: crate::Secret,
 }
 
 /// `GET /v1/me`.

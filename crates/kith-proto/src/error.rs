@@ -71,6 +71,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Our fault. The details are in the server's log, not in the answer.
     Internal,
+    /// A code this version does not know — one a newer server added. Never sent; the answer's
+    /// HTTP status and message still say what happened.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -97,7 +101,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             RateLimited => 429,
             QueueFull => 429,
-            Internal => 500,
+            Internal | Unknown => 500,
             Unavailable => 503,
         }
     }
@@ -137,6 +141,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             Unavailable => "unavailable",
             Internal => "internal",
+            Unknown => "unknown",
         }
     }
 }
@@ -183,5 +188,15 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
         }
+    }
+
+    #[test]
+    fn a_code_a_newer_server_adds_is_read_as_unknown() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error": {"code": "needs_a_newer_client", "message": "upgrade"}}"#,
+        )
+        .unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+        assert_eq!(body.error.message, "upgrade");
     }
 }

@@ -19,12 +19,14 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod payload;
+pub mod secret;
 
 pub use api::*;
 pub use b64::B64;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use group::{GroupMeta, GroupType};
 pub use ids::{ConversationId, IdError, validate_username};
+pub use secret::{Secret, SecretBytes};
 
 /// Every API route lives under this prefix.
 pub const API_PREFIX: &str = "/v1";

@@ -25,9 +25,10 @@ pub fn check_key_package(
 ) -> Result<(), ApiError> {
     let kp = KeyPackageIn::tls_deserialize_exact(bytes)
         .map_err(|_| invalid_kp("a KeyPackage does not parse"))?;
-    let kp = kp
-        .validate(crypto.crypto(), ProtocolVersion::Mls10)
-        .map_err(|e| invalid_kp(&format!("a KeyPackage does not verify: {e}")))?;
+    let kp = kp.validate(crypto.crypto(), ProtocolVersion::Mls10).map_err(|e| {
+        tracing::debug!(error = %e, "a KeyPackage does not verify");
+        invalid_kp("a KeyPackage does not verify")
+    })?;
     if kp.ciphersuite() != CIPHERSUITE {
         return Err(invalid_kp("a KeyPackage uses a ciphersuite this server does not speak"));
     }

@@ -1113,7 +1113,7 @@ impl Store for PgStore {
             .into_iter()
             .map(|(id, key, created_at, retired_at)| FrankingKey {
                 id: u32::try_from(id).unwrap_or(u32::MAX),
-                key,
+                key: kith_store::SecretBytes::new(key),
                 created_at: u(created_at),
                 retired_at: retired_at.map(u),
             })

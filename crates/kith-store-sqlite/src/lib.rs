@@ -718,7 +718,7 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok(FrankingKey {
                     id: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
-                    key: r.get(1)?,
+                    key: kith_store::SecretBytes::new(r.get(1)?),
                     created_at: u(r.get(2)?),
                     retired_at: r.get::<_, Option<i64>>(3)?.map(u),
                 })

@@ -522,7 +522,10 @@ pub async fn safety_records(store: Arc<dyn Store>) {
     let keys = store.franking_keys().await.unwrap();
     assert_eq!(keys.len(), 2);
     assert_eq!((keys[0].id, keys[0].retired_at), (k1, Some(NOW + 5)));
-    assert_eq!((keys[1].id, keys[1].retired_at, keys[1].key.clone()), (k2, None, vec![2; 32]));
+    assert_eq!(
+        (keys[1].id, keys[1].retired_at, keys[1].key.expose().to_vec()),
+        (k2, None, vec![2; 32])
+    );
 
     // Blocks.
     store.block("bob", "alice", NOW).await.unwrap();

@@ -19,7 +19,7 @@
 pub mod conformance;
 
 use async_trait::async_trait;
-pub use kith_proto::{AccountKind, EntryKind};
+pub use kith_proto::{AccountKind, EntryKind, SecretBytes};
 
 /// A device's id, assigned by the store.
 pub type DeviceId = u64;
@@ -209,7 +209,8 @@ pub struct Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrankingKey {
     pub id: u32,
-    pub key: Vec<u8>,
+    /// `[redacted]` in `Debug`, wiped when dropped.
+    pub key: kith_proto::SecretBytes,
     pub created_at: Millis,
     pub retired_at: Option<Millis>,
 }

@@ -267,13 +267,10 @@ impl TestUser {
 }
 
 impl TestUser {
-    /// The device's `Authorization` header value, read from the profile database as only the
-    /// device itself could (the SDK does not hand its token out).
+    /// The device's `Authorization` header value, as only the device itself has it (the
+    /// SDK hands it out through its `hostile` feature only).
     pub fn bearer(&self) -> String {
-        let conn = rusqlite::Connection::open(self.dir.path().join("kith.db")).unwrap();
-        let token: String =
-            conn.query_row("SELECT token FROM kith_profile", [], |r| r.get(0)).unwrap();
-        format!("Bearer {}:{token}", self.profile().unwrap().device_id)
+        format!("Bearer {}", self.raw_bearer().unwrap().expose())
     }
 
     /// A signed token rotation request, as only the device itself can make.

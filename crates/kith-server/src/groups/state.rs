@@ -56,7 +56,10 @@ impl Tracked {
             info,
             ProposalStore::new(),
         )
-        .map_err(|e| invalid(format!("the group state does not verify: {e}")))?;
+        .map_err(|e| {
+            tracing::debug!(error = %e, "a group state does not verify");
+            invalid("the group state does not verify")
+        })?;
         if group.group_id().as_slice() != conversation {
             return Err(invalid("the group info is for another conversation"));
         }

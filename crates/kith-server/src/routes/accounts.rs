@@ -15,13 +15,13 @@ use crate::mls;
 use crate::state::AppState;
 
 /// A fresh 256-bit bearer token, as hex.
-fn new_token() -> ApiResult<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| {
+fn new_token() -> ApiResult<Secret> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut_slice()).map_err(|e| {
         tracing::error!(error = %e, "no randomness for a token");
         ApiError::new(ErrorCode::Internal, "internal error")
     })?;
-    Ok(hex::encode(bytes))
+    Ok(Secret::new(hex::encode(bytes.as_slice())))
 }
 
 fn check_username(name: &str) -> ApiResult<()> {
@@ -79,7 +79,7 @@ async fn create_account(
             username: req.username.clone(),
             kind: req.kind,
             credential_key: req.credential_key.0,
-            token_hash: token_hash(&token),
+            token_hash: token_hash(token.expose()),
             key_packages: req.key_packages.into_iter().map(B64::into_inner).collect(),
             last_resort: req.last_resort_key_package.0,
             now: state.now(),
@@ -125,7 +125,7 @@ pub async fn rotate_token(
             )
         })?;
     let token = new_token()?;
-    state.store.set_token_hash(me.device_id, token_hash(&token)).await?;
+    state.store.set_token_hash(me.device_id, token_hash(token.expose())).await?;
     state.auth_cache.forget(me.device_id);
     // Push connections opened with the old token end too.
     state.hub.disconnect(me.device_id);

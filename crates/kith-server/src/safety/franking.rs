@@ -156,7 +156,7 @@ impl Franking {
         let key = keys.iter().rev().find(|k| k.retired_at.is_none())?;
         let delivered =
             Delivered { commitment, group, epoch, time, sender_device, recipient_device };
-        let tag = self.mac(&key.key, &delivered)?;
+        let tag = self.mac(key.key.expose(), &delivered)?;
         Some(FrankTag { key_id: key.id, epoch, tag: B64(tag) })
     }
 
@@ -191,7 +191,7 @@ impl Franking {
         if key.retired_at.is_some_and(|r| r + retention < now) {
             return false;
         }
-        self.mac(&key.key, delivered)
+        self.mac(key.key.expose(), delivered)
             .is_some_and(|expected| bool::from(expected.as_slice().ct_eq(tag)))
     }
 
