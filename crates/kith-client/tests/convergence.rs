@@ -242,21 +242,9 @@ async fn run(steps: Vec<Step>) {
     }
 }
 
-/// A fixed seed, so every run (and CI) tries the same cases; set `PROPTEST_RNG_SEED` to explore
-/// others.
-fn seeded(cases: u32) -> ProptestConfig {
-    // `PROPTEST_CASES` for a longer run.
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(cases);
-    let mut config = ProptestConfig { cases, ..ProptestConfig::default() };
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6b69_7468);
-    }
-    config
-}
-
 proptest! {
     // Each case starts a server and three clients and runs real MLS: few cases, many steps.
-    #![proptest_config(ProptestConfig { max_shrink_iters: 50, ..seeded(16) })]
+    #![proptest_config(ProptestConfig { max_shrink_iters: 50, ..kith_testkit::proptest_config(16) })]
 
     #[test]
     fn faulty_deliveries_converge_to_one_history(steps in proptest::collection::vec(step(), 5..40)) {

@@ -8,18 +8,8 @@ use kith_proto::payload::{Franked, Payload};
 use kith_proto::*;
 use proptest::prelude::*;
 
-/// A fixed seed, so every run (and CI) tries the same cases; set `PROPTEST_RNG_SEED` to explore
-/// others.
-fn seeded(cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig { cases, ..ProptestConfig::default() };
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6b69_7468);
-    }
-    config
-}
-
 proptest! {
-    #![proptest_config(seeded(2000))]
+    #![proptest_config(kith_testkit::proptest_config(2000))]
 
     #[test]
     fn payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

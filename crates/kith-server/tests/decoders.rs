@@ -9,18 +9,8 @@ use kith_server::safety::franking::commitment_of;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use proptest::prelude::*;
 
-/// A fixed seed, so every run (and CI) tries the same cases; set `PROPTEST_RNG_SEED` to explore
-/// others.
-fn seeded(cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig { cases, ..ProptestConfig::default() };
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6b69_7468);
-    }
-    config
-}
-
 proptest! {
-    #![proptest_config(seeded(3000))]
+    #![proptest_config(kith_testkit::proptest_config(3000))]
 
     #[test]
     fn mls_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {

@@ -6,7 +6,8 @@
 //!   `KITH_TEST_DATABASE_URL` is unset);
 //! - [`FaultProxy`]: a TCP proxy that cuts and restores the path to the database;
 //! - [`TestUser`]: a registered [`Client`] and its profile folder;
-//! - [`Rng`]: a seeded generator for simulations and model-based tests;
+//! - [`Rng`]: a seeded generator for simulations and model-based tests, and
+//!   [`proptest_config`]: the property tests' fixed seed and case count;
 //! - [`hostile`]: a hostile client — messages a normal client never sends, built with
 //!   OpenMLS from a real member's state and posted straight to `kithd`.
 #![allow(clippy::unwrap_used)]
@@ -423,4 +424,15 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
+}
+
+/// The property tests' settings: `cases` cases (`PROPTEST_CASES` overrides) from a fixed seed,
+/// so every run — CI's too — tries the same ones; `PROPTEST_RNG_SEED` explores others.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(cases);
+    let mut config = proptest::test_runner::Config { cases, ..Default::default() };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6b69_7468);
+    }
+    config
 }
