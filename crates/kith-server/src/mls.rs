@@ -67,10 +67,13 @@ pub fn check_welcome(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// What the server reads of an application message.
+/// What the server reads of an application message, once, when it is posted.
 #[derive(Debug)]
 pub struct Framing {
     pub epoch: u64,
+    /// What its franking tags are computed from (see [`crate::safety::franking`]); `None` when
+    /// the message carries no commitment (it is delivered untagged, and clients drop it).
+    pub committed: Option<crate::safety::franking::Committed>,
 }
 
 /// Checks that `bytes` is an MLS application message of `group_id`: a `PrivateMessage` whose
@@ -80,19 +83,29 @@ pub struct Framing {
 pub fn check_application_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError> {
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|_| invalid_message("the message is not an MLS message"))?;
-    let protocol = msg.try_into_protocol_message().map_err(|_| {
-        invalid_message("the message is neither a public nor a private MLS message")
-    })?;
-    if protocol.group_id().as_slice() != group_id {
-        return Err(invalid_message("the message belongs to another conversation"));
-    }
-    if protocol.wire_format() != WireFormat::PrivateMessage
-        || protocol.content_type() != ContentType::Application
-    {
-        return Err(invalid_message(
+    let only_applications = || {
+        invalid_message(
             "only application messages are posted here; commits and proposals go to \
              /v1/conversations/{id}/handshake as MLS PublicMessages",
-        ));
+        )
+    };
+    let message = match msg.extract() {
+        MlsMessageBodyIn::PrivateMessage(m) => m,
+        MlsMessageBodyIn::PublicMessage(_) => return Err(only_applications()),
+        _ => {
+            return Err(invalid_message(
+                "the message is neither a public nor a private MLS message",
+            ));
+        }
+    };
+    if message.group_id().as_slice() != group_id {
+        return Err(invalid_message("the message belongs to another conversation"));
     }
-    Ok(Framing { epoch: protocol.epoch().as_u64() })
+    if message.content_type() != ContentType::Application {
+        return Err(only_applications());
+    }
+    Ok(Framing {
+        epoch: message.epoch().as_u64(),
+        committed: crate::safety::franking::committed_parts(&message),
+    })
 }

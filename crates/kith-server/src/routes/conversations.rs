@@ -252,6 +252,8 @@ pub async fn send(
     // The store takes its own copy; ours becomes the entry pushed to connected recipients.
     let queued = state.store.enqueue(message.clone()).await?;
     let message_id = queued.message_id;
+    // Parsed once, above: tagging its deliveries reads what the check read.
+    state.franking.remember(message_id, framing.committed);
     // The message is durable already: a failure here costs a reputation signal, not the send.
     if let Err(e) = state.routes.note_spoke(&*state.store, id.as_bytes(), &me.username).await {
         tracing::warn!(error = %e, "cannot record who posted in a conversation");

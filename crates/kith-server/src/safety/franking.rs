@@ -49,7 +49,7 @@ pub struct Franking {
 }
 
 /// What a tag is computed from, read once per message: its commitment, epoch and group.
-type Committed = Arc<(Vec<u8>, u64, Vec<u8>)>;
+pub type Committed = Arc<(Vec<u8>, u64, Vec<u8>)>;
 
 /// Commitments remembered for messages being delivered to many devices at once.
 const RECENT_TAGS: usize = 256;
@@ -65,8 +65,15 @@ fn new_key() -> Result<Vec<u8>, StoreError> {
 pub fn commitment_of(data: &[u8]) -> Option<(Vec<u8>, u64, Vec<u8>)> {
     let msg = MlsMessageIn::tls_deserialize_exact(data).ok()?;
     let MlsMessageBodyIn::PrivateMessage(pm) = msg.extract() else { return None };
-    (pm.aad().len() == 32)
-        .then(|| (pm.aad().to_vec(), pm.epoch().as_u64(), pm.group_id().as_slice().to_vec()))
+    committed_parts(&pm).map(|c| (*c).clone())
+}
+
+/// The same, from a message already parsed (the send route's, so a posted message is parsed
+/// once: see [`Franking::remember`]).
+pub fn committed_parts(pm: &PrivateMessageIn) -> Option<Committed> {
+    (pm.aad().len() == 32).then(|| {
+        Arc::new((pm.aad().to_vec(), pm.epoch().as_u64(), pm.group_id().as_slice().to_vec()))
+    })
 }
 
 impl Franking {
@@ -160,6 +167,17 @@ impl Franking {
         Some(FrankTag { key_id: key.id, epoch, tag: B64(tag) })
     }
 
+    /// Keeps what the send route read of a message it just stored, so tagging its deliveries
+    /// does not parse it again.
+    pub fn remember(&self, message_id: MessageId, committed: Option<Committed>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_TAGS {
+                recent.pop_front();
+            }
+            recent.push_back((message_id, committed));
+        }
+    }
+
     fn committed(&self, message_id: MessageId, data: &[u8]) -> Option<Committed> {
         if let Ok(recent) = self.recent.lock()
             && let Some((_, c)) = recent.iter().find(|(id, _)| *id == message_id)
@@ -167,12 +185,7 @@ impl Franking {
             return c.clone();
         }
         let committed = commitment_of(data).map(Arc::new);
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT_TAGS {
-                recent.pop_front();
-            }
-            recent.push_back((message_id, committed.clone()));
-        }
+        self.remember(message_id, committed.clone());
         committed
     }
 
