@@ -1,5 +1,7 @@
-//! Server settings. Precedence: command-line flag, then `KITHD_*` variable (clap reads both),
-//! then the TOML file, then the default.
+//! Server settings, in one struct: [`ServerConfig`] is what `kithd` runs with and the shape
+//! of its TOML file (every key optional, durations in seconds). Precedence: command-line flag,
+//! then `KITHD_*` variable (clap reads both; see [`Overrides`]), then the file, then the
+//! default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,8 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The settings `kithd` runs with.
-#[derive(Clone, Debug)]
+/// The settings `kithd` runs with. Unknown keys in the file are an error, so a typo is caught.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen (default `127.0.0.1:8420`).
     pub listen: SocketAddr,
@@ -19,6 +22,7 @@ pub struct ServerConfig {
     /// Undelivered ciphertext is deleted after this many days (default 30).
     pub retention_days: u32,
     /// How often the retention sweep runs.
+    #[serde(rename = "sweep_interval_seconds", deserialize_with = "seconds")]
     pub sweep_interval: Duration,
     /// Largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
@@ -36,6 +40,7 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// A client must finish sending its request headers within this (default 10 s).
+    #[serde(rename = "header_read_timeout_seconds", deserialize_with = "seconds")]
     pub header_read_timeout: Duration,
     /// Open WebSocket push connections one device may hold at once (default 4).
     pub max_connections_per_device: usize,
@@ -43,12 +48,14 @@ pub struct ServerConfig {
     /// [`crate::queues`] for what a sender sees at the limit.
     pub max_queued_per_device: u64,
     /// Every request is answered within this (default 30 s): `503` if the work takes longer.
+    #[serde(rename = "request_timeout_seconds", deserialize_with = "seconds")]
     pub request_timeout: Duration,
     /// Largest WebSocket message (and frame) a client may send (default 64 KiB); a larger one
     /// closes the connection. Client frames are acknowledgements, a few hundred bytes.
     pub max_ws_message_bytes: usize,
     /// How often an open push connection checks that its token still holds and its account is
     /// not suspended (default 30 s): what another process changed ends it within this time.
+    #[serde(rename = "push_recheck_seconds", deserialize_with = "seconds")]
     pub push_recheck: Duration,
 }
 
@@ -89,29 +96,8 @@ impl ServerConfig {
     }
 }
 
-/// The TOML file's shape: every key optional; unknown keys are an error, so a typo is caught.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub retention_days: Option<u32>,
-    pub sweep_interval_seconds: Option<u64>,
-    pub max_body_bytes: Option<usize>,
-    pub max_key_packages_per_upload: Option<usize>,
-    pub max_key_packages_per_device: Option<u64>,
-    pub max_group_size: Option<usize>,
-    pub story_ttl_seconds: Option<u64>,
-    pub safety: Option<crate::safety::SafetyConfig>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub header_read_timeout_seconds: Option<u64>,
-    pub max_connections_per_device: Option<usize>,
-    pub max_queued_per_device: Option<u64>,
-    pub request_timeout_seconds: Option<u64>,
-    pub max_ws_message_bytes: Option<usize>,
-    pub push_recheck_seconds: Option<u64>,
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +110,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl FileConfig {
+impl ServerConfig {
+    /// The file's settings over the defaults (not yet checked: see [`ServerConfig::checked`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -133,109 +120,103 @@ impl FileConfig {
             source: Box::new(source),
         })
     }
+
+    /// The settings if they make sense together, else what is wrong.
+    pub fn checked(self) -> Result<Self, ConfigError> {
+        let invalid = |why: &str| Err(ConfigError::Invalid(why.to_string()));
+        let at_least_1 = [
+            (self.push_recheck.is_zero(), "push_recheck_seconds"),
+            (self.request_timeout.is_zero(), "request_timeout_seconds"),
+            (self.max_queued_per_device == 0, "max_queued_per_device"),
+            (self.max_connections_per_device == 0, "max_connections_per_device"),
+            (self.header_read_timeout.is_zero(), "header_read_timeout_seconds"),
+            (self.story_ttl_seconds == 0, "story_ttl_seconds"),
+            (self.retention_days == 0, "retention_days"),
+            (self.sweep_interval.is_zero(), "sweep_interval_seconds"),
+        ];
+        if let Some((_, name)) = at_least_1.iter().find(|(zero, _)| *zero) {
+            return invalid(&format!("{name} must be at least 1"));
+        }
+        if self.max_ws_message_bytes < 1024 {
+            return invalid("max_ws_message_bytes must be at least 1024");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("TLS needs both tls_cert and tls_key");
+        }
+        if self.max_group_size < 2 {
+            return invalid("max_group_size must be at least 2");
+        }
+        if self.max_body_bytes < 4096 {
+            return invalid("max_body_bytes must be at least 4096");
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database_url must start with postgres:// (SQLite needs no URL: it lives in --data)",
+            );
+        }
+        Ok(self)
+    }
 }
 
-/// Settings given on the command line or in the environment; `None` means "not given".
-#[derive(Debug, Default, Clone)]
+/// Settings given on the command line or in the environment (`KITHD_*`), applied over the
+/// file's; unset ones leave it alone.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:8420].
+    #[arg(long, env = "KITHD_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Data folder (SQLite database) [default: ./kithd-data].
+    #[arg(long, env = "KITHD_DATA")]
     pub data: Option<PathBuf>,
+    /// Use PostgreSQL: postgres://user@host/db.
+    #[arg(long, env = "KITHD_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Delete undelivered ciphertext after this many days [default: 30].
+    #[arg(long, env = "KITHD_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "KITHD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most member devices a group may have [default: 1024].
+    #[arg(long, env = "KITHD_MAX_GROUP_SIZE")]
     pub max_group_size: Option<usize>,
+    /// How long a story lives, in seconds [default: 86400].
+    #[arg(long, env = "KITHD_STORY_TTL_SECONDS")]
     pub story_ttl_seconds: Option<u64>,
+    /// PEM certificate chain: serve HTTPS and WSS (with --tls-key).
+    #[arg(long, env = "KITHD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "KITHD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 
-/// Merges overrides over the file over the defaults, and checks the result.
-pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, ConfigError> {
-    let d = ServerConfig::default();
-    let config = ServerConfig {
-        listen: over.listen.or(file.listen).unwrap_or(d.listen),
-        data: over.data.or(file.data).unwrap_or(d.data),
-        database_url: over.database_url.or(file.database_url),
-        retention_days: over.retention_days.or(file.retention_days).unwrap_or(d.retention_days),
-        sweep_interval: file
-            .sweep_interval_seconds
-            .map(Duration::from_secs)
-            .unwrap_or(d.sweep_interval),
-        max_body_bytes: over.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
-        max_key_packages_per_upload: file
-            .max_key_packages_per_upload
-            .unwrap_or(d.max_key_packages_per_upload),
-        max_key_packages_per_device: file
-            .max_key_packages_per_device
-            .unwrap_or(d.max_key_packages_per_device),
-        max_group_size: over.max_group_size.or(file.max_group_size).unwrap_or(d.max_group_size),
-        story_ttl_seconds: over
-            .story_ttl_seconds
-            .or(file.story_ttl_seconds)
-            .unwrap_or(d.story_ttl_seconds),
-        safety: file.safety.unwrap_or_default(),
-        tls_cert: over.tls_cert.or(file.tls_cert),
-        tls_key: over.tls_key.or(file.tls_key),
-        header_read_timeout: file
-            .header_read_timeout_seconds
-            .map(Duration::from_secs)
-            .unwrap_or(d.header_read_timeout),
-        max_connections_per_device: file
-            .max_connections_per_device
-            .unwrap_or(d.max_connections_per_device),
-        max_queued_per_device: file.max_queued_per_device.unwrap_or(d.max_queued_per_device),
-        request_timeout: file
-            .request_timeout_seconds
-            .map(Duration::from_secs)
-            .unwrap_or(d.request_timeout),
-        max_ws_message_bytes: file.max_ws_message_bytes.unwrap_or(d.max_ws_message_bytes),
-        push_recheck: file.push_recheck_seconds.map(Duration::from_secs).unwrap_or(d.push_recheck),
-    };
-    if config.push_recheck.is_zero() {
-        return Err(ConfigError::Invalid("push_recheck_seconds must be at least 1".into()));
+impl Overrides {
+    /// `config` with these settings over it.
+    pub fn over(self, mut config: ServerConfig) -> ServerConfig {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        set(&mut config.listen, self.listen);
+        set(&mut config.data, self.data);
+        set(&mut config.retention_days, self.retention_days);
+        set(&mut config.max_body_bytes, self.max_body_bytes);
+        set(&mut config.max_group_size, self.max_group_size);
+        set(&mut config.story_ttl_seconds, self.story_ttl_seconds);
+        config.database_url = self.database_url.or(config.database_url);
+        config.tls_cert = self.tls_cert.or(config.tls_cert);
+        config.tls_key = self.tls_key.or(config.tls_key);
+        config
     }
-    if config.max_ws_message_bytes < 1024 {
-        return Err(ConfigError::Invalid("max_ws_message_bytes must be at least 1024".into()));
-    }
-    if config.request_timeout.is_zero() {
-        return Err(ConfigError::Invalid("request_timeout_seconds must be at least 1".into()));
-    }
-    if config.max_queued_per_device == 0 {
-        return Err(ConfigError::Invalid("max_queued_per_device must be at least 1".into()));
-    }
-    if config.max_connections_per_device == 0 {
-        return Err(ConfigError::Invalid("max_connections_per_device must be at least 1".into()));
-    }
-    if config.header_read_timeout.is_zero() {
-        return Err(ConfigError::Invalid("header_read_timeout_seconds must be at least 1".into()));
-    }
-    if config.tls_cert.is_some() != config.tls_key.is_some() {
-        return Err(ConfigError::Invalid("TLS needs both tls_cert and tls_key".into()));
-    }
-    if config.story_ttl_seconds == 0 {
-        return Err(ConfigError::Invalid("story_ttl_seconds must be at least 1".into()));
-    }
-    if config.max_group_size < 2 {
-        return Err(ConfigError::Invalid("max_group_size must be at least 2".into()));
-    }
-    if config.retention_days == 0 {
-        return Err(ConfigError::Invalid("retention_days must be at least 1".into()));
-    }
-    if config.max_body_bytes < 4096 {
-        return Err(ConfigError::Invalid("max_body_bytes must be at least 4096".into()));
-    }
-    if config.sweep_interval.is_zero() {
-        return Err(ConfigError::Invalid("sweep_interval_seconds must be at least 1".into()));
-    }
-    if let Some(url) = &config.database_url
-        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-    {
-        return Err(ConfigError::Invalid(
-            "database_url must start with postgres:// (SQLite needs no URL: it lives in --data)"
-                .into(),
-        ));
-    }
-    Ok(config)
+}
+
+/// The defaults, then the file, then the overrides; checked.
+pub fn resolve(file: ServerConfig, over: Overrides) -> Result<ServerConfig, ConfigError> {
+    over.over(file).checked()
 }
 
 #[cfg(test)]
@@ -244,7 +225,7 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beats_default() {
-        let file: FileConfig = toml::from_str(
+        let file: ServerConfig = toml::from_str(
             "listen = \"127.0.0.1:9000\"\nretention_days = 7\nmax_body_bytes = 8192\n",
         )
         .unwrap();
@@ -258,22 +239,22 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(toml::from_str::<FileConfig>("retention_dayz = 3").is_err());
+        assert!(toml::from_str::<ServerConfig>("retention_dayz = 3").is_err());
         let over = Overrides { retention_days: Some(0), ..Default::default() };
-        assert!(resolve(FileConfig::default(), over).is_err());
+        assert!(resolve(ServerConfig::default(), over).is_err());
         let over = Overrides { database_url: Some("mysql://x".into()), ..Default::default() };
-        assert!(resolve(FileConfig::default(), over).is_err());
+        assert!(resolve(ServerConfig::default(), over).is_err());
         for zero in [
             "max_queued_per_device = 0",
             "max_connections_per_device = 0",
             "header_read_timeout_seconds = 0",
             "request_timeout_seconds = 0",
         ] {
-            let file: FileConfig = toml::from_str(zero).unwrap();
+            let file: ServerConfig = toml::from_str(zero).unwrap();
             let err = resolve(file, Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("at least 1"), "{zero}: {err}");
         }
-        let file: FileConfig = toml::from_str("max_queued_per_device = 50").unwrap();
+        let file: ServerConfig = toml::from_str("max_queued_per_device = 50").unwrap();
         assert_eq!(resolve(file, Overrides::default()).unwrap().max_queued_per_device, 50);
     }
 }

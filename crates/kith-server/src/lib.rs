@@ -1,7 +1,10 @@
 //! The Kith delivery server: a library (`app`, `run`) and the `kithd` binary.
 //!
 //! Map:
-//! - [`config`]: the settings, merged from defaults, a TOML file, `KITHD_*` variables and flags;
+//! - [`config`]: the settings, one struct, from defaults, a TOML file, `KITHD_*` variables and
+//!   flags;
+//! - [`admin`]: `kithd admin …`, and [`stores`]: opening the store a configuration names (the
+//!   `kithd` binary only parses its command line and serves);
 //! - [`state`]: what every handler shares — the [`Store`](kith_store::Store), the push hub,
 //!   the authentication cache, metrics, the clock and the limits;
 //! - [`error`]: [`ApiError`](error::ApiError), the one place errors become HTTP answers;
@@ -24,6 +27,7 @@
 //! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
 //! it needs, and logs neither content, tokens nor keys.
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -39,6 +43,7 @@ pub mod routes;
 pub mod routes_cache;
 pub mod safety;
 pub mod state;
+pub mod stores;
 pub mod tls;
 
 use std::future::Future;

@@ -45,9 +45,8 @@ pub async fn enforce(state: &AppState, user: &str, action: Action) -> ApiResult<
 
 /// Suspends `user` with a reason an admin can read, and drops its cached credentials.
 pub async fn suspend(state: &AppState, user: &str, reason: &str) -> ApiResult<()> {
-    state.store.set_suspended(user, Some(reason.to_string())).await?;
+    set_suspension(&*state.store, user, Some(reason), state.now()).await?;
     state.metrics.safety_actions.get_or_create(&action_label("suspend")).inc();
-    flag(state, user, "suspend", reason).await;
     state.auth_cache.forget_account(user);
     // Its open push connections end here; other nodes hear it from the store.
     if let Some(account) = state.store.account_devices(user).await? {
@@ -56,6 +55,28 @@ pub async fn suspend(state: &AppState, user: &str, reason: &str) -> ApiResult<()
         }
     }
     tracing::warn!(reason, "account suspended by the safety policy");
+    Ok(())
+}
+
+/// Suspends `user` (`Some(reason)`) or lifts its suspension (`None`), and records the action
+/// for review: what the policy does and what `kithd admin suspend`/`unsuspend` does, running
+/// server or not (a running one's connections of the account end when they next check).
+pub async fn set_suspension(
+    store: &dyn kith_store::Store,
+    user: &str,
+    reason: Option<&str>,
+    now: kith_store::Millis,
+) -> kith_store::StoreResult<()> {
+    store.set_suspended(user, reason.map(str::to_string)).await?;
+    let record = FlagRecord {
+        username: user.to_string(),
+        action: if reason.is_some() { "suspend" } else { "unsuspend" }.to_string(),
+        reason: reason.unwrap_or("lifted").to_string(),
+        created_at: now,
+    };
+    if let Err(e) = store.add_flag(record).await {
+        tracing::error!(error = %e, "cannot record a safety action");
+    }
     Ok(())
 }
 
