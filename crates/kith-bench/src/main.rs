@@ -74,6 +74,10 @@ enum Scenario {
         /// Every message encrypted and decrypted by SDK clients.
         #[arg(long)]
         e2e: bool,
+        /// Soak mode: sample the server's memory (RSS) every this many seconds and report it
+        /// over time, e.g. `--seconds 1800 --rss-every 30`.
+        #[arg(long)]
+        rss_every: Option<u64>,
     },
     /// One message's cost in the SDK against raw OpenMLS on the same storage.
     Mls {
@@ -107,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Groups { members, bytes } => groups::run(cli.store, members, bytes).await?,
-        Scenario::Relay { pairs, senders, seconds, bytes, rate, group, e2e } => {
+        Scenario::Relay { pairs, senders, seconds, bytes, rate, group, e2e, rss_every } => {
             relay::run(relay::Config {
                 store: cli.store,
                 pairs,
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 group,
                 e2e,
+                rss_every,
             })
             .await?
         }

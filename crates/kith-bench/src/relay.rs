@@ -38,7 +38,14 @@ pub struct Config {
     pub rate: Option<u64>,
     pub group: Option<usize>,
     pub e2e: bool,
+    /// Soak mode: sample the server's resident memory every this many seconds and report it
+    /// over time; latencies are then kept for one message in [`SOAK_LATENCY_SAMPLE`] only, so
+    /// a long run's own bookkeeping stays small.
+    pub rss_every: Option<u64>,
 }
+
+/// In soak mode, latencies of message ids divisible by this are kept.
+const SOAK_LATENCY_SAMPLE: u64 = 64;
 
 struct Conversation {
     id: String,
@@ -125,6 +132,25 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let delivered = Arc::new(AtomicU64::new(0));
     let times = Arc::new(Mutex::new(Times::default()));
     let cpu_before = kithd.cpu_seconds();
+    let keep = {
+        let every = if config.rss_every.is_some() { SOAK_LATENCY_SAMPLE } else { 1 };
+        move |id: u64| id % every == 0
+    };
+    // Soak mode: the server's RSS over time, sampled until the run stops.
+    let rss_samples: Arc<std::sync::Mutex<Vec<(u64, f64)>>> = Arc::default();
+    let sampler = config.rss_every.map(|every| {
+        let (stop, samples, pid) = (stop.clone(), rss_samples.clone(), kithd.pid());
+        let began = Instant::now();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(every)).await;
+                let mb = crate::server::memory_kib_of(pid, "VmRSS:") as f64 / 1024.0;
+                if let Ok(mut s) = samples.lock() {
+                    s.push((began.elapsed().as_secs(), (mb * 10.0).round() / 10.0));
+                }
+            }
+        })
+    });
 
     // Receivers: each device on its own WebSocket, acknowledging what it gets.
     let mut receiver_tasks = Vec::new();
@@ -144,7 +170,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                         if let Some(n) =
                             m.text.split(':').next().and_then(|n| n.parse::<u64>().ok())
                         {
-                            t.arrived.push((n, now));
+                            if keep(n) {
+                                t.arrived.push((n, now));
+                            }
                             delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -177,7 +205,12 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     let now = Instant::now();
                     {
                         let mut t = times.lock().await;
-                        t.arrived.extend(entries.iter().map(|e| (e.message_id, now)));
+                        t.arrived.extend(
+                            entries
+                                .iter()
+                                .filter(|e| keep(e.message_id))
+                                .map(|e| (e.message_id, now)),
+                        );
                     }
                     delivered.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     let ack = ClientFrame::Ack { seqs: entries.iter().map(|e| e.seq).collect() };
@@ -227,7 +260,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     };
                     if ok {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        times.lock().await.sent.insert(n, sent);
+                        if keep(n) {
+                            times.lock().await.sent.insert(n, sent);
+                        }
                     }
                     if let Some(iv) = per_sender_interval {
                         next += iv;
@@ -264,7 +299,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     let sent = Instant::now();
                     if let Some(id) = poster.post(send).await {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        local.push((id, sent));
+                        if keep(id) {
+                            local.push((id, sent));
+                        }
                     }
                     if let Some(iv) = per_sender_interval {
                         next += iv;
@@ -293,6 +330,27 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let _ = t.await;
     }
     let cpu = kithd.cpu_seconds() - cpu_before;
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+        let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
+        report.context("rss_mb_over_time", json!(samples));
+        // After the first minute (the warm-up: caches, pools, connections), memory should stay
+        // flat: the change from then to the end.
+        let after_warm_up = samples.iter().find(|(t, _)| *t >= 60).map(|(_, mb)| *mb);
+        let end = samples.last().map(|(_, mb)| *mb);
+        if let (Some(start), Some(end)) = (after_warm_up, end) {
+            let max =
+                samples.iter().filter(|(t, _)| *t >= 60).map(|(_, mb)| *mb).fold(0.0, f64::max);
+            report.figure("rss_mb_at_60s", start, "MB", "server RSS after the first minute");
+            report.figure("rss_mb_end", end, "MB", "server RSS at the end");
+            report.figure(
+                "rss_max_growth_after_60s_pct",
+                (max - start) / start * 100.0,
+                "%",
+                "largest RSS after the first minute, over the RSS at 60 s",
+            );
+        }
+    }
 
     let accepted = accepted.load(Ordering::Relaxed);
     let delivered = delivered.load(Ordering::Relaxed);
