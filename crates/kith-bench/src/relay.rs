@@ -134,7 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let cpu_before = kithd.cpu_seconds();
     let keep = {
         let every = if config.rss_every.is_some() { SOAK_LATENCY_SAMPLE } else { 1 };
-        move |id: u64| id % every == 0
+        move |id: u64| id.is_multiple_of(every)
     };
     // Soak mode: the server's RSS over time, sampled until the run stops.
     let rss_samples: Arc<std::sync::Mutex<Vec<(u64, f64)>>> = Arc::default();
