@@ -242,11 +242,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             out.sent(&m, &username);
         }
         Command::Sync => {
+            // Marked shown only once printed: a `kith sync` killed before that prints them
+            // again next time rather than never.
+            client.defer_shown(true);
             let report = client.sync().await.map_err(|e| explain(&e, None))?;
             if let Ok(groups) = client.groups() {
                 out.names = groups.into_iter().filter_map(|g| Some((g.id, g.name?))).collect();
             }
             out.synced(&report);
+            use std::io::Write as _;
+            std::io::stdout().flush().map_err(|e| format!("cannot print: {e}"))?;
+            client.mark_shown(&report.messages).map_err(|e| e.to_string())?;
         }
         Command::History { target } => {
             if client.profile().is_none() {

@@ -90,7 +90,14 @@ pub struct Client {
     /// One HTTP client for every call, so connections are reused; built at the first call,
     /// and again when the trusted CA changes.
     http: std::cell::RefCell<Option<reqwest::Client>>,
+    /// Held (locked) while this `Client` lives: one process per profile.
+    _lock: std::fs::File,
+    /// See [`Client::defer_shown`].
+    defer_shown: bool,
 }
+
+/// How long opening a profile waits for another process that holds it.
+const PROFILE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Groups kept loaded at most (a cache, not a limit on conversations).
 const GROUP_CACHE: usize = 64;
@@ -134,6 +141,29 @@ impl Client {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
+        // One process at a time per profile: two interleaving group changes on one device
+        // would split its MLS state. Another process holding it is waited for a while.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("kith.lock"))?;
+        let waited = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if waited.elapsed() < PROFILE_LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(ClientError::InvalidInput(format!(
+                        "the profile {} is in use by another kith process",
+                        dir.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+        }
         let mut conn = Connection::open(dir.join("kith.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
@@ -143,7 +173,7 @@ impl Client {
         )?;
         // The profile's files (keys, history) are the owner's alone, like its folder.
         #[cfg(unix)]
-        for name in ["kith.db", "kith.db-wal", "kith.db-shm"] {
+        for name in ["kith.db", "kith.db-wal", "kith.db-shm", "kith.lock"] {
             use std::os::unix::fs::PermissionsExt;
             let file = dir.join(name);
             if file.exists() {
@@ -167,6 +197,8 @@ impl Client {
             keys_fetched: Default::default(),
             key_packages_checked: Default::default(),
             http: Default::default(),
+            _lock: lock,
+            defer_shown: false,
         };
         client.purge_expired()?;
         Ok(client)
@@ -420,7 +452,24 @@ impl Client {
     /// and what an earlier one took in without returning it — a catch-up inside a send, or a
     /// sync cut short. Each message is handed over exactly once; one whose time is up is not.
     fn hand_over(&mut self) -> ClientResult<Vec<Message>> {
+        if self.defer_shown {
+            return Ok(local::unshown(&self.conn, self.expiry_now())?);
+        }
         Ok(local::take_unshown(&self.conn, self.expiry_now())?)
+    }
+
+    /// For a caller whose hand-over can be cut short after the call returns (a process that
+    /// prints, then may be killed): messages stay unshown — returned again by the next call —
+    /// until [`Client::mark_shown`] says they reached their reader. A cut between the two
+    /// shows a message twice, never loses it.
+    pub fn defer_shown(&mut self, on: bool) {
+        self.defer_shown = on;
+    }
+
+    /// These messages reached their reader (see [`Client::defer_shown`]).
+    pub fn mark_shown(&self, messages: &[Message]) -> ClientResult<()> {
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        Ok(local::mark_shown(&self.conn, &ids)?)
     }
 
     /// Fetch, process and acknowledge, without committing anything.

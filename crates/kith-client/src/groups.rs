@@ -43,6 +43,22 @@ pub enum Target {
 /// A commit (and Welcome) ready to send, or nothing to do.
 type Built = Option<(MlsMessageOut, Option<MlsMessageOut>)>;
 
+/// Members who are not on their way out (no pending proposal removes them).
+fn staying_members(group: &MlsGroup) -> BTreeSet<String> {
+    let leaving: BTreeSet<LeafNodeIndex> = group
+        .pending_proposals()
+        .filter_map(|p| match p.proposal() {
+            Proposal::Remove(r) => Some(r.removed()),
+            _ => None,
+        })
+        .collect();
+    group
+        .members()
+        .filter(|m| !leaving.contains(&m.index))
+        .filter_map(|m| mls::identity(&m.credential))
+        .collect()
+}
+
 fn members_of(group: &MlsGroup) -> Vec<String> {
     let set: BTreeSet<String> =
         group.members().filter_map(|m| mls::identity(&m.credential)).collect();
@@ -195,14 +211,11 @@ impl Client {
 
     pub(crate) async fn add_members_to(&mut self, id: &str, users: &[String]) -> ClientResult<()> {
         let id = id.to_string();
-        let (mut members, _, _) = self.current(&id)?;
-        if users.iter().any(|u| members.contains(u)) {
-            // Perhaps they left and this device has not completed it yet: catch up first, so
-            // adding back someone who left works.
-            self.sync_inner().await?;
-            self.commit_pending_leaves().await?;
-            members = self.current(&id)?.0;
-        }
+        // On the group as it is now: another admin may have added them already, or they may
+        // have left (adding back someone who left completes their leave first).
+        self.sync_inner().await?;
+        self.commit_pending_in(&id).await?;
+        let members = self.current(&id)?.0;
         let (_, meta, devices) = self.current(&id)?;
         self.require_admin(&meta, "add members")?;
         for u in users {
@@ -243,6 +256,9 @@ impl Client {
     /// Removes a user (all their devices) from a group. Admins only.
     pub async fn group_remove(&mut self, group: &str, user: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        // On the group as it is now: another admin may have removed them already.
+        self.sync_inner().await?;
+        self.commit_pending_in(&id).await?;
         self.remove_member_from(&id, user).await
     }
 
@@ -283,6 +299,9 @@ impl Client {
     /// Makes a member an admin. Admins only.
     pub async fn group_promote(&mut self, group: &str, user: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        // On the group as it is now: they may have left, or been made an admin already.
+        self.sync_inner().await?;
+        self.commit_pending_in(&id).await?;
         let (members, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "promote members")?;
         if !members.iter().any(|m| m == user) {
@@ -297,6 +316,11 @@ impl Client {
             }
         })
         .await?;
+        // Only a member who stays is made one (see `change_admins`): one who left meanwhile
+        // is not.
+        if !self.current(&id)?.1.is_admin(user) {
+            return Err(ClientError::InvalidInput(format!("{user} has left the group")));
+        }
         let me = self.me()?.username.clone();
         self.note(&id, format!("{me} made {user} an admin"))
     }
@@ -313,6 +337,9 @@ impl Client {
                 .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
             let mut admins = meta.admins.clone();
             change(group, &mut admins);
+            // An admin is a member who stays: one whose leave is pending is none.
+            let staying = staying_members(group);
+            admins.retain(|a| staying.contains(a));
             // Nothing to change, or nobody left to hold the role (the last member leaving).
             if admins == meta.admins || admins.is_empty() {
                 return Ok(None);
@@ -347,6 +374,8 @@ impl Client {
     /// Renames a group; the name travels encrypted to the members. Admins only.
     pub async fn group_rename(&mut self, group: &str, name: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        // On the name as it is now: another admin may have set it already.
+        self.sync_inner().await?;
         let (_, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "rename the group")?;
         if !valid_group_name(name) {
@@ -412,19 +441,8 @@ impl Client {
     /// (so again after every catch-up): a member whose leave is pending is no heir.
     async fn hand_over_admin(&mut self, id: &str, me: &str) -> ClientResult<()> {
         self.change_admins(id, |group, admins| {
-            let leaving: BTreeSet<LeafNodeIndex> = group
-                .pending_proposals()
-                .filter_map(|p| match p.proposal() {
-                    Proposal::Remove(r) => Some(r.removed()),
-                    _ => None,
-                })
-                .collect();
-            let staying: BTreeSet<String> = group
-                .members()
-                .filter(|m| !leaving.contains(&m.index))
-                .filter_map(|m| mls::identity(&m.credential))
-                .filter(|u| u != me)
-                .collect();
+            let mut staying = staying_members(group);
+            staying.remove(me);
             admins.retain(|a| staying.contains(a));
             if admins.is_empty()
                 && let Some(heir) = staying.first()

@@ -385,6 +385,26 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
 
 /// Every received message not handed to the caller yet, in the order they were stored, now
 /// marked as handed over.
+/// Messages not handed over yet, oldest first, without marking them.
+pub fn unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
+    conn.prepare_cached(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
+                expires_at, from_business, verified
+         FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
+         ORDER BY rowid",
+    )?
+    .query_map(params![i(now)], message_row)?
+    .collect()
+}
+
+pub fn mark_shown(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
+    let mut update = conn.prepare_cached("UPDATE kith_messages SET shown = 1 WHERE id = ?1")?;
+    for id in ids {
+        update.execute(params![id])?;
+    }
+    Ok(())
+}
+
 pub fn take_unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     let messages = conn
         .prepare_cached(

@@ -275,9 +275,12 @@ async fn a_rotated_token_shuts_out_copies_of_the_profile() {
     // bob writes now reaches her and not the copy.
     bob.send_text("alice", "after").await.unwrap();
     assert_eq!(alice.sync().await.unwrap().messages[0].text, "after");
-    let mut reopened = kith_client::Client::open(alice.dir.path()).unwrap();
+    // (One process per profile: the first client closes before the profile is reopened.)
+    let kith_testkit::TestUser { client, dir } = alice;
+    drop(client);
+    let mut reopened = kith_client::Client::open(dir.path()).unwrap();
     assert_eq!(reopened.whoami().await.unwrap().username, "alice");
-    alice.send_text("bob", "still me").await.unwrap();
+    reopened.send_text("bob", "still me").await.unwrap();
     assert_eq!(bob.sync().await.unwrap().messages[0].text, "still me");
 }
 
@@ -353,4 +356,40 @@ async fn no_debug_output_shows_a_secret() {
         assert!(!text.contains(key_start), "the franking key shows in {text}");
     }
     assert!(shown[5].contains("[redacted 32 bytes]"), "{}", shown[5]);
+}
+
+/// Found by the user-flow review: `kith sync` killed after marking messages shown but before
+/// printing them lost them. A caller that prints marks them shown after printing; until then
+/// they come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_stay_unshown_until_the_caller_says_they_were_shown() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    bob.defer_shown(true);
+    let first = bob.sync().await.unwrap().messages;
+    assert_eq!(first.len(), 1);
+    // Not marked (the printing process died): the next sync hands it over again.
+    alice.send_text("bob", "two").await.unwrap();
+    let again: Vec<String> =
+        bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(again, ["one", "two"]);
+    bob.mark_shown(&bob.history("alice").unwrap()).unwrap();
+    assert!(bob.sync().await.unwrap().messages.is_empty());
+}
+
+/// One process per profile: a second `Client` on the same folder waits for the first.
+#[test]
+fn a_profile_is_opened_by_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = kith_client::Client::open(dir.path()).unwrap();
+    let path = dir.path().to_path_buf();
+    let started = std::time::Instant::now();
+    let second =
+        std::thread::spawn(move || kith_client::Client::open(&path).map(|_| started.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first);
+    let waited = second.join().unwrap().unwrap();
+    assert!(waited >= Duration::from_millis(250), "the second open did not wait: {waited:?}");
 }

@@ -550,3 +550,45 @@ async fn the_last_member_leaves() {
     alice.group_leave(&club).await.unwrap();
     assert!(alice.group(&club).unwrap().left);
 }
+
+/// Found by the user-flow review: an admin who had not synced "promoted" a member who had
+/// just left, and every member then listed a non-member as admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_left_is_not_made_an_admin() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    bob.group_leave(&club).await.unwrap();
+    let err = alice.group_promote(&club, "bob").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    carol.sync().await.unwrap();
+    for u in [&alice, &carol] {
+        let seen = u.group(&club).unwrap();
+        assert_eq!(
+            (seen.members, seen.admins),
+            (vec!["alice".into(), "carol".into()], vec!["alice".to_string()])
+        );
+    }
+}
+
+/// Found by the user-flow review: a second admin removing someone another admin had removed
+/// was told "Removed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_someone_already_removed_says_so() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let club = alice.create_group("Club", &["bob".into(), "carol".into()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    alice.group_promote(&club, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.group_remove(&club, "carol").await.unwrap();
+    let err = alice.group_remove(&club, "carol").await.unwrap_err();
+    assert!(err.to_string().contains("not in the group"), "{err}");
+    let err = alice.group_add(&club, &["bob".into()]).await.unwrap_err();
+    assert!(err.to_string().contains("already in the group"), "{err}");
+}

@@ -317,8 +317,10 @@ async fn a_profile_is_private_to_its_owner() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(alice.dir.path()), 0o700);
     // Opened again (as every `kith` command does), the files are narrowed too.
-    drop(kith_client::Client::open(alice.dir.path()).unwrap());
-    for f in std::fs::read_dir(alice.dir.path()).unwrap() {
+    let kith_testkit::TestUser { client, dir } = alice;
+    drop(client);
+    drop(kith_client::Client::open(dir.path()).unwrap());
+    for f in std::fs::read_dir(dir.path()).unwrap() {
         let f = f.unwrap().path();
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
