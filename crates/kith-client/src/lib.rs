@@ -1,8 +1,8 @@
 //! The Kith client SDK.
 //!
 //! Map:
-//! - [`Client`] (`client`): one device's profile — register, sync, history, live push over a
-//!   WebSocket;
+//! - [`Client`] (`client`): one device's profile (held by one process at a time) — register,
+//!   sync and its named steps, history, live push over a WebSocket;
 //! - `convo`: opening 1:1 conversations and groups, sending;
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
@@ -18,7 +18,12 @@
 //! - `local`: the profile's own tables (account, conversations, message history, what was
 //!   processed), in the same SQLite file as the MLS state;
 //! - `mls`: the OpenMLS provider over that SQLite file, group configuration, KeyPackages;
-//! - `payload`: what travels inside an MLS application message.
+//! - `signer`: the device's Ed25519 keys, held parsed; `tls`: the push channel's transport;
+//! - `error`: [`ClientError`];
+//! - `raw` (feature `hostile`, for the testkit only): a profile's MLS state raw, to build what a
+//!   modified client could send.
+//!
+//! What travels inside an MLS application message is `kith_proto::payload`.
 //!
 //! A profile is a folder holding `kith.db` (SQLite, WAL). OpenMLS keeps its group state there
 //! through `openmls_sqlite_storage`; our tables sit beside it. Processing a received message —

@@ -16,6 +16,8 @@
 //!   framing);
 //! - [`routes`]: one module per concern (accounts, KeyPackages, conversations, the queue, the
 //!   WebSocket, operations) and [`app`], the router;
+//! - [`delivery`]: the delivery rules every path goes through (membership, rates, blocks,
+//!   the queue cap), one function each; [`queues`]: each device's queue depth;
 //! - [`push`]: wake-ups for connected devices when their queue grows;
 //! - [`routes_cache`]: short-lived caches of conversation routes and blocks for the send path;
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
