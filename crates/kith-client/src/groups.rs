@@ -43,15 +43,20 @@ pub enum Target {
 /// A commit (and Welcome) ready to send, or nothing to do.
 type Built = Option<(MlsMessageOut, Option<MlsMessageOut>)>;
 
-/// Members who are not on their way out (no pending proposal removes them).
-fn staying_members(group: &MlsGroup) -> BTreeSet<String> {
-    let leaving: BTreeSet<LeafNodeIndex> = group
+/// The leaves a pending proposal removes (requests to leave this device holds).
+fn pending_removals(group: &MlsGroup) -> BTreeSet<LeafNodeIndex> {
+    group
         .pending_proposals()
         .filter_map(|p| match p.proposal() {
             Proposal::Remove(r) => Some(r.removed()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Members who are not on their way out (no pending proposal removes them).
+fn staying_members(group: &MlsGroup) -> BTreeSet<String> {
+    let leaving = pending_removals(group);
     group
         .members()
         .filter(|m| !leaving.contains(&m.index))
@@ -206,16 +211,21 @@ impl Client {
     /// Adds users (all their devices) to a group. Admins only.
     pub async fn group_add(&mut self, group: &str, users: &[String]) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
+        // Another admin may have added them already, or they may have left (adding back
+        // someone who left completes their leave first).
+        self.catch_up_in(&id).await?;
         self.add_members_to(&id, users).await
     }
 
     pub(crate) async fn add_members_to(&mut self, id: &str, users: &[String]) -> ClientResult<()> {
         let id = id.to_string();
-        // On the group as it is now: another admin may have added them already, or they may
-        // have left (adding back someone who left completes their leave first).
-        self.sync_inner().await?;
-        self.commit_pending_in(&id).await?;
-        let members = self.current(&id)?.0;
+        let (mut members, _, _) = self.current(&id)?;
+        if users.iter().any(|u| members.contains(u)) {
+            // Perhaps they left and this device has not completed it yet: catch up first, so
+            // adding back someone who left works.
+            self.catch_up_in(&id).await?;
+            members = self.current(&id)?.0;
+        }
         let (_, meta, devices) = self.current(&id)?;
         self.require_admin(&meta, "add members")?;
         for u in users {
@@ -256,9 +266,8 @@ impl Client {
     /// Removes a user (all their devices) from a group. Admins only.
     pub async fn group_remove(&mut self, group: &str, user: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
-        // On the group as it is now: another admin may have removed them already.
-        self.sync_inner().await?;
-        self.commit_pending_in(&id).await?;
+        // Another admin may have removed them already.
+        self.catch_up_in(&id).await?;
         self.remove_member_from(&id, user).await
     }
 
@@ -299,9 +308,8 @@ impl Client {
     /// Makes a member an admin. Admins only.
     pub async fn group_promote(&mut self, group: &str, user: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
-        // On the group as it is now: they may have left, or been made an admin already.
-        self.sync_inner().await?;
-        self.commit_pending_in(&id).await?;
+        // They may have left, or been made an admin already.
+        self.catch_up_in(&id).await?;
         let (members, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "promote members")?;
         if !members.iter().any(|m| m == user) {
@@ -453,6 +461,13 @@ impl Client {
         .await
     }
 
+    /// Brings this device's copy of the group up to date before an admin acts on it: fetches
+    /// what waits and completes pending leaves, so the action is decided on the group as it is.
+    async fn catch_up_in(&mut self, id: &str) -> ClientResult<()> {
+        self.sync_inner().await?;
+        self.commit_pending_in(id).await
+    }
+
     /// Commits the requests to leave this device holds for the conversation, if any: MLS
     /// allows no message while a proposal is pending, and any member may complete another's
     /// leave — so a member's message is not held up until an admin syncs.
@@ -546,13 +561,7 @@ impl Client {
         let unseen: Vec<LeafNodeIndex> = {
             let provider = self.provider();
             let group = self.load_group(&provider, id)?;
-            let seen: Vec<LeafNodeIndex> = group
-                .pending_proposals()
-                .filter_map(|p| match p.proposal() {
-                    Proposal::Remove(rm) => Some(rm.removed()),
-                    _ => None,
-                })
-                .collect();
+            let seen = pending_removals(&group);
             let admin = mls::meta_of(&group).is_some_and(|m| m.is_admin(&me));
             let unseen: Vec<LeafNodeIndex> = pending
                 .iter()

@@ -406,15 +406,7 @@ pub fn mark_shown(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
 }
 
 pub fn take_unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
-    let messages = conn
-        .prepare_cached(
-            "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
-                    expires_at, from_business, verified
-             FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
-             ORDER BY rowid",
-        )?
-        .query_map(params![i(now)], message_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let messages = unshown(conn, now)?;
     if !messages.is_empty() {
         conn.prepare_cached("UPDATE kith_messages SET shown = 1 WHERE shown = 0")?.execute([])?;
     }
