@@ -137,16 +137,39 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         move |id: u64| id.is_multiple_of(every)
     };
     // Soak mode: the server's RSS over time, sampled until the run stops.
+    // With it, what the RSS is made of (heap, mapped files, shared memory such as SQLite's
+    // WAL index) and the store's file sizes, so a step can be told apart.
     let rss_samples: Arc<std::sync::Mutex<Vec<(u64, f64)>>> = Arc::default();
+    let rss_detail: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
     let sampler = config.rss_every.map(|every| {
-        let (stop, samples, pid) = (stop.clone(), rss_samples.clone(), kithd.pid());
+        let (stop, samples, detail) = (stop.clone(), rss_samples.clone(), rss_detail.clone());
+        let pid = kithd.pid();
+        let files = kithd.data_files();
         let began = Instant::now();
         tokio::spawn(async move {
+            let mb = |kib: u64| (kib as f64 / 102.4).round() / 10.0;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(every)).await;
-                let mb = crate::server::memory_kib_of(pid, "VmRSS:") as f64 / 1024.0;
+                let at = began.elapsed().as_secs();
+                let rss = mb(crate::server::memory_kib_of(pid, "VmRSS:"));
                 if let Ok(mut s) = samples.lock() {
-                    s.push((began.elapsed().as_secs(), (mb * 10.0).round() / 10.0));
+                    s.push((at, rss));
+                }
+                let size = |name: &str| {
+                    let bytes = std::fs::metadata(files.join(name)).map(|m| m.len()).unwrap_or(0);
+                    mb(bytes / 1024)
+                };
+                if let Ok(mut d) = detail.lock() {
+                    d.push(json!({
+                        "t": at,
+                        "rss": rss,
+                        "anon": mb(crate::server::memory_kib_of(pid, "RssAnon:")),
+                        "file": mb(crate::server::memory_kib_of(pid, "RssFile:")),
+                        "shmem": mb(crate::server::memory_kib_of(pid, "RssShmem:")),
+                        "threads": crate::server::memory_kib_of(pid, "Threads:"),
+                        "db": size("kithd.db"),
+                        "wal": size("kithd.db-wal"),
+                    }));
                 }
             }
         })
@@ -334,6 +357,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let _ = sampler.await;
         let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
         report.context("rss_mb_over_time", json!(samples));
+        let detail = rss_detail.lock().map(|d| d.clone()).unwrap_or_default();
+        report.context("rss_detail_over_time", json!(detail));
         // After the first minute (the warm-up: caches, pools, connections), memory should stay
         // flat: the change from then to the end.
         let after_warm_up = samples.iter().find(|(t, _)| *t >= 60).map(|(_, mb)| *mb);

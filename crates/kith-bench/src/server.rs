@@ -93,6 +93,11 @@ impl Kithd {
         (ticks(11) + ticks(12)) / 100.0
     }
 
+    /// The server's data folder (`kithd.db`, `kithd.db-wal` for SQLite).
+    pub fn data_files(&self) -> std::path::PathBuf {
+        self._data.path().join("store")
+    }
+
     /// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
         memory_kib_of(self.pid(), field)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kith_client::{AccountKind, Client, ClientError, ErrorCode};
+use kith_client::{AccountKind, Client, ClientError, ErrorCode, Refusal};
 
 #[derive(Parser)]
 #[command(name = "kith", version, about = "Kith: end-to-end encrypted messaging")]
@@ -151,8 +151,10 @@ fn default_profile() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".kith")
 }
 
-/// Plain words for the refusals a person is most likely to meet.
+/// Plain words for the refusals a person is most likely to meet, chosen by the error's code
+/// (never by reading its text); the server's own message fills in the detail.
 fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
+    let detail = err.message();
     match (err.code(), cli_target) {
         (Some(ErrorCode::UnknownUser), Some(who)) => {
             format!("there is no user named {who} on this server")
@@ -160,13 +162,8 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::UsernameTaken), Some(who)) => {
             format!("the username {who} is taken on this server; pick another")
         }
-        (Some(ErrorCode::GroupFull), _) => format!(
-            "the group is full: {}",
-            err.to_string().trim_end_matches(" (group_full)")
-        ),
-        (Some(ErrorCode::NotAdmin), _) => {
-            format!("{} (ask an admin of the group)", err.to_string().trim_end_matches(" (not_admin)"))
-        }
+        (Some(ErrorCode::GroupFull), _) => format!("the group is full: {detail}"),
+        (Some(ErrorCode::NotAdmin), _) => format!("{detail} (ask an admin of the group)"),
         (Some(ErrorCode::NotOptedIn), Some(who)) => format!(
             "businesses cannot start conversations: {who} has to write to you first"
         ),
@@ -174,22 +171,20 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
             "businesses cannot start conversations or add people to groups: people write first"
                 .into()
         }
-        (Some(ErrorCode::Suspended), _) => format!(
-            "your account is suspended on this server: {}",
-            err.to_string().trim_end_matches(" (suspended)")
-        ),
-        (Some(ErrorCode::RateLimited), _) => format!(
-            "the server asks you to slow down: {}",
-            err.to_string().trim_end_matches(" (rate_limited)")
-        ),
-        (Some(ErrorCode::QueueFull), _) => format!(
-            "not sent: {}",
-            err.to_string().trim_end_matches(" (queue_full)")
-        ),
+        (Some(ErrorCode::Suspended), _) => {
+            format!("your account is suspended on this server: {detail}")
+        }
+        (Some(ErrorCode::RateLimited), _) => format!("the server asks you to slow down: {detail}"),
+        (Some(ErrorCode::QueueFull), _) => format!("not sent: {detail}"),
         (Some(ErrorCode::Unauthorized), _) => {
             "the server does not accept this profile's credentials (was the account removed, or is this the right server?)".into()
         }
-        _ => err.to_string(),
+        _ => match err.refusal() {
+            Some(Refusal::GroupRules | Refusal::BadMessage | Refusal::BadWelcome) => {
+                format!("refused by the group's rules: {detail}")
+            }
+            _ => err.to_string(),
+        },
     }
 }
 

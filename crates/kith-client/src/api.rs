@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 
 #[derive(Clone)]
 pub struct Api {
@@ -25,8 +25,9 @@ pub fn http_client(ca: Option<&str>) -> ClientResult<reqwest::Client> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = ca {
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .map_err(|e| ClientError::InvalidInput(format!("the CA certificate: {e}")))?;
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+            ClientError::refused(Refusal::BadServer, format!("the CA certificate: {e}"))
+        })?;
         builder = builder.add_root_certificate(cert);
     }
     builder.build().map_err(|e| ClientError::Network(e.to_string()))
@@ -42,9 +43,10 @@ impl Api {
     ) -> ClientResult<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::InvalidInput(format!(
-                "the server URL must start with http:// or https://, not {base:?}"
-            )));
+            return Err(ClientError::refused(
+                Refusal::BadServer,
+                format!("the server URL must start with http:// or https://, not {base:?}"),
+            ));
         }
         Ok(Api { http, base, bearer, ca: ca.map(str::to_string) })
     }
@@ -162,7 +164,7 @@ impl Api {
 
     pub async fn businesses(&self, query: &str) -> ClientResult<BusinessSearch> {
         let mut url = reqwest::Url::parse(&format!("{}/v1/businesses", self.base))
-            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+            .map_err(|e| ClientError::refused(Refusal::BadArgument, e.to_string()))?;
         url.query_pairs_mut().append_pair("q", query);
         let path = format!("/v1/businesses?{}", url.query().unwrap_or_default());
         self.call::<(), _>(Method::GET, &path, None).await

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use tokio_tungstenite::tungstenite;
 
 use crate::api::Api;
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Message, Profile};
 use crate::mls::{self, Provider};
 
@@ -131,9 +131,47 @@ pub(crate) fn conversation_bytes(id: &str) -> ClientResult<Vec<u8>> {
         .map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// One process at a time per profile: two interleaving group changes on one device would
+/// split its MLS state. A brief holder (a command) is waited for a while; one that stays (the
+/// app) is named at once. The lock file says who holds it: `stays` or `brief`, then a name.
+fn lock_profile(dir: &Path, holder: &str, stays: bool) -> ClientResult<std::fs::File> {
+    use std::io::Write;
+    let path = dir.join("kith.lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let waited = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let said = std::fs::read_to_string(&path).unwrap_or_default();
+                let (kind, name) = said.split_once('\n').unwrap_or(("brief", ""));
+                if kind == "stays" || waited.elapsed() >= PROFILE_LOCK_WAIT {
+                    let name = name.trim();
+                    return Err(ClientError::ProfileInUse {
+                        path: dir.display().to_string(),
+                        holder: if name.is_empty() { "another kith process" } else { name }.into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+    lock.set_len(0)?;
+    (&lock).write_all(format!("{}\n{holder}", if stays { "stays" } else { "brief" }).as_bytes())?;
+    Ok(lock)
+}
+
 impl Client {
     /// Opens the profile in `dir`, creating the folder and its database if needed.
     pub fn open(dir: impl AsRef<Path>) -> ClientResult<Self> {
+        Self::open_as(dir, "another kith process", false)
+    }
+
+    /// [`Client::open`], naming the holder (say, "the Kith app") to a process that finds the
+    /// profile in use meanwhile. A holder that `stays` (it keeps the profile open until it
+    /// is stopped) is not waited for: others are told at once who holds it.
+    pub fn open_as(dir: impl AsRef<Path>, holder: &str, stays: bool) -> ClientResult<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         #[cfg(unix)]
@@ -141,29 +179,7 @@ impl Client {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        // One process at a time per profile: two interleaving group changes on one device
-        // would split its MLS state. Another process holding it is waited for a while.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("kith.lock"))?;
-        let waited = std::time::Instant::now();
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if waited.elapsed() < PROFILE_LOCK_WAIT => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(ClientError::InvalidInput(format!(
-                        "the profile {} is in use by another kith process",
-                        dir.display()
-                    )));
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-            }
-        }
+        let lock = lock_profile(&dir, holder, stays)?;
         let mut conn = Connection::open(dir.join("kith.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
@@ -357,7 +373,8 @@ impl Client {
         if let Some(p) = &self.profile {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
-        validate_username(username).map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        validate_username(username)
+            .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
         let ca = self.pending_ca.clone();
         let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
         let request = {
@@ -708,7 +725,7 @@ impl Client {
         let mut request = api
             .ws_url()
             .into_client_request()
-            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+            .map_err(|e| ClientError::refused(Refusal::BadArgument, e.to_string()))?;
         let bearer =
             Secret::new(format!("Bearer {}", api.bearer().map(Secret::expose).unwrap_or_default()));
         request.headers_mut().insert(

@@ -6,7 +6,7 @@ use openmls::prelude::*;
 
 use crate::api::Api;
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
 use crate::mls;
 use kith_proto::payload::{Body, Payload, valid_group_name};
@@ -21,18 +21,20 @@ pub(crate) struct Claimed {
 
 fn check_text(text: &str) -> ClientResult<()> {
     if text.is_empty() {
-        return Err(ClientError::InvalidInput("the message is empty".into()));
+        return Err(ClientError::refused(Refusal::BadText, "the message is empty"));
     }
     if text.len() > MAX_TEXT_BYTES {
-        return Err(ClientError::InvalidInput(format!(
-            "the message is longer than {MAX_TEXT_BYTES} bytes"
-        )));
+        return Err(ClientError::refused(
+            Refusal::BadText,
+            format!("the message is longer than {MAX_TEXT_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
 
 fn check_username(name: &str) -> ClientResult<()> {
-    validate_username(name).map_err(|e| ClientError::InvalidInput(format!("{name:?}: {e}")))
+    validate_username(name)
+        .map_err(|e| ClientError::refused(Refusal::BadUsername, format!("{name:?}: {e}")))
 }
 
 /// Attempts at posting one message before giving up (see `post_sealed`).
@@ -105,8 +107,9 @@ impl Client {
     pub async fn direct_conversation(&mut self, peer: &str) -> ClientResult<String> {
         let me = self.me()?.clone();
         if peer == me.username {
-            return Err(ClientError::InvalidInput(
-                "you cannot open a conversation with yourself".into(),
+            return Err(ClientError::refused(
+                Refusal::Yourself,
+                "you cannot open a conversation with yourself",
             ));
         }
         if let Some(c) = local::direct_with(&self.conn, peer)? {
@@ -135,8 +138,9 @@ impl Client {
     pub async fn create_group(&mut self, name: &str, members: &[String]) -> ClientResult<String> {
         let me = self.me()?.clone();
         if !valid_group_name(name) {
-            return Err(ClientError::InvalidInput(
-                "a group name has 1 to 128 characters and no control characters".into(),
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                "a group name has 1 to 128 characters and no control characters",
             ));
         }
         let mut others: Vec<String> = Vec::new();
@@ -147,8 +151,9 @@ impl Client {
             }
         }
         if others.is_empty() {
-            return Err(ClientError::InvalidInput(
-                "a group needs at least one other member".into(),
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                "a group needs at least one other member",
             ));
         }
         let claimed = self.claim(&others).await?;
@@ -195,12 +200,16 @@ impl Client {
                     .map_err(ClientError::mls)?
                     .validate(provider.crypto(), ProtocolVersion::Mls10)
                     .map_err(|e| {
-                        ClientError::Mls(format!("{user}'s KeyPackage is invalid: {e}"))
+                        ClientError::refused(
+                            Refusal::BadKeyPackage,
+                            format!("{user}'s KeyPackage is invalid: {e}"),
+                        )
                     })?;
                 if mls::identity(kp.leaf_node().credential()).as_deref() != Some(user.as_str()) {
-                    return Err(ClientError::Mls(format!(
-                        "the server handed out a KeyPackage that is not {user}'s"
-                    )));
+                    return Err(ClientError::refused(
+                        Refusal::BadKeyPackage,
+                        format!("the server handed out a KeyPackage that is not {user}'s"),
+                    ));
                 }
                 out.push(Claimed { key_package: kp });
             }
@@ -315,7 +324,10 @@ impl Client {
         let local = local::conversation(&self.conn, conversation)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
         if local.left {
-            return Err(ClientError::InvalidInput("you are no longer in that conversation".into()));
+            return Err(ClientError::refused(
+                Refusal::NotInConversation,
+                "you are no longer in that conversation",
+            ));
         }
         let now = now_millis();
         let payload = Payload::new(random_hex(16)?, now, body);

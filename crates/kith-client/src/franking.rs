@@ -8,7 +8,7 @@ use openmls_traits::OpenMlsProvider;
 use openmls_traits::signatures::Signer;
 use subtle::ConstantTimeEq;
 
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::mls::Provider;
 use crate::signer::Verifiers;
 
@@ -43,7 +43,8 @@ pub fn check(
     plaintext: &[u8],
     sender_key: &[u8],
 ) -> ClientResult<Franked> {
-    let refuse = || ClientError::Mls("the message's franking does not verify".into());
+    let refuse =
+        || ClientError::refused(Refusal::BadMessage, "the message's franking does not verify");
     let franked = Franked::decode(plaintext).ok_or_else(refuse)?;
     let crypto = provider.crypto();
     let c =

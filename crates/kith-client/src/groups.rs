@@ -9,7 +9,7 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, ConversationKind, Message};
 use crate::mls::{self, Provider};
 use kith_proto::payload::{Body, valid_group_name};
@@ -125,9 +125,10 @@ impl Client {
             [] => Err(ClientError::UnknownConversation(format!(
                 "{group:?} (no group of yours has that id or name; see `kith group list`)"
             ))),
-            _ => Err(ClientError::InvalidInput(format!(
-                "several of your groups are named {group:?}; use the group's id"
-            ))),
+            _ => Err(ClientError::refused(
+                Refusal::Ambiguous,
+                format!("several of your groups are named {group:?}; use the group's id"),
+            )),
         }
     }
 
@@ -138,7 +139,10 @@ impl Client {
     pub fn resolve_target(&self, name: &str) -> ClientResult<Target> {
         let person = |u: &str| {
             validate_username(u).map(|()| Target::Person(u.to_string())).map_err(|_| {
-                ClientError::InvalidInput(format!("{name:?} is neither a group nor a user"))
+                ClientError::refused(
+                    Refusal::NoSuchConversation,
+                    format!("{name:?} is neither a group nor a user"),
+                )
             })
         };
         if let Some(user) = name.strip_prefix('@') {
@@ -151,14 +155,17 @@ impl Client {
                     && (local::direct_with(&self.conn, name)?.is_some()
                         || local::is_contact(&self.conn, name)?);
                 if talks_to {
-                    return Err(ClientError::InvalidInput(format!(
-                        "{name:?} is both a group and a person you talk to; write @{name} for the \
+                    return Err(ClientError::refused(
+                        Refusal::Ambiguous,
+                        format!(
+                            "{name:?} is both a group and a person you talk to; write @{name} for the \
                          person, or the group's id (see `kith group list`)"
-                    )));
+                        ),
+                    ));
                 }
                 Ok(Target::Group(id))
             }
-            Err(e @ ClientError::InvalidInput(_)) => Err(e),
+            Err(e @ ClientError::Refused { .. }) => Err(e),
             Err(_) => person(name),
         }
     }
@@ -229,9 +236,13 @@ impl Client {
         let (_, meta, devices) = self.current(&id)?;
         self.require_admin(&meta, "add members")?;
         for u in users {
-            validate_username(u).map_err(|e| ClientError::InvalidInput(format!("{u:?}: {e}")))?;
+            validate_username(u)
+                .map_err(|e| ClientError::refused(Refusal::BadUsername, format!("{u:?}: {e}")))?;
             if members.contains(u) {
-                return Err(ClientError::InvalidInput(format!("{u} is already in the group")));
+                return Err(ClientError::refused(
+                    Refusal::AlreadyDone,
+                    format!("{u} is already in the group"),
+                ));
             }
         }
         let claimed = self.claim(users).await?;
@@ -277,10 +288,16 @@ impl Client {
         self.require_admin(&meta, "remove members")?;
         let me = self.me()?.username.clone();
         if user == me {
-            return Err(ClientError::InvalidInput("to leave a group, use `group leave`".into()));
+            return Err(ClientError::refused(
+                Refusal::Yourself,
+                "to leave a group, use `group leave`",
+            ));
         }
         if !members.iter().any(|m| m == user) {
-            return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
+            return Err(ClientError::refused(
+                Refusal::NotMember,
+                format!("{user} is not in the group"),
+            ));
         }
         if meta.is_admin(user) {
             self.change_admins(&id, |_, admins| admins.retain(|a| a != user)).await?;
@@ -313,10 +330,16 @@ impl Client {
         let (members, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "promote members")?;
         if !members.iter().any(|m| m == user) {
-            return Err(ClientError::InvalidInput(format!("{user} is not in the group")));
+            return Err(ClientError::refused(
+                Refusal::NotMember,
+                format!("{user} is not in the group"),
+            ));
         }
         if meta.is_admin(user) {
-            return Err(ClientError::InvalidInput(format!("{user} is already an admin")));
+            return Err(ClientError::refused(
+                Refusal::AlreadyDone,
+                format!("{user} is already an admin"),
+            ));
         }
         self.change_admins(&id, |_, admins| {
             if !admins.iter().any(|a| a == user) {
@@ -327,7 +350,10 @@ impl Client {
         // Only a member who stays is made one (see `change_admins`): one who left meanwhile
         // is not.
         if !self.current(&id)?.1.is_admin(user) {
-            return Err(ClientError::InvalidInput(format!("{user} has left the group")));
+            return Err(ClientError::refused(
+                Refusal::NotMember,
+                format!("{user} has left the group"),
+            ));
         }
         let me = self.me()?.username.clone();
         self.note(&id, format!("{me} made {user} an admin"))
@@ -387,12 +413,16 @@ impl Client {
         let (_, meta, _) = self.current(&id)?;
         self.require_admin(&meta, "rename the group")?;
         if !valid_group_name(name) {
-            return Err(ClientError::InvalidInput(
-                "a group name has 1 to 128 characters and no control characters".into(),
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                "a group name has 1 to 128 characters and no control characters",
             ));
         }
         if local::conversation(&self.conn, &id)?.and_then(|c| c.name).as_deref() == Some(name) {
-            return Err(ClientError::InvalidInput(format!("the group is already named {name}")));
+            return Err(ClientError::refused(
+                Refusal::AlreadyDone,
+                format!("the group is already named {name}"),
+            ));
         }
         // The name is set by `send_body`, in the server's order.
         self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
@@ -575,10 +605,10 @@ impl Client {
                 })
                 .collect();
             if !unseen.is_empty() && !admin {
-                return Err(ClientError::InvalidInput(
+                return Err(ClientError::refused(
+                    Refusal::GroupRules,
                     "a member's request to leave is pending; an admin of the group must \
-                     complete it first"
-                        .into(),
+                     complete it first",
                 ));
             }
             unseen

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 
 use crate::client::Client;
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 
 /// Accounts whose devices were fetched during the current round of processing.
 #[derive(Debug, Default)]
@@ -31,7 +31,10 @@ impl Fetched {
 }
 
 fn unregistered(username: &str) -> ClientError {
-    ClientError::Mls(format!("{username} uses a key the server has not registered for it"))
+    ClientError::refused(
+        Refusal::UnregisteredKey,
+        format!("{username} uses a key the server has not registered for it"),
+    )
 }
 
 impl Client {

@@ -19,7 +19,7 @@
 //!   processed), in the same SQLite file as the MLS state;
 //! - `mls`: the OpenMLS provider over that SQLite file, group configuration, KeyPackages;
 //! - `signer`: the device's Ed25519 keys, held parsed; `tls`: the push channel's transport;
-//! - `error`: [`ClientError`];
+//! - `error`: [`ClientError`], and [`Refusal`]: which of the SDK's rules said no, as a stable code;
 //! - `raw` (feature `hostile`, for the testkit only): a profile's MLS state raw, to build what a
 //!   modified client could send.
 //!
@@ -64,7 +64,7 @@ mod tls;
 
 pub use client::{Client, PushConnection, SyncReport};
 pub use convo::MAX_TEXT_BYTES;
-pub use error::{ClientError, ClientResult};
+pub use error::{ClientError, ClientResult, Refusal};
 pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};
 pub use local::{ConversationKind, Message, Profile};

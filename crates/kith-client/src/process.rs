@@ -8,7 +8,7 @@ use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 
 use crate::client::{Client, Outcome, conversation_bytes, now_millis};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message};
 use crate::mls;
 use kith_proto::payload::{Body, Payload};
@@ -50,7 +50,10 @@ impl Client {
         let me = self.me()?;
         let provider = self.provider();
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
-            return Err(ClientError::Mls("a welcome entry without a Welcome".into()));
+            return Err(ClientError::refused(
+                Refusal::BadWelcome,
+                "a welcome entry without a Welcome",
+            ));
         };
         // Invited back into a conversation this device was removed from or left: the old
         // state goes, the new one comes from the Welcome. (Inside the entry's transaction: if
@@ -60,7 +63,10 @@ impl Client {
             let left =
                 local::conversation(&self.conn, &entry.conversation_id)?.is_some_and(|c| c.left);
             if old.is_active() && !left {
-                return Err(ClientError::Mls("a Welcome to a group this device is in".into()));
+                return Err(ClientError::refused(
+                    Refusal::BadWelcome,
+                    "a Welcome to a group this device is in",
+                ));
             }
             old.delete(provider.storage()).map_err(ClientError::mls)?;
             self.forget_cached(Some(&entry.conversation_id));
@@ -69,10 +75,14 @@ impl Client {
             .map_err(ClientError::mls)?;
         let group = staged.into_group(&provider).map_err(ClientError::mls)?;
         if group.group_id().as_slice() != conversation_bytes(&entry.conversation_id)? {
-            return Err(ClientError::Mls("the Welcome is for another conversation".into()));
+            return Err(ClientError::refused(
+                Refusal::BadWelcome,
+                "the Welcome is for another conversation",
+            ));
         }
-        let meta = mls::meta_of(&group)
-            .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+        let meta = mls::meta_of(&group).ok_or_else(|| {
+            ClientError::refused(Refusal::BadWelcome, "the group lacks the Kith extension")
+        })?;
         // Invitations from accounts this device blocks are dropped, whatever the conversation.
         if local::is_blocked(&self.conn, &entry.sender)? {
             return Err(ClientError::FromBlocked);
@@ -93,7 +103,10 @@ impl Client {
                 (ConversationKind::Direct, Some(entry.sender.clone()))
             }
             GroupType::Direct => {
-                return Err(ClientError::Mls("a 1:1 conversation with the wrong members".into()));
+                return Err(ClientError::refused(
+                    Refusal::BadWelcome,
+                    "a 1:1 conversation with the wrong members",
+                ));
             }
             GroupType::Group => (ConversationKind::Group, None),
             // A story channel's only admin is its owner, who must be the one adding us — and
@@ -109,7 +122,10 @@ impl Client {
                 (ConversationKind::Story, Some(entry.sender.clone()))
             }
             GroupType::Story => {
-                return Err(ClientError::Mls("a story channel not owned by its creator".into()));
+                return Err(ClientError::refused(
+                    Refusal::BadWelcome,
+                    "a story channel not owned by its creator",
+                ));
             }
         };
         local::add_conversation(
@@ -175,8 +191,9 @@ impl Client {
         let sender = mls::identity(processed.credential()).unwrap_or_default();
         // The server authenticated the device that posted this; MLS says who signed it.
         if sender != entry.sender {
-            return Err(ClientError::Mls(
-                "the MLS sender is not the account the server says sent it".into(),
+            return Err(ClientError::refused(
+                Refusal::BadMessage,
+                "the MLS sender is not the account the server says sent it",
             ));
         }
         let sender_leaf = match processed.sender() {
@@ -194,7 +211,10 @@ impl Client {
                 // today's tree: a message from an epoch its sender has since left is still
                 // checked, and still shown.
                 if entry.frank.is_none() {
-                    return Err(ClientError::Mls("a message without a franking tag".into()));
+                    return Err(ClientError::refused(
+                        Refusal::BadMessage,
+                        "a message without a franking tag",
+                    ));
                 }
                 let sender_key = self.registered_key(&sender, entry.sender_device)?;
                 if let Some(leaf) = sender_leaf
@@ -202,8 +222,9 @@ impl Client {
                     .filter(|m| mls::identity(&m.credential).as_deref() == Some(sender.as_str()))
                     && leaf.signature_key != sender_key
                 {
-                    return Err(ClientError::Mls(
-                        "a sender key the server never registered".into(),
+                    return Err(ClientError::refused(
+                        Refusal::BadMessage,
+                        "a sender key the server never registered",
                     ));
                 }
                 let franked = crate::franking::check(
@@ -214,8 +235,9 @@ impl Client {
                     &app.into_bytes(),
                     &sender_key,
                 )?;
-                let payload = Payload::decode(&franked.core.0)
-                    .ok_or_else(|| ClientError::Mls("unreadable payload".into()))?;
+                let payload = Payload::decode(&franked.core.0).ok_or_else(|| {
+                    ClientError::refused(Refusal::BadMessage, "unreadable payload")
+                })?;
                 let local =
                     local::conversation(&self.conn, &entry.conversation_id)?.ok_or_else(|| {
                         ClientError::UnknownConversation(entry.conversation_id.clone())
@@ -248,8 +270,9 @@ impl Client {
                 match payload.body {
                     Body::Text { text } => {
                         if local.kind == ConversationKind::Story {
-                            return Err(ClientError::Mls(
-                                "a text message in a story channel".into(),
+                            return Err(ClientError::refused(
+                                Refusal::BadMessage,
+                                "a text message in a story channel",
                             ));
                         }
                         let m = Message {
@@ -274,12 +297,18 @@ impl Client {
                         if local.kind != ConversationKind::Story
                             || local.peer.as_deref() != Some(sender.as_str())
                         {
-                            return Err(ClientError::Mls("a story from someone else".into()));
+                            return Err(ClientError::refused(
+                                Refusal::BadMessage,
+                                "a story from someone else",
+                            ));
                         }
                         // Stories go between contacts: after the contact ended (a block, a
                         // deleted chat), none is shown until this device writes to them again.
                         if !local::is_contact(&self.conn, &sender)? {
-                            return Err(ClientError::Mls("a story from a non-contact".into()));
+                            return Err(ClientError::refused(
+                                Refusal::BadMessage,
+                                "a story from a non-contact",
+                            ));
                         }
                         let expires_at = expires_at.min(entry.expires_at.unwrap_or(u64::MAX));
                         if expires_at > self.expiry_now() {
@@ -303,7 +332,10 @@ impl Client {
                     }
                     Body::Timer { seconds } => {
                         if local.kind == ConversationKind::Story {
-                            return Err(ClientError::Mls("a timer in a story channel".into()));
+                            return Err(ClientError::refused(
+                                Refusal::BadMessage,
+                                "a timer in a story channel",
+                            ));
                         }
                         // In the server's order: a change it accepted earlier than the one
                         // applied here does not undo it; a repeat (for new members) shows no
@@ -322,7 +354,10 @@ impl Client {
                     Body::GroupName { name } => {
                         // Only an admin may name the group; anyone else's attempt is dropped.
                         if !mls::meta_of(group).is_some_and(|m| m.is_admin(&sender)) {
-                            return Err(ClientError::Mls("a rename from a non-admin".into()));
+                            return Err(ClientError::refused(
+                                Refusal::BadMessage,
+                                "a rename from a non-admin",
+                            ));
                         }
                         let known = local::conversation(&self.conn, &entry.conversation_id)?
                             .and_then(|c| c.name);

@@ -6,7 +6,7 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 
 use crate::client::{Client, conversation_bytes};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local;
 pub use crate::mls::Provider;
 
@@ -48,7 +48,10 @@ impl Client {
     /// of a received message, as the MLS payload carried it: what a member could re-send.
     pub fn raw_received_franked(&self, message_id: &str) -> ClientResult<Vec<u8>> {
         let f = local::frank(&self.conn, message_id)?.ok_or_else(|| {
-            ClientError::InvalidInput(format!("no received message {message_id}"))
+            ClientError::refused(
+                Refusal::UnknownMessage,
+                format!("no received message {message_id}"),
+            )
         })?;
         Ok(kith_proto::payload::Franked {
             core: kith_proto::B64(f.core),

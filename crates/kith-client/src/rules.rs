@@ -12,11 +12,11 @@
 use kith_proto::{GroupMeta, GroupType};
 use openmls::prelude::*;
 
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::mls;
 
 fn refused(why: &str) -> ClientError {
-    ClientError::Mls(format!("refused: {why}"))
+    ClientError::refused(Refusal::GroupRules, why)
 }
 
 /// A handshake must travel in the clear.

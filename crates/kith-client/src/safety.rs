@@ -3,7 +3,7 @@
 use kith_proto::*;
 
 use crate::client::{Client, now_millis};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local;
 
 impl Client {
@@ -12,10 +12,11 @@ impl Client {
     /// through and hides its stories; your stories stop reaching it, and it leaves your
     /// contacts. The blocked account is not told.
     pub async fn block(&mut self, username: &str) -> ClientResult<()> {
-        validate_username(username)
-            .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
+        validate_username(username).map_err(|e| {
+            ClientError::refused(Refusal::BadUsername, format!("{username:?}: {e}"))
+        })?;
         if username == self.me()?.username {
-            return Err(ClientError::InvalidInput("you cannot block yourself".into()));
+            return Err(ClientError::refused(Refusal::Yourself, "you cannot block yourself"));
         }
         self.api()?.block(username).await?;
         local::set_blocked(&self.conn, username, true, now_millis())?;
@@ -26,10 +27,14 @@ impl Client {
 
     /// Lifts a block.
     pub async fn unblock(&mut self, username: &str) -> ClientResult<()> {
-        validate_username(username)
-            .map_err(|e| ClientError::InvalidInput(format!("{username:?}: {e}")))?;
+        validate_username(username).map_err(|e| {
+            ClientError::refused(Refusal::BadUsername, format!("{username:?}: {e}"))
+        })?;
         if !local::is_blocked(&self.conn, username)? {
-            return Err(ClientError::InvalidInput(format!("{username} is not blocked")));
+            return Err(ClientError::refused(
+                Refusal::NotBlocked,
+                format!("{username} is not blocked"),
+            ));
         }
         self.api()?.unblock(username).await?;
         local::set_blocked(&self.conn, username, false, now_millis())?;
@@ -46,7 +51,10 @@ impl Client {
     /// Searches the server's directory of businesses (verified ones first).
     pub async fn search_businesses(&mut self, query: &str) -> ClientResult<Vec<BusinessEntry>> {
         if query.trim().is_empty() {
-            return Err(ClientError::InvalidInput("search for at least one character".into()));
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                "search for at least one character",
+            ));
         }
         Ok(self.api()?.businesses(query).await?.businesses)
     }
@@ -78,13 +86,19 @@ impl Client {
         reason: Option<&str>,
     ) -> ClientResult<ReportRequest> {
         let frank = local::frank(&self.conn, message_id)?.ok_or_else(|| {
-            ClientError::InvalidInput(format!(
-                "no received message {message_id:?} can be reported (your own messages, and \
+            ClientError::refused(
+                Refusal::UnknownMessage,
+                format!(
+                    "no received message {message_id:?} can be reported (your own messages, and \
                  messages already deleted, cannot)"
-            ))
+                ),
+            )
         })?;
         if reason.is_some_and(|r| r.chars().count() > 500) {
-            return Err(ClientError::InvalidInput("a reason has at most 500 characters".into()));
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                "a reason has at most 500 characters",
+            ));
         }
         let request = ReportRequest {
             conversation_id: frank.conversation,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use kith_proto::*;
 
 use crate::client::{Client, now_millis};
-use crate::error::{ClientError, ClientResult};
+use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message};
 use kith_proto::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
 
@@ -123,7 +123,10 @@ impl Client {
     /// kept locally until it expires).
     pub async fn story_post(&mut self, text: &str) -> ClientResult<Story> {
         if text.is_empty() || text.len() > crate::MAX_TEXT_BYTES {
-            return Err(ClientError::InvalidInput("a story has 1 to 65536 bytes of text".into()));
+            return Err(ClientError::refused(
+                Refusal::BadText,
+                "a story has 1 to 65536 bytes of text",
+            ));
         }
         let me = self.me()?.username.clone();
         let ttl = self.api()?.whoami().await?.limits.story_ttl_seconds;
@@ -226,10 +229,13 @@ impl Client {
     ) -> ClientResult<()> {
         let seconds = timer.map(|d| d.as_secs());
         if !valid_timer(seconds) {
-            return Err(ClientError::InvalidInput(format!(
-                "a timer is off or between {MIN_TIMER_SECONDS} seconds and {} weeks",
-                MAX_TIMER_SECONDS / 604_800
-            )));
+            return Err(ClientError::refused(
+                Refusal::BadArgument,
+                format!(
+                    "a timer is off or between {MIN_TIMER_SECONDS} seconds and {} weeks",
+                    MAX_TIMER_SECONDS / 604_800
+                ),
+            ));
         }
         let id = match self.resolve_target(target)? {
             crate::groups::Target::Group(id) => id,
@@ -245,7 +251,10 @@ impl Client {
     pub async fn delete_conversation(&mut self, peer: &str) -> ClientResult<usize> {
         let conversations = local::directs_with(&self.conn, peer)?;
         if conversations.is_empty() && !local::is_contact(&self.conn, peer)? {
-            return Err(ClientError::InvalidInput(format!("you have no conversation with {peer}")));
+            return Err(ClientError::refused(
+                Refusal::NoSuchConversation,
+                format!("you have no conversation with {peer}"),
+            ));
         }
         for c in conversations.iter().filter(|c| !c.left) {
             if let Err(e) = self.leave_conversation(&c.id).await {

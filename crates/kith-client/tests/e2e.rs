@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
-use kith_client::{ClientError, ConversationKind, ErrorCode};
+use kith_client::{ClientError, ConversationKind, ErrorCode, Refusal};
 use kith_testkit::TestServer;
 use std::time::Duration;
 
@@ -170,13 +170,15 @@ async fn refusals_name_the_problem() {
     assert_eq!(err.code(), Some(ErrorCode::UnknownUser), "{err}");
 
     let err = alice.send_text("Not Valid", "hi").await.unwrap_err();
-    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::BadUsername), "{err}");
+    assert_eq!(err.code_str(), "bad_username");
 
     let err = alice.send_text("alice", "hi").await.unwrap_err();
-    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::Yourself), "{err}");
 
     let err = alice.send_text("bob", "").await.unwrap_err();
-    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::BadText), "{err}");
+    assert_eq!(err.to_string(), "the message is empty");
 
     // A second account under a taken name is refused, and the profile stays unregistered.
     let dir = tempfile::tempdir().unwrap();
@@ -392,4 +394,15 @@ fn a_profile_is_opened_by_one_process_at_a_time() {
     drop(first);
     let waited = second.join().unwrap().unwrap();
     assert!(waited >= Duration::from_millis(250), "the second open did not wait: {waited:?}");
+}
+
+#[test]
+fn a_profile_held_by_the_app_is_named_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let _app = kith_client::Client::open_as(dir.path(), "the Kith app (kith app)", true).unwrap();
+    let started = std::time::Instant::now();
+    let err = kith_client::Client::open(dir.path()).expect_err("the profile is held");
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited for a holder that stays");
+    assert_eq!(err.code_str(), "profile_in_use");
+    assert!(err.to_string().ends_with("is in use by the Kith app (kith app)"), "{err}");
 }

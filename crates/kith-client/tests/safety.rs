@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_client::{ClientError, ErrorCode};
+use kith_client::{ClientError, ErrorCode, Refusal};
 use kith_proto::payload::{Body, Payload};
 use kith_proto::{B64, QueueEntry, ReportRequest};
 use kith_testkit::{ManualClock, TestServer, TestUser, test_config};
@@ -100,8 +100,9 @@ async fn a_report_reveals_one_message_and_every_forgery_is_refused() {
 
     // Your own messages and unknown ids cannot be reported.
     let mine = carol.history("bob").unwrap()[0].id.clone();
-    assert!(matches!(carol.report(&mine, None).await, Err(ClientError::InvalidInput(_))));
-    assert!(matches!(bob.report("nope", None).await, Err(ClientError::InvalidInput(_))));
+    let refusal = |r: Result<_, ClientError>| r.err().and_then(|e| e.refusal());
+    assert_eq!(refusal(carol.report(&mine, None).await), Some(Refusal::UnknownMessage));
+    assert_eq!(refusal(bob.report("nope", None).await), Some(Refusal::UnknownMessage));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

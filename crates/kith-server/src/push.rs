@@ -187,7 +187,7 @@ impl Hub {
 }
 
 /// Applies what other processes sharing the store announce (see
-/// [`kith_store::Store::announcements`]) to this process's connections.
+/// [`kith_store::DeliveryStore::announcements`]) to this process's connections.
 pub async fn follow_other_nodes(
     state: crate::AppState,
     mut announcements: tokio::sync::mpsc::Receiver<Announcement>,

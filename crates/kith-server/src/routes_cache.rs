@@ -54,7 +54,7 @@ fn put<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, Timed<V>>>, key: K, va
 }
 
 impl RouteCache {
-    /// `shared`: other nodes change the store too ([`Store::shared`]).
+    /// `shared`: other nodes change the store too ([`DeliveryStore::shared`]).
     pub fn new(shared: bool) -> Self {
         RouteCache { cache_blocks: !shared, ..Default::default() }
     }

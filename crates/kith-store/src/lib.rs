@@ -1,10 +1,14 @@
 //! The server's storage, as a trait of domain operations.
 //!
 //! Map:
-//! - [`Store`]: what the server asks of storage — accounts and devices, KeyPackages,
-//!   conversations and their member devices, the message blobs and per-device queues, and the
-//!   retention sweep. Backends: `kith-store-sqlite` (the embedded default) and
-//!   `kith-store-postgres`.
+//! - [`Store`]: what the server asks of storage, as five domain traits — [`AccountStore`]
+//!   (accounts and devices), [`KeyPackageStore`], [`ConversationStore`] (conversations, their
+//!   group state and member devices), [`DeliveryStore`] (the message blobs, per-device queues
+//!   and the retention sweep) and [`SafetyStore`] (franking keys, reports, blocks, flags,
+//!   signals). Backends (`kith-store-sqlite`, the embedded default, and
+//!   `kith-store-postgres`) implement each in a file of its own.
+//! - [`sql`], [`entry_kind_from_code`], [`account_kind_from_code`]: what both backends' row
+//!   mapping shares.
 //! - [`StoreError`]: the domain refusals a caller acts on, plus `Backend` for everything else.
 //! - [`conformance`]: one suite every backend runs, through [`conformance_suite!`].
 //!
@@ -39,6 +43,24 @@ pub fn account_kind_code(kind: AccountKind) -> i16 {
 /// The [`AccountKind`] for a stored code; unknown codes read as a person (the least privileged).
 pub fn account_kind_from_code(code: i64) -> AccountKind {
     if code == 1 { AccountKind::Business } else { AccountKind::Person }
+}
+
+/// The [`EntryKind`] for a stored code; `None` for a code no version wrote.
+pub fn entry_kind_from_code(code: i64) -> Option<EntryKind> {
+    u8::try_from(code).ok().and_then(EntryKind::from_u8)
+}
+
+/// Queries whose text both backends run unchanged, so their column order — which each
+/// backend's row mapping reads — is written once.
+pub mod sql {
+    /// An account with what safety needs to know (read into `AccountInfo`): username, kind,
+    /// created_at, suspend_reason, blocked-by count, reported-by count, display_name,
+    /// description, verified. Append a `WHERE`/`ORDER BY`.
+    pub const ACCOUNT_INFO: &str = "SELECT a.username, a.kind, a.created_at, a.suspend_reason,
+        (SELECT COUNT(*) FROM blocks b WHERE b.blocked = a.username),
+        (SELECT COUNT(DISTINCT reporter) FROM reports r WHERE r.sender = a.username),
+        a.display_name, a.description, a.verified
+     FROM accounts a";
 }
 
 /// Ids and times are `u64` in the API and signed 64-bit in SQL; values never come near the
@@ -78,7 +100,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// An account with its first device, for [`Store::create_account`].
+/// An account with its first device, for [`AccountStore::create_account`].
 #[derive(Clone, Debug)]
 pub struct NewAccount {
     pub username: String,
@@ -145,13 +167,13 @@ pub struct NewMessage {
     /// When the server must delete it, delivered or not (stories); `None`: retention only.
     pub expires_at: Option<Millis>,
     /// Devices it is queued for but withheld from — not fetched, not pushed, not counted in
-    /// [`Store::queue_depths`] — until [`Store::release_withheld`]: an invitation to someone
+    /// [`DeliveryStore::queue_depths`] — until [`SafetyStore::release_withheld`]: an invitation to someone
     /// whose account blocks the sender. A device holds at most [`MAX_WITHHELD`] withheld
     /// entries from one sending device; past that, it is left out.
     pub withheld: Vec<DeviceId>,
 }
 
-/// What another server process sharing the store announced (see [`Store::announcements`]).
+/// What another server process sharing the store announced (see [`DeliveryStore::announcements`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Announcement {
     /// These devices' queues grew.
@@ -164,7 +186,7 @@ pub enum Announcement {
     Missed,
 }
 
-/// What [`Store::enqueue`] stored: the message and, for `recipients[i]`, the entry `seqs[i]`.
+/// What [`DeliveryStore::enqueue`] stored: the message and, for `recipients[i]`, the entry `seqs[i]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enqueued {
     pub message_id: MessageId,
@@ -370,9 +392,22 @@ pub struct StoreCounts {
     pub key_packages: u64,
 }
 
-/// The server's storage. Every method is one atomic operation.
+/// The server's storage: every domain's operations together. Each method is one atomic
+/// operation; see the domain traits for what each does. Every type that implements the five
+/// is a `Store`.
+pub trait Store:
+    AccountStore + KeyPackageStore + ConversationStore + DeliveryStore + SafetyStore
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore + KeyPackageStore + ConversationStore + DeliveryStore + SafetyStore
+{
+}
+
+/// Accounts and devices: creation, authentication, suspension, business listing.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait AccountStore: Send + Sync + 'static {
     /// Creates an account and its first device. `Err(UsernameTaken)` if the name exists.
     async fn create_account(&self, account: NewAccount) -> StoreResult<DeviceId>;
 
@@ -382,6 +417,28 @@ pub trait Store: Send + Sync + 'static {
     /// The account and its devices in creation order, `Ok(None)` if there is no such account.
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>>;
 
+    /// The account, with what safety needs to know, `Ok(None)` if there is none.
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>>;
+
+    /// Suspends (with a reason) or, with `None`, reinstates an account. `Err(UnknownUser)`.
+    /// A suspension is announced to other processes sharing the store as
+    /// [`Announcement::AccessChanged`] of each of the account's devices.
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
+
+    /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()>;
+
+    /// Marks a business verified (or not). `Err(UnknownUser)` if there is no such business.
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()>;
+
+    /// Business accounts whose username, display name or description contains `query`
+    /// (case-insensitive), verified first, then by name; at most `limit`.
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>>;
+}
+
+/// KeyPackages: upload, claims (one-time first, then the last-resort one), and which device owns a credential key.
+#[async_trait]
+pub trait KeyPackageStore: Send + Sync + 'static {
     /// Adds one-time KeyPackages (and replaces the last-resort one when given). Returns how
     /// many one-time KeyPackages the device now holds.
     async fn add_key_packages(
@@ -404,6 +461,13 @@ pub trait Store: Send + Sync + 'static {
         one_time: bool,
     ) -> StoreResult<Vec<ClaimedKeyPackage>>;
 
+    /// The devices whose credential key is one of `keys` (unknown keys are left out).
+    async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>>;
+}
+
+/// Conversations: their creation, public group state (epoch, revision, members), routes, and who has spoken where.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
     /// Records a conversation and its members and queues the Welcome for every member but the
     /// creator, in one transaction. `Err(ConversationExists)`, `Err(UnknownDevice)`.
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<MessageId>;
@@ -416,13 +480,24 @@ pub trait Store: Send + Sync + 'static {
     /// `expected_epoch` and `expected_revision`, `Err(UnknownConversation)`. Returns the ids of the stored messages.
     async fn update_group(&self, update: GroupUpdate) -> StoreResult<Vec<MessageId>>;
 
-    /// The devices whose credential key is one of `keys` (unknown keys are left out).
-    async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>>;
-
     /// The conversation's member devices and posting rule, `Ok(None)` if there is no such
     /// conversation.
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>>;
 
+    /// Whether `a` and `b` are both members of a 1:1 conversation.
+    async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool>;
+
+    /// Remembers that `speaker` posted in the conversation (idempotent).
+    async fn note_spoke(&self, conversation: &[u8], speaker: &str) -> StoreResult<()>;
+
+    /// Whether `speaker` posted in a 1:1 conversation with `listener` (a group does not count:
+    /// its admin could add anyone after the fact).
+    async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool>;
+}
+
+/// Delivery: messages stored once, per-device queues, acknowledgements, retention, and what other nodes announce.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
     /// Stores the message once and queues it for each recipient. Durable when it returns.
     /// Answers the message id and each recipient's entry, in the order of `recipients`, so the
     /// server can push them to connected devices without reading them back.
@@ -470,7 +545,11 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+}
 
+/// Safety: franking keys, reports, blocks (and the entries withheld by them), flags and signals.
+#[async_trait]
+pub trait SafetyStore: Send + Sync + 'static {
     /// Every franking key, oldest first.
     async fn franking_keys(&self) -> StoreResult<Vec<FrankingKey>>;
 
@@ -496,32 +575,11 @@ pub trait Store: Send + Sync + 'static {
     /// The devices of every account that blocks `sender`.
     async fn devices_blocking(&self, sender: &str) -> StoreResult<Vec<DeviceId>>;
 
-    /// The account, with what safety needs to know, `Ok(None)` if there is none.
-    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>>;
-
-    /// Suspends (with a reason) or, with `None`, reinstates an account. `Err(UnknownUser)`.
-    /// A suspension is announced to other processes sharing the store as
-    /// [`Announcement::AccessChanged`] of each of the account's devices.
-    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
-
-    /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
-    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()>;
-
     /// Records an action taken against an account.
     async fn add_flag(&self, flag: FlagRecord) -> StoreResult<()>;
 
     /// Every recorded action, oldest first.
     async fn flags(&self) -> StoreResult<Vec<FlagRecord>>;
-
-    /// Marks a business verified (or not). `Err(UnknownUser)` if there is no such business.
-    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()>;
-
-    /// Business accounts whose username, display name or description contains `query`
-    /// (case-insensitive), verified first, then by name; at most `limit`.
-    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>>;
-
-    /// Whether `a` and `b` are both members of a 1:1 conversation.
-    async fn share_direct_conversation(&self, a: &str, b: &str) -> StoreResult<bool>;
 
     /// `blocker` no longer blocks `sender`: the entries withheld from `blocker`'s devices
     /// because `sender` sent them are delivered from now on. Answers the devices whose queue
@@ -546,11 +604,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets a target's signals (an admin reviewed them); answers how many there were.
     async fn clear_signals(&self, target: &str) -> StoreResult<u64>;
-
-    /// Remembers that `speaker` posted in the conversation (idempotent).
-    async fn note_spoke(&self, conversation: &[u8], speaker: &str) -> StoreResult<()>;
-
-    /// Whether `speaker` posted in a 1:1 conversation with `listener` (a group does not count:
-    /// its admin could add anyone after the fact).
-    async fn has_written_to(&self, speaker: &str, listener: &str) -> StoreResult<bool>;
 }

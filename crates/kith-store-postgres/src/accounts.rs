@@ -1,0 +1,181 @@
+//! Accounts and devices: creation, authentication records, token rotation, suspension (the
+//! operations of [`AccountStore`]) and the business directory.
+
+use super::*;
+use kith_store::sql::ACCOUNT_INFO;
+
+#[async_trait]
+impl AccountStore for PgStore {
+    async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let account: i64 = match sqlx::query_scalar(
+            "INSERT INTO accounts (username, kind, created_at, display_name, description)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(&a.username)
+        .bind(account_kind_code(a.kind))
+        .bind(i(a.now))
+        .bind(a.profile.as_ref().map(|p| p.0.clone()))
+        .bind(a.profile.as_ref().map(|p| p.1.clone()))
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            other => other.map_err(backend)?,
+        };
+        let device: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(account)
+        .bind(&a.credential_key)
+        .bind(a.token_hash.as_slice())
+        .bind(i(a.now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("INSERT INTO key_packages (device_id, data) SELECT $1, k FROM UNNEST($2::BYTEA[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+            .bind(device)
+            .bind(&a.key_packages)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO last_resort_key_packages (device_id, data) VALUES ($1, $2)")
+            .bind(device)
+            .bind(&a.last_resort)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u(device))
+    }
+
+    async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
+        let row = sqlx::query(
+            "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
+                    a.verified
+             FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
+        )
+        .bind(i(device))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(r) = row else { return Ok(None) };
+        let hash: Vec<u8> = r.try_get(3).map_err(backend)?;
+        Ok(Some(DeviceAuth {
+            device_id: u(r.try_get(0).map_err(backend)?),
+            username: r.try_get(1).map_err(backend)?,
+            kind: account_kind_from_code(i64::from(r.try_get::<i16, _>(2).map_err(backend)?)),
+            token_hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Backend("token hash is not 32 bytes".into()))?,
+            credential_key: r.try_get(4).map_err(backend)?,
+            suspended: r.try_get(5).map_err(backend)?,
+            verified: r.try_get(6).map_err(backend)?,
+        }))
+    }
+
+    async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
+        let account: Option<(i64, i16)> =
+            sqlx::query_as("SELECT id, kind FROM accounts WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let Some((id, kind)) = account else {
+            return Ok(None);
+        };
+        let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, credential_key, created_at FROM devices WHERE account_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(Some(AccountDevices {
+            username: username.to_string(),
+            kind: account_kind_from_code(i64::from(kind)),
+            devices: rows
+                .into_iter()
+                .map(|(id, key, at)| DeviceRecord {
+                    device_id: u(id),
+                    credential_key: key,
+                    created_at: u(at),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ACCOUNT_INFO} WHERE a.username = $1")))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_info_row).transpose().map_err(backend)
+    }
+
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n = sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1")
+            .bind(i(device))
+            .bind(token_hash.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::UnknownDevice);
+        }
+        // Other nodes close their push connections opened with the old token.
+        announce_access_changed(&mut tx, &self.announce, device).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let suspending = reason.is_some();
+        let n = sqlx::query("UPDATE accounts SET suspend_reason = $2 WHERE username = $1")
+            .bind(username)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::UnknownUser);
+        }
+        if suspending {
+            // Every node closes the account's push connections.
+            announce_account_shut(&mut tx, &self.announce, username).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()> {
+        let n = sqlx::query("UPDATE accounts SET verified = $2 WHERE username = $1 AND kind = 1")
+            .bind(username)
+            .bind(verified)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+    }
+
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ACCOUNT_INFO} WHERE a.kind = 1 AND (
+                strpos(lower(a.username), $1) > 0
+                OR strpos(lower(coalesce(a.display_name, '')), $1) > 0
+                OR strpos(lower(coalesce(a.description, '')), $1) > 0)
+             ORDER BY a.verified DESC, a.username LIMIT $2"
+        )))
+        .bind(query.to_lowercase())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(account_info_row).collect::<Result<_, _>>().map_err(backend)
+    }
+}

@@ -1,0 +1,176 @@
+//! Accounts and devices: creation, authentication records, token rotation, suspension (the
+//! operations of [`AccountStore`]) and the business directory.
+
+use super::*;
+use kith_store::sql::ACCOUNT_INFO;
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let (display_name, description) = a.profile.clone().unzip();
+                let inserted = conn.execute(
+                    "INSERT INTO accounts (username, kind, created_at, display_name, description)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        a.username,
+                        i64::from(account_kind_code(a.kind)),
+                        i(a.now),
+                        display_name,
+                        description
+                    ],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+                    other => other.map_err(backend)?,
+                };
+                let account = conn.last_insert_rowid();
+                conn.execute(
+                    "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![account, a.credential_key, a.token_hash.to_vec(), i(a.now)],
+                )
+                .map_err(backend)?;
+                let device = conn.last_insert_rowid();
+                let mut kp = conn
+                    .prepare_cached("INSERT INTO key_packages (device_id, data) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for k in &a.key_packages {
+                    kp.execute(params![device, k]).map_err(backend)?;
+                }
+                conn.execute(
+                    "INSERT INTO last_resort_key_packages (device_id, data) VALUES (?1, ?2)",
+                    params![device, a.last_resort],
+                )
+                .map_err(backend)?;
+                Ok(u(device))
+            })
+            .await
+    }
+
+    async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
+                        a.verified
+                 FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
+            )?
+            .query_row(params![i(device)], |r| {
+                Ok(DeviceAuth {
+                    device_id: u(r.get(0)?),
+                    username: r.get(1)?,
+                    kind: account_kind_from_code(r.get(2)?),
+                    token_hash: hash32(r.get(3)?)?,
+                    credential_key: r.get(4)?,
+                    suspended: r.get(5)?,
+                    verified: r.get(6)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            let Some((account, kind)) = conn
+                .prepare_cached("SELECT id, kind FROM accounts WHERE username = ?1")?
+                .query_row(params![username], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let devices = conn
+                .prepare_cached(
+                    "SELECT id, credential_key, created_at FROM devices
+                     WHERE account_id = ?1 ORDER BY id",
+                )?
+                .query_map(params![account], |r| {
+                    Ok(DeviceRecord {
+                        device_id: u(r.get(0)?),
+                        credential_key: r.get(1)?,
+                        created_at: u(r.get(2)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(AccountDevices { username, kind: account_kind_from_code(kind), devices }))
+        })
+        .await
+    }
+
+    async fn account_info(&self, username: &str) -> StoreResult<Option<AccountInfo>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("{ACCOUNT_INFO} WHERE a.username = ?1"))?
+                .query_row(params![username], account_info_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE devices SET token_hash = ?2 WHERE id = ?1",
+                        params![i(device), token_hash.to_vec()],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE accounts SET suspend_reason = ?2 WHERE username = ?1",
+                        params![username, reason],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute(
+                        "UPDATE accounts SET verified = ?2 WHERE username = ?1 AND kind = 1",
+                        params![username, verified],
+                    )
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
+        let query = query.to_lowercase();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "{ACCOUNT_INFO} WHERE a.kind = 1 AND (
+                    instr(lower(a.username), ?1) > 0
+                    OR instr(lower(coalesce(a.display_name, '')), ?1) > 0
+                    OR instr(lower(coalesce(a.description, '')), ?1) > 0)
+                 ORDER BY a.verified DESC, a.username LIMIT ?2"
+            ))?
+            .query_map(params![query, i64::from(limit)], account_info_row)?
+            .collect()
+        })
+        .await
+    }
+}
