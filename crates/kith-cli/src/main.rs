@@ -26,6 +26,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open the Kith app: a web interface for this profile, served on 127.0.0.1 only.
+    App {
+        /// The loopback port to serve on [default: a free one].
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Print the address without opening a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Create an account on a server, with this profile as its first device.
     Register {
         username: String,
@@ -198,6 +207,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         .unwrap_or_default();
     let mut out = output::Output { json: cli.json, names };
     match cli.command {
+        Command::App { port, no_open } => {
+            // The app opens the profile itself, and keeps it while it runs.
+            drop(client);
+            return app(dir, port, no_open).await;
+        }
         Command::Register { username, server, business, display_name, description, ca_cert } => {
             if let Some(path) = ca_cert {
                 let pem = std::fs::read_to_string(&path)
@@ -367,6 +381,52 @@ async fn group(client: &mut Client, out: &output::Output, cmd: GroupCommand) -> 
         }
     }
     Ok(())
+}
+
+/// `kith app`: serves the app until interrupted.
+async fn app(profile: PathBuf, port: u16, no_open: bool) -> Result<(), String> {
+    let running = kith_app::serve(kith_app::AppOptions { profile: profile.clone(), port })
+        .await
+        .map_err(|e| format!("cannot start the app for the profile {}: {e}", profile.display()))?;
+    // Written, not printed: a closed stdout must not stop the app.
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "Kith app for {}: open {}", profile.display(), running.url);
+    let _ = writeln!(
+        stdout,
+        "(The address carries the app's secret: do not share it. Ctrl+C stops the app.)"
+    );
+    let _ = stdout.flush();
+    if !no_open {
+        open_browser(&running.url);
+    }
+    tokio::select! {
+        served = running.task => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the app stopped: {e}")),
+            Err(e) => Err(format!("the app stopped: {e}")),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Opens `url` in the default browser where there is one; quietly does nothing otherwise
+/// (the address is printed).
+fn open_browser(url: &str) {
+    let opener: &[&str] = if cfg!(target_os = "macos") {
+        &["open"]
+    } else if cfg!(windows) {
+        &["cmd", "/C", "start", ""]
+    } else {
+        &["xdg-open"]
+    };
+    let _ = std::process::Command::new(opener[0])
+        .args(&opener[1..])
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 #[tokio::main(flavor = "current_thread")]

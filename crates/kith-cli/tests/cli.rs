@@ -439,3 +439,53 @@ async fn a_client_killed_mid_sync_or_send_loses_and_repeats_nothing() {
     assert!(r.stdout.contains("still here"), "{}", r.stdout);
     eprintln!("sync runs killed part-way: {kills}");
 }
+
+/// A raw HTTP/1.1 GET on loopback: the status line's code.
+fn http_status(addr: &str, path: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kith_app_serves_the_profile_and_other_commands_are_told_who_holds_it() {
+    use std::io::BufRead;
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+
+    let mut app = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+        .arg("--profile")
+        .arg(a.path())
+        .args(["app", "--no-open"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(app.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let url = first.split_whitespace().last().unwrap().to_string();
+    let rest = url.strip_prefix("http://127.0.0.1:").expect("served on loopback only");
+    let (port, path) = rest.split_once('/').unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    assert!(path.starts_with("open?key="), "{url}");
+
+    // Nothing without the secret; the secret's address hands out a cookie.
+    assert_eq!(http_status(&addr, "/api/me", ""), 401);
+    assert_eq!(http_status(&addr, "/open?key=wrong", ""), 403);
+    assert_eq!(http_status(&addr, &format!("/{path}"), ""), 303);
+
+    // The app holds the profile: a command is told so at once, not after a wait.
+    let started = std::time::Instant::now();
+    let r = kith(a.path(), &["whoami"]).await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("in use by the Kith app"), "{}", r.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    app.kill().unwrap();
+    app.wait().unwrap();
+    let r = kith(a.path(), &["whoami"]).await;
+    assert!(r.ok, "{}", r.stderr);
+}

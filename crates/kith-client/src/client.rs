@@ -752,8 +752,32 @@ impl Client {
 
     /// Waits for the next pushed frame, processes its entries and acknowledges them.
     pub async fn receive_push(&mut self, push: &mut PushConnection) -> ClientResult<SyncReport> {
+        let entries = push.next_entries().await?;
+        self.take_pushed(push, &entries).await
+    }
+
+    /// Processes entries [`PushConnection::next_entries`] brought and acknowledges them on
+    /// the push channel. Split from the wait so a caller that shares the client (the app)
+    /// does not hold it while nothing arrives.
+    pub async fn take_pushed(
+        &mut self,
+        push: &mut PushConnection,
+        entries: &[kith_proto::QueueEntry],
+    ) -> ClientResult<SyncReport> {
+        let report = self.receive_entries(entries).await?;
+        push.ack(entries.iter().map(|e| e.seq).collect()).await?;
+        if !report.joined.is_empty() {
+            self.replenish_key_packages().await?;
+        }
+        Ok(report)
+    }
+}
+
+impl PushConnection {
+    /// Waits for the next frame of entries the server pushes (without needing the client).
+    pub async fn next_entries(&mut self) -> ClientResult<Vec<kith_proto::QueueEntry>> {
         loop {
-            let frame = push
+            let frame = self
                 .ws
                 .next()
                 .await
@@ -768,19 +792,17 @@ impl Client {
             };
             let ServerFrame::Entries { entries } = serde_json::from_str(text.as_str())
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            let report = self.receive_entries(&entries).await?;
-            let ack = ClientFrame::Ack { seqs: entries.iter().map(|e| e.seq).collect() };
-            let ack =
-                serde_json::to_string(&ack).map_err(|e| ClientError::Protocol(e.to_string()))?;
-            push.ws
-                .send(tungstenite::Message::Text(ack.into()))
-                .await
-                .map_err(|e| ClientError::Network(e.to_string()))?;
-            if !report.joined.is_empty() {
-                self.replenish_key_packages().await?;
-            }
-            return Ok(report);
+            return Ok(entries);
         }
+    }
+
+    async fn ack(&mut self, seqs: Vec<u64>) -> ClientResult<()> {
+        let ack = serde_json::to_string(&ClientFrame::Ack { seqs })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.ws
+            .send(tungstenite::Message::Text(ack.into()))
+            .await
+            .map_err(|e| ClientError::Network(e.to_string()))
     }
 }
 

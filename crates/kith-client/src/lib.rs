@@ -13,6 +13,8 @@
 //!   report one verifiably; blocking;
 //! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
 //!   deleted text off the disk;
+//! - `chats`: the chat list as a window shows it (one line per person and per group, last
+//!   message, unread count, marks) and what was read, for the app;
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
 //! - `keys`: the device keys the server registered, which every member and sender must use;
 //! - `local`: the profile's own tables (account, conversations, message history, what was
@@ -45,6 +47,7 @@
 //! ```
 
 mod api;
+mod chats;
 mod client;
 mod convo;
 mod error;
@@ -62,6 +65,7 @@ mod signer;
 mod timers;
 mod tls;
 
+pub use chats::ChatSummary;
 pub use client::{Client, PushConnection, SyncReport};
 pub use convo::MAX_TEXT_BYTES;
 pub use error::{ClientError, ClientResult, Refusal};

@@ -163,6 +163,10 @@ CREATE TABLE IF NOT EXISTS kith_held (
     held_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS kith_held_conversation ON kith_held (conversation, message_id);
+CREATE TABLE IF NOT EXISTS kith_read (
+    chat TEXT PRIMARY KEY,
+    read_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_device_keys (
     username TEXT NOT NULL,
     credential_key BLOB NOT NULL,

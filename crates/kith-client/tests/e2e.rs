@@ -406,3 +406,49 @@ fn a_profile_held_by_the_app_is_named_at_once() {
     assert_eq!(err.code_str(), "profile_in_use");
     assert!(err.to_string().ends_with("is in use by the Kith app (kith app)"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_list_counts_what_is_unread_until_it_is_read() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    alice.send_text("bob", "one").await.unwrap();
+    alice.send_text("bob", "two").await.unwrap();
+    let club = carol.create_group("Club", &["bob".into()]).await.unwrap();
+    carol.send_group(&club, "welcome").await.unwrap();
+    bob.sync().await.unwrap();
+
+    let chats = bob.chats().unwrap();
+    let titles: Vec<&str> = chats.iter().map(|c| c.title.as_str()).collect();
+    // The most recent first: the group's message came last.
+    assert_eq!(titles, ["Club", "alice"]);
+    let with_alice = chats.iter().find(|c| c.chat == "@alice").unwrap();
+    assert_eq!(with_alice.unread, 2);
+    assert_eq!(with_alice.last.as_ref().unwrap().text, "two");
+    assert!(!with_alice.business && !with_alice.left);
+    assert_eq!(
+        bob.chat_of(&with_alice.last.as_ref().unwrap().conversation).unwrap().unwrap(),
+        "@alice"
+    );
+    assert_eq!(chats[0].chat, club);
+    assert_eq!(chats[0].unread, 1);
+
+    bob.mark_read("@alice").unwrap();
+    assert_eq!(bob.chats().unwrap().iter().find(|c| c.chat == "@alice").unwrap().unread, 0);
+    // Bob's own answer is not unread; a new message from alice is.
+    bob.send_text("alice", "three").await.unwrap();
+    alice.send_text("bob", "four").await.unwrap();
+    bob.sync().await.unwrap();
+    let with_alice = bob.chats().unwrap().into_iter().find(|c| c.chat == "@alice").unwrap();
+    assert_eq!(with_alice.unread, 1);
+    let texts: Vec<String> =
+        bob.chat_history("@alice").unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["one", "two", "three", "four"]);
+    let err = bob.chat_history("not-a-chat").unwrap_err();
+    assert_eq!(err.refusal(), Some(Refusal::NoSuchConversation));
+
+    // A deleted chat leaves the list.
+    bob.delete_conversation("alice").await.unwrap();
+    assert!(bob.chats().unwrap().iter().all(|c| c.chat != "@alice"));
+}

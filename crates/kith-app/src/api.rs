@@ -1,0 +1,325 @@
+//! The JSON calls the page makes. Each is one SDK call on the profile's [`Client`]; an error
+//! comes back as `{"error": {"code", "message"}}` with the SDK's stable code, so the page
+//! shows what went wrong in words and never a blank screen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kith_client::{AccountKind, ClientError, Target};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::App;
+
+type Answer = Result<Json<Value>, Failure>;
+
+/// An SDK error as the page sees it.
+pub(crate) struct Failure(ClientError);
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = match &e {
+            ClientError::Server { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            ClientError::Network(_) | ClientError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            ClientError::NotRegistered => StatusCode::CONFLICT,
+            ClientError::Storage(_) | ClientError::Io(_) | ClientError::Mls(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        crate::refuse(status, &e.code_str(), &e.message())
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/me", get(me))
+        .route("/api/register", post(register))
+        .route("/api/chats", get(chats))
+        .route("/api/chats/{chat}/messages", get(messages))
+        .route("/api/chats/{chat}/read", post(read))
+        .route("/api/chats/{chat}/timer", post(timer))
+        .route("/api/send", post(send))
+        .route("/api/groups", post(create_group))
+        .route("/api/groups/{id}", get(group))
+        .route("/api/groups/{id}/add", post(group_add))
+        .route("/api/groups/{id}/remove", post(group_remove))
+        .route("/api/groups/{id}/promote", post(group_promote))
+        .route("/api/groups/{id}/rename", post(group_rename))
+        .route("/api/groups/{id}/leave", post(group_leave))
+        .route("/api/stories", get(stories).post(post_story))
+        .route("/api/contacts", get(contacts))
+        .route("/api/blocked", get(blocked))
+        .route("/api/block", post(block))
+        .route("/api/unblock", post(unblock))
+        .route("/api/report", post(report))
+        .route("/api/businesses", get(businesses))
+        .route("/api/delete", post(delete_chat))
+        .route("/api/rotate-token", post(rotate_token))
+}
+
+async fn me(State(app): State<Arc<App>>) -> Answer {
+    let client = app.client.lock().await;
+    Ok(Json(match client.profile() {
+        Some(p) => json!({
+            "registered": true,
+            "username": p.username,
+            "server": p.server,
+            "business": p.kind == AccountKind::Business,
+        }),
+        None => json!({ "registered": false }),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Register {
+    username: String,
+    server: String,
+    /// A CA certificate (PEM) to trust for the server, for a self-hosted one.
+    #[serde(default)]
+    ca_pem: Option<String>,
+}
+
+async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answer {
+    let mut client = app.client.lock().await;
+    if let Some(pem) = r.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
+        client.trust_ca_pem(pem)?;
+    }
+    let p = client.register(r.server.trim(), r.username.trim(), AccountKind::Person).await?;
+    let answer = json!({ "registered": true, "username": p.username, "server": p.server });
+    drop(client);
+    app.registered.notify_one();
+    Ok(Json(answer))
+}
+
+async fn chats(State(app): State<Arc<App>>) -> Answer {
+    let client = app.client.lock().await;
+    Ok(Json(json!(client.chats()?)))
+}
+
+async fn messages(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
+    let client = app.client.lock().await;
+    Ok(Json(json!(client.chat_history(&chat)?)))
+}
+
+async fn read(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
+    let client = app.client.lock().await;
+    client.mark_read(&chat)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Timer {
+    /// `None` turns the timer off.
+    seconds: Option<u64>,
+}
+
+async fn timer(
+    State(app): State<Arc<App>>,
+    Path(chat): Path<String>,
+    Json(t): Json<Timer>,
+) -> Answer {
+    let mut client = app.client.lock().await;
+    client.set_disappearing(&chat, t.seconds.map(Duration::from_secs)).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Send {
+    chat: String,
+    text: String,
+}
+
+async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
+    let mut client = app.client.lock().await;
+    let message = match client.resolve_target(&s.chat)? {
+        Target::Person(user) => client.send_text(&user, &s.text).await?,
+        Target::Group(id) => client.send_group(&id, &s.text).await?,
+    };
+    let chat = client.chat_of(&message.conversation)?;
+    Ok(Json(json!({ "chat": chat, "message": message })))
+}
+
+#[derive(Deserialize)]
+struct NewGroup {
+    name: String,
+    members: Vec<String>,
+}
+
+async fn create_group(State(app): State<Arc<App>>, Json(g): Json<NewGroup>) -> Answer {
+    let mut client = app.client.lock().await;
+    let members: Vec<String> =
+        g.members.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+    let id = client.create_group(g.name.trim(), &members).await?;
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+    let client = app.client.lock().await;
+    let g = client.group(&id)?;
+    let me = client.profile().map(|p| p.username.clone()).unwrap_or_default();
+    Ok(Json(json!({
+        "id": g.id,
+        "name": g.name,
+        "members": g.members,
+        "admins": g.admins,
+        "left": g.left,
+        "timer_seconds": g.timer_seconds,
+        "me_admin": g.admins.contains(&me),
+    })))
+}
+
+#[derive(Deserialize)]
+struct User {
+    user: String,
+}
+
+async fn group_add(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Json(u): Json<User>,
+) -> Answer {
+    let mut client = app.client.lock().await;
+    client.group_add(&id, &[u.user.trim().to_string()]).await?;
+    Ok(Json(json!({})))
+}
+
+async fn group_remove(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Json(u): Json<User>,
+) -> Answer {
+    let mut client = app.client.lock().await;
+    client.group_remove(&id, u.user.trim()).await?;
+    Ok(Json(json!({})))
+}
+
+async fn group_promote(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Json(u): Json<User>,
+) -> Answer {
+    let mut client = app.client.lock().await;
+    client.group_promote(&id, u.user.trim()).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    name: String,
+}
+
+async fn group_rename(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Json(r): Json<Rename>,
+) -> Answer {
+    let mut client = app.client.lock().await;
+    client.group_rename(&id, r.name.trim()).await?;
+    Ok(Json(json!({})))
+}
+
+async fn group_leave(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+    let mut client = app.client.lock().await;
+    client.group_leave(&id).await?;
+    Ok(Json(json!({})))
+}
+
+async fn stories(State(app): State<Arc<App>>) -> Answer {
+    let client = app.client.lock().await;
+    let stories: Vec<Value> = client
+        .stories()?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id, "author": s.author, "text": s.text,
+                "posted_at": s.posted_at, "expires_at": s.expires_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!(stories)))
+}
+
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
+async fn post_story(State(app): State<Arc<App>>, Json(t): Json<Text>) -> Answer {
+    let mut client = app.client.lock().await;
+    let s = client.story_post(&t.text).await?;
+    Ok(Json(json!({ "id": s.id, "expires_at": s.expires_at })))
+}
+
+async fn contacts(State(app): State<Arc<App>>) -> Answer {
+    let client = app.client.lock().await;
+    let contacts: Vec<String> = client.contacts()?.into_iter().map(|(name, _)| name).collect();
+    Ok(Json(json!(contacts)))
+}
+
+async fn blocked(State(app): State<Arc<App>>) -> Answer {
+    let client = app.client.lock().await;
+    Ok(Json(json!(client.blocked()?)))
+}
+
+async fn block(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+    let mut client = app.client.lock().await;
+    client.block(u.user.trim()).await?;
+    Ok(Json(json!({})))
+}
+
+async fn unblock(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+    let mut client = app.client.lock().await;
+    client.unblock(u.user.trim()).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Report {
+    message_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn report(State(app): State<Arc<App>>, Json(r): Json<Report>) -> Answer {
+    let mut client = app.client.lock().await;
+    let reason = r.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let answer = client.report(&r.message_id, reason).await?;
+    Ok(Json(json!({ "report_id": answer.report_id })))
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: String,
+}
+
+async fn businesses(State(app): State<Arc<App>>, Query(s): Query<Search>) -> Answer {
+    let mut client = app.client.lock().await;
+    Ok(Json(json!(client.search_businesses(s.q.trim()).await?)))
+}
+
+async fn delete_chat(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+    let mut client = app.client.lock().await;
+    let deleted = client.delete_conversation(u.user.trim().trim_start_matches('@')).await?;
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+async fn rotate_token(State(app): State<Arc<App>>) -> Answer {
+    let mut client = app.client.lock().await;
+    client.rotate_token().await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,132 @@
+//! Live updates. One loop keeps the push connection to `kithd` (reconnecting with a growing
+//! pause, and catching up with a sync each time it connects), processes what arrives with the
+//! profile's client and tells every open page over its WebSocket (`/live`): the new messages
+//! with the chat each belongs to, and whether the app is connected. No polling, no reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use kith_client::{Client, ClientError, SyncReport};
+use serde_json::json;
+
+use crate::App;
+
+/// The longest pause between attempts to reach the server.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(app: Arc<App>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let connected = {
+            let mut client = app.client.lock().await;
+            if client.profile().is_none() {
+                drop(client);
+                app.registered.notified().await;
+                continue;
+            }
+            match client.connect_push().await {
+                // Catch up with what arrived while this app was not connected.
+                Ok(push) => match client.sync().await {
+                    Ok(report) => {
+                        publish(&app, &client, report);
+                        Ok(push)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        };
+        let mut push = match connected {
+            Ok(push) => push,
+            Err(e) => {
+                status(&app, false, Some(&e));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+                continue;
+            }
+        };
+        status(&app, true, None);
+        pause = Duration::from_secs(1);
+        let lost = loop {
+            // Wait without holding the client: the page's calls go on meanwhile.
+            let entries = match push.next_entries().await {
+                Ok(entries) => entries,
+                Err(e) => break e,
+            };
+            let mut client = app.client.lock().await;
+            match client.take_pushed(&mut push, &entries).await {
+                Ok(report) => publish(&app, &client, report),
+                Err(e) => break e,
+            }
+        };
+        status(&app, false, Some(&lost));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Tells the pages what a sync or a push brought.
+fn publish(app: &App, client: &Client, report: SyncReport) {
+    if report.messages.is_empty() && report.joined.is_empty() && report.expired == 0 {
+        return;
+    }
+    let messages: Vec<_> = report
+        .messages
+        .iter()
+        .map(|m| json!({ "chat": client.chat_of(&m.conversation).ok().flatten(), "message": m }))
+        .collect();
+    let event = json!({
+        "type": "update",
+        "messages": messages,
+        "joined": report.joined,
+        "expired": report.expired,
+    });
+    let _ = app.events.send(event.to_string());
+}
+
+fn status(app: &App, online: bool, error: Option<&ClientError>) {
+    let error = error.map(|e| json!({ "code": e.code_str(), "message": e.message() }));
+    let event = json!({ "type": "status", "online": online, "error": error }).to_string();
+    if let Ok(mut last) = app.status.lock() {
+        last.clone_from(&event);
+    }
+    let _ = app.events.send(event);
+}
+
+/// `GET /live`: the page's WebSocket (the gate checked its session and origin).
+pub(crate) async fn socket(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |ws| forward(app, ws))
+}
+
+async fn forward(app: Arc<App>, mut ws: WebSocket) {
+    let mut events = app.events.subscribe();
+    let status = app.status.lock().map(|s| s.clone()).unwrap_or_default();
+    if ws.send(WsMessage::Text(status.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(text) => {
+                    if ws.send(WsMessage::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                // A page that fell behind reloads its view instead of missing updates.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let resync = json!({ "type": "resync" }).to_string();
+                    if ws.send(WsMessage::Text(resync.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            },
+            incoming = ws.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,142 @@
+// The page's calls to the local `kith app` process (never to kithd): same origin, the session
+// cookie goes by itself, and every write says where it comes from (the app checks Origin).
+
+export type Kind = "direct" | "group" | "story" | "system";
+
+export interface Message {
+  id: string;
+  conversation: string;
+  kind: Kind;
+  from: string;
+  text: string;
+  sent_at: number;
+  received_at: number;
+  outgoing: boolean;
+  expires_at: number | null;
+  from_business: boolean;
+  verified: boolean;
+}
+
+export interface Chat {
+  chat: string;
+  kind: Kind;
+  title: string;
+  last: Message | null;
+  unread: number;
+  business: boolean;
+  verified: boolean;
+  timer_seconds: number | null;
+  left: boolean;
+}
+
+export interface Me {
+  registered: boolean;
+  username?: string;
+  server?: string;
+  business?: boolean;
+}
+
+export interface Group {
+  id: string;
+  name: string | null;
+  members: string[];
+  admins: string[];
+  left: boolean;
+  timer_seconds: number | null;
+  me_admin: boolean;
+}
+
+export interface Story {
+  id: string;
+  author: string;
+  text: string;
+  posted_at: number;
+  expires_at: number;
+}
+
+export interface Business {
+  username: string;
+  display_name: string;
+  description: string;
+  verified: boolean;
+}
+
+/** A refusal, in words, with the SDK's stable code. */
+export class ApiError extends Error {
+  constructor(
+    public code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+  } catch {
+    throw new ApiError("app_unreachable", "The Kith app is not running (start it with `kith app`).");
+  }
+  const text = await response.text();
+  let data: unknown = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    throw new ApiError("bad_answer", `The app answered ${response.status} without JSON.`);
+  }
+  if (!response.ok) {
+    const e = (data as { error?: { code?: string; message?: string } } | null)?.error;
+    throw new ApiError(e?.code ?? String(response.status), e?.message ?? response.statusText);
+  }
+  return data as T;
+}
+
+const chatPath = (chat: string) => `/api/chats/${encodeURIComponent(chat)}`;
+const groupPath = (id: string) => `/api/groups/${encodeURIComponent(id)}`;
+
+export const api = {
+  me: () => call<Me>("GET", "/api/me"),
+  register: (username: string, server: string, ca_pem: string) =>
+    call<Me>("POST", "/api/register", { username, server, ca_pem }),
+  chats: () => call<Chat[]>("GET", "/api/chats"),
+  messages: (chat: string) => call<Message[]>("GET", `${chatPath(chat)}/messages`),
+  read: (chat: string) => call<object>("POST", `${chatPath(chat)}/read`),
+  timer: (chat: string, seconds: number | null) =>
+    call<object>("POST", `${chatPath(chat)}/timer`, { seconds }),
+  send: (chat: string, text: string) =>
+    call<{ chat: string | null; message: Message }>("POST", "/api/send", { chat, text }),
+  createGroup: (name: string, members: string[]) =>
+    call<{ id: string }>("POST", "/api/groups", { name, members }),
+  group: (id: string) => call<Group>("GET", groupPath(id)),
+  groupAdd: (id: string, user: string) => call<object>("POST", `${groupPath(id)}/add`, { user }),
+  groupRemove: (id: string, user: string) =>
+    call<object>("POST", `${groupPath(id)}/remove`, { user }),
+  groupPromote: (id: string, user: string) =>
+    call<object>("POST", `${groupPath(id)}/promote`, { user }),
+  groupRename: (id: string, name: string) =>
+    call<object>("POST", `${groupPath(id)}/rename`, { name }),
+  groupLeave: (id: string) => call<object>("POST", `${groupPath(id)}/leave`),
+  stories: () => call<Story[]>("GET", "/api/stories"),
+  postStory: (text: string) => call<{ id: string }>("POST", "/api/stories", { text }),
+  contacts: () => call<string[]>("GET", "/api/contacts"),
+  blocked: () => call<string[]>("GET", "/api/blocked"),
+  block: (user: string) => call<object>("POST", "/api/block", { user }),
+  unblock: (user: string) => call<object>("POST", "/api/unblock", { user }),
+  report: (message_id: string, reason: string) =>
+    call<{ report_id: number }>("POST", "/api/report", { message_id, reason }),
+  businesses: (q: string) => call<Business[]>("GET", `/api/businesses?q=${encodeURIComponent(q)}`),
+  deleteChat: (user: string) => call<{ deleted: number }>("POST", "/api/delete", { user }),
+  rotateToken: () => call<object>("POST", "/api/rotate-token"),
+};
+
+/** What the app pushes over `/live`. */
+export type LiveEvent =
+  | { type: "update"; messages: { chat: string | null; message: Message }[]; joined: string[]; expired: number }
+  | { type: "status"; online: boolean; error: { code: string; message: string } | null }
+  | { type: "resync" };

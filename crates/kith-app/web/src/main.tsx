@@ -1,0 +1,1127 @@
+// The Kith app's page: registration on a first run, then the chat list, the open chat (live
+// over /live), and dialogs for everything else `kith` does. Text from others is only ever
+// rendered as text (JSX escapes it); nothing is loaded from anywhere but the local app.
+import { render } from "preact";
+import { useCallback, useEffect, useErrorBoundary, useMemo, useRef, useState } from "preact/hooks";
+import type { ComponentChildren } from "preact";
+import { ApiError, api } from "./api";
+import type { Business, Chat, Group, LiveEvent, Me, Message, Story } from "./api";
+import "./styles.css";
+
+// ---------- small helpers ----------
+
+const sameDay = (a: Date, b: Date) => a.toDateString() === b.toDateString();
+
+/** A time in the browser's locale: the hour today, the date before. */
+function when(ms: number): string {
+  const d = new Date(ms);
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  return sameDay(d, new Date()) ? time : `${d.toLocaleDateString()} ${time}`;
+}
+
+function timeLeft(until: number): string {
+  const s = Math.max(0, Math.round((until - Date.now()) / 1000));
+  if (s >= 3600) return `${Math.floor(s / 3600)} h left`;
+  if (s >= 60) return `${Math.floor(s / 60)} min left`;
+  return `${s} s left`;
+}
+
+const TIMERS: [string, number | null][] = [
+  ["Off", null],
+  ["30 seconds", 30],
+  ["5 minutes", 300],
+  ["1 hour", 3600],
+  ["1 day", 86400],
+  ["1 week", 604800],
+  ["4 weeks", 2419200],
+];
+
+function timerLabel(seconds: number | null): string {
+  const known = TIMERS.find(([, s]) => s === seconds);
+  if (known) return known[0];
+  return seconds === null ? "Off" : `${seconds} s`;
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof ApiError) return e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+const typing = (t: EventTarget | null) =>
+  t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+
+// ---------- icons (inline SVG: no font or file needed) ----------
+
+function ClockIcon(props: { label?: string }) {
+  return (
+    <svg class="icon-svg" viewBox="0 0 16 16" aria-hidden={props.label ? undefined : "true"} role={props.label ? "img" : undefined} aria-label={props.label}>
+      <circle cx="8" cy="8" r="6.5" fill="none" stroke="currentColor" stroke-width="1.5" />
+      <path d="M8 4.5V8l2.5 1.5" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linecap="round" />
+    </svg>
+  );
+}
+
+function GroupIcon() {
+  return (
+    <svg class="icon-svg" viewBox="0 0 16 16" aria-hidden="true">
+      <circle cx="5.5" cy="5.5" r="2.5" fill="currentColor" />
+      <circle cx="11" cy="6" r="2" fill="currentColor" opacity="0.7" />
+      <path d="M1 14c0-3 2-4.5 4.5-4.5S10 11 10 14z" fill="currentColor" />
+      <path d="M10.5 9.5c2 0 4.5 1 4.5 4.5h-4" fill="currentColor" opacity="0.7" />
+    </svg>
+  );
+}
+
+// ---------- dialogs ----------
+
+function Dialog(props: { title: string; onClose: () => void; children: ComponentChildren }) {
+  const ref = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    const first = ref.current?.querySelector<HTMLElement>("input, textarea, select, button.primary");
+    first?.focus();
+  }, []);
+  const id = `dialog-${props.title.replace(/\W+/g, "-").toLowerCase()}`;
+  return (
+    <div class="overlay" onClick={(e) => e.target === e.currentTarget && props.onClose()}>
+      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby={id} ref={ref}>
+        <header>
+          <h2 id={id}>{props.title}</h2>
+          <button class="icon" aria-label="Close" title="Close (Esc)" onClick={props.onClose}>
+            ×
+          </button>
+        </header>
+        {props.children}
+      </div>
+    </div>
+  );
+}
+
+/** A form that runs `action`, shows its error in words, and disables itself meanwhile. */
+function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const run = useCallback(async (action: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await action();
+    } catch (e) {
+      setError(messageOf(e));
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, run, setError };
+}
+
+function ErrorLine(props: { error: string | null }) {
+  return props.error ? (
+    <p class="error" role="alert">
+      {props.error}
+    </p>
+  ) : null;
+}
+
+function NewChat(props: { onOpen: (chat: string) => void; onClose: () => void }) {
+  const [name, setName] = useState("");
+  return (
+    <Dialog title="New chat" onClose={props.onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          const user = name.trim().replace(/^@/, "");
+          if (user) props.onOpen(`@${user}`);
+        }}
+      >
+        <label>
+          Username
+          <input
+            aria-label="Username to write to"
+            value={name}
+            onInput={(e) => setName(e.currentTarget.value)}
+            placeholder="e.g. alice"
+            autocomplete="off"
+          />
+        </label>
+        <p class="hint">The chat starts with your first message.</p>
+        <button class="primary" type="submit">
+          Open chat
+        </button>
+      </form>
+    </Dialog>
+  );
+}
+
+function NewGroup(props: { onCreated: (id: string) => void; onClose: () => void }) {
+  const [name, setName] = useState("");
+  const [members, setMembers] = useState("");
+  const { busy, error, run } = useAction();
+  return (
+    <Dialog title="New group" onClose={props.onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          run(async () => {
+            const list = members.split(/[\s,]+/).map((m) => m.replace(/^@/, "")).filter(Boolean);
+            const { id } = await api.createGroup(name, list);
+            props.onCreated(id);
+          });
+        }}
+      >
+        <label>
+          Name
+          <input aria-label="Group name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </label>
+        <label>
+          Members
+          <input
+            aria-label="Members, separated by commas"
+            value={members}
+            onInput={(e) => setMembers(e.currentTarget.value)}
+            placeholder="bob, carol"
+            autocomplete="off"
+          />
+        </label>
+        <ErrorLine error={error} />
+        <button class="primary" type="submit" disabled={busy}>
+          Create group
+        </button>
+      </form>
+    </Dialog>
+  );
+}
+
+function Stories(props: { me: string; onClose: () => void; version: number }) {
+  const [stories, setStories] = useState<Story[]>([]);
+  const [text, setText] = useState("");
+  const { busy, error, run } = useAction();
+  const load = useCallback(() => run(async () => setStories(await api.stories())), [run]);
+  useEffect(() => void load(), [load, props.version]);
+  return (
+    <Dialog title="Stories" onClose={props.onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          run(async () => {
+            await api.postStory(text);
+            setText("");
+            setStories(await api.stories());
+          });
+        }}
+      >
+        <label>
+          A story for your contacts (gone after 24 hours)
+          <textarea aria-label="Story text" rows={2} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+        </label>
+        <button class="primary" type="submit" disabled={busy || !text.trim()}>
+          Post story
+        </button>
+      </form>
+      <ErrorLine error={error} />
+      <ul class="stories" aria-label="Stories">
+        {stories.length === 0 && <li class="hint">No stories right now.</li>}
+        {stories.map((s) => (
+          <li key={s.id} class="story">
+            <strong>{s.author === props.me ? "You" : s.author}</strong>
+            <span class="meta">
+              {when(s.posted_at)} · {timeLeft(s.expires_at)}
+            </span>
+            <p class="text">{s.text}</p>
+          </li>
+        ))}
+      </ul>
+    </Dialog>
+  );
+}
+
+function Businesses(props: { onOpen: (chat: string) => void; onClose: () => void }) {
+  const [q, setQ] = useState("");
+  const [found, setFound] = useState<Business[] | null>(null);
+  const { busy, error, run } = useAction();
+  return (
+    <Dialog title="Businesses" onClose={props.onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          run(async () => setFound(await api.businesses(q)));
+        }}
+      >
+        <label>
+          Search
+          <input aria-label="Search businesses" value={q} onInput={(e) => setQ(e.currentTarget.value)} />
+        </label>
+        <button class="primary" type="submit" disabled={busy || !q.trim()}>
+          Search
+        </button>
+      </form>
+      <ErrorLine error={error} />
+      {found && (
+        <ul class="businesses" aria-label="Businesses found">
+          {found.length === 0 && <li class="hint">No business matches.</li>}
+          {found.map((b) => (
+            <li key={b.username}>
+              <div>
+                <strong>{b.display_name}</strong> <span class="badge">Business</span>
+                {b.verified && (
+                  <span class="verified" title="Verified by this server's admin" aria-label="verified">
+                    ✓
+                  </span>
+                )}
+                <div class="meta">@{b.username}</div>
+                <p class="text">{b.description}</p>
+              </div>
+              <button onClick={() => props.onOpen(`@${b.username}`)} aria-label={`Write to ${b.display_name}`}>
+                Write
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+    </Dialog>
+  );
+}
+
+function Settings(props: { me: Me; onClose: () => void; notify: NotificationPermission | "unsupported"; askNotify: () => void }) {
+  const [blocked, setBlocked] = useState<string[]>([]);
+  const [done, setDone] = useState<string | null>(null);
+  const { busy, error, run } = useAction();
+  useEffect(() => void run(async () => setBlocked(await api.blocked())), [run]);
+  return (
+    <Dialog title="Settings" onClose={props.onClose}>
+      <p>
+        Signed in as <strong>{props.me.username}</strong> on <code>{props.me.server}</code>.
+      </p>
+      <h3>Notifications</h3>
+      {props.notify === "unsupported" && <p class="hint">This browser cannot show notifications.</p>}
+      {props.notify === "granted" && <p class="hint">On: a message in a chat that is not open shows a notification.</p>}
+      {props.notify === "denied" && <p class="hint">Blocked in the browser's site settings.</p>}
+      {props.notify === "default" && <button onClick={props.askNotify}>Turn on notifications</button>}
+      <h3>Blocked</h3>
+      <ul aria-label="Blocked accounts" class="plain">
+        {blocked.length === 0 && <li class="hint">Nobody.</li>}
+        {blocked.map((u) => (
+          <li key={u}>
+            {u}{" "}
+            <button
+              disabled={busy}
+              aria-label={`Unblock ${u}`}
+              onClick={() =>
+                run(async () => {
+                  await api.unblock(u);
+                  setBlocked(await api.blocked());
+                })
+              }
+            >
+              Unblock
+            </button>
+          </li>
+        ))}
+      </ul>
+      <h3>This device</h3>
+      <p class="hint">
+        A new token shuts out any copy of this profile made before (if one may have leaked).
+      </p>
+      <button
+        disabled={busy}
+        onClick={() =>
+          run(async () => {
+            await api.rotateToken();
+            setDone("This device has a new token.");
+          })
+        }
+      >
+        Rotate token
+      </button>
+      {done && <p role="status">{done}</p>}
+      <ErrorLine error={error} />
+    </Dialog>
+  );
+}
+
+const SHORTCUTS: [string, string][] = [
+  ["?", "this list"],
+  ["n", "new chat"],
+  ["g", "new group"],
+  ["s", "stories"],
+  ["b", "businesses"],
+  [",", "settings"],
+  ["/", "filter chats"],
+  ["j / k", "next / previous chat"],
+  ["Enter", "send (Shift+Enter: new line)"],
+  ["Esc", "close, or back to the list"],
+];
+
+function Help(props: { onClose: () => void }) {
+  return (
+    <Dialog title="Keyboard shortcuts" onClose={props.onClose}>
+      <dl class="shortcuts">
+        {SHORTCUTS.map(([k, what]) => (
+          <div key={k}>
+            <dt>
+              <kbd>{k}</kbd>
+            </dt>
+            <dd>{what}</dd>
+          </div>
+        ))}
+      </dl>
+    </Dialog>
+  );
+}
+
+function GroupInfo(props: { id: string; me: string; onClose: () => void; onLeft: () => void; version: number }) {
+  const [group, setGroup] = useState<Group | null>(null);
+  const [add, setAdd] = useState("");
+  const [name, setName] = useState("");
+  const { busy, error, run } = useAction();
+  const load = useCallback(() => run(async () => setGroup(await api.group(props.id))), [run, props.id]);
+  useEffect(() => void load(), [load, props.version]);
+  const act = (f: () => Promise<unknown>) =>
+    run(async () => {
+      await f();
+      setGroup(await api.group(props.id));
+    });
+  return (
+    <Dialog title={group?.name ?? "Group"} onClose={props.onClose}>
+      {group && (
+        <>
+          <ul class="members plain" aria-label="Members">
+            {group.members.map((m) => (
+              <li key={m}>
+                <span>
+                  {m === props.me ? "You" : m}
+                  {group.admins.includes(m) && <span class="badge">admin</span>}
+                </span>
+                {group.me_admin && m !== props.me && !group.left && (
+                  <span class="actions">
+                    {!group.admins.includes(m) && (
+                      <button disabled={busy} aria-label={`Make ${m} an admin`} onClick={() => act(() => api.groupPromote(props.id, m))}>
+                        Make admin
+                      </button>
+                    )}
+                    <button disabled={busy} aria-label={`Remove ${m}`} onClick={() => act(() => api.groupRemove(props.id, m))}>
+                      Remove
+                    </button>
+                  </span>
+                )}
+              </li>
+            ))}
+          </ul>
+          {group.me_admin && !group.left && (
+            <>
+              <form
+                class="inline"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  act(async () => {
+                    await api.groupAdd(props.id, add.replace(/^@/, "").trim());
+                    setAdd("");
+                  });
+                }}
+              >
+                <input aria-label="Username to add" placeholder="username" value={add} onInput={(e) => setAdd(e.currentTarget.value)} />
+                <button type="submit" disabled={busy || !add.trim()}>
+                  Add
+                </button>
+              </form>
+              <form
+                class="inline"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  act(async () => {
+                    await api.groupRename(props.id, name);
+                    setName("");
+                  });
+                }}
+              >
+                <input aria-label="New group name" placeholder="new name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+                <button type="submit" disabled={busy || !name.trim()}>
+                  Rename
+                </button>
+              </form>
+            </>
+          )}
+          {!group.left && (
+            <button
+              class="danger"
+              disabled={busy}
+              onClick={() =>
+                run(async () => {
+                  await api.groupLeave(props.id);
+                  props.onLeft();
+                })
+              }
+            >
+              Leave group
+            </button>
+          )}
+        </>
+      )}
+      <ErrorLine error={error} />
+    </Dialog>
+  );
+}
+
+function Report(props: { message: Message; onClose: () => void }) {
+  const [reason, setReason] = useState("");
+  const [done, setDone] = useState<number | null>(null);
+  const { busy, error, run } = useAction();
+  return (
+    <Dialog title="Report message" onClose={props.onClose}>
+      <blockquote class="text">{props.message.text}</blockquote>
+      <p class="hint">
+        The server's admin sees this message (proved to be what {props.message.from} sent) and your
+        reason — nothing else from your chats.
+      </p>
+      {done === null ? (
+        <form
+          onSubmit={(e) => {
+            e.preventDefault();
+            run(async () => setDone((await api.report(props.message.id, reason)).report_id));
+          }}
+        >
+          <label>
+            Reason
+            <input aria-label="Reason for the report" value={reason} maxLength={500} onInput={(e) => setReason(e.currentTarget.value)} />
+          </label>
+          <ErrorLine error={error} />
+          <button class="primary danger" type="submit" disabled={busy}>
+            Report
+          </button>
+        </form>
+      ) : (
+        <p role="status">Reported (report {done}).</p>
+      )}
+    </Dialog>
+  );
+}
+
+// ---------- registration ----------
+
+function Register(props: { onDone: (me: Me) => void }) {
+  const [username, setUsername] = useState("");
+  const [server, setServer] = useState("http://127.0.0.1:8420");
+  const [ca, setCa] = useState("");
+  const { busy, error, run } = useAction();
+  return (
+    <main class="register">
+      <h1>Welcome to Kith</h1>
+      <p>Pick a username on your server. Your keys are made here and never leave this computer.</p>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          run(async () => props.onDone(await api.register(username, server, ca)));
+        }}
+      >
+        <label>
+          Username
+          <input aria-label="Username" value={username} onInput={(e) => setUsername(e.currentTarget.value)} autocomplete="username" />
+        </label>
+        <label>
+          Server
+          <input aria-label="Server address" value={server} onInput={(e) => setServer(e.currentTarget.value)} />
+        </label>
+        <label>
+          CA certificate (PEM, only for a server with its own certificate authority)
+          <textarea aria-label="CA certificate" rows={3} value={ca} onInput={(e) => setCa(e.currentTarget.value)} />
+        </label>
+        <label class="file">
+          …or read it from a file
+          <input
+            type="file"
+            aria-label="CA certificate file"
+            accept=".pem,.crt,.cer"
+            onChange={async (e) => {
+              const f = e.currentTarget.files?.[0];
+              if (f) setCa(await f.text());
+            }}
+          />
+        </label>
+        <ErrorLine error={error} />
+        <button class="primary" type="submit" disabled={busy || !username.trim()}>
+          {busy ? "Registering…" : "Register"}
+        </button>
+      </form>
+    </main>
+  );
+}
+
+// ---------- the messenger ----------
+
+type Panel =
+  | null
+  | { kind: "newchat" }
+  | { kind: "newgroup" }
+  | { kind: "stories" }
+  | { kind: "businesses" }
+  | { kind: "settings" }
+  | { kind: "help" }
+  | { kind: "group"; id: string }
+  | { kind: "report"; message: Message };
+
+function ChatList(props: {
+  chats: Chat[];
+  open: string | null;
+  filter: string;
+  onFilter: (f: string) => void;
+  onOpen: (chat: string) => void;
+  filterRef: { current: HTMLInputElement | null };
+}) {
+  const shown = props.chats.filter((c) => c.title.toLowerCase().includes(props.filter.toLowerCase()));
+  return (
+    <nav class="sidebar" aria-label="Chats">
+      <input
+        class="filter"
+        type="search"
+        aria-label="Filter chats"
+        placeholder="Filter chats ( / )"
+        value={props.filter}
+        ref={props.filterRef}
+        onInput={(e) => props.onFilter(e.currentTarget.value)}
+      />
+      <ul class="chats" role="listbox" aria-label="Chat list">
+        {shown.length === 0 && <li class="hint empty">No chats yet: start one with “New chat”.</li>}
+        {shown.map((c) => (
+          <li
+            key={c.chat}
+            role="option"
+            aria-selected={c.chat === props.open}
+            tabIndex={0}
+            class={c.chat === props.open ? "chat open" : "chat"}
+            data-chat={c.chat}
+            onClick={() => props.onOpen(c.chat)}
+            onKeyDown={(e) => e.key === "Enter" && props.onOpen(c.chat)}
+            aria-label={`${c.title}${c.unread ? `, ${c.unread} unread` : ""}`}
+          >
+            <div class="line">
+              <span class="title">
+                {c.kind === "group" && <GroupIcon />}
+                {c.title}
+              </span>
+              {c.business && <span class="badge">Business</span>}
+              {c.verified && (
+                <span class="verified" title="Verified by this server's admin" aria-label="verified">
+                  ✓
+                </span>
+              )}
+              {c.timer_seconds !== null && (
+                <span class="timer" title={`Disappearing messages: ${timerLabel(c.timer_seconds)}`}>
+                  <ClockIcon label="disappearing messages on" />
+                </span>
+              )}
+              <span class="time">{c.last ? when(c.last.received_at) : ""}</span>
+            </div>
+            <div class="line">
+              <span class="preview">
+                {c.left ? "(left) " : ""}
+                {c.last ? (c.last.kind === "system" ? c.last.text : `${c.last.outgoing ? "You" : c.last.from}: ${c.last.text}`) : ""}
+              </span>
+              {c.unread > 0 && (
+                <span class="unread" aria-label={`${c.unread} unread`}>
+                  {c.unread}
+                </span>
+              )}
+            </div>
+          </li>
+        ))}
+      </ul>
+    </nav>
+  );
+}
+
+function Conversation(props: {
+  chat: string;
+  info: Chat | undefined;
+  messages: Message[];
+  draft: string;
+  onDraft: (text: string) => void;
+  onSend: (text: string) => Promise<boolean>;
+  onBack: () => void;
+  onPanel: (p: Panel) => void;
+  onChanged: () => void;
+  onDeleted: () => void;
+  blocked: boolean;
+}) {
+  const list = useRef<HTMLOListElement>(null);
+  const input = useRef<HTMLTextAreaElement>(null);
+  const { busy, error, run } = useAction();
+  const isGroup = props.info?.kind === "group" || !props.chat.startsWith("@");
+  const peer = props.chat.replace(/^@/, "");
+  const title = props.info?.title ?? peer;
+  useEffect(() => {
+    const el = list.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [props.messages.length, props.chat]);
+  useEffect(() => input.current?.focus(), [props.chat]);
+  const send = () => {
+    const text = props.draft;
+    if (!text.trim()) return;
+    run(async () => {
+      await props.onSend(text);
+    });
+  };
+  return (
+    <section class="conversation" aria-label={`Chat with ${title}`}>
+      <header class="chat-header">
+        <button class="icon back" aria-label="Back to the chat list" onClick={props.onBack}>
+          ←
+        </button>
+        <h2>
+          {title}
+          {props.info?.business && <span class="badge">Business</span>}
+          {props.info?.verified && (
+            <span class="verified" title="Verified by this server's admin" aria-label="verified">
+              ✓
+            </span>
+          )}
+        </h2>
+        <label class="timer-select" title="Disappearing messages">
+          <ClockIcon />
+          <select
+            aria-label="Disappearing messages"
+            value={String(props.info?.timer_seconds ?? "off")}
+            disabled={busy || props.info?.left}
+            onChange={(e) => {
+              const v = e.currentTarget.value;
+              run(async () => {
+                await api.timer(props.chat, v === "off" ? null : Number(v));
+                props.onChanged();
+              });
+            }}
+          >
+            {TIMERS.map(([label, s]) => (
+              <option key={label} value={s === null ? "off" : String(s)}>
+                {label}
+              </option>
+            ))}
+            {props.info?.timer_seconds != null && !TIMERS.some(([, s]) => s === props.info?.timer_seconds) && (
+              <option value={String(props.info.timer_seconds)}>{timerLabel(props.info.timer_seconds)}</option>
+            )}
+          </select>
+        </label>
+        {isGroup ? (
+          <button aria-label="Group info and members" onClick={() => props.onPanel({ kind: "group", id: props.chat })}>
+            Group info
+          </button>
+        ) : (
+          <>
+            <button
+              disabled={busy}
+              aria-label={props.blocked ? `Unblock ${peer}` : `Block ${peer}`}
+              onClick={() =>
+                run(async () => {
+                  await (props.blocked ? api.unblock(peer) : api.block(peer));
+                  props.onChanged();
+                })
+              }
+            >
+              {props.blocked ? "Unblock" : "Block"}
+            </button>
+            <button
+              class="danger"
+              disabled={busy}
+              aria-label={`Delete the chat with ${peer}`}
+              onClick={() =>
+                confirm(`Delete your chat with ${peer} from this device?`) &&
+                run(async () => {
+                  await api.deleteChat(peer);
+                  props.onDeleted();
+                })
+              }
+            >
+              Delete
+            </button>
+          </>
+        )}
+      </header>
+      <ol class="messages" ref={list} aria-label="Messages" aria-live="polite">
+        {props.messages.length === 0 && <li class="hint empty">No messages yet.</li>}
+        {props.messages.map((m) =>
+          m.kind === "system" ? (
+            <li key={m.id} class="system">
+              {m.text}
+            </li>
+          ) : (
+            <li key={m.id} class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
+              {!m.outgoing && isGroup && <span class="from">{m.from}</span>}
+              <p class="text">{m.text}</p>
+              <span class="meta">
+                <time dateTime={new Date(m.sent_at).toISOString()}>{when(m.sent_at)}</time>
+                {m.expires_at !== null && (
+                  <span title={`Disappears ${when(m.expires_at)}`}>
+                    {" "}
+                    <ClockIcon label="disappearing" />
+                  </span>
+                )}
+                {!m.outgoing && (
+                  <button class="link" aria-label={`Report this message from ${m.from}`} onClick={() => props.onPanel({ kind: "report", message: m })}>
+                    Report
+                  </button>
+                )}
+              </span>
+            </li>
+          ),
+        )}
+      </ol>
+      <ErrorLine error={error} />
+      {props.info?.left ? (
+        <p class="hint composer-closed">You are no longer in this conversation.</p>
+      ) : (
+        <form
+          class="composer"
+          onSubmit={(e) => {
+            e.preventDefault();
+            send();
+          }}
+        >
+          <textarea
+            ref={input}
+            aria-label="Message"
+            placeholder="Message"
+            title="Enter sends, Shift+Enter breaks the line"
+            rows={1}
+            value={props.draft}
+            onInput={(e) => props.onDraft(e.currentTarget.value)}
+            onKeyDown={(e) => {
+              if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+                e.preventDefault();
+                send();
+              } else if (e.key === "Escape") {
+                e.currentTarget.blur();
+              }
+            }}
+          />
+          <button class="primary" type="submit" disabled={busy || !props.draft.trim()} aria-label="Send">
+            Send
+          </button>
+        </form>
+      )}
+    </section>
+  );
+}
+
+function notifyState(): NotificationPermission | "unsupported" {
+  return typeof Notification === "undefined" ? "unsupported" : Notification.permission;
+}
+
+function Messenger(props: { me: Me }) {
+  const me = props.me.username ?? "";
+  const [chats, setChats] = useState<Chat[]>([]);
+  const [open, setOpen] = useState<string | null>(null);
+  const [messages, setMessages] = useState<Message[]>([]);
+  const [drafts, setDrafts] = useState<Record<string, string>>({});
+  const [panel, setPanel] = useState<Panel>(null);
+  const [filter, setFilter] = useState("");
+  const [online, setOnline] = useState<{ online: boolean; error: string | null }>({ online: false, error: null });
+  const [banner, setBanner] = useState<string | null>(null);
+  const [blocked, setBlocked] = useState<string[]>([]);
+  const [version, setVersion] = useState(0);
+  const [notify, setNotify] = useState(notifyState());
+  const filterRef = useRef<HTMLInputElement>(null);
+  const openRef = useRef<string | null>(null);
+  openRef.current = open;
+
+  const loadChats = useCallback(async () => {
+    try {
+      setChats(await api.chats());
+      setBlocked(await api.blocked());
+    } catch (e) {
+      setBanner(messageOf(e));
+    }
+  }, []);
+
+  const loadOpen = useCallback(async (chat: string) => {
+    try {
+      const list = await api.messages(chat);
+      if (openRef.current === chat) setMessages(list);
+      await api.read(chat);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "no_such_conversation") {
+        if (openRef.current === chat) setMessages([]);
+      } else {
+        setBanner(messageOf(e));
+      }
+    }
+  }, []);
+
+  useEffect(() => void loadChats(), [loadChats]);
+  useEffect(() => {
+    setMessages([]);
+    if (open) void loadOpen(open).then(loadChats);
+  }, [open, loadOpen, loadChats]);
+
+  // The live channel: new messages appear as they arrive, without polling or reloading.
+  useEffect(() => {
+    let socket: WebSocket | null = null;
+    let stopped = false;
+    let pause = 500;
+    let refresh: number | undefined;
+    const refreshSoon = () => {
+      window.clearTimeout(refresh);
+      refresh = window.setTimeout(() => void loadChats(), 150);
+    };
+    const connect = () => {
+      socket = new WebSocket(`ws://${location.host}/live`);
+      socket.onopen = () => {
+        pause = 500;
+        refreshSoon();
+        if (openRef.current) void loadOpen(openRef.current);
+      };
+      socket.onmessage = (e) => {
+        const event = JSON.parse(e.data as string) as LiveEvent;
+        if (event.type === "status") {
+          setOnline({ online: event.online, error: event.error?.message ?? null });
+        } else if (event.type === "resync") {
+          refreshSoon();
+          if (openRef.current) void loadOpen(openRef.current);
+        } else {
+          const mine = event.messages.filter((m) => m.chat !== null && m.chat === openRef.current);
+          if (mine.length > 0) {
+            setMessages((old) => {
+              const seen = new Set(old.map((m) => m.id));
+              return [...old, ...mine.map((m) => m.message).filter((m) => !seen.has(m.id))];
+            });
+            if (!document.hidden && openRef.current) void api.read(openRef.current).then(refreshSoon);
+          }
+          if (event.messages.some((m) => m.message.kind === "story")) setVersion((v) => v + 1);
+          if (event.joined.length > 0 || event.expired > 0) {
+            setVersion((v) => v + 1);
+            if (openRef.current) void loadOpen(openRef.current);
+          }
+          for (const { chat, message } of event.messages) {
+            const elsewhere = chat !== openRef.current || document.hidden;
+            if (elsewhere && !message.outgoing && message.kind !== "system" && notifyState() === "granted") {
+              new Notification(message.kind === "story" ? `${message.from} posted a story` : message.from, {
+                body: message.text,
+                tag: chat ?? message.conversation,
+              });
+            }
+          }
+          refreshSoon();
+        }
+      };
+      socket.onclose = () => {
+        if (stopped) return;
+        setOnline((o) => ({ ...o, online: false }));
+        window.setTimeout(connect, pause);
+        pause = Math.min(pause * 2, 10000);
+      };
+    };
+    connect();
+    return () => {
+      stopped = true;
+      socket?.close();
+    };
+  }, [loadChats, loadOpen]);
+
+  /** Closing a panel shows what it changed (a group's members, a block, a new name). */
+  const closePanel = useCallback(() => {
+    setPanel(null);
+    void loadChats();
+    if (openRef.current) void loadOpen(openRef.current);
+  }, [loadChats, loadOpen]);
+
+  const openChat = useCallback((chat: string) => {
+    setPanel(null);
+    setOpen(chat);
+  }, []);
+
+  // Keyboard first: single keys when not typing (the list is on `?`).
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") {
+        if (panel) closePanel();
+        else if (!typing(e.target)) setOpen(null);
+        return;
+      }
+      if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey || panel) return;
+      const go = (p: Panel) => {
+        e.preventDefault();
+        setPanel(p);
+      };
+      switch (e.key) {
+        case "?":
+          return go({ kind: "help" });
+        case "n":
+          return go({ kind: "newchat" });
+        case "g":
+          return go({ kind: "newgroup" });
+        case "s":
+          return go({ kind: "stories" });
+        case "b":
+          return go({ kind: "businesses" });
+        case ",":
+          return go({ kind: "settings" });
+        case "/":
+          e.preventDefault();
+          filterRef.current?.focus();
+          return;
+        case "j":
+        case "k": {
+          e.preventDefault();
+          const i = chats.findIndex((c) => c.chat === open);
+          const next = chats[Math.max(0, Math.min(chats.length - 1, i + (e.key === "j" ? 1 : -1)))];
+          if (next) setOpen(next.chat);
+          return;
+        }
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [panel, chats, open, closePanel]);
+
+  const info = useMemo(() => chats.find((c) => c.chat === open), [chats, open]);
+
+  const send = async (text: string) => {
+    if (!open) return false;
+    const { chat, message } = await api.send(open, text);
+    setDrafts((d) => ({ ...d, [open]: "" }));
+    if (chat && chat !== open) {
+      setOpen(chat);
+    } else {
+      setMessages((old) => (old.some((m) => m.id === message.id) ? old : [...old, message]));
+    }
+    void loadChats();
+    return true;
+  };
+
+  const askNotify = async () => {
+    if (typeof Notification !== "undefined") setNotify(await Notification.requestPermission());
+  };
+
+  return (
+    <div class="messenger" data-view={open ? "chat" : "list"}>
+      <header class="topbar">
+        <h1>Kith</h1>
+        <span class={online.online ? "status online" : "status offline"} role="status" title={online.error ?? ""}>
+          {online.online ? "Connected" : online.error ? `Offline: ${online.error}` : "Connecting…"}
+        </span>
+        <span class="me" aria-label="Signed in as">
+          {me}
+        </span>
+        <nav class="actions" aria-label="Actions">
+          <button onClick={() => setPanel({ kind: "newchat" })} aria-label="New chat (n)" title="New chat (n)">
+            New chat
+          </button>
+          <button onClick={() => setPanel({ kind: "newgroup" })} aria-label="New group (g)" title="New group (g)">
+            New group
+          </button>
+          <button onClick={() => setPanel({ kind: "stories" })} aria-label="Stories (s)" title="Stories (s)">
+            Stories
+          </button>
+          <button onClick={() => setPanel({ kind: "businesses" })} aria-label="Businesses (b)" title="Businesses (b)">
+            Businesses
+          </button>
+          <button onClick={() => setPanel({ kind: "settings" })} aria-label="Settings (,)" title="Settings (,)">
+            ⚙
+          </button>
+          <button onClick={() => setPanel({ kind: "help" })} aria-label="Keyboard shortcuts (?)" title="Keyboard shortcuts (?)">
+            ?
+          </button>
+        </nav>
+      </header>
+      {banner && (
+        <div class="banner" role="alert">
+          {banner}
+          <button class="icon" aria-label="Dismiss" onClick={() => setBanner(null)}>
+            ×
+          </button>
+        </div>
+      )}
+      <div class="panes">
+        <ChatList chats={chats} open={open} filter={filter} onFilter={setFilter} onOpen={openChat} filterRef={filterRef} />
+        {open ? (
+          <Conversation
+            key={open}
+            chat={open}
+            info={info}
+            messages={messages}
+            draft={drafts[open] ?? ""}
+            onDraft={(text) => setDrafts((d) => ({ ...d, [open]: text }))}
+            onSend={send}
+            onBack={() => setOpen(null)}
+            onPanel={setPanel}
+            onChanged={() => {
+              void loadChats();
+              void loadOpen(open);
+            }}
+            onDeleted={() => {
+              setOpen(null);
+              void loadChats();
+            }}
+            blocked={blocked.includes(open.replace(/^@/, ""))}
+          />
+        ) : (
+          <section class="conversation placeholder" aria-label="No chat open">
+            <p>Pick a chat, or start one with “New chat” (n). Press ? for the keyboard shortcuts.</p>
+          </section>
+        )}
+      </div>
+      {panel?.kind === "newchat" && <NewChat onOpen={openChat} onClose={closePanel} />}
+      {panel?.kind === "newgroup" && (
+        <NewGroup
+          onCreated={(id) => {
+            void loadChats();
+            openChat(id);
+          }}
+          onClose={closePanel}
+        />
+      )}
+      {panel?.kind === "stories" && <Stories me={me} version={version} onClose={closePanel} />}
+      {panel?.kind === "businesses" && <Businesses onOpen={openChat} onClose={closePanel} />}
+      {panel?.kind === "settings" && (
+        <Settings me={props.me} notify={notify} askNotify={askNotify} onClose={closePanel} />
+      )}
+      {panel?.kind === "help" && <Help onClose={closePanel} />}
+      {panel?.kind === "group" && (
+        <GroupInfo
+          id={panel.id}
+          me={me}
+          version={version}
+          onClose={closePanel}
+          onLeft={closePanel}
+        />
+      )}
+      {panel?.kind === "report" && <Report message={panel.message} onClose={closePanel} />}
+    </div>
+  );
+}
+
+// ---------- the root ----------
+
+function Root() {
+  const [me, setMe] = useState<Me | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [crash, reset] = useErrorBoundary();
+  useEffect(() => {
+    api.me().then(setMe, (e) => setError(messageOf(e)));
+  }, []);
+  // The page's first useful render, for `npm run perf`.
+  useEffect(() => {
+    if (me && performance.getEntriesByName("kith:first-render").length === 0) {
+      performance.mark("kith:first-render");
+    }
+  }, [me]);
+  if (crash) {
+    return (
+      <main class="register">
+        <h1>Something went wrong on this page</h1>
+        <p role="alert">{messageOf(crash)}</p>
+        <button onClick={reset}>Try again</button>
+      </main>
+    );
+  }
+  if (error) {
+    return (
+      <main class="register">
+        <h1>Kith</h1>
+        <p role="alert">{error}</p>
+      </main>
+    );
+  }
+  if (!me) return <main class="register" aria-busy="true" />;
+  return me.registered ? <Messenger me={me} /> : <Register onDone={setMe} />;
+}
+
+const root = document.getElementById("root");
+if (root) render(<Root />, root);

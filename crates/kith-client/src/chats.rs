@@ -1,0 +1,144 @@
+//! Chats, as a messenger's window lists them: one per person talked to (however many 1:1
+//! conversations that took, as after a deleted chat) and one per group, each with its last
+//! message, what is unread and its marks. A chat is named by `@username` or a group's id
+//! (what [`Client::resolve_target`] reads); reading one marks it read on this device.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::error::{ClientError, ClientResult, Refusal};
+use crate::local::{self, Conversation, ConversationKind, Message};
+
+/// One line of the chat list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatSummary {
+    /// `@username` for a person, the group's id for a group.
+    pub chat: String,
+    pub kind: ConversationKind,
+    /// The person's username, or the group's name (its id while it has none).
+    pub title: String,
+    pub last: Option<Message>,
+    /// Messages from others that arrived after the chat was last read here.
+    pub unread: u32,
+    /// The person is a business account, and the server's admin verified it.
+    pub business: bool,
+    pub verified: bool,
+    /// The disappearing-messages timer, in seconds, when one is set.
+    pub timer_seconds: Option<u64>,
+    /// This device left the group (or the 1:1 conversation ended): nothing more can be sent.
+    pub left: bool,
+}
+
+impl ChatSummary {
+    fn activity(&self) -> u64 {
+        self.last.as_ref().map(|m| m.received_at.max(m.sent_at)).unwrap_or(0)
+    }
+}
+
+/// When `chat` was last read on this device (Unix ms), 0 if never.
+fn read_at(conn: &rusqlite::Connection, chat: &str) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT read_at FROM kith_read WHERE chat = ?1", params![chat], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)).unwrap_or(0))
+}
+
+fn summary(
+    chat: String,
+    title: String,
+    kind: ConversationKind,
+    history: &[Message],
+    read: u64,
+    conversation: Option<&Conversation>,
+) -> ChatSummary {
+    let from_them = |m: &&Message| !m.outgoing && m.kind != ConversationKind::System;
+    let unread = history.iter().filter(from_them).filter(|m| m.received_at > read).count();
+    let newest_theirs = history.iter().rev().find(from_them);
+    ChatSummary {
+        chat,
+        kind,
+        title,
+        last: history.last().cloned(),
+        unread: u32::try_from(unread).unwrap_or(u32::MAX),
+        business: kind == ConversationKind::Direct
+            && newest_theirs.is_some_and(|m| m.from_business),
+        verified: kind == ConversationKind::Direct && newest_theirs.is_some_and(|m| m.verified),
+        timer_seconds: conversation.and_then(|c| c.timer_seconds),
+        left: conversation.is_none_or(|c| c.left),
+    }
+}
+
+impl Client {
+    /// Every chat, the most recently active first. A 1:1 chat whose conversation ended and
+    /// whose history is gone (a deleted chat) is not listed.
+    pub fn chats(&self) -> ClientResult<Vec<ChatSummary>> {
+        let now = self.expiry_now();
+        let mut chats = Vec::new();
+        let peers: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT peer FROM kith_conversations WHERE kind = 'direct'")?
+            .query_map([], |r| r.get::<_, Option<String>>(0))?
+            .filter_map(|p| p.transpose())
+            .collect::<Result<_, _>>()?;
+        for peer in peers {
+            let history = local::history_with(&self.conn, &peer, now)?;
+            let open = local::direct_with(&self.conn, &peer)?;
+            if open.is_none() && history.is_empty() {
+                continue;
+            }
+            let chat = format!("@{peer}");
+            let read = read_at(&self.conn, &chat)?;
+            let kind = ConversationKind::Direct;
+            chats.push(summary(chat, peer, kind, &history, read, open.as_ref()));
+        }
+        for group in local::groups(&self.conn)? {
+            let history = local::history_of(&self.conn, &group.id, now)?;
+            let read = read_at(&self.conn, &group.id)?;
+            let title = group.name.clone().unwrap_or_else(|| group.id.clone());
+            let kind = ConversationKind::Group;
+            chats.push(summary(group.id.clone(), title, kind, &history, read, Some(&group)));
+        }
+        chats.sort_by(|a, b| b.activity().cmp(&a.activity()).then_with(|| a.title.cmp(&b.title)));
+        Ok(chats)
+    }
+
+    /// The messages of a chat (`@username` or a group's id), oldest first, system lines
+    /// included.
+    pub fn chat_history(&self, chat: &str) -> ClientResult<Vec<Message>> {
+        let now = self.expiry_now();
+        match chat.strip_prefix('@') {
+            Some(peer) => Ok(local::history_with(&self.conn, peer, now)?),
+            None if local::conversation(&self.conn, chat)?
+                .is_some_and(|c| c.kind == ConversationKind::Group) =>
+            {
+                Ok(local::history_of(&self.conn, chat, now)?)
+            }
+            None => Err(ClientError::refused(
+                Refusal::NoSuchConversation,
+                format!("no chat {chat:?} (a chat is @username or a group's id)"),
+            )),
+        }
+    }
+
+    /// The chat a conversation's messages show in: `@peer` for a 1:1 conversation, the id for
+    /// a group; `None` for a story channel or an unknown conversation.
+    pub fn chat_of(&self, conversation: &str) -> ClientResult<Option<String>> {
+        Ok(local::conversation(&self.conn, conversation)?.and_then(|c| match c.kind {
+            ConversationKind::Direct => c.peer.map(|p| format!("@{p}")),
+            ConversationKind::Group => Some(c.id),
+            _ => None,
+        }))
+    }
+
+    /// Marks everything in the chat read on this device, as of now.
+    pub fn mark_read(&self, chat: &str) -> ClientResult<()> {
+        self.conn.execute(
+            "INSERT INTO kith_read (chat, read_at) VALUES (?1, ?2)
+             ON CONFLICT (chat) DO UPDATE SET read_at = MAX(read_at, excluded.read_at)",
+            params![chat, i64::try_from(self.expiry_now()).unwrap_or(i64::MAX)],
+        )?;
+        Ok(())
+    }
+}
