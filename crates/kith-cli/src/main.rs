@@ -199,8 +199,10 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let dir = cli.profile.clone().unwrap_or_else(default_profile);
-    let mut client = Client::open(&dir)
-        .map_err(|e| format!("cannot open the profile {}: {e}", dir.display()))?;
+    let mut client = Client::open(&dir).map_err(|e| match e {
+        ClientError::ProfileInUse { .. } => e.to_string(),
+        e => format!("cannot open the profile {}: {e}", dir.display()),
+    })?;
     let names = client
         .groups()
         .map(|gs| gs.into_iter().filter_map(|g| Some((g.id, g.name?))).collect())

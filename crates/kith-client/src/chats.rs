@@ -45,29 +45,90 @@ fn read_at(conn: &rusqlite::Connection, chat: &str) -> rusqlite::Result<u64> {
     .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)).unwrap_or(0))
 }
 
+/// Which messages a chat holds: every 1:1 conversation with a person, or one group.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Person(&'a str),
+    Group(&'a str),
+}
+
+impl<'a> Scope<'a> {
+    /// The SQL condition on `kith_messages m` (bound as `?1`).
+    fn condition(self) -> &'static str {
+        match self {
+            Scope::Person(_) => {
+                "m.conversation IN (SELECT id FROM kith_conversations
+                                    WHERE kind = 'direct' AND peer = ?1)"
+            }
+            Scope::Group(_) => "m.conversation = ?1",
+        }
+    }
+
+    fn value(self) -> &'a str {
+        match self {
+            Scope::Person(v) | Scope::Group(v) => v,
+        }
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at,
+    m.received_at, m.outgoing, m.expires_at, m.from_business, m.verified";
+
+/// The chat list's figures for one chat, each one indexed query (never its whole history).
 fn summary(
+    conn: &rusqlite::Connection,
+    scope: Scope<'_>,
     chat: String,
     title: String,
     kind: ConversationKind,
-    history: &[Message],
-    read: u64,
+    now: u64,
     conversation: Option<&Conversation>,
-) -> ChatSummary {
-    let from_them = |m: &&Message| !m.outgoing && m.kind != ConversationKind::System;
-    let unread = history.iter().filter(from_them).filter(|m| m.received_at > read).count();
-    let newest_theirs = history.iter().rev().find(from_them);
-    ChatSummary {
+) -> ClientResult<Option<ChatSummary>> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let live = "(m.expires_at IS NULL OR m.expires_at > ?2)";
+    let cond = scope.condition();
+    let last = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM kith_messages m WHERE {cond} AND {live}
+             ORDER BY m.sent_at DESC, m.received_at DESC, m.id DESC LIMIT 1"
+        ))?
+        .query_row(params![scope.value(), now], local::message_row)
+        .optional()?;
+    if last.is_none() && conversation.is_none_or(|c| c.left) && kind == ConversationKind::Direct {
+        return Ok(None);
+    }
+    let read = read_at(conn, &chat)?;
+    let theirs = "m.outgoing = 0 AND m.kind != 'system'";
+    let unread: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM kith_messages m
+             WHERE {cond} AND {live} AND {theirs} AND m.received_at > ?3"
+        ))?
+        .query_row(params![scope.value(), now, i64::try_from(read).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })?;
+    let (business, verified) = if kind == ConversationKind::Direct {
+        conn.prepare_cached(&format!(
+            "SELECT m.from_business, m.verified FROM kith_messages m WHERE {cond} AND {theirs}
+             ORDER BY m.sent_at DESC, m.received_at DESC LIMIT 1"
+        ))?
+        .query_row(params![scope.value()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((false, false))
+    } else {
+        (false, false)
+    };
+    Ok(Some(ChatSummary {
         chat,
         kind,
         title,
-        last: history.last().cloned(),
+        last,
         unread: u32::try_from(unread).unwrap_or(u32::MAX),
-        business: kind == ConversationKind::Direct
-            && newest_theirs.is_some_and(|m| m.from_business),
-        verified: kind == ConversationKind::Direct && newest_theirs.is_some_and(|m| m.verified),
+        business,
+        verified,
         timer_seconds: conversation.and_then(|c| c.timer_seconds),
         left: conversation.is_none_or(|c| c.left),
-    }
+    }))
 }
 
 impl Client {
@@ -83,22 +144,17 @@ impl Client {
             .filter_map(|p| p.transpose())
             .collect::<Result<_, _>>()?;
         for peer in peers {
-            let history = local::history_with(&self.conn, &peer, now)?;
             let open = local::direct_with(&self.conn, &peer)?;
-            if open.is_none() && history.is_empty() {
-                continue;
-            }
-            let chat = format!("@{peer}");
-            let read = read_at(&self.conn, &chat)?;
-            let kind = ConversationKind::Direct;
-            chats.push(summary(chat, peer, kind, &history, read, open.as_ref()));
+            let (chat, kind) = (format!("@{peer}"), ConversationKind::Direct);
+            let scope = Scope::Person(&peer);
+            let found = summary(&self.conn, scope, chat, peer.clone(), kind, now, open.as_ref())?;
+            chats.extend(found);
         }
         for group in local::groups(&self.conn)? {
-            let history = local::history_of(&self.conn, &group.id, now)?;
-            let read = read_at(&self.conn, &group.id)?;
             let title = group.name.clone().unwrap_or_else(|| group.id.clone());
-            let kind = ConversationKind::Group;
-            chats.push(summary(group.id.clone(), title, kind, &history, read, Some(&group)));
+            let (chat, kind) = (group.id.clone(), ConversationKind::Group);
+            let scope = Scope::Group(&group.id);
+            chats.extend(summary(&self.conn, scope, chat, title, kind, now, Some(&group))?);
         }
         chats.sort_by(|a, b| b.activity().cmp(&a.activity()).then_with(|| a.title.cmp(&b.title)));
         Ok(chats)

@@ -417,7 +417,7 @@ pub fn take_unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message
     Ok(messages)
 }
 
-fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+pub fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: r.get(0)?,
         conversation: r.get(1)?,

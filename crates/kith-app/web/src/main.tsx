@@ -1,7 +1,7 @@
 // The Kith app's page: registration on a first run, then the chat list, the open chat (live
 // over /live), and dialogs for everything else `kith` does. Text from others is only ever
 // rendered as text (JSX escapes it); nothing is loaded from anywhere but the local app.
-import { render } from "preact";
+import { Component, render } from "preact";
 import { useCallback, useEffect, useErrorBoundary, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { ApiError, api } from "./api";
@@ -12,11 +12,15 @@ import "./styles.css";
 
 const sameDay = (a: Date, b: Date) => a.toDateString() === b.toDateString();
 
+// Made once: building a formatter is far dearer than using one.
+const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const DATE = new Intl.DateTimeFormat(undefined, { dateStyle: "short" });
+
 /** A time in the browser's locale: the hour today, the date before. */
 function when(ms: number): string {
   const d = new Date(ms);
-  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
-  return sameDay(d, new Date()) ? time : `${d.toLocaleDateString()} ${time}`;
+  const time = TIME.format(d);
+  return sameDay(d, new Date()) ? time : `${DATE.format(d)} ${time}`;
 }
 
 function timeLeft(until: number): string {
@@ -629,6 +633,39 @@ function ChatList(props: {
   );
 }
 
+/** One message. Drawn again only if it changes: a busy chat re-renders the list on every
+ * arrival, and redrawing thousands of unchanged messages each time would fall behind. */
+class MessageItem extends Component<{ m: Message; inGroup: boolean; onPanel: (p: Panel) => void }> {
+  shouldComponentUpdate(next: { m: Message; inGroup: boolean }) {
+    return next.m !== this.props.m || next.inGroup !== this.props.inGroup;
+  }
+
+  render() {
+    const { m, inGroup, onPanel } = this.props;
+    if (m.kind === "system") return <li class="system">{m.text}</li>;
+    return (
+      <li class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
+        {!m.outgoing && inGroup && <span class="from">{m.from}</span>}
+        <p class="text">{m.text}</p>
+        <span class="meta">
+          <time dateTime={new Date(m.sent_at).toISOString()}>{when(m.sent_at)}</time>
+          {m.expires_at !== null && (
+            <span title={`Disappears ${when(m.expires_at)}`}>
+              {" "}
+              <ClockIcon label="disappearing" />
+            </span>
+          )}
+          {!m.outgoing && (
+            <button class="link" aria-label={`Report this message from ${m.from}`} onClick={() => onPanel({ kind: "report", message: m })}>
+              Report
+            </button>
+          )}
+        </span>
+      </li>
+    );
+  }
+}
+
 function Conversation(props: {
   chat: string;
   info: Chat | undefined;
@@ -736,32 +773,9 @@ function Conversation(props: {
       </header>
       <ol class="messages" ref={list} aria-label="Messages" aria-live="polite">
         {props.messages.length === 0 && <li class="hint empty">No messages yet.</li>}
-        {props.messages.map((m) =>
-          m.kind === "system" ? (
-            <li key={m.id} class="system">
-              {m.text}
-            </li>
-          ) : (
-            <li key={m.id} class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
-              {!m.outgoing && isGroup && <span class="from">{m.from}</span>}
-              <p class="text">{m.text}</p>
-              <span class="meta">
-                <time dateTime={new Date(m.sent_at).toISOString()}>{when(m.sent_at)}</time>
-                {m.expires_at !== null && (
-                  <span title={`Disappears ${when(m.expires_at)}`}>
-                    {" "}
-                    <ClockIcon label="disappearing" />
-                  </span>
-                )}
-                {!m.outgoing && (
-                  <button class="link" aria-label={`Report this message from ${m.from}`} onClick={() => props.onPanel({ kind: "report", message: m })}>
-                    Report
-                  </button>
-                )}
-              </span>
-            </li>
-          ),
-        )}
+        {props.messages.map((m) => (
+          <MessageItem key={m.id} m={m} inGroup={isGroup} onPanel={props.onPanel} />
+        ))}
       </ol>
       <ErrorLine error={error} />
       {props.info?.left ? (
@@ -855,10 +869,22 @@ function Messenger(props: { me: Me }) {
     let socket: WebSocket | null = null;
     let stopped = false;
     let pause = 500;
+    // The list (and the open chat's read mark) follow at most every 300 ms, however fast
+    // messages come: each refresh is a call the app answers between pushes.
     let refresh: number | undefined;
-    const refreshSoon = () => {
-      window.clearTimeout(refresh);
-      refresh = window.setTimeout(() => void loadChats(), 150);
+    let markRead = false;
+    const refreshSoon = (read = false) => {
+      markRead ||= read;
+      if (refresh !== undefined) return;
+      refresh = window.setTimeout(async () => {
+        refresh = undefined;
+        const chat = openRef.current;
+        if (markRead && chat && !document.hidden) {
+          markRead = false;
+          await api.read(chat).catch(() => undefined);
+        }
+        void loadChats();
+      }, 300);
     };
     const connect = () => {
       socket = new WebSocket(`ws://${location.host}/live`);
@@ -881,7 +907,6 @@ function Messenger(props: { me: Me }) {
               const seen = new Set(old.map((m) => m.id));
               return [...old, ...mine.map((m) => m.message).filter((m) => !seen.has(m.id))];
             });
-            if (!document.hidden && openRef.current) void api.read(openRef.current).then(refreshSoon);
           }
           if (event.messages.some((m) => m.message.kind === "story")) setVersion((v) => v + 1);
           if (event.joined.length > 0 || event.expired > 0) {
@@ -897,7 +922,7 @@ function Messenger(props: { me: Me }) {
               });
             }
           }
-          refreshSoon();
+          refreshSoon(mine.length > 0);
         }
       };
       socket.onclose = () => {

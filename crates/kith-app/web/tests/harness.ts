@@ -3,7 +3,7 @@
 // not in a browser. The binaries come from `cargo build` (KITH_BIN_DIR, default target/debug).
 import { execFile, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,12 +38,17 @@ export interface Server {
   data: string;
 }
 
-export async function startKithd(): Promise<Server> {
+/** A kithd; `config` is TOML for its configuration file (e.g. higher limits for `npm run perf`). */
+export async function startKithd(config = ""): Promise<Server> {
   const data = folder("kithd-");
   const log = join(data, "kithd.log");
+  writeFileSync(join(data, "kithd.toml"), config);
   const child = spawn(
     "sh",
-    ["-c", `exec "${BIN}/kithd" serve --listen 127.0.0.1:0 --data "${data}/store" 2>"${log}"`],
+    [
+      "-c",
+      `exec "${BIN}/kithd" serve --config "${data}/kithd.toml" --listen 127.0.0.1:0 --data "${data}/store" 2>"${log}"`,
+    ],
     { stdio: "ignore", env: { ...process.env, KITHD_LOG: "info" } },
   );
   processes.push(child);
