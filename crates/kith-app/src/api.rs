@@ -314,7 +314,8 @@ async fn businesses(State(app): State<Arc<App>>, Query(s): Query<Search>) -> Ans
 
 async fn delete_chat(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
     let mut client = app.client.lock().await;
-    let deleted = client.delete_conversation(u.user.trim().trim_start_matches('@')).await?;
+    let user = u.user.trim();
+    let deleted = client.delete_conversation(user.strip_prefix('@').unwrap_or(user)).await?;
     Ok(Json(json!({ "deleted": deleted })))
 }
 

@@ -11,16 +11,18 @@
 //! - `assets`: the built page (`assets/`, made from `web/` with Vite), embedded in the binary.
 //!
 //! Security (docs/app.md): a request is served only if its `Host` is exactly the loopback
-//! address served (DNS rebinding), it carries the session cookie (HttpOnly, SameSite=Strict),
-//! got by presenting the secret printed with the address, and — for anything that changes
-//! state and for the live channel — its `Origin` is that same address. Every answer carries a
-//! strict Content-Security-Policy.
+//! address served (DNS rebinding) and it carries the session cookie (HttpOnly,
+//! SameSite=Strict), got by presenting the secret printed with the address. Cookies are not
+//! kept apart by port, so the cookie alone opens only the page's files: every call and the live
+//! channel also carry the session's token, which the page got in the address's fragment and
+//! keeps in its own origin's storage. Anything that changes state, and the live channel, must
+//! come from the app's own origin. Every answer carries a strict Content-Security-Policy.
 
 mod api;
 mod assets;
 mod live;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,9 +47,41 @@ pub struct AppOptions {
 /// A running app: its address (with the secret) and the task serving it.
 pub struct Running {
     pub addr: SocketAddr,
-    /// The address to open: it hands the secret over once, for a cookie.
+    /// The address to open: it hands the secret over for a session (any number of times, for
+    /// as long as this app runs).
     pub url: String,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    app: Arc<App>,
+}
+
+/// The file [`Running::page_file`] writes in the profile folder.
+pub const PAGE_FILE: &str = "app-open.html";
+
+impl Running {
+    /// Writes a page into the profile folder, readable by its owner only, that sends a browser
+    /// on to the app with a key good for one session; returns its path. This is what to hand
+    /// to a browser launcher: a secret on a command line is readable by every user of the
+    /// machine, a file in the profile is not. The file goes when its key is used.
+    pub fn page_file(&self) -> anyhow::Result<PathBuf> {
+        let key = random_hex(32)?;
+        let path = self.app.profile.join(PAGE_FILE);
+        let page = format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>Kith</title>\
+             <meta http-equiv=\"refresh\" content=\"0;url=http://{}/open?once={key}\">\
+             <p>Opening the Kith app\u{2026}</p>\n",
+            self.app.host
+        );
+        let _ = std::fs::remove_file(&path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, page.as_bytes())?;
+        if let Ok(mut once) = self.app.once.lock() {
+            once.insert(key);
+        }
+        Ok(path)
+    }
 }
 
 pub(crate) struct App {
@@ -59,7 +93,11 @@ pub(crate) struct App {
     /// Woken when the profile gets an account (the push loop waits for one).
     pub registered: Notify,
     secret: String,
-    sessions: std::sync::Mutex<HashSet<String>>,
+    /// Keys good for one session each (see [`Running::page_file`]).
+    once: std::sync::Mutex<HashSet<String>>,
+    /// Each session cookie's token, which the page's calls carry.
+    sessions: std::sync::Mutex<HashMap<String, String>>,
+    profile: PathBuf,
     host: String,
     origin: String,
     cookie: String,
@@ -92,7 +130,9 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         ),
         registered: Notify::new(),
         secret: secret.clone(),
+        once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),
+        profile: options.profile.clone(),
         // Cookies are not kept apart by port: two apps on one machine need two names.
         cookie: format!("kith_app_{}", addr.port()),
         host,
@@ -106,13 +146,13 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         .route("/live", axum::routing::get(live::socket))
         .fallback(assets::serve)
         .layer(axum::middleware::from_fn_with_state(app.clone(), gate))
-        .with_state(app);
+        .with_state(app.clone());
     let url = format!("http://127.0.0.1:{}/open?key={secret}", addr.port());
     let task = tokio::spawn(async move {
         axum::serve(listener, router).await?;
         Ok(())
     });
-    Ok(Running { addr, url, task })
+    Ok(Running { addr, url, task, app })
 }
 
 pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -123,71 +163,129 @@ pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
 
 #[derive(serde::Deserialize)]
 struct OpenQuery {
-    key: String,
+    /// The secret printed with the address.
+    key: Option<String>,
+    /// A key good once (from [`Running::page_file`]).
+    once: Option<String>,
 }
 
-/// `GET /open?key=SECRET`: the printed address. The right secret gets a session cookie and
-/// is sent on to the page (so the secret leaves the address bar); a wrong one gets nothing.
+/// `GET /open?key=SECRET` (or `?once=KEY`): the printed address. The right secret gets a
+/// session cookie and is sent on to the page, with the session's token in the fragment (which
+/// never reaches a server, and leaves the address bar as the page starts); a wrong one gets
+/// nothing.
 async fn open(State(app): State<Arc<App>>, Query(q): Query<OpenQuery>) -> Response {
     use subtle::ConstantTimeEq;
-    if !bool::from(q.key.as_bytes().ct_eq(app.secret.as_bytes())) {
-        return refuse(StatusCode::FORBIDDEN, "wrong_secret", "this is not the app's address");
+    let by_secret = q.key.is_some_and(|k| bool::from(k.as_bytes().ct_eq(app.secret.as_bytes())));
+    let by_once =
+        !by_secret && q.once.is_some_and(|k| app.once.lock().is_ok_and(|mut once| once.remove(&k)));
+    if by_once {
+        let _ = std::fs::remove_file(app.profile.join(PAGE_FILE));
     }
-    let Ok(session) = random_hex(32) else {
-        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no randomness");
+    if !by_secret && !by_once {
+        return refuse_page(StatusCode::FORBIDDEN, "this is not the app's address");
+    }
+    let (Ok(session), Ok(token)) = (random_hex(32), random_hex(32)) else {
+        return refuse_page(StatusCode::INTERNAL_SERVER_ERROR, "no randomness");
     };
-    if let Ok(mut s) = app.sessions.lock() {
-        s.insert(session.clone());
-    }
     let cookie = format!("{}={session}; HttpOnly; SameSite=Strict; Path=/", app.cookie);
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
+    if let Ok(mut s) = app.sessions.lock() {
+        s.insert(session, token.clone());
+    }
+    let to = format!("/#session={token}");
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    for (name, value) in [(header::LOCATION, to), (header::SET_COOKIE, cookie)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
     }
     r
 }
 
+/// A refusal for a call: `{"error": {"code", "message"}}`.
 pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     (status, axum::Json(body)).into_response()
 }
 
-fn has_session(app: &App, headers: &HeaderMap) -> bool {
+/// A refusal for a person (a page load): a few lines of HTML, no script.
+fn refuse_page(status: StatusCode, message: &str) -> Response {
+    let page = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Kith</title>\
+         <h1>Kith</h1><p>{message}.</p><p>Open the address <code>kith app</code> printed in \
+         its terminal. Each start of the app prints a new one, and the old one stops working.</p>\n"
+    );
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// The token of the session the request's cookie names.
+fn session_token(app: &App, headers: &HeaderMap) -> Option<String> {
     let prefix = format!("{}=", app.cookie);
-    let Ok(sessions) = app.sessions.lock() else { return false };
+    let sessions = app.sessions.lock().ok()?;
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(&prefix))
-        .any(|s| sessions.contains(s))
+        .find_map(|s| sessions.get(s).cloned())
+}
+
+/// The token a call presents: the `X-Kith-Session` header, or (for the live channel, which a
+/// browser opens without custom headers) the `session` query parameter.
+fn presented_token(request: &Request) -> Option<&str> {
+    if let Some(t) = request.headers().get("x-kith-session") {
+        return t.to_str().ok();
+    }
+    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("session="))
+}
+
+/// Why a request is refused, if it is: (status, code, words).
+type Refusal = (StatusCode, &'static str, &'static str);
+
+fn check(app: &App, request: &Request, call: bool) -> Result<(), Refusal> {
+    use subtle::ConstantTimeEq;
+    let headers = request.headers();
+    if headers.get(header::HOST).and_then(|h| h.to_str().ok()) != Some(&app.host) {
+        return Err((
+            StatusCode::MISDIRECTED_REQUEST,
+            "wrong_host",
+            "this app answers only at its own address",
+        ));
+    }
+    if request.uri().path() == "/open" {
+        return Ok(());
+    }
+    let no_session = (
+        StatusCode::UNAUTHORIZED,
+        "no_session",
+        "this window has no session with the app (it was restarted, or the address was not \
+         the one it printed)",
+    );
+    let token = session_token(app, headers).ok_or(no_session)?;
+    if call {
+        let presented = presented_token(request).ok_or(no_session)?;
+        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(no_session);
+        }
+    }
+    if changes_state(request) && !origin_ok(app, headers) {
+        return Err((StatusCode::FORBIDDEN, "wrong_origin", "a request from another page"));
+    }
+    Ok(())
 }
 
 /// Every request passes here: the `Host` (DNS rebinding), the session (the secret), the
 /// `Origin` of anything that changes state or opens the live channel (cross-site requests);
-/// every answer gets the headers that keep the page to itself.
+/// every answer gets the headers that keep the page to itself, and every call's error is
+/// JSON.
 async fn gate(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let host_ok = headers.get(header::HOST).and_then(|h| h.to_str().ok()) == Some(&app.host);
-    let mut response = if !host_ok {
-        refuse(
-            StatusCode::MISDIRECTED_REQUEST,
-            "wrong_host",
-            "this app answers only at its own address",
-        )
-    } else if request.uri().path() == "/open" {
-        next.run(request).await
-    } else if !has_session(&app, headers) {
-        refuse(
-            StatusCode::UNAUTHORIZED,
-            "no_session",
-            "open the address `kith app` printed (it carries the app's secret)",
-        )
-    } else if changes_state(&request) && !origin_ok(&app, headers) {
-        refuse(StatusCode::FORBIDDEN, "wrong_origin", "a request from another page")
-    } else {
-        next.run(request).await
+    let path = request.uri().path();
+    let call = path.starts_with("/api/") || path == "/live";
+    let mut response = match check(&app, &request, call) {
+        Err((status, code, message)) if call => refuse(status, code, message),
+        Err((status, _, message)) => refuse_page(status, message),
+        Ok(()) if call => as_json(next.run(request).await).await,
+        Ok(()) => next.run(request).await,
     };
     let h = response.headers_mut();
     if let Ok(csp) = HeaderValue::from_str(&app.csp) {
@@ -202,6 +300,35 @@ async fn gate(State(app): State<Arc<App>>, request: Request, next: Next) -> Resp
     response
 }
 
+/// A call's failure that did not come from a handler (a body that is not JSON, too large,
+/// the wrong method, a path that does not decode) in the calls' JSON shape, with a code.
+async fn as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "wrong_method",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_json",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("refused"),
+        t => t,
+    };
+    refuse(status, code, message)
+}
+
 /// Writes, and the live channel (a WebSocket is opened with a GET, and carries the origin).
 fn changes_state(request: &Request) -> bool {
     request.method() != Method::GET && request.method() != Method::HEAD
@@ -212,6 +339,9 @@ fn origin_ok(app: &App, headers: &HeaderMap) -> bool {
     let same_origin =
         headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) == Some(&app.origin);
     // Browsers say where a request comes from; a cross-site one is refused whatever else.
-    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site");
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"));
     same_origin && !cross_site
 }

@@ -400,21 +400,27 @@ async fn app(profile: PathBuf, port: u16, no_open: bool) -> Result<(), String> {
     );
     let _ = stdout.flush();
     if !no_open {
-        open_browser(&running.url);
+        // The browser is handed a file in the profile, not the secret: a command line is
+        // readable by every user of the machine.
+        if let Ok(page) = running.page_file() {
+            open_browser(&page);
+        }
     }
-    tokio::select! {
+    let ended = tokio::select! {
         served = running.task => match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("the app stopped: {e}")),
             Err(e) => Err(format!("the app stopped: {e}")),
         },
         _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    };
+    let _ = std::fs::remove_file(profile.join(kith_app::PAGE_FILE));
+    ended
 }
 
-/// Opens `url` in the default browser where there is one; quietly does nothing otherwise
-/// (the address is printed).
-fn open_browser(url: &str) {
+/// Opens `page` in the default browser where there is one; quietly does nothing otherwise
+/// (the address is printed). The launcher is waited for in the background.
+fn open_browser(page: &std::path::Path) {
     let opener: &[&str] = if cfg!(target_os = "macos") {
         &["open"]
     } else if cfg!(windows) {
@@ -422,13 +428,16 @@ fn open_browser(url: &str) {
     } else {
         &["xdg-open"]
     };
-    let _ = std::process::Command::new(opener[0])
+    let launched = std::process::Command::new(opener[0])
         .args(&opener[1..])
-        .arg(url)
+        .arg(page)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+    if let Ok(mut child) = launched {
+        std::thread::spawn(move || child.wait());
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -3,6 +3,7 @@
 //! message, what is unread and its marks. A chat is named by `@username` or a group's id
 //! (what [`Client::resolve_target`] reads); reading one marks it read on this device.
 
+use kith_proto::validate_username;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -164,14 +165,22 @@ impl Client {
     /// included.
     pub fn chat_history(&self, chat: &str) -> ClientResult<Vec<Message>> {
         let now = self.expiry_now();
+        match self.chat_scope(chat)? {
+            Scope::Person(peer) => Ok(local::history_with(&self.conn, peer, now)?),
+            Scope::Group(id) => Ok(local::history_of(&self.conn, id, now)?),
+        }
+    }
+
+    /// What a chat's name (`@username` or a group's id) names, or why it names nothing.
+    fn chat_scope<'c>(&self, chat: &'c str) -> ClientResult<Scope<'c>> {
         match chat.strip_prefix('@') {
-            Some(peer) => Ok(local::history_with(&self.conn, peer, now)?),
+            Some(peer) if validate_username(peer).is_ok() => Ok(Scope::Person(peer)),
             None if local::conversation(&self.conn, chat)?
                 .is_some_and(|c| c.kind == ConversationKind::Group) =>
             {
-                Ok(local::history_of(&self.conn, chat, now)?)
+                Ok(Scope::Group(chat))
             }
-            None => Err(ClientError::refused(
+            _ => Err(ClientError::refused(
                 Refusal::NoSuchConversation,
                 format!("no chat {chat:?} (a chat is @username or a group's id)"),
             )),
@@ -190,6 +199,7 @@ impl Client {
 
     /// Marks everything in the chat read on this device, as of now.
     pub fn mark_read(&self, chat: &str) -> ClientResult<()> {
+        self.chat_scope(chat)?;
         self.conn.execute(
             "INSERT INTO kith_read (chat, read_at) VALUES (?1, ?2)
              ON CONFLICT (chat) DO UPDATE SET read_at = MAX(read_at, excluded.read_at)",

@@ -20,7 +20,7 @@ pub(crate) struct Claimed {
 }
 
 fn check_text(text: &str) -> ClientResult<()> {
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return Err(ClientError::refused(Refusal::BadText, "the message is empty"));
     }
     if text.len() > MAX_TEXT_BYTES {
@@ -174,6 +174,7 @@ impl Client {
                 timer_seconds: None,
             },
         )?;
+        self.note(&id, format!("{} created the group with {}", me.username, others.join(", ")))?;
         // The name travels only inside MLS: members learn it from this message.
         self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
         Ok(id)
@@ -347,6 +348,13 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
+        // A repeat of a setting this device has (told again for new members) shows no line,
+        // as on the other members' devices.
+        let repeat = match &payload.body {
+            Body::GroupName { name } => local.name.as_deref() == Some(name.as_str()),
+            Body::Timer { seconds } => local.timer_seconds == *seconds,
+            _ => false,
+        };
         // A setting (the name, the timer) takes effect in the server's order, the sender's own
         // included: whichever change the server accepted last wins on every device.
         match &payload.body {
@@ -384,7 +392,9 @@ impl Client {
             from_business: me.kind == AccountKind::Business,
             verified: false,
         };
-        local::insert_message(&self.conn, &message)?;
+        if !repeat {
+            local::insert_message(&self.conn, &message)?;
+        }
         Ok(message)
     }
 }

@@ -253,7 +253,7 @@ impl Client {
         if conversations.is_empty() && !local::is_contact(&self.conn, peer)? {
             return Err(ClientError::refused(
                 Refusal::NoSuchConversation,
-                format!("you have no conversation with {peer}"),
+                format!("you have no conversation with {peer:?}"),
             ));
         }
         for c in conversations.iter().filter(|c| !c.left) {

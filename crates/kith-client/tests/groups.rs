@@ -592,3 +592,42 @@ async fn removing_someone_already_removed_says_so() {
     let err = alice.group_add(&club, &["bob".into()]).await.unwrap_err();
     assert!(err.to_string().contains("already in the group"), "{err}");
 }
+
+/// The admin's own history tells what the admin did, once each: creating the group, adding,
+/// renaming. Telling new members the name and timer again shows no line on any device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_each_of_its_own_changes_once() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let _dave = server.user("dave").await;
+    let id = alice.create_group("Trio", &["bob".into(), "carol".into()]).await.unwrap();
+    alice.set_disappearing(&id, Some(std::time::Duration::from_secs(3600))).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    alice.group_add(&id, &["dave".into()]).await.unwrap();
+    alice.group_rename(&id, "Quartet").await.unwrap();
+    let system = |u: &TestUser| -> Vec<String> {
+        u.chat_history(&id)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.kind == ConversationKind::System)
+            .map(|m| m.text)
+            .collect()
+    };
+    let mine = system(&alice);
+    assert_eq!(mine[0], "alice created the group with bob, carol", "{mine:?}");
+    assert_eq!(
+        mine.iter().filter(|l| l.contains("named the group \"Trio\"")).count(),
+        0,
+        "{mine:?}"
+    );
+    assert_eq!(mine.iter().filter(|l| l.contains("disappearing")).count(), 1, "{mine:?}");
+    assert_eq!(mine.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{mine:?}");
+    assert_eq!(mine.iter().filter(|l| l.contains("\"Quartet\"")).count(), 1, "{mine:?}");
+    bob.sync().await.unwrap();
+    let his = system(&bob);
+    assert_eq!(his.iter().filter(|l| l.contains("\"Trio\"")).count(), 1, "{his:?}");
+    assert_eq!(his.iter().filter(|l| l.contains("disappearing")).count(), 1, "{his:?}");
+    assert_eq!(his.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{his:?}");
+}

@@ -133,14 +133,16 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                         })
                     );
                 } else {
+                    // Text and reason are quoted and escaped: a reporter writes the reason,
+                    // and a control character must not reach the operator's terminal as one.
+                    let reason = r.reason.as_ref().map_or("-".to_string(), |r| format!("{r:?}"));
                     println!(
-                        "#{} {} reported {} (message of {}): {:?}  reason: {}",
+                        "#{} {} reported {} (message of {}): {:?}  reason: {reason}",
                         r.id,
                         r.reporter,
                         r.sender,
                         time(r.message_time),
                         r.text,
-                        r.reason.as_deref().unwrap_or("-")
                     );
                 }
             }

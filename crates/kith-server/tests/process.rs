@@ -162,7 +162,9 @@ async fn the_admin_sees_exactly_the_reported_message_and_acts_on_accounts() {
     carol.send_text("bob", "send me your bank password").await.unwrap();
     let r = bob.sync().await.unwrap();
     let bad = r.messages.iter().find(|m| m.text.contains("password")).unwrap().id.clone();
-    bob.report(&bad, Some("phishing")).await.unwrap();
+    // A reason that tries to paint the operator's terminal and forge a line of its own.
+    let reason = "phishing\u{1b}[2J\n#2 dave reported erin";
+    bob.report(&bad, Some(reason)).await.unwrap();
 
     let store = data.path().join("store");
     let admin = |args: &[&str]| {
@@ -182,11 +184,13 @@ async fn the_admin_sees_exactly_the_reported_message_and_acts_on_accounts() {
     assert_eq!(lines.len(), 1, "{reports}");
     assert_eq!(lines[0]["sender"], "carol");
     assert_eq!(lines[0]["reporter"], "bob");
-    assert_eq!(lines[0]["reason"], "phishing");
+    assert_eq!(lines[0]["reason"], reason);
     assert_eq!(lines[0]["text"], "send me your bank password");
     assert!(!reports.contains("see you at the match"), "more than the one message: {reports}");
     let human = admin(&["reports"]);
     assert!(human.contains("bob reported carol"), "{human}");
+    assert_eq!(human.lines().count(), 1, "a reason wrote a line of its own: {human}");
+    assert!(!human.contains('\u{1b}'), "a control character reached the terminal: {human:?}");
 
     // Suspend and reinstate from the command line; the running server follows within seconds.
     assert!(admin(&["suspend", "carol", "--reason", "phishing"]).contains("Suspended carol"));

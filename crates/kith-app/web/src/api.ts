@@ -1,5 +1,29 @@
 // The page's calls to the local `kith app` process (never to kithd): same origin, the session
-// cookie goes by itself, and every write says where it comes from (the app checks Origin).
+// cookie goes by itself, every call carries the session's token (the cookie alone is not
+// enough: cookies are shared by every port of 127.0.0.1), and every write says where it comes
+// from (the app checks Origin).
+
+const TOKEN_KEY = "kith-session";
+
+/** The session's token: handed over in the address's fragment by `/open`, then kept in this
+ * tab's storage (which no other origin, other ports included, can read). */
+function sessionToken(): string {
+  const fragment = new URLSearchParams(location.hash.slice(1)).get("session");
+  if (fragment) {
+    sessionStorage.setItem(TOKEN_KEY, fragment);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY) ?? "";
+}
+
+const token = sessionToken();
+
+/** The live channel's address (a browser opens a WebSocket without custom headers). */
+export const liveUrl = () => `ws://${location.host}/live?session=${encodeURIComponent(token)}`;
+
+export const NO_SESSION =
+  "This window has no session with the Kith app: it was restarted, or this is not the address it printed. " +
+  "Open the address `kith app` printed in its terminal (each start prints a new one).";
 
 export type Kind = "direct" | "group" | "story" | "system";
 
@@ -76,12 +100,15 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   try {
     response = await fetch(path, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers: {
+        "x-kith-session": token,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
     });
   } catch {
-    throw new ApiError("app_unreachable", "The Kith app is not running (start it with `kith app`).");
+    throw new ApiError("app_unreachable", "The Kith app is not running: start it with `kith app` and open the address it prints.");
   }
   const text = await response.text();
   let data: unknown = null;
@@ -92,6 +119,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   }
   if (!response.ok) {
     const e = (data as { error?: { code?: string; message?: string } } | null)?.error;
+    if (e?.code === "no_session") throw new ApiError("no_session", NO_SESSION);
     throw new ApiError(e?.code ?? String(response.status), e?.message ?? response.statusText);
   }
   return data as T;

@@ -4,7 +4,7 @@
 import { Component, render } from "preact";
 import { useCallback, useEffect, useErrorBoundary, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
-import { ApiError, api } from "./api";
+import { ApiError, api, liveUrl } from "./api";
 import type { Business, Chat, Group, LiveEvent, Me, Message, Story } from "./api";
 import "./styles.css";
 
@@ -25,8 +25,8 @@ function when(ms: number): string {
 
 function timeLeft(until: number): string {
   const s = Math.max(0, Math.round((until - Date.now()) / 1000));
-  if (s >= 3600) return `${Math.floor(s / 3600)} h left`;
-  if (s >= 60) return `${Math.floor(s / 60)} min left`;
+  if (s >= 3600) return `${Math.round(s / 3600)} h left`;
+  if (s >= 60) return `${Math.round(s / 60)} min left`;
   return `${s} s left`;
 }
 
@@ -127,6 +127,32 @@ function ErrorLine(props: { error: string | null }) {
   ) : null;
 }
 
+/** Asks before something that cannot be taken back (or that the other side notices). */
+function Confirm(props: { title: string; text: string; action: string; onConfirm: () => Promise<void>; onClose: () => void }) {
+  const { busy, error, run } = useAction();
+  return (
+    <Dialog title={props.title} onClose={props.onClose}>
+      <p class="confirm-text">{props.text}</p>
+      <ErrorLine error={error} />
+      <div class="buttons">
+        <button onClick={props.onClose}>Cancel</button>
+        <button
+          class="primary danger"
+          disabled={busy}
+          onClick={() =>
+            run(async () => {
+              await props.onConfirm();
+              props.onClose();
+            })
+          }
+        >
+          {props.action}
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
 function NewChat(props: { onOpen: (chat: string) => void; onClose: () => void }) {
   const [name, setName] = useState("");
   return (
@@ -200,7 +226,15 @@ function Stories(props: { me: string; onClose: () => void; version: number }) {
   const [stories, setStories] = useState<Story[]>([]);
   const [text, setText] = useState("");
   const { busy, error, run } = useAction();
-  const load = useCallback(() => run(async () => setStories(await api.stories())), [run]);
+  const [audience, setAudience] = useState<number | null>(null);
+  const load = useCallback(
+    () =>
+      run(async () => {
+        setStories(await api.stories());
+        setAudience((await api.contacts()).length);
+      }),
+    [run],
+  );
   useEffect(() => void load(), [load, props.version]);
   return (
     <Dialog title="Stories" onClose={props.onClose}>
@@ -218,6 +252,13 @@ function Stories(props: { me: string; onClose: () => void; version: number }) {
           A story for your contacts (gone after 24 hours)
           <textarea aria-label="Story text" rows={2} value={text} onInput={(e) => setText(e.currentTarget.value)} />
         </label>
+        {audience !== null && (
+          <p class="hint">
+            {audience === 0
+              ? "Nobody would see it yet: your contacts are the people you have chatted with."
+              : `${audience} ${audience === 1 ? "contact sees" : "contacts see"} it — the people you have chatted with.`}
+          </p>
+        )}
         <button class="primary" type="submit" disabled={busy || !text.trim()}>
           Post story
         </button>
@@ -289,6 +330,7 @@ function Businesses(props: { onOpen: (chat: string) => void; onClose: () => void
 function Settings(props: { me: Me; onClose: () => void; notify: NotificationPermission | "unsupported"; askNotify: () => void }) {
   const [blocked, setBlocked] = useState<string[]>([]);
   const [done, setDone] = useState<string | null>(null);
+  const [asking, setAsking] = useState(false);
   const { busy, error, run } = useAction();
   useEffect(() => void run(async () => setBlocked(await api.blocked())), [run]);
   return (
@@ -326,17 +368,29 @@ function Settings(props: { me: Me; onClose: () => void; notify: NotificationPerm
       <p class="hint">
         A new token shuts out any copy of this profile made before (if one may have leaked).
       </p>
-      <button
-        disabled={busy}
-        onClick={() =>
-          run(async () => {
-            await api.rotateToken();
-            setDone("This device has a new token.");
-          })
-        }
-      >
-        Rotate token
-      </button>
+      {asking ? (
+        <div class="buttons">
+          <span>Replace this device's token now?</span>
+          <button onClick={() => setAsking(false)}>Cancel</button>
+          <button
+            class="primary"
+            disabled={busy}
+            onClick={() =>
+              run(async () => {
+                await api.rotateToken();
+                setAsking(false);
+                setDone("This device has a new token.");
+              })
+            }
+          >
+            Rotate
+          </button>
+        </div>
+      ) : (
+        <button disabled={busy} onClick={() => setAsking(true)}>
+          Rotate token
+        </button>
+      )}
       {done && <p role="status">{done}</p>}
       <ErrorLine error={error} />
     </Dialog>
@@ -353,7 +407,7 @@ const SHORTCUTS: [string, string][] = [
   ["/", "filter chats"],
   ["j / k", "next / previous chat"],
   ["Enter", "send (Shift+Enter: new line)"],
-  ["Esc", "close, or back to the list"],
+  ["Esc", "close a dialog; leave the message box; again: back to the list"],
 ];
 
 function Help(props: { onClose: () => void }) {
@@ -375,6 +429,7 @@ function Help(props: { onClose: () => void }) {
 
 function GroupInfo(props: { id: string; me: string; onClose: () => void; onLeft: () => void; version: number }) {
   const [group, setGroup] = useState<Group | null>(null);
+  const [leaving, setLeaving] = useState(false);
   const [add, setAdd] = useState("");
   const [name, setName] = useState("");
   const { busy, error, run } = useAction();
@@ -445,19 +500,28 @@ function GroupInfo(props: { id: string; me: string; onClose: () => void; onLeft:
               </form>
             </>
           )}
-          {!group.left && (
-            <button
-              class="danger"
-              disabled={busy}
-              onClick={() =>
-                run(async () => {
-                  await api.groupLeave(props.id);
-                  props.onLeft();
-                })
-              }
-            >
+          {!group.left && !leaving && (
+            <button class="danger" disabled={busy} onClick={() => setLeaving(true)}>
               Leave group
             </button>
+          )}
+          {!group.left && leaving && (
+            <div class="buttons">
+              <span>Leave {group.name ?? "the group"}? Only an admin can add you back.</span>
+              <button onClick={() => setLeaving(false)}>Cancel</button>
+              <button
+                class="primary danger"
+                disabled={busy}
+                onClick={() =>
+                  run(async () => {
+                    await api.groupLeave(props.id);
+                    props.onLeft();
+                  })
+                }
+              >
+                Leave
+              </button>
+            </div>
           )}
         </>
       )}
@@ -561,9 +625,16 @@ type Panel =
   | { kind: "settings" }
   | { kind: "help" }
   | { kind: "group"; id: string }
-  | { kind: "report"; message: Message };
+  | { kind: "report"; message: Message }
+  | { kind: "confirm"; title: string; text: string; action: string; run: () => Promise<void> };
+
+/** A system line as its reader sees it: "You …" for their own actions. */
+function systemText(m: Message, me: string): string {
+  return m.from === me && m.text.startsWith(`${me} `) ? `You ${m.text.slice(me.length + 1)}` : m.text;
+}
 
 function ChatList(props: {
+  me: string;
   chats: Chat[];
   open: string | null;
   filter: string;
@@ -582,6 +653,15 @@ function ChatList(props: {
         value={props.filter}
         ref={props.filterRef}
         onInput={(e) => props.onFilter(e.currentTarget.value)}
+        onKeyDown={(e) => {
+          if (e.key === "Enter" && shown.length > 0) {
+            e.preventDefault();
+            props.onOpen(shown[0].chat);
+          } else if (e.key === "Escape") {
+            props.onFilter("");
+            e.currentTarget.blur();
+          }
+        }}
       />
       <ul class="chats" role="listbox" aria-label="Chat list">
         {shown.length === 0 && <li class="hint empty">No chats yet: start one with “New chat”.</li>}
@@ -618,7 +698,7 @@ function ChatList(props: {
             <div class="line">
               <span class="preview">
                 {c.left ? "(left) " : ""}
-                {c.last ? (c.last.kind === "system" ? c.last.text : `${c.last.outgoing ? "You" : c.last.from}: ${c.last.text}`) : ""}
+                {c.last ? (c.last.kind === "system" ? systemText(c.last, props.me) : `${c.last.outgoing ? "You" : c.last.from}: ${c.last.text}`) : ""}
               </span>
               {c.unread > 0 && (
                 <span class="unread" aria-label={`${c.unread} unread`}>
@@ -635,14 +715,14 @@ function ChatList(props: {
 
 /** One message. Drawn again only if it changes: a busy chat re-renders the list on every
  * arrival, and redrawing thousands of unchanged messages each time would fall behind. */
-class MessageItem extends Component<{ m: Message; inGroup: boolean; onPanel: (p: Panel) => void }> {
+class MessageItem extends Component<{ m: Message; me: string; inGroup: boolean; onPanel: (p: Panel) => void }> {
   shouldComponentUpdate(next: { m: Message; inGroup: boolean }) {
     return next.m !== this.props.m || next.inGroup !== this.props.inGroup;
   }
 
   render() {
-    const { m, inGroup, onPanel } = this.props;
-    if (m.kind === "system") return <li class="system">{m.text}</li>;
+    const { m, me, inGroup, onPanel } = this.props;
+    if (m.kind === "system") return <li class="system">{systemText(m, me)}</li>;
     return (
       <li class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
         {!m.outgoing && inGroup && <span class="from">{m.from}</span>}
@@ -667,7 +747,9 @@ class MessageItem extends Component<{ m: Message; inGroup: boolean; onPanel: (p:
 }
 
 function Conversation(props: {
+  me: string;
   chat: string;
+  focus: boolean;
   info: Chat | undefined;
   messages: Message[];
   draft: string;
@@ -689,7 +771,11 @@ function Conversation(props: {
     const el = list.current;
     if (el) el.scrollTop = el.scrollHeight;
   }, [props.messages.length, props.chat]);
-  useEffect(() => input.current?.focus(), [props.chat]);
+  // Opened from the list or a dialog, the message box takes the keys; opened with j/k, they
+  // stay with the list.
+  useEffect(() => {
+    if (props.focus) input.current?.focus();
+  }, [props.chat]);
   const send = () => {
     const text = props.draft;
     if (!text.trim()) return;
@@ -746,10 +832,21 @@ function Conversation(props: {
               disabled={busy}
               aria-label={props.blocked ? `Unblock ${peer}` : `Block ${peer}`}
               onClick={() =>
-                run(async () => {
-                  await (props.blocked ? api.unblock(peer) : api.block(peer));
-                  props.onChanged();
-                })
+                props.blocked
+                  ? run(async () => {
+                      await api.unblock(peer);
+                      props.onChanged();
+                    })
+                  : props.onPanel({
+                      kind: "confirm",
+                      title: `Block ${peer}?`,
+                      text: `Nothing ${peer} sends will reach you — messages, group messages, stories, invitations. ${peer} is not told. You can unblock later in Settings.`,
+                      action: "Block",
+                      run: async () => {
+                        await api.block(peer);
+                        props.onChanged();
+                      },
+                    })
               }
             >
               {props.blocked ? "Unblock" : "Block"}
@@ -759,10 +856,15 @@ function Conversation(props: {
               disabled={busy}
               aria-label={`Delete the chat with ${peer}`}
               onClick={() =>
-                confirm(`Delete your chat with ${peer} from this device?`) &&
-                run(async () => {
-                  await api.deleteChat(peer);
-                  props.onDeleted();
+                props.onPanel({
+                  kind: "confirm",
+                  title: `Delete the chat with ${peer}?`,
+                  text: `Its messages are wiped from this device and ${peer} stops being a contact (no more stories either way). If ${peer} writes again, a new chat starts.`,
+                  action: "Delete",
+                  run: async () => {
+                    await api.deleteChat(peer);
+                    props.onDeleted();
+                  },
                 })
               }
             >
@@ -774,7 +876,7 @@ function Conversation(props: {
       <ol class="messages" ref={list} aria-label="Messages" aria-live="polite">
         {props.messages.length === 0 && <li class="hint empty">No messages yet.</li>}
         {props.messages.map((m) => (
-          <MessageItem key={m.id} m={m} inGroup={isGroup} onPanel={props.onPanel} />
+          <MessageItem key={m.id} m={m} me={props.me} inGroup={isGroup} onPanel={props.onPanel} />
         ))}
       </ol>
       <ErrorLine error={error} />
@@ -831,6 +933,10 @@ function Messenger(props: { me: Me }) {
   const [blocked, setBlocked] = useState<string[]>([]);
   const [version, setVersion] = useState(0);
   const [notify, setNotify] = useState(notifyState());
+  // Whether the open chat's message box takes the keys (not when the chat came from j/k).
+  const [focusComposer, setFocusComposer] = useState(true);
+  // The session is gone (the app restarted): nothing on this page can work any more.
+  const [ended, setEnded] = useState<string | null>(null);
   const filterRef = useRef<HTMLInputElement>(null);
   const openRef = useRef<string | null>(null);
   openRef.current = open;
@@ -840,7 +946,8 @@ function Messenger(props: { me: Me }) {
       setChats(await api.chats());
       setBlocked(await api.blocked());
     } catch (e) {
-      setBanner(messageOf(e));
+      if (e instanceof ApiError && e.code === "no_session") setEnded(e.message);
+      else setBanner(messageOf(e));
     }
   }, []);
 
@@ -852,6 +959,8 @@ function Messenger(props: { me: Me }) {
     } catch (e) {
       if (e instanceof ApiError && e.code === "no_such_conversation") {
         if (openRef.current === chat) setMessages([]);
+      } else if (e instanceof ApiError && e.code === "no_session") {
+        setEnded(e.message);
       } else {
         setBanner(messageOf(e));
       }
@@ -859,6 +968,26 @@ function Messenger(props: { me: Me }) {
   }, []);
 
   useEffect(() => void loadChats(), [loadChats]);
+
+  // Disappearing messages leave the open chat when their time is up, as they leave the
+  // device; the list follows.
+  useEffect(() => {
+    const now = Date.now();
+    const next = messages.reduce<number | null>(
+      (soonest, m) => (m.expires_at !== null && (soonest === null || m.expires_at < soonest) ? m.expires_at : soonest),
+      null,
+    );
+    if (next === null) return;
+    const timer = window.setTimeout(
+      () => {
+        const at = Date.now();
+        setMessages((old) => old.filter((m) => m.expires_at === null || m.expires_at > at));
+        void loadChats();
+      },
+      Math.min(Math.max(next - now, 0) + 50, 2 ** 31 - 1),
+    );
+    return () => window.clearTimeout(timer);
+  }, [messages, loadChats]);
   useEffect(() => {
     setMessages([]);
     if (open) void loadOpen(open).then(loadChats);
@@ -887,7 +1016,7 @@ function Messenger(props: { me: Me }) {
       }, 300);
     };
     const connect = () => {
-      socket = new WebSocket(`ws://${location.host}/live`);
+      socket = new WebSocket(liveUrl());
       socket.onopen = () => {
         pause = 500;
         refreshSoon();
@@ -925,9 +1054,21 @@ function Messenger(props: { me: Me }) {
           refreshSoon(mine.length > 0);
         }
       };
-      socket.onclose = () => {
+      socket.onclose = async () => {
         if (stopped) return;
-        setOnline((o) => ({ ...o, online: false }));
+        // Why: the app stopped (try again), or it started anew and this session is gone.
+        let why: string | null = null;
+        try {
+          await api.me();
+        } catch (e) {
+          if (e instanceof ApiError && e.code === "no_session") {
+            stopped = true;
+            setEnded(e.message);
+            return;
+          }
+          why = messageOf(e);
+        }
+        setOnline((o) => ({ online: false, error: why ?? o.error }));
         window.setTimeout(connect, pause);
         pause = Math.min(pause * 2, 10000);
       };
@@ -948,6 +1089,7 @@ function Messenger(props: { me: Me }) {
 
   const openChat = useCallback((chat: string) => {
     setPanel(null);
+    setFocusComposer(true);
     setOpen(chat);
   }, []);
 
@@ -985,8 +1127,14 @@ function Messenger(props: { me: Me }) {
         case "k": {
           e.preventDefault();
           const i = chats.findIndex((c) => c.chat === open);
-          const next = chats[Math.max(0, Math.min(chats.length - 1, i + (e.key === "j" ? 1 : -1)))];
-          if (next) setOpen(next.chat);
+          const down = e.key === "j";
+          // With no chat open, j starts at the top and k at the bottom.
+          const at = i < 0 ? (down ? 0 : chats.length - 1) : Math.max(0, Math.min(chats.length - 1, i + (down ? 1 : -1)));
+          const next = chats[at];
+          if (next) {
+            setFocusComposer(false);
+            setOpen(next.chat);
+          }
           return;
         }
       }
@@ -1013,6 +1161,15 @@ function Messenger(props: { me: Me }) {
   const askNotify = async () => {
     if (typeof Notification !== "undefined") setNotify(await Notification.requestPermission());
   };
+
+  if (ended) {
+    return (
+      <main class="register">
+        <h1>Kith</h1>
+        <p role="alert">{ended}</p>
+      </main>
+    );
+  }
 
   return (
     <div class="messenger" data-view={open ? "chat" : "list"}>
@@ -1054,11 +1211,13 @@ function Messenger(props: { me: Me }) {
         </div>
       )}
       <div class="panes">
-        <ChatList chats={chats} open={open} filter={filter} onFilter={setFilter} onOpen={openChat} filterRef={filterRef} />
+        <ChatList me={me} chats={chats} open={open} filter={filter} onFilter={setFilter} onOpen={openChat} filterRef={filterRef} />
         {open ? (
           <Conversation
             key={open}
+            me={me}
             chat={open}
+            focus={focusComposer}
             info={info}
             messages={messages}
             draft={drafts[open] ?? ""}
@@ -1108,6 +1267,9 @@ function Messenger(props: { me: Me }) {
         />
       )}
       {panel?.kind === "report" && <Report message={panel.message} onClose={closePanel} />}
+      {panel?.kind === "confirm" && (
+        <Confirm title={panel.title} text={panel.text} action={panel.action} onConfirm={panel.run} onClose={closePanel} />
+      )}
     </div>
   );
 }

@@ -71,6 +71,8 @@ test("a group made in the page reaches a person on the command line, and back", 
   await alice.page.getByLabel("Members, separated by commas").fill("bob, carol");
   await alice.page.getByRole("button", { name: "Create group" }).click();
   await expect(alice.page.locator(".chat-header h2")).toHaveText("Climbing");
+  // The creator's own history says what the creator did.
+  await expect(alice.page.locator(".system").first()).toHaveText("You created the group with bob, carol");
   await send(alice.page, "Saturday at ten?");
   const synced = await kith(carol, "sync");
   expect(synced).toContain("Saturday at ten?");
@@ -122,6 +124,8 @@ test("a report reaches kithd admin reports", async () => {
 test("a block stops delivery", async () => {
   await bob.page.locator(`.chat[data-chat="@alice"]`).click();
   await bob.page.getByRole("button", { name: "Block alice" }).click();
+  // Asked first, in the page's own dialog.
+  await bob.page.getByRole("dialog").getByRole("button", { name: "Block", exact: true }).click();
   await expect(bob.page.getByRole("button", { name: "Unblock alice" })).toBeVisible();
   const before = await bob.page.locator(".message.in").count();
   await openChat(alice.page, "bob");
@@ -140,4 +144,48 @@ test("errors from the SDK show as words in the page", async () => {
   await box.fill("hello?");
   await box.press("Enter");
   await expect(alice.page.locator(".conversation .error")).toContainText("nobody-here");
+});
+
+test("j and k walk the chat list, and leave the keys with the list", async () => {
+  const page = alice.page;
+  await page.keyboard.press("Escape");
+  await page.locator(".messages").click(); // out of the message box
+  await page.keyboard.press("Escape");
+  await expect(page.locator(".conversation.placeholder")).toBeVisible();
+  const order = await page.locator(".chat").evaluateAll((els) => els.map((e) => e.getAttribute("data-chat")));
+  expect(order.length).toBeGreaterThanOrEqual(2);
+  await page.keyboard.press("j");
+  await expect(page.locator(".chat.open")).toHaveAttribute("data-chat", order[0] ?? "");
+  await page.keyboard.press("j");
+  await expect(page.locator(".chat.open")).toHaveAttribute("data-chat", order[1] ?? "");
+  await page.keyboard.press("k");
+  await expect(page.locator(".chat.open")).toHaveAttribute("data-chat", order[0] ?? "");
+  // With no chat open, k starts at the bottom.
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("k");
+  await expect(page.locator(".chat.open")).toHaveAttribute("data-chat", order[order.length - 1] ?? "");
+  await expect(page.getByLabel("Message", { exact: true })).toHaveValue("");
+});
+
+test("a disappearing message leaves the open chat when its time is up, without a reload", async ({ browser }) => {
+  // Another window on alice's app, with the page's clock in the test's hands.
+  const context = await browser.newContext();
+  await context.clock.install();
+  const page = await context.newPage();
+  await page.goto(alice.app.url);
+  await kith(carol, "disappear", "alice", "30s");
+  await kith(carol, "send", "alice", "this one goes");
+  await page.locator(`.chat[data-chat="@carol"]`).click();
+  await expect(page.locator(".message.in .text", { hasText: "this one goes" })).toBeVisible();
+  await page.clock.fastForward(35_000);
+  await expect(page.locator(".message.in .text", { hasText: "this one goes" })).toHaveCount(0);
+  await context.close();
+});
+
+test("a window without a session says what to do", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(alice.app.origin + "/");
+  await expect(page.locator("body")).toContainText("kith app");
+  await context.close();
 });
