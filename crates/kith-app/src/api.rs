@@ -96,6 +96,10 @@ struct Register {
 
 async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answer {
     let mut client = app.client.lock().await;
+    // Refused before anything is written: a registered profile's trusted CA stays as it is.
+    if let Some(p) = client.profile() {
+        return Err(ClientError::AlreadyRegistered(p.username.clone()).into());
+    }
     if let Some(pem) = r.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
         client.trust_ca_pem(pem)?;
     }
@@ -147,7 +151,13 @@ struct Send {
 async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
     let mut client = app.client.lock().await;
     let message = match client.resolve_target(&s.chat)? {
-        Target::Person(user) => client.send_text(&user, &s.text).await?,
+        Target::Person(user) => {
+            let message = client.send_text(&user, &s.text).await?;
+            // A new contact: the story channel takes them in, and invitations they sent
+            // while not yet a contact are taken, at the next upkeep — now.
+            app.upkeep.notify_one();
+            message
+        }
         Target::Group(id) => client.send_group(&id, &s.text).await?,
     };
     let chat = client.chat_of(&message.conversation)?;

@@ -92,6 +92,8 @@ pub(crate) struct App {
     pub status: std::sync::Mutex<String>,
     /// Woken when the profile gets an account (the push loop waits for one).
     pub registered: Notify,
+    /// Asks for the upkeep `sync` runs (story channel, held invitations, expiry) now.
+    pub upkeep: Notify,
     secret: String,
     /// Keys good for one session each (see [`Running::page_file`]).
     once: std::sync::Mutex<HashSet<String>>,
@@ -129,6 +131,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
             serde_json::json!({ "type": "status", "online": false, "error": null }).to_string(),
         ),
         registered: Notify::new(),
+        upkeep: Notify::new(),
         secret: secret.clone(),
         once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),
@@ -140,6 +143,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         csp,
     });
     tokio::spawn(live::run(app.clone()));
+    tokio::spawn(live::upkeep(app.clone()));
     let router = Router::new()
         .route("/open", axum::routing::get(open))
         .merge(api::routes())
@@ -209,10 +213,14 @@ pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response 
 
 /// A refusal for a person (a page load): a few lines of HTML, no script.
 fn refuse_page(status: StatusCode, message: &str) -> Response {
+    let mut chars = message.chars();
+    let message: String =
+        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
     let page = format!(
         "<!doctype html><meta charset=\"utf-8\"><title>Kith</title>\
-         <h1>Kith</h1><p>{message}.</p><p>Open the address <code>kith app</code> printed in \
-         its terminal. Each start of the app prints a new one, and the old one stops working.</p>\n"
+         <h1>Kith</h1><p>{message}.</p><p>Open the address the Kith app (<code>kith app</code>) \
+         printed in its terminal. Each start of the app prints a new one, and the old one stops \
+         working.</p>\n"
     );
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }

@@ -67,6 +67,29 @@ pub(crate) async fn run(app: Arc<App>) {
     }
 }
 
+/// How often the app runs `sync`'s upkeep without being asked.
+const UPKEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A full `sync` now and then, and when a page's action asks for one: pushes bring messages,
+/// but the steps only `sync` runs — the story channel's audience, invitations held until their
+/// sender became a contact, pending leaves, expiry — must run too.
+pub(crate) async fn upkeep(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.upkeep.notified() => {}
+            () = tokio::time::sleep(UPKEEP_EVERY) => {}
+        }
+        let mut client = app.client.lock().await;
+        if client.profile().is_none() {
+            continue;
+        }
+        // A failure here is the push loop's to report (it sees the same server).
+        if let Ok(report) = client.sync().await {
+            publish(&app, &client, report);
+        }
+    }
+}
+
 /// Tells the pages what a sync or a push brought.
 fn publish(app: &App, client: &Client, report: SyncReport) {
     if report.messages.is_empty() && report.joined.is_empty() && report.expired == 0 {

@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Open the Kith app: a web interface for this profile, served on 127.0.0.1 only.
     App {
-        /// The loopback port to serve on [default: a free one].
+        /// The loopback port to serve on (0, the default, picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
         /// Print the address without opening a browser.

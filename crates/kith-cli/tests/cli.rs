@@ -450,6 +450,29 @@ fn http_status(addr: &str, path: &str, headers: &str) -> u16 {
     answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// A raw HTTP/1.1 request on loopback (`line` is "METHOD PATH"): the whole answer.
+fn http_raw(addr: &str, line: &str, headers: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let length = body.len();
+    write!(
+        s,
+        "{line} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn header_of<'a>(answer: &'a str, name: &str) -> &'a str {
+    answer
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+        .map(|(_, v)| v.trim())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kith_app_serves_the_profile_and_other_commands_are_told_who_holds_it() {
     use std::io::BufRead;
@@ -477,6 +500,18 @@ async fn kith_app_serves_the_profile_and_other_commands_are_told_who_holds_it() 
     assert_eq!(http_status(&addr, "/open?key=wrong", ""), 403);
     assert_eq!(http_status(&addr, &format!("/{path}"), ""), 303);
 
+    // A second registration is refused before anything is written: a CA certificate sent with
+    // it must not replace the one the profile trusts (that cut the profile off its server).
+    let opened = http_raw(&addr, &format!("GET /{path}"), "", "");
+    let cookie = header_of(&opened, "set-cookie").split(';').next().unwrap().to_string();
+    let token = header_of(&opened, "location").trim_start_matches("/#session=").to_string();
+    let body = r#"{"username":"x","server":"http://127.0.0.1:1","ca_pem":"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}"#;
+    let headers = format!(
+        "Cookie: {cookie}\r\nX-Kith-Session: {token}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\n"
+    );
+    let refused = http_raw(&addr, "POST /api/register", &headers, body);
+    assert!(refused.contains("already_registered"), "{refused}");
+
     // The app holds the profile: a command is told so at once, not after a wait.
     let started = std::time::Instant::now();
     let r = kith(a.path(), &["whoami"]).await;
@@ -488,4 +523,7 @@ async fn kith_app_serves_the_profile_and_other_commands_are_told_who_holds_it() 
     app.wait().unwrap();
     let r = kith(a.path(), &["whoami"]).await;
     assert!(r.ok, "{}", r.stderr);
+    // And the profile still reaches its server.
+    let r = kith(a.path(), &["sync"]).await;
+    assert!(r.ok, "the refused registration broke the profile: {}", r.stderr);
 }

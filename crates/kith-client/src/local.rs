@@ -565,6 +565,16 @@ pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     .collect()
 }
 
+/// Deletes the stories `author` posted. Returns how many went.
+pub fn delete_stories_of(conn: &Connection, author: &str) -> rusqlite::Result<usize> {
+    let gone =
+        conn.execute("DELETE FROM kith_messages WHERE kind = 'story' AND sender = ?1", [author])?;
+    if gone > 0 {
+        forget_orphan_franks(conn)?;
+    }
+    Ok(gone)
+}
+
 /// Deletes every message whose time is up. Returns how many went.
 pub fn purge_expired(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
     let gone = conn.execute(

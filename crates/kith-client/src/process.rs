@@ -202,6 +202,8 @@ impl Client {
         };
         let aad = processed.aad().to_vec();
         let mut lines = Vec::new();
+        // Which line, if any, stays when the conversation's messages disappear.
+        let mut lasting: Option<usize> = None;
         let mut messages = Vec::new();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
@@ -348,6 +350,9 @@ impl Client {
                             entry.message_id,
                         )? && known != seconds
                         {
+                            // The line saying so stays (as on the sender's device), even
+                            // though the messages after it disappear.
+                            lasting = Some(lines.len());
                             lines.push(crate::timers::describe(&sender, seconds));
                         }
                     }
@@ -449,7 +454,8 @@ impl Client {
             .and_then(|c| c.timer_seconds)
             .map(|t| now_millis() + t * 1000);
         for (n, text) in lines.into_iter().enumerate() {
-            let line = system(entry, n, &sender, text, timer);
+            let line =
+                system(entry, n, &sender, text, if lasting == Some(n) { None } else { timer });
             if local::insert_message(&self.conn, &line)? {
                 messages.push(line);
             }

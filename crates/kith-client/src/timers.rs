@@ -267,6 +267,8 @@ impl Client {
             local::set_left(&self.conn, &c.id, now_millis())?;
             self.forget_group(&c.id);
         }
+        // Their stories leave this device too ("no more stories either way").
+        local::delete_stories_of(&self.conn, peer)?;
         local::scrub(&self.conn)?;
         // Deleting the chat is what ends the contact: the story channel lets them go now.
         if local::remove_contact(&self.conn, peer)? {

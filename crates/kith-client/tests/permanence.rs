@@ -147,6 +147,25 @@ async fn a_story_posts_after_a_contact_deleted_the_chat() {
     );
 }
 
+/// Deleting a chat ends the contact both ways: the other's stories leave the deleter's device
+/// too, not only future ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_chat_drops_the_stories_already_received() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("alice", "hi alice").await.unwrap();
+    alice.sync().await.unwrap();
+    alice.story_post("at the lake").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(bob.stories().unwrap().len(), 1);
+    bob.delete_conversation("alice").await.unwrap();
+    assert!(bob.stories().unwrap().is_empty(), "{:?}", bob.stories().unwrap());
+    assert!(!profile_holds(&bob, "at the lake"), "the deleted contact's story is still on disk");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     let config = ServerConfig { story_ttl_seconds: 1, ..kith_testkit::test_config() };
@@ -235,6 +254,12 @@ async fn a_timer_set_by_one_member_is_honoured_by_the_other() {
     assert!(!profile_holds(&bob, secret), "a disappeared message left its text on disk");
     // The message from before the timer stays.
     assert!(bob.history("alice").unwrap().iter().any(|m| m.text == "before the timer"));
+    // So does the line saying the timer was set, on both sides: it explains why the rest went.
+    for (u, peer) in [(&alice, "bob"), (&bob, "alice")] {
+        let history = u.history(peer).unwrap();
+        let line = "alice set disappearing messages to 5m";
+        assert!(history.iter().any(|m| m.text == line), "{peer}'s chat lost the timer line");
+    }
 
     // Turning it off works the same way, and invalid timers are refused.
     bob.set_disappearing("alice", None).await.unwrap();

@@ -23,7 +23,7 @@ export const liveUrl = () => `ws://${location.host}/live?session=${encodeURIComp
 
 export const NO_SESSION =
   "This window has no session with the Kith app: it was restarted, or this is not the address it printed. " +
-  "Open the address `kith app` printed in its terminal (each start prints a new one).";
+  "Open the address the app printed in its terminal (each start prints a new one).";
 
 export type Kind = "direct" | "group" | "story" | "system";
 
@@ -108,7 +108,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
       credentials: "same-origin",
     });
   } catch {
-    throw new ApiError("app_unreachable", "The Kith app is not running: start it with `kith app` and open the address it prints.");
+    throw new ApiError("app_unreachable", "The Kith app is not running. Start it again (kith app) and open the address it prints.");
   }
   const text = await response.text();
   let data: unknown = null;

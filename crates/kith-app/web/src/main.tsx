@@ -406,7 +406,7 @@ const SHORTCUTS: [string, string][] = [
   [",", "settings"],
   ["/", "filter chats"],
   ["j / k", "next / previous chat"],
-  ["Enter", "send (Shift+Enter: new line)"],
+  ["Enter", "into the message box; there, send (Shift+Enter: new line)"],
   ["Esc", "close a dialog; leave the message box; again: back to the list"],
 ];
 
@@ -630,7 +630,8 @@ type Panel =
 
 /** A system line as its reader sees it: "You …" for their own actions. */
 function systemText(m: Message, me: string): string {
-  return m.from === me && m.text.startsWith(`${me} `) ? `You ${m.text.slice(me.length + 1)}` : m.text;
+  const text = m.text.endsWith(` made ${me} an admin`) ? `${m.text.slice(0, -` ${me} an admin`.length)} you an admin` : m.text;
+  return m.from === me && text.startsWith(`${me} `) ? `You ${text.slice(me.length + 1)}` : text;
 }
 
 function ChatList(props: {
@@ -657,6 +658,7 @@ function ChatList(props: {
           if (e.key === "Enter" && shown.length > 0) {
             e.preventDefault();
             props.onOpen(shown[0].chat);
+            props.onFilter("");
           } else if (e.key === "Escape") {
             props.onFilter("");
             e.currentTarget.blur();
@@ -880,9 +882,11 @@ function Conversation(props: {
         ))}
       </ol>
       <ErrorLine error={error} />
-      {props.info?.left ? (
-        <p class="hint composer-closed">You are no longer in this conversation.</p>
+      {props.info?.left && !props.chat.startsWith("@") ? (
+        <p class="hint composer-closed">You are no longer in this group.</p>
       ) : (
+        <>
+        {props.info?.left && <p class="hint composer-closed">This conversation ended; a message starts a new one.</p>}
         <form
           class="composer"
           onSubmit={(e) => {
@@ -911,6 +915,7 @@ function Conversation(props: {
             Send
           </button>
         </form>
+        </>
       )}
     </section>
   );
@@ -1102,6 +1107,15 @@ function Messenger(props: { me: Me }) {
         return;
       }
       if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey || panel) return;
+      if (e.key === "Enter" && open && !panel && e.target === document.body) {
+        // After j/k: Enter moves into the message box.
+        const box = document.querySelector<HTMLTextAreaElement>(".composer textarea");
+        if (box) {
+          e.preventDefault();
+          box.focus();
+        }
+        return;
+      }
       const go = (p: Panel) => {
         e.preventDefault();
         setPanel(p);

@@ -164,6 +164,11 @@ test("j and k walk the chat list, and leave the keys with the list", async () =>
   await page.keyboard.press("Escape");
   await page.keyboard.press("k");
   await expect(page.locator(".chat.open")).toHaveAttribute("data-chat", order[order.length - 1] ?? "");
+  // Enter moves into the message box.
+  await page.keyboard.press("Enter");
+  await page.keyboard.type("typed after Enter");
+  await expect(page.getByLabel("Message", { exact: true })).toHaveValue("typed after Enter");
+  await page.getByLabel("Message", { exact: true }).fill("");
   await expect(page.getByLabel("Message", { exact: true })).toHaveValue("");
 });
 
