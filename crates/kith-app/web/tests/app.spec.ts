@@ -194,3 +194,16 @@ test("a window without a session says what to do", async ({ browser }) => {
   await expect(page.locator("body")).toContainText("kith app");
   await context.close();
 });
+
+test("a new contact's stories show without restarting the app", async () => {
+  // erin writes first and posts a story; alice's device holds the invitation to it until
+  // erin is her contact too, which her answer makes so.
+  const erin = await cliUser(server, "erin");
+  await kith(erin, "send", "alice", "hello from erin");
+  await kith(erin, "story", "post", "erin's garden");
+  await openChat(alice.page, "erin");
+  await send(alice.page, "hi erin");
+  await alice.page.getByRole("button", { name: "Stories (s)" }).click();
+  await expect(alice.page.locator(".story", { hasText: "erin's garden" })).toBeVisible({ timeout: 15_000 });
+  await alice.page.keyboard.press("Escape");
+});
