@@ -27,6 +27,7 @@ test("first render and messages shown per second", async ({ browser }) => {
   }
   renders.sort((a, b) => a - b);
   console.log(JSON.stringify({ figure: "first_render_ms", median: renders[2], all: renders }));
+  await expect(alice.page.getByRole("status").filter({ hasText: "Connected" })).toBeVisible();
 
   // Live arrival: bob's page sends N messages as fast as his app takes them; alice's page,
   // with the chat open, shows each as it arrives.
@@ -50,7 +51,7 @@ test("first render and messages shown per second", async ({ browser }) => {
     for (let i = 0; i < n; i++) {
       const r = await fetch("/api/send", {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", "x-kith-session": sessionStorage.getItem("kith-session") ?? "" },
         body: JSON.stringify({ chat: "@alice", text: `burst ${i}` }),
       });
       if (!r.ok) throw new Error(await r.text());
