@@ -1107,7 +1107,9 @@ function Messenger(props: { me: Me }) {
         return;
       }
       if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey || panel) return;
-      if (e.key === "Enter" && open && !panel && e.target === document.body) {
+      // The ref, not the state this handler was made with: a key pressed right after j/k may
+      // come before the handler is made again.
+      if (e.key === "Enter" && openRef.current && !panel && e.target === document.body) {
         // After j/k: Enter moves into the message box.
         const box = document.querySelector<HTMLTextAreaElement>(".composer textarea");
         if (box) {
@@ -1140,7 +1142,7 @@ function Messenger(props: { me: Me }) {
         case "j":
         case "k": {
           e.preventDefault();
-          const i = chats.findIndex((c) => c.chat === open);
+          const i = chats.findIndex((c) => c.chat === openRef.current);
           const down = e.key === "j";
           // With no chat open, j starts at the top and k at the bottom.
           const at = i < 0 ? (down ? 0 : chats.length - 1) : Math.max(0, Math.min(chats.length - 1, i + (down ? 1 : -1)));
