@@ -152,7 +152,7 @@ async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
     let mut client = app.client.lock().await;
     let message = match client.resolve_target(&s.chat)? {
         Target::Person(user) => {
-            let known = client.contacts()?.iter().any(|(c, _)| *c == user);
+            let known = client.is_contact(&user)?;
             let message = client.send_text(&user, &s.text).await?;
             // A new contact: the story channel takes them in, and invitations they sent
             // while not yet a contact are taken, at the next upkeep — now (not after every

@@ -69,6 +69,11 @@ impl Client {
         Ok(local::contacts(&self.conn)?)
     }
 
+    /// Whether `username` is a contact (and not blocked): one lookup, not the whole list.
+    pub fn is_contact(&self, username: &str) -> ClientResult<bool> {
+        Ok(local::is_contact(&self.conn, username)?)
+    }
+
     /// Records `peer` as a contact after writing to them.
     pub(crate) async fn became_contact(&mut self, peer: &str) -> ClientResult<()> {
         // A business answers people; they are not its contacts and it has no stories for them.
