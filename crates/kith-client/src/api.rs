@@ -69,14 +69,42 @@ impl Api {
         path: &str,
         body: Option<&B>,
     ) -> ClientResult<R> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(b) = &self.bearer {
-            req = req.bearer_auth(b.expose());
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.map_err(|e| ClientError::Network(without_url(e)))?;
+        let repeatable = method == Method::GET;
+        self.call_once_more_if(repeatable, method, path, body).await
+    }
+
+    /// One call; when `repeatable` (asking twice changes nothing and answers the same), a
+    /// connection that failed before an answer came is tried once more on a fresh one. A
+    /// kept-alive connection the server closed (it restarted, or ended an idle connection)
+    /// can be picked from the pool in the moment before the client notices; the request then
+    /// fails although the server is up. Timeouts are not repeated: the server may be busy
+    /// with the first request still.
+    async fn call_once_more_if<B: Serialize, R: DeserializeOwned>(
+        &self,
+        repeatable: bool,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<R> {
+        let url = format!("{}{}", self.base, path);
+        let mut tried = false;
+        let resp = loop {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(b) = &self.bearer {
+                req = req.bearer_auth(b.expose());
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            match req.send().await {
+                Ok(resp) => break resp,
+                Err(e) if repeatable && !tried && !e.is_timeout() => {
+                    tracing::debug!(error = %e.without_url(), "call failed before an answer; once more");
+                    tried = true;
+                }
+                Err(e) => return Err(ClientError::Network(without_url(e))),
+            }
+        };
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -189,7 +217,9 @@ impl Api {
     }
 
     pub async fn ack(&self, seqs: &[u64]) -> ClientResult<AckResponse> {
-        self.call(Method::POST, "/v1/queue/ack", Some(&AckRequest { seqs: seqs.to_vec() })).await
+        // Acknowledging an entry twice removes it once.
+        let body = AckRequest { seqs: seqs.to_vec() };
+        self.call_once_more_if(true, Method::POST, "/v1/queue/ack", Some(&body)).await
     }
 
     /// The WebSocket URL of the push channel.

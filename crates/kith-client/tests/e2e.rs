@@ -452,3 +452,27 @@ async fn the_chat_list_counts_what_is_unread_until_it_is_read() {
     bob.delete_conversation("alice").await.unwrap();
     assert!(bob.chats().unwrap().iter().all(|c| c.chat != "@alice"));
 }
+
+/// Found by the model-based test (CI, seed 4): right after kithd restarted, a sync took from
+/// the pool the kept-alive connection the old process had just closed, and failed with
+/// "error sending request" although the server was up. A call that may be asked twice is
+/// tried once more on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_right_after_a_restart_reaches_the_server() {
+    let mut server = TestServer::start().await;
+    let mut ann = server.user("ann").await;
+    let mut bob = server.user("bob").await;
+    let mut texts = Vec::new();
+    for round in 0..15 {
+        // A connection kept alive from the last call...
+        texts.extend(ann.sync().await.unwrap().messages.into_iter().map(|m| m.text));
+        server = server.restart().await;
+        // ...is the one the pool hands out first.
+        let report = ann.sync().await.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        texts.extend(report.messages.into_iter().map(|m| m.text));
+        bob.send_text("ann", &format!("after restart {round}")).await.unwrap();
+    }
+    texts.extend(ann.sync().await.unwrap().messages.into_iter().map(|m| m.text));
+    let expected: Vec<String> = (0..15).map(|r| format!("after restart {r}")).collect();
+    assert_eq!(texts, expected, "every message once, in order");
+}
