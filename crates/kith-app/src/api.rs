@@ -1,4 +1,6 @@
-//! The JSON calls the page makes. Each is one SDK call on the profile's [`Client`]; an error
+//! The JSON calls the page makes. Each is one SDK call on the profile's [`Client`] — or, for
+//! what only reads the profile, on its [`kith_client::View`], so the page can show its chats
+//! while the client waits on a server that does not answer; an error
 //! comes back as `{"error": {"code", "message"}}` with the SDK's stable code, so the page
 //! shows what went wrong in words and never a blank screen.
 
@@ -73,8 +75,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer {
-    let client = app.client.lock().await;
-    Ok(Json(match client.profile() {
+    Ok(Json(match app.view().profile()? {
         Some(p) => json!({
             "registered": true,
             "username": p.username,
@@ -111,18 +112,15 @@ async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answe
 }
 
 async fn chats(State(app): State<Arc<App>>) -> Answer {
-    let client = app.client.lock().await;
-    Ok(Json(json!(client.chats()?)))
+    Ok(Json(json!(app.view().chats()?)))
 }
 
 async fn messages(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
-    let client = app.client.lock().await;
-    Ok(Json(json!(client.chat_history(&chat)?)))
+    Ok(Json(json!(app.view().chat_history(&chat)?)))
 }
 
 async fn read(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
-    let client = app.client.lock().await;
-    client.mark_read(&chat)?;
+    app.view().mark_read(&chat)?;
     Ok(Json(json!({})))
 }
 
@@ -183,9 +181,9 @@ async fn create_group(State(app): State<Arc<App>>, Json(g): Json<NewGroup>) -> A
 }
 
 async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
-    let client = app.client.lock().await;
-    let g = client.group(&id)?;
-    let me = client.profile().map(|p| p.username.clone()).unwrap_or_default();
+    let view = app.view();
+    let g = view.group(&id)?;
+    let me = view.profile()?.map(|p| p.username).unwrap_or_default();
     Ok(Json(json!({
         "id": g.id,
         "name": g.name,
@@ -254,8 +252,8 @@ async fn group_leave(State(app): State<Arc<App>>, Path(id): Path<String>) -> Ans
 }
 
 async fn stories(State(app): State<Arc<App>>) -> Answer {
-    let client = app.client.lock().await;
-    let stories: Vec<Value> = client
+    let stories: Vec<Value> = app
+        .view()
         .stories()?
         .into_iter()
         .map(|s| {
@@ -280,14 +278,12 @@ async fn post_story(State(app): State<Arc<App>>, Json(t): Json<Text>) -> Answer 
 }
 
 async fn contacts(State(app): State<Arc<App>>) -> Answer {
-    let client = app.client.lock().await;
-    let contacts: Vec<String> = client.contacts()?.into_iter().map(|(name, _)| name).collect();
+    let contacts: Vec<String> = app.view().contacts()?.into_iter().map(|(name, _)| name).collect();
     Ok(Json(json!(contacts)))
 }
 
 async fn blocked(State(app): State<Arc<App>>) -> Answer {
-    let client = app.client.lock().await;
-    Ok(Json(json!(client.blocked()?)))
+    Ok(Json(json!(app.view().blocked()?)))
 }
 
 async fn block(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {

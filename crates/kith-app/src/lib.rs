@@ -32,7 +32,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use kith_client::Client;
+use kith_client::{Client, View};
 use tokio::sync::{Mutex, Notify, broadcast};
 
 /// How `kith app` was asked to run.
@@ -86,6 +86,8 @@ impl Running {
 
 pub(crate) struct App {
     pub client: Mutex<Client>,
+    /// What the page reads, on a connection of its own (see [`App::view`]).
+    view: std::sync::Mutex<View>,
     /// Events for the pages (JSON text), from the push loop and from the page's own actions.
     pub events: broadcast::Sender<String>,
     /// The last connection status sent, for a page that connects later.
@@ -106,6 +108,16 @@ pub(crate) struct App {
     csp: String,
 }
 
+impl App {
+    /// The profile's view, for what a call only reads. Each call holds it for one local
+    /// query, never across a wait on the network.
+    pub(crate) fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        // A panic while it was held left nothing half made: it reads, and its one write (a
+        // chat marked read) is a single statement.
+        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The name a process holding the profile is shown as, to another `kith` command.
 pub const HOLDER: &str = "the Kith app (`kith app`); use the app, or stop it first";
 
@@ -124,8 +136,10 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
     let (events, _) = broadcast::channel(1024);
+    let view = client.view()?;
     let app = Arc::new(App {
         client: Mutex::new(client),
+        view: std::sync::Mutex::new(view),
         events,
         status: std::sync::Mutex::new(
             serde_json::json!({ "type": "status", "online": false, "error": null }).to_string(),

@@ -90,8 +90,9 @@ pub struct Client {
     /// One HTTP client for every call, so connections are reused; built at the first call,
     /// and again when the trusted CA changes.
     http: std::cell::RefCell<Option<reqwest::Client>>,
-    /// Held (locked) while this `Client` lives: one process per profile.
-    _lock: std::fs::File,
+    /// Held (locked) while this `Client` lives: one process per profile. A [`crate::View`]'s
+    /// client has none: it lives in the process that holds the lock.
+    _lock: Option<std::fs::File>,
     /// See [`Client::defer_shown`].
     defer_shown: bool,
 }
@@ -162,6 +163,18 @@ fn lock_profile(dir: &Path, holder: &str, stays: bool) -> ClientResult<std::fs::
     Ok(lock)
 }
 
+/// A connection to the profile's database in `dir`, as every handle on it uses it.
+pub(crate) fn connect(dir: &Path) -> ClientResult<Connection> {
+    let conn = Connection::open(dir.join("kith.db"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA secure_delete = ON;",
+    )?;
+    Ok(conn)
+}
+
 impl Client {
     /// Opens the profile in `dir`, creating the folder and its database if needed.
     pub fn open(dir: impl AsRef<Path>) -> ClientResult<Self> {
@@ -180,13 +193,7 @@ impl Client {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let lock = lock_profile(&dir, holder, stays)?;
-        let mut conn = Connection::open(dir.join("kith.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA secure_delete = ON;",
-        )?;
+        let mut conn = connect(&dir)?;
         // The profile's files (keys, history) are the owner's alone, like its folder.
         #[cfg(unix)]
         for name in ["kith.db", "kith.db-wal", "kith.db-shm", "kith.lock"] {
@@ -199,7 +206,19 @@ impl Client {
         mls::migrate(&mut conn)?;
         local::migrate(&conn)?;
         let profile = local::load_profile(&conn)?;
-        let client = Client {
+        let client = Self::assemble(dir, conn, profile, Some(lock));
+        client.purge_expired()?;
+        Ok(client)
+    }
+
+    /// A client on a connection of its own to the same profile.
+    pub(crate) fn assemble(
+        dir: PathBuf,
+        conn: Connection,
+        profile: Option<Profile>,
+        lock: Option<std::fs::File>,
+    ) -> Self {
+        Client {
             dir,
             conn,
             crypto: RustCrypto::default(),
@@ -215,9 +234,7 @@ impl Client {
             http: Default::default(),
             _lock: lock,
             defer_shown: false,
-        };
-        client.purge_expired()?;
-        Ok(client)
+        }
     }
 
     pub fn dir(&self) -> &Path {

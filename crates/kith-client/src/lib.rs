@@ -64,6 +64,7 @@ mod safety;
 mod signer;
 mod timers;
 mod tls;
+mod view;
 
 pub use chats::ChatSummary;
 pub use client::{Client, PushConnection, SyncReport};
@@ -80,6 +81,7 @@ pub use mls::JsonCodec;
 pub use timers::Story;
 /// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).
 pub use timers::human as timer_text;
+pub use view::View;
 
 /// The SDK's futures must be `Send`, so a client can live in a spawned task (bots, servers).
 #[cfg(test)]
