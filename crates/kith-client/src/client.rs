@@ -749,8 +749,10 @@ impl Client {
             "authorization",
             bearer.expose().parse().map_err(|_| ClientError::Protocol("unusable token".into()))?,
         );
-        let stream = crate::tls::connect(api.base(), api.ca_pem()).await?;
-        let (ws, _) =
+        // A server that takes the connection and then says nothing (packets dropped) must not
+        // hold this side forever.
+        let opening = async {
+            let stream = crate::tls::connect(api.base(), api.ca_pem()).await?;
             tokio_tungstenite::client_async_with_config(request, stream, Some(push_config()))
                 .await
                 .map_err(|e| match e {
@@ -763,8 +765,12 @@ impl Client {
                         }
                     }
                     other => ClientError::Network(other.to_string()),
-                })?;
-        Ok(PushConnection { ws })
+                })
+        };
+        let (ws, _) = tokio::time::timeout(PUSH_OPEN_WAIT, opening).await.map_err(|_| {
+            ClientError::Network("the server did not open the push channel in time".into())
+        })??;
+        Ok(PushConnection { ws, quiet: PUSH_QUIET, answer: PUSH_ANSWER })
     }
 
     /// Waits for the next pushed frame, processes its entries and acknowledges them.
@@ -792,12 +798,32 @@ impl Client {
 
 impl PushConnection {
     /// Waits for the next frame of entries the server pushes (without needing the client).
+    ///
+    /// A connection can die without a word (a laptop asleep, a network changed, a router that
+    /// forgot it): after [`PushConnection::set_liveness`]'s `quiet` without a frame this side
+    /// pings, and a server that has not answered `answer` later counts as gone — a
+    /// [`ClientError::Network`], so the caller reconnects and catches up instead of waiting
+    /// forever for messages that go elsewhere.
     pub async fn next_entries(&mut self) -> ClientResult<Vec<kith_proto::QueueEntry>> {
+        let mut asked = false;
         loop {
-            let frame = self
-                .ws
-                .next()
-                .await
+            let wait = if asked { self.answer } else { self.quiet };
+            let next = match tokio::time::timeout(wait, self.ws.next()).await {
+                Ok(next) => next,
+                Err(_) if !asked => {
+                    let ping = self.ws.send(tungstenite::Message::Ping(Default::default()));
+                    match tokio::time::timeout(self.answer, ping).await {
+                        Ok(sent) => sent.map_err(|e| ClientError::Network(e.to_string()))?,
+                        Err(_) => return Err(gone()),
+                    }
+                    asked = true;
+                    continue;
+                }
+                Err(_) => return Err(gone()),
+            };
+            // Any frame (a pong among them) shows the server is there.
+            asked = false;
+            let frame = next
                 .ok_or_else(|| ClientError::Network("the push channel closed".into()))?
                 .map_err(|e| ClientError::Network(e.to_string()))?;
             let text = match frame {
@@ -811,6 +837,13 @@ impl PushConnection {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             return Ok(entries);
         }
+    }
+
+    /// How long the channel may be `quiet` before this side pings, and how long the server
+    /// then has to `answer` (25 s and 10 s unless set).
+    pub fn set_liveness(&mut self, quiet: std::time::Duration, answer: std::time::Duration) {
+        self.quiet = quiet;
+        self.answer = answer;
     }
 
     async fn ack(&mut self, seqs: Vec<u64>) -> ClientResult<()> {
@@ -832,4 +865,18 @@ fn push_config() -> tungstenite::protocol::WebSocketConfig {
 /// A live push channel from [`Client::connect_push`].
 pub struct PushConnection {
     ws: tokio_tungstenite::WebSocketStream<crate::tls::Stream>,
+    quiet: std::time::Duration,
+    answer: std::time::Duration,
+}
+
+/// How long the push channel may be silent before the client pings (under the idle timeouts
+/// of common NAT and proxies, so the ping also keeps the path open).
+const PUSH_QUIET: std::time::Duration = std::time::Duration::from_secs(25);
+/// How long a ping may go unanswered before the channel counts as gone.
+const PUSH_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long opening the push channel may take.
+const PUSH_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn gone() -> ClientError {
+    ClientError::Network("the server stopped answering on the push channel".into())
 }

@@ -476,3 +476,54 @@ async fn a_sync_right_after_a_restart_reaches_the_server() {
     let expected: Vec<String> = (0..15).map(|r| format!("after restart {r}")).collect();
     assert_eq!(texts, expected, "every message once, in order");
 }
+
+/// A push channel that dies without a word (packets dropped: a laptop asleep, a network
+/// changed) is noticed — the client pings after a quiet spell and gives up on a server that
+/// does not answer — so the app reconnects and catches up instead of waiting forever. A
+/// quiet channel whose server answers stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_channel_that_goes_silent_is_noticed() {
+    let server = TestServer::start().await;
+    let target: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = kith_testkit::FaultProxy::start(target).await.unwrap();
+    let mut alice = server.user("alice").await;
+    let via = format!("http://{}", proxy.addr);
+    let mut bob =
+        kith_testkit::TestUser::register(&via, "bob", kith_client::AccountKind::Person).await;
+
+    let mut push = bob.connect_push().await.unwrap();
+    // Pings after 100 ms of quiet, answers within a second: the quiet spell below is longer than
+    // both, so the channel stays only if the server answers.
+    push.set_liveness(Duration::from_millis(100), Duration::from_secs(1));
+    // Quiet for many times the ping interval: the server answers each ping, the channel
+    // stays, and a message then arrives on it.
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        alice.send_text("bob", "after a quiet spell").await.unwrap();
+        alice
+    });
+    let mut texts = Vec::new();
+    while texts.is_empty() {
+        let r = tokio::time::timeout(Duration::from_secs(10), bob.receive_push(&mut push))
+            .await
+            .expect("the message within 10 s")
+            .expect("the quiet channel was given up although the server answered");
+        texts.extend(r.messages.into_iter().map(|m| m.text));
+    }
+    assert_eq!(texts, ["after a quiet spell"]);
+    let mut alice = later.await.unwrap();
+
+    // The path goes silent: the channel is given up, not waited on for ever.
+    proxy.stall();
+    let lost = tokio::time::timeout(Duration::from_secs(20), bob.receive_push(&mut push))
+        .await
+        .expect("a silent push channel was waited on for 20 s");
+    assert!(matches!(lost, Err(ClientError::Network(_))), "{lost:?}");
+
+    // Back again: a new channel, and what was sent meanwhile arrives once.
+    alice.send_text("bob", "while you were away").await.unwrap();
+    proxy.restore();
+    let report = bob.sync().await.unwrap();
+    let texts: Vec<String> = report.messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["while you were away"]);
+}
