@@ -8,6 +8,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ClientError, ClientResult, Refusal};
 
+/// Attempts at a request whose outcome stays unknown before giving up (see
+/// [`Api::until_sure`]).
+const POST_ATTEMPTS: u32 = 4;
+/// The longest wait between two attempts, whatever `Retry-After` says.
+const MAX_POST_WAIT_SECONDS: u64 = 5;
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -171,9 +177,11 @@ impl Api {
         self.call(Method::POST, "/v1/conversations", Some(req)).await
     }
 
+    /// Posts a sealed message, again when unsure (see [`Api::until_sure`]): a recipient can
+    /// decrypt one ciphertext only once and drops a copy, so the user sees the message once.
     pub async fn send(&self, conversation: &str, req: &SendMessage) -> ClientResult<SendResponse> {
-        self.call(Method::POST, &format!("/v1/conversations/{conversation}/messages"), Some(req))
-            .await
+        let path = format!("/v1/conversations/{conversation}/messages");
+        Self::until_sure(|| self.call(Method::POST, &path, Some(req))).await
     }
 
     pub async fn pending_leaves(&self, conversation: &str) -> ClientResult<PendingLeaves> {
@@ -181,13 +189,43 @@ impl Api {
         self.call::<(), _>(Method::GET, &path, None).await
     }
 
+    /// Posts a commit or a proposal, again when unsure (see [`Api::until_sure`]): the server
+    /// answers a repeat of a handshake it applied as applied, without applying it twice. A
+    /// commit whose answer was lost and that was taken for refused would leave this device
+    /// behind its group for good.
     pub async fn handshake(
         &self,
         conversation: &str,
         req: &HandshakeRequest,
     ) -> ClientResult<HandshakeResponse> {
-        self.call(Method::POST, &format!("/v1/conversations/{conversation}/handshake"), Some(req))
-            .await
+        let path = format!("/v1/conversations/{conversation}/handshake");
+        Self::until_sure(|| self.call(Method::POST, &path, Some(req))).await
+    }
+
+    /// Makes a call that changes something again — the *same* request — when its outcome is
+    /// unknown: the server was unavailable (`503`, after its `Retry-After`) or the answer was
+    /// lost (the network failed), at most [`POST_ATTEMPTS`] times. Only for requests the
+    /// server carries out once however often they come.
+    async fn until_sure<T, F, Fut>(mut call: F) -> ClientResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ClientResult<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let wait = match call().await {
+                Err(ClientError::Server { status: 503, retry_after, .. })
+                    if attempt < POST_ATTEMPTS =>
+                {
+                    retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)
+                }
+                Err(ClientError::Network(_)) if attempt < POST_ATTEMPTS => 1,
+                done => return done,
+            };
+            tracing::debug!(attempt, wait, "outcome unknown; posting the same request again");
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            attempt += 1;
+        }
     }
 
     pub async fn businesses(&self, query: &str) -> ClientResult<BusinessSearch> {

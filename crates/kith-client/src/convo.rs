@@ -4,7 +4,6 @@ use kith_proto::*;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 
-use crate::api::Api;
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
@@ -37,38 +36,8 @@ fn check_username(name: &str) -> ClientResult<()> {
         .map_err(|e| ClientError::refused(Refusal::BadUsername, format!("{name:?}: {e}")))
 }
 
-/// Attempts at posting one message before giving up (see `post_sealed`).
-const SEND_ATTEMPTS: u32 = 4;
 /// Catch-ups before a send that keeps meeting new epochs gives up.
 const STALE_ATTEMPTS: u32 = 3;
-/// The longest wait between two attempts, whatever `Retry-After` says.
-const MAX_SEND_WAIT_SECONDS: u64 = 5;
-
-/// Posts a sealed message, trying the *same* ciphertext again when the server is
-/// unavailable (`503`, after its `Retry-After`, at most [`SEND_ATTEMPTS`] times) or the
-/// network failed. A `503` or a lost answer does not prove the first attempt was not
-/// stored; re-posting the same bytes is safe where a fresh encryption would not be: a
-/// recipient can decrypt one ciphertext only once and drops the copy, so the user sees
-/// the message once.
-async fn post_sealed(api: &Api, conversation: &str, bytes: Vec<u8>) -> ClientResult<u64> {
-    let request = SendMessage { message: B64(bytes) };
-    let mut attempt = 1;
-    loop {
-        let wait = match api.send(conversation, &request).await {
-            Ok(sent) => return Ok(sent.message_id),
-            Err(ClientError::Server { status: 503, retry_after, .. })
-                if attempt < SEND_ATTEMPTS =>
-            {
-                retry_after.unwrap_or(1).clamp(1, MAX_SEND_WAIT_SECONDS)
-            }
-            Err(ClientError::Network(_)) if attempt < SEND_ATTEMPTS => 1,
-            Err(e) => return Err(e),
-        };
-        tracing::debug!(attempt, wait, "send not confirmed; trying the same ciphertext again");
-        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-        attempt += 1;
-    }
-}
 
 impl Client {
     /// Sends `text` to `peer` in a 1:1 conversation, opening one if there is none.
@@ -339,7 +308,8 @@ impl Client {
             // A member's request to leave that nobody committed yet would block the message.
             self.commit_pending_in(conversation).await?;
             let bytes = self.seal(conversation, &payload)?;
-            match post_sealed(&self.api()?, conversation, bytes).await {
+            let request = SendMessage { message: B64(bytes) };
+            match self.api()?.send(conversation, &request).await.map(|sent| sent.message_id) {
                 Ok(id) => break id,
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) && attempt < STALE_ATTEMPTS => {
                     self.sync_inner().await?;

@@ -631,3 +631,61 @@ async fn an_admin_sees_each_of_its_own_changes_once() {
     assert_eq!(his.iter().filter(|l| l.contains("disappearing")).count(), 1, "{his:?}");
     assert_eq!(his.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{his:?}");
 }
+
+/// A commit whose answer was lost (the server applied it; the network failed before the
+/// answer came back) is posted again, and the server says it was applied instead of "stale":
+/// before, the committer took it for refused, dropped it, and stayed an epoch behind its group
+/// for good — every later message and change of its refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_not_left_behind() {
+    let server = TestServer::start().await;
+    let target: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = kith_testkit::AnswerLoser::start(target).await.unwrap();
+    let via = format!("http://{}", proxy.addr);
+    let mut ann = TestUser::register(&via, "ann", kith_client::AccountKind::Person).await;
+    let mut bob = server.user("bob").await;
+    let mut cat = server.user("cat").await;
+    let mut dan = server.user("dan").await;
+    let group = ann.create_group("walks", &["bob".to_string()]).await.unwrap();
+    bob.sync().await.unwrap();
+
+    // An add, then a promotion, each commit's answer lost on the way back.
+    proxy.lose_next("/handshake");
+    ann.group_add(&group, &["cat".to_string()]).await.unwrap();
+    proxy.lose_next("/handshake");
+    ann.group_promote(&group, "bob").await.unwrap();
+    assert_eq!(proxy.lost(), 2, "the answers were not lost: the test tests nothing");
+    sync_all(&mut [&mut bob, &mut cat]).await;
+    for u in [&ann, &bob, &cat] {
+        let g = u.group(&group).unwrap();
+        assert_eq!(g.members, ["ann", "bob", "cat"], "{}", u.profile().unwrap().username);
+        assert_eq!(g.admins, ["ann", "bob"], "{}", u.profile().unwrap().username);
+    }
+
+    // ann is where her group is: she writes and changes it as before, everyone reads her.
+    ann.send_group(&group, "still here").await.unwrap();
+    ann.group_add(&group, &["dan".to_string()]).await.unwrap();
+    bob.send_group(&group, "hi ann").await.unwrap();
+    for u in [&mut bob, &mut cat, &mut dan] {
+        let report = u.sync().await.unwrap();
+        let got = texts(&report, ConversationKind::Group);
+        let name = u.profile().unwrap().username.clone();
+        if name == "dan" {
+            assert!(got.is_empty() || got == ["hi ann"], "{got:?}");
+        } else if name == "bob" {
+            assert_eq!(got, ["still here"]);
+        } else {
+            assert_eq!(got, ["still here", "hi ann"]);
+        }
+    }
+    assert_eq!(texts(&ann.sync().await.unwrap(), ConversationKind::Group), ["hi ann"]);
+
+    // A request to leave whose answer was lost counts once, too.
+    proxy.lose_next("/handshake");
+    ann.group_leave(&group).await.unwrap();
+    assert_eq!(proxy.lost(), 3);
+    sync_all(&mut [&mut bob, &mut cat, &mut dan]).await;
+    bob.send_group(&group, "bye ann").await.unwrap();
+    let g = bob.group(&group).unwrap();
+    assert_eq!(g.members, ["bob", "cat", "dan"]);
+}

@@ -545,10 +545,17 @@ async fn replays_and_misdirected_commits_are_refused(server: TestServer) {
     let update = u[1].hostile().update(&club, Wire::Public);
     let a = u[1].hostile().post_handshake(&direct, &update).await;
     assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
-    // Posted where it belongs it is accepted once; its replay is for an epoch gone by.
+    // Posted where it belongs it is accepted once.
     let a = u[1].hostile().post_handshake(&club, &update).await;
     assert_eq!(a.status, 202, "{:?}", a.body);
+    // Posted again by the same device (its answer was lost, say), it is told it was applied
+    // (200, not 202), and nothing is stored or sent again.
+    let before = server.store().counts().await.unwrap();
     let a = u[1].hostile().post_handshake(&club, &update).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(server.store().counts().await.unwrap(), before, "a repeat was stored again");
+    // Replayed by another member, it is for an epoch gone by.
+    let a = u[2].hostile().post_handshake(&club, &update).await;
     assert_eq!((a.status, a.code()), (409, Some("stale_epoch")), "{:?}", a.body);
     // bob's own state never merged that commit: for the server his next one is stale too.
     let behind = u[1].hostile().update(&club, Wire::Public);

@@ -4,7 +4,9 @@
 //! - [`TestServer::start`]: the server in-process on `127.0.0.1:0` with SQLite in a temporary
 //!   folder; [`TestServer::start_postgres`] the same on PostgreSQL (`None` when
 //!   `KITH_TEST_DATABASE_URL` is unset);
-//! - [`FaultProxy`]: a TCP proxy that cuts and restores the path to the database;
+//! - [`FaultProxy`]: a TCP proxy that cuts, stalls and restores a path (to the database, to
+//!   `kithd`); [`AnswerLoser`]: an HTTP proxy that lets `kithd` carry a request out and loses
+//!   its answer;
 //! - [`TestUser`]: a registered [`Client`] and its profile folder;
 //! - [`Rng`]: a seeded generator for simulations and model-based tests, and
 //!   [`proptest_config`]: the property tests' fixed seed and case count;
@@ -14,7 +16,9 @@
 
 mod fault;
 pub mod hostile;
+mod lose;
 pub use fault::FaultProxy;
+pub use lose::AnswerLoser;
 
 use std::sync::Arc;
 

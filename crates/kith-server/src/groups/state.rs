@@ -18,6 +18,24 @@ pub struct Leaf {
     pub signature_key: Vec<u8>,
 }
 
+/// Kept beside OpenMLS's values in the blob: the last handshakes the server applied, so a
+/// client whose answer was lost can post the same bytes again and be told they were applied
+/// (rather than "stale", which would leave it behind the group for good).
+const APPLIED_KEY: &[u8] = b"kith/applied-handshakes";
+/// Handshakes remembered: a repeat comes within seconds, while a few more may land.
+const APPLIED_KEPT: usize = 8;
+const APPLIED_LEN: usize = 8 + 32 + 8 + 4;
+
+/// A handshake the server applied: the device that sent it, the SHA-256 of its bytes, and
+/// what it was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub device: u64,
+    pub digest: [u8; 32],
+    pub epoch: u64,
+    pub members: u32,
+}
+
 /// A `PublicGroup` with the storage it lives in.
 pub struct Tracked {
     pub group: PublicGroup,
@@ -91,6 +109,44 @@ impl Tracked {
 
     pub fn epoch(&self) -> u64 {
         self.group.group_context().epoch().as_u64()
+    }
+
+    /// The handshakes applied last, oldest first (see [`Applied`]).
+    pub fn applied(&self) -> Vec<Applied> {
+        let Ok(values) = self.storage.values.read() else { return Vec::new() };
+        let Some(kept) = values.get(APPLIED_KEY) else { return Vec::new() };
+        kept.chunks_exact(APPLIED_LEN)
+            .filter_map(|r| {
+                let (device, r) = r.split_first_chunk::<8>()?;
+                let (digest, r) = r.split_first_chunk::<32>()?;
+                let (epoch, r) = r.split_first_chunk::<8>()?;
+                let members = r.first_chunk::<4>()?;
+                Some(Applied {
+                    device: u64::from_be_bytes(*device),
+                    digest: *digest,
+                    epoch: u64::from_be_bytes(*epoch),
+                    members: u32::from_be_bytes(*members),
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers a handshake as applied, with the last few before it; saved with the state.
+    pub fn note_applied(&self, applied: &Applied) -> ApiResult<()> {
+        let mut kept = self.applied();
+        kept.push(applied.clone());
+        let from = kept.len().saturating_sub(APPLIED_KEPT);
+        let mut bytes = Vec::with_capacity(APPLIED_KEPT * APPLIED_LEN);
+        for a in &kept[from..] {
+            bytes.extend_from_slice(&a.device.to_be_bytes());
+            bytes.extend_from_slice(&a.digest);
+            bytes.extend_from_slice(&a.epoch.to_be_bytes());
+            bytes.extend_from_slice(&a.members.to_be_bytes());
+        }
+        let mut values =
+            self.storage.values.write().map_err(|_| internal("group state lock poisoned"))?;
+        values.insert(APPLIED_KEY.to_vec(), bytes);
+        Ok(())
     }
 
     /// The Kith extension of the group context: conversation type and admins.

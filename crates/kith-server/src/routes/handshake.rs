@@ -11,11 +11,13 @@ use kith_store::{GroupUpdate, NewMessage, StoreError};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use sha2::Digest as _;
 
 use crate::delivery::{self, Fanout, Post};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
-use crate::groups::{self, policy, state::Tracked};
+use crate::groups::state::{Applied, Tracked};
+use crate::groups::{self, policy};
 use crate::mls;
 use crate::routes::conversations::{accepted, conversation_id};
 use crate::state::AppState;
@@ -57,6 +59,7 @@ struct Outcome {
     request_body = HandshakeRequest,
     responses(
         (status = 202, description = "Validated, stored and queued", body = HandshakeResponse),
+        (status = 200, description = "The same bytes this device posted before, applied then: nothing is stored or sent again (a client whose answer was lost posts again); `message_id` is 0", body = HandshakeResponse),
         (status = 400, description = "invalid_message, invalid_conversation_id", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member, not_admin, forbidden", body = ErrorBody),
@@ -85,7 +88,23 @@ pub async fn handshake(
     if !protocol.is_handshake_message() {
         return Err(invalid("application messages go to /v1/conversations/{id}/messages"));
     }
-    let route = delivery::member_route(&state, &me, id.as_bytes()).await?;
+    let digest: [u8; 32] = sha2::Sha256::digest(&req.message.0).into();
+    let route = match delivery::member_route(&state, &me, id.as_bytes()).await {
+        Ok(route) => route,
+        // A request to leave takes the device out of delivery at once: its repeat comes
+        // from a device that is no longer listed.
+        Err(e) if e.code == ErrorCode::NotAMember => {
+            // Held to the change limit like any handshake: the look costs a group's load.
+            delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story: false }).await?;
+            let stored = state.store.group_state(id.as_bytes()).await?;
+            let tracked = stored.map(|s| Tracked::load(id.as_bytes(), &s.state)).transpose()?;
+            return match tracked.and_then(|t| repeated(&t, me.device_id, &digest)) {
+                Some(answer) => Ok(answer(state.now())),
+                None => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let story = route.poster.is_some();
     delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
     let _guard = state.locks.lock(id.as_bytes()).await;
@@ -103,6 +122,10 @@ pub async fn handshake(
         ));
     }
     let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
+    // Posted again by a client whose answer was lost: it was applied, and is not again.
+    if let Some(answer) = repeated(&tracked, me.device_id, &digest) {
+        return Ok(answer(state.now()));
+    }
     let epoch = protocol.epoch().as_u64();
     if epoch < tracked.epoch() {
         return Err(stale(tracked.epoch()));
@@ -184,6 +207,8 @@ pub async fn handshake(
     }
     let epoch = outcome.tracked.epoch();
     let member_count = outcome.members.len();
+    let members = u32::try_from(member_count).unwrap_or(u32::MAX);
+    outcome.tracked.note_applied(&Applied { device: me.device_id, digest, epoch, members })?;
     let (added, added_accounts) = (outcome.added, outcome.added_accounts);
     let recipients: Vec<Vec<u64>> = outcome.messages.iter().map(|m| m.recipients.clone()).collect();
     let ids = state
@@ -217,9 +242,30 @@ pub async fn handshake(
             message_id: ids.first().copied().unwrap_or_default(),
             epoch,
             server_time: now,
-            members: u32::try_from(member_count).unwrap_or(u32::MAX),
+            members,
         }),
     ))
+}
+
+/// The answer to a handshake this device posted before and the server applied (see
+/// [`Applied`]): `200` rather than `202`, nothing stored or sent again, `message_id` 0.
+fn repeated(
+    tracked: &Tracked,
+    device: u64,
+    digest: &[u8; 32],
+) -> Option<impl FnOnce(u64) -> (StatusCode, Json<HandshakeResponse>) + use<>> {
+    let done = tracked.applied().into_iter().find(|a| a.device == device && a.digest == *digest)?;
+    Some(move |now| {
+        (
+            StatusCode::OK,
+            Json(HandshakeResponse {
+                message_id: 0,
+                epoch: done.epoch,
+                server_time: now,
+                members: done.members,
+            }),
+        )
+    })
 }
 
 /// The members whose request to leave the next commit must include. A client that did not see

@@ -1,0 +1,117 @@
+//! An HTTP proxy in front of `kithd` that can lose answers: the server carries a request out,
+//! and the client never hears (the connection closes instead) — as when a network fails after
+//! the request arrived. What the client does next is what such a test checks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Forwards every request made to [`AnswerLoser::addr`] to `kithd` (plain HTTP calls; not the
+/// push WebSocket) and hands the answer back — but for the next request whose path ends with
+/// what [`lose_next`](AnswerLoser::lose_next) named, whose answer it drops.
+pub struct AnswerLoser {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    target: SocketAddr,
+    http: reqwest::Client,
+    /// The ending of the path whose next answer is lost.
+    lose: Mutex<Option<String>>,
+    lost: AtomicU64,
+}
+
+/// The error that ends a connection without an answer.
+#[derive(Debug)]
+struct Lost;
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("answer lost on purpose")
+    }
+}
+
+impl std::error::Error for Lost {}
+
+impl AnswerLoser {
+    /// Listens on `127.0.0.1:0` and forwards to `target`.
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let http = reqwest::Client::builder().build().map_err(std::io::Error::other)?;
+        let state =
+            Arc::new(State { target, http, lose: Mutex::new(None), lost: AtomicU64::new(0) });
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        Ok(AnswerLoser { addr, state, task })
+    }
+
+    /// The next request whose path ends with `suffix` reaches the server; its answer does not
+    /// reach the client.
+    pub fn lose_next(&self, suffix: &str) {
+        if let Ok(mut lose) = self.state.lose.lock() {
+            *lose = Some(suffix.to_string());
+        }
+    }
+
+    /// Answers lost so far.
+    pub fn lost(&self) -> u64 {
+        self.state.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AnswerLoser {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| forward(req, state.clone()));
+            // A lost answer ends the connection with an error: that is the point.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let mut out = state.http.request(parts.method, format!("http://{}{path}", state.target));
+    for (name, value) in &parts.headers {
+        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH {
+            out = out.header(name, value);
+        }
+    }
+    let answer = out.body(body).send().await?;
+    let lose = state.lose.lock().ok().and_then(|mut lose| {
+        let hit = lose.as_deref().is_some_and(|s| parts.uri.path().ends_with(s));
+        if hit { lose.take() } else { None }
+    });
+    if lose.is_some() {
+        state.lost.fetch_add(1, Ordering::SeqCst);
+        return Err(Box::new(Lost));
+    }
+    let mut back = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != hyper::header::CONTENT_LENGTH && name != hyper::header::TRANSFER_ENCODING {
+            back = back.header(name, value);
+        }
+    }
+    Ok(back.body(Full::new(answer.bytes().await?))?)
+}
