@@ -170,11 +170,15 @@ impl Api {
         .await
     }
 
+    /// Registers a new conversation, again when unsure (see [`Api::until_sure`]): the server
+    /// answers its creator's repeat as created, without creating or delivering it twice. A
+    /// creation whose answer was lost and that was taken for refused left the others in a
+    /// group its creator had dropped.
     pub async fn create_conversation(
         &self,
         req: &CreateConversation,
     ) -> ClientResult<CreateConversationResponse> {
-        self.call(Method::POST, "/v1/conversations", Some(req)).await
+        Self::until_sure(|| self.call(Method::POST, "/v1/conversations", Some(req))).await
     }
 
     /// Posts a sealed message, again when unsure (see [`Api::until_sure`]): a recipient can

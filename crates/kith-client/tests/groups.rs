@@ -689,3 +689,35 @@ async fn a_commit_whose_answer_was_lost_is_not_left_behind() {
     let g = bob.group(&group).unwrap();
     assert_eq!(g.members, ["bob", "cat", "dan"]);
 }
+
+/// A new conversation whose answer was lost (the server created it and delivered the
+/// Welcome) is posted again and answered as created. Before, the creator took it for refused
+/// and dropped the group while the others joined it: their messages went to someone who could
+/// not read them, and a first message to a person failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_whose_answer_was_lost_is_not_dropped() {
+    let server = TestServer::start().await;
+    let target: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = kith_testkit::AnswerLoser::start(target).await.unwrap();
+    let via = format!("http://{}", proxy.addr);
+    let mut ann = TestUser::register(&via, "ann", kith_client::AccountKind::Person).await;
+    let mut bob = server.user("bob").await;
+
+    // A first message to a person: the 1:1 conversation's creation loses its answer.
+    proxy.lose_next("/v1/conversations");
+    ann.send_text("bob", "first").await.unwrap();
+    // A group, the same.
+    proxy.lose_next("/v1/conversations");
+    let group = ann.create_group("walks", &["bob".to_string()]).await.unwrap();
+    assert_eq!(proxy.lost(), 2, "the answers were not lost: the test tests nothing");
+
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.joined.len(), 2, "one 1:1 and one group, each once: {:?}", report.joined);
+    assert_eq!(texts(&report, ConversationKind::Direct), ["first"]);
+    bob.send_text("ann", "reply").await.unwrap();
+    bob.send_group(&group, "in the group").await.unwrap();
+    let report = ann.sync().await.unwrap();
+    assert_eq!(texts(&report, ConversationKind::Direct), ["reply"]);
+    assert_eq!(texts(&report, ConversationKind::Group), ["in the group"]);
+    assert_eq!(ann.group(&group).unwrap().members, ["ann", "bob"]);
+}

@@ -131,6 +131,11 @@ impl Tracked {
             .collect()
     }
 
+    /// What this device's request with these bytes got, if the server applied it.
+    pub fn applied_by(&self, device: u64, digest: &[u8; 32]) -> Option<Applied> {
+        self.applied().into_iter().find(|a| a.device == device && a.digest == *digest)
+    }
+
     /// Remembers a handshake as applied, with the last few before it; saved with the state.
     pub fn note_applied(&self, applied: &Applied) -> ApiResult<()> {
         let mut kept = self.applied();

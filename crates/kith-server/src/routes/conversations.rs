@@ -6,11 +6,13 @@ use axum::http::StatusCode;
 use kith_proto::*;
 use kith_store::{NewConversation, NewMessage, StoredEntry};
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use sha2::Digest as _;
 
 use crate::delivery::{self, Fanout, Post};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthedDevice, Body};
-use crate::groups::{self, state::Tracked};
+use crate::groups;
+use crate::groups::state::{Applied, Tracked};
 use crate::mls;
 use crate::safety;
 use crate::state::AppState;
@@ -46,6 +48,7 @@ fn group_full(members: usize, max: usize) -> ApiError {
     request_body = CreateConversation,
     responses(
         (status = 201, body = CreateConversationResponse),
+        (status = 200, description = "The same Welcome this device posted before, for a conversation it created then: nothing is created or sent again (a client whose answer was lost posts again); `message_id` is 0", body = CreateConversationResponse),
         (status = 400, description = "invalid_conversation_id, invalid_message", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 409, description = "conversation_exists, group_full", body = ErrorBody),
@@ -59,6 +62,20 @@ pub async fn create(
     let started = std::time::Instant::now();
     let id = conversation_id(&req.conversation_id)?;
     mls::check_welcome(&req.welcome.0)?;
+    // Posted again by a creator whose answer was lost: it was created, and is not again.
+    let digest: [u8; 32] = sha2::Sha256::digest(&req.welcome.0).into();
+    if let Some(stored) = state.store.group_state(id.as_bytes()).await? {
+        let created = Tracked::load(id.as_bytes(), &stored.state)?;
+        if created.applied_by(me.device_id, &digest).is_none() {
+            return Err(kith_store::StoreError::ConversationExists.into());
+        }
+        let answer = CreateConversationResponse {
+            conversation_id: id.to_hex(),
+            message_id: 0,
+            server_time: state.now(),
+        };
+        return Ok((StatusCode::OK, Json(answer)));
+    }
     let tracked = Tracked::bootstrap(
         &OpenMlsRustCrypto::default(),
         id.as_bytes(),
@@ -69,6 +86,13 @@ pub async fn create(
         ApiError::new(ErrorCode::InvalidMessage, "the group lacks a valid Kith extension")
     })?;
     let leaves = tracked.leaves();
+    let applied = Applied {
+        device: me.device_id,
+        digest,
+        epoch: tracked.epoch(),
+        members: u32::try_from(leaves.len()).unwrap_or(u32::MAX),
+    };
+    tracked.note_applied(&applied)?;
     let max = state.config.max_group_size;
     if leaves.len() > max {
         return Err(group_full(leaves.len(), max));

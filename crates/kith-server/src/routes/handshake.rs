@@ -98,8 +98,8 @@ pub async fn handshake(
             delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story: false }).await?;
             let stored = state.store.group_state(id.as_bytes()).await?;
             let tracked = stored.map(|s| Tracked::load(id.as_bytes(), &s.state)).transpose()?;
-            return match tracked.and_then(|t| repeated(&t, me.device_id, &digest)) {
-                Some(answer) => Ok(answer(state.now())),
+            return match tracked.and_then(|t| t.applied_by(me.device_id, &digest)) {
+                Some(done) => Ok(repeated(done, state.now())),
                 None => Err(e),
             };
         }
@@ -123,8 +123,8 @@ pub async fn handshake(
     }
     let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
     // Posted again by a client whose answer was lost: it was applied, and is not again.
-    if let Some(answer) = repeated(&tracked, me.device_id, &digest) {
-        return Ok(answer(state.now()));
+    if let Some(done) = tracked.applied_by(me.device_id, &digest) {
+        return Ok(repeated(done, state.now()));
     }
     let epoch = protocol.epoch().as_u64();
     if epoch < tracked.epoch() {
@@ -249,23 +249,14 @@ pub async fn handshake(
 
 /// The answer to a handshake this device posted before and the server applied (see
 /// [`Applied`]): `200` rather than `202`, nothing stored or sent again, `message_id` 0.
-fn repeated(
-    tracked: &Tracked,
-    device: u64,
-    digest: &[u8; 32],
-) -> Option<impl FnOnce(u64) -> (StatusCode, Json<HandshakeResponse>) + use<>> {
-    let done = tracked.applied().into_iter().find(|a| a.device == device && a.digest == *digest)?;
-    Some(move |now| {
-        (
-            StatusCode::OK,
-            Json(HandshakeResponse {
-                message_id: 0,
-                epoch: done.epoch,
-                server_time: now,
-                members: done.members,
-            }),
-        )
-    })
+fn repeated(done: Applied, now: u64) -> (StatusCode, Json<HandshakeResponse>) {
+    let answer = HandshakeResponse {
+        message_id: 0,
+        epoch: done.epoch,
+        server_time: now,
+        members: done.members,
+    };
+    (StatusCode::OK, Json(answer))
 }
 
 /// The members whose request to leave the next commit must include. A client that did not see
