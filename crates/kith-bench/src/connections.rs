@@ -48,6 +48,7 @@ fn registration(provider: &OpenMlsRustCrypto, name: &str) -> anyhow::Result<Regi
         last_resort_key_package: B64(kp.key_package().tls_serialize_detached()?),
         display_name: None,
         description: None,
+        token: None,
     })
 }
 

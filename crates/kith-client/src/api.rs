@@ -135,8 +135,11 @@ impl Api {
         }
     }
 
+    /// Registers, again when unsure (see [`Api::until_sure`]): with the token the client chose
+    /// in the request, the server answers a repeat of a registration that went through as
+    /// registered. Taken for a refusal, a lost answer burned the username.
     pub async fn register(&self, req: &RegisterRequest) -> ClientResult<RegisterResponse> {
-        self.call(Method::POST, "/v1/accounts", Some(req)).await
+        Self::until_sure(|| self.call(Method::POST, "/v1/accounts", Some(req))).await
     }
 
     pub async fn rotate_token(

@@ -412,6 +412,9 @@ impl Client {
                 last_resort_key_package: B64(last),
                 display_name: profile.as_ref().map(|p| p.0.clone()),
                 description: profile.as_ref().map(|p| p.1.clone()),
+                // Chosen here, so a registration whose answer was lost can be posted again
+                // and be answered as registered (see `Api::register`).
+                token: Some(Secret::new(random_hex(32)?)),
             }
         };
         let response = api.register(&request).await?;
@@ -429,30 +432,85 @@ impl Client {
         Ok(profile)
     }
 
-    /// Replaces this device's token with a new one from the server and keeps it in the
-    /// profile: for a token that may have leaked (a copied profile folder, a lost backup).
-    /// Copies of the profile made before stop working; so do push connections opened before.
+    /// Replaces this device's token with a new one and keeps it in the profile: for a token
+    /// that may have leaked (a copied profile folder, a lost backup). Copies of the profile
+    /// made before stop working; so do push connections opened before.
+    ///
+    /// The new token is chosen here and kept aside before it is sent: if the answer is lost,
+    /// trying it tells whether the server took it (see [`Client::settle_token`]), so a failed
+    /// network never leaves the device with a token the server no longer accepts.
     pub async fn rotate_token(&mut self) -> ClientResult<()> {
+        self.settle_token().await?;
         let me = self.me()?;
-        let signature = {
+        let chosen = Secret::new(random_hex(32)?);
+        let request = {
             use openmls_traits::crypto::OpenMlsCrypto as _;
             use openmls_traits::signatures::Signer as _;
             let provider = self.provider();
-            let hash = provider
-                .crypto()
-                .hash(openmls::prelude::HashType::Sha2_256, me.token.expose().as_bytes())
-                .map_err(ClientError::mls)?;
-            let signed = RotateTokenRequest::signed_bytes(me.device_id, &hash);
-            self.signer(&provider)?
+            let hash = |t: &Secret| {
+                provider
+                    .crypto()
+                    .hash(openmls::prelude::HashType::Sha2_256, t.expose().as_bytes())
+                    .map_err(ClientError::mls)
+            };
+            let signed = RotateTokenRequest::signed_bytes(
+                me.device_id,
+                &hash(&me.token)?,
+                Some(&hash(&chosen)?),
+            );
+            let signature = self
+                .signer(&provider)?
                 .sign(&signed)
-                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?
+                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?;
+            RotateTokenRequest { signature: B64(signature), new_token: Some(chosen.clone()) }
         };
-        let fresh =
-            self.api()?.rotate_token(&RotateTokenRequest { signature: B64(signature) }).await?;
+        local::set_pending_token(&self.conn, Some(&chosen))?;
+        match self.api()?.rotate_token(&request).await {
+            Ok(_) => self.adopt_token(chosen),
+            Err(e @ ClientError::Network(_)) => {
+                // Taken or not: the server tells, by which token it accepts.
+                self.settle_token().await?;
+                if local::pending_token(&self.conn)?.is_none()
+                    && self.me()?.token.expose() == chosen.expose()
+                {
+                    return Ok(());
+                }
+                Err(e)
+            }
+            Err(e) => {
+                local::set_pending_token(&self.conn, None)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a rotation whose answer was lost: uses the new token if the server accepts it,
+    /// keeps the old one if the server refuses the new. Nothing to do without such a rotation;
+    /// a sync does it first.
+    pub(crate) async fn settle_token(&mut self) -> ClientResult<()> {
+        let Some(pending) = local::pending_token(&self.conn)? else { return Ok(()) };
+        let me = self.me()?;
+        let mut trial = me.clone();
+        trial.token = pending.clone();
+        let ca = me.ca_cert.as_deref();
+        let api = Api::new(self.http(ca)?, &me.server, Some(trial.bearer()), ca)?;
+        match api.whoami().await {
+            Ok(_) => self.adopt_token(pending),
+            Err(e) if e.code() == Some(ErrorCode::Unauthorized) => {
+                local::set_pending_token(&self.conn, None)?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The token the server holds for this device from now on.
+    fn adopt_token(&mut self, token: Secret) -> ClientResult<()> {
         // Saved before anything else can fail: from now on only the new token works.
-        local::set_token(&self.conn, &fresh.token)?;
+        local::set_token(&self.conn, &token)?;
+        local::set_pending_token(&self.conn, None)?;
         if let Some(p) = &mut self.profile {
-            p.token = fresh.token;
+            p.token = token;
         }
         Ok(())
     }
@@ -474,6 +532,7 @@ impl Client {
     ///    ([`Client::sync_story_channel`]; `story_audience_changed`);
     /// 4. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`).
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
+        self.settle_token().await?;
         let mut report = self.sync_inner().await?;
         self.commit_pending_leaves().await?;
         report.story_audience_changed = self.sync_story_channel().await?;
@@ -738,6 +797,7 @@ impl Client {
     /// Opens the push channel: everything waiting, then new entries as they arrive.
     pub async fn connect_push(&mut self) -> ClientResult<PushConnection> {
         use tungstenite::client::IntoClientRequest;
+        self.settle_token().await?;
         let api = self.api()?;
         let mut request = api
             .ws_url()

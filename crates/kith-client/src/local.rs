@@ -104,6 +104,11 @@ CREATE TABLE IF NOT EXISTS kith_profile (
     signature_key BLOB NOT NULL,
     ca_cert TEXT
 );
+-- A new token sent to the server whose answer did not come: it may be in force, or not.
+CREATE TABLE IF NOT EXISTS kith_pending_token (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    token TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_conversations (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -257,6 +262,26 @@ pub fn save_profile(conn: &Connection, p: &Profile) -> rusqlite::Result<()> {
 pub fn set_token(conn: &Connection, token: &Secret) -> rusqlite::Result<()> {
     conn.execute("UPDATE kith_profile SET token = ?1 WHERE id = 1", params![token.expose()])?;
     Ok(())
+}
+
+/// Records (or, with `None`, forgets) a token a rotation sent, before its answer is known.
+pub fn set_pending_token(conn: &Connection, token: Option<&Secret>) -> rusqlite::Result<()> {
+    match token {
+        Some(t) => conn.execute(
+            "INSERT INTO kith_pending_token (id, token) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token",
+            params![t.expose()],
+        )?,
+        None => conn.execute("DELETE FROM kith_pending_token", [])?,
+    };
+    Ok(())
+}
+
+pub fn pending_token(conn: &Connection) -> rusqlite::Result<Option<Secret>> {
+    conn.query_row("SELECT token FROM kith_pending_token WHERE id = 1", [], |r| {
+        r.get::<_, String>(0).map(Secret::new)
+    })
+    .optional()
 }
 
 pub fn set_ca_cert(conn: &Connection, pem: &str) -> rusqlite::Result<()> {

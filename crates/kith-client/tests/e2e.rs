@@ -527,3 +527,74 @@ async fn a_push_channel_that_goes_silent_is_noticed() {
     let texts: Vec<String> = report.messages.into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["while you were away"]);
 }
+
+/// A registration whose answer was lost is posted again and answered as registered (the
+/// client chose the token, so the server can tell its repeat): before, the username was taken
+/// by an account nobody could use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_answer_was_lost_is_not_burned() {
+    let server = TestServer::start().await;
+    let proxy = server.answer_loser().await;
+    proxy.lose_next("/v1/accounts");
+    let mut ann =
+        kith_testkit::TestUser::register(&proxy.url(), "ann", kith_client::AccountKind::Person)
+            .await;
+    assert_eq!(proxy.lost(), 1, "the answer was not lost: the test tests nothing");
+    let mut bob = server.user("bob").await;
+    ann.send_text("bob", "registered once").await.unwrap();
+    let texts: Vec<String> =
+        bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["registered once"]);
+    // Someone else posting ann's name with her (public) key but not her token is refused.
+    let taken = kith_client::Client::open(tempfile::tempdir().unwrap().path())
+        .unwrap()
+        .register(&server.url, "ann", kith_client::AccountKind::Person)
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Some(ErrorCode::UsernameTaken), "{taken}");
+}
+
+/// A token rotation whose answer was lost leaves the device with the token the server holds:
+/// the client chose the new one and tries it. Before, the old token was refused and the new
+/// one never arrived — the device was locked out of its account for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_answer_was_lost_does_not_lock_the_device_out() {
+    let server = TestServer::start().await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
+    let mut bob = server.user("bob").await;
+    let first = ann.bearer();
+
+    // The answer is lost; asking which token works tells at once.
+    proxy.lose_next("/v1/me/token");
+    ann.rotate_token().await.unwrap();
+    let second = ann.bearer();
+    assert_ne!(first, second, "the rotation was not taken");
+
+    // The answer is lost and so is the look that follows (the network is down a while): the
+    // rotation reports the failure, and the next sync settles which token is in force.
+    proxy.lose_next("/v1/me/token");
+    for _ in 0..2 {
+        proxy.lose_next("/v1/me");
+    }
+    let failed = ann.rotate_token().await.unwrap_err();
+    assert!(matches!(failed, ClientError::Network(_)), "{failed:?}");
+    assert_eq!(proxy.lost(), 4);
+    ann.sync().await.unwrap();
+    let third = ann.bearer();
+    assert_ne!(third, second, "the sync did not take the token the server holds");
+
+    // Only the token in force works; ann goes on as before.
+    for old in [first, second] {
+        let raw = reqwest::Client::new()
+            .get(format!("{}/v1/me", server.url))
+            .header("authorization", old)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(raw.status().as_u16(), 401);
+    }
+    ann.send_text("bob", "still me").await.unwrap();
+    let texts: Vec<String> =
+        bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["still me"]);
+}

@@ -632,18 +632,6 @@ async fn an_admin_sees_each_of_its_own_changes_once() {
     assert_eq!(his.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{his:?}");
 }
 
-/// A user whose calls to `server` go through an [`kith_testkit::AnswerLoser`].
-async fn behind_answer_loser(
-    server: &TestServer,
-    name: &str,
-) -> (kith_testkit::AnswerLoser, TestUser) {
-    let target: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
-    let proxy = kith_testkit::AnswerLoser::start(target).await.unwrap();
-    let via = format!("http://{}", proxy.addr);
-    let user = TestUser::register(&via, name, kith_client::AccountKind::Person).await;
-    (proxy, user)
-}
-
 /// A commit whose answer was lost (the server applied it; the network failed before the
 /// answer came back) is posted again, and the server says it was applied instead of "stale":
 /// before, the committer took it for refused, dropped it, and stayed an epoch behind its group
@@ -651,7 +639,7 @@ async fn behind_answer_loser(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_is_not_left_behind() {
     let server = TestServer::start().await;
-    let (proxy, mut ann) = behind_answer_loser(&server, "ann").await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
     let mut bob = server.user("bob").await;
     let mut cat = server.user("cat").await;
     let mut dan = server.user("dan").await;
@@ -706,7 +694,7 @@ async fn a_commit_whose_answer_was_lost_is_not_left_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_whose_answer_was_lost_is_not_dropped() {
     let server = TestServer::start().await;
-    let (proxy, mut ann) = behind_answer_loser(&server, "ann").await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
     let mut bob = server.user("bob").await;
 
     // A first message to a person: the 1:1 conversation's creation loses its answer.

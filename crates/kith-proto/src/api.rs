@@ -58,6 +58,13 @@ pub struct RegisterRequest {
     /// A business's public description (up to 500 characters).
     #[serde(default)]
     pub description: Option<String>,
+    /// The device's bearer secret, chosen by the client (64 lowercase hex characters: 256
+    /// random bits); the server makes one when it is missing. A client that chose it can post
+    /// the same registration again when the answer was lost, and is answered as registered
+    /// (see docs/protocol.md).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9a-f]{64}$"))]
+    pub token: Option<crate::Secret>,
 }
 
 /// One entry of the business directory. All of it is public by design.
@@ -97,14 +104,30 @@ pub struct RegisterResponse {
 pub struct RotateTokenRequest {
     /// Ed25519 signature, 64 bytes.
     pub signature: B64,
+    /// The new token, chosen by the client (64 lowercase hex characters); the server makes
+    /// one when it is missing. A client that chose it learns whether a rotation whose answer
+    /// was lost took effect by trying it.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9a-f]{64}$"))]
+    pub new_token: Option<crate::Secret>,
 }
 
 impl RotateTokenRequest {
-    /// What the signature covers: a label, the device id and the SHA-256 of the token being
-    /// replaced (so a signature is good for one rotation of one device only).
-    pub fn signed_bytes(device_id: u64, current_token_hash: &[u8]) -> Vec<u8> {
-        [b"kith rotate-token v1\0".as_slice(), &device_id.to_be_bytes(), current_token_hash]
-            .concat()
+    /// What the signature covers: a label, the device id, the SHA-256 of the token being
+    /// replaced (so a signature is good for one rotation of one device only) and, when the
+    /// client chose the new token, its SHA-256.
+    pub fn signed_bytes(
+        device_id: u64,
+        current_token_hash: &[u8],
+        new_token_hash: Option<&[u8]>,
+    ) -> Vec<u8> {
+        [
+            b"kith rotate-token v1\0".as_slice(),
+            &device_id.to_be_bytes(),
+            current_token_hash,
+            new_token_hash.unwrap_or_default(),
+        ]
+        .concat()
     }
 }
 

@@ -242,6 +242,19 @@ impl TestServer {
         }
     }
 
+    /// An [`AnswerLoser`] in front of this server (register users at its [`AnswerLoser::url`]).
+    pub async fn answer_loser(&self) -> AnswerLoser {
+        let target = self.state.config.listen;
+        AnswerLoser::start(target).await.unwrap()
+    }
+
+    /// A user whose calls go through a new [`AnswerLoser`] in front of this server.
+    pub async fn user_losing_answers(&self, name: &str) -> (AnswerLoser, TestUser) {
+        let proxy = self.answer_loser().await;
+        let user = TestUser::register(&proxy.url(), name, AccountKind::Person).await;
+        (proxy, user)
+    }
+
     /// Registers a user with a fresh profile folder.
     pub async fn user(&self, name: &str) -> TestUser {
         TestUser::register(&self.url, name, AccountKind::Person).await
@@ -286,9 +299,10 @@ impl TestUser {
         let crypto = openmls_rust_crypto::RustCrypto::default();
         let hash = crypto.hash(HashType::Sha2_256, token.as_bytes()).unwrap();
         let device = self.profile().unwrap().device_id;
-        let signed = kith_proto::RotateTokenRequest::signed_bytes(device, &hash);
+        let signed = kith_proto::RotateTokenRequest::signed_bytes(device, &hash, None);
         kith_proto::RotateTokenRequest {
             signature: kith_proto::B64(self.raw_sign(&signed).unwrap()),
+            new_token: None,
         }
     }
 

@@ -12,8 +12,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 /// Forwards every request made to [`AnswerLoser::addr`] to `kithd` (plain HTTP calls; not the
-/// push WebSocket) and hands the answer back — but for the next request whose path ends with
-/// what [`lose_next`](AnswerLoser::lose_next) named, whose answer it drops.
+/// push WebSocket) and hands the answer back — but for requests whose path ends with what
+/// [`lose_next`](AnswerLoser::lose_next) named, whose answers it drops.
 pub struct AnswerLoser {
     pub addr: SocketAddr,
     state: Arc<State>,
@@ -23,8 +23,8 @@ pub struct AnswerLoser {
 struct State {
     target: SocketAddr,
     http: reqwest::Client,
-    /// The ending of the path whose next answer is lost.
-    lose: Mutex<Option<String>>,
+    /// Endings of paths whose next answer is lost, one answer each, in order.
+    lose: Mutex<Vec<String>>,
     lost: AtomicU64,
 }
 
@@ -47,17 +47,23 @@ impl AnswerLoser {
         let addr = listener.local_addr()?;
         let http = reqwest::Client::builder().build().map_err(std::io::Error::other)?;
         let state =
-            Arc::new(State { target, http, lose: Mutex::new(None), lost: AtomicU64::new(0) });
+            Arc::new(State { target, http, lose: Mutex::new(Vec::new()), lost: AtomicU64::new(0) });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(AnswerLoser { addr, state, task })
     }
 
     /// The next request whose path ends with `suffix` reaches the server; its answer does not
-    /// reach the client.
+    /// reach the client. Called again, one more answer is lost (the same ending twice: the
+    /// next two such answers).
     pub fn lose_next(&self, suffix: &str) {
         if let Ok(mut lose) = self.state.lose.lock() {
-            *lose = Some(suffix.to_string());
+            lose.push(suffix.to_string());
         }
+    }
+
+    /// The address clients reach the server at through this proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Answers lost so far.
@@ -100,8 +106,8 @@ async fn forward(
     }
     let answer = out.body(body).send().await?;
     let lose = state.lose.lock().ok().and_then(|mut lose| {
-        let hit = lose.as_deref().is_some_and(|s| parts.uri.path().ends_with(s));
-        if hit { lose.take() } else { None }
+        let hit = lose.iter().position(|s| parts.uri.path().ends_with(s.as_str()))?;
+        Some(lose.remove(hit))
     });
     if lose.is_some() {
         state.lost.fetch_add(1, Ordering::SeqCst);

@@ -24,6 +24,23 @@ fn new_token() -> ApiResult<Secret> {
     Ok(Secret::new(hex::encode(bytes.as_slice())))
 }
 
+/// A token the client chose: 256 bits as 64 lowercase hex characters, as the server makes them.
+fn chosen_token(token: Option<Secret>) -> ApiResult<Secret> {
+    match token {
+        None => new_token(),
+        Some(t)
+            if t.expose().len() == 64
+                && t.expose().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Ok(t)
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "a token is 64 lowercase hex characters (256 random bits)",
+        )),
+    }
+}
+
 fn check_username(name: &str) -> ApiResult<()> {
     validate_username(name).map_err(|e| ApiError::new(ErrorCode::InvalidUsername, e.to_string()))
 }
@@ -33,6 +50,7 @@ fn check_username(name: &str) -> ApiResult<()> {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered; the token is shown once", body = RegisterResponse),
+        (status = 200, description = "The same registration, with the token the client chose, posted again (its answer was lost): it is registered already", body = RegisterResponse),
         (status = 400, description = "invalid_username, invalid_key_package, too_many_key_packages, malformed_json, bad_base64", body = ErrorBody),
         (status = 409, description = "username_taken", body = ErrorBody),
         (status = 413, description = "body_too_large", body = ErrorBody),
@@ -45,6 +63,10 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's). The
     // attempt counts from here; if it fails, it is given back.
+    // A repeat of a registration that went through: answered as such, not counted again.
+    if let Some(done) = registered_already(&state, &req).await? {
+        return Ok(done);
+    }
     let at = state.now();
     let verdict = state.safety.check_registration(peer.ip(), at);
     crate::safety::enforce(&state, "", verdict).await?;
@@ -72,7 +94,7 @@ async fn create_account(
         mls::check_key_package(&crypto, &kp.0, &req.username, &req.credential_key.0)?;
     }
     let profile = business_profile(&req)?;
-    let token = new_token()?;
+    let token = chosen_token(req.token)?;
     let device_id = state
         .store
         .create_account(NewAccount {
@@ -91,6 +113,31 @@ async fn create_account(
     Ok((StatusCode::CREATED, Json(RegisterResponse { username: req.username, device_id, token })))
 }
 
+/// The answer to a registration posted again by the client that made it: the same username,
+/// credential key and chosen token as an account's device. Only that client knows the token.
+async fn registered_already(
+    state: &AppState,
+    req: &RegisterRequest,
+) -> ApiResult<Option<(StatusCode, Json<RegisterResponse>)>> {
+    let Some(token) = &req.token else { return Ok(None) };
+    let owners =
+        state.store.devices_by_credential_keys(std::slice::from_ref(&req.credential_key.0)).await?;
+    let Some(owner) = owners.into_iter().find(|o| o.username == req.username) else {
+        return Ok(None);
+    };
+    let Some(auth) = state.store.device_auth(owner.device_id).await? else { return Ok(None) };
+    use subtle::ConstantTimeEq as _;
+    if !bool::from(auth.token_hash.ct_eq(&token_hash(token.expose()))) {
+        return Ok(None);
+    }
+    let answer = RegisterResponse {
+        username: owner.username,
+        device_id: owner.device_id,
+        token: token.clone(),
+    };
+    Ok(Some((StatusCode::OK, Json(answer))))
+}
+
 /// Replaces the calling device's token: for a token that may have leaked (a copied profile
 /// folder, a lost backup). The old token is refused from the next request on. The request is
 /// signed by the device's credential key, so a stolen token alone cannot lock its device out.
@@ -107,7 +154,12 @@ pub async fn rotate_token(
     me: AuthedDevice,
     Body(req): Body<RotateTokenRequest>,
 ) -> ApiResult<Json<RotateTokenResponse>> {
-    let signed = RotateTokenRequest::signed_bytes(me.device_id, &me.token_hash);
+    let chosen_hash = req.new_token.as_ref().map(|t| token_hash(t.expose()));
+    let signed = RotateTokenRequest::signed_bytes(
+        me.device_id,
+        &me.token_hash,
+        chosen_hash.as_ref().map(|h| h.as_slice()),
+    );
     use openmls::prelude::OpenMlsCrypto as _;
     state
         .franking
@@ -124,7 +176,7 @@ pub async fn rotate_token(
                 "rotating a token needs a signature by the device's own key",
             )
         })?;
-    let token = new_token()?;
+    let token = chosen_token(req.new_token)?;
     state.store.set_token_hash(me.device_id, token_hash(token.expose())).await?;
     state.auth_cache.forget(me.device_id);
     // Push connections opened with the old token end too.
