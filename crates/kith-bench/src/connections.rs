@@ -4,11 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kith_client::CIPHERSUITE;
-use kith_proto::{B64, RegisterRequest, RegisterResponse};
-use openmls::prelude::tls_codec::Serialize as _;
-use openmls::prelude::*;
-use openmls_basic_credential::SignatureKeyPair;
+use kith_proto::RegisterResponse;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -16,41 +12,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::StoreKind;
 use crate::report::Report;
 use crate::server::Kithd;
-
-/// A registration with a single (last-resort) KeyPackage: the cheapest valid device.
-fn registration(provider: &OpenMlsRustCrypto, name: &str) -> anyhow::Result<RegisterRequest> {
-    let signer = SignatureKeyPair::new(SignatureScheme::ED25519)?;
-    let credential = CredentialWithKey {
-        credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
-        signature_key: signer.public().into(),
-    };
-    let caps = Capabilities::new(
-        None,
-        None,
-        Some(&[
-            ExtensionType::LastResort,
-            ExtensionType::Unknown(kith_proto::group::GROUP_META_EXTENSION),
-        ]),
-        None,
-        None,
-    );
-    let kp = KeyPackage::builder().leaf_node_capabilities(caps).mark_as_last_resort().build(
-        CIPHERSUITE,
-        provider,
-        &signer,
-        credential,
-    )?;
-    Ok(RegisterRequest {
-        username: name.to_string(),
-        kind: Default::default(),
-        credential_key: B64(signer.to_public_vec()),
-        key_packages: vec![],
-        last_resort_key_package: B64(kp.key_package().tls_serialize_detached()?),
-        display_name: None,
-        description: None,
-        token: None,
-    })
-}
 
 pub async fn run(store: StoreKind, devices: usize) -> anyhow::Result<Report> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -65,7 +26,7 @@ pub async fn run(store: StoreKind, devices: usize) -> anyhow::Result<Report> {
     let mut bearers = Vec::with_capacity(devices);
     let t = Instant::now();
     for i in 0..devices {
-        let req = registration(&provider, &format!("idle{i:06}"))?;
+        let req = kith_testkit::raw_registration(&provider, &format!("idle{i:06}"));
         let resp: RegisterResponse = http
             .post(format!("{}/v1/accounts", kithd.url))
             .json(&req)

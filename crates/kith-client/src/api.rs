@@ -128,6 +128,15 @@ impl Api {
                     message: body.error.message,
                     retry_after,
                 }),
+                // A gateway in front of the server (a reverse proxy) that could not reach it
+                // or gave up waiting answers in its own words: unavailable, and whether the
+                // server acted is not known.
+                Err(_) if status.is_server_error() => Err(ClientError::Server {
+                    status: status.as_u16(),
+                    code: ErrorCode::Unavailable,
+                    message: format!("HTTP {status} from a gateway in front of the server"),
+                    retry_after,
+                }),
                 Err(_) => {
                     Err(ClientError::Protocol(format!("HTTP {status} without an error body")))
                 }
@@ -210,9 +219,10 @@ impl Api {
     }
 
     /// Makes a call that changes something again — the *same* request — when its outcome is
-    /// unknown: the server was unavailable (`503`, after its `Retry-After`) or the answer was
-    /// lost (the network failed), at most [`POST_ATTEMPTS`] times. Only for requests the
-    /// server carries out once however often they come.
+    /// unknown: the server was unavailable (`503`, after its `Retry-After`), a gateway in
+    /// front of it got no answer (`502`, `504`), or the answer was lost (the network failed),
+    /// at most [`POST_ATTEMPTS`] times. Only for requests the server carries out once however
+    /// often they come.
     async fn until_sure<T, F, Fut>(mut call: F) -> ClientResult<T>
     where
         F: FnMut() -> Fut,
@@ -221,7 +231,8 @@ impl Api {
         let mut attempt = 1;
         loop {
             let wait = match call().await {
-                Err(ClientError::Server { status: 503, retry_after, .. })
+                // Unavailable, or a gateway in front of it that got no answer in time.
+                Err(ClientError::Server { status: 502..=504, retry_after, .. })
                     if attempt < POST_ATTEMPTS =>
                 {
                     retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)

@@ -163,6 +163,15 @@ fn lock_profile(dir: &Path, holder: &str, stays: bool) -> ClientResult<std::fs::
     Ok(lock)
 }
 
+/// Whether the server accepts the token `api` calls with (`false` only when it says no).
+async fn in_force(api: &Api) -> ClientResult<bool> {
+    match api.whoami().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(ErrorCode::Unauthorized) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A connection to the profile's database in `dir`, as every handle on it uses it.
 pub(crate) fn connect(dir: &Path) -> ClientResult<Connection> {
     let conn = Connection::open(dir.join("kith.db"))?;
@@ -436,14 +445,15 @@ impl Client {
     /// that may have leaked (a copied profile folder, a lost backup). Copies of the profile
     /// made before stop working; so do push connections opened before.
     ///
-    /// The new token is chosen here and kept aside before it is sent: if the answer is lost,
-    /// trying it tells whether the server took it (see [`Client::settle_token`]), so a failed
-    /// network never leaves the device with a token the server no longer accepts.
+    /// The new token is chosen here and kept aside with the signed request before it is
+    /// sent: if the outcome is not known (no answer, a gateway's 502 or 504), the next sync
+    /// settles it (see [`Client::settle_token`]), so the device is never left with a token
+    /// the server no longer accepts.
     pub async fn rotate_token(&mut self) -> ClientResult<()> {
         self.settle_token().await?;
         let me = self.me()?;
         let chosen = Secret::new(random_hex(32)?);
-        let request = {
+        let signature = {
             use openmls_traits::crypto::OpenMlsCrypto as _;
             use openmls_traits::signatures::Signer as _;
             let provider = self.provider();
@@ -458,57 +468,72 @@ impl Client {
                 &hash(&me.token)?,
                 Some(&hash(&chosen)?),
             );
-            let signature = self
-                .signer(&provider)?
+            self.signer(&provider)?
                 .sign(&signed)
-                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?;
-            RotateTokenRequest { signature: B64(signature), new_token: Some(chosen.clone()) }
+                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?
         };
-        local::set_pending_token(&self.conn, Some(&chosen))?;
-        match self.api()?.rotate_token(&request).await {
-            Ok(_) => self.adopt_token(chosen),
-            Err(e @ ClientError::Network(_)) => {
-                // Taken or not: the server tells, by which token it accepts.
-                self.settle_token().await?;
-                if local::pending_token(&self.conn)?.is_none()
-                    && self.me()?.token.expose() == chosen.expose()
-                {
-                    return Ok(());
-                }
-                Err(e)
+        local::set_pending_rotation(&self.conn, Some((&chosen, &signature)))?;
+        match self.finish_rotation(false).await {
+            // Not known (only the answer may have been lost): settled at once if it can be.
+            Err(_) if local::pending_rotation(&self.conn)?.is_some() => {
+                self.finish_rotation(true).await
             }
-            Err(e) => {
-                local::set_pending_token(&self.conn, None)?;
-                Err(e)
-            }
+            done => done,
         }
     }
 
-    /// After a rotation whose answer was lost: uses the new token if the server accepts it,
-    /// keeps the old one if the server refuses the new. Nothing to do without such a rotation;
-    /// a sync does it first.
+    /// Settles a rotation whose outcome is not known yet (its answer was lost): keeps the new
+    /// token if the server holds it, or asks for it again. Nothing to do without one; a sync
+    /// and a push connection do it first.
     pub(crate) async fn settle_token(&mut self) -> ClientResult<()> {
-        let Some(pending) = local::pending_token(&self.conn)? else { return Ok(()) };
-        let me = self.me()?;
-        let mut trial = me.clone();
-        trial.token = pending.clone();
-        let ca = me.ca_cert.as_deref();
-        let api = Api::new(self.http(ca)?, &me.server, Some(trial.bearer()), ca)?;
-        match api.whoami().await {
-            Ok(_) => self.adopt_token(pending),
+        self.finish_rotation(true).await
+    }
+
+    /// Posts the pending rotation (after first asking whether its token is in force already,
+    /// when `look_first`) until its outcome is known. The signed request names the token it
+    /// replaces, so posting it again is safe: once the new token is in force, the old one —
+    /// and with it any copy of the request still on its way — is refused.
+    async fn finish_rotation(&mut self, look_first: bool) -> ClientResult<()> {
+        let Some((token, signature)) = local::pending_rotation(&self.conn)? else {
+            return Ok(());
+        };
+        if look_first && in_force(&self.trial_api(&token)?).await? {
+            return self.adopt_token(token);
+        }
+        let request =
+            RotateTokenRequest { signature: B64(signature), new_token: Some(token.clone()) };
+        match self.api()?.rotate_token(&request).await {
+            // The token the server says it holds (the chosen one, unless it made its own).
+            Ok(fresh) => self.adopt_token(fresh.token),
+            // The old token is refused: a copy of the request got there first.
             Err(e) if e.code() == Some(ErrorCode::Unauthorized) => {
-                local::set_pending_token(&self.conn, None)?;
-                Ok(())
+                if in_force(&self.trial_api(&token)?).await? {
+                    return self.adopt_token(token);
+                }
+                Err(e)
             }
+            Err(e @ ClientError::Server { status: 400..=499, .. }) => {
+                local::set_pending_rotation(&self.conn, None)?;
+                Err(e)
+            }
+            // Not known: kept for the next attempt.
             Err(e) => Err(e),
         }
+    }
+
+    /// Calls to the server as this device with `token`.
+    fn trial_api(&self, token: &Secret) -> ClientResult<Api> {
+        let mut trial = self.me()?.clone();
+        trial.token = token.clone();
+        let ca = trial.ca_cert.as_deref();
+        Api::new(self.http(ca)?, &trial.server, Some(trial.bearer()), ca)
     }
 
     /// The token the server holds for this device from now on.
     fn adopt_token(&mut self, token: Secret) -> ClientResult<()> {
         // Saved before anything else can fail: from now on only the new token works.
         local::set_token(&self.conn, &token)?;
-        local::set_pending_token(&self.conn, None)?;
+        local::set_pending_rotation(&self.conn, None)?;
         if let Some(p) = &mut self.profile {
             p.token = token;
         }
@@ -738,14 +763,14 @@ impl Client {
                 }
                 Ok(false)
             }
-            Err(e @ (ClientError::FromBlocked | ClientError::TooLate)) => {
+            Err(e @ (ClientError::FromBlocked | ClientError::TooLate | ClientError::Copy)) => {
                 local::exec(&self.conn, "ROLLBACK")?;
                 self.forget_cached(None);
                 local::mark_processed(&self.conn, entry.message_id, now_millis())?;
-                if matches!(e, ClientError::TooLate) {
-                    report.too_late += 1;
-                } else {
-                    report.blocked += 1;
+                match e {
+                    ClientError::TooLate => report.too_late += 1,
+                    ClientError::Copy => report.duplicates += 1,
+                    _ => report.blocked += 1,
                 }
                 Ok(false)
             }

@@ -128,6 +128,11 @@ pub enum ClientError {
     /// arrived too late to be read (never returned to callers).
     #[error("arrived after its epoch's keys were deleted")]
     TooLate,
+    /// A second copy of a ciphertext this device read already (its sender posted it again,
+    /// not sure the first had arrived): its key was used up by the first (never returned to
+    /// callers).
+    #[error("a copy of a message already read")]
+    Copy,
     /// Another process holds the profile (one process at a time: see `Client::open`).
     #[error("the profile {path} is in use by {holder}")]
     ProfileInUse { path: String, holder: String },
@@ -181,6 +186,7 @@ impl ClientError {
             ClientError::NeedKeys(_) => "need_keys".into(),
             ClientError::FromBlocked => "from_blocked".into(),
             ClientError::TooLate => "too_late".into(),
+            ClientError::Copy => "copy".into(),
             ClientError::ProfileInUse { .. } => "profile_in_use".into(),
             ClientError::Storage(_) => "storage".into(),
             ClientError::Io(_) => "io".into(),

@@ -99,5 +99,7 @@ mod send_check {
         is_send(&c.group_promote("g", "bob"));
         is_send(&c.group_rename("g", "n"));
         is_send(&c.send_group("g", "x"));
+        is_send(&c.rotate_token());
+        is_send(&c.connect_push());
     }
 }

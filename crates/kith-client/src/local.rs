@@ -104,10 +104,12 @@ CREATE TABLE IF NOT EXISTS kith_profile (
     signature_key BLOB NOT NULL,
     ca_cert TEXT
 );
--- A new token sent to the server whose answer did not come: it may be in force, or not.
-CREATE TABLE IF NOT EXISTS kith_pending_token (
+-- A token rotation sent to the server whose outcome is not known yet: the new token and the
+-- signature that asks for it. It may be in force, or not (yet).
+CREATE TABLE IF NOT EXISTS kith_pending_rotation (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    token TEXT NOT NULL
+    token TEXT NOT NULL,
+    signature BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kith_conversations (
     id TEXT PRIMARY KEY,
@@ -264,22 +266,26 @@ pub fn set_token(conn: &Connection, token: &Secret) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Records (or, with `None`, forgets) a token a rotation sent, before its answer is known.
-pub fn set_pending_token(conn: &Connection, token: Option<&Secret>) -> rusqlite::Result<()> {
-    match token {
-        Some(t) => conn.execute(
-            "INSERT INTO kith_pending_token (id, token) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET token = excluded.token",
-            params![t.expose()],
+/// Records (or, with `None`, forgets) a token rotation before it is sent: its new token and
+/// its signature.
+pub fn set_pending_rotation(
+    conn: &Connection,
+    rotation: Option<(&Secret, &[u8])>,
+) -> rusqlite::Result<()> {
+    match rotation {
+        Some((token, signature)) => conn.execute(
+            "INSERT INTO kith_pending_rotation (id, token, signature) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token, signature = excluded.signature",
+            params![token.expose(), signature],
         )?,
-        None => conn.execute("DELETE FROM kith_pending_token", [])?,
+        None => conn.execute("DELETE FROM kith_pending_rotation", [])?,
     };
     Ok(())
 }
 
-pub fn pending_token(conn: &Connection) -> rusqlite::Result<Option<Secret>> {
-    conn.query_row("SELECT token FROM kith_pending_token WHERE id = 1", [], |r| {
-        r.get::<_, String>(0).map(Secret::new)
+pub fn pending_rotation(conn: &Connection) -> rusqlite::Result<Option<(Secret, Vec<u8>)>> {
+    conn.query_row("SELECT token, signature FROM kith_pending_rotation WHERE id = 1", [], |r| {
+        Ok((Secret::new(r.get::<_, String>(0)?), r.get::<_, Vec<u8>>(1)?))
     })
     .optional()
 }

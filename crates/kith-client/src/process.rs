@@ -187,7 +187,15 @@ impl Client {
         {
             return Err(ClientError::TooLate);
         }
-        let processed = group.process_message(provider, protocol).map_err(ClientError::mls)?;
+        let processed = match group.process_message(provider, protocol) {
+            Ok(processed) => processed,
+            Err(ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+                openmls::framing::errors::MessageDecryptionError::SecretTreeError(
+                    openmls::framing::errors::SecretTreeError::SecretReuseError,
+                ),
+            ))) => return Err(ClientError::Copy),
+            Err(e) => return Err(ClientError::mls(e)),
+        };
         let sender = mls::identity(processed.credential()).unwrap_or_default();
         // The server authenticated the device that posted this; MLS says who signed it.
         if sender != entry.sender {

@@ -6,6 +6,17 @@ use kith_client::{ClientError, ConversationKind, ErrorCode, Refusal};
 use kith_testkit::TestServer;
 use std::time::Duration;
 
+/// What the server answers `GET /v1/me` with this `Authorization` header.
+async fn status_of(server: &str, bearer: &str) -> u16 {
+    let resp = reqwest::Client::new()
+        .get(format!("{server}/v1/me"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_and_bob_exchange_messages_both_ways() {
     let server = TestServer::start().await;
@@ -265,13 +276,7 @@ async fn a_rotated_token_shuts_out_copies_of_the_profile() {
     })
     .await;
     assert!(closed.is_ok(), "the push connection opened with the old token stayed open");
-    let raw = reqwest::Client::new()
-        .get(format!("{}/v1/me", server.url))
-        .header("authorization", old_bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(raw.status().as_u16(), 401);
+    assert_eq!(status_of(&server.url, &old_bearer).await, 401);
 
     // Alice goes on with the new token, kept in her profile (a reopened client uses it); what
     // bob writes now reaches her and not the copy.
@@ -585,16 +590,53 @@ async fn a_rotation_whose_answer_was_lost_does_not_lock_the_device_out() {
 
     // Only the token in force works; ann goes on as before.
     for old in [first, second] {
-        let raw = reqwest::Client::new()
-            .get(format!("{}/v1/me", server.url))
-            .header("authorization", old)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(raw.status().as_u16(), 401);
+        assert_eq!(status_of(&server.url, &old).await, 401);
     }
     ann.send_text("bob", "still me").await.unwrap();
     let texts: Vec<String> =
         bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["still me"]);
+}
+
+/// A rotation a gateway gave up on (`504` at once) that reaches the server later: the client
+/// asks whether the new token is in force, posts the same signed request again if not, and
+/// the late copy — made with the old token — is refused. The device keeps working either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_lands_after_a_gateway_gave_up_does_not_lock_the_device_out() {
+    let server = TestServer::start().await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
+    let mut bob = server.user("bob").await;
+    let first = ann.bearer();
+    proxy.time_out_next("/v1/me/token", Duration::from_millis(800));
+    ann.rotate_token().await.unwrap();
+    assert_eq!(proxy.lost(), 1, "the gateway did not give up: the test tests nothing");
+    let second = ann.bearer();
+    assert_ne!(first, second);
+    // The late copy arrives, and changes nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ann.bearer(), second);
+    ann.sync().await.unwrap();
+    ann.send_text("bob", "still me").await.unwrap();
+    let texts: Vec<String> =
+        bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["still me"]);
+    assert_eq!(status_of(&server.url, &first).await, 401);
+}
+
+/// A message posted again because its answer was lost (the server stored the first) shows
+/// once, and the second copy counts as a copy — not as a message that could not be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_posted_again_after_a_lost_answer_shows_once() {
+    let server = TestServer::start().await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
+    let mut bob = server.user("bob").await;
+    ann.send_text("bob", "hello").await.unwrap();
+    bob.sync().await.unwrap();
+    proxy.lose_next("/messages");
+    ann.send_text("bob", "once only").await.unwrap();
+    assert_eq!(proxy.lost(), 1, "the answer was not lost: the test tests nothing");
+    let report = bob.sync().await.unwrap();
+    let texts: Vec<String> = report.messages.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, ["once only"]);
+    assert_eq!((report.dropped, report.duplicates), (0, 1), "{report:?}");
 }

@@ -625,3 +625,64 @@ async fn key_packages_per_upload_and_per_device_are_limited() {
         body.error.message
     );
 }
+
+/// A registration posted again with the token its client chose — even at the same moment as
+/// the first, as when a gateway gave up on the first and the client tried again — is answered
+/// as registered, once; without that token (someone else, with the same public key) it is
+/// refused. Chosen tokens must be 256 bits in hex, and a rotation must change the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_registration_is_answered_once_and_only_to_its_client() {
+    let server = TestServer::start().await;
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/accounts", server.url);
+    let mut req = kith_testkit::raw_registration(&provider, "ann");
+    req.token = Some(kith_proto::Secret::new("ab".repeat(32)));
+    let post = |body: kith_proto::RegisterRequest| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (a, b) = tokio::join!(post(req.clone()), post(req.clone()));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 201], "{a:?} {b:?}");
+    assert_eq!(a.1["device_id"], b.1["device_id"]);
+    assert_eq!(server.store().counts().await.unwrap().accounts, 1);
+    let (later, _) = post(req.clone()).await;
+    assert_eq!(later, 200);
+
+    // The same name and public key with another token, or none: taken.
+    let mut other = req.clone();
+    other.token = Some(kith_proto::Secret::new("cd".repeat(32)));
+    for token in [other.token.clone(), None] {
+        other.token = token;
+        let (status, body) = post(other.clone()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("username_taken")));
+    }
+    // Tokens that are not 256 bits in lowercase hex are refused with a code.
+    for bad in ["", "AB".repeat(32).as_str(), "ab".repeat(31).as_str(), "zz".repeat(32).as_str()] {
+        let mut fresh = kith_testkit::raw_registration(&provider, "bea");
+        fresh.token = Some(kith_proto::Secret::new(bad.to_string()));
+        let (status, body) = post(fresh).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{bad:?}");
+    }
+
+    // A rotation to the token in use changes nothing and is refused.
+    let mut bob = server.user("bob").await;
+    let current = bob.bearer();
+    let token = current.rsplit(':').next().unwrap().to_string();
+    let same = bob.rotation_request_to(&token);
+    let resp = http
+        .post(format!("{}/v1/me/token", server.url))
+        .header("authorization", &current)
+        .json(&same)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    bob.sync().await.unwrap();
+}

@@ -293,16 +293,30 @@ impl TestUser {
 
     /// A signed token rotation request, as only the device itself can make.
     pub fn rotation_request(&self) -> kith_proto::RotateTokenRequest {
+        self.rotation(None)
+    }
+
+    /// The same, asking for `token` as the new one.
+    pub fn rotation_request_to(&self, token: &str) -> kith_proto::RotateTokenRequest {
+        self.rotation(Some(token))
+    }
+
+    fn rotation(&self, chosen: Option<&str>) -> kith_proto::RotateTokenRequest {
         use openmls::prelude::{HashType, OpenMlsCrypto as _};
         let bearer = self.bearer();
         let token = bearer.rsplit(':').next().unwrap();
         let crypto = openmls_rust_crypto::RustCrypto::default();
-        let hash = crypto.hash(HashType::Sha2_256, token.as_bytes()).unwrap();
+        let hash = |t: &str| crypto.hash(HashType::Sha2_256, t.as_bytes()).unwrap();
         let device = self.profile().unwrap().device_id;
-        let signed = kith_proto::RotateTokenRequest::signed_bytes(device, &hash, None);
+        let chosen_hash = chosen.map(hash);
+        let signed = kith_proto::RotateTokenRequest::signed_bytes(
+            device,
+            &hash(token),
+            chosen_hash.as_deref(),
+        );
         kith_proto::RotateTokenRequest {
             signature: kith_proto::B64(self.raw_sign(&signed).unwrap()),
-            new_token: None,
+            new_token: chosen.map(|t| kith_proto::Secret::new(t.to_string())),
         }
     }
 
@@ -453,4 +467,41 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
         config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6b69_7468);
     }
     config
+}
+
+/// A registration request with a single (last-resort) KeyPackage: the cheapest valid device,
+/// for tests and benchmarks that speak HTTP to `kithd` directly.
+pub fn raw_registration(
+    provider: &openmls_rust_crypto::OpenMlsRustCrypto,
+    name: &str,
+) -> kith_proto::RegisterRequest {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    let signer = openmls_basic_credential::SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let extensions = [
+        ExtensionType::LastResort,
+        ExtensionType::Unknown(kith_proto::group::GROUP_META_EXTENSION),
+    ];
+    let caps = Capabilities::new(None, None, Some(&extensions), None, None);
+    let kp = KeyPackage::builder()
+        .leaf_node_capabilities(caps)
+        .mark_as_last_resort()
+        .build(kith_client::CIPHERSUITE, provider, &signer, credential)
+        .unwrap();
+    kith_proto::RegisterRequest {
+        username: name.to_string(),
+        kind: Default::default(),
+        credential_key: kith_proto::B64(signer.to_public_vec()),
+        key_packages: vec![],
+        last_resort_key_package: kith_proto::B64(
+            kp.key_package().tls_serialize_detached().unwrap(),
+        ),
+        display_name: None,
+        description: None,
+        token: None,
+    }
 }

@@ -23,9 +23,17 @@ pub struct AnswerLoser {
 struct State {
     target: SocketAddr,
     http: reqwest::Client,
-    /// Endings of paths whose next answer is lost, one answer each, in order.
-    lose: Mutex<Vec<String>>,
+    /// Endings of paths whose next answer goes wrong, one answer each, in order.
+    lose: Mutex<Vec<(String, Fault)>>,
     lost: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// The server carries the request out; the answer is dropped.
+    Lose,
+    /// A gateway gives up: `504` at once, and the request reaches the server this much later.
+    Late(std::time::Duration),
 }
 
 /// The error that ends a connection without an answer.
@@ -57,7 +65,15 @@ impl AnswerLoser {
     /// next two such answers).
     pub fn lose_next(&self, suffix: &str) {
         if let Ok(mut lose) = self.state.lose.lock() {
-            lose.push(suffix.to_string());
+            lose.push((suffix.to_string(), Fault::Lose));
+        }
+    }
+
+    /// The next request whose path ends with `suffix` is answered `504` at once, as by a
+    /// gateway that gave up, and reaches the server `after` that (its answer goes nowhere).
+    pub fn time_out_next(&self, suffix: &str, after: std::time::Duration) {
+        if let Ok(mut lose) = self.state.lose.lock() {
+            lose.push((suffix.to_string(), Fault::Late(after)));
         }
     }
 
@@ -66,7 +82,7 @@ impl AnswerLoser {
         format!("http://{}", self.addr)
     }
 
-    /// Answers lost so far.
+    /// Answers lost (or given up on) so far.
     pub fn lost(&self) -> u64 {
         self.state.lost.load(Ordering::SeqCst)
     }
@@ -104,12 +120,20 @@ async fn forward(
             out = out.header(name, value);
         }
     }
-    let answer = out.body(body).send().await?;
-    let lose = state.lose.lock().ok().and_then(|mut lose| {
-        let hit = lose.iter().position(|s| parts.uri.path().ends_with(s.as_str()))?;
-        Some(lose.remove(hit))
+    let fault = state.lose.lock().ok().and_then(|mut lose| {
+        let hit = lose.iter().position(|(s, _)| parts.uri.path().ends_with(s.as_str()))?;
+        Some(lose.remove(hit).1)
     });
-    if lose.is_some() {
+    if let Some(Fault::Late(after)) = fault {
+        state.lost.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = out.body(body).send().await;
+        });
+        return Ok(Response::builder().status(504).body(Full::new(Bytes::new()))?);
+    }
+    let answer = out.body(body).send().await?;
+    if let Some(Fault::Lose) = fault {
         state.lost.fetch_add(1, Ordering::SeqCst);
         return Err(Box::new(Lost));
     }

@@ -64,17 +64,27 @@ pub async fn register(
     // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's). The
     // attempt counts from here; if it fails, it is given back.
     // A repeat of a registration that went through: answered as such, not counted again.
-    if let Some(done) = registered_already(&state, &req).await? {
+    let repeat =
+        registered_already(&state, &req.username, &req.credential_key.0, req.token.as_ref())
+            .await?;
+    if let Some(done) = repeat {
         return Ok(done);
     }
     let at = state.now();
     let verdict = state.safety.check_registration(peer.ip(), at);
     crate::safety::enforce(&state, "", verdict).await?;
+    let who = (req.username.clone(), req.credential_key.0.clone(), req.token.clone());
     let registered = create_account(&state, req).await;
     if registered.is_err() {
         state.safety.registration_failed(peer.ip(), at);
     }
-    registered
+    match registered {
+        // A repeat that arrived while the first was being registered.
+        Err(e) if e.code == ErrorCode::UsernameTaken => {
+            registered_already(&state, &who.0, &who.1, who.2.as_ref()).await?.ok_or(e)
+        }
+        other => other,
+    }
 }
 
 async fn create_account(
@@ -117,12 +127,13 @@ async fn create_account(
 /// credential key and chosen token as an account's device. Only that client knows the token.
 async fn registered_already(
     state: &AppState,
-    req: &RegisterRequest,
+    username: &str,
+    credential_key: &[u8],
+    token: Option<&Secret>,
 ) -> ApiResult<Option<(StatusCode, Json<RegisterResponse>)>> {
-    let Some(token) = &req.token else { return Ok(None) };
-    let owners =
-        state.store.devices_by_credential_keys(std::slice::from_ref(&req.credential_key.0)).await?;
-    let Some(owner) = owners.into_iter().find(|o| o.username == req.username) else {
+    let Some(token) = token else { return Ok(None) };
+    let owners = state.store.devices_by_credential_keys(&[credential_key.to_vec()]).await?;
+    let Some(owner) = owners.into_iter().find(|o| o.username == username) else {
         return Ok(None);
     };
     let Some(auth) = state.store.device_auth(owner.device_id).await? else { return Ok(None) };
@@ -177,7 +188,11 @@ pub async fn rotate_token(
             )
         })?;
     let token = chosen_token(req.new_token)?;
-    state.store.set_token_hash(me.device_id, token_hash(token.expose())).await?;
+    let new_hash = token_hash(token.expose());
+    if new_hash == me.token_hash {
+        return Err(ApiError::new(ErrorCode::BadRequest, "the new token is the one in use"));
+    }
+    state.store.set_token_hash(me.device_id, new_hash).await?;
     state.auth_cache.forget(me.device_id);
     // Push connections opened with the old token end too.
     state.hub.disconnect(me.device_id);

@@ -62,19 +62,13 @@ pub async fn create(
     let started = std::time::Instant::now();
     let id = conversation_id(&req.conversation_id)?;
     mls::check_welcome(&req.welcome.0)?;
-    // Posted again by a creator whose answer was lost: it was created, and is not again.
+    // Posted again by a creator whose answer was lost: it was created, and is not again. Only
+    // a member is looked at here (the route is cached); anyone else learns that the id is taken
+    // only where they did before, after the checks and limits below.
     let digest: [u8; 32] = sha2::Sha256::digest(&req.welcome.0).into();
-    if let Some(stored) = state.store.group_state(id.as_bytes()).await? {
-        let created = Tracked::load(id.as_bytes(), &stored.state)?;
-        if created.applied_by(me.device_id, &digest).is_none() {
-            return Err(kith_store::StoreError::ConversationExists.into());
-        }
-        let answer = CreateConversationResponse {
-            conversation_id: id.to_hex(),
-            message_id: 0,
-            server_time: state.now(),
-        };
-        return Ok((StatusCode::OK, Json(answer)));
+    let route = state.routes.route(&*state.store, id.as_bytes()).await?;
+    if route.is_some_and(|r| r.members.contains(&me.device_id)) {
+        return created_before(&state, &me, &id, &digest).await;
     }
     let tracked = Tracked::bootstrap(
         &OpenMlsRustCrypto::default(),
@@ -175,6 +169,10 @@ pub async fn create(
             if !story {
                 state.safety.release_new_conversation(&me.username, direct, now);
             }
+            // A repeat that arrived while the first was being created.
+            if e.code == ErrorCode::ConversationExists {
+                return created_before(&state, &me, &id, &digest).await;
+            }
             return Err(e);
         }
     };
@@ -198,6 +196,28 @@ pub async fn create(
             server_time: now,
         }),
     ))
+}
+
+/// The answer to a creation this device posted before with the same Welcome, which the server
+/// carried out: `200`, nothing created or sent again. Anything else for an existing id is
+/// `409 conversation_exists`.
+async fn created_before(
+    state: &AppState,
+    me: &AuthedDevice,
+    id: &ConversationId,
+    digest: &[u8; 32],
+) -> ApiResult<(StatusCode, Json<CreateConversationResponse>)> {
+    let stored = state.store.group_state(id.as_bytes()).await?;
+    let tracked = stored.map(|s| Tracked::load(id.as_bytes(), &s.state)).transpose()?;
+    if tracked.is_none_or(|t| t.applied_by(me.device_id, digest).is_none()) {
+        return Err(kith_store::StoreError::ConversationExists.into());
+    }
+    let answer = CreateConversationResponse {
+        conversation_id: id.to_hex(),
+        message_id: 0,
+        server_time: state.now(),
+    };
+    Ok((StatusCode::OK, Json(answer)))
 }
 
 /// Send an MLS application message to every other member device of the conversation.
