@@ -550,7 +550,8 @@ async fn a_registration_whose_answer_was_lost_is_not_burned() {
     let texts: Vec<String> =
         bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["registered once"]);
-    // Someone else posting ann's name with her (public) key but not her token is refused.
+    // Someone else registering ann's name is refused as before. (Her public key with another
+    // token: `a_repeated_registration_is_answered_once_and_only_to_its_client`, `api.rs`.)
     let taken = kith_client::Client::open(tempfile::tempdir().unwrap().path())
         .unwrap()
         .register(&server.url, "ann", kith_client::AccountKind::Person)

@@ -61,29 +61,26 @@ pub async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    // A repeat of a registration that went through (its answer was lost) is answered as
+    // such: looked up only where the request would otherwise be refused — past the per-IP
+    // limit, or for a taken name — so it costs nothing more on the way in.
+    let who = (req.username.clone(), req.credential_key.0.clone(), req.token.clone());
+    let repeat = async |refused: ApiError| {
+        registered_already(&state, &who.0, &who.1, who.2.as_ref()).await?.ok_or(refused)
+    };
     // Per-IP, so one address cannot mint accounts in bulk (behind a proxy, the proxy's). The
     // attempt counts from here; if it fails, it is given back.
-    // A repeat of a registration that went through: answered as such, not counted again.
-    let repeat =
-        registered_already(&state, &req.username, &req.credential_key.0, req.token.as_ref())
-            .await?;
-    if let Some(done) = repeat {
-        return Ok(done);
-    }
     let at = state.now();
     let verdict = state.safety.check_registration(peer.ip(), at);
-    crate::safety::enforce(&state, "", verdict).await?;
-    let who = (req.username.clone(), req.credential_key.0.clone(), req.token.clone());
-    let registered = create_account(&state, req).await;
-    if registered.is_err() {
-        state.safety.registration_failed(peer.ip(), at);
+    if let Err(limited) = crate::safety::enforce(&state, "", verdict).await {
+        return repeat(limited).await;
     }
-    match registered {
-        // A repeat that arrived while the first was being registered.
-        Err(e) if e.code == ErrorCode::UsernameTaken => {
-            registered_already(&state, &who.0, &who.1, who.2.as_ref()).await?.ok_or(e)
+    match create_account(&state, req).await {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            state.safety.registration_failed(peer.ip(), at);
+            if e.code == ErrorCode::UsernameTaken { repeat(e).await } else { Err(e) }
         }
-        other => other,
     }
 }
 

@@ -68,6 +68,8 @@ pub async fn create(
     let digest: [u8; 32] = sha2::Sha256::digest(&req.welcome.0).into();
     let route = state.routes.route(&*state.store, id.as_bytes()).await?;
     if route.is_some_and(|r| r.members.contains(&me.device_id)) {
+        // Held to the change limit: the look costs a group's load.
+        delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story: false }).await?;
         return created_before(&state, &me, &id, &digest).await;
     }
     let tracked = Tracked::bootstrap(
@@ -135,7 +137,10 @@ pub async fn create(
         state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
     // Counted toward the hourly limits from here on; given back if it is not created.
     let verdict = state.safety.check_new_conversation(&me.username, direct, story, created, now);
-    safety::enforce(&state, &me.username, verdict).await?;
+    if let Err(limited) = safety::enforce(&state, &me.username, verdict).await {
+        // A repeat that came while the first was being created, which counted toward the limit.
+        return created_before(&state, &me, &id, &digest).await.map_err(|_| limited);
+    }
     let stored = async {
         delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
         let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();

@@ -113,6 +113,13 @@ pub async fn handshake(
         .group_state(id.as_bytes())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
+    let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
+    // Posted again by a client whose answer was lost: it was applied, and is not again. Looked
+    // at before membership: a repeat of a request to leave that waited for the lock while the
+    // first was applied comes from a device no longer in delivery.
+    if let Some(done) = tracked.applied_by(me.device_id, &digest) {
+        return Ok(repeated(done, state.now()));
+    }
     let members_before =
         state.store.conversation_route(id.as_bytes()).await?.map(|r| r.members).unwrap_or_default();
     if !members_before.contains(&me.device_id) {
@@ -120,11 +127,6 @@ pub async fn handshake(
             ErrorCode::NotAMember,
             "this device is not in that conversation",
         ));
-    }
-    let mut tracked = Tracked::load(id.as_bytes(), &stored.state)?;
-    // Posted again by a client whose answer was lost: it was applied, and is not again.
-    if let Some(done) = tracked.applied_by(me.device_id, &digest) {
-        return Ok(repeated(done, state.now()));
     }
     let epoch = protocol.epoch().as_u64();
     if epoch < tracked.epoch() {
