@@ -592,6 +592,8 @@ impl Client {
 
     /// Fetch, process and acknowledge, without committing anything.
     pub(crate) async fn sync_inner(&mut self) -> ClientResult<SyncReport> {
+        // A commit whose outcome is unknown is settled before anything arrives on top of it.
+        self.settle_all_unsure().await?;
         let api = self.api()?;
         let mut report = SyncReport::default();
         self.retry_invitations(&mut report).await?;

@@ -290,6 +290,8 @@ impl Client {
         conversation: &str,
         body: Body,
     ) -> ClientResult<Message> {
+        // MLS sends nothing while a commit of this device is staged: settle it first.
+        self.settle_unsure(conversation).await?;
         let me = self.me()?.clone();
         let local = local::conversation(&self.conn, conversation)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;

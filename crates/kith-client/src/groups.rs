@@ -455,15 +455,10 @@ impl Client {
                 }
             };
             match self.api()?.handshake(&id, &request).await {
-                Ok(_) => {
-                    if meta.kind == GroupType::Group {
-                        self.note(&id, "you left the group".into())?;
-                    }
-                    local::set_left(&self.conn, &id, now_millis())?;
-                    // The group's state stays: messages queued for this device before the leave
-                    // took effect still arrive and must be readable (a chat's deletion drops
-                    // the state itself).
-                    return Ok(());
+                Ok(_) => return self.left(&id),
+                Err(e) if outcome_unknown(&e) => {
+                    local::keep_unsure(&self.conn, &id, true, &request_json(&request)?)?;
+                    return Err(e);
                 }
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
                     self.sync_inner().await?;
@@ -472,6 +467,67 @@ impl Client {
             }
         }
         Err(ClientError::Protocol("the group kept changing; try again".into()))
+    }
+
+    /// This device's request to leave was applied.
+    fn left(&mut self, id: &str) -> ClientResult<()> {
+        let group =
+            local::conversation(&self.conn, id)?.is_some_and(|c| c.kind == ConversationKind::Group);
+        if group {
+            self.note(id, "you left the group".into())?;
+        }
+        local::set_left(&self.conn, id, now_millis())?;
+        // The group's state stays: messages queued for this device before the leave took
+        // effect still arrive and must be readable (a chat's deletion drops the state itself).
+        Ok(())
+    }
+
+    /// Posts again a handshake of this conversation whose outcome was unknown (see
+    /// `local::keep_unsure`), before anything else is done in it: the server answers a repeat
+    /// of one it applied as applied. Applied, its commit is merged (or the leave completed);
+    /// refused, the staged commit is dropped; still unknown, the error is returned and it
+    /// stays kept.
+    pub(crate) async fn settle_unsure(&mut self, id: &str) -> ClientResult<()> {
+        let Some((leave, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
+        let request: HandshakeRequest =
+            serde_json::from_str(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let sent = self.api()?.handshake(id, &request).await;
+        if let Err(e) = &sent
+            && outcome_unknown(e)
+        {
+            return sent.map(|_| ());
+        }
+        local::forget_unsure(&self.conn, id)?;
+        match (sent, leave) {
+            (Ok(_), true) => self.left(id),
+            (Err(e), true) => {
+                tracing::debug!(error = %e, "a request to leave was refused when posted again");
+                Ok(())
+            }
+            (sent, false) => {
+                let provider = self.provider();
+                let mut group = self.load_group(&provider, id)?;
+                let done = match sent {
+                    Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
+                    Err(_) => {
+                        group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)
+                    }
+                };
+                if let Err(e) = done {
+                    // Another commit was merged meanwhile (only possible if this one lost).
+                    tracing::debug!(error = %e, "no staged commit left to settle");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Settles every conversation's unsure handshake (see [`Client::settle_unsure`]).
+    pub(crate) async fn settle_all_unsure(&mut self) -> ClientResult<()> {
+        for id in local::unsure_conversations(&self.conn)? {
+            self.settle_unsure(&id).await?;
+        }
+        Ok(())
     }
 
     /// Before an admin leaves: it stops being one, and if it was the last, the role goes to the
@@ -540,6 +596,7 @@ impl Client {
     where
         F: FnMut(&mut MlsGroup, &Provider<'_>, &SignatureKeyPair) -> ClientResult<Built>,
     {
+        self.settle_unsure(id).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let request = {
                 let provider = self.provider();
@@ -563,6 +620,11 @@ impl Client {
                     Ok(_) => {
                         group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
                         return Ok(());
+                    }
+                    // Applied or not, nobody can say now: kept, staged, for the next attempt.
+                    Err(e) if outcome_unknown(&e) => {
+                        local::keep_unsure(&self.conn, id, false, &request_json(&request)?)?;
+                        return Err(e);
                     }
                     Err(e) => {
                         group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
@@ -632,6 +694,10 @@ impl Client {
         let mut group = self.load_group(&provider, id)?;
         match sent {
             Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
+            Err(e) if outcome_unknown(&e) => {
+                local::keep_unsure(&self.conn, id, false, &request_json(&request)?)?;
+                Err(e)
+            }
             Err(e) => {
                 group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
                 // Another commit may have won meanwhile: the caller's next attempt catches up.
@@ -639,4 +705,14 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether the server may have applied a request it did not answer (no answer, or a gateway's
+/// `502`–`504`), after every attempt `Api` made.
+fn outcome_unknown(e: &ClientError) -> bool {
+    matches!(e, ClientError::Network(_) | ClientError::Server { status: 502..=504, .. })
+}
+
+fn request_json(request: &HandshakeRequest) -> ClientResult<String> {
+    serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))
 }

@@ -111,6 +111,14 @@ CREATE TABLE IF NOT EXISTS kith_pending_rotation (
     token TEXT NOT NULL,
     signature BLOB NOT NULL
 );
+-- A commit or a request to leave sent to the server whose outcome is not known yet (no answer
+-- after every attempt): posted again before anything else is done in that conversation. A
+-- commit's staged state stays in the group meanwhile.
+CREATE TABLE IF NOT EXISTS kith_unsure_handshakes (
+    conversation TEXT PRIMARY KEY,
+    leave INTEGER NOT NULL,
+    request TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_conversations (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -288,6 +296,43 @@ pub fn pending_rotation(conn: &Connection) -> rusqlite::Result<Option<(Secret, V
         Ok((Secret::new(r.get::<_, String>(0)?), r.get::<_, Vec<u8>>(1)?))
     })
     .optional()
+}
+
+/// Keeps a handshake whose outcome is unknown (see `kith_unsure_handshakes`); `leave` for a
+/// request to leave, else a commit.
+pub fn keep_unsure(
+    conn: &Connection,
+    conversation: &str,
+    leave: bool,
+    request: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO kith_unsure_handshakes (conversation, leave, request) VALUES (?1, ?2, ?3)
+         ON CONFLICT (conversation) DO UPDATE SET leave = excluded.leave, request = excluded.request",
+        params![conversation, leave, request],
+    )?;
+    Ok(())
+}
+
+/// The handshake kept for a conversation: whether it is a request to leave, and the request.
+pub fn unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<Option<(bool, String)>> {
+    conn.query_row(
+        "SELECT leave, request FROM kith_unsure_handshakes WHERE conversation = ?1",
+        [conversation],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+pub fn unsure_conversations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT conversation FROM kith_unsure_handshakes ORDER BY conversation")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+pub fn forget_unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM kith_unsure_handshakes WHERE conversation = ?1", [conversation])?;
+    Ok(())
 }
 
 pub fn set_ca_cert(conn: &Connection, pem: &str) -> rusqlite::Result<()> {

@@ -723,3 +723,45 @@ async fn a_creation_whose_answer_was_lost_is_not_dropped() {
     assert_eq!(texts(&report, ConversationKind::Group), ["in the group"]);
     assert_eq!(ann.group(&group).unwrap().members, ["ann", "bob"]);
 }
+
+/// A commit whose answer stays lost through every attempt (the network is down for a while
+/// right after the server applied it) is kept, staged, and posted again at the next sync,
+/// which the server answers as applied: the committer is where its group is. Before, it was
+/// dropped and the committer stayed an epoch behind for good. A request to leave, the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_unanswered_through_every_attempt_is_settled_at_the_next_sync() {
+    let server = TestServer::start().await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
+    let (quiet, mut eve) = server.user_losing_answers("eve").await;
+    let mut bob = server.user("bob").await;
+    let mut cat = server.user("cat").await;
+    let group = ann.create_group("walks", &["bob".to_string(), "eve".to_string()]).await.unwrap();
+    sync_all(&mut [&mut bob, &mut eve]).await;
+
+    for _ in 0..4 {
+        proxy.lose_next("/handshake");
+    }
+    let failed = ann.group_add(&group, &["cat".to_string()]).await.unwrap_err();
+    assert!(matches!(failed, ClientError::Network(_)), "{failed:?}");
+    assert_eq!(proxy.lost(), 4, "the answers were not lost: the test tests nothing");
+    // The server applied the first: cat is in; ann settles it at her next sync.
+    ann.sync().await.unwrap();
+    sync_all(&mut [&mut bob, &mut cat]).await;
+    for u in [&ann, &bob, &cat] {
+        assert_eq!(u.group(&group).unwrap().members, ["ann", "bob", "cat", "eve"]);
+    }
+    ann.send_group(&group, "welcome cat").await.unwrap();
+    assert_eq!(texts(&cat.sync().await.unwrap(), ConversationKind::Group), ["welcome cat"]);
+
+    // eve's request to leave, unanswered four times: settled by her next send attempt's sync.
+    eve.sync().await.unwrap();
+    for _ in 0..4 {
+        quiet.lose_next("/handshake");
+    }
+    let failed = eve.group_leave(&group).await.unwrap_err();
+    assert!(matches!(failed, ClientError::Network(_)), "{failed:?}");
+    eve.sync().await.unwrap();
+    assert!(eve.group(&group).unwrap().left, "the applied leave was not settled");
+    ann.sync().await.unwrap();
+    assert_eq!(ann.group(&group).unwrap().members, ["ann", "bob", "cat"]);
+}
