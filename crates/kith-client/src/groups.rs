@@ -260,16 +260,20 @@ impl Client {
         if meta.kind == GroupType::Group {
             self.note(&id, format!("{me} added {}", users.join(", ")))?;
         }
-        // New members learn the group's name from an encrypted message of the new epoch —
-        // the current one: a rename this device has not seen yet is fetched first.
+        self.tell_new_members(&id).await
+    }
+
+    /// New members learn the group's name from an encrypted message of the new epoch — the
+    /// current one: a rename this device has not seen yet is fetched first — and its
+    /// disappearing timer, so their copies disappear too.
+    async fn tell_new_members(&mut self, id: &str) -> ClientResult<()> {
         self.sync_inner().await?;
-        let settings = local::conversation(&self.conn, &id)?;
+        let settings = local::conversation(&self.conn, id)?;
         if let Some(name) = settings.as_ref().and_then(|c| c.name.clone()) {
-            self.send_body(&id, Body::GroupName { name }).await?;
+            self.send_body(id, Body::GroupName { name }).await?;
         }
-        // And its disappearing timer, so their copies disappear too.
         if let Some(seconds) = settings.and_then(|c| c.timer_seconds) {
-            self.send_body(&id, Body::Timer { seconds: Some(seconds) }).await?;
+            self.send_body(id, Body::Timer { seconds: Some(seconds) }).await?;
         }
         Ok(())
     }
@@ -438,6 +442,11 @@ impl Client {
 
     pub(crate) async fn leave_conversation(&mut self, id: &str) -> ClientResult<()> {
         let id = id.to_string();
+        // A request to leave (or a commit) whose outcome was unknown goes first.
+        self.settle_unsure(&id).await?;
+        if local::conversation(&self.conn, &id)?.is_some_and(|c| c.left) {
+            return Ok(());
+        }
         let (_, meta, _) = self.current(&id)?;
         let me = self.me()?.username.clone();
         if meta.kind == GroupType::Group && meta.is_admin(&me) {
@@ -484,29 +493,43 @@ impl Client {
 
     /// Posts again a handshake of this conversation whose outcome was unknown (see
     /// `local::keep_unsure`), before anything else is done in it: the server answers a repeat
-    /// of one it applied as applied. Applied, its commit is merged (or the leave completed);
-    /// refused, the staged commit is dropped; still unknown, the error is returned and it
+    /// of one it applied as applied. Applied, its commit is merged (or the leave completed)
+    /// and what waited for it is taken in; refused, the staged commit is dropped; still
+    /// unknown — no answer, or one that does not tell (`401`: a token rotation to settle
+    /// first; `429`: the first attempts used the limit up) — the error is returned and it
     /// stays kept.
     pub(crate) async fn settle_unsure(&mut self, id: &str) -> ClientResult<()> {
         let Some((leave, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
+        self.settle_token().await?;
         let request: HandshakeRequest =
             serde_json::from_str(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let sent = self.api()?.handshake(id, &request).await;
         if let Err(e) = &sent
-            && outcome_unknown(e)
+            && (outcome_unknown(e)
+                || matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::RateLimited)))
         {
             return sent.map(|_| ());
         }
-        local::forget_unsure(&self.conn, id)?;
-        match (sent, leave) {
-            (Ok(_), true) => self.left(id),
+        let applied = match (&sent, leave) {
+            (Ok(_), true) => {
+                self.left(id)?;
+                false
+            }
+            // Out of the group already, by this request or another way.
+            (Err(e), true) if e.code() == Some(ErrorCode::NotAMember) => {
+                self.left(id)?;
+                false
+            }
             (Err(e), true) => {
                 tracing::debug!(error = %e, "a request to leave was refused when posted again");
-                Ok(())
+                false
             }
             (sent, false) => {
                 let provider = self.provider();
                 let mut group = self.load_group(&provider, id)?;
+                let added = group
+                    .pending_commit()
+                    .is_some_and(|staged| staged.add_proposals().next().is_some());
                 let done = match sent {
                     Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
                     Err(_) => {
@@ -514,20 +537,34 @@ impl Client {
                     }
                 };
                 if let Err(e) = done {
-                    // Another commit was merged meanwhile (only possible if this one lost).
-                    tracing::debug!(error = %e, "no staged commit left to settle");
+                    tracing::warn!(error = %e, "a kept commit could not be settled");
                 }
-                Ok(())
+                sent.is_ok() && added
             }
-        }
-    }
-
-    /// Settles every conversation's unsure handshake (see [`Client::settle_unsure`]).
-    pub(crate) async fn settle_all_unsure(&mut self) -> ClientResult<()> {
-        for id in local::unsure_conversations(&self.conn)? {
-            self.settle_unsure(&id).await?;
+        };
+        local::forget_unsure(&self.conn, id)?;
+        // Entries that arrived on top of the commit (by push) waited for it.
+        let mut report = crate::SyncReport::default();
+        self.retry_held(id, &mut report)?;
+        if applied {
+            // As after any add: the new members learn the group's name and timer.
+            Box::pin(self.tell_new_members(id)).await?;
         }
         Ok(())
+    }
+
+    /// Settles every conversation's unsure handshake (see [`Client::settle_unsure`]). One that
+    /// stays unknown does not hold up the others; the first error is returned after all were
+    /// tried.
+    pub(crate) async fn settle_all_unsure(&mut self) -> ClientResult<()> {
+        let mut first = None;
+        for id in local::unsure_conversations(&self.conn)? {
+            if let Err(e) = self.settle_unsure(&id).await {
+                tracing::debug!(error = %e, "a kept handshake is still unsure");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Before an admin leaves: it stops being one, and if it was the last, the role goes to the

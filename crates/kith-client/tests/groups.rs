@@ -736,6 +736,7 @@ async fn a_commit_unanswered_through_every_attempt_is_settled_at_the_next_sync()
     let mut bob = server.user("bob").await;
     let mut cat = server.user("cat").await;
     let group = ann.create_group("walks", &["bob".to_string(), "eve".to_string()]).await.unwrap();
+    ann.set_disappearing(&group, Some(std::time::Duration::from_secs(3600))).await.unwrap();
     sync_all(&mut [&mut bob, &mut eve]).await;
 
     for _ in 0..4 {
@@ -744,16 +745,24 @@ async fn a_commit_unanswered_through_every_attempt_is_settled_at_the_next_sync()
     let failed = ann.group_add(&group, &["cat".to_string()]).await.unwrap_err();
     assert!(matches!(failed, ClientError::Network(_)), "{failed:?}");
     assert_eq!(proxy.lost(), 4, "the answers were not lost: the test tests nothing");
-    // The server applied the first: cat is in; ann settles it at her next sync.
+    // The server applied the first: cat is in. Much happens before ann is back (ten key
+    // updates by bob); her next sync settles it all the same.
+    bob.sync().await.unwrap();
+    for _ in 0..10 {
+        bob.update_keys(&group).await.unwrap();
+    }
     ann.sync().await.unwrap();
     sync_all(&mut [&mut bob, &mut cat]).await;
     for u in [&ann, &bob, &cat] {
         assert_eq!(u.group(&group).unwrap().members, ["ann", "bob", "cat", "eve"]);
     }
+    // cat was told the group's name and timer, as after any add.
+    let seen = cat.group(&group).unwrap();
+    assert_eq!((seen.name.as_deref(), seen.timer_seconds), (Some("walks"), Some(3600)));
     ann.send_group(&group, "welcome cat").await.unwrap();
     assert_eq!(texts(&cat.sync().await.unwrap(), ConversationKind::Group), ["welcome cat"]);
 
-    // eve's request to leave, unanswered four times: settled by her next send attempt's sync.
+    // eve's request to leave, unanswered four times: settled by her next sync.
     eve.sync().await.unwrap();
     for _ in 0..4 {
         quiet.lose_next("/handshake");

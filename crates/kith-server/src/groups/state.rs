@@ -18,12 +18,14 @@ pub struct Leaf {
     pub signature_key: Vec<u8>,
 }
 
-/// Kept beside OpenMLS's values in the blob: the last handshakes the server applied, so a
-/// client whose answer was lost can post the same bytes again and be told they were applied
-/// (rather than "stale", which would leave it behind the group for good).
+/// Kept beside OpenMLS's values in the blob: the last handshake the server applied from each
+/// device, so a client whose answer was lost can post the same bytes again — at once, or at
+/// its next sync, however much happened in the group meanwhile — and be told they were applied
+/// (rather than "stale", which would leave it behind the group for good). A client settles
+/// such a handshake before it sends another in the conversation, so its last is the one.
 const APPLIED_KEY: &[u8] = b"kith/applied-handshakes";
-/// Handshakes remembered: a repeat comes within seconds, while a few more may land.
-const APPLIED_KEPT: usize = 8;
+/// Devices remembered at most, the least recent dropped first: more than a group can hold.
+const APPLIED_KEPT: usize = 2048;
 const APPLIED_LEN: usize = 8 + 32 + 8 + 4;
 
 /// A handshake the server applied: the device that sent it, the SHA-256 of its bytes, and
@@ -136,12 +138,13 @@ impl Tracked {
         self.applied().into_iter().find(|a| a.device == device && a.digest == *digest)
     }
 
-    /// Remembers a handshake as applied, with the last few before it; saved with the state.
+    /// Remembers a handshake as the device's last applied; saved with the state.
     pub fn note_applied(&self, applied: &Applied) -> ApiResult<()> {
         let mut kept = self.applied();
+        kept.retain(|a| a.device != applied.device);
         kept.push(applied.clone());
         let from = kept.len().saturating_sub(APPLIED_KEPT);
-        let mut bytes = Vec::with_capacity(APPLIED_KEPT * APPLIED_LEN);
+        let mut bytes = Vec::with_capacity(kept.len().min(APPLIED_KEPT) * APPLIED_LEN);
         for a in &kept[from..] {
             bytes.extend_from_slice(&a.device.to_be_bytes());
             bytes.extend_from_slice(&a.digest);
