@@ -37,6 +37,7 @@ impl IntoResponse for Failure {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             ClientError::Network(_) | ClientError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            ClientError::NoAnswer { .. } => StatusCode::GATEWAY_TIMEOUT,
             ClientError::NotRegistered => StatusCode::CONFLICT,
             ClientError::Storage(_) | ClientError::Io(_) | ClientError::Mls(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

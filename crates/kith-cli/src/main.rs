@@ -186,7 +186,7 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::RateLimited), _) => format!("the server asks you to slow down: {detail}"),
         (Some(ErrorCode::QueueFull), _) => format!("not sent: {detail}"),
         (Some(ErrorCode::Unauthorized), _) => {
-            "the server does not accept this profile's credentials (was the account removed, or is this the right server?)".into()
+            "the server does not accept this profile's credentials (was its token rotated from another copy of this profile, was the account removed, or is this the right server?)".into()
         }
         _ => match err.refusal() {
             Some(Refusal::GroupRules | Refusal::BadMessage | Refusal::BadWelcome) => {

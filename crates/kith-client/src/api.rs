@@ -108,7 +108,7 @@ impl Api {
                     tracing::debug!(error = %e.without_url(), "call failed before an answer; once more");
                     tried = true;
                 }
-                Err(e) => return Err(ClientError::Network(without_url(e))),
+                Err(e) => return Err(failed(e)),
             }
         };
         let status = resp.status();
@@ -117,7 +117,7 @@ impl Api {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Network(without_url(e)))?;
+        let bytes = resp.bytes().await.map_err(failed)?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
         } else {
@@ -237,7 +237,13 @@ impl Api {
                 {
                     retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)
                 }
-                Err(ClientError::Network(_)) if attempt < POST_ATTEMPTS => 1,
+                // Not sent, or the connection broke: at once again. A wait that ran out is not
+                // repeated: the server may be busy with the first still.
+                Err(ClientError::Network(_) | ClientError::NoAnswer { timed_out: false })
+                    if attempt < POST_ATTEMPTS =>
+                {
+                    1
+                }
                 done => return done,
             };
             tracing::debug!(attempt, wait, "outcome unknown; posting the same request again");
@@ -291,6 +297,18 @@ impl Api {
 }
 
 /// reqwest's errors name the URL, which may carry a username; keep only the kind.
+/// What a request that got no answer tells: not sent at all (the server could not be reached),
+/// or sent with the outcome unknown.
+fn failed(e: reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        ClientError::NoAnswer { timed_out: true }
+    } else if e.is_connect() || e.is_builder() {
+        ClientError::Network(without_url(e))
+    } else {
+        ClientError::NoAnswer { timed_out: false }
+    }
+}
+
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }

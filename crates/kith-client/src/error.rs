@@ -95,6 +95,15 @@ pub enum ClientError {
     },
     #[error("cannot reach the server: {0}")]
     Network(String),
+    /// The request went out and no answer came: the server may have carried it out (a sent
+    /// message may still arrive). `timed_out` when the wait ran out rather than the
+    /// connection breaking.
+    #[error("{}", if *timed_out {
+        "the server did not answer in time; it may still carry the request out"
+    } else {
+        "the connection broke before the server answered; it may have carried the request out"
+    })]
+    NoAnswer { timed_out: bool },
     #[error("the server answered something unexpected: {0}")]
     Protocol(String),
     /// One of the SDK's rules said no; `code` says which.
@@ -177,6 +186,7 @@ impl ClientError {
             ClientError::NotRegistered => "not_registered".into(),
             ClientError::AlreadyRegistered(_) => "already_registered".into(),
             ClientError::Network(_) => "network".into(),
+            ClientError::NoAnswer { .. } => "no_answer".into(),
             ClientError::Protocol(_) => "protocol".into(),
             ClientError::UnknownConversation(_) => "unknown_conversation".into(),
             ClientError::GroupFull { .. } => ErrorCode::GroupFull.to_string(),

@@ -747,7 +747,12 @@ impl Client {
 /// Whether the server may have applied a request it did not answer (no answer, or a gateway's
 /// `502`–`504`), after every attempt `Api` made.
 fn outcome_unknown(e: &ClientError) -> bool {
-    matches!(e, ClientError::Network(_) | ClientError::Server { status: 502..=504, .. })
+    matches!(
+        e,
+        ClientError::Network(_)
+            | ClientError::NoAnswer { .. }
+            | ClientError::Server { status: 502..=504, .. }
+    )
 }
 
 fn request_json(request: &HandshakeRequest) -> ClientResult<String> {
