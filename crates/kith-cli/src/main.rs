@@ -153,7 +153,7 @@ fn parse_timer(text: &str) -> Result<Option<std::time::Duration>, String> {
     }
     humantime::parse_duration(text)
         .map(Some)
-        .map_err(|e| format!("{text:?} is not `off` or a duration like 30s, 5m, 1d, 4w ({e})"))
+        .map_err(|_| format!("{text:?} is not `off` or a duration like 30s, 5m, 1d, 4w"))
 }
 
 fn default_profile() -> PathBuf {

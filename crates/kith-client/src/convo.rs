@@ -163,7 +163,18 @@ impl Client {
         let api = self.api()?;
         let mut out = Vec::new();
         for user in users {
-            let claimed = api.claim(user).await?;
+            let claimed = api.claim(user).await.map_err(|e| match e {
+                // Say which of several names is wrong.
+                ClientError::Server {
+                    status, code: ErrorCode::UnknownUser, retry_after, ..
+                } => ClientError::Server {
+                    status,
+                    code: ErrorCode::UnknownUser,
+                    message: format!("there is no user named {user} on this server"),
+                    retry_after,
+                },
+                e => e,
+            })?;
             let provider = self.provider();
             for c in claimed.key_packages {
                 let kp = KeyPackageIn::tls_deserialize_exact(&c.key_package.0)

@@ -122,6 +122,12 @@ impl Client {
             groups.iter().filter(|g| !g.left && g.name.as_deref() == Some(group)).collect();
         match named.as_slice() {
             [one] => Ok(one.id.clone()),
+            [] if groups.iter().any(|g| g.left && g.name.as_deref() == Some(group)) => {
+                Err(ClientError::refused(
+                    Refusal::NotInConversation,
+                    format!("you are no longer in the group {group:?}"),
+                ))
+            }
             [] => Err(ClientError::UnknownConversation(format!(
                 "{group:?} (no group of yours has that id or name; see `kith group list`)"
             ))),

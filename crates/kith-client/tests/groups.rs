@@ -774,3 +774,23 @@ async fn a_commit_unanswered_through_every_attempt_is_settled_at_the_next_sync()
     ann.sync().await.unwrap();
     assert_eq!(ann.group(&group).unwrap().members, ["ann", "bob", "cat"]);
 }
+
+/// Mistakes a person makes with names get words that name the mistake: which member does not
+/// exist, and that a group one was removed from is one they are no longer in (not "no such
+/// group", while `group list` shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_with_names_say_which_name_and_why() {
+    let server = TestServer::start().await;
+    let mut ann = server.user("ann").await;
+    let mut bob = server.user("bob").await;
+    let e = ann.create_group("walks", &["bob".into(), "bbo".into()]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownUser));
+    assert!(e.to_string().contains("bbo"), "{e}");
+    let group = ann.create_group("walks", &["bob".into()]).await.unwrap();
+    bob.sync().await.unwrap();
+    ann.group_remove(&group, "bob").await.unwrap();
+    bob.sync().await.unwrap();
+    let e = bob.send_group("walks", "hello?").await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::NotInConversation), "{e}");
+    assert!(e.to_string().contains("no longer in the group"), "{e}");
+}
