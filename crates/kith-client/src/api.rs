@@ -237,8 +237,8 @@ impl Api {
                 {
                     retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)
                 }
-                // Not sent, or the connection broke: at once again. A wait that ran out is not
-                // repeated: the server may be busy with the first still.
+                // Not sent, or the connection broke: again after a second. A wait that ran out
+                // is not repeated: the server may be busy with the first still.
                 Err(ClientError::Network(_) | ClientError::NoAnswer { timed_out: false })
                     if attempt < POST_ATTEMPTS =>
                 {

@@ -592,12 +592,8 @@ impl Client {
 
     /// Fetch, process and acknowledge, without committing anything.
     pub(crate) async fn sync_inner(&mut self) -> ClientResult<SyncReport> {
-        // A commit whose outcome is unknown is settled before what arrived on top of it. One
-        // that stays unknown holds up nothing else: entries for its group wait (held) or,
-        // if another commit won, replace it.
-        if let Err(e) = self.settle_all_unsure().await {
-            tracing::debug!(error = %e, "a kept handshake is still unsure");
-        }
+        // A commit whose outcome is unknown is settled before what arrived on top of it.
+        self.settle_all_unsure().await;
         let api = self.api()?;
         let mut report = SyncReport::default();
         self.retry_invitations(&mut report).await?;
@@ -882,9 +878,7 @@ impl Client {
         push: &mut PushConnection,
         entries: &[kith_proto::QueueEntry],
     ) -> ClientResult<SyncReport> {
-        if let Err(e) = self.settle_all_unsure().await {
-            tracing::debug!(error = %e, "a kept handshake is still unsure");
-        }
+        self.settle_all_unsure().await;
         let report = self.receive_entries(entries).await?;
         push.ack(entries.iter().map(|e| e.seq).collect()).await?;
         if !report.joined.is_empty() {

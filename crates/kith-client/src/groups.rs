@@ -560,17 +560,18 @@ impl Client {
     }
 
     /// Settles every conversation's unsure handshake (see [`Client::settle_unsure`]). One that
-    /// stays unknown does not hold up the others; the first error is returned after all were
-    /// tried.
-    pub(crate) async fn settle_all_unsure(&mut self) -> ClientResult<()> {
-        let mut first = None;
-        for id in local::unsure_conversations(&self.conn)? {
+    /// stays unknown holds up nothing else: entries for its group wait (held) or, if another
+    /// commit won, replace it; it is tried again next time.
+    pub(crate) async fn settle_all_unsure(&mut self) {
+        let ids = match local::unsure_conversations(&self.conn) {
+            Ok(ids) => ids,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the kept handshakes"),
+        };
+        for id in ids {
             if let Err(e) = self.settle_unsure(&id).await {
                 tracing::debug!(error = %e, "a kept handshake is still unsure");
-                first.get_or_insert(e);
             }
         }
-        first.map_or(Ok(()), Err)
     }
 
     /// Before an admin leaves: it stops being one, and if it was the last, the role goes to the
