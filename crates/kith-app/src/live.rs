@@ -92,9 +92,26 @@ pub(crate) async fn upkeep(app: Arc<App>) {
 
 /// Tells the pages what a sync or a push brought.
 fn publish(app: &App, client: &Client, report: SyncReport) {
-    if report.messages.is_empty() && report.joined.is_empty() && report.expired == 0 {
+    if report.messages.is_empty()
+        && report.joined.is_empty()
+        && report.expired == 0
+        && report.problems.is_empty()
+    {
         return;
     }
+    // What could not be done, each for its conversation, in words (the page shows them).
+    let problems: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| {
+            json!({
+                "kind": p.kind.as_str(),
+                "chat": client.chat_of(&p.conversation).ok().flatten(),
+                "user": p.user,
+                "text": client.problem_sentence(p),
+            })
+        })
+        .collect();
     let messages: Vec<_> = report
         .messages
         .iter()
@@ -105,6 +122,7 @@ fn publish(app: &App, client: &Client, report: SyncReport) {
         "messages": messages,
         "joined": report.joined,
         "expired": report.expired,
+        "problems": problems,
     });
     let _ = app.events.send(event.to_string());
 }

@@ -1,7 +1,8 @@
 //! `kith`: the Kith command line.
 //!
 //! Scripting commands over the `kith-client` SDK. Output is for people by default and one JSON
-//! object per line with `--json`; errors go to stderr and the exit code is non-zero.
+//! object per line with `--json`; errors go to stderr and the exit code is non-zero: 1, or
+//! [`UNREACHED`] when `kith sync` reached nothing at all (the server could not be reached).
 
 mod output;
 
@@ -197,7 +198,23 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// `kith sync`'s exit code when it reached nothing (the server could not be reached); a sync
+/// that showed what it could exits 0 and reports what it could not do on stderr.
+const UNREACHED: u8 = 3;
+
+/// Why a command failed, and its exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, code: 1 }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.profile.clone().unwrap_or_else(default_profile);
     let mut client = Client::open(&dir).map_err(|e| match e {
         ClientError::ProfileInUse { .. } => e.to_string(),
@@ -212,7 +229,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::App { port, no_open } => {
             // The app opens the profile itself, and keeps it while it runs.
             drop(client);
-            return app(dir, port, no_open).await;
+            return Ok(app(dir, port, no_open).await?);
         }
         Command::Register { username, server, business, display_name, description, ca_cert } => {
             if let Some(path) = ca_cert {
@@ -256,18 +273,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             // Marked shown only once printed: a `kith sync` killed before that prints them
             // again next time rather than never.
             client.defer_shown(true);
-            let report = client.sync().await.map_err(|e| explain(&e, None))?;
+            let report = client.sync().await.map_err(|e| Failure {
+                message: explain(&e, None),
+                code: if e.is_unreached() { UNREACHED } else { 1 },
+            })?;
             if let Ok(groups) = client.groups() {
                 out.names = groups.into_iter().filter_map(|g| Some((g.id, g.name?))).collect();
             }
             out.synced(&report);
+            for problem in &report.problems {
+                eprintln!("{}", output::shown(&client.problem_sentence(problem)));
+            }
             use std::io::Write as _;
             std::io::stdout().flush().map_err(|e| format!("cannot print: {e}"))?;
             client.mark_shown(&report.messages).map_err(|e| e.to_string())?;
         }
         Command::History { target } => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string());
+                return Err(ClientError::NotRegistered.to_string().into());
             }
             let messages = match client.resolve_target(&target).map_err(|e| e.to_string())? {
                 kith_client::Target::Group(id) => client.conversation_history(&id),
@@ -279,7 +302,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Group { command } => group(&mut client, &out, command).await?,
         Command::Contacts => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string());
+                return Err(ClientError::NotRegistered.to_string().into());
             }
             out.contacts(&client.contacts().map_err(|e| e.to_string())?);
         }
@@ -290,7 +313,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Story { command: StoryCommand::List } => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string());
+                return Err(ClientError::NotRegistered.to_string().into());
             }
             out.stories(&client.stories().map_err(|e| e.to_string())?);
         }
@@ -445,9 +468,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure { message, code }) => {
             eprintln!("kith: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -26,6 +27,7 @@ async fn kith(profile: &Path, args: &[&str]) -> Run {
             .expect("run kith");
         Run {
             ok: out.status.success(),
+            code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
@@ -526,4 +528,39 @@ async fn kith_app_serves_the_profile_and_other_commands_are_told_who_holds_it() 
     // And the profile still reaches its server.
     let r = kith(a.path(), &["sync"]).await;
     assert!(r.ok, "the refused registration broke the profile: {}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_shows_what_it_can_says_what_it_cannot_and_exits_3_only_when_it_reached_nothing() {
+    let server = TestServer::start().await;
+    let proxy = kith_testkit::HostileServer::start(server.state.config.listen).await.unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let r = kith(b.path(), &["register", "bob", "--server", &proxy.url()]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let mut alice = server.user("alice").await;
+    alice.send_text("bob", "first").await.unwrap();
+    assert!(kith(b.path(), &["sync"]).await.stdout.contains("first"));
+    // The next message arrives as garbage (a hostile server, a corrupt copy); the one after
+    // it is fine.
+    proxy.rewrite_queue(Some(std::sync::Arc::new(|entries: &mut Vec<Value>| {
+        if let Some(e) = entries.first_mut() {
+            e["data"] = serde_json::json!("AAECAwQ=");
+        }
+    })));
+    alice.send_text("bob", "garbled").await.unwrap();
+    alice.send_text("bob", "second").await.unwrap();
+    let r = kith(b.path(), &["sync"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("second") && !r.stdout.contains("garbled"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(
+            "In the chat with alice: a message could not be decrypted or verified and was dropped"
+        ),
+        "{}",
+        r.stderr
+    );
+    // With the server out of reach, it reached nothing: exit code 3.
+    drop(proxy);
+    let r = kith(b.path(), &["sync"]).await;
+    assert_eq!(r.code, Some(3), "{} {}", r.stdout, r.stderr);
 }

@@ -273,9 +273,12 @@ impl Api {
         self.call::<(), _>(Method::DELETE, &format!("/v1/blocks/{username}"), None).await
     }
 
-    pub async fn fetch(&self, after: u64, limit: u32) -> ClientResult<FetchResponse> {
-        self.call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
-            .await
+    /// A page of the queue, each entry read on its own (see [`kith_proto::read_entries`]).
+    pub async fn fetch(&self, after: u64, limit: u32) -> ClientResult<Page> {
+        let raw: RawPage = self
+            .call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
+            .await?;
+        Ok(Page { entries: read_entries(raw.entries), more: raw.more })
     }
 
     pub async fn ack(&self, seqs: &[u64]) -> ClientResult<AckResponse> {
@@ -294,6 +297,19 @@ impl Api {
             .unwrap_or_else(|| self.base.clone());
         format!("{rest}/v1/ws")
     }
+}
+
+/// `GET /v1/queue`'s answer before its entries are read one by one.
+#[derive(serde::Deserialize)]
+struct RawPage {
+    entries: Vec<serde_json::Value>,
+    more: bool,
+}
+
+/// A page of the queue.
+pub struct Page {
+    pub entries: Vec<Incoming>,
+    pub more: bool,
 }
 
 /// reqwest's errors name the URL, which may carry a username; keep only the kind.

@@ -133,6 +133,41 @@ fn summary(
 }
 
 impl Client {
+    /// A problem of a sync as a sentence a person reads, with where it happened ("In the chat
+    /// with ana: a message could not be decrypted or verified and was dropped.").
+    pub fn problem_sentence(&self, p: &crate::Problem) -> String {
+        match self.describe_conversation(&p.conversation) {
+            Some(place) => format!("In {place}: {p}."),
+            None => {
+                let text = p.to_string();
+                let mut chars = text.chars();
+                let first: String =
+                    chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+                format!("{first}{}.", chars.as_str())
+            }
+        }
+    }
+
+    /// Where a conversation is, in words a person knows it by ("the chat with bob", "the
+    /// group Family", "ana's stories", "your stories"); `None` for one this device does not know.
+    pub fn describe_conversation(&self, id: &str) -> Option<String> {
+        if id.is_empty() {
+            return None;
+        }
+        let c = local::conversation(&self.conn, id).ok()??;
+        let me = self.profile.as_ref().map(|p| p.username.as_str());
+        Some(match (c.kind, c.peer, c.name) {
+            (ConversationKind::Direct, Some(peer), _) => format!("the chat with {peer}"),
+            (ConversationKind::Group, _, Some(name)) => format!("the group \"{name}\""),
+            (ConversationKind::Group, _, None) => "an unnamed group".into(),
+            (ConversationKind::Story, Some(owner), _) if Some(owner.as_str()) == me => {
+                "your stories".into()
+            }
+            (ConversationKind::Story, Some(owner), _) => format!("{owner}'s stories"),
+            _ => "a conversation".into(),
+        })
+    }
+
     /// Every chat, the most recently active first. A 1:1 chat whose conversation ended and
     /// whose history is gone (a deleted chat) is not listed.
     pub fn chats(&self) -> ClientResult<Vec<ChatSummary>> {

@@ -14,6 +14,7 @@ use crate::api::Api;
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Message, Profile};
 use crate::mls::{self, Provider};
+pub use crate::report::{Problem, ProblemKind, SyncReport};
 
 /// One-time KeyPackages uploaded at registration and kept topped up.
 const KEY_PACKAGE_TARGET: usize = 50;
@@ -23,34 +24,8 @@ const KEY_PACKAGE_LOW: u64 = 15;
 const KEY_PACKAGE_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
 /// Entries asked for per fetch.
 const FETCH_PAGE: u32 = 200;
-
-/// What a sync or a push brought.
-#[derive(Debug, Default)]
-pub struct SyncReport {
-    /// New messages, in the order they were stored: everything received and not handed over
-    /// before (also what a send took in while catching up, or a sync cut short).
-    pub messages: Vec<Message>,
-    /// Conversations this device joined.
-    pub joined: Vec<String>,
-    /// Entries that could not be used (undecryptable, malformed, forged sender) and were
-    /// dropped; they are counted, never shown.
-    pub dropped: u32,
-    /// Entries the server delivered again that were already processed.
-    pub duplicates: u32,
-    /// Entries that arrived before what they depend on (their conversation's Welcome, their
-    /// epoch's commit) and are kept to be tried again when it comes.
-    pub held: u32,
-    /// Entries from accounts this device blocks, left out (sent before the block took effect).
-    pub blocked: u32,
-    /// Messages that arrived too late to be read: their epoch's keys were already deleted
-    /// (forward secrecy). Only a transport that holds messages back while later commits pass
-    /// causes this; the server delivers in order.
-    pub too_late: u32,
-    /// The story channel gained or lost members (contacts made or ended) in this sync.
-    pub story_audience_changed: bool,
-    /// Messages whose time was up, deleted from this device.
-    pub expired: usize,
-}
+/// Pages one sync fetches at most (200,000 entries).
+const MAX_PAGES: u32 = 1000;
 
 /// What processing one entry produced.
 /// Entries held at most (see [`SyncReport::held`]); past it the oldest are dropped.
@@ -558,9 +533,28 @@ impl Client {
     /// 4. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`).
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
         self.settle_token().await?;
-        let mut report = self.sync_inner().await?;
-        self.commit_pending_leaves().await?;
-        report.story_audience_changed = self.sync_story_channel().await?;
+        let mut report = SyncReport::default();
+        if let Err(e) = self.sync_inner_into(&mut report).await {
+            // Reached nothing: the caller hears why. Part-way: what came is shown.
+            if e.is_local() || !report.took_anything() {
+                return Err(e);
+            }
+            report.problems.push(Problem {
+                kind: ProblemKind::Unreached,
+                conversation: String::new(),
+                user: None,
+                detail: e.to_string(),
+            });
+        } else {
+            // Each upkeep step on its own: one that fails is reported, the others run.
+            if let Err(e) = self.commit_pending_leaves().await {
+                report.upkeep_failed(e)?;
+            }
+            match self.tend_story_audience(&mut report).await {
+                Ok(changed) => report.story_audience_changed = changed,
+                Err(e) => report.upkeep_failed(e)?,
+            }
+        }
         report.expired = self.purge_expired()?;
         report.messages = self.hand_over()?;
         Ok(report)
@@ -592,20 +586,30 @@ impl Client {
 
     /// Fetch, process and acknowledge, without committing anything.
     pub(crate) async fn sync_inner(&mut self) -> ClientResult<SyncReport> {
+        let mut report = SyncReport::default();
+        self.sync_inner_into(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn sync_inner_into(&mut self, report: &mut SyncReport) -> ClientResult<()> {
         // A commit whose outcome is unknown is settled before what arrived on top of it.
         self.settle_all_unsure().await;
         let api = self.api()?;
-        let mut report = SyncReport::default();
-        self.retry_invitations(&mut report).await?;
+        self.retry_invitations(report).await?;
         let mut after = 0;
-        loop {
+        // A server that keeps saying `more` (only a hostile one does, past this) does not keep
+        // a sync going for ever: the rest waits for the next sync.
+        for _ in 0..MAX_PAGES {
             let page = api.fetch(after, FETCH_PAGE).await?;
-            let Some(last) = page.entries.last() else {
+            // A page that does not move on (only a hostile server sends one) ends the loop.
+            let Some(last) = page.entries.iter().map(Incoming::seq).max().filter(|l| *l > after)
+            else {
                 break;
             };
-            after = last.seq;
-            let seqs: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
-            self.take_in(&page.entries, &mut report).await?;
+            after = last;
+            let seqs: Vec<u64> = page.entries.iter().map(Incoming::seq).collect();
+            let entries = report.readable(page.entries);
+            self.take_in(&entries, report).await?;
             api.ack(&seqs).await?;
             if !page.more {
                 break;
@@ -613,13 +617,15 @@ impl Client {
         }
         // Joins use KeyPackages, and so do other people's claims (several claimers can take
         // up to the server's hourly budget): top up after a join, and otherwise every
-        // `KEY_PACKAGE_CHECK` at most.
+        // `KEY_PACKAGE_CHECK` at most. What came in is kept whatever happens here.
         let due = self.key_packages_checked.get().is_none_or(|t| t.elapsed() >= KEY_PACKAGE_CHECK);
         if !report.joined.is_empty() || due {
-            self.replenish_key_packages().await?;
-            self.key_packages_checked.set(Some(std::time::Instant::now()));
+            match self.replenish_key_packages().await {
+                Ok(_) => self.key_packages_checked.set(Some(std::time::Instant::now())),
+                Err(e) => report.upkeep_failed(e)?,
+            }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Processes entries obtained some other way (a custom transport, a replay). Entries
@@ -782,6 +788,15 @@ impl Client {
                 tracing::warn!(message_id = entry.message_id, kind = ?entry.kind, error = %e, "dropped an unusable message");
                 local::mark_processed(&self.conn, entry.message_id, now_millis())?;
                 report.dropped += 1;
+                report.problems.push(Problem {
+                    kind: match entry.kind {
+                        EntryKind::Welcome => ProblemKind::Unjoinable,
+                        EntryKind::Message => ProblemKind::Unreadable,
+                    },
+                    conversation: entry.conversation_id.clone(),
+                    user: None,
+                    detail: e.to_string(),
+                });
                 Ok(false)
             }
         }
@@ -861,7 +876,7 @@ impl Client {
         let (ws, _) = tokio::time::timeout(PUSH_OPEN_WAIT, opening).await.map_err(|_| {
             ClientError::Network("the server did not open the push channel in time".into())
         })??;
-        Ok(PushConnection { ws, quiet: PUSH_QUIET, answer: PUSH_ANSWER })
+        Ok(PushConnection { ws, quiet: PUSH_QUIET, answer: PUSH_ANSWER, unreadable: Vec::new() })
     }
 
     /// Waits for the next pushed frame, processes its entries and acknowledges them.
@@ -879,8 +894,14 @@ impl Client {
         entries: &[kith_proto::QueueEntry],
     ) -> ClientResult<SyncReport> {
         self.settle_all_unsure().await;
-        let report = self.receive_entries(entries).await?;
-        push.ack(entries.iter().map(|e| e.seq).collect()).await?;
+        let mut report = SyncReport::default();
+        let unreadable = std::mem::take(&mut push.unreadable);
+        let mut seqs: Vec<u64> = unreadable.iter().map(Incoming::seq).collect();
+        report.readable(unreadable);
+        self.take_in(entries, &mut report).await?;
+        report.messages = self.hand_over()?;
+        seqs.extend(entries.iter().map(|e| e.seq));
+        push.ack(seqs).await?;
         if !report.joined.is_empty() {
             self.replenish_key_packages().await?;
         }
@@ -925,8 +946,20 @@ impl PushConnection {
                 }
                 _ => continue,
             };
-            let ServerFrame::Entries { entries } = serde_json::from_str(text.as_str())
+            // Each entry read on its own: one that cannot be read hides nothing else.
+            #[derive(serde::Deserialize)]
+            struct Frame {
+                entries: Vec<serde_json::Value>,
+            }
+            let frame: Frame = serde_json::from_str(text.as_str())
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let mut entries = Vec::new();
+            for incoming in read_entries(frame.entries) {
+                match incoming {
+                    Incoming::Entry(e) => entries.push(e),
+                    unreadable => self.unreadable.push(unreadable),
+                }
+            }
             return Ok(entries);
         }
     }
@@ -959,6 +992,9 @@ pub struct PushConnection {
     ws: tokio_tungstenite::WebSocketStream<crate::tls::Stream>,
     quiet: std::time::Duration,
     answer: std::time::Duration,
+    /// Pushed entries that could not be read, waiting for [`Client::take_pushed`] to
+    /// acknowledge and report them.
+    unreadable: Vec<Incoming>,
 }
 
 /// How long the push channel may be silent before the client pings (under the idle timeouts

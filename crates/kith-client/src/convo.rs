@@ -1,7 +1,7 @@
 //! Opening conversations (1:1 and groups) and sending into them.
 
 use kith_proto::*;
-use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
@@ -175,27 +175,66 @@ impl Client {
                 },
                 e => e,
             })?;
+            if claimed.key_packages.is_empty() {
+                return Err(ClientError::refused(
+                    Refusal::BadKeyPackage,
+                    format!("the server handed out no KeyPackage of {user}'s"),
+                ));
+            }
             let provider = self.provider();
             for c in claimed.key_packages {
-                let kp = KeyPackageIn::tls_deserialize_exact(&c.key_package.0)
-                    .map_err(ClientError::mls)?
-                    .validate(provider.crypto(), ProtocolVersion::Mls10)
-                    .map_err(|e| {
-                        ClientError::refused(
-                            Refusal::BadKeyPackage,
-                            format!("{user}'s KeyPackage is invalid: {e}"),
-                        )
-                    })?;
-                if mls::identity(kp.leaf_node().credential()).as_deref() != Some(user.as_str()) {
-                    return Err(ClientError::refused(
-                        Refusal::BadKeyPackage,
-                        format!("the server handed out a KeyPackage that is not {user}'s"),
-                    ));
-                }
+                // The rule the server applied at upload and hand-out: a KeyPackage that breaks
+                // it comes only from a server that does not keep it.
+                let kp =
+                    kith_proto::keypackage::check(provider.crypto(), &c.key_package.0, user, None)
+                        .map_err(|e| {
+                            ClientError::refused(
+                                Refusal::BadKeyPackage,
+                                format!("{user}'s KeyPackage cannot be used: {e}"),
+                            )
+                        })?;
                 out.push(Claimed { key_package: kp });
             }
         }
         Ok(out)
+    }
+
+    /// Claims each user's KeyPackages on its own, for `conversation`: a user who cannot be
+    /// added (their KeyPackages cannot be used, they have none, or they are gone) is left out
+    /// and reported; any other failure (the server unreachable, this account slowed down)
+    /// stops. Returns the KeyPackages and the users they belong to.
+    pub(crate) async fn claim_each(
+        &mut self,
+        users: &[String],
+        conversation: &str,
+        report: &mut crate::report::SyncReport,
+    ) -> ClientResult<(Vec<Claimed>, Vec<String>)> {
+        let mut claimed = Vec::new();
+        let mut added = Vec::new();
+        for user in users {
+            match self.claim(std::slice::from_ref(user)).await {
+                Ok(c) => {
+                    claimed.extend(c);
+                    added.push(user.clone());
+                }
+                Err(e)
+                    if e.refusal() == Some(Refusal::BadKeyPackage)
+                        || matches!(
+                            e.code(),
+                            Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser)
+                        ) =>
+                {
+                    report.problems.push(crate::report::Problem {
+                        kind: crate::report::ProblemKind::NotAdded,
+                        conversation: conversation.to_string(),
+                        user: Some(user.clone()),
+                        detail: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((claimed, added))
     }
 
     /// Creates the MLS group, adds the claimed devices, and registers it with the server, which

@@ -168,6 +168,26 @@ impl ClientError {
         }
     }
 
+    /// A fault of this device itself (its storage, its folder, its account): it stops
+    /// everything, where a fault of one input or one step is reported and skipped.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Storage(_)
+                | ClientError::Io(_)
+                | ClientError::NotRegistered
+                | ClientError::ProfileInUse { .. }
+        ) || matches!(
+            self.code(),
+            Some(ErrorCode::Unauthorized | ErrorCode::Suspended | ErrorCode::UnknownDevice)
+        )
+    }
+
+    /// The server could not be reached, or did not answer.
+    pub fn is_unreached(&self) -> bool {
+        matches!(self, ClientError::Network(_) | ClientError::NoAnswer { .. })
+    }
+
     /// Which SDK rule refused, when one did.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {

@@ -177,7 +177,7 @@ impl Client {
     }
 
     /// The group's current members and admins, for local checks.
-    fn current(&self, id: &str) -> ClientResult<(Vec<String>, GroupMeta, usize)> {
+    pub(crate) fn current(&self, id: &str) -> ClientResult<(Vec<String>, GroupMeta, usize)> {
         let provider = self.provider();
         let group = self.load_group(&provider, id)?;
         let meta = mls::meta_of(&group)
@@ -252,6 +252,20 @@ impl Client {
             }
         }
         let claimed = self.claim(users).await?;
+        self.add_claimed(&id, users, devices, meta, claimed).await
+    }
+
+    /// Commits the addition of `users`, whose KeyPackages were `claimed`, to a conversation of
+    /// `devices` devices.
+    pub(crate) async fn add_claimed(
+        &mut self,
+        id: &str,
+        users: &[String],
+        devices: usize,
+        meta: GroupMeta,
+        claimed: Vec<crate::convo::Claimed>,
+    ) -> ClientResult<()> {
+        let id = id.to_string();
         if self.local_checks {
             self.check_size(devices + claimed.len()).await?;
         }

@@ -91,14 +91,24 @@ impl Client {
     }
 
     /// Fetches the accounts' devices from the server and remembers their keys. An account the
-    /// server does not know has none.
+    /// server does not know has none, and neither has a name that cannot be a username (a
+    /// stranger's Welcome may name anything): it is not even asked for. Only an unreachable
+    /// server or a local fault stops this; anything else the server answers means "no
+    /// devices", so the entry that named them is refused alone.
     pub(crate) async fn fetch_keys(&mut self, users: &[String]) -> ClientResult<()> {
         let api = self.api()?;
         for username in users {
-            let list = match api.devices(username).await {
-                Ok(list) => Some(list),
-                Err(ClientError::Server { status: 404, .. }) => None,
-                Err(e) => return Err(e),
+            let list = if kith_proto::validate_username(username).is_err() {
+                None
+            } else {
+                match api.devices(username).await {
+                    Ok(list) => Some(list),
+                    Err(e) if e.is_unreached() || e.is_local() => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no device keys for an account an entry named");
+                        None
+                    }
+                }
             };
             for d in list.into_iter().flat_map(|l| l.devices) {
                 self.conn

@@ -7,6 +7,8 @@
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
 //! - `process`: one received entry into local state (join, decrypt, apply a commit);
+//! - `report`: what a sync brought ([`SyncReport`]) and what it could not do ([`Problem`]),
+//!   each for its own conversation;
 //! - `rules`: the group's rules (who may add, remove, rename, change admins), applied to what
 //!   others send as if the server were hostile;
 //! - `franking` and `safety`: committing to and checking every message so a recipient can
@@ -59,6 +61,7 @@ mod mls;
 mod process;
 #[cfg(feature = "hostile")]
 pub mod raw;
+mod report;
 mod rules;
 mod safety;
 mod signer;
@@ -67,7 +70,7 @@ mod tls;
 mod view;
 
 pub use chats::ChatSummary;
-pub use client::{Client, PushConnection, SyncReport};
+pub use client::{Client, PushConnection};
 pub use convo::MAX_TEXT_BYTES;
 pub use error::{ClientError, ClientResult, Refusal};
 pub use groups::{GroupSummary, Target};
@@ -78,6 +81,7 @@ pub use mls::CIPHERSUITE;
 /// How the profile stores OpenMLS state; public for the benchmarks, which build the same store.
 #[doc(hidden)]
 pub use mls::JsonCodec;
+pub use report::{Problem, ProblemKind, SyncReport};
 pub use timers::Story;
 /// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).
 pub use timers::human as timer_text;

@@ -11,7 +11,9 @@ use rusqlite::Connection;
 use crate::error::{ClientError, ClientResult};
 
 /// The one ciphersuite Kith speaks.
-pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub use kith_proto::keypackage::CIPHERSUITE;
+/// What every Kith leaf supports (shared with the server's KeyPackage rule).
+pub use kith_proto::keypackage::capabilities;
 
 /// OpenMLS's stored values as JSON.
 #[derive(Default)]
@@ -81,19 +83,6 @@ pub fn join_config() -> MlsGroupJoinConfig {
         .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
         .build()
-}
-
-/// What every Kith leaf supports beyond the defaults: last-resort KeyPackages and the Kith
-/// group-context extension. (A KeyPackage must list the extensions it carries, and every
-/// member must support the group context's extensions.)
-pub fn capabilities() -> Capabilities {
-    Capabilities::new(
-        None,
-        None,
-        Some(&[ExtensionType::LastResort, ExtensionType::Unknown(GROUP_META_EXTENSION)]),
-        None,
-        None,
-    )
 }
 
 /// The group context's extensions: `meta`, and the requirement that every member support it.

@@ -73,6 +73,22 @@ impl Client {
         }
         let staged = StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
             .map_err(ClientError::mls)?;
+        // Who added this device is who signed the GroupInfo: MLS says so. The entry's `sender`
+        // is only the server's word, and is not used for anything a person sees or decides by.
+        let adder = staged
+            .welcome_sender()
+            .ok()
+            .and_then(|leaf| mls::identity(leaf.credential()))
+            .ok_or_else(|| {
+                ClientError::refused(Refusal::BadWelcome, "the Welcome's signer is not a member")
+            })?;
+        if adder != entry.sender {
+            tracing::warn!("a Welcome whose signer is not the account the server named");
+        }
+        // Invitations from accounts this device blocks are dropped, whatever the conversation.
+        if local::is_blocked(&self.conn, &adder)? {
+            return Err(ClientError::FromBlocked);
+        }
         let group = staged.into_group(&provider).map_err(ClientError::mls)?;
         if group.group_id().as_slice() != conversation_bytes(&entry.conversation_id)? {
             return Err(ClientError::refused(
@@ -83,10 +99,6 @@ impl Client {
         let meta = mls::meta_of(&group).ok_or_else(|| {
             ClientError::refused(Refusal::BadWelcome, "the group lacks the Kith extension")
         })?;
-        // Invitations from accounts this device blocks are dropped, whatever the conversation.
-        if local::is_blocked(&self.conn, &entry.sender)? {
-            return Err(ClientError::FromBlocked);
-        }
         // Every member must use a key the server registered for one of its devices.
         let keys: Vec<(String, Vec<u8>)> = group
             .members()
@@ -99,8 +111,8 @@ impl Client {
             .filter(|u| *u != me.username)
             .collect();
         let (kind, peer) = match meta.kind {
-            GroupType::Direct if others.len() == 1 && others.contains(&entry.sender) => {
-                (ConversationKind::Direct, Some(entry.sender.clone()))
+            GroupType::Direct if others.len() == 1 && others.contains(&adder) => {
+                (ConversationKind::Direct, Some(adder.clone()))
             }
             GroupType::Direct => {
                 return Err(ClientError::refused(
@@ -113,13 +125,13 @@ impl Client {
             // a contact of ours: stories go between people who have written to each other.
             // From someone we have not written to (yet), it waits: held, and tried again
             // once we have (see `Client::retry_invitations`).
-            GroupType::Story if meta.admins == [entry.sender.clone()] => {
-                if !local::is_contact(&self.conn, &entry.sender)? {
+            GroupType::Story if meta.admins == [adder.clone()] => {
+                if !local::is_contact(&self.conn, &adder)? {
                     return Err(ClientError::NotYet(
                         "a story channel from someone who is not a contact (yet)".into(),
                     ));
                 }
-                (ConversationKind::Story, Some(entry.sender.clone()))
+                (ConversationKind::Story, Some(adder.clone()))
             }
             GroupType::Story => {
                 return Err(ClientError::refused(
@@ -144,7 +156,7 @@ impl Client {
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
         if kind == ConversationKind::Group {
-            let line = system(entry, 0, &entry.sender, format!("{} added you", entry.sender), None);
+            let line = system(entry, 0, &adder, format!("{adder} added you"), None);
             local::insert_message(&self.conn, &line)?;
             outcome.messages.push(line);
         }

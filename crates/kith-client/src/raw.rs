@@ -61,6 +61,28 @@ impl Client {
         .encode())
     }
 
+    /// A KeyPackage of this device, made by `build` from a bare builder (leave out a
+    /// capability, add an extension, mark it last-resort): what a modified client could
+    /// upload. Its private keys are kept in the profile, as for any KeyPackage.
+    pub fn raw_key_package(
+        &self,
+        build: impl FnOnce(KeyPackageBuilder) -> KeyPackageBuilder,
+    ) -> ClientResult<Vec<u8>> {
+        use openmls::prelude::tls_codec::Serialize as _;
+        let provider = self.provider();
+        let me = self.me()?;
+        let signer = crate::mls::load_signer(&provider, &me.signature_key)?;
+        let bundle = build(KeyPackage::builder())
+            .build(
+                crate::mls::CIPHERSUITE,
+                &provider,
+                &signer,
+                crate::mls::credential(&me.username, &signer),
+            )
+            .map_err(ClientError::mls)?;
+        bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
+    }
+
     /// This device's `<device-id>:<token>`, as its requests carry it: for a test that speaks
     /// HTTP to `kithd` directly as the device.
     pub fn raw_bearer(&self) -> ClientResult<kith_proto::Secret> {

@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use crate::report::SyncReport;
+
 use kith_proto::*;
 
 use crate::client::{Client, now_millis};
@@ -88,19 +90,32 @@ impl Client {
     /// Brings the story channel's members in line with the contacts. When the server refuses
     /// a member (`forbidden`: they share no conversation with this user any more — they deleted
     /// the chat, and this device has not heard yet), it catches up (the contact ends here too)
-    /// and tries once more.
-    /// Returns whether the members changed.
+    /// and tries once more. A contact who cannot be added (no usable KeyPackage) is left out
+    /// (and tried again next time); the others are added. Returns whether the members changed.
     pub async fn sync_story_channel(&mut self) -> ClientResult<bool> {
-        match self.tend_story_channel().await {
+        let mut report = SyncReport::default();
+        let changed = self.tend_story_audience(&mut report).await?;
+        for p in &report.problems {
+            tracing::info!(problem = %p, "story audience");
+        }
+        Ok(changed)
+    }
+
+    /// [`Client::sync_story_channel`], reporting who could not be added or removed.
+    pub(crate) async fn tend_story_audience(
+        &mut self,
+        report: &mut SyncReport,
+    ) -> ClientResult<bool> {
+        match self.tend_story_channel(report).await {
             Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
                 self.sync_inner().await?;
-                self.tend_story_channel().await
+                self.tend_story_channel(report).await
             }
             other => other,
         }
     }
 
-    async fn tend_story_channel(&mut self) -> ClientResult<bool> {
+    async fn tend_story_channel(&mut self, report: &mut SyncReport) -> ClientResult<bool> {
         let me = self.me()?.username.clone();
         let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
         let Some(channel) = local::own_story_channel(&self.conn, &me)? else {
@@ -111,8 +126,12 @@ impl Client {
         let missing: Vec<String> =
             contacts.iter().filter(|c| !members.contains(c)).cloned().collect();
         if !missing.is_empty() {
-            self.add_members_to(&channel.id, &missing).await?;
-            changed = true;
+            let (claimed, added) = self.claim_each(&missing, &channel.id, report).await?;
+            if !claimed.is_empty() {
+                let (_, meta, devices) = self.current(&channel.id)?;
+                self.add_claimed(&channel.id, &added, devices, meta, claimed).await?;
+                changed = true;
+            }
         }
         // A blocked contact stays (removing it would tell it; the server keeps the stories
         // from it); only an ended contact leaves.
@@ -183,17 +202,29 @@ impl Client {
         let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
         Ok(match local::own_story_channel(&self.conn, &me)? {
             Some(c) => {
-                self.tend_story_channel().await?;
+                let mut report = SyncReport::default();
+                self.tend_story_channel(&mut report).await?;
+                for p in &report.problems {
+                    tracing::info!(problem = %p, "story audience");
+                }
                 Some(c.id)
             }
             None if contacts.is_empty() => None,
-            None => Some(self.create_story_channel(&contacts).await?),
+            None => self.create_story_channel(&contacts).await?,
         })
     }
 
-    async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<String> {
+    /// The story channel with every contact who can be added; `None` when none can (yet).
+    async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<Option<String>> {
         let me = self.me()?.clone();
-        let claimed = self.claim(contacts).await?;
+        let mut report = SyncReport::default();
+        let (claimed, _) = self.claim_each(contacts, "", &mut report).await?;
+        for p in &report.problems {
+            tracing::info!(problem = %p, "story audience");
+        }
+        if claimed.is_empty() {
+            return Ok(None);
+        }
         let meta = GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()] };
         let id = self.open_conversation(&me, &meta, claimed).await?;
         local::add_conversation(
@@ -208,7 +239,7 @@ impl Client {
                 timer_seconds: None,
             },
         )?;
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Stories from contacts and this user's own, not yet expired, newest first.

@@ -420,6 +420,49 @@ pub struct FetchResponse {
     pub more: bool,
 }
 
+/// An entry of a page as a client reads it: each on its own, so one this version cannot read
+/// (a kind from a newer server, a malformed field, a hostile server's garbage) hides nothing
+/// else. An unreadable entry that still has a `seq` is acknowledged and reported alone.
+#[derive(Clone, Debug)]
+pub enum Incoming {
+    Entry(QueueEntry),
+    Unreadable {
+        seq: u64,
+        /// Its conversation, when that much could be read (empty otherwise).
+        conversation_id: String,
+        why: String,
+    },
+}
+
+impl Incoming {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Incoming::Entry(e) => e.seq,
+            Incoming::Unreadable { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Reads the entries of a page ([`FetchResponse`]'s or a pushed frame's `entries`) one by
+/// one. Entries without even a readable `seq` are left out: nothing can acknowledge them.
+pub fn read_entries(entries: Vec<serde_json::Value>) -> Vec<Incoming> {
+    entries
+        .into_iter()
+        .filter_map(|value| {
+            let seq = value.get("seq").and_then(serde_json::Value::as_u64)?;
+            let conversation_id = value
+                .get("conversation_id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Some(match serde_json::from_value::<QueueEntry>(value) {
+                Ok(entry) => Incoming::Entry(entry),
+                Err(e) => Incoming::Unreadable { seq, conversation_id, why: e.to_string() },
+            })
+        })
+        .collect()
+}
+
 /// `POST /v1/queue/ack`: the device stored these entries durably. Acking twice is harmless.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -9,6 +9,8 @@
 //! - [`error`]: the stable error codes and the `{"error": {"code", "message"}}` body;
 //! - [`group`]: the Kith extension in an MLS group's context (conversation type, admins);
 //! - [`ids`]: usernames and conversation ids, and the rules that make them valid;
+//! - `keypackage` (feature `mls`): what a usable Kith KeyPackage is, the one rule the server
+//!   applies at upload and hand-out and every client at claim;
 //! - [`api`]: request and response bodies, queue entries and WebSocket frames;
 //! - [`payload`]: what travels inside MLS application messages (never seen by the server, but
 //!   for the one message a recipient reports), with its franking fields.
@@ -18,6 +20,8 @@ pub mod b64;
 pub mod error;
 pub mod group;
 pub mod ids;
+#[cfg(feature = "mls")]
+pub mod keypackage;
 pub mod payload;
 pub mod secret;
 

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub entries_delivered: Counter,
     pub entries_acked: Counter,
     pub key_packages_claimed: Counter,
+    /// Stored KeyPackages not handed out because the KeyPackage rule refuses them now.
+    pub key_packages_unusable: Counter,
     pub retention_deleted: Counter,
     /// Sends refused because every other member's device queue was full.
     pub queue_full_refusals: Counter,
@@ -70,6 +72,7 @@ impl Metrics {
             entries_delivered: Counter::default(),
             entries_acked: Counter::default(),
             key_packages_claimed: Counter::default(),
+            key_packages_unusable: Counter::default(),
             retention_deleted: Counter::default(),
             queue_full_refusals: Counter::default(),
             change_rate_refusals: Counter::default(),
@@ -109,6 +112,11 @@ impl Metrics {
             "key_packages_claimed",
             "KeyPackages handed out",
             m.key_packages_claimed.clone(),
+        );
+        registry.register(
+            "key_packages_unusable",
+            "Stored KeyPackages not handed out: expired, or refused by the KeyPackage rule",
+            m.key_packages_unusable.clone(),
         );
         registry.register(
             "retention_deleted",

@@ -9,39 +9,96 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use crate::error::ApiError;
 
 /// The ciphersuite every Kith client uses.
-pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub use kith_proto::keypackage::CIPHERSUITE;
+pub use kith_proto::keypackage::Slot;
 
 fn invalid_kp(why: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidKeyPackage, why)
 }
 
-/// Checks that `bytes` is one valid, correctly signed KeyPackage of our ciphersuite, whose
-/// credential names `username` and whose signature key is the device's `credential_key`.
+/// Why an uploaded KeyPackage was refused.
+#[derive(Debug)]
+pub enum KeyPackageRefusal {
+    /// It breaks the shared rule (`kith_proto::keypackage`).
+    Rule(kith_proto::keypackage::Unusable),
+    /// It is signed by another key than the device's.
+    NotThisDevice,
+    /// It is in date, but too close to its ends to be handed out safely.
+    NearItsEnds,
+}
+
+impl KeyPackageRefusal {
+    /// Whether it counts against the uploader: only what no Kith client makes does. A device
+    /// whose clock is off makes KeyPackages out of date, and is told so without a penalty.
+    pub fn blames_uploader(&self) -> bool {
+        !matches!(
+            self,
+            KeyPackageRefusal::Rule(kith_proto::keypackage::Unusable::OutOfLifetime)
+                | KeyPackageRefusal::NearItsEnds
+        )
+    }
+}
+
+impl From<KeyPackageRefusal> for ApiError {
+    fn from(r: KeyPackageRefusal) -> Self {
+        match r {
+            KeyPackageRefusal::Rule(kith_proto::keypackage::Unusable::OutOfLifetime)
+            | KeyPackageRefusal::NearItsEnds => invalid_kp(
+                "a KeyPackage is out of date (or about to be): check this device's clock",
+            ),
+            KeyPackageRefusal::Rule(e) => {
+                ApiError::new(ErrorCode::InvalidKeyPackage, e.to_string())
+            }
+            KeyPackageRefusal::NotThisDevice => {
+                invalid_kp("a KeyPackage is signed by a key that is not this device's")
+            }
+        }
+    }
+}
+
+/// A KeyPackage the server takes or hands out must have begun this long ago and stay good this
+/// much longer, so that a claimer whose clock is a little off never meets one it must refuse
+/// (OpenMLS makes them valid from an hour ago, for twelve weeks).
+const BEGUN_AGO: u64 = 10 * 60;
+const GOOD_FOR: u64 = 24 * 3600;
+
+fn clear_of_its_ends(kp: &KeyPackage) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let life = kp.life_time();
+    life.not_before().saturating_add(BEGUN_AGO) <= now
+        && life.not_after() >= now.saturating_add(GOOD_FOR)
+}
+
+/// Checks that `bytes` is a KeyPackage every Kith group can add (the shared rule,
+/// `kith_proto::keypackage`), uploaded into `slot`, whose credential names `username` and whose
+/// signature key is the device's `credential_key`, and clear of the ends of its lifetime.
 pub fn check_key_package(
     crypto: &OpenMlsRustCrypto,
     bytes: &[u8],
     username: &str,
     credential_key: &[u8],
-) -> Result<(), ApiError> {
-    let kp = KeyPackageIn::tls_deserialize_exact(bytes)
-        .map_err(|_| invalid_kp("a KeyPackage does not parse"))?;
-    let kp = kp.validate(crypto.crypto(), ProtocolVersion::Mls10).map_err(|e| {
-        tracing::debug!(error = %e, "a KeyPackage does not verify");
-        invalid_kp("a KeyPackage does not verify")
-    })?;
-    if kp.ciphersuite() != CIPHERSUITE {
-        return Err(invalid_kp("a KeyPackage uses a ciphersuite this server does not speak"));
+    slot: Slot,
+) -> Result<(), KeyPackageRefusal> {
+    let kp = kith_proto::keypackage::check(crypto.crypto(), bytes, username, Some(slot))
+        .map_err(KeyPackageRefusal::Rule)?;
+    if kp.leaf_node().signature_key().as_slice() != credential_key {
+        return Err(KeyPackageRefusal::NotThisDevice);
     }
-    let leaf = kp.leaf_node();
-    let credential = BasicCredential::try_from(leaf.credential().clone())
-        .map_err(|_| invalid_kp("a KeyPackage's credential is not a basic credential"))?;
-    if credential.identity() != username.as_bytes() {
-        return Err(invalid_kp("a KeyPackage's credential names another user"));
-    }
-    if leaf.signature_key().as_slice() != credential_key {
-        return Err(invalid_kp("a KeyPackage is signed by a key that is not this device's"));
+    if !clear_of_its_ends(&kp) {
+        return Err(KeyPackageRefusal::NearItsEnds);
     }
     Ok(())
+}
+
+/// Whether a stored KeyPackage may be handed out now: the shared rule again (it may have
+/// expired since it was uploaded, or have been stored before the rule was this strict), and
+/// clear of the ends of its lifetime.
+pub fn usable_now(crypto: &OpenMlsRustCrypto, bytes: &[u8], username: &str) -> bool {
+    kith_proto::keypackage::check(crypto.crypto(), bytes, username, None)
+        .is_ok_and(|kp| clear_of_its_ends(&kp))
 }
 
 /// An Ed25519 public key is 32 bytes.

@@ -70,6 +70,17 @@ on_both_stores! {
     replays_and_misdirected_commits_are_refused(test_config()),
     concurrent_requests_cannot_slip_past_a_limit(ten_registrations()),
     a_leave_nobody_else_can_read_does_not_freeze_the_group(test_config()),
+    an_unusable_key_package_is_refused_and_counts_against_its_uploader(test_config()),
+    a_stored_unusable_key_package_is_never_handed_out(test_config()),
+    a_poisoning_stranger_flags_nobody(last_resort_only()),
+}
+
+fn last_resort_only() -> ServerConfig {
+    let mut c = test_config();
+    // Every claim gets the last-resort KeyPackage: what a stranger who spent the hourly
+    // budget with throwaway claims leaves for everyone else.
+    c.safety.key_package_budget_per_hour = 0;
+    c
 }
 
 fn few_changes() -> ServerConfig {
@@ -643,4 +654,112 @@ async fn a_leave_nobody_else_can_read_does_not_freeze_the_group(server: TestServ
 
 fn hex(id: &str) -> Vec<u8> {
     kith_proto::ConversationId::parse(id).unwrap().as_bytes().to_vec()
+}
+
+/// Capabilities that leave out the Kith extension: a KeyPackage that verifies as MLS, but
+/// that no Kith group can add (the poisoned KeyPackage of the review).
+fn without_kith() -> openmls::prelude::Capabilities {
+    use openmls::prelude::*;
+    Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None)
+}
+
+fn poisoned_last_resort(u: &TestUser) -> Vec<u8> {
+    u.raw_key_package(|b| b.leaf_node_capabilities(without_kith()).mark_as_last_resort()).unwrap()
+}
+
+async fn an_unusable_key_package_is_refused_and_counts_against_its_uploader(server: TestServer) {
+    let mut u = users(&server, &["mallory", "bob"]).await;
+    let bad = poisoned_last_resort(&u[0]);
+    let a = u[0]
+        .hostile()
+        .post("/v1/key-packages", json!({"key_packages": [], "last_resort_key_package": B64(bad)}))
+        .await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_key_package")), "{:?}", a.body);
+    assert!(a.body["error"]["message"].as_str().unwrap().contains("capability"), "{:?}", a.body);
+    // A one-time KeyPackage marked last-resort: refused too.
+    let marked = u[0]
+        .raw_key_package(|b| {
+            b.leaf_node_capabilities(kith_proto::keypackage::capabilities()).mark_as_last_resort()
+        })
+        .unwrap();
+    let a = u[0].hostile().post("/v1/key-packages", json!({"key_packages": [B64(marked)]})).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_key_package")), "{:?}", a.body);
+    // The third refused upload in an hour: the uploader cools off, and it is flagged.
+    let bad = poisoned_last_resort(&u[0]);
+    let a = u[0]
+        .hostile()
+        .post("/v1/key-packages", json!({"key_packages": [], "last_resort_key_package": B64(bad)}))
+        .await;
+    assert_eq!(a.status, 429, "{:?}", a.body);
+    let flags = server.store().flags().await.unwrap();
+    assert!(flags.iter().any(|f| f.username == "mallory"), "{flags:?}");
+    // Nobody else is touched: bob reaches mallory's valid KeyPackages as before.
+    u[1].send_text("mallory", "hi").await.unwrap();
+    assert!(flags.iter().all(|f| f.username != "bob"));
+}
+
+async fn a_stored_unusable_key_package_is_never_handed_out(server: TestServer) {
+    // One stored before the rule (or expired since): the server drops it at hand-out, and
+    // the claimer is not charged for it however often it asks.
+    let mut u = users(&server, &["mallory"]).await;
+    let device = u[0].profile().unwrap().device_id;
+    let bad = poisoned_last_resort(&u[0]);
+    server.store().add_key_packages(device, vec![], Some(bad)).await.unwrap();
+    // Throwaway claims spend her hourly budget of one-time KeyPackages (each claimer below
+    // its own limits); past it, claims get the last-resort one, which is unusable.
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let t = server.user(&format!("drainer{i}")).await;
+        for _ in 0..2 {
+            let a = t.hostile().post("/v1/accounts/mallory/key-packages/claim", json!({})).await;
+            answers.push((a.status, a.code().map(str::to_string)));
+        }
+    }
+    // Once her one-time KeyPackages are gone, nothing is handed out, and nobody cools off.
+    let tail: Vec<_> = answers.iter().rev().take(4).cloned().collect();
+    assert!(
+        tail.iter()
+            .all(|(status, code)| *status == 409 && code.as_deref() == Some("no_key_packages")),
+        "{answers:?}"
+    );
+    assert!(server.store().flags().await.unwrap().is_empty());
+    // Her own device still sees its one-time KeyPackages counted as before.
+    assert!(u[0].whoami().await.unwrap().key_packages_remaining > 0);
+}
+
+async fn a_poisoning_stranger_flags_nobody(server: TestServer) {
+    let mut u = users(&server, &["bob", "carol", "mallory", "dave"]).await;
+    // bob has a story channel with carol.
+    u[0].send_text("carol", "hi carol").await.unwrap();
+    u[1].sync().await.unwrap();
+    u[1].send_text("bob", "hi bob").await.unwrap();
+    u[0].sync().await.unwrap();
+    u[0].story_post("at the lake").await.unwrap();
+    // mallory gets one reply, then poisons her last-resort KeyPackage (stored as a server
+    // from before the rule would hold it).
+    u[2].send_text("bob", "hello from mallory").await.unwrap();
+    u[0].sync().await.unwrap();
+    u[0].send_text("mallory", "who is this?").await.unwrap();
+    let device = u[2].profile().unwrap().device_id;
+    let bad = poisoned_last_resort(&u[2]);
+    server.store().add_key_packages(device, vec![], Some(bad)).await.unwrap();
+    // Every sync of bob's shows what came, adds nobody it cannot, and says so.
+    u[1].send_text("bob", "carol again").await.unwrap();
+    for round in 0..6 {
+        let r = u[0].sync().await.unwrap();
+        if round == 0 {
+            assert_eq!(texts(&r), ["carol again"]);
+        }
+        let not_added: Vec<_> = r
+            .problems
+            .iter()
+            .filter(|p| p.kind == kith_client::ProblemKind::NotAdded)
+            .map(|p| p.user.clone())
+            .collect();
+        assert_eq!(not_added, [Some("mallory".to_string())], "round {round}: {:?}", r.problems);
+    }
+    // bob is not slowed, cooled off or flagged: he still opens conversations.
+    u[0].send_text("dave", "hi dave").await.unwrap();
+    assert!(server.store().flags().await.unwrap().is_empty());
+    assert_eq!(texts(&u[3].sync().await.unwrap()), ["hi dave"]);
 }

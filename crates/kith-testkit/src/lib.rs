@@ -18,7 +18,7 @@ mod fault;
 pub mod hostile;
 mod lose;
 pub use fault::FaultProxy;
-pub use lose::AnswerLoser;
+pub use lose::{AnswerLoser, HostileServer, Rewrite};
 
 use std::sync::Arc;
 

@@ -1,6 +1,10 @@
 //! An HTTP proxy in front of `kithd` that can lose answers: the server carries a request out,
 //! and the client never hears (the connection closes instead) — as when a network fails after
 //! the request arrived. What the client does next is what such a test checks.
+//!
+//! It is also the hostile server: [`AnswerLoser::rewrite_queue`] rewrites, drops, reorders and
+//! replays the queue entries `kithd` hands out (`GET /v1/queue`), so a test can check that a
+//! client believes only what MLS proves, field by field.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +30,15 @@ struct State {
     /// Endings of paths whose next answer goes wrong, one answer each, in order.
     lose: Mutex<Vec<(String, Fault)>>,
     lost: AtomicU64,
+    /// Applied to the entries of every queue page handed out (see `rewrite_queue`).
+    rewrite: Mutex<Option<Rewrite>>,
 }
+
+/// What a hostile server does to the entries of a queue page before the client sees them.
+pub type Rewrite = Arc<dyn Fn(&mut Vec<serde_json::Value>) + Send + Sync>;
+
+/// The hostile server is the same proxy.
+pub type HostileServer = AnswerLoser;
 
 #[derive(Clone, Copy)]
 enum Fault {
@@ -54,8 +66,13 @@ impl AnswerLoser {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let http = reqwest::Client::builder().build().map_err(std::io::Error::other)?;
-        let state =
-            Arc::new(State { target, http, lose: Mutex::new(Vec::new()), lost: AtomicU64::new(0) });
+        let state = Arc::new(State {
+            target,
+            http,
+            lose: Mutex::new(Vec::new()),
+            lost: AtomicU64::new(0),
+            rewrite: Mutex::new(None),
+        });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(AnswerLoser { addr, state, task })
     }
@@ -74,6 +91,15 @@ impl AnswerLoser {
     pub fn time_out_next(&self, suffix: &str, after: std::time::Duration) {
         if let Ok(mut lose) = self.state.lose.lock() {
             lose.push((suffix.to_string(), Fault::Late(after)));
+        }
+    }
+
+    /// From now on, every page of queue entries (`GET /v1/queue`) goes through `f` on its way
+    /// to the client: it may change any field, drop, reorder, duplicate or add entries (JSON,
+    /// as `kithd` sends them). `None` stops rewriting.
+    pub fn rewrite_queue(&self, f: Option<Rewrite>) {
+        if let Ok(mut r) = self.state.rewrite.lock() {
+            *r = f;
         }
     }
 
@@ -143,5 +169,14 @@ async fn forward(
             back = back.header(name, value);
         }
     }
-    Ok(back.body(Full::new(answer.bytes().await?))?)
+    let mut bytes = answer.bytes().await?;
+    let rewrite = state.rewrite.lock().ok().and_then(|r| r.clone());
+    if let Some(f) = rewrite.filter(|_| parts.uri.path() == "/v1/queue") {
+        let mut page: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if let Some(entries) = page.get_mut("entries").and_then(|e| e.as_array_mut()) {
+            f(entries);
+        }
+        bytes = Bytes::from(serde_json::to_vec(&page)?);
+    }
+    Ok(back.body(Full::new(bytes))?)
 }

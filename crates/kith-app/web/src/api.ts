@@ -164,7 +164,22 @@ export const api = {
 };
 
 /** What the app pushes over `/live`. */
+/** Something a sync skipped (a message it could not read, a contact it could not add). */
+export interface Problem {
+  kind: "unreadable" | "unjoinable" | "malformed" | "not_added" | "upkeep" | "unreached";
+  chat: string | null;
+  user: string | null;
+  text: string;
+}
+
 export type LiveEvent =
-  | { type: "update"; messages: { chat: string | null; message: Message }[]; joined: string[]; expired: number }
+  | {
+      type: "update";
+      messages: { chat: string | null; message: Message }[];
+      joined: string[];
+      expired: number;
+      /** What a sync could not do, each for its own conversation, in words to show as they are. */
+      problems: Problem[];
+    }
   | { type: "status"; online: boolean; error: { code: string; message: string } | null }
   | { type: "resync" };

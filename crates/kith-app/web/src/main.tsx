@@ -934,6 +934,8 @@ function Messenger(props: { me: Me }) {
   const [panel, setPanel] = useState<Panel>(null);
   const [filter, setFilter] = useState("");
   const [online, setOnline] = useState<{ online: boolean; error: string | null }>({ online: false, error: null });
+  // What syncs could not do (newest last, a few kept), until dismissed.
+  const [notices, setNotices] = useState<string[]>([]);
   const [banner, setBanner] = useState<string | null>(null);
   const [blocked, setBlocked] = useState<string[]>([]);
   const [version, setVersion] = useState(0);
@@ -1041,6 +1043,10 @@ function Messenger(props: { me: Me }) {
               const seen = new Set(old.map((m) => m.id));
               return [...old, ...mine.map((m) => m.message).filter((m) => !seen.has(m.id))];
             });
+          }
+          const problems = event.problems ?? [];
+          if (problems.length > 0) {
+            setNotices((old) => [...old, ...problems.map((p) => p.text)].filter((t, i, all) => all.indexOf(t) === i).slice(-5));
           }
           if (event.messages.some((m) => m.message.kind === "story")) setVersion((v) => v + 1);
           if (event.joined.length > 0 || event.expired > 0) {
@@ -1189,6 +1195,18 @@ function Messenger(props: { me: Me }) {
 
   return (
     <div class="messenger" data-view={open ? "chat" : "list"}>
+      {notices.length > 0 && (
+        <div class="notices" role="alert" aria-label="What could not be done">
+          <ul>
+            {notices.map((n) => (
+              <li key={n}>{n}</li>
+            ))}
+          </ul>
+          <button onClick={() => setNotices([])} aria-label="Dismiss">
+            Dismiss
+          </button>
+        </div>
+      )}
       <header class="topbar">
         <h1>Kith</h1>
         <span class={online.online ? "status online" : "status offline"} role="status" title={online.error ?? ""}>

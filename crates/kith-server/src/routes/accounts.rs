@@ -97,8 +97,11 @@ async fn create_account(
         ));
     }
     let crypto = OpenMlsRustCrypto::default();
-    for kp in req.key_packages.iter().chain(std::iter::once(&req.last_resort_key_package)) {
-        mls::check_key_package(&crypto, &kp.0, &req.username, &req.credential_key.0)?;
+    let one_time = req.key_packages.iter().map(|kp| (kp, mls::Slot::OneTime));
+    let last_resort = std::iter::once((&req.last_resort_key_package, mls::Slot::LastResort));
+    for (kp, slot) in one_time.chain(last_resort) {
+        mls::check_key_package(&crypto, &kp.0, &req.username, &req.credential_key.0, slot)
+            .map_err(ApiError::from)?;
     }
     let profile = business_profile(&req)?;
     let token = chosen_token(req.token)?;

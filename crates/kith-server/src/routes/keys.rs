@@ -19,6 +19,7 @@ use crate::state::AppState;
         (status = 200, body = UploadKeyPackagesResponse),
         (status = 400, description = "invalid_key_package, too_many_key_packages", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many unusable KeyPackages uploaded (see docs/safety.md)", body = ErrorBody),
     ))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -48,8 +49,18 @@ pub async fn upload(
         .map(|d| d.credential_key)
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "this device is gone"))?;
     let crypto = OpenMlsRustCrypto::default();
-    for kp in req.key_packages.iter().chain(req.last_resort_key_package.iter()) {
-        mls::check_key_package(&crypto, &kp.0, &me.username, &key)?;
+    let one_time = req.key_packages.iter().map(|kp| (kp, mls::Slot::OneTime));
+    let last_resort = req.last_resort_key_package.iter().map(|kp| (kp, mls::Slot::LastResort));
+    for (kp, slot) in one_time.chain(last_resort) {
+        if let Err(e) = mls::check_key_package(&crypto, &kp.0, &me.username, &key, slot) {
+            // Kith's own clients never upload one (but for a clock that is off): this counts
+            // against the uploader, who alone can upload for this device.
+            if e.blames_uploader() {
+                let verdict = state.safety.note_unusable_upload(&me.username, state.now());
+                safety::enforce(&state, &me.username, verdict).await?;
+            }
+            return Err(e.into());
+        }
     }
     let remaining = state
         .store
@@ -100,7 +111,22 @@ pub async fn claim(
     // All claimers together take at most the account's hourly budget of one-time KeyPackages;
     // past it they get its last-resort KeyPackage, so nobody can drain it.
     let one_time = state.safety.take_key_package_budget(&username, now);
-    let claimed = state.store.claim_key_packages(&username, one_time).await?;
+    let mut claimed = state.store.claim_key_packages(&username, one_time).await?;
+    // Only what every Kith client will take is handed out (the rule clients apply at claim):
+    // one that expired since, or was stored before the rule, is dropped here, so the claimer
+    // is never charged for a KeyPackage nobody could use.
+    let crypto = OpenMlsRustCrypto::default();
+    claimed.retain(|c| {
+        let usable = mls::usable_now(&crypto, &c.data, &username);
+        if !usable {
+            tracing::info!(
+                device = c.device_id,
+                "an unusable stored KeyPackage was not handed out"
+            );
+            state.metrics.key_packages_unusable.inc();
+        }
+        usable
+    });
     if claimed.is_empty() {
         return Err(none_left());
     }

@@ -9,6 +9,7 @@
 //! | KeyPackages claimed per hour | 500 | slow down |
 //! | claims of the same account's KeyPackages never used, per hour | 3 | cool-off |
 //! | one-time KeyPackages of one account handed out per hour, all claimers together | 10 | its last-resort KeyPackage instead |
+//! | uploads with a KeyPackage no Kith group can take, per hour | 3 | cool-off |
 //! | changes to conversations (commits, proposals, new conversations) per minute | 60 | slow down |
 //! | changes by one member to one conversation per minute | 30 | slow down |
 //! | changes by its owner to one story channel's audience per hour | 60 | slow down |
@@ -69,6 +70,9 @@ pub struct SafetyConfig {
     /// Cool-offs within 24 h after which the next breach suspends.
     pub cool_offs_before_suspension: u32,
     pub registrations_per_ip_per_hour: u32,
+    /// Uploads refused for an unusable KeyPackage (per account, per hour) after which the
+    /// uploader cools off. Only the account's own devices can upload for it.
+    pub max_unusable_uploads_per_hour: u32,
 }
 
 impl Default for SafetyConfig {
@@ -92,6 +96,7 @@ impl Default for SafetyConfig {
             cool_off_minutes: 60,
             cool_offs_before_suspension: 2,
             registrations_per_ip_per_hour: 10,
+            max_unusable_uploads_per_hour: 3,
         }
     }
 }
@@ -425,6 +430,21 @@ impl Safety {
             if settled.saturating_sub(used) >= limit {
                 let reason =
                     format!("more than {limit} KeyPackages claimed and never used in an hour");
+                return self.breach(s, user, reason, now);
+            }
+            Action::Allow
+        })
+    }
+
+    /// After an upload was refused for a KeyPackage no Kith group can take: it counts against
+    /// the uploader (never against whoever would have claimed it).
+    pub fn note_unusable_upload(&self, user: &str, now: Millis) -> Action {
+        self.with(|s| {
+            let a = s.account(user, now);
+            a.unusable_uploads.add(now, 1);
+            let n = a.unusable_uploads.count(now, HOUR);
+            if n >= u64::from(self.config.max_unusable_uploads_per_hour.max(1)) {
+                let reason = format!("uploaded unusable KeyPackages {n} times in an hour");
                 return self.breach(s, user, reason, now);
             }
             Action::Allow

@@ -70,6 +70,8 @@ pub struct AccountSignals {
     pub unanswered: HashMap<Vec<u8>, Millis>,
     /// Changes (commits, proposals, new conversations) this account made.
     pub changes: Window,
+    /// Uploads refused because a KeyPackage broke the KeyPackage rule (no Kith client makes one).
+    pub unusable_uploads: Window,
     pub cool_off_until: Option<Millis>,
     pub cool_offs: Window,
     pub last_seen: Millis,

@@ -1,0 +1,335 @@
+//! A hostile server: a proxy in front of a real kithd (the testkit's [`HostileServer`]) rewrites,
+//! drops, reorders and replays the queue entries bob's device fetches. One test per field the
+//! server supplies; each checks the same properties: the sync succeeds, every message shown is
+//! shown once and attributed to the account that really wrote it (MLS says who, never the
+//! entry), what could not be used is reported for its conversation, and the conversation goes
+//! on afterwards.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kith_client::{ProblemKind, SyncReport};
+use kith_proto::AccountKind;
+use kith_testkit::{HostileServer, TestServer, TestUser};
+use serde_json::{Value, json};
+
+/// What bob saw: (author, text) of every message shown, and the reports.
+struct Seen {
+    shown: Vec<(String, String)>,
+    reports: Vec<SyncReport>,
+}
+
+impl Seen {
+    fn problems(&self) -> Vec<ProblemKind> {
+        self.reports.iter().flat_map(|r| r.problems.iter().map(|p| p.kind)).collect()
+    }
+}
+
+/// alice and carol each have a 1:1 chat with bob, whose device reaches kithd through a hostile
+/// server. With `rewrite` on, alice sends "two" and "three" and carol "carol two"; then, with
+/// it off, alice sends "four". Checks the properties every rewrite must keep.
+async fn through(rewrite: impl Fn(&mut Vec<Value>) + Send + Sync + 'static) -> Seen {
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut bob = TestUser::register(&proxy.url(), "bob", AccountKind::Person).await;
+    let mut alice = server.user("alice").await;
+    let mut carol = server.user("carol").await;
+    alice.send_text("bob", "one").await.unwrap();
+    carol.send_text("bob", "carol one").await.unwrap();
+    let mut reports = vec![bob.sync().await.unwrap()];
+    proxy.rewrite_queue(Some(Arc::new(rewrite)));
+    alice.send_text("bob", "two").await.unwrap();
+    alice.send_text("bob", "three").await.unwrap();
+    carol.send_text("bob", "carol two").await.unwrap();
+    reports.push(bob.sync().await.expect("a sync through a hostile server succeeds"));
+    proxy.rewrite_queue(None);
+    alice.send_text("bob", "four").await.unwrap();
+    carol.send_text("bob", "carol three").await.unwrap();
+    reports.push(bob.sync().await.unwrap());
+    let shown: Vec<(String, String)> = reports
+        .iter()
+        .flat_map(|r| r.messages.iter().map(|m| (m.from.clone(), m.text.clone())))
+        .collect();
+    // Attributed to whoever really wrote it, and shown once.
+    let authors: BTreeMap<&str, &str> = [
+        ("one", "alice"),
+        ("two", "alice"),
+        ("three", "alice"),
+        ("four", "alice"),
+        ("carol one", "carol"),
+        ("carol two", "carol"),
+        ("carol three", "carol"),
+    ]
+    .into();
+    for (from, text) in &shown {
+        assert_eq!(Some(&from.as_str()), authors.get(text.as_str()), "{text:?} shown as {from}'s");
+        assert_eq!(shown.iter().filter(|(_, t)| t == text).count(), 1, "{text:?} shown twice");
+    }
+    // The conversations go on after whatever the hostile server did.
+    for text in ["one", "carol one", "four", "carol three"] {
+        assert!(shown.iter().any(|(_, t)| t == text), "{text:?} was not shown: {shown:?}");
+    }
+    // Every entry dropped is reported, for its conversation.
+    let dropped: u32 = reports.iter().map(|r| r.dropped).sum();
+    let reported = reports
+        .iter()
+        .flat_map(|r| &r.problems)
+        .filter(|p| {
+            matches!(
+                p.kind,
+                ProblemKind::Unreadable | ProblemKind::Unjoinable | ProblemKind::Malformed
+            )
+        })
+        .count();
+    assert_eq!(dropped as usize, reported);
+    Seen { shown, reports }
+}
+
+fn texts(seen: &Seen) -> Vec<&str> {
+    seen.shown.iter().map(|(_, t)| t.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_sender_never_changes_who_wrote_it() {
+    let seen = through(|entries| {
+        for e in entries {
+            e["sender"] = json!("carol");
+        }
+    })
+    .await;
+    // alice's messages labelled as carol's are not shown as carol's (they are dropped and
+    // reported); carol's own go through.
+    assert!(texts(&seen).contains(&"carol two"));
+    assert!(seen.problems().contains(&ProblemKind::Unreadable));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sender_device_misattributes_nothing() {
+    through(|entries| {
+        for e in entries {
+            e["sender_device"] = json!(e["sender_device"].as_u64().unwrap_or(0) + 1);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_moved_to_another_conversation_is_not_shown_there() {
+    let seen = through(|entries| {
+        let ids: Vec<Value> = entries.iter().map(|e| e["conversation_id"].clone()).collect();
+        let (Some(first), Some(other)) =
+            (ids.first().cloned(), ids.iter().find(|i| Some(*i) != ids.first()).cloned())
+        else {
+            return;
+        };
+        for e in entries {
+            e["conversation_id"] =
+                if e["conversation_id"] == first { other.clone() } else { first.clone() };
+        }
+    })
+    .await;
+    for (from, text) in &seen.shown {
+        assert!(!(from == "alice" && text.starts_with("carol")), "{text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_an_unknown_kind_hides_nothing_else() {
+    let seen = through(|entries| {
+        if let Some(e) = entries.first_mut() {
+            e["kind"] = json!("hologram");
+        }
+    })
+    .await;
+    assert!(seen.problems().contains(&ProblemKind::Malformed), "{:?}", seen.problems());
+    assert!(texts(&seen).contains(&"carol two"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_data_is_reported_and_the_rest_is_shown() {
+    let seen = through(|entries| {
+        if let Some(e) = entries.first_mut() {
+            e["data"] = json!("AAECAwQFBgcICQ==");
+        }
+    })
+    .await;
+    assert!(seen.problems().contains(&ProblemKind::Unreadable), "{:?}", seen.problems());
+    assert!(texts(&seen).contains(&"three") && texts(&seen).contains(&"carol two"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_entries_are_shown_once() {
+    let seen = through(|entries| {
+        let copies: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                let mut c = e.clone();
+                c["seq"] = json!(e["seq"].as_u64().unwrap_or(0) + 1_000_000);
+                c["message_id"] = json!(e["message_id"].as_u64().unwrap_or(0) + 1_000_000);
+                c
+            })
+            .collect();
+        entries.extend(copies);
+    })
+    .await;
+    assert!(texts(&seen).contains(&"two") && texts(&seen).contains(&"three"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_entries_are_all_shown() {
+    let seen = through(|entries| entries.reverse()).await;
+    for text in ["two", "three", "carol two"] {
+        assert!(texts(&seen).contains(&text), "{:?}", seen.shown);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_entry_hides_nothing_else() {
+    let seen = through(|entries| {
+        if !entries.is_empty() {
+            entries.remove(0);
+        }
+    })
+    .await;
+    assert!(texts(&seen).contains(&"three") && texts(&seen).contains(&"carol two"));
+}
+
+/// A group of alice's with bob, carol not in it, bob behind a hostile server that names carol
+/// as the sender of everything.
+async fn invited_by_alice_labelled_carol(block_alice: bool) -> (SyncReport, TestUser) {
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut bob = TestUser::register(&proxy.url(), "bob", AccountKind::Person).await;
+    let mut alice = server.user("alice").await;
+    let _carol = server.user("carol").await;
+    let _dave = server.user("dave").await;
+    alice.create_group("Picnic", &["bob".to_string(), "dave".to_string()]).await.unwrap();
+    if block_alice {
+        bob.block("alice").await.unwrap();
+    }
+    proxy.rewrite_queue(Some(Arc::new(|entries: &mut Vec<Value>| {
+        for e in entries {
+            e["sender"] = json!("carol");
+        }
+    })));
+    let r = bob.sync().await.unwrap();
+    (r, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_you_names_who_signed_the_welcome() {
+    let (r, _bob) = invited_by_alice_labelled_carol(false).await;
+    let lines: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert!(lines.contains(&"alice added you"), "{lines:?}");
+    assert!(r.messages.iter().all(|m| m.from != "carol"), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_invitation_from_a_blocked_account_stays_out() {
+    let (r, bob) = invited_by_alice_labelled_carol(true).await;
+    assert!(r.joined.is_empty(), "{:?}", r.joined);
+    assert!(r.blocked >= 1);
+    assert!(bob.groups().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_naming_a_member_that_cannot_exist_is_refused_alone() {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    use openmls_basic_credential::SignatureKeyPair;
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut bob = TestUser::register(&proxy.url(), "bob", AccountKind::Person).await;
+    let mut alice = server.user("alice").await;
+    let mallory = server.user("mallory").await;
+    alice.send_text("bob", "hello").await.unwrap();
+    bob.sync().await.unwrap();
+    // mallory's own OpenMLS client claims bob's KeyPackage and builds a group with him and a
+    // member named "AB", a name no account can have (the server would refuse the tree; a
+    // hostile server delivers the Welcome anyway).
+    let claim = mallory.hostile().post("/v1/accounts/bob/key-packages/claim", json!({})).await;
+    let bob_kp: kith_proto::B64 =
+        serde_json::from_value(claim.body["key_packages"][0]["key_package"].clone()).unwrap();
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let crypto = openmls_rust_crypto::RustCrypto::default();
+    let bob_kp =
+        kith_proto::keypackage::check(&crypto, &bob_kp.0, "bob", None).expect("bob's KeyPackage");
+    let member = |name: &str| {
+        let signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        (signer, credential)
+    };
+    let (ab_signer, ab) = member("AB");
+    let ab_kp = KeyPackage::builder()
+        .leaf_node_capabilities(kith_proto::keypackage::capabilities())
+        .build(kith_proto::keypackage::CIPHERSUITE, &provider, &ab_signer, ab)
+        .unwrap();
+    let (signer, me) = member("mallory");
+    let meta = kith_proto::GroupMeta {
+        kind: kith_proto::GroupType::Group,
+        admins: vec!["mallory".into()],
+    };
+    let kith = kith_proto::keypackage::kith_extension();
+    let config = MlsGroupCreateConfig::builder()
+        .capabilities(kith_proto::keypackage::capabilities())
+        .with_group_context_extensions(
+            Extensions::from_vec(vec![
+                Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+                    &[kith],
+                    &[],
+                    &[],
+                )),
+                Extension::Unknown(
+                    kith_proto::group::GROUP_META_EXTENSION,
+                    UnknownExtension(meta.encode()),
+                ),
+            ])
+            .unwrap(),
+        )
+        .ciphersuite(kith_proto::keypackage::CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .build();
+    let id = "00112233445566778899aabbccddeeff";
+    let mut group = MlsGroup::new_with_group_id(
+        &provider,
+        &signer,
+        &config,
+        GroupId::from_slice(&hex_bytes(id)),
+        me,
+    )
+    .unwrap();
+    let (_, welcome, _) =
+        group.add_members(&provider, &signer, &[bob_kp, ab_kp.key_package().clone()]).unwrap();
+    let welcome = kith_proto::B64(welcome.tls_serialize_detached().unwrap());
+    let once = std::sync::atomic::AtomicBool::new(false);
+    proxy.rewrite_queue(Some(Arc::new(move |entries: &mut Vec<Value>| {
+        if once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        entries.insert(
+            0,
+            json!({
+                "seq": 1, "message_id": 9_000_000, "conversation_id": id, "kind": "welcome",
+                "sender": "mallory", "sender_device": 1, "data": welcome, "server_time": 0,
+            }),
+        );
+    })));
+    alice.send_text("bob", "still here").await.unwrap();
+    let r = bob.sync().await.expect("one bad Welcome does not fail the sync");
+    assert!(r.messages.iter().any(|m| m.text == "still here"), "{:?}", r.messages);
+    assert!(r.joined.is_empty());
+    assert!(r.problems.iter().any(|p| p.kind == ProblemKind::Unjoinable), "{:?}", r.problems);
+    // And it does not come back: the next message arrives as any other.
+    alice.send_text("bob", "and again").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(r.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["and again"]);
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
