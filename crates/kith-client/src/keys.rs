@@ -13,8 +13,11 @@ use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, params};
 
+use kith_proto::AccountKind;
+
 use crate::client::Client;
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::local;
 
 /// Accounts whose devices were fetched during the current round of processing.
 #[derive(Debug, Default)]
@@ -59,7 +62,15 @@ impl Client {
             if *username == me.username && *key == me.signature_key {
                 continue;
             }
-            if self.registered_device(username, key)?.is_some() {
+            // Known key, and known kind of account (which the opt-in rule needs).
+            if self.registered_device(username, key)?.is_some()
+                && local::account_is_business(&self.conn, username)?.is_some()
+            {
+                continue;
+            }
+            if self.registered_device(username, key)?.is_some()
+                && self.keys_fetched.contains(username)
+            {
                 continue;
             }
             if self.keys_fetched.contains(username) {
@@ -110,6 +121,9 @@ impl Client {
                     }
                 }
             };
+            if let Some(l) = &list {
+                local::set_account_kind(&self.conn, username, l.kind == AccountKind::Business)?;
+            }
             for d in list.into_iter().flat_map(|l| l.devices) {
                 self.conn
                     .prepare_cached(
@@ -125,5 +139,16 @@ impl Client {
             self.keys_fetched.0.borrow_mut().insert(username.clone());
         }
         Ok(())
+    }
+
+    /// Whether `username` is a business account, as the server lists it (asked once, then
+    /// remembered). A business is never a story contact, and a person joins a group holding a
+    /// business only after opening a conversation with it.
+    pub(crate) async fn is_business(&mut self, username: &str) -> ClientResult<bool> {
+        if let Some(known) = local::account_is_business(&self.conn, username)? {
+            return Ok(known);
+        }
+        self.fetch_keys(&[username.to_string()]).await?;
+        Ok(local::account_is_business(&self.conn, username)?.unwrap_or(false))
     }
 }

@@ -188,6 +188,11 @@ CREATE TABLE IF NOT EXISTS kith_device_keys (
     device_id INTEGER NOT NULL,
     PRIMARY KEY (username, credential_key)
 );
+-- What kind of account each looked-up account is (from the same device list as its keys).
+CREATE TABLE IF NOT EXISTS kith_account_kinds (
+    username TEXT PRIMARY KEY,
+    business INTEGER NOT NULL
+);
 ";
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -829,4 +834,28 @@ pub fn directs_with(conn: &Connection, peer: &str) -> rusqlite::Result<Vec<Conve
     ))?
     .query_map(params![peer], conversation_row)?
     .collect()
+}
+
+/// Records whether `username` is a business (as its device list said).
+pub fn set_account_kind(conn: &Connection, username: &str, business: bool) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO kith_account_kinds (username, business) VALUES (?1, ?2)",
+    )?
+    .execute(params![username, business])?;
+    Ok(())
+}
+
+/// Whether `username` is a business, if its device list was ever fetched.
+pub fn account_is_business(conn: &Connection, username: &str) -> rusqlite::Result<Option<bool>> {
+    conn.prepare_cached("SELECT business FROM kith_account_kinds WHERE username = ?1")?
+        .query_row(params![username], |r| r.get(0))
+        .optional()
+}
+
+/// Whether this device has an open 1:1 conversation with `peer`.
+pub fn has_open_direct(conn: &Connection, peer: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM kith_conversations WHERE kind = 'direct' AND peer = ?1 AND left_at IS NULL",
+    )?
+    .exists(params![peer])
 }

@@ -110,6 +110,21 @@ impl Client {
             .filter_map(|m| mls::identity(&m.credential))
             .filter(|u| *u != me.username)
             .collect();
+        // A business reaches only people who opened a conversation with it: this device joins
+        // a group holding one only if it has, and a story channel never holds one.
+        if meta.kind != GroupType::Direct && me.kind == AccountKind::Person {
+            for other in &others {
+                if local::account_is_business(&self.conn, other)? != Some(true) {
+                    continue;
+                }
+                if meta.kind == GroupType::Story || !local::has_open_direct(&self.conn, other)? {
+                    return Err(ClientError::refused(
+                        Refusal::BadWelcome,
+                        format!("a group with {other}, a business you have not written to"),
+                    ));
+                }
+            }
+        }
         let (kind, peer) = match meta.kind {
             GroupType::Direct if others.len() == 1 && others.contains(&adder) => {
                 (ConversationKind::Direct, Some(adder.clone()))

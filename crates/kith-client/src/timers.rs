@@ -82,6 +82,10 @@ impl Client {
         if self.me()?.kind == AccountKind::Business {
             return Ok(());
         }
+        // Nor is a business anyone's story contact: stories go between people.
+        if self.is_business(peer).await? {
+            return Ok(());
+        }
         // The story channel takes them in at the next sync or story.
         local::add_contact(&self.conn, peer, now_millis())?;
         Ok(())
@@ -115,9 +119,21 @@ impl Client {
         }
     }
 
+    /// The contacts a story channel reaches: people only (a profile from before businesses
+    /// were told apart may list one as a contact).
+    async fn story_contacts(&mut self) -> ClientResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (c, _) in self.contacts()? {
+            if !self.is_business(&c).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     async fn tend_story_channel(&mut self, report: &mut SyncReport) -> ClientResult<bool> {
         let me = self.me()?.username.clone();
-        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
+        let contacts = self.story_contacts().await?;
         let Some(channel) = local::own_story_channel(&self.conn, &me)? else {
             return Ok(false); // created at the first story
         };
@@ -135,7 +151,12 @@ impl Client {
         }
         // A blocked contact stays (removing it would tell it; the server keeps the stories
         // from it); only an ended contact leaves.
-        let audience = local::audience(&self.conn)?;
+        let mut audience = Vec::new();
+        for a in local::audience(&self.conn)? {
+            if !self.is_business(&a).await? {
+                audience.push(a);
+            }
+        }
         for gone in members.iter().filter(|m| **m != me && !audience.contains(m)) {
             self.remove_member_from(&channel.id, gone).await?;
             changed = true;
@@ -199,7 +220,7 @@ impl Client {
     /// the first story); `None` while there is nobody to show a story to.
     async fn story_channel(&mut self) -> ClientResult<Option<String>> {
         let me = self.me()?.username.clone();
-        let contacts: Vec<String> = self.contacts()?.into_iter().map(|(c, _)| c).collect();
+        let contacts = self.story_contacts().await?;
         Ok(match local::own_story_channel(&self.conn, &me)? {
             Some(c) => {
                 let mut report = SyncReport::default();

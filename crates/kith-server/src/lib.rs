@@ -24,12 +24,15 @@
 //! - [`metrics`]: Prometheus counters;
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations;
 //! - [`tls`]: HTTPS and WSS with rustls when a certificate is configured;
+//! - [`businesses`]: the opt-in rule — a business reaches only people who opened a
+//!   conversation with it, in every kind of conversation;
 //! - [`safety`]: message franking and verified reports, and the metadata-only abuse policy.
 //!
 //! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
 //! it needs, and logs neither content, tokens nor keys.
 
 pub mod admin;
+pub mod businesses;
 pub mod config;
 pub mod delivery;
 pub mod error;

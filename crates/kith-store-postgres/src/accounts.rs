@@ -163,6 +163,19 @@ impl AccountStore for PgStore {
         if n == 0 { Err(StoreError::UnknownUser) } else { Ok(()) }
     }
 
+    async fn businesses_among(&self, usernames: &[String]) -> StoreResult<Vec<String>> {
+        if usernames.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(
+            "SELECT username FROM accounts WHERE kind = 1 AND username = ANY($1) ORDER BY username",
+        )
+        .bind(usernames)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
     async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{ACCOUNT_INFO} WHERE a.kind = 1 AND (

@@ -158,6 +158,25 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn businesses_among(&self, usernames: &[String]) -> StoreResult<Vec<String>> {
+        let names = usernames.to_vec();
+        self.read(move |conn| {
+            // In-process: one prepared lookup per name costs what one query would.
+            let mut q =
+                conn.prepare_cached("SELECT 1 FROM accounts WHERE username = ?1 AND kind = 1")?;
+            let mut out = Vec::new();
+            for name in names {
+                if q.exists(params![name])? {
+                    out.push(name);
+                }
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+        .await
+    }
+
     async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>> {
         let query = query.to_lowercase();
         self.read(move |conn| {

@@ -617,6 +617,13 @@ pub async fn business_directory(store: Arc<dyn Store>) {
         "people are not listed"
     );
     assert_eq!(store.search_businesses("b", 1).await.unwrap().len(), 1);
+    let among = store
+        .businesses_among(&["alice".into(), "bikes".into(), "nobody".into(), "bakery".into()])
+        .await
+        .unwrap();
+    assert_eq!(among, ["bakery", "bikes"]);
+    assert!(store.businesses_among(&[]).await.unwrap().is_empty());
+    assert!(store.businesses_among(&["alice".into()]).await.unwrap().is_empty());
 
     // Alice and bob share a 1:1 conversation; alice and the bakery do not.
     assert!(store.share_direct_conversation("alice", "bob").await.unwrap());

@@ -431,6 +431,10 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Marks a business verified (or not). `Err(UnknownUser)` if there is no such business.
     async fn set_verified(&self, username: &str, verified: bool) -> StoreResult<()>;
 
+    /// Which of `usernames` are business accounts (unknown names are left out), in one query:
+    /// the opt-in rule asks it of a whole group at every change that adds.
+    async fn businesses_among(&self, usernames: &[String]) -> StoreResult<Vec<String>>;
+
     /// Business accounts whose username, display name or description contains `query`
     /// (case-insensitive), verified first, then by name; at most `limit`.
     async fn search_businesses(&self, query: &str, limit: u32) -> StoreResult<Vec<AccountInfo>>;

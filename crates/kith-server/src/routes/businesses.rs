@@ -1,7 +1,4 @@
-//! Businesses: the public directory, and the opt-in rule. A business may answer in a 1:1
-//! conversation a person opened with it, and nothing more: it cannot start a conversation with
-//! a person, add a person to a group, or claim a person's KeyPackages unless that person has an
-//! open 1:1 conversation with it.
+//! Businesses: the public directory. (The opt-in rule is the `businesses` service's.)
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -17,33 +14,6 @@ use crate::state::AppState;
 pub struct SearchParams {
     /// Part of a business's username, display name or description (1–64 characters).
     pub q: String,
-}
-
-fn not_opted_in(person: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotOptedIn,
-        format!("a business can write to {person} only in a conversation {person} opened with it"),
-    )
-}
-
-async fn is_person(state: &AppState, username: &str) -> ApiResult<bool> {
-    Ok(state.store.account_info(username).await?.is_some_and(|i| i.kind == AccountKind::Person))
-}
-
-/// A business may claim a person's KeyPackages only while the person has an open 1:1
-/// conversation with it.
-pub async fn require_opt_in(state: &AppState, business: &str, other: &str) -> ApiResult<()> {
-    if !is_person(state, other).await?
-        || state.store.share_direct_conversation(other, business).await?
-    {
-        return Ok(());
-    }
-    Err(not_opted_in(other))
-}
-
-/// A business never brings a person into a conversation (a new one, or a group by commit).
-pub async fn refuse_person(state: &AppState, other: &str) -> ApiResult<()> {
-    if is_person(state, other).await? { Err(not_opted_in(other)) } else { Ok(()) }
 }
 
 /// Search the business directory: verified businesses first.

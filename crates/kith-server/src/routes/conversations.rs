@@ -107,9 +107,13 @@ pub async fn create(
         members.iter().map(|m| m.username.as_str()).collect();
     if me.kind == AccountKind::Business {
         for other in accounts.iter().filter(|a| **a != me.username) {
-            crate::routes::businesses::refuse_person(&state, other).await?;
+            crate::businesses::refuse_person(&state, other).await?;
         }
     }
+    // Whoever creates it: a business only with people who opted in, and never in stories.
+    let everyone: std::collections::BTreeSet<String> =
+        accounts.iter().map(|a| a.to_string()).collect();
+    crate::businesses::check_members(&state, meta.kind, &everyone, &everyone).await?;
     match meta.kind {
         GroupType::Direct if accounts.len() != 2 || !meta.admins.is_empty() => {
             return Err(ApiError::new(

@@ -341,7 +341,7 @@ async fn commit(
         for add in staged.add_proposals() {
             let leaf = add.add_proposal().key_package().leaf_node();
             let added = groups::state::identity(leaf.credential()).unwrap_or_default();
-            crate::routes::businesses::refuse_person(state, &added).await?;
+            crate::businesses::refuse_person(state, &added).await?;
         }
     }
     let adds = staged.add_proposals().count() > 0;
@@ -355,6 +355,12 @@ async fn commit(
     tracked.group.merge_commit(&tracked.storage, staged).map_err(internal)?;
     let leaves = tracked.leaves();
     let devices = groups::resolve_devices(&*state.store, &leaves).await?;
+    if adds && let Some(kind) = tracked.meta().map(|m| m.kind) {
+        // Whoever adds: a business only with people who opted in, and never in stories.
+        let members: BTreeSet<String> = devices.iter().map(|d| d.username.clone()).collect();
+        let added: BTreeSet<String> = added_accounts.iter().cloned().collect();
+        crate::businesses::check_members(state, kind, &members, &added).await?;
+    }
     let joined: Vec<u64> = leaves
         .iter()
         .zip(&devices)

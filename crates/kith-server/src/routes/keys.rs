@@ -106,7 +106,7 @@ pub async fn claim(
     // then builds never reaches the blocker (see `delivery`).
     // A business reaches only people who opened a conversation with it.
     if me.kind == AccountKind::Business {
-        crate::routes::businesses::require_opt_in(&state, &me.username, &username).await?;
+        crate::businesses::require_opt_in(&state, &me.username, &username).await?;
     }
     // All claimers together take at most the account's hourly budget of one-time KeyPackages;
     // past it they get its last-resort KeyPackage, so nobody can drain it.
