@@ -177,8 +177,10 @@ async fn create_group(State(app): State<Arc<App>>, Json(g): Json<NewGroup>) -> A
     let mut client = app.client.lock().await;
     let members: Vec<String> =
         g.members.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
-    let id = client.create_group(g.name.trim(), &members).await?;
-    Ok(Json(json!({ "id": id })))
+    let (id, not_added) = client.create_group_reporting(g.name.trim(), &members).await?;
+    // Who could not be added, in words (the page shows them).
+    let not_added: Vec<String> = not_added.iter().map(|p| client.problem_sentence(p)).collect();
+    Ok(Json(json!({ "id": id, "not_added": not_added })))
 }
 
 async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {

@@ -370,10 +370,16 @@ async fn group(client: &mut Client, out: &output::Output, cmd: GroupCommand) -> 
     let fail = |e: ClientError| explain(&e, None);
     match cmd {
         GroupCommand::Create { name, members } => {
-            let id = client.create_group(&name, &members).await.map_err(|e| match e.code() {
-                Some(ErrorCode::UnknownUser) => format!("cannot create the group: {e}"),
-                _ => explain(&e, None),
-            })?;
+            let (id, not_added) =
+                client.create_group_reporting(&name, &members).await.map_err(|e| {
+                    match e.code() {
+                        Some(ErrorCode::UnknownUser) => format!("cannot create the group: {e}"),
+                        _ => explain(&e, None),
+                    }
+                })?;
+            for problem in &not_added {
+                eprintln!("{}", output::shown(&client.problem_sentence(problem)));
+            }
             out.group_created(&name, &id);
         }
         GroupCommand::Add { group, username } => {

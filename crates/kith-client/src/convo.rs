@@ -14,8 +14,47 @@ use kith_proto::payload::{Body, Payload, valid_group_name};
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 /// A KeyPackage claimed for one device of a user, verified.
+#[derive(Clone)]
 pub(crate) struct Claimed {
     pub key_package: KeyPackage,
+}
+
+/// What [`Client::claim_each`] got: each addable user's KeyPackages, and the users who cannot
+/// be added, with why.
+#[derive(Default)]
+pub(crate) struct Claims {
+    pub claimed: Vec<(String, Vec<Claimed>)>,
+    pub refused: Vec<(String, ClientError)>,
+}
+
+impl Claims {
+    pub fn users(&self) -> Vec<String> {
+        self.claimed.iter().map(|(u, _)| u.clone()).collect()
+    }
+
+    pub fn key_packages(&self) -> Vec<Claimed> {
+        self.claimed.iter().flat_map(|(_, c)| c.iter().cloned()).collect()
+    }
+
+    /// The users set aside, as problems of `conversation`.
+    pub fn problems(&self, conversation: &str) -> Vec<crate::report::Problem> {
+        self.refused
+            .iter()
+            .map(|(user, e)| crate::report::Problem {
+                kind: crate::report::ProblemKind::NotAdded,
+                conversation: conversation.to_string(),
+                user: Some(user.clone()),
+                detail: e.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// Whether a claim's failure is the claimed user's (they cannot be added), not this device's
+/// or the network's.
+fn cannot_be_added(e: &ClientError) -> bool {
+    e.refusal() == Some(Refusal::BadKeyPackage)
+        || matches!(e.code(), Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser))
 }
 
 fn check_text(text: &str) -> ClientResult<()> {
@@ -103,8 +142,20 @@ impl Client {
     }
 
     /// Creates a group named `name` with `members` (usernames) and this device as its admin.
-    /// Returns the group's id.
+    /// Returns the group's id. Members who cannot be added are left out (see
+    /// [`Client::create_group_reporting`]).
     pub async fn create_group(&mut self, name: &str, members: &[String]) -> ClientResult<String> {
+        Ok(self.create_group_reporting(name, members).await?.0)
+    }
+
+    /// Creates a group as [`Client::create_group`] does, and says who could not be added (no
+    /// usable KeyPackage, no such user): they are left out — noted in the group's history —
+    /// and the others are in, as messengers do. Fails only when nobody could be added.
+    pub async fn create_group_reporting(
+        &mut self,
+        name: &str,
+        members: &[String],
+    ) -> ClientResult<(String, Vec<crate::report::Problem>)> {
         let me = self.me()?.clone();
         if !valid_group_name(name) {
             return Err(ClientError::refused(
@@ -125,7 +176,15 @@ impl Client {
                 "a group needs at least one other member",
             ));
         }
-        let claimed = self.claim(&others).await?;
+        self.check_new_members(&others).await?;
+        let mut claims = self.claim_each(&others).await?;
+        if claims.claimed.is_empty()
+            && let Some((_, first)) = claims.refused.drain(..).next()
+        {
+            return Err(first);
+        }
+        let claimed = claims.key_packages();
+        let others = claims.users();
         if self.local_checks {
             self.check_size(1 + claimed.len()).await?;
         }
@@ -144,9 +203,13 @@ impl Client {
             },
         )?;
         self.note(&id, format!("{} created the group with {}", me.username, others.join(", ")))?;
+        let problems = claims.problems(&id);
+        for p in &problems {
+            self.note(&id, format!("{p}"))?;
+        }
         // The name travels only inside MLS: members learn it from this message.
         self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
-        Ok(id)
+        Ok((id, problems))
     }
 
     /// Refuses locally a group that would exceed the server's limit.
@@ -199,42 +262,50 @@ impl Client {
         Ok(out)
     }
 
-    /// Claims each user's KeyPackages on its own, for `conversation`: a user who cannot be
-    /// added (their KeyPackages cannot be used, they have none, or they are gone) is left out
-    /// and reported; any other failure (the server unreachable, this account slowed down)
-    /// stops. Returns the KeyPackages and the users they belong to.
-    pub(crate) async fn claim_each(
-        &mut self,
-        users: &[String],
-        conversation: &str,
-        report: &mut crate::report::SyncReport,
-    ) -> ClientResult<(Vec<Claimed>, Vec<String>)> {
-        let mut claimed = Vec::new();
-        let mut added = Vec::new();
+    /// Before anyone's KeyPackage is claimed for a group: every name must be an account (a
+    /// typo stops here, and costs no one a claim), and a business may join only a group of
+    /// people who wrote to it — this device checks its own person; the server checks everyone.
+    pub(crate) async fn check_new_members(&mut self, users: &[String]) -> ClientResult<()> {
+        let me = self.me()?.kind;
+        for user in users {
+            if local::account_is_business(&self.conn, user)?.is_none() {
+                self.fetch_keys(std::slice::from_ref(user)).await?;
+            }
+            let Some(business) = local::account_is_business(&self.conn, user)? else {
+                return Err(ClientError::Server {
+                    status: 404,
+                    code: ErrorCode::UnknownUser,
+                    message: format!("there is no user named {user} on this server"),
+                    retry_after: None,
+                });
+            };
+            if business && me == AccountKind::Person && !local::has_open_direct(&self.conn, user)? {
+                return Err(ClientError::refused(
+                    Refusal::NotOptedIn,
+                    format!(
+                        "{user} is a business: it can be in a group only with people who wrote \
+                         to it; write to {user} first"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims each user's KeyPackages on its own: a user who cannot be added (their
+    /// KeyPackages cannot be used, they have none, or they are gone) is set aside with the
+    /// reason; any other failure (the server unreachable, this account slowed down) stops.
+    /// So one unreachable user never costs the others' claims (each ends in the conversation).
+    pub(crate) async fn claim_each(&mut self, users: &[String]) -> ClientResult<Claims> {
+        let mut claims = Claims::default();
         for user in users {
             match self.claim(std::slice::from_ref(user)).await {
-                Ok(c) => {
-                    claimed.extend(c);
-                    added.push(user.clone());
-                }
-                Err(e)
-                    if e.refusal() == Some(Refusal::BadKeyPackage)
-                        || matches!(
-                            e.code(),
-                            Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser)
-                        ) =>
-                {
-                    report.problems.push(crate::report::Problem {
-                        kind: crate::report::ProblemKind::NotAdded,
-                        conversation: conversation.to_string(),
-                        user: Some(user.clone()),
-                        detail: e.to_string(),
-                    });
-                }
+                Ok(c) => claims.claimed.push((user.clone(), c)),
+                Err(e) if cannot_be_added(&e) => claims.refused.push((user.clone(), e)),
                 Err(e) => return Err(e),
             }
         }
-        Ok((claimed, added))
+        Ok(claims)
     }
 
     /// Creates the MLS group, adds the claimed devices, and registers it with the server, which

@@ -45,6 +45,8 @@ pub enum Refusal {
     UnregisteredKey,
     /// A KeyPackage that does not verify or names another account.
     BadKeyPackage,
+    /// A business in a group with someone who never wrote to it (this person, here).
+    NotOptedIn,
 }
 
 impl Refusal {
@@ -68,6 +70,7 @@ impl Refusal {
             Refusal::BadMessage => "bad_message",
             Refusal::UnregisteredKey => "unregistered_key",
             Refusal::BadKeyPackage => "bad_key_package",
+            Refusal::NotOptedIn => "not_opted_in",
         }
     }
 }

@@ -251,8 +251,62 @@ impl Client {
                 ));
             }
         }
-        let claimed = self.claim(users).await?;
-        self.add_claimed(&id, users, devices, meta, claimed).await
+        self.check_new_members(users).await?;
+        let mut claims = self.claim_each(users).await?;
+        if claims.claimed.is_empty()
+            && let Some((_, first)) = claims.refused.drain(..).next()
+        {
+            return Err(first);
+        }
+        self.add_claimed(&id, &claims.users(), devices, meta, claims.key_packages()).await?;
+        // Those who could not be added are said in the group's history.
+        for p in claims.problems(&id) {
+            self.note(&id, format!("{p}"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds what `claims` got in one commit; when that fails for a reason that is not this
+    /// device's or the network's (one KeyPackage that clashes with the group or another), adds
+    /// each user alone with the KeyPackages already claimed, so one bad KeyPackage keeps no one
+    /// else out. Who still cannot be added is reported. Returns whether anyone was added.
+    pub(crate) async fn add_each_if_need_be(
+        &mut self,
+        id: &str,
+        claims: crate::convo::Claims,
+        report: &mut crate::report::SyncReport,
+    ) -> ClientResult<bool> {
+        if claims.claimed.is_empty() {
+            return Ok(false);
+        }
+        let (_, meta, devices) = self.current(id)?;
+        let all = claims.key_packages();
+        // What one KeyPackage can cause: OpenMLS refusing to build the commit (a key that
+        // clashes with another member's), or the server refusing its tree.
+        let clash = |e: &ClientError| {
+            matches!(e, ClientError::Mls(_)) || e.code() == Some(ErrorCode::InvalidMessage)
+        };
+        let err = match self.add_claimed(id, &claims.users(), devices, meta, all).await {
+            Ok(()) => return Ok(true),
+            Err(e) if clash(&e) => e,
+            Err(e) => return Err(e),
+        };
+        tracing::info!(error = %err, "a batch of additions failed; adding one by one");
+        let mut added = false;
+        for (user, kps) in claims.claimed {
+            let (_, meta, devices) = self.current(id)?;
+            match self.add_claimed(id, std::slice::from_ref(&user), devices, meta, kps).await {
+                Ok(()) => added = true,
+                Err(e) if !clash(&e) => return Err(e),
+                Err(e) => report.problems.push(crate::report::Problem {
+                    kind: crate::report::ProblemKind::NotAdded,
+                    conversation: id.to_string(),
+                    user: Some(user),
+                    detail: e.to_string(),
+                }),
+            }
+        }
+        Ok(added)
     }
 
     /// Commits the addition of `users`, whose KeyPackages were `claimed`, to a conversation of

@@ -142,12 +142,9 @@ impl Client {
         let missing: Vec<String> =
             contacts.iter().filter(|c| !members.contains(c)).cloned().collect();
         if !missing.is_empty() {
-            let (claimed, added) = self.claim_each(&missing, &channel.id, report).await?;
-            if !claimed.is_empty() {
-                let (_, meta, devices) = self.current(&channel.id)?;
-                self.add_claimed(&channel.id, &added, devices, meta, claimed).await?;
-                changed = true;
-            }
+            let claims = self.claim_each(&missing).await?;
+            report.problems.extend(claims.problems(&channel.id));
+            changed |= self.add_each_if_need_be(&channel.id, claims, report).await?;
         }
         // A blocked contact stays (removing it would tell it; the server keeps the stories
         // from it); only an ended contact leaves.
@@ -238,14 +235,14 @@ impl Client {
     /// The story channel with every contact who can be added; `None` when none can (yet).
     async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<Option<String>> {
         let me = self.me()?.clone();
-        let mut report = SyncReport::default();
-        let (claimed, _) = self.claim_each(contacts, "", &mut report).await?;
-        for p in &report.problems {
+        let claims = self.claim_each(contacts).await?;
+        for p in &claims.problems("") {
             tracing::info!(problem = %p, "story audience");
         }
-        if claimed.is_empty() {
+        if claims.claimed.is_empty() {
             return Ok(None);
         }
+        let claimed = claims.key_packages();
         let meta = GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()] };
         let id = self.open_conversation(&me, &meta, claimed).await?;
         local::add_conversation(

@@ -73,6 +73,8 @@ on_both_stores! {
     an_unusable_key_package_is_refused_and_counts_against_its_uploader(test_config()),
     a_stored_unusable_key_package_is_never_handed_out(test_config()),
     a_poisoning_stranger_flags_nobody(last_resort_only()),
+    a_group_with_a_poisoner_is_made_without_her_and_costs_nothing(last_resort_only()),
+    a_credential_key_serves_one_device_only(test_config()),
 }
 
 fn last_resort_only() -> ServerConfig {
@@ -762,4 +764,52 @@ async fn a_poisoning_stranger_flags_nobody(server: TestServer) {
     u[0].send_text("dave", "hi dave").await.unwrap();
     assert!(server.store().flags().await.unwrap().is_empty());
     assert_eq!(texts(&u[3].sync().await.unwrap()), ["hi dave"]);
+}
+
+async fn ana_ben_and_a_poisoner(server: &TestServer) -> Vec<TestUser> {
+    let u = users(server, &["ana", "ben", "mallory"]).await;
+    let device = u[2].profile().unwrap().device_id;
+    let bad = poisoned_last_resort(&u[2]);
+    server.store().add_key_packages(device, vec![], Some(bad)).await.unwrap();
+    u
+}
+
+async fn a_group_with_a_poisoner_is_made_without_her_and_costs_nothing(server: TestServer) {
+    let mut u = ana_ben_and_a_poisoner(&server).await;
+    // Four tries in an hour, as someone puzzled would: each makes the group with ben, says
+    // mallory could not be added, and costs ana nothing with the policy.
+    for round in 0..4 {
+        let (id, problems) = u[0]
+            .create_group_reporting(&format!("Picnic {round}"), &strings(&["ben", "mallory"]))
+            .await
+            .unwrap();
+        let who: Vec<_> = problems.iter().map(|p| p.user.clone()).collect();
+        assert_eq!(who, [Some("mallory".to_string())]);
+        let history = u[0].conversation_history(&id).unwrap();
+        assert!(history.iter().any(|m| m.text.starts_with("mallory could not be added")));
+    }
+    let r = u[1].sync().await.unwrap();
+    assert_eq!(r.joined.len(), 4);
+    assert!(server.store().flags().await.unwrap().is_empty());
+    // With nobody else to add, the reason is the answer.
+    let err = u[0].create_group("Just her", &strings(&["mallory"])).await.unwrap_err();
+    assert_eq!(err.code(), Some(kith_proto::ErrorCode::NoKeyPackages), "{err}");
+}
+
+async fn a_credential_key_serves_one_device_only(server: TestServer) {
+    let u = users(&server, &["mallory"]).await;
+    let key = u[0].profile().unwrap().signature_key.clone();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", server.url))
+        .json(&json!({
+            "username": "mallory2", "credential_key": B64(key),
+            "key_packages": [], "last_resort_key_package": B64(vec![1, 2, 3]),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_key_package", "{body}");
+    assert!(server.store().account_info("mallory2").await.unwrap().is_none());
 }

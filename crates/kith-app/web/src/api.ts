@@ -140,7 +140,8 @@ export const api = {
   send: (chat: string, text: string) =>
     call<{ chat: string | null; message: Message }>("POST", "/api/send", { chat, text }),
   createGroup: (name: string, members: string[]) =>
-    call<{ id: string }>("POST", "/api/groups", { name, members }),
+    /** `not_added`: who could not be added, in words (also noted in the group). */
+    call<{ id: string; not_added: string[] }>("POST", "/api/groups", { name, members }),
   group: (id: string) => call<Group>("GET", groupPath(id)),
   groupAdd: (id: string, user: string) => call<object>("POST", `${groupPath(id)}/add`, { user }),
   groupRemove: (id: string, user: string) =>

@@ -96,6 +96,24 @@ async fn create_account(
             format!("at most {} KeyPackages per request", state.config.max_key_packages_per_upload),
         ));
     }
+    // Cheap checks before the costly ones (each KeyPackage costs two signature checks and two
+    // trial encryptions): a taken name is refused before any of it.
+    if state.store.account_info(&req.username).await?.is_some() {
+        return Err(kith_store::StoreError::UsernameTaken.into());
+    }
+    if !state
+        .store
+        .devices_by_credential_keys(std::slice::from_ref(&req.credential_key.0))
+        .await?
+        .is_empty()
+    {
+        // One device per credential key, across accounts: a second account reusing a key
+        // would be indistinguishable from the first in a group's tree.
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeyPackage,
+            "this credential key belongs to another device: every device has a key of its own",
+        ));
+    }
     let crypto = OpenMlsRustCrypto::default();
     let one_time = req.key_packages.iter().map(|kp| (kp, mls::Slot::OneTime));
     let last_resort = std::iter::once((&req.last_resort_key_package, mls::Slot::LastResort));
