@@ -166,11 +166,38 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         .layer(axum::middleware::from_fn_with_state(app.clone(), gate))
         .with_state(app.clone());
     let url = format!("http://127.0.0.1:{}/open?key={secret}", addr.port());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router).await?;
-        Ok(())
-    });
+    let task = tokio::spawn(serve_loop(listener, router));
     Ok(Running { addr, url, task, app })
+}
+
+/// The page's connections: another local user must not be able to make the app unreachable
+/// by holding sockets open (`kith_listen`: a silent connection makes room for a new one, each
+/// request's headers have a deadline, idle connections close, accepting never spins).
+const LIMITS: kith_listen::Limits = kith_listen::Limits {
+    max_connections: 512,
+    max_per_address: 512,
+    header_timeout: std::time::Duration::from_secs(10),
+};
+
+async fn serve_loop(listener: tokio::net::TcpListener, router: Router) -> anyhow::Result<()> {
+    kith_listen::raise_open_file_limit();
+    let gate = kith_listen::Gate::new(kith_listen::Limits {
+        max_connections: kith_listen::room_for(LIMITS.max_connections),
+        ..LIMITS
+    });
+    let mut listener = kith_listen::Acceptor::new(listener, "kith app");
+    // The app runs until its process ends: nothing asks it to drain.
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    loop {
+        let (tcp, peer) = listener.accept().await;
+        let Some(permit) = gate.admit(peer.ip()) else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = router.clone();
+        let stop = stop.clone();
+        tokio::spawn(kith_listen::serve_connection(tcp, app, permit, stop, LIMITS.header_timeout));
+    }
 }
 
 pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {

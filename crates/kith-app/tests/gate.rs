@@ -85,3 +85,32 @@ async fn a_call_needs_the_cookie_and_its_token() {
     // The page's files need only the cookie: they are not secret.
     assert_eq!(request(running.addr, "/app.js", &[("cookie", &cookie)]).await.status, 200);
 }
+
+/// Another local user holding sockets open cannot make the app unreachable: silent connections
+/// make room for new ones (and close after the header deadline), so the page's next request
+/// gets through however many were opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_keep_the_page_out() {
+    // Both ends live in this process: room for both.
+    kith_listen::raise_open_file_limit();
+    let profile = tempfile::tempdir().unwrap();
+    let options = kith_app::AppOptions { profile: profile.path().to_path_buf(), port: 0 };
+    let running = kith_app::serve(options).await.unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..1200 {
+        match tokio::net::TcpStream::connect(running.addr).await {
+            Ok(s) => silent.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(silent.len() >= 600, "only {} connections could be opened", silent.len());
+    let printed = running.url.split_once("127.0.0.1").unwrap().1;
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        request(running.addr, &printed[printed.find('/').unwrap()..], &[]),
+    )
+    .await
+    .expect("the app answered the page while silent connections were held");
+    assert_eq!(opened.status, 303, "{}", opened.head);
+    drop(silent);
+}

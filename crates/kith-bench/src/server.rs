@@ -34,6 +34,7 @@ max_unused_claims_per_hour = 1000000
 max_key_package_claims_per_hour = 1000000
 max_claims_of_one_account_per_hour = 1000000
 registrations_per_ip_per_hour = 1000000
+registration_attempts_per_ip_per_hour = 1000000
 ";
 
 impl Kithd {

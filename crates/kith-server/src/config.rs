@@ -57,6 +57,18 @@ pub struct ServerConfig {
     /// not suspended (default 30 s): what another process changed ends it within this time.
     #[serde(rename = "push_recheck_seconds", deserialize_with = "seconds")]
     pub push_recheck: Duration,
+    /// Connections open at once (default 16,384, and never more than the open-file limit
+    /// leaves room for). At the cap, the oldest connection that has not sent a request yet is
+    /// closed for a newcomer; see `kith_listen`.
+    pub max_connections: usize,
+    /// Connections open at once from one address, an IPv6 /64 counting as one (default 1,024:
+    /// many devices may share an address behind NAT).
+    pub max_connections_per_address: usize,
+    /// Request bodies held in memory at once, all requests together (default 64 MiB). Bodies
+    /// up to 16 KiB do not count (every connection may hold one).
+    pub max_body_memory_bytes: usize,
+    /// The same, from one address (default 8 MiB).
+    pub max_body_memory_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +93,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_ws_message_bytes: 64 * 1024,
             push_recheck: Duration::from_secs(30),
+            max_connections: 16_384,
+            max_connections_per_address: 1024,
+            max_body_memory_bytes: 64 << 20,
+            max_body_memory_per_address: 8 << 20,
         }
     }
 }
@@ -133,6 +149,8 @@ impl ServerConfig {
             (self.story_ttl_seconds == 0, "story_ttl_seconds"),
             (self.retention_days == 0, "retention_days"),
             (self.sweep_interval.is_zero(), "sweep_interval_seconds"),
+            (self.max_connections == 0, "max_connections"),
+            (self.max_connections_per_address == 0, "max_connections_per_address"),
         ];
         if let Some((_, name)) = at_least_1.iter().find(|(zero, _)| *zero) {
             return invalid(&format!("{name} must be at least 1"));
@@ -148,6 +166,14 @@ impl ServerConfig {
         }
         if self.max_body_bytes < 4096 {
             return invalid("max_body_bytes must be at least 4096");
+        }
+        if self.max_body_memory_per_address < self.max_body_bytes
+            || self.max_body_memory_bytes < self.max_body_memory_per_address
+        {
+            return invalid(
+                "max_body_memory_per_address must hold one largest body (max_body_bytes), and \
+                 max_body_memory_bytes at least that",
+            );
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

@@ -20,6 +20,7 @@
 //!   the queue cap), one function each; [`queues`]: each device's queue depth;
 //! - [`push`]: wake-ups for connected devices when their queue grows;
 //! - [`routes_cache`]: short-lived caches of conversation routes and blocks for the send path;
+//! - [`bodies`]: request bodies held in memory, bounded across all requests and per address;
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
 //! - [`metrics`]: Prometheus counters;
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations;
@@ -32,6 +33,7 @@
 //! it needs, and logs neither content, tokens nor keys.
 
 pub mod admin;
+pub mod bodies;
 pub mod businesses;
 pub mod config;
 pub mod delivery;

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub queue_full_skips: Counter,
     /// Requests answered `503` because they did not finish within `request_timeout_seconds`.
     pub request_timeouts: Counter,
+    /// Connections turned away by the connection caps (every open one was busy).
+    pub connections_refused: Counter,
+    /// Requests answered `503` because the body budget was spent.
+    pub body_budget_refusals: Counter,
     pub websockets: Gauge,
     /// Safety actions taken (slow_down, cool_off, suspend).
     pub safety_actions: Family<ActionLabel, Counter>,
@@ -78,6 +82,8 @@ impl Metrics {
             change_rate_refusals: Counter::default(),
             queue_full_skips: Counter::default(),
             request_timeouts: Counter::default(),
+            connections_refused: Counter::default(),
+            body_budget_refusals: Counter::default(),
             websockets: Gauge::default(),
             safety_actions: Family::default(),
             reports: Counter::default(),
@@ -112,6 +118,16 @@ impl Metrics {
             "key_packages_claimed",
             "KeyPackages handed out",
             m.key_packages_claimed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections turned away at the connection caps",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "body_budget_refusals",
+            "Requests answered 503 because too many request bodies were held in memory",
+            m.body_budget_refusals.clone(),
         );
         registry.register(
             "key_packages_unusable",

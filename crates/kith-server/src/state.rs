@@ -75,6 +75,10 @@ pub struct Shared {
     pub franking: Arc<crate::safety::franking::Franking>,
     /// Undelivered entries per device, for `max_queued_per_device`.
     pub queues: Arc<crate::queues::QueueDepths>,
+    /// The listener's connection caps (`kith_listen::Gate`).
+    pub gate: Arc<kith_listen::Gate>,
+    /// Request bodies held in memory, bounded across all requests.
+    pub bodies: Arc<crate::bodies::BodyBudget>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -91,6 +95,15 @@ impl AppState {
             routes: Arc::new(crate::routes_cache::RouteCache::new(store.shared())),
             franking: Arc::new(franking),
             queues: Arc::new(crate::queues::QueueDepths::new(config.max_queued_per_device)),
+            gate: kith_listen::Gate::new(kith_listen::Limits {
+                max_connections: kith_listen::room_for(config.max_connections),
+                max_per_address: config.max_connections_per_address,
+                header_timeout: config.header_read_timeout,
+            }),
+            bodies: crate::bodies::BodyBudget::new(
+                config.max_body_memory_bytes,
+                config.max_body_memory_per_address,
+            ),
             store,
             config: Arc::new(config),
             hub: Arc::new(Hub::default()),

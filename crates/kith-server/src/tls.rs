@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -55,8 +53,10 @@ pub async fn run_tls(
     serve(listener, state, shutdown, Some(tls)).await
 }
 
-/// The accept loop for plain HTTP and TLS alike: one task per connection, each with a deadline
-/// for its request headers, and a graceful drain on shutdown.
+/// The accept loop for plain HTTP and TLS alike (`kith_listen`): connections capped in total
+/// and per address (the oldest silent one makes room), a deadline for every request's headers
+/// and for idleness, a loop that pauses rather than spins when accepting fails, and a graceful
+/// drain on shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -72,18 +72,20 @@ pub async fn serve(
         .store
         .announcements()
         .map(|a| tokio::spawn(crate::push::follow_other_nodes(state.clone(), a)));
+    let gate = state.gate.clone();
+    let mut listener = kith_listen::Acceptor::new(listener, "kithd");
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let Some(permit) = gate.admit(peer.ip()) else {
+            state.metrics.connections_refused.inc();
+            continue; // dropped: closed at once
         };
         // Small answers and pushes go out at once rather than waiting to be coalesced.
         let _ = tcp.set_nodelay(true);
@@ -92,17 +94,16 @@ pub async fn serve(
         let stop = state.shutdown_signal();
         connections.spawn(async move {
             match acceptor {
-                None => serve_connection(tcp, app, stop, header_timeout).await,
+                None => kith_listen::serve_connection(tcp, app, permit, stop, header_timeout).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                     if let Ok(Ok(stream)) = handshake.await {
-                        serve_connection(stream, app, stop, header_timeout).await;
+                        kith_listen::serve_connection(stream, app, permit, stop, header_timeout)
+                            .await;
                     }
                 }
             }
         });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
     }
     tracing::info!("shutting down: closing connections");
     state.begin_shutdown();
@@ -113,30 +114,4 @@ pub async fn serve(
         f.abort();
     }
     Ok(())
-}
-
-/// One HTTP/1.1 connection (upgrades to WebSocket included). A client that has not finished
-/// sending its request headers within `header_timeout` is disconnected.
-async fn serve_connection<I>(
-    io: I,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    header_timeout: Duration,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = TowerToHyperService::new(app);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }

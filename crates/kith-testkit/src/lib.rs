@@ -44,6 +44,7 @@ fn database_url() -> Option<String> {
 pub fn test_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.safety.registrations_per_ip_per_hour = u32::MAX;
+    config.safety.registration_attempts_per_ip_per_hour = u32::MAX;
     config
 }
 

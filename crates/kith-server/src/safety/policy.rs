@@ -18,6 +18,7 @@
 //! | qualified accounts reporting it (verified reports) | 3 | flag for an admin |
 //! | cool-offs within 24 h | a third one | suspend |
 //! | successful registrations per IP per hour | 10 | `429` on registration |
+//! | registration attempts per IP per hour, failed ones included | 60 | `429` on registration |
 //!
 //! Blocks and reports are *qualified* only when they come from an account older than
 //! `young_account_hours` to which the target has written (a report proves it; for a block,
@@ -70,6 +71,8 @@ pub struct SafetyConfig {
     /// Cool-offs within 24 h after which the next breach suspends.
     pub cool_offs_before_suspension: u32,
     pub registrations_per_ip_per_hour: u32,
+    /// Registration attempts per IP per hour, failed ones included: past it, `429`.
+    pub registration_attempts_per_ip_per_hour: u32,
     /// Uploads refused for an unusable KeyPackage (per account, per hour) after which the
     /// uploader cools off. Only the account's own devices can upload for it.
     pub max_unusable_uploads_per_hour: u32,
@@ -96,6 +99,7 @@ impl Default for SafetyConfig {
             cool_off_minutes: 60,
             cool_offs_before_suspension: 2,
             registrations_per_ip_per_hour: 10,
+            registration_attempts_per_ip_per_hour: 60,
             max_unusable_uploads_per_hour: 3,
         }
     }
@@ -480,6 +484,19 @@ impl Safety {
     pub fn check_registration(&self, ip: IpAddr, now: Millis) -> Action {
         let source = registration_source(ip);
         self.with(|s| {
+            // Failed attempts cost the server too (a taken name with 200 KeyPackages is the
+            // costliest request there is): all attempts count, under a higher limit.
+            let tried = s.registration_attempts.entry(source).or_default();
+            if tried.count(now, HOUR)
+                >= u64::from(self.config.registration_attempts_per_ip_per_hour)
+            {
+                return Action::SlowDown {
+                    retry_after: 600,
+                    reason: "too many registration attempts from this address; try again later"
+                        .into(),
+                };
+            }
+            tried.add(now, 1);
             let w = s.registrations.entry(source).or_default();
             if w.count(now, HOUR) >= u64::from(self.config.registrations_per_ip_per_hour) {
                 return Action::SlowDown {

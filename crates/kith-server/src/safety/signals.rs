@@ -91,6 +91,8 @@ pub struct Signals {
     /// Which account opened each recent 1:1 conversation, to notice the answer.
     pub openers: HashMap<Vec<u8>, String>,
     pub registrations: HashMap<IpAddr, Window>,
+    /// Every registration attempt, failed ones included (never given back).
+    pub registration_attempts: HashMap<IpAddr, Window>,
     /// One-time KeyPackages handed out per claimed account, whoever claimed them: the budget
     /// that keeps many claimers together from draining one person.
     pub claimed: HashMap<String, Window>,
@@ -113,6 +115,7 @@ impl Signals {
         let accounts = &self.accounts;
         self.openers.retain(|_, who| accounts.contains_key(who));
         self.registrations.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
+        self.registration_attempts.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
         self.claimed.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
         self.changes.retain(|_, w| w.last().is_some_and(|t| t + HOUR > now));
     }

@@ -1,0 +1,171 @@
+//! One client cannot starve the others: a flood of each kind against a real kithd, with an
+//! honest pair exchanging messages alongside, on SQLite and on PostgreSQL (when
+//! `KITH_TEST_DATABASE_URL` is set). Each test checks that the honest pair loses nothing and
+//! that what the flood holds on the server stays bounded. (The honest pair's latency during
+//! each flood is measured by `kith-bench floods`, not here: timings are not tests.)
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::time::Duration;
+
+use kith_server::ServerConfig;
+use kith_testkit::{TestServer, TestUser, test_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+macro_rules! on_both_stores {
+    ($($name:ident($config:expr)),* $(,)?) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = kith_testkit::TestServer::start_with(
+                        $config,
+                        std::sync::Arc::new(kith_testkit::SystemClock),
+                    )
+                    .await;
+                    super::$name(server).await;
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) = kith_testkit::TestServer::start_postgres_with($config).await
+                    else {
+                        return;
+                    };
+                    super::$name(server).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores! {
+    idle_connections_cannot_keep_an_honest_pair_out(few_connections()),
+    stalled_bodies_hold_a_bounded_amount_of_memory(small_body_budget()),
+    failed_registrations_are_limited_too(few_registration_attempts()),
+}
+
+fn few_connections() -> ServerConfig {
+    let mut c = test_config();
+    c.max_connections = 120;
+    c.max_connections_per_address = 100;
+    c
+}
+
+fn small_body_budget() -> ServerConfig {
+    let mut c = test_config();
+    c.max_body_memory_per_address = 2 << 20;
+    c.max_body_memory_bytes = 4 << 20;
+    c
+}
+
+fn few_registration_attempts() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.registration_attempts_per_ip_per_hour = 20;
+    c
+}
+
+/// alice and bob exchange `n` messages each way; every one arrives.
+async fn honest_pair_talks(alice: &mut TestUser, bob: &mut TestUser, n: usize) {
+    for i in 0..n {
+        alice.send_text("bob", &format!("ping {i}")).await.unwrap();
+        let got: Vec<String> =
+            bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+        assert_eq!(got, [format!("ping {i}")]);
+        bob.send_text("alice", &format!("pong {i}")).await.unwrap();
+        let got: Vec<String> =
+            alice.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+        assert_eq!(got, [format!("pong {i}")]);
+    }
+}
+
+async fn idle_connections_cannot_keep_an_honest_pair_out(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    // A local flood: far more silent sockets than the server keeps, from one address.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = TcpStream::connect(server.state.config.listen).await {
+            idle.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gate = &server.state.gate;
+    assert!(gate.open() <= 120, "{} connections held", gate.open());
+    // The honest pair gets in (each new connection of theirs makes room) and loses nothing.
+    honest_pair_talks(&mut alice, &mut bob, 5).await;
+    assert!(gate.evicted.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(gate.open() <= 120);
+    drop(idle);
+}
+
+/// Sends a registration's headers (open to anyone) declaring `length` bytes and half its body, then stalls; returns
+/// what the server answered within a short wait (empty: nothing yet).
+async fn stall_a_body(server: &TestServer, length: usize) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(server.state.config.listen).await.unwrap();
+    let head = format!(
+        "POST /v1/accounts HTTP/1.1\r\nhost: kithd\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; length / 2]).await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let got = tokio::time::timeout(Duration::from_millis(300), s.read(&mut answer)).await;
+    let text = match got {
+        Ok(Ok(n)) => String::from_utf8_lossy(&answer[..n]).into_owned(),
+        _ => String::new(),
+    };
+    (s, text)
+}
+
+async fn stalled_bodies_hold_a_bounded_amount_of_memory(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let (s, answer) = stall_a_body(&server, 1_000_000).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+        held.push(s);
+    }
+    // One address holds at most its 2 MiB share: two bodies of ~1 MB, the rest refused at once.
+    assert_eq!(refused, 10, "{refused} of 12 stalled bodies were refused");
+    // Small requests do not wait on the budget: the pair talks on.
+    honest_pair_talks(&mut alice, &mut bob, 3).await;
+    drop(held);
+}
+
+async fn failed_registrations_are_limited_too(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    // One address keeps posting a taken name (the costliest refusal): past 20 attempts an
+    // hour, 429 before any work is done.
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = http
+            .post(format!("{}/v1/accounts", server.url))
+            .json(&serde_json::json!({
+                "username": "alice", "credential_key": kith_proto::B64(vec![7; 32]),
+                "key_packages": [], "last_resort_key_package": kith_proto::B64(vec![1]),
+            }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    // alice and bob registered from this address too: 18 refusals as taken, then 429s.
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 18, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12, "{statuses:?}");
+    honest_pair_talks(&mut alice, &mut bob, 2).await;
+}
