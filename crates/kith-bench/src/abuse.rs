@@ -13,7 +13,11 @@
 //! - **mob**: a ring of five throwaway accounts that all block one innocent person, and report
 //!   whatever that person answers them — to get it suspended;
 //! - **under**: a spammer that keeps just under every threshold: eleven new strangers a day
-//!   (one under the unanswered-conversations rule), one message each.
+//!   (one under the unanswered-conversations rule), one message each;
+//! - **poison**: a stranger aimed at the people who answer it: once a target has answered, it
+//!   tries to upload KeyPackages no Kith group can take (so that the target's story channel
+//!   would fail to add it), and sends the target messages that cannot be decrypted and
+//!   invitations that cannot be joined — to break the target's syncs and turn the policy on it.
 //!
 //! Strangers who hear from an abuser sometimes block it (15 %) or report the message (10 %).
 //!
@@ -40,6 +44,7 @@ enum Kind {
     Slow,
     Mob,
     Under,
+    Poison,
 }
 
 struct Account {
@@ -55,6 +60,10 @@ struct Account {
     planner: bool,
     /// Simulated day of the next batch of strangers (the `under` spammer).
     next_batch: u64,
+    /// Syncs that failed (a normal account's must not: nothing a stranger sends breaks one).
+    sync_failures: u64,
+    /// People who answered this account (the poisoner's targets).
+    answered_by: Vec<usize>,
 }
 
 /// Whether an error is the server acting against the account.
@@ -98,6 +107,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 first_action_after: None,
                 planner: false,
                 next_batch: 0,
+                sync_failures: 0,
+                answered_by: vec![],
             }
         }
     };
@@ -116,7 +127,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     // The normal accounts are a month old when the abusers register.
     clock.advance(Duration::from_secs(30 * 86_400));
-    let kinds = [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow, Kind::Mob, Kind::Under];
+    let kinds =
+        [Kind::Bulk, Kind::Drain, Kind::Groups, Kind::Slow, Kind::Mob, Kind::Under, Kind::Poison];
     for i in 0..config.abusers {
         people.push(register(format!("abuser{i:03}"), kinds[i % kinds.len()]).await);
     }
@@ -206,6 +218,26 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         "",
         "normal accounts suspended (mob targets included)",
     );
+    // The poisoner's targets: nothing it sent may break their syncs or act against them.
+    let targets: std::collections::BTreeSet<usize> = people
+        .iter()
+        .filter(|a| a.kind == Kind::Poison)
+        .flat_map(|a| a.answered_by.iter().copied())
+        .collect();
+    let targets_harmed = targets.iter().filter(|t| detected(&people[**t])).count();
+    report.context("poison_targets", json!(targets.len()));
+    report.figure(
+        "poison_targets_acted_against",
+        targets_harmed as f64,
+        "",
+        "people who answered a poisoner and were then slowed, cooled off, suspended or flagged",
+    );
+    report.figure(
+        "innocent_sync_failures",
+        normals.iter().map(|a| a.sync_failures).sum::<u64>() as f64,
+        "",
+        "syncs of normal accounts that failed (poisoned input included)",
+    );
     let targets_flagged = rings.iter().filter(|(_, t)| flagged(&people[*t])).count();
     let mut mob_signals = 0;
     for (_, t) in &rings {
@@ -256,6 +288,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// A sync, counting a failure against nobody but noting it (a normal account's must not fail).
+async fn sync(people: &mut [Account], who: usize) -> Option<kith_client::SyncReport> {
+    match people[who].user.sync().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            people[who].acted(&e);
+            people[who].sync_failures += 1;
+            None
+        }
+    }
+}
+
 async fn send(people: &mut [Account], from: usize, to: usize, text: &str) -> bool {
     let peer = people[to].name.clone();
     match people[from].user.send_text(&peer, text).await {
@@ -277,9 +321,9 @@ async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
         for k in 0..1 + rng.below(4) {
             send(people, i, f, &format!("how are you? ({k})")).await;
         }
-        let _ = people[f].user.sync().await;
+        sync(people, f).await;
         send(people, f, i, "good, you?").await;
-        let _ = people[i].user.sync().await;
+        sync(people, i).await;
     }
     // A new contact now and then (about two a day), who usually answers.
     if rng.chance(2.0 / 144.0) {
@@ -287,7 +331,7 @@ async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
         let other = rng.below(normals);
         if other != i {
             send(people, i, other, "hi, we met at the meetup").await;
-            let _ = people[other].user.sync().await;
+            sync(people, other).await;
             if rng.chance(0.8) {
                 send(people, other, i, "oh hi!").await;
             }
@@ -298,9 +342,9 @@ async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
         let f = people[i].friends[0];
         let friend = people[f].name.clone();
         send(people, i, f, "party on saturday?").await;
-        let _ = people[f].user.sync().await;
+        sync(people, f).await;
         send(people, f, i, "yes!").await;
-        let _ = people[i].user.sync().await;
+        sync(people, i).await;
         if let Err(e) = people[i].user.story_post("party prep").await {
             people[i].acted(&e);
         }
@@ -338,7 +382,7 @@ async fn normal_tick(people: &mut [Account], i: usize, rng: &mut Rng) {
 async fn victim_reacts(people: &mut [Account], v: usize, a: usize, rng: &mut Rng) {
     let abuser = people[a].name.clone();
     if rng.chance(0.3) {
-        let Ok(r) = people[v].user.sync().await else { return };
+        let Some(r) = sync(people, v).await else { return };
         let spam = r.messages.iter().rev().find(|m| m.from == abuser).map(|m| m.id.clone());
         if rng.chance(0.15) {
             let _ = people[v].user.block(&abuser).await;
@@ -358,10 +402,10 @@ async fn mob_tick(people: &mut [Account], ring: &[usize], target: usize, tick: u
             continue;
         }
         send(people, *m, target, "hi, we met at the meetup").await;
-        let _ = people[target].user.sync().await;
+        sync(people, target).await;
         let mob_name = people[*m].name.clone();
         send(people, target, *m, "oh hi!").await;
-        if let Ok(r) = people[*m].user.sync().await
+        if let Some(r) = sync(people, *m).await
             && let Some(msg) = r.messages.iter().find(|x| x.from == name)
         {
             let id = msg.id.clone();
@@ -426,6 +470,75 @@ async fn abuser_tick(people: &mut [Account], a: usize, tick: u64, rng: &mut Rng)
                 }
             }
         }
+        Kind::Poison => poison_tick(people, a, tick, rng).await,
         Kind::Normal | Kind::Mob => {}
+    }
+}
+
+/// The poisoner: an hourly new target, who answers it half the time; then, aimed at everyone
+/// who answered, unusable KeyPackages, undecryptable messages and unjoinable invitations.
+async fn poison_tick(people: &mut [Account], a: usize, tick: u64, rng: &mut Rng) {
+    let normals = people.iter().filter(|p| p.kind == Kind::Normal).count();
+    if tick.is_multiple_of(6) {
+        let v = rng.below(normals);
+        if send(people, a, v, "hi, we met at the meetup").await {
+            sync(people, v).await;
+            if rng.chance(0.5) && send(people, v, a, "oh hi!").await {
+                sync(people, a).await;
+                people[a].answered_by.push(v);
+            }
+        }
+    }
+    if !tick.is_multiple_of(3) {
+        return;
+    }
+    // KeyPackages without the Kith extension: refused, and counted against the poisoner.
+    let caps = openmls::prelude::Capabilities::new(
+        None,
+        None,
+        Some(&[openmls::prelude::ExtensionType::LastResort]),
+        None,
+        None,
+    );
+    if let Ok(bad) =
+        people[a].user.raw_key_package(|b| b.leaf_node_capabilities(caps).mark_as_last_resort())
+    {
+        let body = json!({"key_packages": [], "last_resort_key_package": kith_proto::B64(bad)});
+        let answer = people[a].user.hostile().post("/v1/key-packages", body).await;
+        if answer.status == 429 || answer.status == 403 {
+            people[a].first_action_after.get_or_insert(people[a].sent);
+        }
+    }
+    for v in people[a].answered_by.clone() {
+        let peer = people[v].name.clone();
+        // A message whose ciphertext is broken: the server cannot tell, the target drops it.
+        if let Ok(conv) = people[a].user.direct_conversation(&peer).await {
+            let mut aad = vec![0u8; 32];
+            aad[0] = (tick % 251) as u8;
+            let mut m = people[a].user.hostile().application(&conv, b"garbage", &aad);
+            if let Some(last) = m.last_mut() {
+                *last ^= 0x5a;
+            }
+            let answer = people[a].user.hostile().post_message(&conv, m).await;
+            if answer.status == 429 || answer.status == 403 {
+                people[a].first_action_after.get_or_insert(people[a].sent);
+            }
+        }
+        // An invitation whose Welcome nobody can open.
+        let meta = kith_proto::GroupMeta {
+            kind: kith_proto::GroupType::Group,
+            admins: vec![people[a].name.clone()],
+        };
+        if let Ok((_, mut req)) = people[a].user.raw_conversation(&meta, &[peer]).await {
+            if let Some(last) = req.welcome.0.last_mut() {
+                *last ^= 0x5a;
+            }
+            let body = serde_json::to_value(&req).unwrap_or_default();
+            let answer = people[a].user.hostile().post("/v1/conversations", body).await;
+            if answer.status == 429 || answer.status == 403 {
+                people[a].first_action_after.get_or_insert(people[a].sent);
+            }
+        }
+        sync(people, v).await;
     }
 }

@@ -6,12 +6,14 @@
 //!
 //! - `abuse-sim`: a population of normal and abusive accounts over simulated days, scoring the
 //!   safety policy (precision, recall, false positives, messages before the first action);
+//! - `floods`: an honest pair's round trip during each kind of flood, next to none;
 //! - `groups`: the cost of a large group — creating it in one commit, joining from its
 //!   Welcome, one message to every member, one member's update commit — through Kith, next to
 //!   raw OpenMLS in memory for the same operations.
 
 mod abuse;
 mod connections;
+mod floods;
 mod groups;
 mod mls_cost;
 mod raw;
@@ -91,12 +93,18 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         devices: usize,
     },
+    /// An honest pair's round trip while one client floods kithd, one kind of flood at a time.
+    Floods {
+        /// Round trips timed per phase.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Normal and abusive accounts against the safety policy, over simulated time.
     AbuseSim {
         #[arg(long, default_value_t = 200)]
         normal: usize,
-        /// Abusive accounts, spread over the six kinds (a mob ring adds four accounts each).
-        #[arg(long, default_value_t = 24)]
+        /// Abusive accounts, spread over the seven kinds (a mob ring adds four accounts each).
+        #[arg(long, default_value_t = 28)]
         abusers: usize,
         /// Simulated hours.
         #[arg(long, default_value_t = 48)]
@@ -127,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Mls { messages, bytes } => mls_cost::run(messages, bytes).await?,
         Scenario::Connections { devices } => connections::run(cli.store, devices).await?,
+        Scenario::Floods { rounds } => {
+            floods::run(floods::Config { store: cli.store, rounds }).await?
+        }
         Scenario::AbuseSim { normal, abusers, hours, seed } => {
             abuse::run(abuse::Config { normal, abusers, hours, seed }).await?
         }

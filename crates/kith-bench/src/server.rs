@@ -39,9 +39,14 @@ registration_attempts_per_ip_per_hour = 1000000
 
 impl Kithd {
     pub async fn start(store: StoreKind) -> anyhow::Result<Self> {
+        Self::start_with_config(store, BENCH_CONFIG).await
+    }
+
+    /// With this configuration file instead of the benchmarks' (which lifts the limits).
+    pub async fn start_with_config(store: StoreKind, config_text: &str) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let config = data.path().join("kithd.toml");
-        std::fs::write(&config, BENCH_CONFIG)?;
+        std::fs::write(&config, config_text)?;
         let log = std::fs::File::create(data.path().join("kithd.log"))?;
         let mut cmd = Command::new(kithd_path());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])

@@ -22,6 +22,10 @@ const KEY_PACKAGE_TARGET: usize = 50;
 const KEY_PACKAGE_LOW: u64 = 15;
 /// How often a sync checks the KeyPackages the server holds, when nothing was joined.
 const KEY_PACKAGE_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often a fresh last-resort KeyPackage is uploaded (it lives twelve weeks).
+const LAST_RESORT_RENEWAL: std::time::Duration = std::time::Duration::from_secs(28 * 86_400);
+/// The upkeep record of the last-resort KeyPackage's renewal.
+const LAST_RESORT: &str = "last_resort_key_package";
 /// Entries asked for per fetch.
 const FETCH_PAGE: u32 = 200;
 /// Pages one sync fetches at most (200,000 entries).
@@ -61,7 +65,7 @@ pub struct Client {
     /// Accounts whose registered device keys were fetched during this round of processing.
     pub(crate) keys_fetched: crate::keys::Fetched,
     /// When a sync last checked the KeyPackages the server holds for this device.
-    key_packages_checked: std::cell::Cell<Option<std::time::Instant>>,
+    pub(crate) key_packages_checked: std::cell::Cell<Option<std::time::Instant>>,
     /// One HTTP client for every call, so connections are reused; built at the first call,
     /// and again when the trusted CA changes.
     http: std::cell::RefCell<Option<reqwest::Client>>,
@@ -412,6 +416,7 @@ impl Client {
             ca_cert: self.pending_ca.clone(),
         };
         local::save_profile(&self.conn, &profile)?;
+        local::set_upkeep_at(&self.conn, LAST_RESORT, now_millis())?;
         self.profile = Some(profile.clone());
         Ok(profile)
     }
@@ -695,26 +700,45 @@ impl Client {
         result
     }
 
-    /// Uploads KeyPackages when the server holds few.
+    /// Uploads KeyPackages when the server holds few, and a fresh last-resort KeyPackage
+    /// every [`LAST_RESORT_RENEWAL`] (a KeyPackage lives twelve weeks; the server hands out
+    /// none that is about to expire, so a last-resort one left to age would make this account
+    /// unreachable once the hourly budget of one-time ones is spent).
     pub async fn replenish_key_packages(&mut self) -> ClientResult<u64> {
         let api = self.api()?;
         let remaining = api.whoami().await?.key_packages_remaining;
-        if remaining >= KEY_PACKAGE_LOW {
+        let renew = local::upkeep_at(&self.conn, LAST_RESORT)?.is_none_or(|at| {
+            now_millis().saturating_sub(at) >= LAST_RESORT_RENEWAL.as_millis() as u64
+        });
+        if remaining >= KEY_PACKAGE_LOW && !renew {
             return Ok(remaining);
         }
         let me = self.me()?.clone();
-        let fresh = {
+        let (fresh, last_resort) = {
             let provider = self.provider();
             let signer = mls::load_signer(&provider, &me.signature_key)?;
-            let n = KEY_PACKAGE_TARGET.saturating_sub(usize::try_from(remaining).unwrap_or(0));
-            mls::key_packages(&provider, &signer, &me.username, n, false)?
+            let n = if remaining >= KEY_PACKAGE_LOW {
+                0
+            } else {
+                KEY_PACKAGE_TARGET.saturating_sub(usize::try_from(remaining).unwrap_or(0))
+            };
+            let fresh = mls::key_packages(&provider, &signer, &me.username, n, false)?;
+            let last_resort = if renew {
+                mls::key_packages(&provider, &signer, &me.username, 1, true)?.pop()
+            } else {
+                None
+            };
+            (fresh, last_resort)
         };
         let resp = api
             .upload_key_packages(&UploadKeyPackages {
                 key_packages: fresh.into_iter().map(B64).collect(),
-                last_resort_key_package: None,
+                last_resort_key_package: last_resort.map(B64),
             })
             .await?;
+        if renew {
+            local::set_upkeep_at(&self.conn, LAST_RESORT, now_millis())?;
+        }
         Ok(resp.key_packages_remaining)
     }
 

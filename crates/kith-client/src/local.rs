@@ -188,6 +188,11 @@ CREATE TABLE IF NOT EXISTS kith_device_keys (
     device_id INTEGER NOT NULL,
     PRIMARY KEY (username, credential_key)
 );
+-- When upkeep steps last ran (a fresh last-resort KeyPackage, say).
+CREATE TABLE IF NOT EXISTS kith_upkeep (
+    what TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 -- What kind of account each looked-up account is (from the same device list as its keys).
 CREATE TABLE IF NOT EXISTS kith_account_kinds (
     username TEXT PRIMARY KEY,
@@ -858,4 +863,19 @@ pub fn has_open_direct(conn: &Connection, peer: &str) -> rusqlite::Result<bool> 
         "SELECT 1 FROM kith_conversations WHERE kind = 'direct' AND peer = ?1 AND left_at IS NULL",
     )?
     .exists(params![peer])
+}
+
+/// When the upkeep step `what` last ran (Unix ms), if ever.
+pub fn upkeep_at(conn: &Connection, what: &str) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached("SELECT at FROM kith_upkeep WHERE what = ?1")?
+        .query_row(params![what], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|v| v.map(u))
+}
+
+/// Records that the upkeep step `what` ran at `at`.
+pub fn set_upkeep_at(conn: &Connection, what: &str, at: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO kith_upkeep (what, at) VALUES (?1, ?2)")?
+        .execute(params![what, i(at)])?;
+    Ok(())
 }

@@ -83,6 +83,16 @@ impl Client {
         bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
     }
 
+    /// Makes this device believe its last-resort KeyPackage was uploaded `days` ago, so the
+    /// next sync's upkeep renews it (a test cannot wait four weeks).
+    pub fn raw_age_last_resort(&self, days: u64) -> ClientResult<()> {
+        let at = crate::client::now_millis().saturating_sub(days * 86_400_000);
+        local::set_upkeep_at(&self.conn, "last_resort_key_package", at)?;
+        // And the next sync checks the KeyPackages at once.
+        self.key_packages_checked.set(None);
+        Ok(())
+    }
+
     /// This device's `<device-id>:<token>`, as its requests carry it: for a test that speaks
     /// HTTP to `kithd` directly as the device.
     pub fn raw_bearer(&self) -> ClientResult<kith_proto::Secret> {

@@ -600,6 +600,13 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 }
             }
         }
+        // Nothing honest people do flags anyone: no cool-off, suspension or review flag.
+        let flags = servers[0].store().flags().await.unwrap();
+        assert!(
+            flags.is_empty(),
+            "seed {seed}: honest accounts flagged: {flags:?}\n{}",
+            log.join("\n")
+        );
         // Nobody is ever shown a message twice, or one not meant for them.
         for v in 0..n {
             for (text, times) in &seen[v] {

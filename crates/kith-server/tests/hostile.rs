@@ -75,6 +75,8 @@ on_both_stores! {
     a_poisoning_stranger_flags_nobody(last_resort_only()),
     a_group_with_a_poisoner_is_made_without_her_and_costs_nothing(last_resort_only()),
     a_credential_key_serves_one_device_only(test_config()),
+    an_expired_key_package_gives_way_to_the_next(test_config()),
+    a_device_renews_its_last_resort_key_package(last_resort_only()),
 }
 
 fn last_resort_only() -> ServerConfig {
@@ -812,4 +814,77 @@ async fn a_credential_key_serves_one_device_only(server: TestServer) {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_key_package", "{body}");
     assert!(server.store().account_info("mallory2").await.unwrap().is_none());
+}
+
+async fn an_expired_key_package_gives_way_to_the_next(server: TestServer) {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    // An account idle for months: its oldest one-time KeyPackages have expired.
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let signer = openmls_basic_credential::SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+    let make = |lifetime: Option<Lifetime>, last_resort: bool| {
+        let mut b =
+            KeyPackage::builder().leaf_node_capabilities(kith_proto::keypackage::capabilities());
+        if let Some(l) = lifetime {
+            b = b.key_package_lifetime(l);
+        }
+        if last_resort {
+            b = b.mark_as_last_resort();
+        }
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(b"idle".to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        b.build(kith_proto::keypackage::CIPHERSUITE, &provider, &signer, credential)
+            .unwrap()
+            .key_package()
+            .tls_serialize_detached()
+            .unwrap()
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", server.url))
+        .json(&json!({
+            "username": "idle", "credential_key": B64(signer.to_public_vec()),
+            "key_packages": [], "last_resort_key_package": B64(make(None, true)),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let device = resp.json::<serde_json::Value>().await.unwrap()["device_id"].as_u64().unwrap();
+    let expired = || make(Some(Lifetime::init(1, 2)), false);
+    server
+        .store()
+        .add_key_packages(device, vec![expired(), expired(), make(None, false)], None)
+        .await
+        .unwrap();
+    let u = users(&server, &["claimer"]).await;
+    let a = u[0].hostile().post("/v1/accounts/idle/key-packages/claim", json!({})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let handed = a.body["key_packages"].as_array().unwrap();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(
+        handed[0]["last_resort"], false,
+        "the fresh one-time KeyPackage, not the last resort"
+    );
+}
+
+async fn a_device_renews_its_last_resort_key_package(server: TestServer) {
+    let mut u = users(&server, &["owner", "claimer", "friend"]).await;
+    let claim = async |u: &TestUser| {
+        let a = u.hostile().post("/v1/accounts/owner/key-packages/claim", json!({})).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        a.body["key_packages"][0]["key_package"].as_str().unwrap().to_string()
+    };
+    let before = claim(&u[1]).await;
+    // Within four weeks a sync leaves it alone; past them, the next sync uploads a fresh one.
+    u[0].sync().await.unwrap();
+    assert_eq!(claim(&u[1]).await, before);
+    u[0].raw_age_last_resort(29).unwrap();
+    u[0].sync().await.unwrap();
+    let after = claim(&u[1]).await;
+    assert_ne!(after, before, "the last-resort KeyPackage was not renewed");
+    // And the renewed one works: someone new opens a conversation on it.
+    u[2].send_text("owner", "hello").await.unwrap();
+    assert_eq!(texts(&u[0].sync().await.unwrap()), ["hello"]);
 }

@@ -12,6 +12,9 @@ use crate::routes::accounts::username_checked;
 use crate::safety;
 use crate::state::AppState;
 
+/// Claims tried again, at most, while they hand out only unusable one-time KeyPackages.
+const UNUSABLE_TRIES: usize = 8;
+
 /// Upload more one-time KeyPackages (and optionally a new last-resort one) for this device.
 #[utoipa::path(post, path = "/v1/key-packages", tag = "key-packages", security(("bearer" = [])),
     request_body = UploadKeyPackages,
@@ -111,22 +114,37 @@ pub async fn claim(
     // All claimers together take at most the account's hourly budget of one-time KeyPackages;
     // past it they get its last-resort KeyPackage, so nobody can drain it.
     let one_time = state.safety.take_key_package_budget(&username, now);
-    let mut claimed = state.store.claim_key_packages(&username, one_time).await?;
     // Only what every Kith client will take is handed out (the rule clients apply at claim):
     // one that expired since, or was stored before the rule, is dropped here, so the claimer
-    // is never charged for a KeyPackage nobody could use.
+    // is never charged for a KeyPackage nobody could use. A one-time KeyPackage dropped so is
+    // used up; the next one is tried (a few times: an account idle for months holds many
+    // expired ones until its device tops up).
     let crypto = OpenMlsRustCrypto::default();
-    claimed.retain(|c| {
-        let usable = mls::usable_now(&crypto, &c.data, &username);
-        if !usable {
-            tracing::info!(
-                device = c.device_id,
-                "an unusable stored KeyPackage was not handed out"
-            );
-            state.metrics.key_packages_unusable.inc();
+    let mut claimed = Vec::new();
+    for _ in 0..UNUSABLE_TRIES {
+        let round = state.store.claim_key_packages(&username, one_time).await?;
+        let handed = round.len();
+        let mut dropped_one_time = false;
+        claimed = round
+            .into_iter()
+            .filter(|c| {
+                let usable = mls::usable_now(&crypto, &c.data, &username);
+                if !usable {
+                    tracing::info!(
+                        device = c.device_id,
+                        "an unusable stored KeyPackage was not handed out"
+                    );
+                    state.metrics.key_packages_unusable.inc();
+                    dropped_one_time |= !c.last_resort;
+                }
+                usable
+            })
+            .collect();
+        // Tried again only when nothing usable came and a one-time one was used up.
+        if !claimed.is_empty() || handed == 0 || !dropped_one_time {
+            break;
         }
-        usable
-    });
+    }
     if claimed.is_empty() {
         return Err(none_left());
     }
