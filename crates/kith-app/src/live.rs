@@ -137,8 +137,17 @@ fn status(app: &App, online: bool, error: Option<&ClientError>) {
 }
 
 /// `GET /live`: the page's WebSocket (the gate checked its session and origin).
-pub(crate) async fn socket(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |ws| forward(app, ws))
+pub(crate) async fn socket(
+    State(app): State<Arc<App>>,
+    connection: Option<axum::Extension<kith_listen::ConnectionPermit>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // The socket stays counted against the listener's caps while it lives.
+    let permit = connection.map(|c| c.0);
+    upgrade.on_upgrade(move |ws| async move {
+        forward(app, ws).await;
+        drop(permit);
+    })
 }
 
 async fn forward(app: Arc<App>, mut ws: WebSocket) {

@@ -62,6 +62,8 @@ struct Account {
     next_batch: u64,
     /// Syncs that failed (a normal account's must not: nothing a stranger sends breaks one).
     sync_failures: u64,
+    /// What its syncs skipped and reported (an unreadable message, an unjoinable invitation).
+    problems: u64,
     /// People who answered this account (the poisoner's targets).
     answered_by: Vec<usize>,
 }
@@ -108,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 planner: false,
                 next_batch: 0,
                 sync_failures: 0,
+                problems: 0,
                 answered_by: vec![],
             }
         }
@@ -226,6 +229,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         .collect();
     let targets_harmed = targets.iter().filter(|t| detected(&people[**t])).count();
     report.context("poison_targets", json!(targets.len()));
+    report.context(
+        "poison_problems_reported",
+        json!(targets.iter().map(|t| people[*t].problems).sum::<u64>()),
+    );
     report.figure(
         "poison_targets_acted_against",
         targets_harmed as f64,
@@ -291,7 +298,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 /// A sync, counting a failure against nobody but noting it (a normal account's must not fail).
 async fn sync(people: &mut [Account], who: usize) -> Option<kith_client::SyncReport> {
     match people[who].user.sync().await {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            people[who].problems += r.problems.len() as u64;
+            Some(r)
+        }
         Err(e) => {
             people[who].acted(&e);
             people[who].sync_failures += 1;

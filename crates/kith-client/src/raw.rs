@@ -83,6 +83,12 @@ impl Client {
         bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
     }
 
+    /// This device's signature key pair (what a modified client holding two accounts could
+    /// use in the other's group).
+    pub fn raw_signer(&self) -> ClientResult<SignatureKeyPair> {
+        crate::mls::load_signer(&self.provider(), &self.me()?.signature_key)
+    }
+
     /// Makes this device believe its last-resort KeyPackage was uploaded `days` ago, so the
     /// next sync's upkeep renews it (a test cannot wait four weeks).
     pub fn raw_age_last_resort(&self, days: u64) -> ClientResult<()> {

@@ -56,6 +56,16 @@ pub fn check_commit(
             _ => return Err(refused("a kind of proposal Kith does not use")),
         }
     }
+    // A member's leaf stays its account's: the committer's new path leaf names the committer
+    // (standalone updates are never accepted, so committed ones cannot occur).
+    if let Some(leaf) = staged.update_path_leaf_node()
+        && mls::identity(leaf.credential()).as_deref() != Some(committer)
+    {
+        return Err(refused("a commit whose new leaf names another account than its sender"));
+    }
+    if staged.update_proposals().next().is_some() {
+        return Err(refused("an update proposal (Kith clients never send one)"));
+    }
     let after = mls::meta_of_context(staged.group_context())
         .ok_or_else(|| refused("a commit that drops the Kith extension"))?;
     if after.kind != before.kind {

@@ -4,8 +4,10 @@
 //! - [`Gate`]: connections in total and per address (an IPv6 /64 counts as one address) are
 //!   capped; when a cap is reached, the oldest connection of that scope that has not yet sent
 //!   a whole request is closed to make room (a client holding sockets open without speaking
-//!   cannot keep a speaking one out), and only when every one of them is busy is the newcomer
-//!   turned away;
+//!   cannot keep a speaking one out: a connection has spoken once a whole request was read
+//!   and answered, so one stalling its body stays evictable), and only when every one of them
+//!   has spoken is the newcomer turned away; an upgraded connection (a WebSocket) stays counted
+//!   while its handler holds the [`ConnectionPermit`];
 //! - [`Acceptor`]: `accept` that never spins: when it fails (out of file descriptors above
 //!   all) it pauses, doubling up to a second, and logs at most one line per ten seconds, with
 //!   how many failures it did not log;
@@ -167,6 +169,9 @@ impl Gate {
             let held = open.held.swap_remove(at);
             if let Some(n) = open.per_source.get_mut(&held.source) {
                 *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.per_source.remove(&held.source);
+                }
             }
             held.close.notify_one();
             self.evicted.fetch_add(1, Ordering::Relaxed);
@@ -241,6 +246,12 @@ impl Acceptor {
     }
 }
 
+/// The permit of the connection a request came on, in its extensions: a handler that upgrades
+/// the connection (a WebSocket) holds it for as long as the socket lives, so upgraded
+/// connections stay counted.
+#[derive(Clone)]
+pub struct ConnectionPermit(pub Arc<Permit>);
+
 /// Serves one HTTP/1.1 connection (upgrades included) with `app`: a client that has not sent a
 /// request's headers within `header_timeout` — the first request's, or the next one's on a
 /// kept-alive connection — is disconnected. Ends early when the permit is closed by its gate
@@ -258,9 +269,17 @@ pub async fn serve_connection<I>(
     let permit = Arc::new(permit);
     let marks = permit.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        marks.spoke();
         let mut app = app.clone();
-        async move { app.call(req.map(axum::body::Body::new)).await }
+        let marks = marks.clone();
+        async move {
+            let mut req = req.map(axum::body::Body::new);
+            // A handler that takes the connection over (a WebSocket) keeps the permit with it.
+            req.extensions_mut().insert(ConnectionPermit(marks.clone()));
+            let response = app.call(req).await;
+            // Spoken: a whole request was read and answered (a stalled body never gets here).
+            marks.spoke();
+            response
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

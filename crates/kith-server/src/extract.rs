@@ -173,10 +173,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::BodyTooLarge, "the request body is too large")
-            } else {
-                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+                return ApiError::new(ErrorCode::BodyTooLarge, "the request body is too large");
             }
+            // Refused by the body budget or its deadline (`crate::bodies`)?
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+            while let Some(e) = source {
+                match e.downcast_ref::<crate::bodies::BodyRefused>() {
+                    Some(crate::bodies::BodyRefused::Busy) => {
+                        return ApiError::unavailable(
+                            "the server is holding too many request bodies; try again shortly",
+                        );
+                    }
+                    Some(crate::bodies::BodyRefused::TooSlow) => {
+                        return ApiError::new(
+                            ErrorCode::BadRequest,
+                            "the request body did not arrive in time",
+                        );
+                    }
+                    None => source = e.source(),
+                }
+            }
+            ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
         })?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             let text = e.to_string();

@@ -90,6 +90,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, kith_store::StoreError> {
         let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
+        let metrics = Arc::new(Metrics::new());
         Ok(AppState(Arc::new(Shared {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
             routes: Arc::new(crate::routes_cache::RouteCache::new(store.shared())),
@@ -103,12 +104,13 @@ impl AppState {
             bodies: crate::bodies::BodyBudget::new(
                 config.max_body_memory_bytes,
                 config.max_body_memory_per_address,
+                metrics.body_budget_refusals.clone(),
             ),
             store,
             config: Arc::new(config),
             hub: Arc::new(Hub::default()),
             auth_cache: Arc::new(AuthCache::default()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             clock,
             locks: Arc::default(),
             shutdown: watch::Sender::new(false),

@@ -97,7 +97,12 @@ pub async fn serve(
                 None => kith_listen::serve_connection(tcp, app, permit, stop, header_timeout).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-                    if let Ok(Ok(stream)) = handshake.await {
+                    // A connection evicted while still shaking hands closes at once.
+                    let shaken = tokio::select! {
+                        done = handshake => done,
+                        _ = permit.closing() => return,
+                    };
+                    if let Ok(Ok(stream)) = shaken {
                         kith_listen::serve_connection(stream, app, permit, stop, header_timeout)
                             .await;
                     }

@@ -77,6 +77,7 @@ on_both_stores! {
     a_credential_key_serves_one_device_only(test_config()),
     an_expired_key_package_gives_way_to_the_next(test_config()),
     a_device_renews_its_last_resort_key_package(last_resort_only()),
+    a_member_cannot_hand_its_seat_to_another_account(test_config()),
 }
 
 fn last_resort_only() -> ServerConfig {
@@ -887,4 +888,46 @@ async fn a_device_renews_its_last_resort_key_package(server: TestServer) {
     // And the renewed one works: someone new opens a conversation on it.
     u[2].send_text("owner", "hello").await.unwrap();
     assert_eq!(texts(&u[0].sync().await.unwrap()), ["hello"]);
+}
+
+async fn a_member_cannot_hand_its_seat_to_another_account(server: TestServer) {
+    // mallory holds a person account in a 1:1 with ana and a business account; she commits an
+    // update whose new leaf is the business's — which would bring it into ana's chat without
+    // an add (and make the server believe ana opted in to it).
+    let mut ana = server.user("ana").await;
+    let mut mallory = server.user("mallory").await;
+    let shop = {
+        let dir = tempfile::tempdir().unwrap();
+        let mut client = kith_client::Client::open(dir.path()).unwrap();
+        client.register_business(&server.url, "shop", "Shop", "Deals").await.unwrap();
+        TestUser { client, dir }
+    };
+    mallory.send_text("ana", "hi ana").await.unwrap();
+    ana.sync().await.unwrap();
+    let conv = mallory.history("ana").unwrap()[0].conversation.clone();
+    let built = mallory.hostile().hand_seat_to(&conv, &shop);
+    let a = mallory.hostile().post_handshake(&conv, &built).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    // Delivered anyway (a hostile server): ana's client refuses it, and the chat goes on.
+    let r = ana
+        .receive_entries(&[QueueEntry {
+            seq: 1,
+            message_id: 77_000_001,
+            conversation_id: conv.clone(),
+            kind: EntryKind::Message,
+            sender: "mallory".into(),
+            sender_device: mallory.profile().unwrap().device_id,
+            sender_kind: AccountKind::Person,
+            sender_verified: false,
+            data: B64(built.commit.clone()),
+            server_time: 0,
+            expires_at: None,
+            frank: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(r.dropped, 1, "{:?}", r.problems);
+    assert!(!server.store().share_direct_conversation("ana", "shop").await.unwrap());
+    mallory.send_text("ana", "still me").await.unwrap();
+    assert_eq!(texts(&ana.sync().await.unwrap()), ["still me"]);
 }

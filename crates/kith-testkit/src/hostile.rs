@@ -159,6 +159,31 @@ impl Hostile<'_> {
         })
     }
 
+    /// A commit that hands this member's seat to `other` (another account the attacker holds):
+    /// its new path leaf names `other` with `other`'s real device key — no add in sight.
+    pub fn hand_seat_to(&self, conversation: &str, other: &TestUser) -> Built {
+        let name = other.profile().unwrap().username.clone();
+        let theirs = other.raw_signer().unwrap();
+        self.commit(conversation, Wire::Public, |group, provider, signer| {
+            let credential = CredentialWithKey {
+                credential: BasicCredential::new(name.into_bytes()).into(),
+                signature_key: theirs.public().into(),
+            };
+            let params =
+                LeafNodeParameters::builder().with_credential_with_key(credential.clone()).build();
+            let bundle = group
+                .self_update_with_new_signer(
+                    provider,
+                    signer,
+                    NewSignerBundle { signer: &theirs, credential_with_key: credential },
+                    params,
+                )
+                .unwrap();
+            let (c, _, _) = bundle.into_contents();
+            (c, None)
+        })
+    }
+
     /// Claims `username`'s KeyPackages (as anyone may) and builds a commit adding them, with
     /// its Welcome, whoever this user is.
     pub async fn add(&self, conversation: &str, username: &str) -> Built {

@@ -7,6 +7,8 @@
 //! - An admin list entry for someone who is no longer a member has no effect (they cannot
 //!   commit); clients drop an admin from the list before removing them.
 //! - The group may never exceed `max_group_size` member devices.
+//! - A member's leaf stays its account's: a commit's new path leaf and every update name the
+//!   member whose leaf they replace.
 //! - Proposals the server does not understand the consequences of (PSK, ReInit, external
 //!   init, custom) are refused.
 
@@ -81,6 +83,34 @@ pub fn check_commit(
                 return Err(ApiError::new(
                     ErrorCode::InvalidMessage,
                     "this server accepts add, remove, update and group-context proposals only",
+                ));
+            }
+        }
+    }
+    // A member's leaf stays its own account's: the committer's new path leaf, and every
+    // update, name the member whose leaf they replace (else a member could hand its seat — and
+    // every opt-in and audience rule checked at adds — to another account without an add).
+    if let Some(leaf) = staged.update_path_leaf_node()
+        && crate::groups::state::identity(leaf.credential()).as_deref() != Some(committer)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "a commit's new leaf names another account than its sender",
+        ));
+    }
+    if staged.update_proposals().next().is_some() {
+        let leaves = tracked.leaves();
+        for update in staged.update_proposals() {
+            let owner = match update.sender() {
+                Sender::Member(by) => leaves.iter().find(|l| l.index == by.u32()),
+                _ => None,
+            };
+            let named =
+                crate::groups::state::identity(update.update_proposal().leaf_node().credential());
+            if owner.map(|l| Some(&l.username)) != Some(named.as_ref()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidMessage,
+                    "an update names another account than the member it replaces",
                 ));
             }
         }

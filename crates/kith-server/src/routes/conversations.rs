@@ -72,6 +72,9 @@ pub async fn create(
         delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story: false }).await?;
         return created_before(&state, &me, &id, &digest).await;
     }
+    // Cheap checks before the costly one (verifying a GroupInfo and a tree of up to a
+    // megabyte): the change rate is counted for every attempt, valid or not.
+    delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story: false }).await?;
     let tracked = Tracked::bootstrap(
         &OpenMlsRustCrypto::default(),
         id.as_bytes(),
@@ -146,7 +149,6 @@ pub async fn create(
         return created_before(&state, &me, &id, &digest).await.map_err(|_| limited);
     }
     let stored = async {
-        delivery::check_rate(&state, &me, id.as_bytes(), Post::Change { story }).await?;
         let device_ids: Vec<u64> = members.iter().map(|m| m.device_id).collect();
         let others: Vec<u64> = device_ids.iter().copied().filter(|d| *d != me.device_id).collect();
         // The Welcome is withheld from members whose account blocks the creator, until the

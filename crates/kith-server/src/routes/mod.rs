@@ -80,46 +80,30 @@ async fn answer_in_time(State(state): State<AppState>, req: Request, next: Next)
         Err(_) => {
             tracing::warn!(seconds = limit.as_secs(), "a request took too long; answered 503");
             state.metrics.request_timeouts.inc();
-            ApiError::unavailable("the server could not answer in time; try again shortly")
-                .into_response()
+            // The connection closes after this answer: a request still sending its body
+            // holds nothing more.
+            let mut response =
+                ApiError::unavailable("the server could not answer in time; try again shortly")
+                    .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
         }
     }
 }
 
-/// Holds a share of the body budget (`crate::bodies`) while the request is handled: its
-/// declared length, or the largest body when it does not declare one. Past the budget, `503`
-/// at once, before the body is read.
+/// Meters every request body against the body budget and its deadline (`crate::bodies`).
 async fn bounded_bodies(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let has_body = declared.is_some_and(|n| n > 0)
-        || req.headers().contains_key(axum::http::header::TRANSFER_ENCODING);
-    if !has_body {
-        return next.run(req).await;
-    }
-    let bytes = declared.unwrap_or(state.config.max_body_bytes).min(state.config.max_body_bytes);
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    match state.bodies.reserve(peer, bytes) {
-        Ok(reserved) => {
-            let response = next.run(req).await;
-            drop(reserved);
-            response
-        }
-        Err(crate::bodies::Spent) => {
-            state.metrics.body_budget_refusals.inc();
-            ApiError::unavailable(
-                "the server is holding too many request bodies; try again shortly",
-            )
-            .into_response()
-        }
-    }
+    let (parts, body) = req.into_parts();
+    let body = crate::bodies::metered(state.bodies.clone(), peer, body);
+    next.run(Request::from_parts(parts, body)).await
 }
 
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {

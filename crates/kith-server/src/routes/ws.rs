@@ -32,6 +32,7 @@ use crate::state::AppState;
 pub async fn connect(
     State(state): State<AppState>,
     me: AuthedDevice,
+    connection: Option<axum::Extension<kith_listen::ConnectionPermit>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|e| {
@@ -53,8 +54,13 @@ pub async fn connect(
             5,
         ));
     };
-    let slot =
-        Slot { hub: state.hub.clone(), device: me.device_id, inbox, token_hash: me.token_hash };
+    let slot = Slot {
+        hub: state.hub.clone(),
+        device: me.device_id,
+        inbox,
+        token_hash: me.token_hash,
+        _connection: connection.map(|c| c.0),
+    };
     // Small buffers: an idle device should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer. Client frames are small acks; a larger one is refused.
     Ok(upgrade
@@ -73,6 +79,8 @@ struct Slot {
     inbox: Arc<Inbox>,
     /// The token the connection was opened with.
     token_hash: [u8; 32],
+    /// The listener's permit: the socket stays counted against the connection caps.
+    _connection: Option<kith_listen::ConnectionPermit>,
 }
 
 impl Drop for Slot {
