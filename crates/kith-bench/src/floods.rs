@@ -25,8 +25,9 @@ use tokio::net::TcpStream;
 use crate::report::Report;
 use crate::server::Kithd;
 
-/// kithd's own defaults, with the retention the benchmarks use.
-const FLOOD_CONFIG: &str = "retention_days = 30\n";
+/// kithd's own defaults — its connection caps, body budget and registration limits — but for
+/// the message rate, which the honest pair's timed round trips would otherwise reach.
+const FLOOD_CONFIG: &str = "retention_days = 30\n[safety]\nmax_messages_per_minute = 1000000\n";
 
 pub struct Config {
     pub store: crate::StoreKind,

@@ -74,7 +74,8 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// The accounts you have written to: they see your stories.
+    /// The people you have written to: they see your stories (a business you wrote to is not
+    /// a contact: businesses never see stories).
     Contacts,
     /// Stories: shown to your contacts only, gone after 24 hours.
     Story {
@@ -174,13 +175,8 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
         }
         (Some(ErrorCode::GroupFull), _) => format!("the group is full: {detail}"),
         (Some(ErrorCode::NotAdmin), _) => format!("{detail} (ask an admin of the group)"),
-        (Some(ErrorCode::NotOptedIn), Some(who)) => format!(
-            "businesses cannot start conversations: {who} has to write to you first"
-        ),
-        (Some(ErrorCode::NotOptedIn), None) => {
-            "businesses cannot start conversations or add people to groups: people write first"
-                .into()
-        }
+        // The server says who has not opted in to which business: its words are the answer.
+        (Some(ErrorCode::NotOptedIn), _) => detail.to_string(),
         (Some(ErrorCode::Suspended), _) => {
             format!("your account is suspended on this server: {detail}")
         }

@@ -341,7 +341,7 @@ async fn businesses_from_the_command_line() {
 
     let r = kith(shop.path(), &["send", "alice", "spring sale!"]).await;
     assert!(!r.ok);
-    assert!(r.stderr.contains("alice has to write to you first"), "{}", r.stderr);
+    assert!(r.stderr.contains("only in a conversation alice opened with it"), "{}", r.stderr);
 
     let r = kith(alice.path(), &["--json", "business", "search", "repair"]).await;
     assert!(r.ok, "{}", r.stderr);

@@ -267,18 +267,32 @@ impl Client {
     /// people who wrote to it — this device checks its own person; the server checks everyone.
     pub(crate) async fn check_new_members(&mut self, users: &[String]) -> ClientResult<()> {
         let me = self.me()?.kind;
+        let mut unknown = Vec::new();
         for user in users {
             if local::account_is_business(&self.conn, user)?.is_none() {
                 self.fetch_keys(std::slice::from_ref(user)).await?;
             }
-            let Some(business) = local::account_is_business(&self.conn, user)? else {
-                return Err(ClientError::Server {
-                    status: 404,
-                    code: ErrorCode::UnknownUser,
-                    message: format!("there is no user named {user} on this server"),
-                    retry_after: None,
-                });
+            if local::account_is_business(&self.conn, user)?.is_none() {
+                unknown.push(user.as_str());
+            }
+        }
+        if !unknown.is_empty() {
+            let (names, advice) = match unknown.as_slice() {
+                [one] => (format!("is no user named {one}"), "check the name, or leave it out"),
+                more => (
+                    format!("are no users named {}", more.join(", ")),
+                    "check the names, or leave them out",
+                ),
             };
+            return Err(ClientError::Server {
+                status: 404,
+                code: ErrorCode::UnknownUser,
+                message: format!("there {names} on this server; nobody was added ({advice})"),
+                retry_after: None,
+            });
+        }
+        for user in users {
+            let business = local::account_is_business(&self.conn, user)?.unwrap_or(false);
             if business && me == AccountKind::Person && !local::has_open_direct(&self.conn, user)? {
                 return Err(ClientError::refused(
                     Refusal::NotOptedIn,
