@@ -1,6 +1,7 @@
 //! One client cannot starve the others: a flood of each kind against a real kithd, with an
 //! honest pair exchanging messages alongside, on SQLite and on PostgreSQL (when
-//! `KITH_TEST_DATABASE_URL` is set). Each test checks that the honest pair loses nothing and
+//! `KITH_TEST_DATABASE_URL` is set; the tests whose limit spans nodes also on two PostgreSQL
+//! nodes). Each test checks that the honest pair loses nothing and
 //! that what the flood holds on the server stays bounded. (The honest pair's latency during
 //! each flood is measured by `kith-bench floods`, not here: timings are not tests.)
 
@@ -51,6 +52,14 @@ on_both_stores! {
     idle_connections_cannot_keep_an_honest_pair_out(few_connections()),
     stalled_bodies_hold_a_bounded_amount_of_memory(small_body_budget()),
     failed_registrations_are_limited_too(few_registration_attempts()),
+    push_connections_are_held_to_each_device_s_limit(test_config()),
+    a_flooded_queue_stays_bounded(small_queues()),
+}
+
+fn small_queues() -> ServerConfig {
+    let mut c = test_config();
+    c.max_queued_per_device = 20;
+    c
 }
 
 fn few_connections() -> ServerConfig {
@@ -189,4 +198,95 @@ async fn failed_registrations_are_limited_too(server: TestServer) {
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 18, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12, "{statuses:?}");
     honest_pair_talks(&mut alice, &mut bob, 2).await;
+}
+
+async fn push_connections_are_held_to_each_device_s_limit(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    // Eight throwaway accounts each try to hold ten push connections.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut t = server.user(&format!("throwaway{i}")).await;
+        for _ in 0..10 {
+            if let Ok(push) = t.connect_push().await {
+                held.push(push);
+            }
+        }
+    }
+    let per_device = server.state.config.max_connections_per_device;
+    assert_eq!(held.len(), 8 * per_device, "each device holds at most its limit");
+    // Upgraded connections stay counted by the listener's caps.
+    assert!(server.state.gate.open() >= held.len(), "{} open", server.state.gate.open());
+    honest_pair_talks(&mut alice, &mut bob, 3).await;
+    drop(held);
+}
+
+async fn a_flooded_queue_stays_bounded(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut mallory = server.user("mallory").await;
+    let victim = server.user("victim").await;
+    // mallory fills an offline device's queue as fast as she may.
+    let mut refused = 0;
+    for i in 0..60 {
+        match mallory.send_text("victim", &format!("spam {i}")).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Some(kith_proto::ErrorCode::QueueFull), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+    let queued = victim.raw_queue().await.len() as u64;
+    assert!(queued <= server.state.config.max_queued_per_device, "{queued} entries queued");
+    honest_pair_talks(&mut alice, &mut bob, 3).await;
+}
+
+/// Two kithd nodes on one PostgreSQL with these settings; `None` without the database.
+async fn two_nodes(config: ServerConfig) -> Option<Vec<TestServer>> {
+    TestServer::start_postgres_nodes_with(2, config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_registrations_are_limited_across_nodes() {
+    let Some(nodes) = two_nodes(few_registration_attempts()).await else { return };
+    let mut alice =
+        TestUser::register(&nodes[0].url, "alice", kith_proto::AccountKind::Person).await;
+    let mut bob = TestUser::register(&nodes[1].url, "bob", kith_proto::AccountKind::Person).await;
+    // One address alternates between the nodes: the limit is the two nodes' together.
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for k in 0..30 {
+        let resp = http
+            .post(format!("{}/v1/accounts", nodes[k % 2].url))
+            .json(&serde_json::json!({
+                "username": "alice", "credential_key": kith_proto::B64(vec![7; 32]),
+                "key_packages": [], "last_resort_key_package": kith_proto::B64(vec![1]),
+            }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 18, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12, "{statuses:?}");
+    honest_pair_talks(&mut alice, &mut bob, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_on_one_node_cannot_keep_a_pair_on_two_out() {
+    let Some(nodes) = two_nodes(few_connections()).await else { return };
+    let mut alice =
+        TestUser::register(&nodes[0].url, "alice", kith_proto::AccountKind::Person).await;
+    let mut bob = TestUser::register(&nodes[1].url, "bob", kith_proto::AccountKind::Person).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = TcpStream::connect(nodes[0].state.config.listen).await {
+            idle.push(s);
+        }
+    }
+    honest_pair_talks(&mut alice, &mut bob, 3).await;
+    assert!(nodes[0].state.gate.open() <= 120);
+    drop(idle);
 }

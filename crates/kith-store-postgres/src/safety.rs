@@ -165,6 +165,30 @@ impl SafetyStore for PgStore {
         Ok(())
     }
 
+    async fn count_attempt(&self, source: &str, since: Millis, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("DELETE FROM attempts WHERE at < $1")
+            .bind(i(since))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO attempts (source, at) VALUES ($1, $2)")
+            .bind(source)
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE source = $1 AND at >= $2")
+                .bind(source)
+                .bind(i(since))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u(n))
+    }
+
     async fn flags(&self) -> StoreResult<Vec<FlagRecord>> {
         let rows: Vec<(String, String, String, i64)> =
             sqlx::query_as("SELECT username, action, reason, created_at FROM flags ORDER BY id")

@@ -124,6 +124,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX queue_held ON queue (device_id) WHERE held;",
     // 7: a revision per group state, so no update is made from a stale copy.
     "ALTER TABLE conversations ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;",
+    // 8: attempts counted across every node sharing the store (registrations per address).
+    "CREATE TABLE attempts (source TEXT NOT NULL, at BIGINT NOT NULL);
+     CREATE INDEX attempts_source ON attempts (source, at);
+     CREATE INDEX attempts_at ON attempts (at);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -157,6 +157,26 @@ impl SafetyStore for SqliteStore {
         .await
     }
 
+    async fn count_attempt(&self, source: &str, since: Millis, now: Millis) -> StoreResult<u64> {
+        let source = source.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let run = || -> rusqlite::Result<i64> {
+                    conn.prepare_cached("DELETE FROM attempts WHERE at < ?1")?
+                        .execute(params![i(since)])?;
+                    conn.prepare_cached("INSERT INTO attempts (source, at) VALUES (?1, ?2)")?
+                        .execute(params![source, i(now)])?;
+                    conn.prepare_cached(
+                        "SELECT COUNT(*) FROM attempts WHERE source = ?1 AND at >= ?2",
+                    )?
+                    .query_row(params![source, i(since)], |r| r.get(0))
+                };
+                run().map(u).map_err(backend)
+            })
+            .await
+    }
+
     async fn add_flag(&self, f: FlagRecord) -> StoreResult<()> {
         self.inner
             .writer

@@ -124,6 +124,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX queue_held ON queue (device_id) WHERE held = 1;",
     // 7: a revision per group state, so no update is made from a stale copy.
     "ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+    // 8: attempts counted across every node sharing the store (registrations per address).
+    "CREATE TABLE attempts (source TEXT NOT NULL, at INTEGER NOT NULL);
+     CREATE INDEX attempts_source ON attempts (source, at);
+     CREATE INDEX attempts_at ON attempts (at);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

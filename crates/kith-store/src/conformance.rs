@@ -32,6 +32,7 @@ macro_rules! conformance_suite {
             budgeted_claims_take_the_last_resort,
             withheld_entries_wait_for_release,
             signals_count_once_and_clear,
+            attempts_are_counted_and_forgotten,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -809,4 +810,17 @@ pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
         .unwrap();
     store.note_spoke(&conv(8), "bob").await.unwrap();
     assert!(!store.has_written_to("bob", "carol").await.unwrap());
+}
+
+pub async fn attempts_are_counted_and_forgotten(store: Arc<dyn Store>) {
+    let hour = 3_600_000;
+    for n in 1..=3 {
+        assert_eq!(store.count_attempt("10.0.0.1", NOW - hour, NOW + n).await.unwrap(), n);
+    }
+    // Another source counts apart.
+    assert_eq!(store.count_attempt("10.0.0.2", NOW - hour, NOW + 5).await.unwrap(), 1);
+    // An hour on, the old ones are forgotten.
+    let later = NOW + hour + 10;
+    assert_eq!(store.count_attempt("10.0.0.1", later - hour, later).await.unwrap(), 1);
+    assert_eq!(store.count_attempt("10.0.0.2", later - hour, later).await.unwrap(), 1);
 }

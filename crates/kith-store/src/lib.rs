@@ -579,6 +579,11 @@ pub trait SafetyStore: Send + Sync + 'static {
     /// The devices of every account that blocks `sender`.
     async fn devices_blocking(&self, sender: &str) -> StoreResult<Vec<DeviceId>>;
 
+    /// Counts one more attempt by `source` (an address, say) at `now`, and returns how many
+    /// it made since `since`, this one included. Attempts older than `since` (of every source)
+    /// are forgotten. Every node sharing the store counts into the same total.
+    async fn count_attempt(&self, source: &str, since: Millis, now: Millis) -> StoreResult<u64>;
+
     /// Records an action taken against an account.
     async fn add_flag(&self, flag: FlagRecord) -> StoreResult<()>;
 

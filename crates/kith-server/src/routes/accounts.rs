@@ -75,6 +75,22 @@ pub async fn register(
     if let Err(limited) = crate::safety::enforce(&state, "", verdict).await {
         return repeat(limited).await;
     }
+    // The same limit on attempts across every node sharing the store (the count above is
+    // this node's alone).
+    let source = crate::safety::policy::registration_source(peer.ip());
+    let hour = 3_600_000;
+    let attempts = state
+        .store
+        .count_attempt(&format!("registration {source}"), at.saturating_sub(hour), at)
+        .await?;
+    if attempts > u64::from(state.safety.config.registration_attempts_per_ip_per_hour) {
+        state.safety.registration_failed(peer.ip(), at);
+        let limited = ApiError::slow_down(
+            "slow down: too many registration attempts from this address; try again later",
+            600,
+        );
+        return repeat(limited).await;
+    }
     match create_account(&state, req).await {
         Ok(done) => Ok(done),
         Err(e) => {

@@ -135,7 +135,7 @@ pub struct Safety {
 
 /// Where registrations are counted from: the address, or for IPv6 its /64 (one subscriber's
 /// whole prefix).
-fn registration_source(ip: IpAddr) -> IpAddr {
+pub fn registration_source(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
