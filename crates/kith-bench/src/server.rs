@@ -35,6 +35,7 @@ max_key_package_claims_per_hour = 1000000
 max_claims_of_one_account_per_hour = 1000000
 registrations_per_ip_per_hour = 1000000
 registration_attempts_per_ip_per_hour = 1000000
+max_bytes_per_hour = 1000000000000
 ";
 
 impl Kithd {

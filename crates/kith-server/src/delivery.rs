@@ -7,6 +7,7 @@
 //!   state; see [`crate::groups`]);
 //! - [`check_rate`]: the sender's per-account rates (one for messages, one for changes to
 //!   conversations) and, for a change, its rate of changes to that conversation;
+//! - [`check_volume`]: the sender's disk quota, bytes of messages stored per hour;
 //! - [`Fanout::to_members`]: blocks — the devices of every account that blocks the sender get
 //!   none of its messages and none of its invitations, in any kind of conversation, while the
 //!   sender is told the same as if there were no block; and a story does not reach the
@@ -78,6 +79,12 @@ pub async fn check_rate(
             safety::enforce(state, &me.username, verdict).await
         }
     }
+}
+
+/// The sender's disk quota: bytes of messages it may have stored per hour.
+pub async fn check_volume(state: &AppState, me: &AuthedDevice, bytes: usize) -> ApiResult<()> {
+    let verdict = state.safety.check_volume(&me.username, bytes as u64, state.now());
+    safety::enforce(state, &me.username, verdict).await
 }
 
 /// Who gets a post, and what the sender is told about it.

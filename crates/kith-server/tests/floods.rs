@@ -54,6 +54,13 @@ on_both_stores! {
     failed_registrations_are_limited_too(few_registration_attempts()),
     push_connections_are_held_to_each_device_s_limit(test_config()),
     a_flooded_queue_stays_bounded(small_queues()),
+    an_account_s_disk_quota_holds(small_disk_quota()),
+}
+
+fn small_disk_quota() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.max_bytes_per_hour = 20_000;
+    c
 }
 
 fn small_queues() -> ServerConfig {
@@ -289,4 +296,30 @@ async fn idle_connections_on_one_node_cannot_keep_a_pair_on_two_out() {
     honest_pair_talks(&mut alice, &mut bob, 3).await;
     assert!(nodes[0].state.gate.open() <= 120);
     drop(idle);
+}
+
+async fn an_account_s_disk_quota_holds(server: TestServer) {
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut mallory = server.user("mallory").await;
+    let _carol = server.user("carol").await;
+    // mallory sends 6 kB messages (7 kB or so as ciphertext): her hourly 20 kB are spent
+    // after two or three.
+    let big = "x".repeat(6000);
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..10 {
+        match mallory.send_text("carol", &big).await {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!((2..=3).contains(&accepted), "{accepted} accepted");
+    let e = refused.expect("refused past the quota");
+    assert_eq!(e.code(), Some(kith_proto::ErrorCode::RateLimited), "{e}");
+    // Others are not held to hers.
+    honest_pair_talks(&mut alice, &mut bob, 2).await;
 }

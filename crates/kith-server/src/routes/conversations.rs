@@ -276,6 +276,7 @@ pub async fn send(
     };
     let now = state.now();
     delivery::check_rate(&state, &me, id.as_bytes(), Post::Message).await?;
+    delivery::check_volume(&state, &me, req.message.0.len()).await?;
     let members: Vec<u64> = route.members.into_iter().filter(|d| *d != me.device_id).collect();
     // A 1:1 the other side left reaches nobody: say so, so the sender opens a new one, rather
     // than answer "accepted" for a message that goes nowhere. (A block does not end it: the

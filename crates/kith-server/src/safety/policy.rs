@@ -10,6 +10,7 @@
 //! | claims of the same account's KeyPackages never used, per hour | 3 | cool-off |
 //! | one-time KeyPackages of one account handed out per hour, all claimers together | 10 | its last-resort KeyPackage instead |
 //! | uploads with a KeyPackage no Kith group can take, per hour | 3 | cool-off |
+//! | bytes of messages an account stores on the server, per hour | 256 MiB | slow down |
 //! | changes to conversations (commits, proposals, new conversations) per minute | 60 | slow down |
 //! | changes by one member to one conversation per minute | 30 | slow down |
 //! | changes by its owner to one story channel's audience per hour | 60 | slow down |
@@ -76,6 +77,9 @@ pub struct SafetyConfig {
     /// Uploads refused for an unusable KeyPackage (per account, per hour) after which the
     /// uploader cools off. Only the account's own devices can upload for it.
     pub max_unusable_uploads_per_hour: u32,
+    /// Bytes of messages one account may have the server store per hour (its disk quota's
+    /// rate; the retention limit bounds how long they stay).
+    pub max_bytes_per_hour: u64,
 }
 
 impl Default for SafetyConfig {
@@ -101,6 +105,7 @@ impl Default for SafetyConfig {
             registrations_per_ip_per_hour: 10,
             registration_attempts_per_ip_per_hour: 60,
             max_unusable_uploads_per_hour: 3,
+            max_bytes_per_hour: 256 << 20,
         }
     }
 }
@@ -219,6 +224,22 @@ impl Safety {
                     reason: format!("more than {cap} messages a minute"),
                 }
             }
+        })
+    }
+
+    /// Before storing `bytes` of a message from `user`: its hourly volume.
+    pub fn check_volume(&self, user: &str, bytes: u64, now: Millis) -> Action {
+        let limit = self.config.max_bytes_per_hour;
+        self.with(|s| {
+            let a = s.account(user, now);
+            if a.bytes_sent.count(now, HOUR).saturating_add(bytes) > limit {
+                return Action::SlowDown {
+                    retry_after: 300,
+                    reason: format!("more than {} MiB of messages an hour", limit >> 20),
+                };
+            }
+            a.bytes_sent.add(now, u32::try_from(bytes).unwrap_or(u32::MAX));
+            Action::Allow
         })
     }
 

@@ -72,6 +72,8 @@ pub struct AccountSignals {
     pub changes: Window,
     /// Uploads refused because a KeyPackage broke the KeyPackage rule (no Kith client makes one).
     pub unusable_uploads: Window,
+    /// Bytes of messages accepted from this account (what it puts on the server's disk).
+    pub bytes_sent: Window,
     pub cool_off_until: Option<Millis>,
     pub cool_offs: Window,
     pub last_seen: Millis,
