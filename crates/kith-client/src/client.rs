@@ -700,10 +700,10 @@ impl Client {
         result
     }
 
-    /// Uploads KeyPackages when the server holds few, and a fresh last-resort KeyPackage
-    /// every [`LAST_RESORT_RENEWAL`] (a KeyPackage lives twelve weeks; the server hands out
-    /// none that is about to expire, so a last-resort one left to age would make this account
-    /// unreachable once the hourly budget of one-time ones is spent).
+    /// Uploads KeyPackages when the server holds few, and renews them all — a fresh
+    /// last-resort KeyPackage and a fresh batch replacing the one-time ones — every
+    /// [`LAST_RESORT_RENEWAL`] (a KeyPackage lives twelve weeks; the server hands out none that
+    /// is about to expire, so KeyPackages left to age would make this account unreachable).
     pub async fn replenish_key_packages(&mut self) -> ClientResult<u64> {
         let api = self.api()?;
         let remaining = api.whoami().await?.key_packages_remaining;
@@ -717,8 +717,10 @@ impl Client {
         let (fresh, last_resort) = {
             let provider = self.provider();
             let signer = mls::load_signer(&provider, &me.signature_key)?;
-            let n = if remaining >= KEY_PACKAGE_LOW {
-                0
+            // At a renewal every one-time KeyPackage is replaced too (they live twelve weeks;
+            // renewed every four, none is ever handed out expired).
+            let n = if renew {
+                KEY_PACKAGE_TARGET
             } else {
                 KEY_PACKAGE_TARGET.saturating_sub(usize::try_from(remaining).unwrap_or(0))
             };
@@ -734,6 +736,7 @@ impl Client {
             .upload_key_packages(&UploadKeyPackages {
                 key_packages: fresh.into_iter().map(B64).collect(),
                 last_resort_key_package: last_resort.map(B64),
+                replace: renew,
             })
             .await?;
         if renew {

@@ -179,6 +179,10 @@ pub struct UploadKeyPackages {
     /// Replaces the device's last-resort KeyPackage when present.
     #[serde(default)]
     pub last_resort_key_package: Option<B64>,
+    /// Drop the device's one-time KeyPackages the server holds before adding these (a device
+    /// renews them before they expire, so no claim meets an expired one).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

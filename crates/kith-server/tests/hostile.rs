@@ -881,10 +881,16 @@ async fn a_device_renews_its_last_resort_key_package(server: TestServer) {
     // Within four weeks a sync leaves it alone; past them, the next sync uploads a fresh one.
     u[0].sync().await.unwrap();
     assert_eq!(claim(&u[1]).await, before);
+    // One of its stored one-time KeyPackages is old (here: not one at all).
+    let device = u[0].profile().unwrap().device_id;
+    let held = server.store().add_key_packages(device, vec![b"old".to_vec()], None).await.unwrap();
     u[0].raw_age_last_resort(29).unwrap();
     u[0].sync().await.unwrap();
     let after = claim(&u[1]).await;
     assert_ne!(after, before, "the last-resort KeyPackage was not renewed");
+    // The one-time ones were replaced with a fresh batch: the old one is gone.
+    let now = u[0].whoami().await.unwrap().key_packages_remaining;
+    assert_eq!((held, now), (51, 50));
     // And the renewed one works: someone new opens a conversation on it.
     u[2].send_text("owner", "hello").await.unwrap();
     assert_eq!(texts(&u[0].sync().await.unwrap()), ["hello"]);

@@ -56,6 +56,15 @@ impl KeyPackageStore for PgStore {
         Ok(u(n))
     }
 
+    async fn drop_key_packages(&self, device: DeviceId) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM key_packages WHERE device_id = $1")
+            .bind(i(device))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
     async fn claim_key_packages(
         &self,
         username: &str,

@@ -61,6 +61,17 @@ impl KeyPackageStore for SqliteStore {
         .await
     }
 
+    async fn drop_key_packages(&self, device: DeviceId) -> StoreResult<u64> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute("DELETE FROM key_packages WHERE device_id = ?1", params![i(device)])
+                    .map(|n| n as u64)
+                    .map_err(backend)
+            })
+            .await
+    }
+
     async fn claim_key_packages(
         &self,
         username: &str,

@@ -33,6 +33,7 @@ macro_rules! conformance_suite {
             withheld_entries_wait_for_release,
             signals_count_once_and_clear,
             attempts_are_counted_and_forgotten,
+            key_packages_are_dropped_for_renewal,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -823,4 +824,17 @@ pub async fn attempts_are_counted_and_forgotten(store: Arc<dyn Store>) {
     let later = NOW + hour + 10;
     assert_eq!(store.count_attempt("10.0.0.1", later - hour, later).await.unwrap(), 1);
     assert_eq!(store.count_attempt("10.0.0.2", later - hour, later).await.unwrap(), 1);
+}
+
+pub async fn key_packages_are_dropped_for_renewal(store: Arc<dyn Store>) {
+    let alice = store.create_account(account("alice", 3)).await.unwrap();
+    let bob = store.create_account(account("bob", 2)).await.unwrap();
+    assert_eq!(store.drop_key_packages(alice).await.unwrap(), 3);
+    assert_eq!(store.key_packages_remaining(alice).await.unwrap(), 0);
+    // Others' stay, and alice's last-resort one is still handed out.
+    assert_eq!(store.key_packages_remaining(bob).await.unwrap(), 2);
+    let claimed = store.claim_key_packages("alice", true).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].last_resort);
+    assert_eq!(store.add_key_packages(alice, vec![b"fresh".to_vec()], None).await.unwrap(), 1);
 }

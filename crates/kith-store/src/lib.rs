@@ -455,6 +455,10 @@ pub trait KeyPackageStore: Send + Sync + 'static {
     /// One-time KeyPackages the device holds.
     async fn key_packages_remaining(&self, device: DeviceId) -> StoreResult<u64>;
 
+    /// Deletes every one-time KeyPackage the device holds (its last-resort one stays); returns
+    /// how many went. The device renews them so (see `UploadKeyPackages::replace`).
+    async fn drop_key_packages(&self, device: DeviceId) -> StoreResult<u64>;
+
     /// Hands out one KeyPackage for each device of the account: the oldest one-time
     /// KeyPackage, consumed, or the last-resort one (kept) when none is left — or always the
     /// last-resort one when `one_time` is false (the account's claim budget is spent). A device

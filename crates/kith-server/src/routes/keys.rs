@@ -36,7 +36,9 @@ pub async fn upload(
             format!("at most {limit} KeyPackages per request"),
         ));
     }
-    let held = state.store.key_packages_remaining(me.device_id).await?;
+    // A replacing upload drops what the device holds: only the new ones count.
+    let held =
+        if req.replace { 0 } else { state.store.key_packages_remaining(me.device_id).await? };
     let cap = state.config.max_key_packages_per_device;
     if held + req.key_packages.len() as u64 > cap {
         return Err(ApiError::new(
@@ -64,6 +66,9 @@ pub async fn upload(
             }
             return Err(e.into());
         }
+    }
+    if req.replace {
+        state.store.drop_key_packages(me.device_id).await?;
     }
     let remaining = state
         .store
