@@ -333,3 +333,45 @@ async fn a_welcome_naming_a_member_that_cannot_exist_is_refused_alone() {
 fn hex_bytes(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_package_the_server_tampered_with_keeps_no_one_else_out() {
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut bob = TestUser::register(&proxy.url(), "bob", AccountKind::Person).await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+    for friend in [&mut carol, &mut dave] {
+        friend.send_text("bob", "hi bob").await.unwrap();
+    }
+    bob.sync().await.unwrap();
+    bob.send_text("carol", "hi carol").await.unwrap();
+    bob.send_text("dave", "hi dave").await.unwrap();
+    // The hostile server hands out a tampered copy of dave's KeyPackage.
+    proxy.rewrite_answers(
+        "/accounts/dave/key-packages/claim",
+        Arc::new(|answer: &mut Value| {
+            if let Some(kp) = answer["key_packages"][0]["key_package"].as_str() {
+                let mut bytes: Vec<char> = kp.chars().collect();
+                let at = bytes.len() / 2;
+                bytes[at] = if bytes[at] == 'A' { 'B' } else { 'A' };
+                answer["key_packages"][0]["key_package"] =
+                    json!(bytes.into_iter().collect::<String>());
+            }
+        }),
+    );
+    // bob's first story reaches carol; dave is left out (and tried again later), not everyone.
+    bob.story_post("at the lake").await.unwrap();
+    carol.sync().await.unwrap();
+    assert_eq!(carol.stories().unwrap().len(), 1);
+    let r = bob.sync().await.unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::NotAdded && p.user.as_deref() == Some("dave")),
+        "{:?}",
+        r.problems
+    );
+    dave.sync().await.unwrap();
+    assert!(dave.stories().unwrap().is_empty());
+}

@@ -18,7 +18,7 @@ mod fault;
 pub mod hostile;
 mod lose;
 pub use fault::FaultProxy;
-pub use lose::{AnswerLoser, HostileServer, Rewrite};
+pub use lose::{AnswerLoser, AnswerRewrite, HostileServer, Rewrite};
 
 use std::sync::Arc;
 

@@ -3,8 +3,9 @@
 //! the request arrived. What the client does next is what such a test checks.
 //!
 //! It is also the hostile server: [`AnswerLoser::rewrite_queue`] rewrites, drops, reorders and
-//! replays the queue entries `kithd` hands out (`GET /v1/queue`), so a test can check that a
-//! client believes only what MLS proves, field by field.
+//! replays the queue entries `kithd` hands out (`GET /v1/queue`), and
+//! [`AnswerLoser::rewrite_answers`] any other JSON answer, so a test can check that a client
+//! believes only what MLS proves, field by field.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,12 @@ struct State {
     lost: AtomicU64,
     /// Applied to the entries of every queue page handed out (see `rewrite_queue`).
     rewrite: Mutex<Option<Rewrite>>,
+    /// Applied to the JSON answers of requests whose path ends so (see `rewrite_answers`).
+    answers: Mutex<Vec<(String, AnswerRewrite)>>,
 }
+
+/// What a hostile server does to one JSON answer.
+pub type AnswerRewrite = Arc<dyn Fn(&mut serde_json::Value) + Send + Sync>;
 
 /// What a hostile server does to the entries of a queue page before the client sees them.
 pub type Rewrite = Arc<dyn Fn(&mut Vec<serde_json::Value>) + Send + Sync>;
@@ -72,6 +78,7 @@ impl AnswerLoser {
             lose: Mutex::new(Vec::new()),
             lost: AtomicU64::new(0),
             rewrite: Mutex::new(None),
+            answers: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(AnswerLoser { addr, state, task })
@@ -100,6 +107,14 @@ impl AnswerLoser {
     pub fn rewrite_queue(&self, f: Option<Rewrite>) {
         if let Ok(mut r) = self.state.rewrite.lock() {
             *r = f;
+        }
+    }
+
+    /// From now on, the JSON answer of every request whose path ends with `suffix` goes
+    /// through `f` (a claim's KeyPackages, a device list's kind, `whoami`'s limits…).
+    pub fn rewrite_answers(&self, suffix: &str, f: AnswerRewrite) {
+        if let Ok(mut a) = self.state.answers.lock() {
+            a.push((suffix.to_string(), f));
         }
     }
 
@@ -171,6 +186,24 @@ async fn forward(
     }
     let mut bytes = answer.bytes().await?;
     let rewrite = state.rewrite.lock().ok().and_then(|r| r.clone());
+    let answer_rewrites: Vec<AnswerRewrite> = state
+        .answers
+        .lock()
+        .map(|a| {
+            a.iter()
+                .filter(|(suffix, _)| parts.uri.path().ends_with(suffix.as_str()))
+                .map(|(_, f)| f.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !answer_rewrites.is_empty()
+        && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    {
+        for f in answer_rewrites {
+            f(&mut value);
+        }
+        bytes = Bytes::from(serde_json::to_vec(&value)?);
+    }
     if let Some(f) = rewrite.filter(|_| parts.uri.path() == "/v1/queue") {
         let mut page: serde_json::Value = serde_json::from_slice(&bytes)?;
         if let Some(entries) = page.get_mut("entries").and_then(|e| e.as_array_mut()) {
