@@ -782,14 +782,20 @@ impl Client {
                 self.forget_cached(None);
                 Err(e)
             }
-            Err(ClientError::NotYet(why)) => {
+            Err(e @ (ClientError::NotYet(_) | ClientError::WaitsForContact { .. })) => {
                 // Arrived before its Welcome or its epoch's commit (a reordering transport,
-                // or a Welcome still on its way): kept, not marked processed, and tried again
-                // once the conversation moves.
+                // or a Welcome still on its way), or an invitation from someone not a contact
+                // yet: kept, not marked processed, and tried again once the conversation moves
+                // (or they become a contact). An invitation is kept under the name MLS gives
+                // its sender, never the server's label, since that name decides its retry.
                 local::exec(&self.conn, "ROLLBACK")?;
                 self.forget_cached(None);
-                tracing::debug!(message_id = entry.message_id, %why, "held a message for later");
-                local::hold(&self.conn, entry, now_millis())?;
+                tracing::debug!(message_id = entry.message_id, why = %e, "held a message for later");
+                let mut kept = entry.clone();
+                if let ClientError::WaitsForContact { adder } = e {
+                    kept.sender = adder;
+                }
+                local::hold(&self.conn, &kept, now_millis())?;
                 report.held += 1;
                 for old in local::held_over(&self.conn, MAX_HELD)? {
                     local::unhold(&self.conn, old)?;

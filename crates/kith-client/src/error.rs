@@ -128,6 +128,10 @@ pub enum ClientError {
     /// epoch has not arrived. It is held and tried again when they have.
     #[error("not yet usable: {0}")]
     NotYet(String),
+    /// A story channel's invitation from `adder` (as MLS says), who is not a contact yet: held
+    /// like [`ClientError::NotYet`], and tried again once they are (never returned to callers).
+    #[error("an invitation from {adder}, not a contact yet")]
+    WaitsForContact { adder: String },
     /// An entry names device keys of these accounts that this device has not looked up yet;
     /// the SDK fetches them and tries the entry again (never returned to callers).
     #[error("device keys of {0:?} needed")]
@@ -215,7 +219,7 @@ impl ClientError {
             ClientError::GroupFull { .. } => ErrorCode::GroupFull.to_string(),
             ClientError::NotAdmin(_) => ErrorCode::NotAdmin.to_string(),
             ClientError::Mls(_) => "mls".into(),
-            ClientError::NotYet(_) => "not_yet".into(),
+            ClientError::NotYet(_) | ClientError::WaitsForContact { .. } => "not_yet".into(),
             ClientError::NeedKeys(_) => "need_keys".into(),
             ClientError::FromBlocked => "from_blocked".into(),
             ClientError::TooLate => "too_late".into(),
