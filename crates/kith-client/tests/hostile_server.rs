@@ -404,3 +404,30 @@ async fn a_held_invitation_waits_for_who_really_sent_it() {
     assert_eq!(stories.len(), 1, "{stories:?}");
     assert_eq!(stories[0].author, "ana");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_its_franking_tag_is_reported_and_hides_nothing() {
+    let seen = through(|entries| {
+        if let Some(e) = entries.first_mut() {
+            e.as_object_mut().map(|o| o.remove("frank"));
+        }
+    })
+    .await;
+    assert!(seen.problems().contains(&ProblemKind::Unreadable), "{:?}", seen.problems());
+    assert!(texts(&seen).contains(&"carol two"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_times_are_the_server_s_word_and_change_nothing_else() {
+    // The times shown are the server's (documented); a server that lies about them changes
+    // no one's words, senders or order of arrival.
+    let seen = through(|entries| {
+        for e in entries {
+            e["server_time"] = json!(0);
+        }
+    })
+    .await;
+    for text in ["two", "three", "carol two"] {
+        assert!(texts(&seen).contains(&text), "{:?}", seen.shown);
+    }
+}
