@@ -29,7 +29,10 @@ pub struct Api {
 pub fn http_client(ca: Option<&str>) -> ClientResult<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(60));
+        .timeout(std::time::Duration::from_secs(60))
+        // Idle connections are let go before kithd closes them (after its 10 s header
+        // deadline), so the pool rarely hands out one the server has just closed.
+        .pool_idle_timeout(std::time::Duration::from_secs(5));
     if let Some(pem) = ca {
         let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
             ClientError::refused(Refusal::BadServer, format!("the CA certificate: {e}"))
@@ -80,7 +83,7 @@ impl Api {
     }
 
     /// One call; when `repeatable` (asking twice changes nothing and answers the same), a
-    /// connection that failed before an answer came is tried once more on a fresh one. A
+    /// connection that failed before an answer came is tried again (twice at most). A
     /// kept-alive connection the server closed (it restarted, or ended an idle connection)
     /// can be picked from the pool in the moment before the client notices; the request then
     /// fails although the server is up. Timeouts are not repeated: the server may be busy
@@ -93,7 +96,10 @@ impl Api {
         body: Option<&B>,
     ) -> ClientResult<R> {
         let url = format!("{}{}", self.base, path);
-        let mut tried = false;
+        // The pool may hold more than one connection the server closed (after a restart, or
+        // when a server at its connection cap made room): a few more tries, each taking the
+        // failed connection out of the pool.
+        let mut tries_left = 2;
         let resp = loop {
             let mut req = self.http.request(method.clone(), &url);
             if let Some(b) = &self.bearer {
@@ -104,9 +110,9 @@ impl Api {
             }
             match req.send().await {
                 Ok(resp) => break resp,
-                Err(e) if repeatable && !tried && !e.is_timeout() => {
+                Err(e) if repeatable && tries_left > 0 && !e.is_timeout() => {
                     tracing::debug!(error = %e.without_url(), "call failed before an answer; once more");
-                    tried = true;
+                    tries_left -= 1;
                 }
                 Err(e) => return Err(failed(e)),
             }
@@ -173,8 +179,12 @@ impl Api {
         self.call(Method::POST, "/v1/key-packages", Some(req)).await
     }
 
+    /// Asked once more when the connection broke before an answer (a kept-alive connection the
+    /// server had just closed): at worst one more KeyPackage is used up, which its owner tops
+    /// up, where failing would stop a send or a group's creation for nothing.
     pub async fn claim(&self, username: &str) -> ClientResult<ClaimResponse> {
-        self.call::<(), _>(
+        self.call_once_more_if::<(), _>(
+            true,
             Method::POST,
             &format!("/v1/accounts/{username}/key-packages/claim"),
             None,

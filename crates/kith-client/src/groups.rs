@@ -266,10 +266,11 @@ impl Client {
         Ok(())
     }
 
-    /// Adds what `claims` got in one commit; when that fails for a reason that is not this
-    /// device's or the network's (one KeyPackage that clashes with the group or another), adds
-    /// each user alone with the KeyPackages already claimed, so one bad KeyPackage keeps no one
-    /// else out. Who still cannot be added is reported. Returns whether anyone was added.
+    /// Adds what `claims` got in one commit (the story channel's audience); when that fails for
+    /// a reason one member can cause ([`one_member_may_cause`]), adds each user alone with the
+    /// KeyPackages already claimed, so one contact keeps no one else out; who still cannot be
+    /// added is reported and backed off (not claimed again for a day). Returns whether anyone
+    /// was added.
     pub(crate) async fn add_each_if_need_be(
         &mut self,
         id: &str,
@@ -281,30 +282,35 @@ impl Client {
         }
         let (_, meta, devices) = self.current(id)?;
         let all = claims.key_packages();
-        // What one KeyPackage can cause: OpenMLS refusing to build the commit (a key that
-        // clashes with another member's), or the server refusing its tree.
-        let clash = |e: &ClientError| {
-            matches!(e, ClientError::Mls(_)) || e.code() == Some(ErrorCode::InvalidMessage)
-        };
         let err = match self.add_claimed(id, &claims.users(), devices, meta, all).await {
             Ok(()) => return Ok(true),
-            Err(e) if clash(&e) => e,
+            Err(e) if one_member_may_cause(&e) => e,
             Err(e) => return Err(e),
         };
         tracing::info!(error = %err, "a batch of additions failed; adding one by one");
         let mut added = false;
+        let mut refused_audience = false;
         for (user, kps) in claims.claimed {
             let (_, meta, devices) = self.current(id)?;
             match self.add_claimed(id, std::slice::from_ref(&user), devices, meta, kps).await {
                 Ok(()) => added = true,
-                Err(e) if !clash(&e) => return Err(e),
-                Err(e) => report.problems.push(crate::report::Problem {
-                    kind: crate::report::ProblemKind::NotAdded,
-                    conversation: id.to_string(),
-                    user: Some(user),
-                    detail: e.to_string(),
-                }),
+                Err(e) if !one_member_may_cause(&e) => return Err(e),
+                Err(e) => {
+                    refused_audience |= e.code() == Some(ErrorCode::Forbidden);
+                    self.back_off_add(&user)?;
+                    report.problems.push(crate::report::Problem {
+                        kind: crate::report::ProblemKind::NotAdded,
+                        conversation: id.to_string(),
+                        user: Some(user),
+                        detail: e.to_string(),
+                    });
+                }
             }
+        }
+        // Refused as no longer in a conversation with this account: most likely they deleted
+        // the chat and this device has not heard yet. Catching up ends the contact here too.
+        if refused_audience {
+            self.sync_inner().await?;
         }
         Ok(added)
     }
@@ -832,4 +838,13 @@ fn outcome_unknown(e: &ClientError) -> bool {
 
 fn request_json(request: &HandshakeRequest) -> ClientResult<String> {
     serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// Whether adding one member can be why a change failed: OpenMLS refusing to build it (a key
+/// that clashes with another member's), or the server refusing its tree or its audience (a
+/// contact who is no longer in a conversation with this account, perhaps by a leave only the
+/// server took).
+pub(crate) fn one_member_may_cause(e: &ClientError) -> bool {
+    matches!(e, ClientError::Mls(_))
+        || matches!(e.code(), Some(ErrorCode::InvalidMessage | ErrorCode::Forbidden))
 }

@@ -126,6 +126,16 @@ impl Client {
             }
         }
         let (kind, peer) = match meta.kind {
+            // A business never opens a conversation with a person (it answers in theirs).
+            GroupType::Direct
+                if me.kind == AccountKind::Person
+                    && local::account_is_business(&self.conn, &adder)? == Some(true) =>
+            {
+                return Err(ClientError::refused(
+                    Refusal::BadWelcome,
+                    format!("a conversation {adder}, a business, opened"),
+                ));
+            }
             GroupType::Direct if others.len() == 1 && others.contains(&adder) => {
                 (ConversationKind::Direct, Some(adder.clone()))
             }
@@ -423,6 +433,24 @@ impl Client {
                         mls::identity(add.add_proposal().key_package().leaf_node().credential())
                     {
                         added.insert(u);
+                    }
+                }
+                // The opt-in rule, as if the server did not keep it: a person stays in a group
+                // that a business joins only if they wrote to it; never in a story channel.
+                if self.me()?.kind == AccountKind::Person {
+                    let kind = before.as_ref().map(|m| m.kind);
+                    for user in &added {
+                        if local::account_is_business(&self.conn, user)? != Some(true) {
+                            continue;
+                        }
+                        if kind == Some(GroupType::Story)
+                            || !local::has_open_direct(&self.conn, user)?
+                        {
+                            return Err(ClientError::refused(
+                                Refusal::GroupRules,
+                                format!("{user}, a business you have not written to, added"),
+                            ));
+                        }
                     }
                 }
                 if !added.is_empty() {

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use crate::report::SyncReport;
 
+/// How long a contact who could not be added to the story channel is left alone.
+const ADD_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
 use kith_proto::*;
 
 use crate::client::{Client, now_millis};
@@ -131,6 +134,19 @@ impl Client {
         Ok(out)
     }
 
+    /// Whether adding `user` to the story channel failed within [`ADD_BACKOFF`]: then it is
+    /// not tried (nor their KeyPackages claimed) again yet, so a contact who cannot be added —
+    /// whatever they did to make it so — costs this account one claim a day, never a breach
+    /// of the claim limits.
+    fn add_backed_off(&self, user: &str) -> ClientResult<bool> {
+        let at = local::upkeep_at(&self.conn, &format!("story-add {user}"))?;
+        Ok(at.is_some_and(|at| now_millis().saturating_sub(at) < ADD_BACKOFF.as_millis() as u64))
+    }
+
+    pub(crate) fn back_off_add(&self, user: &str) -> ClientResult<()> {
+        Ok(local::set_upkeep_at(&self.conn, &format!("story-add {user}"), now_millis())?)
+    }
+
     async fn tend_story_channel(&mut self, report: &mut SyncReport) -> ClientResult<bool> {
         let me = self.me()?.username.clone();
         let contacts = self.story_contacts().await?;
@@ -139,10 +155,17 @@ impl Client {
         };
         let mut changed = false;
         let members = self.conversation_members(&channel.id)?;
-        let missing: Vec<String> =
-            contacts.iter().filter(|c| !members.contains(c)).cloned().collect();
+        let mut missing = Vec::new();
+        for c in contacts.iter().filter(|c| !members.contains(c)) {
+            if !self.add_backed_off(c)? {
+                missing.push(c.clone());
+            }
+        }
         if !missing.is_empty() {
             let claims = self.claim_each(&missing).await?;
+            for (user, _) in &claims.refused {
+                self.back_off_add(user)?;
+            }
             report.problems.extend(claims.problems(&channel.id));
             changed |= self.add_each_if_need_be(&channel.id, claims, report).await?;
         }
@@ -235,16 +258,55 @@ impl Client {
     /// The story channel with every contact who can be added; `None` when none can (yet).
     async fn create_story_channel(&mut self, contacts: &[String]) -> ClientResult<Option<String>> {
         let me = self.me()?.clone();
-        let claims = self.claim_each(contacts).await?;
+        let mut ready = Vec::new();
+        for c in contacts {
+            if !self.add_backed_off(c)? {
+                ready.push(c.clone());
+            }
+        }
+        let claims = self.claim_each(&ready).await?;
+        for (user, _) in &claims.refused {
+            self.back_off_add(user)?;
+        }
         for p in &claims.problems("") {
             tracing::info!(problem = %p, "story audience");
         }
         if claims.claimed.is_empty() {
             return Ok(None);
         }
-        let claimed = claims.key_packages();
         let meta = GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()] };
-        let id = self.open_conversation(&me, &meta, claimed).await?;
+        // With everyone at once; if one of them keeps the server or OpenMLS from taking it,
+        // with the first who can be added alone (the others join at the next sync), and the
+        // ones who could not are backed off.
+        let id = match self.open_conversation(&me, &meta, claims.key_packages()).await {
+            Ok(id) => id,
+            Err(e) if crate::groups::one_member_may_cause(&e) => {
+                let mut made = None;
+                let mut refused_audience = false;
+                for (user, kps) in claims.claimed {
+                    match self.open_conversation(&me, &meta, kps).await {
+                        Ok(id) => {
+                            made = Some(id);
+                            break;
+                        }
+                        Err(e) if crate::groups::one_member_may_cause(&e) => {
+                            tracing::info!(error = %e, "a contact could not join the story channel");
+                            refused_audience |= e.code() == Some(ErrorCode::Forbidden);
+                            self.back_off_add(&user)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Most likely a contact deleted the chat and this device has not heard yet:
+                // catching up ends the contact here too.
+                if refused_audience {
+                    self.sync_inner().await?;
+                }
+                let Some(id) = made else { return Ok(None) };
+                id
+            }
+            Err(e) => return Err(e),
+        };
         local::add_conversation(
             &self.conn,
             &Conversation {

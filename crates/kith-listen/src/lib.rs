@@ -2,12 +2,12 @@
 //!
 //! Map:
 //! - [`Gate`]: connections in total and per address (an IPv6 /64 counts as one address) are
-//!   capped; when a cap is reached, the oldest connection of that scope that has not yet sent
-//!   a whole request is closed to make room (a client holding sockets open without speaking
-//!   cannot keep a speaking one out: a connection has spoken once a whole request was read
-//!   and answered, so one stalling its body stays evictable), and only when every one of them
-//!   has spoken is the newcomer turned away; an upgraded connection (a WebSocket) stays counted
-//!   while its handler holds the [`ConnectionPermit`];
+//!   capped; when a cap is reached, a connection of that scope that is not handling a request
+//!   is closed to make room — the oldest that never had a request answered (silent sockets,
+//!   stalled bodies), else the one idle the longest (so speaking once and idling holds
+//!   nothing) — and only when every one of them is busy is the newcomer turned away; an
+//!   upgraded connection (a WebSocket) is busy for good and stays counted while its handler
+//!   holds the [`ConnectionPermit`];
 //! - [`Acceptor`]: `accept` that never spins: when it fails (out of file descriptors above
 //!   all) it pauses, doubling up to a second, and logs at most one line per ten seconds, with
 //!   how many failures it did not log;
@@ -54,9 +54,19 @@ struct Held {
     id: u64,
     source: IpAddr,
     since: Instant,
-    /// Set once the connection has sent a whole request: it is a client that speaks.
-    spoke: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     close: Arc<Notify>,
+}
+
+/// What a connection is doing, as its task tells the gate.
+#[derive(Default)]
+struct Activity {
+    /// Set once a whole request was read and answered: a client that speaks.
+    spoke: AtomicBool,
+    /// A request is being handled, or the connection was taken over (a WebSocket).
+    busy: AtomicBool,
+    /// When it last finished a request (milliseconds since the gate was made).
+    last: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,6 +79,7 @@ struct Open {
 /// The connection caps of one listener (see the crate's header).
 pub struct Gate {
     limits: Limits,
+    started: Instant,
     open: Mutex<Open>,
     /// Connections turned away, and idle ones closed to make room.
     pub refused: AtomicU64,
@@ -80,14 +91,24 @@ pub struct Gate {
 pub struct Permit {
     gate: Arc<Gate>,
     id: u64,
-    spoke: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     close: Arc<Notify>,
 }
 
 impl Permit {
-    /// The connection sent a whole request: it is no longer the first to be closed for room.
-    pub fn spoke(&self) {
-        self.spoke.store(true, Ordering::Relaxed);
+    /// A request arrived: the connection is not closed for room while it is handled.
+    pub fn busy(&self) {
+        self.activity.busy.store(true, Ordering::Relaxed);
+    }
+
+    /// A request was answered. A connection `taken_over` (a WebSocket) stays busy for good.
+    pub fn answered(&self, taken_over: bool) {
+        let since = u64::try_from(self.gate.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.last.store(since, Ordering::Relaxed);
+        self.activity.spoke.store(true, Ordering::Relaxed);
+        if !taken_over {
+            self.activity.busy.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Resolves when the gate wants this connection closed.
@@ -115,6 +136,7 @@ impl Gate {
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Gate {
             limits,
+            started: Instant::now(),
             open: Mutex::new(Open::default()),
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -152,15 +174,28 @@ impl Gate {
             None
         };
         if let Some(scope) = scope {
-            // The oldest silent one of the full scope makes room (it leaves the count now; its
-            // task ends when it hears).
+            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            // One that is not handling a request makes room: the oldest that never spoke, else
+            // the one idle the longest (it leaves the count now; its task ends when it hears).
+            // A client cannot hold a slot by speaking once and then idling.
             let victim = open
                 .held
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| scope.is_none_or(|s| h.source == s))
-                .filter(|(_, h)| !h.spoke.load(Ordering::Relaxed))
-                .min_by_key(|(_, h)| h.since)
+                .filter(|(_, h)| !h.activity.busy.load(Ordering::Relaxed))
+                // A client between two quick requests is not cut off mid-conversation (a
+                // silent connection has no such grace: the oldest goes first, and a fresh one
+                // is the last to go).
+                .filter(|(_, h)| {
+                    let a = &h.activity;
+                    !a.spoke.load(Ordering::Relaxed)
+                        || now.saturating_sub(a.last.load(Ordering::Relaxed)) >= GRACE_MS
+                })
+                .min_by_key(|(_, h)| {
+                    let a = &h.activity;
+                    (a.spoke.load(Ordering::Relaxed), a.last.load(Ordering::Relaxed), h.since)
+                })
                 .map(|(i, _)| i);
             let Some(at) = victim else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -178,19 +213,22 @@ impl Gate {
         }
         open.next_id += 1;
         let id = open.next_id;
-        let spoke = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::default());
         let close = Arc::new(Notify::new());
         open.held.push(Held {
             id,
             source,
             since: Instant::now(),
-            spoke: spoke.clone(),
+            activity: activity.clone(),
             close: close.clone(),
         });
         *open.per_source.entry(source).or_default() += 1;
-        Some(Permit { gate: self.clone(), id, spoke, close })
+        Some(Permit { gate: self.clone(), id, activity, close })
     }
 }
+
+/// How long a connection between two requests is safe from being closed for room.
+const GRACE_MS: u64 = 500;
 
 /// `accept` that never spins on failure (see the crate's header).
 pub struct Acceptor {
@@ -273,11 +311,16 @@ pub async fn serve_connection<I>(
         let marks = marks.clone();
         async move {
             let mut req = req.map(axum::body::Body::new);
+            marks.busy();
             // A handler that takes the connection over (a WebSocket) keeps the permit with it.
             req.extensions_mut().insert(ConnectionPermit(marks.clone()));
             let response = app.call(req).await;
-            // Spoken: a whole request was read and answered (a stalled body never gets here).
-            marks.spoke();
+            // A whole request was read and answered (a stalled body never gets here); a
+            // connection switching protocols stays busy for as long as it lives.
+            let taken_over = response
+                .as_ref()
+                .is_ok_and(|r| r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+            marks.answered(taken_over);
             response
         }
     });
@@ -334,7 +377,8 @@ mod tests {
         let first = g.admit(ip(1)).unwrap();
         let second = g.admit(ip(1)).unwrap();
         let third = g.admit(ip(2)).unwrap();
-        first.spoke();
+        first.answered(false);
+        std::thread::sleep(Duration::from_millis(GRACE_MS + 20));
         // Full: the oldest silent one (second) is closed for the newcomer.
         let fourth = g.admit(ip(3)).unwrap();
         assert_eq!(g.open(), 3);
@@ -349,9 +393,10 @@ mod tests {
         assert!(heard);
         drop(second);
         assert_eq!(g.open(), 3, "an evicted permit leaves the count once");
-        // Everyone speaks: the next one is turned away.
-        third.spoke();
-        fourth.spoke();
+        // Everyone is handling a request: the next one is turned away.
+        for p in [&first, &third, &fourth] {
+            p.busy();
+        }
         assert!(g.admit(ip(4)).is_none());
         assert_eq!(g.refused.load(Ordering::Relaxed), 1);
         drop(first);
@@ -363,16 +408,44 @@ mod tests {
         let g = gate(100, 2);
         let a = g.admit(ip(1)).unwrap();
         let b = g.admit(ip(1)).unwrap();
-        a.spoke();
-        b.spoke();
-        assert!(g.admit(ip(1)).is_none(), "the address is full of speaking connections");
+        a.busy();
+        b.busy();
+        assert!(g.admit(ip(1)).is_none(), "the address is full of busy connections");
         assert!(g.admit(ip(2)).is_some(), "others are not held back");
         // An IPv6 /64 counts as one address.
         let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
         let c = g.admit(v6(1)).unwrap();
         let d = g.admit(v6(2)).unwrap();
-        c.spoke();
-        d.spoke();
+        c.busy();
+        d.busy();
         assert!(g.admit(v6(3)).is_none());
+    }
+
+    #[test]
+    fn speaking_once_then_idling_holds_nothing() {
+        let g = gate(2, 2);
+        let early = g.admit(ip(1)).unwrap();
+        let late = g.admit(ip(1)).unwrap();
+        early.busy();
+        early.answered(false);
+        std::thread::sleep(Duration::from_millis(5));
+        late.busy();
+        late.answered(false);
+        std::thread::sleep(Duration::from_millis(GRACE_MS + 20));
+        // Both spoke and idle: the one idle the longest makes room.
+        let _new = g.admit(ip(1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let heard = |p: &Permit| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(50), p.closing()).await.is_ok()
+            })
+        };
+        assert!(heard(&early) && !heard(&late));
+        // A connection taken over (a WebSocket) is never closed for room.
+        let g = gate(1, 1);
+        let ws = g.admit(ip(1)).unwrap();
+        ws.busy();
+        ws.answered(true);
+        assert!(g.admit(ip(1)).is_none());
     }
 }
