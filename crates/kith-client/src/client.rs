@@ -34,6 +34,8 @@ const MAX_PAGES: u32 = 1000;
 /// What processing one entry produced.
 /// Entries held at most (see [`SyncReport::held`]); past it the oldest are dropped.
 const MAX_HELD: u64 = 1000;
+/// Invitations from one account held at most, waiting for it to become a contact.
+const MAX_HELD_PER_INVITER: u64 = 20;
 
 #[derive(Default)]
 pub(crate) struct Outcome {
@@ -793,6 +795,19 @@ impl Client {
                 tracing::debug!(message_id = entry.message_id, why = %e, "held a message for later");
                 let mut kept = entry.clone();
                 if let ClientError::WaitsForContact { adder } = e {
+                    // One account's invitations are held up to a few: a stranger cannot push
+                    // a friend's out of the held set with a flood of story channels.
+                    if local::held_invitations_from(&self.conn, &adder)? >= MAX_HELD_PER_INVITER {
+                        local::mark_processed(&self.conn, entry.message_id, now_millis())?;
+                        report.dropped += 1;
+                        report.problems.push(Problem {
+                            kind: ProblemKind::Unjoinable,
+                            conversation: entry.conversation_id.clone(),
+                            user: None,
+                            detail: format!("{adder} has more invitations waiting than are kept"),
+                        });
+                        return Ok(false);
+                    }
                     kept.sender = adder;
                 }
                 local::hold(&self.conn, &kept, now_millis())?;

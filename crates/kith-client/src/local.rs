@@ -576,6 +576,16 @@ pub fn hold(conn: &Connection, entry: &QueueEntry, now: u64) -> rusqlite::Result
     Ok(())
 }
 
+/// Held invitations (Welcomes) from `sender`, as MLS named them when they were held.
+pub fn held_invitations_from(conn: &Connection, sender: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM kith_held
+         WHERE json_extract(entry, '$.kind') = 'welcome' AND json_extract(entry, '$.sender') = ?1",
+    )?
+    .query_row(params![sender], |r| r.get::<_, i64>(0))
+    .map(u)
+}
+
 /// Every held entry of a conversation, oldest first (they stay held until [`unhold`]).
 pub fn held(conn: &Connection, conversation: &str) -> rusqlite::Result<Vec<QueueEntry>> {
     let rows: Vec<String> = conn

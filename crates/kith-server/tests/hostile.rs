@@ -79,6 +79,14 @@ on_both_stores! {
     a_device_renews_its_last_resort_key_package(last_resort_only()),
     a_member_cannot_hand_its_seat_to_another_account(test_config()),
     a_forged_leave_costs_the_one_left_nothing(test_config()),
+    a_flood_of_invitations_pushes_no_friend_s_out(generous_claims()),
+}
+
+fn generous_claims() -> ServerConfig {
+    let mut c = big_budget();
+    c.safety.max_claims_of_one_account_per_hour = 1000;
+    c.safety.max_unused_claims_per_hour = 1000;
+    c
 }
 
 fn last_resort_only() -> ServerConfig {
@@ -969,4 +977,31 @@ async fn a_forged_leave_costs_the_one_left_nothing(server: TestServer) {
     // ana still opens conversations: nothing slowed or cooled her off.
     let _dave = server.user("dave").await;
     u[0].send_text("dave", "hi dave").await.unwrap();
+}
+
+async fn a_flood_of_invitations_pushes_no_friend_s_out(server: TestServer) {
+    // carol posts a story to ana, who has not written back yet: its invitation waits on ana's
+    // device. ben, a stranger ana never answered either, then invites her to 25 story channels.
+    let mut u = users(&server, &["ana", "carol", "ben"]).await;
+    u[1].send_text("ana", "hi ana").await.unwrap();
+    u[1].story_post("from carol").await.unwrap();
+    let r = u[0].sync().await.unwrap();
+    assert!(r.held >= 1, "carol's invitation waits for ana to write back");
+    u[2].send_text("ana", "hello").await.unwrap();
+    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["ben".into()] };
+    for _ in 0..25 {
+        let (_, req) = u[2].raw_conversation(&meta, &strings(&["ana"])).await.unwrap();
+        let a = u[2].hostile().post("/v1/conversations", serde_json::to_value(&req).unwrap()).await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+    }
+    let r = u[0].sync().await.unwrap();
+    // ben's are held up to a few; the rest are dropped and said.
+    assert!(
+        r.problems.iter().filter(|p| p.kind == kith_client::ProblemKind::Unjoinable).count() >= 5
+    );
+    // carol's invitation is still there: her story shows once ana has written to her.
+    u[0].send_text("carol", "hi carol").await.unwrap();
+    u[0].sync().await.unwrap();
+    let stories: Vec<String> = u[0].stories().unwrap().into_iter().map(|s| s.text).collect();
+    assert!(stories.contains(&"from carol".to_string()), "{stories:?}");
 }
