@@ -1,7 +1,7 @@
 //! One client cannot starve the others: a flood of each kind against a real kithd, with an
 //! honest pair exchanging messages alongside, on SQLite and on PostgreSQL (when
-//! `KITH_TEST_DATABASE_URL` is set; the tests whose limit spans nodes also on two PostgreSQL
-//! nodes). Each test checks that the honest pair loses nothing and
+//! `KITH_TEST_DATABASE_URL` is set), and on two PostgreSQL nodes with the flood on one and the
+//! honest pair across both. Each test checks that the honest pair loses nothing and
 //! that what the flood holds on the server stays bounded. (The honest pair's latency during
 //! each flood is measured by `kith-bench floods`, not here: timings are not tests.)
 
@@ -27,7 +27,8 @@ macro_rules! on_both_stores {
                         std::sync::Arc::new(kith_testkit::SystemClock),
                     )
                     .await;
-                    super::$name(server).await;
+                    let bob_url = server.url.clone();
+                    super::$name(server, bob_url).await;
                 }
             )*
         }
@@ -41,7 +42,27 @@ macro_rules! on_both_stores {
                     else {
                         return;
                     };
-                    super::$name(server).await;
+                    let bob_url = server.url.clone();
+                    super::$name(server, bob_url).await;
+                }
+            )*
+        }
+        /// Two kithd nodes on one PostgreSQL: the flood hits the first, bob is on the second.
+        mod two_nodes {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(mut nodes) =
+                        kith_testkit::TestServer::start_postgres_nodes_with(2, $config).await
+                    else {
+                        return;
+                    };
+                    let other = nodes.pop().unwrap();
+                    let flooded = nodes.pop().unwrap();
+                    super::$name(flooded, other.url.clone()).await;
+                    drop(other);
                 }
             )*
         }
@@ -103,9 +124,9 @@ async fn honest_pair_talks(alice: &mut TestUser, bob: &mut TestUser, n: usize) {
     }
 }
 
-async fn idle_connections_cannot_keep_an_honest_pair_out(server: TestServer) {
+async fn idle_connections_cannot_keep_an_honest_pair_out(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     // A local flood: far more silent sockets than the server keeps, from one address.
     let mut idle = Vec::new();
     for _ in 0..200 {
@@ -165,9 +186,9 @@ async fn answer_within(s: &mut TcpStream, wait: Duration) -> String {
     }
 }
 
-async fn stalled_bodies_hold_a_bounded_amount_of_memory(server: TestServer) {
+async fn stalled_bodies_hold_a_bounded_amount_of_memory(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     // Declaring a large body and sending nothing holds nothing: all twelve wait their turn.
     let mut held = Vec::new();
     for _ in 0..12 {
@@ -197,9 +218,9 @@ async fn stalled_bodies_hold_a_bounded_amount_of_memory(server: TestServer) {
     drop(held);
 }
 
-async fn failed_registrations_are_limited_too(server: TestServer) {
+async fn failed_registrations_are_limited_too(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     // One address keeps posting a taken name (the costliest refusal): past 20 attempts an
     // hour, 429 before any work is done.
     let http = reqwest::Client::new();
@@ -222,9 +243,9 @@ async fn failed_registrations_are_limited_too(server: TestServer) {
     honest_pair_talks(&mut alice, &mut bob, 2).await;
 }
 
-async fn push_connections_are_held_to_each_device_s_limit(server: TestServer) {
+async fn push_connections_are_held_to_each_device_s_limit(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     // Eight throwaway accounts each try to hold ten push connections.
     let mut held = Vec::new();
     for i in 0..8 {
@@ -243,9 +264,9 @@ async fn push_connections_are_held_to_each_device_s_limit(server: TestServer) {
     drop(held);
 }
 
-async fn a_flooded_queue_stays_bounded(server: TestServer) {
+async fn a_flooded_queue_stays_bounded(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     let mut mallory = server.user("mallory").await;
     let victim = server.user("victim").await;
     // mallory fills an offline device's queue as fast as she may.
@@ -313,9 +334,9 @@ async fn idle_connections_on_one_node_cannot_keep_a_pair_on_two_out() {
     drop(idle);
 }
 
-async fn an_account_s_disk_quota_holds(server: TestServer) {
+async fn an_account_s_disk_quota_holds(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
-    let mut bob = server.user("bob").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
     let mut mallory = server.user("mallory").await;
     let _carol = server.user("carol").await;
     // mallory sends 6 kB messages (7 kB or so as ciphertext): her hourly 20 kB are spent
