@@ -62,18 +62,14 @@ impl Client {
             if *username == me.username && *key == me.signature_key {
                 continue;
             }
-            // Known key, and known kind of account (which the opt-in rule needs).
-            if self.registered_device(username, key)?.is_some()
-                && local::account_is_business(&self.conn, username)?.is_some()
-            {
-                continue;
-            }
-            if self.registered_device(username, key)?.is_some()
-                && self.keys_fetched.contains(username)
-            {
-                continue;
-            }
-            if self.keys_fetched.contains(username) {
+            let fetched = self.keys_fetched.contains(username);
+            if self.registered_device(username, key)?.is_some() {
+                // Known key; the kind of account (which the opt-in rule needs) known too, or
+                // just asked for.
+                if fetched || local::account_is_business(&self.conn, username)?.is_some() {
+                    continue;
+                }
+            } else if fetched {
                 return Err(unregistered(username));
             }
             if !wanted.contains(username) {

@@ -94,11 +94,11 @@ impl Client {
         Ok(())
     }
 
-    /// Brings the story channel's members in line with the contacts. When the server refuses
-    /// a member (`forbidden`: they share no conversation with this user any more — they deleted
-    /// the chat, and this device has not heard yet), it catches up (the contact ends here too)
-    /// and tries once more. A contact who cannot be added (no usable KeyPackage) is left out
-    /// (and tried again next time); the others are added. Returns whether the members changed.
+    /// Brings the story channel's members in line with the contacts. A contact who cannot be
+    /// added (no usable KeyPackage; refused by the server as no longer in a conversation with
+    /// this user — then this device catches up, which ends the contact if they deleted the
+    /// chat) is left out and tried again in a day; the others are added. Returns whether the
+    /// members changed.
     pub async fn sync_story_channel(&mut self) -> ClientResult<bool> {
         let mut report = SyncReport::default();
         let changed = self.tend_story_audience(&mut report).await?;
@@ -243,11 +243,7 @@ impl Client {
         let contacts = self.story_contacts().await?;
         Ok(match local::own_story_channel(&self.conn, &me)? {
             Some(c) => {
-                let mut report = SyncReport::default();
-                self.tend_story_channel(&mut report).await?;
-                for p in &report.problems {
-                    tracing::info!(problem = %p, "story audience");
-                }
+                self.sync_story_channel().await?;
                 Some(c.id)
             }
             None if contacts.is_empty() => None,

@@ -218,16 +218,15 @@ async fn stalled_bodies_hold_a_bounded_amount_of_memory(server: TestServer, bob_
     drop(held);
 }
 
-async fn failed_registrations_are_limited_too(server: TestServer, bob_url: String) {
-    let mut alice = server.user("alice").await;
-    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
-    // One address keeps posting a taken name (the costliest refusal): past 20 attempts an
-    // hour, 429 before any work is done.
+/// One address posts a registration of the taken name "alice" thirty times, in turn to each
+/// of `urls`; with alice and bob registered from it too and a limit of 20 attempts an hour,
+/// 18 are refused as taken and the last 12 with `429`.
+async fn taken_name_posted_thirty_times(urls: &[String]) {
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();
-    for _ in 0..30 {
+    for k in 0..30 {
         let resp = http
-            .post(format!("{}/v1/accounts", server.url))
+            .post(format!("{}/v1/accounts", urls[k % urls.len()]))
             .json(&serde_json::json!({
                 "username": "alice", "credential_key": kith_proto::B64(vec![7; 32]),
                 "key_packages": [], "last_resort_key_package": kith_proto::B64(vec![1]),
@@ -237,9 +236,18 @@ async fn failed_registrations_are_limited_too(server: TestServer, bob_url: Strin
             .unwrap();
         statuses.push(resp.status().as_u16());
     }
-    // alice and bob registered from this address too: 18 refusals as taken, then 429s.
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 18, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12, "{statuses:?}");
+}
+
+async fn failed_registrations_are_limited_too(server: TestServer, bob_url: String) {
+    let mut alice = server.user("alice").await;
+    let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
+    // One address keeps posting a taken name (the costliest refusal): past 20 attempts an
+    // hour, 429 before any work is done.
+    let urls = [server.url.clone()];
+    // alice and bob registered from this address too: 18 refusals as taken, then 429s.
+    taken_name_posted_thirty_times(&urls).await;
     honest_pair_talks(&mut alice, &mut bob, 2).await;
 }
 
@@ -298,22 +306,8 @@ async fn failed_registrations_are_limited_across_nodes() {
         TestUser::register(&nodes[0].url, "alice", kith_proto::AccountKind::Person).await;
     let mut bob = TestUser::register(&nodes[1].url, "bob", kith_proto::AccountKind::Person).await;
     // One address alternates between the nodes: the limit is the two nodes' together.
-    let http = reqwest::Client::new();
-    let mut statuses = Vec::new();
-    for k in 0..30 {
-        let resp = http
-            .post(format!("{}/v1/accounts", nodes[k % 2].url))
-            .json(&serde_json::json!({
-                "username": "alice", "credential_key": kith_proto::B64(vec![7; 32]),
-                "key_packages": [], "last_resort_key_package": kith_proto::B64(vec![1]),
-            }))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(resp.status().as_u16());
-    }
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 18, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12, "{statuses:?}");
+    let urls = [nodes[0].url.clone(), nodes[1].url.clone()];
+    taken_name_posted_thirty_times(&urls).await;
     honest_pair_talks(&mut alice, &mut bob, 2).await;
 }
 

@@ -138,36 +138,29 @@ impl Hostile<'_> {
     /// A commit that swaps this device's signature key for a fresh one the server never saw.
     pub fn new_signature_key(&self, conversation: &str, wire: Wire) -> Built {
         let me = self.user.profile().unwrap().username.clone();
-        self.commit(conversation, wire, |group, provider, signer| {
-            let fresh = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
-            let credential = CredentialWithKey {
-                credential: BasicCredential::new(me.into_bytes()).into(),
-                signature_key: fresh.public().into(),
-            };
-            let params =
-                LeafNodeParameters::builder().with_credential_with_key(credential.clone()).build();
-            let bundle = group
-                .self_update_with_new_signer(
-                    provider,
-                    signer,
-                    NewSignerBundle { signer: &fresh, credential_with_key: credential },
-                    params,
-                )
-                .unwrap();
-            let (c, _, _) = bundle.into_contents();
-            (c, None)
-        })
+        let fresh = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+        self.new_leaf(conversation, wire, &me, &fresh)
     }
 
     /// A commit that hands this member's seat to `other` (another account the attacker holds):
     /// its new path leaf names `other` with `other`'s real device key — no add in sight.
     pub fn hand_seat_to(&self, conversation: &str, other: &TestUser) -> Built {
         let name = other.profile().unwrap().username.clone();
-        let theirs = other.raw_signer().unwrap();
-        self.commit(conversation, Wire::Public, |group, provider, signer| {
+        self.new_leaf(conversation, Wire::Public, &name, &other.raw_signer().unwrap())
+    }
+
+    /// A self-update commit whose new leaf names `account` with `key`'s public key.
+    fn new_leaf(
+        &self,
+        conversation: &str,
+        wire: Wire,
+        account: &str,
+        key: &SignatureKeyPair,
+    ) -> Built {
+        self.commit(conversation, wire, |group, provider, signer| {
             let credential = CredentialWithKey {
-                credential: BasicCredential::new(name.into_bytes()).into(),
-                signature_key: theirs.public().into(),
+                credential: BasicCredential::new(account.as_bytes().to_vec()).into(),
+                signature_key: key.public().into(),
             };
             let params =
                 LeafNodeParameters::builder().with_credential_with_key(credential.clone()).build();
@@ -175,7 +168,7 @@ impl Hostile<'_> {
                 .self_update_with_new_signer(
                     provider,
                     signer,
-                    NewSignerBundle { signer: &theirs, credential_with_key: credential },
+                    NewSignerBundle { signer: key, credential_with_key: credential },
                     params,
                 )
                 .unwrap();

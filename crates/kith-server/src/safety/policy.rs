@@ -139,17 +139,8 @@ pub struct Safety {
 }
 
 /// Where registrations are counted from: the address, or for IPv6 its /64 (one subscriber's
-/// whole prefix).
-pub fn registration_source(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(bits))
-        }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+/// whole prefix) — the same source the connection caps count by.
+pub use kith_listen::source as registration_source;
 
 /// How long a claimed KeyPackage may wait to be used before it counts as unused.
 const CLAIM_GRACE: Millis = 2 * MINUTE;
