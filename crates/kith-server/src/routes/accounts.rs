@@ -95,7 +95,14 @@ pub async fn register(
         Ok(done) => Ok(done),
         Err(e) => {
             state.safety.registration_failed(peer.ip(), at);
-            if e.code == ErrorCode::UsernameTaken { repeat(e).await } else { Err(e) }
+            // A taken name, or a taken key (the first of two identical registrations posted
+            // at once may land between this one's two looks): answered as registered if it is
+            // this client's own registration, refused otherwise.
+            if matches!(e.code, ErrorCode::UsernameTaken | ErrorCode::InvalidKeyPackage) {
+                repeat(e).await
+            } else {
+                Err(e)
+            }
         }
     }
 }
