@@ -193,6 +193,7 @@ async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
         "members": g.members,
         "admins": g.admins,
         "left": g.left,
+        "removed_by": g.removed_by,
         "timer_seconds": g.timer_seconds,
         "me_admin": g.admins.contains(&me),
     })))

@@ -538,6 +538,7 @@ async fn poison_tick(people: &mut [Account], a: usize, tick: u64, rng: &mut Rng)
         let meta = kith_proto::GroupMeta {
             kind: kith_proto::GroupType::Group,
             admins: vec![people[a].name.clone()],
+            settings: None,
         };
         if let Ok((_, mut req)) = people[a].user.raw_conversation(&meta, &[peer]).await {
             if let Some(last) = req.welcome.0.last_mut() {

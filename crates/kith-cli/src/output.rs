@@ -186,11 +186,16 @@ impl Output {
             if self.json {
                 println!(
                     "{}",
-                    json!({"id": g.id, "name": g.name, "members": g.members, "admins": g.admins, "left": g.left})
+                    json!({"id": g.id, "name": g.name, "members": g.members, "admins": g.admins,
+                        "left": g.left, "removed_by": g.removed_by, "epoch": g.epoch})
                 );
             } else if g.left {
                 let name = g.name.as_deref().map(shown);
-                println!("{}  {}  (you left)", g.id, name.as_deref().unwrap_or("(unnamed)"));
+                let why = match &g.removed_by {
+                    Some(by) => format!("(removed by {})", shown(by)),
+                    None => "(you left)".to_string(),
+                };
+                println!("{}  {}  {why}", g.id, name.as_deref().unwrap_or("(unnamed)"));
             } else {
                 let name = g.name.as_deref().map(shown);
                 println!(

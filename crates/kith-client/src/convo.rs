@@ -8,7 +8,9 @@ use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
 use crate::mls;
+use crate::settings::{Committed, welcome_extension};
 use kith_proto::payload::{Body, Payload, valid_group_name};
+use kith_proto::settings::Settings;
 
 /// Largest text a message may carry.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -75,6 +77,17 @@ fn check_username(name: &str) -> ClientResult<()> {
         .map_err(|e| ClientError::refused(Refusal::BadUsername, format!("{name:?}: {e}")))
 }
 
+/// When a message disappears: at the earlier of the expiry its sender gave it and the moment
+/// the server accepted it plus the timer of the epoch it was sent in; never if that epoch had
+/// no timer. The same on every device, the sender's included.
+pub(crate) fn message_expiry(
+    given: Option<u64>,
+    accepted_at: u64,
+    timer: Option<u64>,
+) -> Option<u64> {
+    timer.map(|t| (accepted_at + t * 1000).min(given.unwrap_or(u64::MAX)))
+}
+
 /// Catch-ups before a send that keeps meeting new epochs gives up.
 const STALE_ATTEMPTS: u32 = 3;
 
@@ -124,21 +137,24 @@ impl Client {
             return Ok(c.id);
         }
         let claimed = self.claim(&[peer.to_string()]).await?;
-        let meta = GroupMeta { kind: GroupType::Direct, admins: vec![] };
-        let id = self.open_conversation(&me, &meta, claimed).await?;
-        local::add_conversation(
-            &self.conn,
-            &Conversation {
-                id: id.clone(),
-                kind: ConversationKind::Direct,
-                peer: Some(peer.to_string()),
-                name: None,
-                created_at: now_millis(),
-                left: false,
-                timer_seconds: None,
-            },
-        )?;
-        Ok(id)
+        let meta = GroupMeta { kind: GroupType::Direct, admins: vec![], settings: None };
+        // A new conversation with someone keeps the timer this device had with them: after
+        // they deleted the chat, the next message is as disappearing as the last.
+        let timer = local::directs_with(&self.conn, peer)?
+            .into_iter()
+            .max_by_key(|c| c.created_at)
+            .and_then(|c| c.timer_seconds);
+        let settings = Settings { name: None, timer };
+        let conversation = Conversation {
+            id: String::new(),
+            kind: ConversationKind::Direct,
+            peer: Some(peer.to_string()),
+            name: None,
+            created_at: now_millis(),
+            left: false,
+            timer_seconds: None,
+        };
+        self.open_conversation(&me, &meta, claimed, Some(settings), conversation).await
     }
 
     /// Creates a group named `name` with `members` (usernames) and this device as its admin.
@@ -176,6 +192,19 @@ impl Client {
                 "a group needs at least one other member",
             ));
         }
+        // The same group asked for again after its creation's answer was lost: settled, and
+        // the group it made is the answer (no second group).
+        for id in local::unsure_conversations(&self.conn)? {
+            let Some((local::Unsure::Creation, _)) = local::unsure(&self.conn, &id)? else {
+                continue;
+            };
+            if local::conversation(&self.conn, &id)?.and_then(|c| c.name).as_deref() == Some(name) {
+                self.settle_unsure(&id).await?;
+                if local::conversation(&self.conn, &id)?.is_some() {
+                    return Ok((id, Vec::new()));
+                }
+            }
+        }
         self.check_new_members(&others).await?;
         let mut claims = self.claim_each(&others).await?;
         if claims.claimed.is_empty()
@@ -188,27 +217,24 @@ impl Client {
         if self.local_checks {
             self.check_size(1 + claimed.len()).await?;
         }
-        let meta = GroupMeta { kind: GroupType::Group, admins: vec![me.username.clone()] };
-        let id = self.open_conversation(&me, &meta, claimed).await?;
-        local::add_conversation(
-            &self.conn,
-            &Conversation {
-                id: id.clone(),
-                kind: ConversationKind::Group,
-                peer: None,
-                name: Some(name.to_string()),
-                created_at: now_millis(),
-                left: false,
-                timer_seconds: None,
-            },
-        )?;
+        let meta =
+            GroupMeta { kind: GroupType::Group, admins: vec![me.username.clone()], settings: None };
+        let settings = Settings { name: Some(name.to_string()), timer: None };
+        let conversation = Conversation {
+            id: String::new(),
+            kind: ConversationKind::Group,
+            peer: None,
+            name: None,
+            created_at: now_millis(),
+            left: false,
+            timer_seconds: None,
+        };
+        let id = self.open_conversation(&me, &meta, claimed, Some(settings), conversation).await?;
         self.note(&id, format!("{} created the group with {}", me.username, others.join(", ")))?;
         let problems = claims.problems(&id);
         for p in &problems {
             self.note(&id, format!("{p}"))?;
         }
-        // The name travels only inside MLS: members learn it from this message.
-        self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
         Ok((id, problems))
     }
 
@@ -322,64 +348,113 @@ impl Client {
         Ok(claims)
     }
 
-    /// Creates the MLS group, adds the claimed devices, and registers it with the server, which
-    /// delivers the Welcome. Returns the conversation id.
+    /// Creates the MLS group with `settings` (none for a story channel) as its epoch state,
+    /// adds the claimed devices, registers it with the server, which delivers the Welcome, and
+    /// stores `conversation` (its id filled in). Returns the conversation id.
     pub(crate) async fn open_conversation(
         &mut self,
         me: &Profile,
         meta: &GroupMeta,
         claimed: Vec<Claimed>,
+        settings: Option<Settings>,
+        mut conversation: Conversation,
     ) -> ClientResult<String> {
         if claimed.is_empty() {
             return Err(ClientError::Protocol(
                 "nobody to add: no KeyPackage was handed out".into(),
             ));
         }
-        let (id, request) = self.build_conversation(me, meta, claimed)?;
-        if let Err(e) = self.api()?.create_conversation(&request).await {
-            self.forget_group(&id);
+        let (id, request, record) = self.build_conversation(me, meta, claimed, settings)?;
+        let unknown = match self.api()?.create_conversation(&request).await {
+            Ok(_) => None,
+            // Made or not, nobody can say now: kept, and posted again before anything else is
+            // done in it (the server answers its creator's repeat as created) — so the others
+            // are never left in a conversation its creator dropped, and a retry makes no
+            // second one.
+            Err(e) if crate::groups::outcome_unknown(&e) => Some(e),
+            Err(e) => {
+                self.forget_group(&id);
+                return Err(e);
+            }
+        };
+        conversation.id = id.clone();
+        local::add_conversation(&self.conn, &conversation)?;
+        let epoch = {
+            let provider = self.provider();
+            let group =
+                MlsGroup::load(provider.storage(), &GroupId::from_slice(&conversation_bytes(&id)?))
+                    .map_err(ClientError::mls)?
+                    .ok_or_else(|| ClientError::UnknownConversation(id.clone()))?;
+            group.epoch().as_u64()
+        };
+        match &record {
+            Some(c) => local::set_settings(&self.conn, &id, epoch, &c.settings, Some(&c.record))?,
+            None => local::note_epoch_timer(&self.conn, &id, epoch, None)?,
+        }
+        if let Some(e) = unknown {
+            let json = serde_json::to_string(&request)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            local::keep_unsure(&self.conn, &id, local::Unsure::Creation, &json)?;
             return Err(e);
         }
         Ok(id)
     }
 
-    /// A new MLS group with `claimed` added: its id and the request that registers it.
+    /// A new MLS group with `claimed` added: its id, the request that registers it, and the
+    /// settings it was created with.
     pub(crate) fn build_conversation(
         &self,
         me: &Profile,
         meta: &GroupMeta,
         claimed: Vec<Claimed>,
-    ) -> ClientResult<(String, CreateConversation)> {
+        settings: Option<Settings>,
+    ) -> ClientResult<(String, CreateConversation, Option<Committed>)> {
         let id = random_hex(16)?;
-        let request = {
-            let provider = self.provider();
-            let signer = mls::load_signer(&provider, &me.signature_key)?;
-            let mut group = MlsGroup::new_with_group_id(
-                &provider,
-                &signer,
-                &mls::create_config(meta)?,
-                GroupId::from_slice(&conversation_bytes(&id)?),
-                mls::credential(&me.username, &signer),
-            )
+        let provider = self.provider();
+        let signer = mls::load_signer(&provider, &me.signature_key)?;
+        let committed = settings.map(|s| Committed::new(&provider, s)).transpose()?;
+        let meta =
+            GroupMeta { settings: committed.as_ref().map(|c| c.digest.clone()), ..meta.clone() };
+        let mut group = MlsGroup::new_with_group_id(
+            &provider,
+            &signer,
+            &mls::create_config(&meta)?,
+            GroupId::from_slice(&conversation_bytes(&id)?),
+            mls::credential(&me.username, &signer),
+        )
+        .map_err(ClientError::mls)?;
+        let kps: Vec<KeyPackage> = claimed.into_iter().map(|c| c.key_package).collect();
+        // The joiners read the settings from the Welcome's GroupInfo.
+        let mut builder = group
+            .commit_builder()
+            .propose_adds(kps)
+            .load_psks(provider.storage())
             .map_err(ClientError::mls)?;
-            let kps: Vec<KeyPackage> = claimed.into_iter().map(|c| c.key_package).collect();
-            let (_commit, welcome, _) =
-                group.add_members(&provider, &signer, &kps).map_err(ClientError::mls)?;
-            group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
-            let info = group
-                .export_group_info(provider.crypto(), &signer, false)
+        if let Some(c) = &committed {
+            builder = builder
+                .create_group_info_with_extensions([welcome_extension(&c.record)])
                 .map_err(ClientError::mls)?;
-            CreateConversation {
-                conversation_id: id.clone(),
-                welcome: B64(welcome.tls_serialize_detached().map_err(ClientError::mls)?),
-                group_info: B64(info.tls_serialize_detached().map_err(ClientError::mls)?),
-                ratchet_tree: B64(group
-                    .export_ratchet_tree()
-                    .tls_serialize_detached()
-                    .map_err(ClientError::mls)?),
-            }
+        }
+        let bundle = builder
+            .build(provider.rand(), provider.crypto(), &signer, |_| true)
+            .map_err(ClientError::mls)?
+            .stage_commit(&provider)
+            .map_err(ClientError::mls)?;
+        let (_commit, welcome, _) = bundle.into_messages();
+        let welcome = welcome.ok_or_else(|| ClientError::Protocol("no Welcome was made".into()))?;
+        group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
+        let info =
+            group.export_group_info(provider.crypto(), &signer, false).map_err(ClientError::mls)?;
+        let request = CreateConversation {
+            conversation_id: id.clone(),
+            welcome: B64(welcome.tls_serialize_detached().map_err(ClientError::mls)?),
+            group_info: B64(info.tls_serialize_detached().map_err(ClientError::mls)?),
+            ratchet_tree: B64(group
+                .export_ratchet_tree()
+                .tls_serialize_detached()
+                .map_err(ClientError::mls)?),
         };
-        Ok((id, request))
+        Ok((id, request, committed))
     }
 
     /// Deletes a group's MLS state (after the server refused it, or after leaving).
@@ -392,6 +467,18 @@ impl Client {
         {
             let _ = group.delete(provider.storage());
         }
+    }
+
+    /// The refusal for acting in a conversation this device is out of, saying who removed it.
+    pub(crate) fn no_longer_in(&self, conversation: &str) -> ClientResult<ClientError> {
+        let direct = local::conversation(&self.conn, conversation)?
+            .is_some_and(|c| c.kind == ConversationKind::Direct);
+        let why = match (local::removed_by(&self.conn, conversation)?, direct) {
+            (Some(by), true) => format!("{by} deleted this chat"),
+            (Some(by), false) => format!("{by} removed you from this group"),
+            (None, _) => "you are no longer in that conversation".to_string(),
+        };
+        Ok(ClientError::refused(Refusal::NotInConversation, why))
     }
 
     /// Frames, franks and encrypts a payload for the conversation: the MLS message to send.
@@ -431,59 +518,44 @@ impl Client {
         let local = local::conversation(&self.conn, conversation)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
         if local.left {
-            return Err(ClientError::refused(
-                Refusal::NotInConversation,
-                "you are no longer in that conversation",
-            ));
+            return Err(self.no_longer_in(conversation)?);
         }
         let now = now_millis();
-        let payload = Payload::new(random_hex(16)?, now, body);
+        let mut payload = Payload::new(random_hex(16)?, now, body);
         // A device that fell behind (commits it has not fetched) is told `stale_epoch`: it
-        // catches up and encrypts the same payload again, for the current epoch.
+        // catches up and encrypts the same payload again, for the current epoch — with that
+        // epoch's timer, so the message disappears by the timer its epoch has.
         let mut attempt = 1;
-        let message_id = loop {
+        let (sent, timer) = loop {
             // A member's request to leave that nobody committed yet would block the message.
             self.commit_pending_in(conversation).await?;
+            let timer = self.settings_of(conversation)?.timer;
+            payload.disappears_at = timer.map(|t| now + t * 1000);
             let bytes = self.seal(conversation, &payload)?;
             let request = SendMessage { message: B64(bytes) };
-            match self.api()?.send(conversation, &request).await.map(|sent| sent.message_id) {
-                Ok(id) => break id,
+            match self.api()?.send(conversation, &request).await {
+                Ok(sent) => break (sent, timer),
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) && attempt < STALE_ATTEMPTS => {
                     self.sync_inner().await?;
                     attempt += 1;
                 }
+                // Removed while this device was offline: it learns by whom.
+                Err(e) if e.code() == Some(ErrorCode::NotAMember) => {
+                    self.sync_inner().await?;
+                    if local::conversation(&self.conn, conversation)?.is_some_and(|c| c.left) {
+                        return Err(self.no_longer_in(conversation)?);
+                    }
+                    return Err(e);
+                }
                 Err(e) => return Err(e),
             }
         };
-        // A repeat of a setting this device has (told again for new members) shows no line,
-        // as on the other members' devices.
-        let repeat = match &payload.body {
-            Body::GroupName { name } => local.name.as_deref() == Some(name.as_str()),
-            Body::Timer { seconds } => local.timer_seconds == *seconds,
-            _ => false,
-        };
-        // A setting (the name, the timer) takes effect in the server's order, the sender's own
-        // included: whichever change the server accepted last wins on every device.
-        match &payload.body {
-            Body::GroupName { name } => {
-                local::apply_name(&self.conn, conversation, name, message_id)?;
-            }
-            Body::Timer { seconds } => {
-                local::apply_timer(&self.conn, conversation, *seconds, message_id)?;
-            }
-            _ => {}
-        }
-        let timer = local.timer_seconds.map(|t| now + t * 1000);
+        let expiry = message_expiry(payload.disappears_at, sent.server_time, timer);
         let (kind, text, expires_at) = match payload.body {
-            Body::Text { text } => (local.kind, text, timer),
-            Body::GroupName { name } => (
-                ConversationKind::System,
-                format!("{} named the group \"{name}\"", me.username),
-                timer,
-            ),
+            Body::Text { text } => (local.kind, text, expiry),
             Body::Story { text, expires_at } => (ConversationKind::Story, text, Some(expires_at)),
-            Body::Timer { seconds } => {
-                (ConversationKind::System, crate::timers::describe(&me.username, seconds), None)
+            Body::GroupName { .. } | Body::Timer { .. } => {
+                return Err(ClientError::Protocol("settings are changed by commit".into()));
             }
         };
         let message = Message {
@@ -499,9 +571,7 @@ impl Client {
             from_business: me.kind == AccountKind::Business,
             verified: false,
         };
-        if !repeat {
-            local::insert_message(&self.conn, &message)?;
-        }
+        local::insert_message(&self.conn, &message)?;
         Ok(message)
     }
 }

@@ -10,9 +10,12 @@ use openmls_basic_credential::SignatureKeyPair;
 
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
-use crate::local::{self, ConversationKind, Message};
+use crate::local::{self, ConversationKind, Message, Unsure};
 use crate::mls::{self, Provider};
-use kith_proto::payload::{Body, valid_group_name};
+use crate::settings::{self as epoch_settings, Committed};
+use kith_proto::group::kept_admins;
+use kith_proto::payload::valid_group_name;
+use kith_proto::settings::Settings;
 
 /// Attempts at one change before giving up on a group that keeps moving.
 const MAX_COMMIT_ATTEMPTS: usize = 10;
@@ -27,8 +30,13 @@ pub struct GroupSummary {
     pub admins: Vec<String>,
     /// This device left or was removed.
     pub left: bool,
+    /// The admin who removed this device, if it did not leave on its own.
+    pub removed_by: Option<String>,
     /// The disappearing-messages timer, in seconds, if one is set.
     pub timer_seconds: Option<u64>,
+    /// The MLS epoch this device's copy is at: members at one epoch see the same group (its
+    /// name, timer, admins and members).
+    pub epoch: u64,
 }
 
 /// What a name given by the user refers to (see [`Client::resolve_target`]).
@@ -40,8 +48,29 @@ pub enum Target {
     Person(String),
 }
 
-/// A commit (and Welcome) ready to send, or nothing to do.
-type Built = Option<(MlsMessageOut, Option<MlsMessageOut>)>;
+/// What a commit of this device's changes. The rest follows from the group as it is when the
+/// commit is built: requests to leave that wait are completed, the admins are kept members
+/// (the heir named if none is left; see [`kept_admins`]), and the settings travel with it when
+/// they change or the conversation has none in its epoch yet.
+#[derive(Default)]
+pub(crate) struct Plan {
+    pub adds: Vec<KeyPackage>,
+    pub removes: Vec<LeafNodeIndex>,
+    /// The admins this device, an admin, chooses.
+    pub admins: Option<Vec<String>>,
+    /// New settings.
+    pub settings: Option<Settings>,
+    /// Rotate this device's keys even if nothing else requires it.
+    pub self_update: bool,
+}
+
+/// A commit ready to send: its Welcome if it adds anyone, and the settings record it commits
+/// to when they change.
+struct Built {
+    commit: MlsMessageOut,
+    welcome: Option<MlsMessageOut>,
+    record: Option<Vec<u8>>,
+}
 
 /// The leaves a pending proposal removes (requests to leave this device holds).
 fn pending_removals(group: &MlsGroup) -> BTreeSet<LeafNodeIndex> {
@@ -85,19 +114,24 @@ impl Client {
         local::groups(&self.conn)?
             .into_iter()
             .map(|c| {
-                let (members, admins) = match (c.left, self.load_group(&provider, &c.id)) {
-                    (false, Ok(g)) => {
-                        (members_of(&g), mls::meta_of(&g).map(|m| m.admins).unwrap_or_default())
-                    }
-                    _ => (vec![], vec![]),
+                let (members, admins, epoch) = match (c.left, self.load_group(&provider, &c.id)) {
+                    (false, Ok(g)) => (
+                        members_of(&g),
+                        mls::meta_of(&g).map(|m| m.admins).unwrap_or_default(),
+                        g.epoch().as_u64(),
+                    ),
+                    _ => (vec![], vec![], 0),
                 };
+                let removed_by = if c.left { local::removed_by(&self.conn, &c.id)? } else { None };
                 Ok(GroupSummary {
+                    removed_by,
                     id: c.id,
                     name: c.name,
                     members,
                     admins,
                     left: c.left,
                     timer_seconds: c.timer_seconds,
+                    epoch,
                 })
             })
             .collect()
@@ -122,11 +156,14 @@ impl Client {
             groups.iter().filter(|g| !g.left && g.name.as_deref() == Some(group)).collect();
         match named.as_slice() {
             [one] => Ok(one.id.clone()),
-            [] if groups.iter().any(|g| g.left && g.name.as_deref() == Some(group)) => {
-                Err(ClientError::refused(
-                    Refusal::NotInConversation,
-                    format!("you are no longer in the group {group:?}"),
-                ))
+            [] if let Some(g) =
+                groups.iter().find(|g| g.left && g.name.as_deref() == Some(group)) =>
+            {
+                let why = match local::removed_by(&self.conn, &g.id)? {
+                    Some(by) => format!("{by} removed you from the group {group:?}"),
+                    None => format!("you are no longer in the group {group:?}"),
+                };
+                Err(ClientError::refused(Refusal::NotInConversation, why))
             }
             [] => Err(ClientError::UnknownConversation(format!(
                 "{group:?} (no group of yours has that id or name; see `kith group list`)"
@@ -178,6 +215,9 @@ impl Client {
 
     /// The group's current members and admins, for local checks.
     pub(crate) fn current(&self, id: &str) -> ClientResult<(Vec<String>, GroupMeta, usize)> {
+        if local::conversation(&self.conn, id)?.is_some_and(|c| c.left) {
+            return Err(self.no_longer_in(id)?);
+        }
         let provider = self.provider();
         let group = self.load_group(&provider, id)?;
         let meta = mls::meta_of(&group)
@@ -330,30 +370,33 @@ impl Client {
             self.check_size(devices + claimed.len()).await?;
         }
         let kps: Vec<KeyPackage> = claimed.into_iter().map(|c| c.key_package).collect();
-        self.commit_change(&id, |group, provider, signer| {
-            let (commit, welcome, _) =
-                group.add_members(provider, signer, &kps).map_err(ClientError::mls)?;
-            Ok(Some((commit, Some(welcome))))
+        // The new members learn the group's settings from the Welcome itself. Planned again
+        // after every catch-up: someone another admin added meanwhile is not added twice.
+        self.commit_change(&id, |group, _| {
+            let staying = staying_members(group);
+            let adds: Vec<KeyPackage> = kps
+                .iter()
+                .filter(|kp| {
+                    mls::identity(kp.leaf_node().credential()).is_none_or(|u| !staying.contains(&u))
+                })
+                .cloned()
+                .collect();
+            if adds.is_empty() {
+                let (who, are) = match users {
+                    [one] => (one.clone(), "is"),
+                    more => (more.join(", "), "are"),
+                };
+                return Err(ClientError::refused(
+                    Refusal::AlreadyDone,
+                    format!("{who} {are} already in the group"),
+                ));
+            }
+            Ok(Some(Plan { adds, ..Plan::default() }))
         })
         .await?;
         let me = self.me()?.username.clone();
         if meta.kind == GroupType::Group {
             self.note(&id, format!("{me} added {}", users.join(", ")))?;
-        }
-        self.tell_new_members(&id).await
-    }
-
-    /// New members learn the group's name from an encrypted message of the new epoch — the
-    /// current one: a rename this device has not seen yet is fetched first — and its
-    /// disappearing timer, so their copies disappear too.
-    async fn tell_new_members(&mut self, id: &str) -> ClientResult<()> {
-        self.sync_inner().await?;
-        let settings = local::conversation(&self.conn, id)?;
-        if let Some(name) = settings.as_ref().and_then(|c| c.name.clone()) {
-            self.send_body(id, Body::GroupName { name }).await?;
-        }
-        if let Some(seconds) = settings.and_then(|c| c.timer_seconds) {
-            self.send_body(id, Body::Timer { seconds: Some(seconds) }).await?;
         }
         Ok(())
     }
@@ -383,21 +426,17 @@ impl Client {
                 format!("{user} is not in the group"),
             ));
         }
-        if meta.is_admin(user) {
-            self.change_admins(&id, |_, admins| admins.retain(|a| a != user)).await?;
-        }
-        self.commit_change(&id, |group, provider, signer| {
-            let leaves: Vec<LeafNodeIndex> = group
+        // One commit removes them and, if they were an admin, leaves them out of the admins.
+        self.commit_change(&id, |group, _| {
+            let removes: Vec<LeafNodeIndex> = group
                 .members()
                 .filter(|m| mls::identity(&m.credential).as_deref() == Some(user))
                 .map(|m| m.index)
                 .collect();
-            if leaves.is_empty() {
+            if removes.is_empty() {
                 return Ok(None);
             }
-            let (commit, welcome, _) =
-                group.remove_members(provider, signer, &leaves).map_err(ClientError::mls)?;
-            Ok(Some((commit, welcome)))
+            Ok(Some(Plan { removes, ..Plan::default() }))
         })
         .await?;
         if meta.kind == GroupType::Group {
@@ -445,31 +484,40 @@ impl Client {
 
     /// Changes the admins with `change`, applied to the list as the group holds it when the
     /// commit is built — so again after every catch-up, and a promotion another admin made
-    /// meanwhile is kept.
+    /// meanwhile is kept. (An admin is a member who stays: see [`Plan`].)
     async fn change_admins<F>(&mut self, id: &str, change: F) -> ClientResult<()>
     where
         F: Fn(&MlsGroup, &mut Vec<String>),
     {
-        self.commit_change(id, |group, provider, signer| {
+        self.commit_change(id, |group, _| {
             let meta = mls::meta_of(group)
                 .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
             let mut admins = meta.admins.clone();
             change(group, &mut admins);
-            // An admin is a member who stays: one whose leave is pending is none.
-            let staying = staying_members(group);
-            admins.retain(|a| staying.contains(a));
-            // Nothing to change, or nobody left to hold the role (the last member leaving).
-            if admins == meta.admins || admins.is_empty() {
-                return Ok(None);
-            }
-            let meta = GroupMeta { kind: GroupType::Group, admins };
-            let ext = mls::meta_extensions(&meta)?;
-            let (commit, welcome, _) = group
-                .update_group_context_extensions(provider, ext, signer)
-                .map_err(ClientError::mls)?;
-            Ok(Some((commit, welcome)))
+            Ok(Some(Plan { admins: Some(admins), ..Plan::default() }))
         })
         .await
+    }
+
+    /// Changes a conversation's settings with `change` (applied to them as they are when the
+    /// commit is built): a commit, so every member has them from the same epoch on.
+    pub(crate) async fn change_settings<F>(&mut self, id: &str, change: F) -> ClientResult<()>
+    where
+        F: Fn(&mut Settings),
+    {
+        self.commit_change(id, |_, held| {
+            let mut settings = held.clone();
+            change(&mut settings);
+            Ok(Some(Plan { settings: Some(settings), ..Plan::default() }))
+        })
+        .await
+    }
+
+    /// The conversation's settings as this device holds them.
+    pub(crate) fn settings_of(&self, id: &str) -> ClientResult<Settings> {
+        let c = local::conversation(&self.conn, id)?
+            .ok_or_else(|| ClientError::UnknownConversation(id.to_string()))?;
+        Ok(Settings { name: c.name, timer: c.timer_seconds })
     }
 
     /// Rotates this device's keys in a conversation (an MLS update commit): messages after it
@@ -479,17 +527,11 @@ impl Client {
             Ok(id) => id,
             Err(_) => conversation.to_string(),
         };
-        self.commit_change(&id, |group, provider, signer| {
-            let bundle = group
-                .self_update(provider, signer, LeafNodeParameters::default())
-                .map_err(ClientError::mls)?;
-            // An update adds nobody, so there is no Welcome to deliver.
-            Ok(Some((bundle.into_commit(), None)))
-        })
-        .await
+        self.commit_change(&id, |_, _| Ok(Some(Plan { self_update: true, ..Plan::default() })))
+            .await
     }
 
-    /// Renames a group; the name travels encrypted to the members. Admins only.
+    /// Renames a group: a commit carrying the name sealed for the members. Admins only.
     pub async fn group_rename(&mut self, group: &str, name: &str) -> ClientResult<()> {
         let id = self.resolve_group(group)?;
         // On the name as it is now: another admin may have set it already.
@@ -508,9 +550,9 @@ impl Client {
                 format!("the group is already named {name}"),
             ));
         }
-        // The name is set by `send_body`, in the server's order.
-        self.send_body(&id, Body::GroupName { name: name.to_string() }).await?;
-        Ok(())
+        self.change_settings(&id, |s| s.name = Some(name.to_string())).await?;
+        let me = self.me()?.username.clone();
+        self.note(&id, format!("{me} named the group \"{name}\""))
     }
 
     /// Leaves a group. The server stops delivering to this device at once; an admin commits
@@ -546,7 +588,7 @@ impl Client {
             match self.api()?.handshake(&id, &request).await {
                 Ok(_) => return self.left(&id),
                 Err(e) if outcome_unknown(&e) => {
-                    local::keep_unsure(&self.conn, &id, true, &request_json(&request)?)?;
+                    local::keep_unsure(&self.conn, &id, Unsure::Leave, &request_json(&request)?)?;
                     return Err(e);
                 }
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
@@ -579,57 +621,51 @@ impl Client {
     /// first; `429`: the first attempts used the limit up) — the error is returned and it
     /// stays kept.
     pub(crate) async fn settle_unsure(&mut self, id: &str) -> ClientResult<()> {
-        let Some((leave, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
+        let Some((kind, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
         self.settle_token().await?;
-        let request: HandshakeRequest =
-            serde_json::from_str(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let unsure = |e: &ClientError| {
+            outcome_unknown(e)
+                || matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::RateLimited))
+        };
+        let json = |e: serde_json::Error| ClientError::Protocol(e.to_string());
+        if kind == Unsure::Creation {
+            let request: CreateConversation = serde_json::from_str(&request).map_err(json)?;
+            match self.api()?.create_conversation(&request).await {
+                Err(e) if unsure(&e) => return Err(e),
+                Ok(_) => {}
+                // Refused: it was never made, and goes here too.
+                Err(e) => {
+                    tracing::info!(error = %e, "a creation was refused when posted again");
+                    self.forget_group(id);
+                    local::forget_conversation(&self.conn, id)?;
+                }
+            }
+            return Ok(local::forget_unsure(&self.conn, id)?);
+        }
+        let request: HandshakeRequest = serde_json::from_str(&request).map_err(json)?;
         let sent = self.api()?.handshake(id, &request).await;
         if let Err(e) = &sent
-            && (outcome_unknown(e)
-                || matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::RateLimited)))
+            && unsure(e)
         {
             return sent.map(|_| ());
         }
-        let applied = match (&sent, leave) {
-            (Ok(_), true) => {
-                self.left(id)?;
-                false
-            }
+        match (&sent, kind == Unsure::Leave) {
+            (Ok(_), true) => self.left(id)?,
             // Out of the group already, by this request or another way.
-            (Err(e), true) if e.code() == Some(ErrorCode::NotAMember) => {
-                self.left(id)?;
-                false
-            }
+            (Err(e), true) if e.code() == Some(ErrorCode::NotAMember) => self.left(id)?,
             (Err(e), true) => {
                 tracing::debug!(error = %e, "a request to leave was refused when posted again");
-                false
             }
             (sent, false) => {
-                let provider = self.provider();
-                let mut group = self.load_group(&provider, id)?;
-                let added = group
-                    .pending_commit()
-                    .is_some_and(|staged| staged.add_proposals().next().is_some());
-                let done = match sent {
-                    Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
-                    Err(_) => {
-                        group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)
-                    }
-                };
-                if let Err(e) = done {
+                if let Err(e) = self.settle_commit(id, sent.is_ok()) {
                     tracing::warn!(error = %e, "a kept commit could not be settled");
                 }
-                sent.is_ok() && added
             }
-        };
+        }
         local::forget_unsure(&self.conn, id)?;
         // Entries that arrived on top of the commit (by push) waited for it.
         let mut report = crate::SyncReport::default();
         self.retry_held(id, &mut report)?;
-        if applied {
-            // As after any add: the new members learn the group's name and timer.
-            Box::pin(self.tell_new_members(id)).await?;
-        }
         Ok(())
     }
 
@@ -683,15 +719,8 @@ impl Client {
         if !pending {
             return Ok(());
         }
-        self.commit_change(id, |group, provider, signer| {
-            if group.pending_proposals().next().is_none() {
-                return Ok(None);
-            }
-            let (commit, welcome, _) =
-                group.commit_to_pending_proposals(provider, signer).map_err(ClientError::mls)?;
-            Ok(Some((commit, welcome)))
-        })
-        .await
+        // The plan is empty: the commit completes what waits (and names an heir if need be).
+        self.commit_change(id, |_, _| Ok(Some(Plan::default()))).await
     }
 
     /// Completes the pending requests to leave in every group this device is in. Any member
@@ -707,12 +736,12 @@ impl Client {
         Ok(())
     }
 
-    /// Builds a commit with `build`, sends it, and merges it once the server accepted it. When
-    /// another commit won the epoch (`stale_epoch`), it drops its own, catches up and builds
-    /// again.
-    async fn commit_change<F>(&mut self, id: &str, mut build: F) -> ClientResult<()>
+    /// Builds a commit of what `plan` says (see [`Plan`]; `None`: nothing to do), sends it,
+    /// and merges it once the server accepted it. When another commit won the epoch
+    /// (`stale_epoch`), it drops its own, catches up and plans again.
+    pub(crate) async fn commit_change<F>(&mut self, id: &str, mut plan: F) -> ClientResult<()>
     where
-        F: FnMut(&mut MlsGroup, &Provider<'_>, &SignatureKeyPair) -> ClientResult<Built>,
+        F: FnMut(&MlsGroup, &Settings) -> ClientResult<Option<Plan>>,
     {
         self.settle_unsure(id).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -720,35 +749,36 @@ impl Client {
                 let provider = self.provider();
                 let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
                 let mut group = self.load_group(&provider, id)?;
-                let Some((commit, welcome)) = build(&mut group, &provider, &signer)? else {
+                let Some(todo) = plan(&group, &self.settings_of(id)?)? else { return Ok(()) };
+                let Some(built) = self.build_commit(id, &mut group, &provider, &signer, todo)?
+                else {
                     return Ok(());
                 };
+                local::stage_settings(&self.conn, id, built.record.as_deref())?;
                 let ser = |m: MlsMessageOut| m.tls_serialize_detached().map_err(ClientError::mls);
                 HandshakeRequest {
-                    message: B64(ser(commit)?),
-                    welcome: welcome.map(ser).transpose()?.map(B64),
+                    message: B64(ser(built.commit)?),
+                    welcome: built.welcome.map(ser).transpose()?.map(B64),
                 }
             };
-            let sent = self.api()?.handshake(id, &request).await;
-            {
-                // Scoped so no borrow of the connection lives across the next await.
-                let provider = self.provider();
-                let mut group = self.load_group(&provider, id)?;
-                match sent {
-                    Ok(_) => {
-                        group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
-                        return Ok(());
-                    }
-                    // Applied or not, nobody can say now: kept, staged, for the next attempt.
-                    Err(e) if outcome_unknown(&e) => {
-                        local::keep_unsure(&self.conn, id, false, &request_json(&request)?)?;
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
-                        if e.code() != Some(ErrorCode::StaleEpoch) {
-                            return Err(e);
+            match self.api()?.handshake(id, &request).await {
+                Ok(_) => return self.settle_commit(id, true),
+                // Applied or not, nobody can say now: kept, staged, for the next attempt.
+                Err(e) if outcome_unknown(&e) => {
+                    local::keep_unsure(&self.conn, id, Unsure::Commit, &request_json(&request)?)?;
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.settle_commit(id, false)?;
+                    if e.code() == Some(ErrorCode::NotAMember) {
+                        // Removed while this device was offline: it learns by whom.
+                        self.sync_inner().await?;
+                        if local::conversation(&self.conn, id)?.is_some_and(|c| c.left) {
+                            return Err(self.no_longer_in(id)?);
                         }
+                    }
+                    if e.code() != Some(ErrorCode::StaleEpoch) {
+                        return Err(e);
                     }
                 }
             }
@@ -756,6 +786,117 @@ impl Client {
             self.complete_unseen_leaves(id).await?;
         }
         Err(ClientError::Protocol("the group kept changing; try again".into()))
+    }
+
+    /// This device's staged commit was applied by the server (merged here, with the settings
+    /// it carried) or refused (dropped).
+    fn settle_commit(&self, id: &str, applied: bool) -> ClientResult<()> {
+        let provider = self.provider();
+        let mut group = self.load_group(&provider, id)?;
+        let record = local::take_staged_settings(&self.conn, id)?;
+        if !applied {
+            return group.clear_pending_commit(provider.storage()).map_err(ClientError::mls);
+        }
+        group.merge_pending_commit(&provider).map_err(ClientError::mls)?;
+        let epoch = group.epoch().as_u64();
+        match record.as_deref().and_then(Settings::from_record) {
+            Some(settings) => {
+                local::set_settings(&self.conn, id, epoch, &settings, record.as_deref())?
+            }
+            None => {
+                let timer = self.settings_of(id)?.timer;
+                local::note_epoch_timer(&self.conn, id, epoch, timer)?
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit `plan` asks for on `group` (see [`Plan`]), staged; `None` when it changes
+    /// nothing.
+    fn build_commit(
+        &self,
+        id: &str,
+        group: &mut MlsGroup,
+        provider: &Provider<'_>,
+        signer: &SignatureKeyPair,
+        plan: Plan,
+    ) -> ClientResult<Option<Built>> {
+        let me = self.me()?.username.clone();
+        let before = mls::meta_of(group)
+            .ok_or_else(|| ClientError::Mls("the group lacks the Kith extension".into()))?;
+        let mut removed = pending_removals(group);
+        removed.extend(plan.removes.iter().copied());
+        let mut members_after: BTreeSet<String> = group
+            .members()
+            .filter(|m| !removed.contains(&m.index))
+            .filter_map(|m| mls::identity(&m.credential))
+            .collect();
+        members_after
+            .extend(plan.adds.iter().filter_map(|kp| mls::identity(kp.leaf_node().credential())));
+        let mut after = before.clone();
+        if before.kind == GroupType::Group {
+            let chosen = plan.admins.as_ref().unwrap_or(&before.admins);
+            after.admins = kept_admins(chosen, &members_after);
+        }
+        // The settings: new ones; or, from whoever may set them, those this device holds, when
+        // the context has none yet (a conversation from before settings were epoch state) or
+        // joiners need a record this device does not have.
+        let may_set = match before.kind {
+            GroupType::Direct => true,
+            GroupType::Group => before.is_admin(&me),
+            GroupType::Story => false,
+        };
+        let known = local::settings_record(&self.conn, id)?.filter(|r| {
+            before.settings.as_deref() == Some(kith_proto::settings::digest(r).as_str())
+        });
+        let resettle = before.settings.is_none() || (!plan.adds.is_empty() && known.is_none());
+        let new = match plan.settings {
+            Some(s) => Some(s),
+            None if may_set && resettle => Some(self.settings_of(id)?),
+            None => None,
+        };
+        let committed = new.map(|s| Committed::new(provider, s)).transpose()?;
+        if let Some(c) = &committed {
+            after.settings = Some(c.digest.clone());
+        }
+        let for_joiners = committed.as_ref().map(|c| c.record.clone()).or(known);
+        let change_context = after != before;
+        let nothing = !change_context
+            && plan.adds.is_empty()
+            && plan.removes.is_empty()
+            && !plan.self_update
+            && group.pending_proposals().next().is_none();
+        if nothing {
+            return Ok(None);
+        }
+        if let Some(c) = &committed {
+            let sealed = epoch_settings::seal(provider, group, &c.record)?;
+            group.set_aad(sealed);
+        }
+        let adds = !plan.adds.is_empty();
+        let mut builder = group
+            .commit_builder()
+            .propose_adds(plan.adds)
+            .propose_removals(plan.removes)
+            .force_self_update(plan.self_update);
+        if change_context {
+            builder = builder
+                .propose_group_context_extensions(mls::meta_extensions(&after)?)
+                .map_err(ClientError::mls)?;
+        }
+        let mut loaded = builder.load_psks(provider.storage()).map_err(ClientError::mls)?;
+        if adds && let Some(record) = &for_joiners {
+            loaded = loaded
+                .create_group_info_with_extensions([epoch_settings::welcome_extension(record)])
+                .map_err(ClientError::mls)?;
+        }
+        let bundle = loaded
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(ClientError::mls)?
+            .stage_commit(provider)
+            .map_err(ClientError::mls)?;
+        let (commit, welcome, _) = bundle.into_messages();
+        Ok(Some(Built { commit, welcome, record: committed.map(|c| c.record) }))
     }
 
     /// A commit is refused until it includes every pending request to leave. If the server
@@ -796,38 +937,20 @@ impl Client {
         if unseen.is_empty() {
             return Ok(());
         }
-        let request = {
-            let provider = self.provider();
-            let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
-            let mut group = self.load_group(&provider, id)?;
-            let (commit, _, _) =
-                group.remove_members(&provider, &signer, &unseen).map_err(ClientError::mls)?;
-            HandshakeRequest {
-                message: B64(commit.tls_serialize_detached().map_err(ClientError::mls)?),
-                welcome: None,
-            }
+        // Another commit may win meanwhile: the caller's next attempt catches up.
+        let plan = |_: &MlsGroup, _: &Settings| {
+            Ok(Some(Plan { removes: unseen.clone(), ..Plan::default() }))
         };
-        let sent = self.api()?.handshake(id, &request).await;
-        let provider = self.provider();
-        let mut group = self.load_group(&provider, id)?;
-        match sent {
-            Ok(_) => group.merge_pending_commit(&provider).map_err(ClientError::mls),
-            Err(e) if outcome_unknown(&e) => {
-                local::keep_unsure(&self.conn, id, false, &request_json(&request)?)?;
-                Err(e)
-            }
-            Err(e) => {
-                group.clear_pending_commit(provider.storage()).map_err(ClientError::mls)?;
-                // Another commit may have won meanwhile: the caller's next attempt catches up.
-                if e.code() == Some(ErrorCode::StaleEpoch) { Ok(()) } else { Err(e) }
-            }
+        match Box::pin(self.commit_change(id, plan)).await {
+            Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => Ok(()),
+            other => other,
         }
     }
 }
 
 /// Whether the server may have applied a request it did not answer (no answer, or a gateway's
 /// `502`–`504`), after every attempt `Api` made.
-fn outcome_unknown(e: &ClientError) -> bool {
+pub(crate) fn outcome_unknown(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Network(_)

@@ -64,6 +64,7 @@ pub mod raw;
 mod report;
 mod rules;
 mod safety;
+mod settings;
 mod signer;
 mod timers;
 mod tls;

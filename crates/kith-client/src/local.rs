@@ -84,12 +84,13 @@ pub struct Conversation {
     pub kind: ConversationKind,
     /// For a 1:1 conversation, the other account.
     pub peer: Option<String>,
-    /// For a group, its name as the admins last set it (known only to members).
+    /// For a group, its name as of the current epoch (known only to members).
     pub name: Option<String>,
     pub created_at: u64,
     /// This device left or was removed: nothing more can be sent or received.
     pub left: bool,
-    /// Disappearing messages: each message is deleted this long after it arrived.
+    /// Disappearing messages, as of the current epoch: each message is deleted this long after
+    /// the server accepted it.
     pub timer_seconds: Option<u64>,
 }
 
@@ -129,6 +130,12 @@ CREATE TABLE IF NOT EXISTS kith_conversations (
     timer_seconds INTEGER
 );
 CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
+CREATE TABLE IF NOT EXISTS kith_epoch_timers (
+    conversation TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    timer_seconds INTEGER,
+    PRIMARY KEY (conversation, epoch)
+);
 CREATE TABLE IF NOT EXISTS kith_messages (
     id TEXT PRIMARY KEY,
     conversation TEXT NOT NULL,
@@ -202,16 +209,11 @@ CREATE TABLE IF NOT EXISTS kith_account_kinds (
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    // Profiles made before messages were marked when handed to the caller.
+    // Profiles made before settings were epoch state.
     for (column, ddl) in [
-        (
-            "name_seq",
-            "ALTER TABLE kith_conversations ADD COLUMN name_seq INTEGER NOT NULL DEFAULT 0",
-        ),
-        (
-            "timer_seq",
-            "ALTER TABLE kith_conversations ADD COLUMN timer_seq INTEGER NOT NULL DEFAULT 0",
-        ),
+        ("settings_record", "ALTER TABLE kith_conversations ADD COLUMN settings_record BLOB"),
+        ("staged_settings", "ALTER TABLE kith_conversations ADD COLUMN staged_settings BLOB"),
+        ("removed_by", "ALTER TABLE kith_conversations ADD COLUMN removed_by TEXT"),
     ] {
         let has: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('kith_conversations') WHERE name = ?1")?
@@ -313,25 +315,52 @@ pub fn pending_rotation(conn: &Connection) -> rusqlite::Result<Option<(Secret, V
 pub fn keep_unsure(
     conn: &Connection,
     conversation: &str,
-    leave: bool,
+    kind: Unsure,
     request: &str,
 ) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO kith_unsure_handshakes (conversation, leave, request) VALUES (?1, ?2, ?3)
          ON CONFLICT (conversation) DO UPDATE SET leave = excluded.leave, request = excluded.request",
-        params![conversation, leave, request],
+        params![conversation, kind as i64, request],
     )?;
     Ok(())
 }
 
-/// The handshake kept for a conversation: whether it is a request to leave, and the request.
-pub fn unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<Option<(bool, String)>> {
+/// What a kept request whose outcome was unknown is (stored as 0, 1, 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsure {
+    /// A commit, staged in the group.
+    Commit = 0,
+    /// A request to leave.
+    Leave = 1,
+    /// The conversation's creation.
+    Creation = 2,
+}
+
+/// The request kept for a conversation, and what it is.
+pub fn unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<Option<(Unsure, String)>> {
     conn.query_row(
         "SELECT leave, request FROM kith_unsure_handshakes WHERE conversation = ?1",
         [conversation],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| {
+            let kind = match r.get::<_, i64>(0)? {
+                1 => Unsure::Leave,
+                2 => Unsure::Creation,
+                _ => Unsure::Commit,
+            };
+            Ok((kind, r.get(1)?))
+        },
     )
     .optional()
+}
+
+/// Forgets a conversation entirely: its row, its messages, its epochs' timers (a creation the
+/// server refused).
+pub fn forget_conversation(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    delete_messages(conn, id)?;
+    conn.execute("DELETE FROM kith_epoch_timers WHERE conversation = ?1", params![id])?;
+    conn.execute("DELETE FROM kith_conversations WHERE id = ?1", params![id])?;
+    Ok(())
 }
 
 pub fn unsure_conversations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -405,38 +434,120 @@ pub fn groups(conn: &Connection) -> rusqlite::Result<Vec<Conversation>> {
     .collect()
 }
 
-/// Sets the group's name as the change the server accepted as `message_id`, unless a later
-/// one is applied already (last writer wins, by the server's order). Whether it took effect.
-pub fn apply_name(
+/// The conversation's settings as of `epoch` (see [`kith_proto::settings`]): its name and
+/// timer, and the record they were committed as (`None` when this device could not read it,
+/// or the conversation predates settings in the epoch). The timer of each of the last few
+/// epochs is kept too, for messages sent in an epoch the group has since left.
+pub fn set_settings(
     conn: &Connection,
     id: &str,
-    name: &str,
-    message_id: u64,
-) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE kith_conversations SET name = ?2, name_seq = ?3 WHERE id = ?1 AND name_seq < ?3",
-        params![id, name, i(message_id)],
-    )? == 1)
+    epoch: u64,
+    settings: &kith_proto::settings::Settings,
+    record: Option<&[u8]>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE kith_conversations SET name = ?2, timer_seconds = ?3, settings_record = ?4
+         WHERE id = ?1",
+        params![id, settings.name, settings.timer.map(i), record],
+    )?;
+    note_epoch_timer(conn, id, epoch, settings.timer)
 }
 
-/// The same for the disappearing timer.
-pub fn apply_timer(
+/// Records the timer in force at `epoch` (and forgets those of long-past epochs).
+pub fn note_epoch_timer(
     conn: &Connection,
     id: &str,
-    seconds: Option<u64>,
-    message_id: u64,
-) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE kith_conversations SET timer_seconds = ?2, timer_seq = ?3
-         WHERE id = ?1 AND timer_seq < ?3",
-        params![id, seconds.map(i), i(message_id)],
-    )? == 1)
+    epoch: u64,
+    timer: Option<u64>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO kith_epoch_timers (conversation, epoch, timer_seconds)
+         VALUES (?1, ?2, ?3)",
+        params![id, i(epoch), timer.map(i)],
+    )?;
+    conn.execute(
+        "DELETE FROM kith_epoch_timers WHERE conversation = ?1 AND epoch < ?2",
+        params![id, i(epoch.saturating_sub(EPOCH_TIMERS_KEPT))],
+    )?;
+    Ok(())
+}
+
+/// Epochs back whose timer is kept: more than a device keeps the keys of.
+const EPOCH_TIMERS_KEPT: u64 = 8;
+
+/// The timer in force at `epoch`, if this device knows it (`Some(None)`: off).
+pub fn epoch_timer(
+    conn: &Connection,
+    id: &str,
+    epoch: u64,
+) -> rusqlite::Result<Option<Option<u64>>> {
+    conn.prepare_cached(
+        "SELECT timer_seconds FROM kith_epoch_timers WHERE conversation = ?1 AND epoch = ?2",
+    )?
+    .query_row(params![id, i(epoch)], |r| Ok(r.get::<_, Option<i64>>(0)?.map(u)))
+    .optional()
+}
+
+/// The record of the conversation's current settings, if this device holds it.
+pub fn settings_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.query_row(
+        "SELECT settings_record FROM kith_conversations WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
+/// Settings a commit of this device's carries, kept until the server's answer says whether
+/// they became the conversation's (see [`take_staged_settings`]).
+pub fn stage_settings(conn: &Connection, id: &str, record: Option<&[u8]>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE kith_conversations SET staged_settings = ?2 WHERE id = ?1",
+        params![id, record],
+    )?;
+    Ok(())
+}
+
+/// The settings staged with this device's commit, forgotten here.
+pub fn take_staged_settings(conn: &Connection, id: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    let staged: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT staged_settings FROM kith_conversations WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    stage_settings(conn, id, None)?;
+    Ok(staged)
 }
 
 /// This device is in the conversation again (invited back after leaving or being removed).
 pub fn set_rejoined(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE kith_conversations SET left_at = NULL WHERE id = ?1", params![id])?;
+    conn.execute(
+        "UPDATE kith_conversations SET left_at = NULL, removed_by = NULL WHERE id = ?1",
+        params![id],
+    )?;
     Ok(())
+}
+
+/// This device is out of the conversation by someone else's doing: the admin who removed it
+/// from a group, or the other person of a 1:1, who deleted the chat.
+pub fn set_removed_by(conn: &Connection, id: &str, at: u64, by: &str) -> rusqlite::Result<()> {
+    set_left(conn, id, at)?;
+    conn.execute("UPDATE kith_conversations SET removed_by = ?2 WHERE id = ?1", params![id, by])?;
+    Ok(())
+}
+
+/// Who put this device out of the conversation (see [`set_removed_by`]); `None` if it left on
+/// its own, or is still in.
+pub fn removed_by(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT removed_by FROM kith_conversations WHERE id = ?1", params![id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map(Option::flatten)
 }
 
 pub fn set_left(conn: &Connection, id: &str, at: u64) -> rusqlite::Result<()> {

@@ -12,6 +12,7 @@ use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message};
 use crate::mls;
 use kith_proto::payload::{Body, Payload};
+use kith_proto::settings::Settings;
 
 /// A system line (who joined, left, was promoted) attached to a received entry.
 fn system(
@@ -71,8 +72,12 @@ impl Client {
             old.delete(provider.storage()).map_err(ClientError::mls)?;
             self.forget_cached(Some(&entry.conversation_id));
         }
-        let staged = StagedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome, None)
+        let processed = ProcessedWelcome::new_from_welcome(&provider, &mls::join_config(), welcome)
             .map_err(ClientError::mls)?;
+        // The settings of the epoch joined, from the GroupInfo the adder signed (checked
+        // against the group context below, once the Welcome verified).
+        let record = crate::settings::from_welcome(&processed);
+        let staged = processed.into_staged_welcome(&provider, None).map_err(ClientError::mls)?;
         // Who added this device is who signed the GroupInfo: MLS says so. The entry's `sender`
         // is only the server's word, and is not used for anything a person sees or decides by.
         let adder = staged
@@ -99,6 +104,18 @@ impl Client {
         let meta = mls::meta_of(&group).ok_or_else(|| {
             ClientError::refused(Refusal::BadWelcome, "the group lacks the Kith extension")
         })?;
+        let (settings, record) = match meta.settings.as_deref() {
+            Some(digest) => record
+                .and_then(|r| crate::settings::checked(r, digest))
+                .map(|(s, r)| (s, Some(r)))
+                .ok_or_else(|| {
+                    ClientError::refused(
+                        Refusal::BadWelcome,
+                        "a Welcome without the settings its group holds",
+                    )
+                })?,
+            None => (Settings::default(), None),
+        };
         // Every member must use a key the server registered for one of its devices.
         let keys: Vec<(String, Vec<u8>)> = group
             .members()
@@ -176,6 +193,13 @@ impl Client {
             },
         )?;
         local::set_rejoined(&self.conn, &entry.conversation_id)?;
+        local::set_settings(
+            &self.conn,
+            &entry.conversation_id,
+            group.epoch().as_u64(),
+            &settings,
+            record.as_deref(),
+        )?;
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
         if kind == ConversationKind::Group {
@@ -222,6 +246,7 @@ impl Client {
         {
             return Err(ClientError::TooLate);
         }
+        let message_epoch = protocol.epoch().as_u64();
         let processed = match group.process_message(provider, protocol) {
             Ok(processed) => processed,
             Err(ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
@@ -311,6 +336,15 @@ impl Client {
                     )?;
                 }
                 let now = now_millis();
+                // The timer of the epoch it was sent in (the server refuses a message for an
+                // older one, but one may arrive after the commit that ended its epoch).
+                let timer =
+                    match local::epoch_timer(&self.conn, &entry.conversation_id, message_epoch)? {
+                        Some(timer) => timer,
+                        None => local.timer_seconds,
+                    };
+                let expiry =
+                    crate::convo::message_expiry(payload.disappears_at, entry.server_time, timer);
                 match payload.body {
                     Body::Text { text } => {
                         if local.kind == ConversationKind::Story {
@@ -328,7 +362,7 @@ impl Client {
                             sent_at: payload.sent_at,
                             received_at: now,
                             outgoing: false,
-                            expires_at: local.timer_seconds.map(|t| now + t * 1000),
+                            expires_at: expiry,
                             from_business: entry.sender_kind == AccountKind::Business,
                             verified: entry.sender_verified,
                         };
@@ -374,58 +408,28 @@ impl Client {
                             }
                         }
                     }
-                    Body::Timer { seconds } => {
-                        if local.kind == ConversationKind::Story {
-                            return Err(ClientError::refused(
-                                Refusal::BadMessage,
-                                "a timer in a story channel",
-                            ));
-                        }
-                        // In the server's order: a change it accepted earlier than the one
-                        // applied here does not undo it; a repeat (for new members) shows no
-                        // line.
-                        let known = local.timer_seconds;
-                        if local::apply_timer(
-                            &self.conn,
-                            &entry.conversation_id,
-                            seconds,
-                            entry.message_id,
-                        )? && known != seconds
-                        {
-                            // The line saying so stays (as on the sender's device), even
-                            // though the messages after it disappear.
-                            lasting = Some(lines.len());
-                            lines.push(crate::timers::describe(&sender, seconds));
-                        }
-                    }
-                    Body::GroupName { name } => {
-                        // Only an admin may name the group; anyone else's attempt is dropped.
-                        if !mls::meta_of(group).is_some_and(|m| m.is_admin(&sender)) {
-                            return Err(ClientError::refused(
-                                Refusal::BadMessage,
-                                "a rename from a non-admin",
-                            ));
-                        }
-                        let known = local::conversation(&self.conn, &entry.conversation_id)?
-                            .and_then(|c| c.name);
-                        // In the server's order (see `local::apply_name`); a repeat of the
-                        // name it has (for new members) shows no line.
-                        let applied = local::apply_name(
-                            &self.conn,
-                            &entry.conversation_id,
-                            &name,
-                            entry.message_id,
-                        )?;
-                        if applied && known.as_deref() != Some(name.as_str()) {
-                            lines.push(format!("{sender} named the group \"{name}\""));
-                        }
+                    // Settings sent as messages, by clients from before they were epoch
+                    // state: a commit carries them now, and these change nothing.
+                    Body::Timer { .. } | Body::GroupName { .. } => {
+                        tracing::debug!("a setting sent as a message, ignored");
                     }
                 }
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let me = self.me()?.username.clone();
                 let before = mls::meta_of(group);
-                crate::rules::check_commit(before.as_ref(), &sender, &staged)?;
+                crate::rules::check_commit(group, before.as_ref(), &sender, &staged)?;
+                // New settings are opened with the key of the epoch the commit was made in,
+                // before it is merged, and checked against the digest of the new context.
+                let digest_after =
+                    mls::meta_of_context(staged.group_context()).and_then(|m| m.settings);
+                let opened = (digest_after.as_deref()
+                    != crate::settings::digest_of(before.as_ref()))
+                .then(|| {
+                    digest_after
+                        .as_deref()
+                        .and_then(|d| crate::settings::open(provider, group, &aad, d))
+                });
                 self.check_member_keys(&crate::rules::new_keys(&staged, &sender))?;
                 let mut added = BTreeSet::new();
                 for add in staged.add_proposals() {
@@ -457,17 +461,47 @@ impl Client {
                     let names: Vec<String> = added.into_iter().collect();
                     lines.push(format!("{sender} added {}", names.join(", ")));
                 }
+                let mut removed_me = false;
                 for rm in staged.remove_proposals() {
                     let removed = rm.remove_proposal().removed();
                     let leaving = matches!(rm.sender(), Sender::Member(s) if *s == removed);
                     let who = group.member(removed).and_then(mls::identity).unwrap_or_default();
                     if !leaving {
+                        removed_me |= removed == group.own_leaf_index();
                         let who = if who == me { "you".to_string() } else { who };
                         lines.push(format!("{sender} removed {who}"));
                     }
                 }
-                let removed_me = staged.self_removed();
+                // Out by this commit: removed (and who did it is said), or a leave completed.
+                let out = staged.self_removed();
                 group.merge_staged_commit(provider, *staged).map_err(ClientError::mls)?;
+                let epoch = group.epoch().as_u64();
+                let id = &entry.conversation_id;
+                let held = self.settings_of(id)?;
+                match opened {
+                    Some(Some((settings, record))) => {
+                        if settings.name != held.name
+                            && let Some(name) = &settings.name
+                        {
+                            lines.push(format!("{sender} named the group \"{name}\""));
+                        }
+                        if settings.timer != held.timer {
+                            // The line saying so stays, even though the messages after it
+                            // disappear.
+                            lasting = Some(lines.len());
+                            lines.push(crate::timers::describe(&sender, settings.timer));
+                        }
+                        local::set_settings(&self.conn, id, epoch, &settings, Some(&record))?;
+                    }
+                    // Settings that do not open, or do not match: the committer broke the
+                    // protocol. Every member is in the same position; the next commit of one
+                    // who may set them seals them again.
+                    Some(None) => {
+                        tracing::warn!("a commit's settings do not match its group context");
+                        local::set_settings(&self.conn, id, epoch, &held, None)?;
+                    }
+                    None => local::note_epoch_timer(&self.conn, id, epoch, held.timer)?,
+                }
                 let after = mls::meta_of(group);
                 if let (Some(b), Some(a)) = (&before, &after) {
                     for admin in a.admins.iter().filter(|x| !b.is_admin(x)) {
@@ -475,7 +509,9 @@ impl Client {
                     }
                 }
                 if removed_me {
-                    local::set_left(&self.conn, &entry.conversation_id, now_millis())?;
+                    local::set_removed_by(&self.conn, id, now_millis(), &sender)?;
+                } else if out {
+                    local::set_left(&self.conn, id, now_millis())?;
                 }
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
@@ -483,14 +519,19 @@ impl Client {
                 if let Proposal::Remove(rm) = proposal.proposal()
                     && Some(rm.removed()) == sender_leaf
                 {
-                    lines.push(format!("{sender} left"));
                     // A 1:1 conversation the other side left is over: the next message opens a
                     // new one. Until then they are no contact (they deleted the chat), and the
                     // story channel's upkeep lets them go.
                     let direct = local::conversation(&self.conn, &entry.conversation_id)?
                         .is_some_and(|c| c.kind == ConversationKind::Direct);
+                    lines.push(if direct {
+                        format!("{sender} deleted this chat")
+                    } else {
+                        format!("{sender} left")
+                    });
                     if direct {
-                        local::set_left(&self.conn, &entry.conversation_id, now_millis())?;
+                        let id = &entry.conversation_id;
+                        local::set_removed_by(&self.conn, id, now_millis(), &sender)?;
                         let open = local::directs_with(&self.conn, &sender)?;
                         if open.iter().all(|c| c.left) {
                             local::remove_contact(&self.conn, &sender)?;
@@ -512,7 +553,7 @@ impl Client {
         }
         let timer = local::conversation(&self.conn, &entry.conversation_id)?
             .and_then(|c| c.timer_seconds)
-            .map(|t| now_millis() + t * 1000);
+            .map(|t| entry.server_time + t * 1000);
         for (n, text) in lines.into_iter().enumerate() {
             let line =
                 system(entry, n, &sender, text, if lasting == Some(n) { None } else { timer });

@@ -21,7 +21,11 @@ impl Client {
     ) -> ClientResult<(String, kith_proto::CreateConversation)> {
         let me = self.me()?.clone();
         let claimed = self.claim(members).await?;
-        self.build_conversation(&me, meta, claimed)
+        // A group or 1:1 carries settings, as this client's would.
+        let settings = (meta.kind != kith_proto::GroupType::Story)
+            .then(kith_proto::settings::Settings::default);
+        let (id, request, _) = self.build_conversation(&me, meta, claimed, settings)?;
+        Ok((id, request))
     }
 
     /// Runs `f` on the conversation's group as stored, with the provider and this device's

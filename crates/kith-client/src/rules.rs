@@ -3,13 +3,16 @@
 //!
 //! - handshakes arrive only as MLS `PublicMessage`s (an encrypted commit is one the server
 //!   could not check);
-//! - adding members, removing someone else and changing the group context (its admins) need
-//!   the committer to be an admin — for a story channel, its owner, its only admin — in the
-//!   context before the commit; a 1:1 conversation admits neither;
-//! - a conversation's type never changes, and a group keeps at least one admin;
+//! - the change rule shared with the server ([`kith_proto::group::check_change`]): adding,
+//!   removing someone else, choosing the admins and changing a group's settings need an admin
+//!   in the context the commit was made in; admins are always members; a conversation's type
+//!   never changes;
 //! - proposals other than a member's own leave are not accepted on their own.
 
-use kith_proto::{GroupMeta, GroupType};
+use std::collections::BTreeSet;
+
+use kith_proto::GroupMeta;
+use kith_proto::group::{Change, check_change};
 use openmls::prelude::*;
 
 use crate::error::{ClientError, ClientResult, Refusal};
@@ -27,32 +30,20 @@ pub fn check_wire_format(message: &ProtocolMessage) -> ClientResult<()> {
     Ok(())
 }
 
-/// Whether `committer` may make `staged` in a group whose context was `before`.
+/// Whether `committer` may make `staged` in `group`, whose context is `before` — the change
+/// rule the server applies too ([`kith_proto::group::check_change`]), so a commit one accepts
+/// the other does.
 pub fn check_commit(
+    group: &MlsGroup,
     before: Option<&GroupMeta>,
     committer: &str,
     staged: &StagedCommit,
 ) -> ClientResult<()> {
     let before = before.ok_or_else(|| refused("a group without the Kith extension"))?;
-    let is_admin = before.kind != GroupType::Direct && before.is_admin(committer);
-    if staged.add_proposals().next().is_some() && !is_admin {
-        return Err(refused("members added by someone who is not an admin"));
-    }
-    for rm in staged.remove_proposals() {
-        let leaving =
-            matches!(rm.sender(), Sender::Member(s) if *s == rm.remove_proposal().removed());
-        if !leaving && !is_admin {
-            return Err(refused("a member removed by someone who is not an admin"));
-        }
-    }
     for queued in staged.queued_proposals() {
         match queued.proposal() {
             Proposal::Add(_) | Proposal::Remove(_) | Proposal::Update(_) => {}
-            Proposal::GroupContextExtensions(_) => {
-                if !is_admin {
-                    return Err(refused("the group's admins changed by someone who is not one"));
-                }
-            }
+            Proposal::GroupContextExtensions(_) => {}
             _ => return Err(refused("a kind of proposal Kith does not use")),
         }
     }
@@ -68,22 +59,30 @@ pub fn check_commit(
     }
     let after = mls::meta_of_context(staged.group_context())
         .ok_or_else(|| refused("a commit that drops the Kith extension"))?;
-    if after.kind != before.kind {
-        return Err(refused("a conversation's type cannot change"));
-    }
-    if after != *before && !is_admin {
-        return Err(refused("the group's admins changed by someone who is not one"));
-    }
-    match after.kind {
-        GroupType::Group if after.admins.is_empty() => Err(refused("a group without any admin")),
-        GroupType::Story if after.admins != before.admins => {
-            Err(refused("a story channel's owner cannot change"))
-        }
-        GroupType::Direct if !after.admins.is_empty() => {
-            Err(refused("admins in a 1:1 conversation"))
-        }
-        _ => Ok(()),
-    }
+    let removed: BTreeSet<LeafNodeIndex> =
+        staged.remove_proposals().map(|rm| rm.remove_proposal().removed()).collect();
+    let removes_others = staged.remove_proposals().any(
+        |rm| !matches!(rm.sender(), Sender::Member(s) if *s == rm.remove_proposal().removed()),
+    );
+    let mut members_after: BTreeSet<String> = group
+        .members()
+        .filter(|m| !removed.contains(&m.index))
+        .filter_map(|m| mls::identity(&m.credential))
+        .collect();
+    members_after.extend(
+        staged
+            .add_proposals()
+            .filter_map(|a| mls::identity(a.add_proposal().key_package().leaf_node().credential())),
+    );
+    let change = Change {
+        before,
+        after: &after,
+        committer,
+        adds: staged.add_proposals().next().is_some(),
+        removes_others,
+        members_after: &members_after,
+    };
+    check_change(&change).map_err(|why| refused(&why.to_string()))
 }
 
 /// The members a commit brings in or whose keys it changes, as (username, signature key).

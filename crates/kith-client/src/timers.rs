@@ -8,10 +8,12 @@
 //!   step with the contacts: new contacts are added, ended ones removed. Only the owner posts.
 //!   The server deletes each story at its expiry (`story_ttl_seconds`, 24 h by default), and
 //!   so does every client.
-//! - **Disappearing messages**: a conversation's timer is set by any member through the
-//!   encrypted channel and applies to every member; each device deletes a message when the
-//!   timer has run from the moment the message *arrived* on it (for the sender: when it was
-//!   sent). Arrival, not reading, because a device cannot know when a person read a line.
+//! - **Disappearing messages**: a conversation's timer is one of its settings, part of the MLS
+//!   epoch (see [`kith_proto::settings`]): set by a commit — by either person in a 1:1, by an
+//!   admin in a group — and the same for every member of an epoch. A message disappears when
+//!   the timer of the epoch it was sent in has run from the moment the server accepted it (or
+//!   at the expiry its sender gave it, if earlier): at the same moment on every device. From
+//!   acceptance, not reading, because a device cannot know when a person read a line.
 //! - **Deleted means gone**: the profile's SQLite runs with `secure_delete` (deleted rows are
 //!   overwritten in place), and after every deletion the WAL is checkpointed and truncated, so
 //!   no copy remains in the WAL file either.
@@ -270,17 +272,30 @@ impl Client {
         if claims.claimed.is_empty() {
             return Ok(None);
         }
-        let meta = GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()] };
+        let meta =
+            GroupMeta { kind: GroupType::Story, admins: vec![me.username.clone()], settings: None };
+        let channel = Conversation {
+            id: String::new(),
+            kind: ConversationKind::Story,
+            peer: Some(me.username.clone()),
+            name: None,
+            created_at: now_millis(),
+            left: false,
+            timer_seconds: None,
+        };
         // With everyone at once; if one of them keeps the server or OpenMLS from taking it,
         // with the first who can be added alone (the others join at the next sync), and the
         // ones who could not are backed off.
-        let id = match self.open_conversation(&me, &meta, claims.key_packages()).await {
+        let id = match self
+            .open_conversation(&me, &meta, claims.key_packages(), None, channel.clone())
+            .await
+        {
             Ok(id) => id,
             Err(e) if crate::groups::one_member_may_cause(&e) => {
                 let mut made = None;
                 let mut refused_audience = false;
                 for (user, kps) in claims.claimed {
-                    match self.open_conversation(&me, &meta, kps).await {
+                    match self.open_conversation(&me, &meta, kps, None, channel.clone()).await {
                         Ok(id) => {
                             made = Some(id);
                             break;
@@ -303,18 +318,6 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        local::add_conversation(
-            &self.conn,
-            &Conversation {
-                id: id.clone(),
-                kind: ConversationKind::Story,
-                peer: Some(me.username),
-                name: None,
-                created_at: now_millis(),
-                left: false,
-                timer_seconds: None,
-            },
-        )?;
         Ok(Some(id))
     }
 
@@ -349,12 +352,51 @@ impl Client {
                 ),
             ));
         }
-        let id = match self.resolve_target(target)? {
-            crate::groups::Target::Group(id) => id,
-            crate::groups::Target::Person(user) => self.direct_conversation(&user).await?,
+        let (id, group) = match self.resolve_target(target)? {
+            crate::groups::Target::Group(id) => (id, true),
+            crate::groups::Target::Person(user) => (self.direct_conversation(&user).await?, false),
         };
-        // The timer is set by `send_body`, in the server's order.
-        self.send_body(&id, Body::Timer { seconds }).await?;
+        // On the settings as they are now: another member may have changed them already.
+        self.sync_inner().await?;
+        if local::conversation(&self.conn, &id)?.is_some_and(|c| c.left) {
+            return Err(ClientError::refused(
+                Refusal::NotInConversation,
+                "you are no longer in that conversation",
+            ));
+        }
+        if group {
+            let (_, meta, _) = self.current(&id)?;
+            let me = self.me()?.username.clone();
+            if self.local_checks && !meta.is_admin(&me) {
+                return Err(ClientError::NotAdmin(
+                    "change the group's disappearing messages".into(),
+                ));
+            }
+        }
+        if self.settings_of(&id)?.timer == seconds {
+            return Ok(());
+        }
+        // A commit: every member has the timer from the same epoch on.
+        self.change_settings(&id, |s| s.timer = seconds).await?;
+        let me = self.me()?.username.clone();
+        let now = now_millis();
+        local::insert_message(
+            &self.conn,
+            &Message {
+                id: format!("sys-{}", crate::client::random_hex(8)?),
+                conversation: id.clone(),
+                kind: ConversationKind::System,
+                from: me.clone(),
+                text: describe(&me, seconds),
+                sent_at: now,
+                received_at: now,
+                outgoing: true,
+                // The line saying so stays, as on the other members' devices.
+                expires_at: None,
+                from_business: false,
+                verified: false,
+            },
+        )?;
         Ok(())
     }
 

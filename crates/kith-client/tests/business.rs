@@ -150,8 +150,11 @@ async fn a_business_is_never_in_a_story_audience() {
     let left = shop.raw_queue().await;
     assert!(r.joined.is_empty() && left.is_empty(), "{:?} {left:?}", r.joined);
     // A modified client that puts it in a story channel anyway is refused by the server.
-    let meta =
-        kith_proto::GroupMeta { kind: kith_proto::GroupType::Story, admins: vec!["ben".into()] };
+    let meta = kith_proto::GroupMeta {
+        kind: kith_proto::GroupType::Story,
+        admins: vec!["ben".into()],
+        settings: None,
+    };
     ben.send_text("bakery", "hello").await.unwrap();
     let (_, req) = ben.raw_conversation(&meta, &["ana".into(), "bakery".into()]).await.unwrap();
     let a = ben.hostile().post("/v1/conversations", serde_json::to_value(&req).unwrap()).await;
@@ -171,6 +174,7 @@ async fn a_person_never_joins_a_group_with_a_business_they_did_not_write_to() {
     let meta = kith_proto::GroupMeta {
         kind: kith_proto::GroupType::Group,
         admins: vec!["mallory".into()],
+        settings: None,
     };
     let (id, req) =
         mallory.raw_conversation(&meta, &["ana".into(), "bakery".into()]).await.unwrap();

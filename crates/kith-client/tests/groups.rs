@@ -188,11 +188,14 @@ async fn only_admins_add_remove_and_rename() {
     assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
     let err = bob.group_promote(&id, "bob").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
-    // A non-admin's rename travels (the server cannot read it) but members ignore it.
-    bob.group_rename(&id, "Bob's club").await.unwrap();
-    let r = carol.sync().await.unwrap();
-    assert_eq!(r.dropped, 1);
-    assert_eq!(carol.group(&id).unwrap().name.as_deref(), Some("Book club"));
+    // A rename is a commit: the server refuses a non-admin's, though it cannot read the name.
+    let err = bob.group_rename(&id, "Bob's club").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAdmin), "{err}");
+    let err = bob.set_disappearing(&id, Some(std::time::Duration::from_secs(60))).await;
+    assert_eq!(err.unwrap_err().code(), Some(ErrorCode::NotAdmin));
+    carol.sync().await.unwrap();
+    let g = carol.group(&id).unwrap();
+    assert_eq!((g.name.as_deref(), g.timer_seconds), (Some("Book club"), None));
     bob.set_local_checks(true);
 
     // Once promoted, bob can add.
@@ -598,7 +601,7 @@ async fn removing_someone_already_removed_says_so() {
 }
 
 /// The admin's own history tells what the admin did, once each: creating the group, adding,
-/// renaming. Telling new members the name and timer again shows no line on any device.
+/// renaming. A member learns the name from the Welcome (no rename line), the rest once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_sees_each_of_its_own_changes_once() {
     let server = TestServer::start().await;
@@ -631,7 +634,9 @@ async fn an_admin_sees_each_of_its_own_changes_once() {
     assert_eq!(mine.iter().filter(|l| l.contains("\"Quartet\"")).count(), 1, "{mine:?}");
     bob.sync().await.unwrap();
     let his = system(&bob);
-    assert_eq!(his.iter().filter(|l| l.contains("\"Trio\"")).count(), 1, "{his:?}");
+    assert_eq!(his[0], "alice added you", "{his:?}");
+    assert_eq!(his.iter().filter(|l| l.contains("\"Trio\"")).count(), 0, "{his:?}");
+    assert_eq!(his.iter().filter(|l| l.contains("\"Quartet\"")).count(), 1, "{his:?}");
     assert_eq!(his.iter().filter(|l| l.contains("disappearing")).count(), 1, "{his:?}");
     assert_eq!(his.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{his:?}");
 }
@@ -724,6 +729,37 @@ async fn a_creation_whose_answer_was_lost_is_not_dropped() {
     assert_eq!(ann.group(&group).unwrap().members, ["ann", "bob"]);
 }
 
+/// A creation whose answer stays lost through every attempt is kept, not dropped: the others
+/// are never left in a group its creator forgot (an "(unnamed)" copy before), asking again
+/// gives the same group, and a 1:1's next message goes into the one made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_unanswered_through_every_attempt_is_settled_not_repeated() {
+    let server = TestServer::start().await;
+    let (proxy, mut ann) = server.user_losing_answers("ann").await;
+    let mut bob = server.user("bob").await;
+    for _ in 0..4 {
+        proxy.lose_next("/v1/conversations");
+    }
+    let failed = ann.create_group("walks", &["bob".to_string()]).await.unwrap_err();
+    assert!(matches!(failed, ClientError::NoAnswer { timed_out: false }), "{failed:?}");
+    let group = ann.create_group("walks", &["bob".to_string()]).await.unwrap();
+    for _ in 0..4 {
+        proxy.lose_next("/v1/conversations");
+    }
+    assert!(ann.send_text("bob", "first").await.is_err());
+    assert_eq!(proxy.lost(), 8, "the answers were not lost: the test tests nothing");
+    ann.send_text("bob", "second").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.joined.len(), 2, "one group and one 1:1, each once: {:?}", report.joined);
+    assert!(report.joined.contains(&group));
+    assert_eq!(texts(&report, ConversationKind::Direct), ["second"]);
+    let g = bob.group(&group).unwrap();
+    assert_eq!((g.name.as_deref(), g.members.len()), (Some("walks"), 2));
+    bob.send_group(&group, "here").await.unwrap();
+    assert_eq!(texts(&ann.sync().await.unwrap(), ConversationKind::Group), ["here"]);
+    assert_eq!(ann.groups().unwrap().len(), 1);
+}
+
 /// A commit whose answer stays lost through every attempt (the network is down for a while
 /// right after the server applied it) is kept, staged, and posted again at the next sync,
 /// which the server answers as applied: the committer is where its group is. Before, it was
@@ -756,7 +792,7 @@ async fn a_commit_unanswered_through_every_attempt_is_settled_at_the_next_sync()
     for u in [&ann, &bob, &cat] {
         assert_eq!(u.group(&group).unwrap().members, ["ann", "bob", "cat", "eve"]);
     }
-    // cat was told the group's name and timer, as after any add.
+    // cat has the group's name and timer, from the Welcome, as after any add.
     let seen = cat.group(&group).unwrap();
     assert_eq!((seen.name.as_deref(), seen.timer_seconds), (Some("walks"), Some(3600)));
     ann.send_group(&group, "welcome cat").await.unwrap();
@@ -792,5 +828,5 @@ async fn mistakes_with_names_say_which_name_and_why() {
     bob.sync().await.unwrap();
     let e = bob.send_group("walks", "hello?").await.unwrap_err();
     assert_eq!(e.refusal(), Some(Refusal::NotInConversation), "{e}");
-    assert!(e.to_string().contains("no longer in the group"), "{e}");
+    assert!(e.to_string().contains("ann removed you from the group \"walks\""), "{e}");
 }

@@ -275,6 +275,7 @@ async fn a_welcome_naming_a_member_that_cannot_exist_is_refused_alone() {
     let meta = kith_proto::GroupMeta {
         kind: kith_proto::GroupType::Group,
         admins: vec!["mallory".into()],
+        settings: None,
     };
     let kith = kith_proto::keypackage::kith_extension();
     let config = MlsGroupCreateConfig::builder()

@@ -33,15 +33,12 @@ struct Group {
     id: String,
     admins: BTreeSet<usize>,
     members: BTreeSet<usize>,
-    /// Everyone who was ever a member: a block of any of them makes what a member knows of
-    /// the group's settings uncertain (see `Model::ever_blocked`).
-    ever_members: BTreeSet<usize>,
     /// Who added each member (whose invitation it takes in, or drops while blocking them).
     inviter: BTreeMap<usize, usize>,
-    /// The name and timer each member should see: a change does not reach a member who
-    /// blocks the one who made it.
-    names: BTreeMap<usize, String>,
-    timers: BTreeMap<usize, Option<u64>>,
+    /// The name and timer every member sees: settings are epoch state, so no block, skipped
+    /// message or re-add makes one member's differ.
+    name: String,
+    timer: Option<u64>,
 }
 
 /// Who should see what.
@@ -50,9 +47,8 @@ struct Model {
     groups: Vec<Group>,
     /// (blocker, blocked).
     blocks: BTreeSet<(usize, usize)>,
-    /// Every (blocker, blocked) pair there ever was: a change queued before the block is
-    /// dropped with everything else from the blocked account, so the blocker's view of the
-    /// settings of a group they share is not checked.
+    /// Every (blocker, blocked) pair there ever was (stories between them may or may not
+    /// arrive).
     ever_blocked: BTreeSet<(usize, usize)>,
     /// (writer, reader): the writer has written to the reader, who is its contact.
     wrote: BTreeSet<(usize, usize)>,
@@ -110,25 +106,12 @@ impl Model {
         }
     }
 
-    /// `v` joins group `g`, added by `by`, who first re-sends the name and timer it knows to
-    /// every member (so they reach the newcomer).
+    /// `v` joins group `g`, added by `by` (its Welcome carries the group's settings).
     fn added(&mut self, g: usize, by: usize, v: usize) {
         let group = &mut self.groups[g];
         group.members.insert(v);
-        group.ever_members.insert(v);
         group.inviter.insert(v, by);
         self.declined.remove(&(v, g));
-        let name = group.names[&by].clone();
-        let timer = group.timers[&by];
-        group.timers.insert(v, None);
-        for w in group.members.clone() {
-            if w == by || !self.blocks.contains(&(w, by)) {
-                self.groups[g].names.insert(w, name.clone());
-                if timer.is_some() {
-                    self.groups[g].timers.insert(w, timer);
-                }
-            }
-        }
     }
 
     /// `u` does something that may catch up with the server first.
@@ -180,6 +163,39 @@ fn acting_admin(users: &[TestUser], model: &Model, u: usize, g: usize) -> bool {
             .is_ok_and(|s| !s.left && s.admins.iter().any(|a| a == USERS[u]))
 }
 
+/// What a member's device holds of a group: name, timer, admins, members.
+type View = (Option<String>, Option<u64>, Vec<String>, Vec<String>);
+
+/// The invariant settings as epoch state give by construction: every two members whose
+/// devices are at the same epoch of a group hold the same group.
+fn agree(users: &[TestUser], model: &Model) -> Result<(), String> {
+    for (g, group) in model.groups.iter().enumerate() {
+        let mut by_epoch: BTreeMap<u64, (usize, View)> = BTreeMap::new();
+        for (u, user) in users.iter().enumerate() {
+            let Ok(s) = user.group(&group.id) else { continue };
+            if s.left {
+                continue;
+            }
+            let mut admins = s.admins.clone();
+            admins.sort();
+            let view = (s.name.clone(), s.timer_seconds, admins, s.members.clone());
+            match by_epoch.get(&s.epoch) {
+                Some((w, other)) if *other != view => {
+                    return Err(format!(
+                        "group {g} at epoch {}: {} holds {other:?}, {} holds {view:?}",
+                        s.epoch, USERS[*w], USERS[u]
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    by_epoch.insert(s.epoch, (u, view));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run(seed: u64, mut servers: Vec<TestServer>) {
     let mut users: Vec<TestUser> = Vec::new();
     for (i, name) in USERS.iter().enumerate() {
@@ -196,11 +212,25 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
     let mut seen: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); n];
     let mut count = 0u32;
     let mut log = Vec::new();
-    let take = |u: usize, r: kith_client::SyncReport, seen: &mut Vec<BTreeMap<String, usize>>| {
+    // When each message disappears, as its first device (its sender's) has it: every device
+    // must have the same moment.
+    let mut expiries: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let take = |u: usize,
+                r: kith_client::SyncReport,
+                seen: &mut Vec<BTreeMap<String, usize>>,
+                expiries: &mut BTreeMap<String, Option<u64>>| {
         for m in r.messages {
             if m.kind == ConversationKind::System {
                 continue;
             }
+            let first = *expiries.entry(m.text.clone()).or_insert(m.expires_at);
+            assert!(
+                m.kind == ConversationKind::Story || first == m.expires_at,
+                "{} has {:?} disappear at {:?}, not {first:?}",
+                USERS[u],
+                m.text,
+                m.expires_at
+            );
             *seen[u].entry(m.text).or_default() += 1;
         }
     };
@@ -217,7 +247,11 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 count += 1;
                 let text = format!("d{count} {}>{}", USERS[u], USERS[v]);
                 log.push(format!("{} sends {text:?} to {}", USERS[u], USERS[v]));
-                users[u].send_text(USERS[v], &text).await.unwrap_or_else(|e| fail(seed, &log, e));
+                let m = users[u]
+                    .send_text(USERS[v], &text)
+                    .await
+                    .unwrap_or_else(|e| fail(seed, &log, e));
+                expiries.insert(m.text, m.expires_at);
                 if model.delivers(u, v) {
                     model.expected[v].insert(text, u);
                 }
@@ -241,13 +275,15 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 let text = format!("g{count} {} in {g}", USERS[u]);
                 log.push(format!("{} sends {text:?} to group {g}", USERS[u]));
                 let id = model.groups[g].id.clone();
-                users[u].send_group(&id, &text).await.unwrap_or_else(|e| fail(seed, &log, e));
+                let m =
+                    users[u].send_group(&id, &text).await.unwrap_or_else(|e| fail(seed, &log, e));
+                expiries.insert(m.text, m.expires_at);
                 model.group_text(g, u, &text);
             }
             4..=5 => {
                 log.push(format!("{} syncs", USERS[u]));
                 let r = users[u].sync().await.unwrap_or_else(|e| fail(seed, &log, e));
-                take(u, r, &mut seen);
+                take(u, r, &mut seen, &mut expiries);
                 // Its invitations from accounts it blocks are dropped now, if they were not
                 // already; one it may have dropped shows whether it did.
                 let groups = &model.groups;
@@ -282,10 +318,9 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 model.groups.push(Group {
                     id,
                     admins: BTreeSet::from([u]),
-                    ever_members: members.clone(),
                     inviter: members.iter().map(|m| (*m, u)).collect(),
-                    names: members.iter().map(|m| (*m, format!("group{g}"))).collect(),
-                    timers: members.iter().map(|m| (*m, None)).collect(),
+                    name: format!("group{g}"),
+                    timer: None,
                     members,
                 });
             }
@@ -385,11 +420,7 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 log.push(format!("{} renames group {g} to {name}", USERS[u]));
                 let id = model.groups[g].id.clone();
                 users[u].group_rename(&id, &name).await.unwrap_or_else(|e| fail(seed, &log, e));
-                for v in model.groups[g].members.clone() {
-                    if v == u || model.delivers(u, v) {
-                        model.groups[g].names.insert(v, name.clone());
-                    }
-                }
+                model.groups[g].name = name;
             }
             11 => {
                 // Delete the chat with someone: what they sent and this device has not fetched
@@ -415,10 +446,9 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 model.unsettled.insert(Model::pair(u, v));
             }
             12 => {
-                // A member sets the group's disappearing timer.
+                // An admin sets the group's disappearing timer.
                 let mine: Vec<usize> = (0..model.groups.len())
-                    .filter(|g| model.groups[*g].members.contains(&u))
-                    .filter(|g| joined(&users, u, &model.groups[*g].id))
+                    .filter(|g| acting_admin(&users, &model, u, *g))
                     .collect();
                 if mine.is_empty() {
                     continue;
@@ -431,11 +461,7 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                     .set_disappearing(&id, timer.map(Duration::from_secs))
                     .await
                     .unwrap_or_else(|e| fail(seed, &log, e));
-                for v in model.groups[g].members.clone() {
-                    if v == u || model.delivers(u, v) {
-                        model.groups[g].timers.insert(v, timer);
-                    }
-                }
+                model.groups[g].timer = timer;
             }
             13 => {
                 // A story, for the poster's contacts; shown to those who have it as a contact
@@ -487,8 +513,10 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                         let (x, y) = two(&mut users, u, w);
                         let (r1, r2) =
                             tokio::join!(x.send_text(USERS[w], &a), y.send_text(USERS[u], &b));
-                        r1.unwrap_or_else(|e| fail(seed, &log, e));
-                        r2.unwrap_or_else(|e| fail(seed, &log, e));
+                        for m in [r1, r2] {
+                            let m = m.unwrap_or_else(|e| fail(seed, &log, e));
+                            expiries.insert(m.text, m.expires_at);
+                        }
                         for (from, to, text) in [(u, w, a), (w, u, b)] {
                             if model.delivers(from, to) {
                                 model.expected[to].insert(text, from);
@@ -507,8 +535,10 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                         let id = model.groups[g].id.clone();
                         let (x, y) = two(&mut users, u, w);
                         let (r1, r2) = tokio::join!(x.send_group(&id, &a), y.send_group(&id, &b));
-                        r1.unwrap_or_else(|e| fail(seed, &log, e));
-                        r2.unwrap_or_else(|e| fail(seed, &log, e));
+                        for m in [r1, r2] {
+                            let m = m.unwrap_or_else(|e| fail(seed, &log, e));
+                            expiries.insert(m.text, m.expires_at);
+                        }
                         model.group_text(g, u, &a);
                         model.group_text(g, w, &b);
                     }
@@ -600,6 +630,10 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 }
             }
         }
+        // Members at one epoch hold one group: the same name, timer, admins and members.
+        if let Err(why) = agree(&users, &model) {
+            panic!("seed {seed}: {why}\n{}", log.join("\n"));
+        }
         // Nothing honest people do flags anyone: no cool-off, suspension or review flag.
         let flags = servers[0].store().flags().await.unwrap();
         assert!(
@@ -630,7 +664,7 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
     for _ in 0..2 {
         for (u, user) in users.iter_mut().enumerate() {
             let r = user.sync().await.unwrap_or_else(|e| fail(seed, &log, e));
-            take(u, r, &mut seen);
+            take(u, r, &mut seen, &mut expiries);
         }
     }
     for v in 0..n {
@@ -644,22 +678,17 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
         );
         assert!(seen[v].values().all(|t| *t == 1), "seed {seed}: duplicates for {}", USERS[v]);
     }
-    // Every member of a group sees the same members and admins as the model, and the name
-    // and timer the model says reached it.
+    // Every member of a group sees the same members, admins, name and timer as the model.
     for (g, group) in model.groups.iter().enumerate() {
         let want: Vec<String> = group.members.iter().map(|v| USERS[*v].to_string()).collect();
         let admins: Vec<String> = group.admins.iter().map(|v| USERS[*v].to_string()).collect();
         for v in group.members.iter().filter(|v| !model.declined.contains_key(&(**v, g))) {
             let summary = users[*v].group(&group.id).unwrap_or_else(|e| fail(seed, &log, e));
-            let known =
-                !model.ever_blocked.iter().any(|(b, x)| b == v && group.ever_members.contains(x));
             let fail = |what: &str| {
                 format!("seed {seed}: {} sees group {g} {what}\n{}", USERS[*v], log.join("\n"))
             };
-            if known {
-                assert_eq!(summary.name.as_ref(), group.names.get(v), "{}", fail("named so"));
-                assert_eq!(summary.timer_seconds, group.timers[v], "{}", fail("with this timer"));
-            }
+            assert_eq!(summary.name.as_ref(), Some(&group.name), "{}", fail("named so"));
+            assert_eq!(summary.timer_seconds, group.timer, "{}", fail("with this timer"));
             assert_eq!(summary.members, want, "{}", fail("with these members"));
             let mut have = summary.admins.clone();
             have.sort();

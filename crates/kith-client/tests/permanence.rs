@@ -279,7 +279,10 @@ async fn group_timers_apply_to_every_member() {
     let id = alice.create_group("Secret club", &["bob".into(), "carol".into()]).await.unwrap();
     bob.sync().await.unwrap();
     carol.sync().await.unwrap();
-    bob.set_disappearing("Secret club", Some(Duration::from_secs(30))).await.unwrap();
+    // In a group, the timer is the admins' to set, like the name.
+    let e = bob.set_disappearing("Secret club", Some(Duration::from_secs(30))).await.unwrap_err();
+    assert!(matches!(e, kith_client::ClientError::NotAdmin(_)), "{e}");
+    alice.set_disappearing("Secret club", Some(Duration::from_secs(30))).await.unwrap();
     alice.sync().await.unwrap();
     carol.sync().await.unwrap();
     carol.send_group(&id, "GONE-SOON-1618").await.unwrap();

@@ -12,6 +12,8 @@
 //! - `keypackage` (feature `mls`): what a usable Kith KeyPackage is, the one rule the server
 //!   applies at upload and hand-out and every client at claim;
 //! - [`api`]: request and response bodies, queue entries and WebSocket frames;
+//! - [`settings`]: a conversation's private settings (name, timer) as MLS epoch state: their
+//!   digest in the group context, sealed in commits, in Welcomes' GroupInfo;
 //! - [`payload`]: what travels inside MLS application messages (never seen by the server, but
 //!   for the one message a recipient reports), with its franking fields.
 
@@ -24,6 +26,7 @@ pub mod ids;
 pub mod keypackage;
 pub mod payload;
 pub mod secret;
+pub mod settings;
 
 pub use api::*;
 pub use b64::B64;

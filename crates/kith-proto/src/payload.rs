@@ -54,6 +54,12 @@ pub struct Payload {
     pub id: String,
     /// The sender's clock, Unix milliseconds.
     pub sent_at: u64,
+    /// When the message disappears (Unix ms), by the timer of the epoch it was sent in; every
+    /// device deletes it at the earlier of this and the server's time of acceptance plus that
+    /// timer, so at the same moment.
+    /// (Not `expires_at`: a story's body has its own.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disappears_at: Option<u64>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -63,11 +69,13 @@ pub struct Payload {
 pub enum Body {
     /// A text message.
     Text { text: String },
-    /// A group's new name; honoured only from an admin.
+    /// A group's new name, as clients before settings were epoch state sent it: read, and
+    /// ignored (a rename is a commit now; see [`crate::settings`]).
     GroupName { name: String },
     /// A story: shown to the owner's contacts until `expires_at` (Unix ms), then deleted.
     Story { text: String, expires_at: u64 },
-    /// The conversation's disappearing-message timer, for every member; `None` turns it off.
+    /// A disappearing-message timer as clients before settings were epoch state sent it: read,
+    /// and ignored (a timer change is a commit now).
     Timer { seconds: Option<u64> },
 }
 
@@ -94,7 +102,7 @@ impl Body {
 
 impl Payload {
     pub fn new(id: String, sent_at: u64, body: Body) -> Self {
-        Payload { v: 1, id, sent_at, body }
+        Payload { v: 1, id, sent_at, disappears_at: None, body }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -130,6 +138,10 @@ mod tests {
         assert_eq!(Payload::decode(&p.encode()), Some(p));
         let n = Payload::new("cd".into(), 6, Body::GroupName { name: "Family".into() });
         assert_eq!(Payload::decode(&n.encode()), Some(n));
+        // A story's own expiry and a message's disappearing moment do not collide.
+        let mut st = Payload::new("ef".into(), 7, Body::Story { text: "x".into(), expires_at: 9 });
+        st.disappears_at = Some(8);
+        assert_eq!(Payload::decode(&st.encode()), Some(st));
         assert_eq!(Payload::decode(b"{}"), None);
         assert_eq!(
             Payload::decode(br#"{"v":2,"id":"a","type":"text","text":"x","sent_at":1}"#),

@@ -55,6 +55,7 @@ macro_rules! on_both_stores {
 on_both_stores! {
     an_encrypted_commit_cannot_change_a_group(test_config()),
     a_member_who_is_not_an_admin_cannot_take_over(test_config()),
+    settings_travel_sealed_with_their_digest(test_config()),
     a_signature_key_the_server_never_saw_is_refused(test_config()),
     commits_keep_to_the_rate_limits(few_changes()),
     commits_keep_to_the_queue_cap(small_queues()),
@@ -177,7 +178,7 @@ async fn an_encrypted_commit_cannot_change_a_group(server: TestServer) {
     let bob = &u[1];
     // bob removes alice and makes himself the only admin, encrypted so the server cannot see.
     let remove = bob.hostile().remove(&club, "alice", Wire::Private);
-    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()] };
+    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()], settings: None };
     let takeover = bob.hostile().set_meta(&club, &meta, Wire::Private);
     // Even a change any member may make (a key update) is refused encrypted: nobody could
     // check it.
@@ -211,9 +212,9 @@ async fn a_member_who_is_not_an_admin_cannot_take_over(server: TestServer) {
     let (mut u, club) = club(&server).await;
     let bob = &u[1];
     let remove = bob.hostile().remove(&club, "alice", Wire::Public);
-    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()] };
+    let meta = GroupMeta { kind: GroupType::Group, admins: vec!["bob".into()], settings: None };
     let takeover = bob.hostile().set_meta(&club, &meta, Wire::Public);
-    let retyped = GroupMeta { kind: GroupType::Direct, admins: vec![] };
+    let retyped = GroupMeta { kind: GroupType::Direct, admins: vec![], settings: None };
     let retype = bob.hostile().set_meta(&club, &retyped, Wire::Public);
     let dave = server.user("dave").await;
     let adds = bob.hostile().add(&club, "dave").await;
@@ -234,6 +235,53 @@ async fn a_member_who_is_not_an_admin_cannot_take_over(server: TestServer) {
     u[0].send_group(&club, "mine").await.unwrap();
     assert_eq!(texts(&u[2].sync().await.unwrap()), ["mine"]);
     assert!(u[2].group(&club).unwrap().admins.contains(&"alice".to_string()));
+}
+
+/// Settings are epoch state: the group context holds their digest, and the commit that changes
+/// it carries them sealed. The server cannot open them, but refuses a new digest without them,
+/// authenticated data without a new digest, and a dropped digest. A committer that seals
+/// something else than the digest says (a modified client) cannot make members disagree: none
+/// can open it, so all keep what they had — and the next honest change seals them again.
+async fn settings_travel_sealed_with_their_digest(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    // bob, an admin, runs a modified client.
+    u[0].group_promote(&club, "bob").await.unwrap();
+    u[1].sync().await.unwrap();
+    let bob = &u[1];
+    let now = bob.hostile().meta(&club);
+    assert!(now.settings.is_some(), "a new group has settings in its context");
+    let other = GroupMeta { settings: Some("ab".repeat(32)), ..now.clone() };
+    let sealed = kith_proto::settings::Sealed { nonce: B64(vec![1; 12]), ct: B64(vec![2; 48]) };
+    let cases = [
+        (other.clone(), Vec::new(), "a new digest without its settings"),
+        (now.clone(), sealed.encode(), "sealed settings without a new digest"),
+        (GroupMeta { settings: None, ..now.clone() }, Vec::new(), "a dropped digest"),
+        (other.clone(), b"not sealed".to_vec(), "settings not sealed"),
+    ];
+    for (meta, aad, what) in cases {
+        let built = bob.hostile().set_meta_with(&club, &meta, aad, Wire::Public);
+        let a = bob.hostile().post_handshake(&club, &built).await;
+        assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{what}: {:?}", a.body);
+    }
+    // Well-formed but sealed to nobody: taken (the server cannot tell), and every member is
+    // in the same position.
+    let built = bob.hostile().set_meta_with(&club, &other, sealed.encode(), Wire::Public);
+    let a = bob.hostile().post_handshake(&club, &built).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    for m in [0, 2] {
+        u[m].sync().await.unwrap();
+    }
+    let view = |m: &TestUser| {
+        let g = m.group(&club).unwrap();
+        (g.epoch, g.name, g.timer_seconds)
+    };
+    assert_eq!(view(&u[0]), view(&u[2]));
+    assert_eq!(view(&u[0]).1.as_deref(), Some("Club"));
+    // The next honest change seals them again, for everyone.
+    u[0].group_rename(&club, "Club 2").await.unwrap();
+    u[2].sync().await.unwrap();
+    assert_eq!(view(&u[0]), view(&u[2]));
+    assert_eq!(view(&u[2]).1.as_deref(), Some("Club 2"));
 }
 
 async fn a_signature_key_the_server_never_saw_is_refused(server: TestServer) {
@@ -368,12 +416,16 @@ async fn a_story_channel_reaches_contacts_only(server: TestServer) {
     assert!(texts(&r).iter().all(|t| t != "first"));
     assert!(u[2].stories().unwrap().is_empty());
     // A story channel straight at a stranger is refused by the server...
-    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["sto".into()] };
+    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["sto".into()], settings: None };
     let (_, request) = u[0].raw_conversation(&meta, &strings(&["stranger"])).await.unwrap();
     let a = u[0].hostile().post("/v1/conversations", serde_json::to_value(&request).unwrap()).await;
     assert_eq!((a.status, a.code()), (403, Some("forbidden")), "{:?}", a.body);
     // Nor can the owner hand the channel to someone else (clients would refuse it).
-    let two = GroupMeta { kind: GroupType::Story, admins: vec!["sto".into(), "stb".into()] };
+    let two = GroupMeta {
+        kind: GroupType::Story,
+        admins: vec!["sto".into(), "stb".into()],
+        settings: None,
+    };
     let handover = u[0].hostile().set_meta(&channel, &two, Wire::Public);
     let a = u[0].hostile().post_handshake(&channel, &handover).await;
     assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
@@ -606,7 +658,8 @@ async fn concurrent_requests_cannot_slip_past_a_limit(server: TestServer) {
     for i in 0..9 {
         let name = format!("member{i}");
         server.user(&name).await;
-        let meta = GroupMeta { kind: GroupType::Group, admins: vec!["mallory".into()] };
+        let meta =
+            GroupMeta { kind: GroupType::Group, admins: vec!["mallory".into()], settings: None };
         requests.push(mallory.raw_conversation(&meta, &[name]).await.unwrap().1);
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -988,7 +1041,7 @@ async fn a_flood_of_invitations_pushes_no_friend_s_out(server: TestServer) {
     let r = u[0].sync().await.unwrap();
     assert!(r.held >= 1, "carol's invitation waits for ana to write back");
     u[2].send_text("ana", "hello").await.unwrap();
-    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["ben".into()] };
+    let meta = GroupMeta { kind: GroupType::Story, admins: vec!["ben".into()], settings: None };
     for _ in 0..25 {
         let (_, req) = u[2].raw_conversation(&meta, &strings(&["ana"])).await.unwrap();
         let a = u[2].hostile().post("/v1/conversations", serde_json::to_value(&req).unwrap()).await;

@@ -122,6 +122,17 @@ impl Hostile<'_> {
 
     /// A commit replacing the group's Kith extension (its type and admin list).
     pub fn set_meta(&self, conversation: &str, meta: &GroupMeta, wire: Wire) -> Built {
+        self.set_meta_with(conversation, meta, Vec::new(), wire)
+    }
+
+    /// The same, with `aad` as the commit's authenticated data (where settings travel sealed).
+    pub fn set_meta_with(
+        &self,
+        conversation: &str,
+        meta: &GroupMeta,
+        aad: Vec<u8>,
+        wire: Wire,
+    ) -> Built {
         let kith = ExtensionType::Unknown(GROUP_META_EXTENSION);
         let extensions = Extensions::from_vec(vec![
             Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(&[kith], &[], &[])),
@@ -129,10 +140,24 @@ impl Hostile<'_> {
         ])
         .unwrap();
         self.commit(conversation, wire, |group, provider, signer| {
+            group.set_aad(aad);
             let (c, w, _) =
                 group.update_group_context_extensions(provider, extensions, signer).unwrap();
             (c, w)
         })
+    }
+
+    /// The Kith extension of the group's current context, as this member holds it.
+    pub fn meta(&self, conversation: &str) -> GroupMeta {
+        self.user
+            .raw_mls(conversation, |group, _, _| {
+                group
+                    .extensions()
+                    .unknown(GROUP_META_EXTENSION)
+                    .and_then(|e| GroupMeta::decode(&e.0))
+                    .unwrap()
+            })
+            .unwrap()
     }
 
     /// A commit that swaps this device's signature key for a fresh one the server never saw.

@@ -66,6 +66,7 @@ export interface Group {
   members: string[];
   admins: string[];
   left: boolean;
+  removed_by: string | null;
   timer_seconds: number | null;
   me_admin: boolean;
 }

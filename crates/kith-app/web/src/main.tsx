@@ -500,6 +500,9 @@ function GroupInfo(props: { id: string; me: string; onClose: () => void; onLeft:
               </form>
             </>
           )}
+          {group.left && (
+            <p class="hint">{group.removed_by ? `${group.removed_by} removed you from this group.` : "You left this group."}</p>
+          )}
           {!group.left && !leaving && (
             <button class="danger" disabled={busy} onClick={() => setLeaving(true)}>
               Leave group
@@ -769,6 +772,18 @@ function Conversation(props: {
   const isGroup = props.info?.kind === "group" || !props.chat.startsWith("@");
   const peer = props.chat.replace(/^@/, "");
   const title = props.info?.title ?? peer;
+  // In a group the timer is one of its settings, changed by an admin; in a 1:1 by either.
+  const [mayChange, setMayChange] = useState(true);
+  useEffect(() => {
+    if (!isGroup) {
+      setMayChange(true);
+      return;
+    }
+    api
+      .group(props.chat)
+      .then((g) => setMayChange(g.me_admin && !g.left))
+      .catch(() => setMayChange(false));
+  }, [props.chat, isGroup, props.info?.timer_seconds, props.info?.left]);
   useEffect(() => {
     const el = list.current;
     if (el) el.scrollTop = el.scrollHeight;
@@ -800,12 +815,15 @@ function Conversation(props: {
             </span>
           )}
         </h2>
-        <label class="timer-select" title="Disappearing messages">
+        <label
+          class="timer-select"
+          title={mayChange ? "Disappearing messages" : "Disappearing messages (an admin of the group changes them)"}
+        >
           <ClockIcon />
           <select
             aria-label="Disappearing messages"
             value={String(props.info?.timer_seconds ?? "off")}
-            disabled={busy || props.info?.left}
+            disabled={busy || props.info?.left || !mayChange}
             onChange={(e) => {
               const v = e.currentTarget.value;
               run(async () => {

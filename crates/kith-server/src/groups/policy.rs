@@ -1,91 +1,103 @@
 //! Who may change a group, and how big it may grow.
 //!
-//! - Adding members, removing someone else and changing the group context (the admin list) need
-//!   the committer to be an admin in the group's current, signed context.
-//! - Anyone may commit an update of their own leaf, or commit other members' proposals to leave.
-//! - A 1:1 conversation has no admins, so nobody can add or remove anyone.
-//! - An admin list entry for someone who is no longer a member has no effect (they cannot
-//!   commit); clients drop an admin from the list before removing them.
+//! - The change rule, shared with every client ([`kith_proto::group::check_change`]), judged
+//!   against the group's current, signed context: adding, removing someone else, choosing the
+//!   admins and changing a group's settings need an admin (a 1:1's settings either person);
+//!   admins are always members, and the commit that leaves none names the heir.
+//! - A commit that changes the settings digest carries the sealed settings in its
+//!   authenticated data (the server checks their shape only; it cannot open them); any other
+//!   commit carries none.
 //! - The group may never exceed `max_group_size` member devices.
 //! - A member's leaf stays its account's: a commit's new path leaf and every update name the
 //!   member whose leaf they replace.
 //! - Proposals the server does not understand the consequences of (PSK, ReInit, external
 //!   init, custom) are refused.
 
-use kith_proto::{ErrorCode, GroupType};
+use std::collections::BTreeSet;
+
+use kith_proto::group::{Change, ChangeRefusal, check_change};
+use kith_proto::settings::Sealed;
+use kith_proto::{ErrorCode, GroupMeta};
 use openmls::prelude::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::groups::state::{Tracked, meta_of};
 
-fn not_admin(what: &str) -> ApiError {
-    ApiError::new(ErrorCode::NotAdmin, format!("only group admins can {what}"))
+fn invalid(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidMessage, why)
 }
 
-/// Checks a staged commit by `committer` against the group's current state.
+/// The member accounts a staged commit leaves: today's, less the leaves it removes, with the
+/// ones it adds.
+pub fn members_after(tracked: &Tracked, staged: &StagedCommit) -> BTreeSet<String> {
+    let removed: BTreeSet<u32> =
+        staged.remove_proposals().map(|rm| rm.remove_proposal().removed().u32()).collect();
+    let mut members: BTreeSet<String> = tracked
+        .leaves()
+        .into_iter()
+        .filter(|l| !removed.contains(&l.index))
+        .map(|l| l.username)
+        .collect();
+    members.extend(staged.add_proposals().filter_map(|a| {
+        crate::groups::state::identity(a.add_proposal().key_package().leaf_node().credential())
+    }));
+    members
+}
+
+/// Checks a staged commit by `committer`, with authenticated data `aad`, against the group's
+/// current state.
 pub fn check_commit(
     tracked: &Tracked,
     committer: &str,
     staged: &StagedCommit,
+    aad: &[u8],
     max_group_size: usize,
 ) -> ApiResult<()> {
-    let meta = tracked.meta();
-    let is_admin = meta.as_ref().is_some_and(|m| m.is_admin(committer));
-
-    let adds = staged.add_proposals().count();
-    if adds > 0 && !is_admin {
-        return Err(not_admin("add members"));
-    }
-    let mut removes = 0;
-    for rm in staged.remove_proposals() {
-        removes += 1;
-        let removed = rm.remove_proposal().removed();
-        let leaving = matches!(rm.sender(), Sender::Member(s) if *s == removed);
-        if !leaving && !is_admin {
-            return Err(not_admin("remove other members"));
-        }
-    }
+    let before: GroupMeta =
+        tracked.meta().ok_or_else(|| invalid("the group lacks its Kith extension"))?;
+    let mut after = before.clone();
     for queued in staged.queued_proposals() {
         match queued.proposal() {
             Proposal::Add(_) | Proposal::Remove(_) | Proposal::Update(_) => {}
             Proposal::GroupContextExtensions(ext) => {
-                if !is_admin {
-                    return Err(not_admin("change the group's admins"));
-                }
-                let Some(new) = meta_of(ext.extensions()) else {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidMessage,
-                        "the new group context lacks a valid Kith extension",
-                    ));
-                };
-                if Some(new.kind) != meta.as_ref().map(|m| m.kind) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidMessage,
-                        "a conversation's type cannot change",
-                    ));
-                }
-                if new.kind == GroupType::Group && new.admins.is_empty() {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidMessage,
-                        "a group keeps at least one admin",
-                    ));
-                }
-                if new.kind == GroupType::Story
-                    && Some(&new.admins) != meta.as_ref().map(|m| &m.admins)
-                {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidMessage,
-                        "a story channel's owner is its only admin, for good",
-                    ));
-                }
+                after = meta_of(ext.extensions())
+                    .ok_or_else(|| invalid("the new group context lacks a valid Kith extension"))?;
             }
             _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidMessage,
+                return Err(invalid(
                     "this server accepts add, remove, update and group-context proposals only",
                 ));
             }
         }
+    }
+    let adds = staged.add_proposals().count();
+    let mut removes = 0;
+    let mut removes_others = false;
+    for rm in staged.remove_proposals() {
+        removes += 1;
+        let removed = rm.remove_proposal().removed();
+        removes_others |= !matches!(rm.sender(), Sender::Member(s) if *s == removed);
+    }
+    let members = members_after(tracked, staged);
+    let change = Change {
+        before: &before,
+        after: &after,
+        committer,
+        adds: adds > 0,
+        removes_others,
+        members_after: &members,
+    };
+    check_change(&change).map_err(|refusal| match refusal {
+        ChangeRefusal::NotAdmin(_) => ApiError::new(ErrorCode::NotAdmin, refusal.to_string()),
+        ChangeRefusal::Invalid(why) => invalid(why),
+    })?;
+    // The settings travel sealed beside the digest that changes, and only then.
+    let sealed = Sealed::decode(aad).is_some();
+    if after.settings != before.settings && !sealed {
+        return Err(invalid("a commit that changes the settings carries them, sealed"));
+    }
+    if after.settings == before.settings && !aad.is_empty() {
+        return Err(invalid("a commit carries authenticated data only with new settings"));
     }
     // A member's leaf stays its own account's: the committer's new path leaf, and every
     // update, name the member whose leaf they replace (else a member could hand its seat — and
@@ -116,12 +128,12 @@ pub fn check_commit(
         }
     }
     let current = tracked.group.members().count();
-    let after = (current + adds).saturating_sub(removes);
-    if after > max_group_size && adds > 0 {
+    let devices = (current + adds).saturating_sub(removes);
+    if devices > max_group_size && adds > 0 {
         return Err(ApiError::new(
             ErrorCode::GroupFull,
             format!(
-                "the group would have {after} members; this server allows at most {max_group_size}"
+                "the group would have {devices} members; this server allows at most {max_group_size}"
             ),
         ));
     }

@@ -163,12 +163,14 @@ pub async fn handshake(
         expires_at: None,
         withheld: vec![],
     };
+    let aad = processed.aad().to_vec();
     let outcome = match processed.into_content() {
         ProcessedMessageContent::StagedCommitMessage(staged) => {
             commit(
                 &state,
                 tracked,
                 *staged,
+                &aad,
                 &sender.username,
                 me.kind,
                 handshake,
@@ -309,13 +311,14 @@ async fn commit(
     state: &AppState,
     mut tracked: Tracked,
     staged: StagedCommit,
+    aad: &[u8],
     committer: &str,
     committer_kind: AccountKind,
     handshake: NewMessage,
     welcome: Option<B64>,
     expected: (u64, u64),
 ) -> ApiResult<Outcome> {
-    policy::check_commit(&tracked, committer, &staged, state.config.max_group_size)?;
+    policy::check_commit(&tracked, committer, &staged, aad, state.config.max_group_size)?;
     // A member's request to leave is never lost to a commit that raced it: a commit that
     // leaves out a pending leave is stale, and its author catches up (getting the proposal)
     // and commits again.
