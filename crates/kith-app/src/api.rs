@@ -149,22 +149,22 @@ struct Send {
 
 async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
     let mut client = app.client.lock().await;
-    let message = match client.resolve_target(&s.chat)? {
+    let sent = match client.resolve_target(&s.chat)? {
         Target::Person(user) => {
             let known = client.is_contact(&user)?;
-            let message = client.send_text(&user, &s.text).await?;
+            let sent = client.send_text_reporting(&user, &s.text).await?;
             // A new contact: the story channel takes them in, and invitations they sent
             // while not yet a contact are taken, at the next upkeep — now (not after every
             // message: a sync per send would halve how fast a chat can go).
             if !known {
                 app.upkeep.notify_one();
             }
-            message
+            sent
         }
-        Target::Group(id) => client.send_group(&id, &s.text).await?,
+        Target::Group(id) => client.send_group_reporting(&id, &s.text).await?,
     };
-    let chat = client.chat_of(&message.conversation)?;
-    Ok(Json(json!({ "chat": chat, "message": message })))
+    let chat = client.chat_of(&sent.message.conversation)?;
+    Ok(Json(json!({ "chat": chat, "message": sent.message, "not_delivered": sent.not_delivered })))
 }
 
 #[derive(Deserialize)]

@@ -104,6 +104,25 @@ pub async fn run(store: StoreKind, members: usize, text_bytes: usize) -> anyhow:
     let t = Instant::now();
     joiners[1].sync().await?;
     report.figure("update_process_ms", ms(t), "ms", "another member processes it (SDK sync)");
+    creator.sync().await?;
+
+    // A settings change: a rename is a commit with a group-context proposal (the new digest),
+    // an update path, and the settings sealed in its authenticated data.
+    let hs_before = histogram_sum(&metrics(), "kith_handshake_seconds");
+    let t = Instant::now();
+    creator.group_rename(&id, "bench renamed").await?;
+    report.figure("rename_commit_ms", ms(t), "ms", "a rename: commit with sealed settings (SDK)");
+    let server_hs = (histogram_sum(&metrics(), "kith_handshake_seconds") - hs_before) * 1000.0;
+    report.figure("rename_server_ms", server_hs, "ms", "  of which the server validating it");
+    let size = joiners[1].raw_queue().await.last().map(|e| e.data.0.len()).unwrap_or(0);
+    report.figure("rename_commit_bytes", size as f64, "B", "  its size");
+    let t = Instant::now();
+    joiners[1].sync().await?;
+    report.figure("rename_process_ms", ms(t), "ms", "another member opens it (SDK sync)");
+    anyhow::ensure!(
+        joiners[1].group(&id)?.name.as_deref() == Some("bench renamed"),
+        "the rename did not reach a member"
+    );
 
     let raw = tokio::task::spawn_blocking(move || raw::group(members, text_bytes)).await??;
     report.figure(

@@ -260,7 +260,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Send { username, text } => {
             let m = client
-                .send_text(&username, &text)
+                .send_text_reporting(&username, &text)
                 .await
                 .map_err(|e| explain(&e, Some(&username)))?;
             out.sent(&m, &username);
@@ -403,7 +403,7 @@ async fn group(client: &mut Client, out: &output::Output, cmd: GroupCommand) -> 
         }
         GroupCommand::List => out.groups(&client.groups().map_err(fail)?),
         GroupCommand::Send { group, text } => {
-            let m = client.send_group(&group, &text).await.map_err(fail)?;
+            let m = client.send_group_reporting(&group, &text).await.map_err(fail)?;
             out.sent(&m, &group);
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use kith_client::{ConversationKind, GroupSummary, Message, Profile, Story, SyncReport};
+use kith_client::{ConversationKind, GroupSummary, Message, Profile, Sent, Story, SyncReport};
 use kith_proto::BusinessEntry;
 use kith_proto::WhoAmI;
 use serde_json::json;
@@ -120,14 +120,27 @@ impl Output {
         }
     }
 
-    pub fn sent(&self, m: &Message, to: &str) {
+    pub fn sent(&self, sent: &Sent, to: &str) {
+        let m = &sent.message;
         if self.json {
             println!(
                 "{}",
-                json!({"id": m.id, "conversation": m.conversation, "to": to, "sent_at": rfc3339(m.sent_at)})
+                json!({"id": m.id, "conversation": m.conversation, "to": to,
+                    "sent_at": rfc3339(m.sent_at), "skipped": sent.not_delivered})
             );
-        } else {
+        } else if sent.not_delivered.is_empty() {
             println!("Sent to {to}.");
+        } else {
+            let who: Vec<String> = sent.not_delivered.iter().map(|u| shown(u)).collect();
+            let (whose, is) = match who.as_slice() {
+                [_] => ("their queue", "is"),
+                _ => ("their queues", "are"),
+            };
+            println!(
+                "Sent to {to} (not delivered to {}: {whose} on the server {is} full; they will \
+                 be told they missed it).",
+                who.join(", ")
+            );
         }
     }
 

@@ -288,12 +288,15 @@ impl Api {
         let raw: RawPage = self
             .call::<(), _>(Method::GET, &format!("/v1/queue?after={after}&limit={limit}"), None)
             .await?;
-        Ok(Page { entries: read_entries(raw.entries), more: raw.more })
+        Ok(Page { entries: read_entries(raw.entries), more: raw.more, missed: raw.missed })
     }
 
-    pub async fn ack(&self, seqs: &[u64]) -> ClientResult<AckResponse> {
+    /// Acknowledges entries and the missed counts this device took in (subtracted, so a repeat
+    /// of this call after a lost answer could only forget a message missed meanwhile — never
+    /// tell one twice).
+    pub async fn ack_told(&self, seqs: &[u64], missed: &[Missed]) -> ClientResult<AckResponse> {
         // Acknowledging an entry twice removes it once.
-        let body = AckRequest { seqs: seqs.to_vec() };
+        let body = AckRequest { seqs: seqs.to_vec(), missed: missed.to_vec() };
         self.call_once_more_if(true, Method::POST, "/v1/queue/ack", Some(&body)).await
     }
 
@@ -314,12 +317,16 @@ impl Api {
 struct RawPage {
     entries: Vec<serde_json::Value>,
     more: bool,
+    #[serde(default)]
+    missed: Vec<Missed>,
 }
 
 /// A page of the queue.
 pub struct Page {
     pub entries: Vec<Incoming>,
     pub more: bool,
+    /// Messages this device missed because its queue was full, by conversation.
+    pub missed: Vec<Missed>,
 }
 
 /// reqwest's errors name the URL, which may carry a username; keep only the kind.

@@ -564,6 +564,7 @@ impl Client {
         }
         report.expired = self.purge_expired()?;
         report.messages = self.hand_over()?;
+        report.missed_while_full(&local::take_missed(&self.conn)?);
         Ok(report)
     }
 
@@ -606,18 +607,27 @@ impl Client {
         let mut after = 0;
         // A server that keeps saying `more` (only a hostile one does, past this) does not keep
         // a sync going for ever: the rest waits for the next sync.
-        for _ in 0..MAX_PAGES {
+        for n in 0..MAX_PAGES {
             let page = api.fetch(after, FETCH_PAGE).await?;
+            // Messages that skipped this device while its queue was full: told once, with the
+            // first page, and acknowledged with it.
+            let told = if n == 0 { page.missed } else { Vec::new() };
+            for m in &told {
+                local::add_missed(&self.conn, &m.conversation_id, m.count)?;
+            }
             // A page that does not move on (only a hostile server sends one) ends the loop.
             let Some(last) = page.entries.iter().map(Incoming::seq).max().filter(|l| *l > after)
             else {
+                if !told.is_empty() {
+                    api.ack_told(&[], &told).await?;
+                }
                 break;
             };
             after = last;
             let seqs: Vec<u64> = page.entries.iter().map(Incoming::seq).collect();
             let entries = report.readable(page.entries);
             self.take_in(&entries, report).await?;
-            api.ack(&seqs).await?;
+            api.ack_told(&seqs, &told).await?;
             if !page.more {
                 break;
             }

@@ -91,9 +91,22 @@ pub(crate) fn message_expiry(
 /// Catch-ups before a send that keeps meeting new epochs gives up.
 const STALE_ATTEMPTS: u32 = 3;
 
+/// A message sent, and the accounts it did not reach: one of their devices was away so long
+/// that its queue on the server was full (each is told, on return, how many it missed).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub message: Message,
+    pub not_delivered: Vec<String>,
+}
+
 impl Client {
     /// Sends `text` to `peer` in a 1:1 conversation, opening one if there is none.
     pub async fn send_text(&mut self, peer: &str, text: &str) -> ClientResult<Message> {
+        Ok(self.send_text_reporting(peer, text).await?.message)
+    }
+
+    /// [`Client::send_text`], saying whom it did not reach.
+    pub async fn send_text_reporting(&mut self, peer: &str, text: &str) -> ClientResult<Sent> {
         check_username(peer)?;
         check_text(text)?;
         let conversation = self.direct_conversation(peer).await?;
@@ -119,6 +132,11 @@ impl Client {
 
     /// Sends `text` to a group (by id or name).
     pub async fn send_group(&mut self, group: &str, text: &str) -> ClientResult<Message> {
+        Ok(self.send_group_reporting(group, text).await?.message)
+    }
+
+    /// [`Client::send_group`], saying whom it did not reach.
+    pub async fn send_group_reporting(&mut self, group: &str, text: &str) -> ClientResult<Sent> {
         check_text(text)?;
         let id = self.resolve_group(group)?;
         self.send_body(&id, Body::Text { text: text.to_string() }).await
@@ -507,11 +525,7 @@ impl Client {
     }
 
     /// Encrypts `body` for the conversation, sends it and keeps the plaintext locally.
-    pub(crate) async fn send_body(
-        &mut self,
-        conversation: &str,
-        body: Body,
-    ) -> ClientResult<Message> {
+    pub(crate) async fn send_body(&mut self, conversation: &str, body: Body) -> ClientResult<Sent> {
         // MLS sends nothing while a commit of this device is staged: settle it first.
         self.settle_unsure(conversation).await?;
         let me = self.me()?.clone();
@@ -572,6 +586,6 @@ impl Client {
             verified: false,
         };
         local::insert_message(&self.conn, &message)?;
-        Ok(message)
+        Ok(Sent { message, not_delivered: sent.not_delivered })
     }
 }

@@ -72,7 +72,7 @@ mod view;
 
 pub use chats::ChatSummary;
 pub use client::{Client, PushConnection};
-pub use convo::MAX_TEXT_BYTES;
+pub use convo::{MAX_TEXT_BYTES, Sent};
 pub use error::{ClientError, ClientResult, Refusal};
 pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};

@@ -130,6 +130,10 @@ CREATE TABLE IF NOT EXISTS kith_conversations (
     timer_seconds INTEGER
 );
 CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
+CREATE TABLE IF NOT EXISTS kith_missed (
+    conversation TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_epoch_timers (
     conversation TEXT NOT NULL,
     epoch INTEGER NOT NULL,
@@ -352,6 +356,29 @@ pub fn unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<Option<
         },
     )
     .optional()
+}
+
+/// Messages the server said this device missed (its queue was full), kept until a sync hands
+/// them to the user (a catch-up inside another command takes them in too).
+pub fn add_missed(conn: &Connection, conversation: &str, count: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO kith_missed (conversation, count) VALUES (?1, ?2)
+         ON CONFLICT (conversation) DO UPDATE SET count = count + excluded.count",
+        params![conversation, i(count)],
+    )?;
+    Ok(())
+}
+
+/// The missed counts not handed to the user yet, forgotten here.
+pub fn take_missed(conn: &Connection) -> rusqlite::Result<Vec<kith_proto::Missed>> {
+    let missed = conn
+        .prepare("SELECT conversation, count FROM kith_missed ORDER BY conversation")?
+        .query_map([], |r| {
+            Ok(kith_proto::Missed { conversation_id: r.get(0)?, count: u(r.get(1)?) })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    conn.execute("DELETE FROM kith_missed", [])?;
+    Ok(missed)
 }
 
 /// Forgets a conversation entirely: its row, its messages, its epochs' timers (a creation the

@@ -72,6 +72,19 @@ impl SyncReport {
         out
     }
 
+    /// Messages the server skipped this device for while its queue was full: a problem per
+    /// conversation, with how many.
+    pub(crate) fn missed_while_full(&mut self, missed: &[kith_proto::Missed]) {
+        for m in missed.iter().filter(|m| m.count > 0) {
+            self.problems.push(Problem {
+                kind: ProblemKind::Missed,
+                conversation: m.conversation_id.clone(),
+                user: None,
+                detail: m.count.to_string(),
+            });
+        }
+    }
+
     /// An upkeep step failed: reported, and the others go on — unless the fault is this
     /// device's own (its storage), which stops everything.
     pub(crate) fn upkeep_failed(&mut self, e: ClientError) -> ClientResult<()> {
@@ -122,6 +135,9 @@ pub enum ProblemKind {
     Upkeep,
     /// The server stopped answering part-way: what came before is shown, the rest waits.
     Unreached,
+    /// Messages that never reached this device: sent while its queue on the server was full
+    /// (it was away long). `detail` says how many.
+    Missed,
 }
 
 impl ProblemKind {
@@ -133,6 +149,7 @@ impl ProblemKind {
             ProblemKind::NotAdded => "not_added",
             ProblemKind::Upkeep => "upkeep",
             ProblemKind::Unreached => "unreached",
+            ProblemKind::Missed => "missed",
         }
     }
 }
@@ -153,6 +170,15 @@ impl std::fmt::Display for Problem {
             (ProblemKind::NotAdded, None) => write!(f, "a contact could not be added")?,
             (ProblemKind::Upkeep, _) => write!(f, "a change could not be made yet")?,
             (ProblemKind::Unreached, _) => write!(f, "the server stopped answering part-way")?,
+            (ProblemKind::Missed, _) => {
+                let n = self.detail.as_str();
+                let s = if n == "1" { "message" } else { "messages" };
+                return write!(
+                    f,
+                    "{n} {s} did not reach this device: they were sent while its queue on the \
+                     server was full"
+                );
+            }
         }
         if !self.detail.is_empty() {
             write!(f, " ({})", self.detail)?;

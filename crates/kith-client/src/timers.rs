@@ -40,6 +40,9 @@ pub struct Story {
     pub text: String,
     pub posted_at: u64,
     pub expires_at: u64,
+    /// Contacts a story just posted did not reach (their queue on the server was full).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_delivered: Vec<String>,
 }
 
 /// "alice set disappearing messages to 5m" / "alice turned disappearing messages off".
@@ -208,8 +211,11 @@ impl Client {
             }
             other => other?,
         };
-        let message = match channel {
-            Some(id) => self.send_body(&id, body).await?,
+        let (message, not_delivered) = match channel {
+            Some(id) => {
+                let sent = self.send_body(&id, body).await?;
+                (sent.message, sent.not_delivered)
+            }
             None => {
                 // Nobody to show it to: keep it here only, with the same expiry.
                 let m = Message {
@@ -226,7 +232,7 @@ impl Client {
                     verified: false,
                 };
                 local::insert_message(&self.conn, &m)?;
-                m
+                (m, Vec::new())
             }
         };
         Ok(Story {
@@ -235,6 +241,7 @@ impl Client {
             text: message.text,
             posted_at: message.sent_at,
             expires_at: message.expires_at.unwrap_or(expires_at),
+            not_delivered,
         })
     }
 
@@ -331,6 +338,7 @@ impl Client {
                 text: m.text,
                 posted_at: m.sent_at,
                 expires_at: m.expires_at.unwrap_or_default(),
+                not_delivered: Vec::new(),
             })
             .collect())
     }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_client::{ConversationKind, Refusal};
+use kith_client::{ConversationKind, ProblemKind, Refusal};
 use kith_testkit::{ServerConfig, SystemClock, TestServer, TestUser};
 
 async fn sync_all(users: &mut [&mut TestUser]) {
@@ -64,16 +64,32 @@ async fn a_member_whose_queue_filled_up_ends_with_the_groups_settings() {
     let mut dave = server.user("dave").await;
     let id = alice.create_group("Club", &["bob".into(), "dave".into()]).await.unwrap();
     sync_all(&mut [&mut bob, &mut dave]).await;
-    // dave is away; bob keeps up. dave's queue fills with messages…
+    // dave is away; bob keeps up. dave's queue fills with messages; the sender is told whom
+    // the ones after did not reach…
+    let mut skipped = Vec::new();
     for i in 0..8 {
-        alice.send_group(&id, &format!("m{i}")).await.unwrap();
+        let sent = alice.send_group_reporting(&id, &format!("m{i}")).await.unwrap();
+        skipped.push(sent.not_delivered);
         bob.sync().await.unwrap();
     }
+    let dave_only = vec!["dave".to_string()];
+    assert_eq!(skipped[..6], vec![Vec::<String>::new(); 6]);
+    assert_eq!(skipped[6..], [dave_only.clone(), dave_only.clone()]);
     // …and the changes after it still reach him: commits are never skipped.
     alice.group_rename(&id, "Night club").await.unwrap();
     alice.set_disappearing(&id, hours(1)).await.unwrap();
-    alice.send_group(&id, "after").await.unwrap();
-    sync_all(&mut [&mut bob, &mut dave]).await;
+    let sent = alice.send_group_reporting(&id, "after").await.unwrap();
+    assert_eq!(sent.not_delivered, dave_only);
+    bob.sync().await.unwrap();
+    // dave is told, on return, how many he missed and where — once.
+    let r = dave.sync().await.unwrap();
+    let missed: Vec<_> =
+        r.problems.iter().filter(|p| p.kind == ProblemKind::Missed).cloned().collect();
+    assert_eq!(missed.len(), 1, "{:?}", r.problems);
+    assert_eq!((missed[0].conversation.as_str(), missed[0].detail.as_str()), (id.as_str(), "3"));
+    assert!(missed[0].to_string().starts_with("3 messages did not reach this device"));
+    let again = dave.sync().await.unwrap();
+    assert!(again.problems.iter().all(|p| p.kind != ProblemKind::Missed), "{:?}", again.problems);
     all_agree(&[&alice, &bob, &dave], &id);
     assert_eq!(view(&dave, &id).1.as_deref(), Some("Night club"));
     assert_eq!(view(&dave, &id).2, Some(3600));

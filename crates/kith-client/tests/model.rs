@@ -1,19 +1,23 @@
 //! A model-based test of ordinary user flows: a seeded generator drives random sequences of
 //! real operations across five users against a real `kithd`, and checks after every step what
 //! each user was shown against a plain model of who should get what — no message lost, none
-//! shown twice, none shown to someone it was not for — and at the end that every member of a
-//! group sees the same members, admins, name and disappearing timer.
+//! shown twice, none shown to someone it was not for, members at one epoch holding one group
+//! (name, timer, admins, members), every message disappearing at the same moment on every
+//! device — and at the end that every member sees the group the model has, and was told of
+//! every message that skipped its full queue.
 //!
 //! The operations: 1:1 and group messages; syncs at random moments (so users stay offline
 //! through many changes); group creation, adds, removes, promotions, leaves (an admin's too)
 //! and renames; disappearing timers; stories; deleted chats; blocks and unblocks; two users
-//! acting at the same moment (both writing, or an admin adding while a member leaves); and a
-//! `kithd` restart. On PostgreSQL the users are spread over two `kithd` nodes sharing one
-//! database, so the simultaneous actions go through two nodes.
+//! acting at the same moment (both writing, or an admin adding while a member leaves); a
+//! `kithd` restart; queues so small that a user who stays away fills theirs (messages then
+//! skip them and they are told how many, commits never do); and creations whose answer is
+//! lost once or through every attempt. On PostgreSQL the users are spread over two `kithd`
+//! nodes sharing one database, so the simultaneous actions go through two nodes.
 //!
 //! Seeds 1–10 run in the suite on SQLite and 1–5 on PostgreSQL; `MODEL_CASES=200` (or
 //! `PROPTEST_CASES`) for a long run, `MODEL_SEED` to replay one. The bugs it found stay as
-//! named tests in `groups.rs`.
+//! named tests in `groups.rs` and `epochs.rs`.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
@@ -65,6 +69,10 @@ struct Model {
     /// (user, group): an invitation its client drops, or may have — it took its queue in while
     /// blocking the one who added it. The user stays in the group's tree but never joins it.
     declined: BTreeMap<(usize, usize), Invite>,
+    /// How many messages skipped each user's full queue (the answer named them), and how many
+    /// its syncs said it missed: the two must end equal.
+    skipped: Vec<u64>,
+    told_missed: Vec<u64>,
 }
 
 /// An invitation from someone its invitee blocks.
@@ -89,9 +97,11 @@ impl Model {
     }
 
     /// A text from `from` to member `v` of group `g`.
-    fn group_text(&mut self, g: usize, from: usize, text: &str) {
+    fn group_text(&mut self, g: usize, from: usize, text: &str, not_delivered: &[String]) {
+        self.skipped_for(not_delivered);
         for v in self.groups[g].members.clone() {
-            if v == from || !self.delivers(from, v) {
+            if v == from || !self.delivers(from, v) || not_delivered.contains(&USERS[v].to_string())
+            {
                 continue;
             }
             match self.declined.get(&(v, g)) {
@@ -103,6 +113,14 @@ impl Model {
                     self.expected[v].insert(text.to_string(), from);
                 }
             }
+        }
+    }
+
+    /// A message skipped these accounts' full queues: each must be told of one more.
+    fn skipped_for(&mut self, not_delivered: &[String]) {
+        for name in not_delivered {
+            let v = USERS.iter().position(|u| u == name).unwrap();
+            self.skipped[v] += 1;
         }
     }
 
@@ -134,6 +152,16 @@ impl Model {
 /// Fails the run with the error and the steps that led to it.
 fn fail<T>(seed: u64, log: &[String], e: kith_client::ClientError) -> T {
     panic!("seed {seed}: {e:?}\n{}", log.join("\n"))
+}
+
+/// A send's result: what it sent, or `None` when the server refused it because the queues of
+/// everyone it was for are full (`queue_full`: nothing was stored); any other error fails.
+fn full_or<T>(r: Result<T, kith_client::ClientError>, seed: u64, log: &[String]) -> Option<T> {
+    match r {
+        Ok(t) => Some(t),
+        Err(e) if e.code() == Some(kith_client::ErrorCode::QueueFull) => None,
+        Err(e) => fail(seed, log, e),
+    }
 }
 
 /// Two users at once, mutably.
@@ -198,7 +226,10 @@ fn agree(users: &[TestUser], model: &Model) -> Result<(), String> {
 
 async fn run(seed: u64, mut servers: Vec<TestServer>) {
     let mut users: Vec<TestUser> = Vec::new();
-    for (i, name) in USERS.iter().enumerate() {
+    // ann's calls go through a proxy that can lose the server's answers.
+    let (proxy, ann) = servers[0].user_losing_answers(USERS[0]).await;
+    users.push(ann);
+    for (i, name) in USERS.iter().enumerate().skip(1) {
         users.push(servers[i % servers.len()].user(name).await);
     }
     let n = users.len();
@@ -206,6 +237,8 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
     let mut model = Model {
         expected: vec![BTreeMap::new(); n],
         maybe: vec![BTreeSet::new(); n],
+        skipped: vec![0; n],
+        told_missed: vec![0; n],
         ..Model::default()
     };
     // What each user was shown, every text once.
@@ -218,7 +251,11 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
     let take = |u: usize,
                 r: kith_client::SyncReport,
                 seen: &mut Vec<BTreeMap<String, usize>>,
-                expiries: &mut BTreeMap<String, Option<u64>>| {
+                expiries: &mut BTreeMap<String, Option<u64>>,
+                told: &mut Vec<u64>| {
+        for p in r.problems.iter().filter(|p| p.kind == kith_client::ProblemKind::Missed) {
+            told[u] += p.detail.parse::<u64>().unwrap();
+        }
         for m in r.messages {
             if m.kind == ConversationKind::System {
                 continue;
@@ -235,8 +272,9 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
         }
     };
     for _ in 0..STEPS {
-        let u = rng.below(n);
-        let op = rng.below(17);
+        let op = rng.below(18);
+        // ann's creations lose their answers (op 17).
+        let u = if op == 17 { 0 } else { rng.below(n) };
         if !matches!(op, 4 | 5 | 15 | 16) {
             model.acted(u);
         }
@@ -247,10 +285,9 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 count += 1;
                 let text = format!("d{count} {}>{}", USERS[u], USERS[v]);
                 log.push(format!("{} sends {text:?} to {}", USERS[u], USERS[v]));
-                let m = users[u]
-                    .send_text(USERS[v], &text)
-                    .await
-                    .unwrap_or_else(|e| fail(seed, &log, e));
+                let Some(m) = full_or(users[u].send_text(USERS[v], &text).await, seed, &log) else {
+                    continue; // their queue is full: nothing was sent
+                };
                 expiries.insert(m.text, m.expires_at);
                 if model.delivers(u, v) {
                     model.expected[v].insert(text, u);
@@ -275,15 +312,18 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 let text = format!("g{count} {} in {g}", USERS[u]);
                 log.push(format!("{} sends {text:?} to group {g}", USERS[u]));
                 let id = model.groups[g].id.clone();
-                let m =
-                    users[u].send_group(&id, &text).await.unwrap_or_else(|e| fail(seed, &log, e));
-                expiries.insert(m.text, m.expires_at);
-                model.group_text(g, u, &text);
+                let Some(sent) =
+                    full_or(users[u].send_group_reporting(&id, &text).await, seed, &log)
+                else {
+                    continue; // every other member's queue is full
+                };
+                expiries.insert(sent.message.text, sent.message.expires_at);
+                model.group_text(g, u, &text, &sent.not_delivered);
             }
             4..=5 => {
                 log.push(format!("{} syncs", USERS[u]));
                 let r = users[u].sync().await.unwrap_or_else(|e| fail(seed, &log, e));
-                take(u, r, &mut seen, &mut expiries);
+                take(u, r, &mut seen, &mut expiries, &mut model.told_missed);
                 // Its invitations from accounts it blocks are dropped now, if they were not
                 // already; one it may have dropped shows whether it did.
                 let groups = &model.groups;
@@ -469,8 +509,14 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 count += 1;
                 let text = format!("s{count} {}", USERS[u]);
                 log.push(format!("{} posts story {text:?}", USERS[u]));
-                users[u].story_post(&text).await.unwrap_or_else(|e| fail(seed, &log, e));
+                let Some(story) = full_or(users[u].story_post(&text).await, seed, &log) else {
+                    continue; // every contact's queue is full
+                };
+                model.skipped_for(&story.not_delivered);
                 for v in (0..n).filter(|v| *v != u) {
+                    if story.not_delivered.contains(&USERS[v].to_string()) {
+                        continue;
+                    }
                     let blocked = model.blocks.contains(&(u, v)) || model.blocks.contains(&(v, u));
                     let mutual = model.wrote.contains(&(u, v)) && model.wrote.contains(&(v, u));
                     let pair = Model::pair(u, v);
@@ -513,17 +559,23 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                         let (x, y) = two(&mut users, u, w);
                         let (r1, r2) =
                             tokio::join!(x.send_text(USERS[w], &a), y.send_text(USERS[u], &b));
-                        for m in [r1, r2] {
-                            let m = m.unwrap_or_else(|e| fail(seed, &log, e));
+                        let mut both = true;
+                        for (r, (from, to, text)) in
+                            [r1, r2].into_iter().zip([(u, w, a), (w, u, b)])
+                        {
+                            let Some(m) = full_or(r, seed, &log) else {
+                                both = false;
+                                continue;
+                            };
                             expiries.insert(m.text, m.expires_at);
-                        }
-                        for (from, to, text) in [(u, w, a), (w, u, b)] {
                             if model.delivers(from, to) {
                                 model.expected[to].insert(text, from);
                             }
                             model.wrote.insert((from, to));
                         }
-                        model.ever_mutual.insert(Model::pair(u, w));
+                        if both {
+                            model.ever_mutual.insert(Model::pair(u, w));
+                        }
                     }
                     1 if !shared.is_empty() => {
                         // Both write to a group they share.
@@ -534,13 +586,16 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                         log.push(format!("at once: {a:?} and {b:?}"));
                         let id = model.groups[g].id.clone();
                         let (x, y) = two(&mut users, u, w);
-                        let (r1, r2) = tokio::join!(x.send_group(&id, &a), y.send_group(&id, &b));
-                        for m in [r1, r2] {
-                            let m = m.unwrap_or_else(|e| fail(seed, &log, e));
-                            expiries.insert(m.text, m.expires_at);
+                        let (r1, r2) = tokio::join!(
+                            x.send_group_reporting(&id, &a),
+                            y.send_group_reporting(&id, &b)
+                        );
+                        for (r, (from, text)) in [r1, r2].into_iter().zip([(u, a), (w, b)]) {
+                            if let Some(sent) = full_or(r, seed, &log) {
+                                expiries.insert(sent.message.text, sent.message.expires_at);
+                                model.group_text(g, from, &text, &sent.not_delivered);
+                            }
                         }
-                        model.group_text(g, u, &a);
-                        model.group_text(g, w, &b);
                     }
                     _ => {
                         // An admin adds someone while a member who is not an admin leaves.
@@ -574,6 +629,45 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                     }
                 }
             }
+            17 if rng.below(3) == 0 => {
+                // ann creates a group and loses the answer: once (the SDK posts the same
+                // request again at once), or four times (kept, and settled when she asks
+                // again): one group either way, with its name.
+                let others: Vec<usize> = (1..n).filter(|v| model.delivers(0, *v)).collect();
+                if others.len() < 2 {
+                    continue;
+                }
+                let mut members = BTreeSet::from([0]);
+                while members.len() < 3 {
+                    members.insert(others[rng.below(others.len())]);
+                }
+                let names: Vec<String> =
+                    members.iter().skip(1).map(|v| USERS[*v].to_string()).collect();
+                let g = model.groups.len();
+                let lost = if rng.below(3) == 0 { 4 } else { 1 };
+                log.push(format!("ann creates group {g} with {names:?}, losing {lost} answers"));
+                for _ in 0..lost {
+                    proxy.lose_next("/v1/conversations");
+                }
+                let name = format!("group{g}");
+                let id = match users[0].create_group(&name, &names).await {
+                    Ok(id) => id,
+                    Err(kith_client::ClientError::NoAnswer { .. }) => users[0]
+                        .create_group(&name, &names)
+                        .await
+                        .unwrap_or_else(|e| fail(seed, &log, e)),
+                    Err(e) => fail(seed, &log, e),
+                };
+                model.groups.push(Group {
+                    id,
+                    admins: BTreeSet::from([0]),
+                    inviter: members.iter().map(|m| (*m, 0)).collect(),
+                    name,
+                    timer: None,
+                    members,
+                });
+            }
+            17 => continue,
             15 => {
                 // kithd restarts (one node of two on PostgreSQL).
                 let k = rng.below(servers.len());
@@ -664,7 +758,7 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
     for _ in 0..2 {
         for (u, user) in users.iter_mut().enumerate() {
             let r = user.sync().await.unwrap_or_else(|e| fail(seed, &log, e));
-            take(u, r, &mut seen, &mut expiries);
+            take(u, r, &mut seen, &mut expiries, &mut model.told_missed);
         }
     }
     for v in 0..n {
@@ -678,6 +772,13 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
         );
         assert!(seen[v].values().all(|t| *t == 1), "seed {seed}: duplicates for {}", USERS[v]);
     }
+    // Every message that skipped a full queue was told to its reader, once.
+    assert_eq!(
+        model.told_missed,
+        model.skipped,
+        "seed {seed}: missed messages told (left) and skipped (right)\n{}",
+        log.join("\n")
+    );
     // Every member of a group sees the same members, admins, name and timer as the model.
     for (g, group) in model.groups.iter().enumerate() {
         let want: Vec<String> = group.members.iter().map(|v| USERS[*v].to_string()).collect();
@@ -703,6 +804,8 @@ fn config() -> kith_testkit::ServerConfig {
     let mut c = kith_testkit::test_config();
     c.safety.max_groups_created_per_hour = 1000;
     c.safety.max_new_conversations_per_hour = 1000;
+    // Small enough that a user who stays away fills up: messages skip them, commits do not.
+    c.max_queued_per_device = 8;
     c
 }
 

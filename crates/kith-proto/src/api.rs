@@ -301,6 +301,10 @@ pub struct SendResponse {
     /// Devices left out because their queue is full (`max_queued_per_device`).
     #[serde(default)]
     pub skipped: u32,
+    /// The accounts those devices belong to: the message did not reach them (each is told, on
+    /// return, how many it missed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_delivered: Vec<String>,
 }
 
 /// What a queue entry carries.
@@ -422,6 +426,20 @@ pub struct FetchResponse {
     pub entries: Vec<QueueEntry>,
     /// More entries wait after the last one returned.
     pub more: bool,
+    /// Messages this device missed because its queue was full, by conversation, until it
+    /// acknowledges having been told (`AckRequest.missed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed: Vec<Missed>,
+}
+
+/// How many messages of a conversation a device missed: they were sent while its queue held
+/// `max_queued_per_device` entries, and skipped it. (Commits and Welcomes are never skipped.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Missed {
+    /// The conversation id as lowercase hex.
+    pub conversation_id: String,
+    pub count: u64,
 }
 
 /// An entry of a page as a client reads it: each on its own, so one this version cannot read
@@ -472,6 +490,10 @@ pub fn read_entries(entries: Vec<serde_json::Value>) -> Vec<Incoming> {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AckRequest {
     pub seqs: Vec<u64>,
+    /// Missed counts the device took in (as `FetchResponse.missed` gave them): subtracted, so
+    /// a message missed since is told next time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed: Vec<Missed>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

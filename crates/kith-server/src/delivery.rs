@@ -98,6 +98,9 @@ pub struct Fanout {
     pub told: u32,
     /// Devices left out because their queue is full (the sender is told).
     pub skipped: u32,
+    /// Which those are, among the devices that would have got it (a device of an account that
+    /// blocks the sender is not one: it would not have).
+    pub full: Vec<DeviceId>,
 }
 
 impl Fanout {
@@ -109,7 +112,7 @@ impl Fanout {
         devices: Vec<DeviceId>,
     ) -> ApiResult<Self> {
         let told = u32::try_from(devices.len()).unwrap_or(u32::MAX);
-        let mut fanout = Fanout { recipients: devices, told, skipped: 0 };
+        let mut fanout = Fanout { recipients: devices, told, skipped: 0, full: Vec::new() };
         let blocking = state.routes.blocking(&*state.store, sender).await?;
         if !blocking.is_empty() {
             fanout.recipients.retain(|d| !blocking.contains(d));
@@ -156,6 +159,7 @@ impl Fanout {
             state.metrics.queue_full_refusals.inc();
             return Err(queue_full(state));
         }
+        self.full = self.recipients.iter().copied().filter(|d| full.contains(d)).collect();
         self.recipients.retain(|d| !full.contains(d));
         state.metrics.queue_full_skips.inc_by(full.len() as u64);
         self.skipped = u32::try_from(full.len()).unwrap_or(u32::MAX);

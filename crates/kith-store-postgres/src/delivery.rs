@@ -126,6 +126,56 @@ impl DeliveryStore for PgStore {
         Ok(ids.iter().map(|d| u(counts.get(d).copied().unwrap_or(0))).collect())
     }
 
+    async fn note_missed(&self, devices: &[DeviceId], conversation: &[u8]) -> StoreResult<()> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = devices.iter().map(|d| i(*d)).collect();
+        sqlx::query(
+            "INSERT INTO missed (device_id, conversation, count)
+             SELECT d, $2, 1 FROM UNNEST($1::BIGINT[]) AS d
+             ON CONFLICT (device_id, conversation) DO UPDATE SET count = missed.count + 1",
+        )
+        .bind(&ids)
+        .bind(conversation)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>> {
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT conversation, count FROM missed WHERE device_id = $1 ORDER BY conversation",
+        )
+        .bind(i(device))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows.into_iter().map(|(c, n)| (c, u(n))).collect())
+    }
+
+    async fn forget_missed(&self, device: DeviceId, told: &[(Vec<u8>, u64)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for (conversation, count) in told {
+            sqlx::query(
+                "UPDATE missed SET count = count - $3 WHERE device_id = $1 AND conversation = $2",
+            )
+            .bind(i(device))
+            .bind(conversation)
+            .bind(i(*count))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        sqlx::query("DELETE FROM missed WHERE device_id = $1 AND count <= 0")
+            .bind(i(device))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = (Op::Ack(device, seqs.to_vec()), reply);

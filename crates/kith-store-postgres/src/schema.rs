@@ -128,6 +128,13 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE attempts (source TEXT NOT NULL, at BIGINT NOT NULL);
      CREATE INDEX attempts_source ON attempts (source, at);
      CREATE INDEX attempts_at ON attempts (at);",
+    // 9: messages a device missed because its queue was full, by conversation.
+    "CREATE TABLE missed (
+        device_id BIGINT NOT NULL,
+        conversation BYTEA NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (device_id, conversation)
+     );",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -102,6 +102,60 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
+    async fn note_missed(&self, devices: &[DeviceId], conversation: &[u8]) -> StoreResult<()> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let (devices, conversation) = (devices.to_vec(), conversation.to_vec());
+        self.inner
+            .writer
+            .write(move |conn| {
+                let mut add = conn
+                    .prepare_cached(
+                        "INSERT INTO missed (device_id, conversation, count) VALUES (?1, ?2, 1)
+                         ON CONFLICT (device_id, conversation) DO UPDATE SET count = count + 1",
+                    )
+                    .map_err(backend)?;
+                for d in &devices {
+                    add.execute(params![i(*d), conversation]).map_err(backend)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT conversation, count FROM missed WHERE device_id = ?1 ORDER BY conversation",
+            )?
+            .query_map(params![i(device)], |r| Ok((r.get(0)?, u(r.get(1)?))))?
+            .collect()
+        })
+        .await
+    }
+
+    async fn forget_missed(&self, device: DeviceId, told: &[(Vec<u8>, u64)]) -> StoreResult<()> {
+        let told = told.to_vec();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let mut sub = conn
+                    .prepare_cached(
+                        "UPDATE missed SET count = count - ?3 WHERE device_id = ?1 AND conversation = ?2",
+                    )
+                    .map_err(backend)?;
+                for (conversation, count) in &told {
+                    sub.execute(params![i(device), conversation, i(*count)]).map_err(backend)?;
+                }
+                conn.prepare_cached("DELETE FROM missed WHERE device_id = ?1 AND count <= 0")
+                    .and_then(|mut s| s.execute(params![i(device)]))
+                    .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64> {
         let seqs = seqs.to_vec();
         self.inner

@@ -128,6 +128,13 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE attempts (source TEXT NOT NULL, at INTEGER NOT NULL);
      CREATE INDEX attempts_source ON attempts (source, at);
      CREATE INDEX attempts_at ON attempts (at);",
+    // 9: messages a device missed because its queue was full, by conversation.
+    "CREATE TABLE missed (
+        device_id INTEGER NOT NULL,
+        conversation BLOB NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (device_id, conversation)
+     ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             signals_count_once_and_clear,
             attempts_are_counted_and_forgotten,
             key_packages_are_dropped_for_renewal,
+            missed_messages_are_counted_until_told,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -837,4 +838,22 @@ pub async fn key_packages_are_dropped_for_renewal(store: Arc<dyn Store>) {
     assert_eq!(claimed.len(), 1);
     assert!(claimed[0].last_resort);
     assert_eq!(store.add_key_packages(alice, vec![b"fresh".to_vec()], None).await.unwrap(), 1);
+}
+
+pub async fn missed_messages_are_counted_until_told(store: Arc<dyn Store>) {
+    let (a, b) = (7, 8);
+    assert!(store.missed(a).await.unwrap().is_empty());
+    store.note_missed(&[a, b], &conv(1)).await.unwrap();
+    store.note_missed(&[a], &conv(1)).await.unwrap();
+    store.note_missed(&[a], &conv(2)).await.unwrap();
+    store.note_missed(&[], &conv(3)).await.unwrap();
+    assert_eq!(store.missed(a).await.unwrap(), vec![(conv(1), 2), (conv(2), 1)]);
+    assert_eq!(store.missed(b).await.unwrap(), vec![(conv(1), 1)]);
+    // Told of what it saw; one more missed meanwhile stays to be told.
+    store.note_missed(&[a], &conv(1)).await.unwrap();
+    store.forget_missed(a, &[(conv(1), 2), (conv(2), 1)]).await.unwrap();
+    assert_eq!(store.missed(a).await.unwrap(), vec![(conv(1), 1)]);
+    store.forget_missed(a, &[(conv(1), 1), (conv(9), 4)]).await.unwrap();
+    assert!(store.missed(a).await.unwrap().is_empty());
+    assert_eq!(store.missed(b).await.unwrap(), vec![(conv(1), 1)]);
 }

@@ -525,6 +525,16 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// withheld ones not), in the order of `devices`; an unknown device holds 0.
     async fn queue_depths(&self, devices: &[DeviceId]) -> StoreResult<Vec<u64>>;
 
+    /// Counts one message of `conversation` as missed by each of `devices`: it skipped them,
+    /// their queues being full.
+    async fn note_missed(&self, devices: &[DeviceId], conversation: &[u8]) -> StoreResult<()>;
+
+    /// The device's missed messages, by conversation (see [`DeliveryStore::note_missed`]).
+    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>>;
+
+    /// Subtracts the counts the device was told of; a count that reaches zero is forgotten.
+    async fn forget_missed(&self, device: DeviceId, told: &[(Vec<u8>, u64)]) -> StoreResult<()>;
+
     /// Deletes the device's entries with these sequence numbers, and every message whose last
     /// entry that was. Unknown or already-acknowledged numbers are ignored. Returns how many
     /// entries were removed.

@@ -139,7 +139,7 @@ export const api = {
   timer: (chat: string, seconds: number | null) =>
     call<object>("POST", `${chatPath(chat)}/timer`, { seconds }),
   send: (chat: string, text: string) =>
-    call<{ chat: string | null; message: Message }>("POST", "/api/send", { chat, text }),
+    call<{ chat: string | null; message: Message; not_delivered?: string[] }>("POST", "/api/send", { chat, text }),
   createGroup: (name: string, members: string[]) =>
     /** `not_added`: who could not be added, in words (also noted in the group). */
     call<{ id: string; not_added: string[] }>("POST", "/api/groups", { name, members }),

@@ -1187,8 +1187,14 @@ function Messenger(props: { me: Me }) {
 
   const send = async (text: string) => {
     if (!open) return false;
-    const { chat, message } = await api.send(open, text);
+    const { chat, message, not_delivered } = await api.send(open, text);
     setDrafts((d) => ({ ...d, [open]: "" }));
+    if (not_delivered && not_delivered.length > 0) {
+      const who = not_delivered.join(", ");
+      setNotices((old) =>
+        [...old, `Not delivered to ${who}: their queue on the server is full; they will be told they missed it.`].slice(-5),
+      );
+    }
     if (chat && chat !== open) {
       setOpen(chat);
     } else {

@@ -293,6 +293,19 @@ pub async fn send(
         Fanout::to_members(&state, &me.username, members.clone()).await?
     };
     fanout.leave_out_full_queues(&state, &me, &members).await?;
+    // Each device it skipped is told, on its return, how many it missed here; the sender is
+    // told whom it did not reach.
+    let mut not_delivered = Vec::new();
+    if !fanout.full.is_empty() {
+        state.store.note_missed(&fanout.full, id.as_bytes()).await?;
+        for d in &fanout.full {
+            if let Some(auth) = state.store.device_auth(*d).await?
+                && !not_delivered.contains(&auth.username)
+            {
+                not_delivered.push(auth.username);
+            }
+        }
+    }
     // A story is deleted at its expiry, delivered or not.
     let expires_at = route.poster.map(|_| now + state.config.story_ttl_seconds * 1000);
     let message = NewMessage {
@@ -343,6 +356,7 @@ pub async fn send(
             server_time: now,
             recipients: fanout.told,
             skipped: fanout.skipped,
+            not_delivered,
         }),
     ))
 }

@@ -75,7 +75,18 @@ pub async fn fetch(
     entries.truncate(limit as usize);
     state.metrics.entries_delivered.inc_by(entries.len() as u64);
     let entries = entries.into_iter().map(|e| to_wire(e, &state.franking, me.device_id)).collect();
-    Ok(Json(FetchResponse { entries, more }))
+    let missed = state
+        .store
+        .missed(me.device_id)
+        .await?
+        .into_iter()
+        .filter_map(|(c, count)| {
+            ConversationId::from_bytes(&c)
+                .map(|c| Missed { conversation_id: c.to_hex(), count })
+                .ok()
+        })
+        .collect();
+    Ok(Json(FetchResponse { entries, more, missed }))
 }
 
 /// Acknowledge entries the device has stored durably; they are deleted. Idempotent.
@@ -92,6 +103,21 @@ pub async fn ack(
     Body(req): Body<AckRequest>,
 ) -> ApiResult<Json<AckResponse>> {
     let removed = ack_seqs(&state, me.device_id, &req.seqs).await?;
+    if !req.missed.is_empty() {
+        if req.missed.len() > MAX_ACK {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("at most {MAX_ACK} missed counts per ack"),
+            ));
+        }
+        let mut told = Vec::with_capacity(req.missed.len());
+        for m in &req.missed {
+            let c = ConversationId::parse(&m.conversation_id)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))?;
+            told.push((c.as_bytes().to_vec(), m.count));
+        }
+        state.store.forget_missed(me.device_id, &told).await?;
+    }
     Ok(Json(AckResponse { removed }))
 }
 
