@@ -288,7 +288,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if client.profile().is_none() {
                 return Err(ClientError::NotRegistered.to_string().into());
             }
-            let messages = match client.resolve_target(&target).map_err(|e| e.to_string())? {
+            // A group this device is out of still has its history here: by name too.
+            let resolved = match client.resolve_target(&target) {
+                Err(e) if e.refusal() == Some(kith_client::Refusal::NotInConversation) => client
+                    .groups()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|g| g.left && g.name.as_deref() == Some(target.as_str()))
+                    .map(|g| kith_client::Target::Group(g.id))
+                    .ok_or_else(|| e.to_string())?,
+                other => other.map_err(|e| e.to_string())?,
+            };
+            let messages = match resolved {
                 kith_client::Target::Group(id) => client.conversation_history(&id),
                 kith_client::Target::Person(user) => client.history(&user),
             }
@@ -319,10 +330,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .set_disappearing(&target, timer)
                 .await
                 .map_err(|e| explain(&e, Some(&target)))?;
+            let chat = match target.strip_prefix('@') {
+                Some(user) => format!("the chat with {user}"),
+                None if client.resolve_group(&target).is_ok() => target.clone(),
+                None => format!("the chat with {target}"),
+            };
             out.done(&match timer {
-                None => format!("Disappearing messages are off for {target}."),
+                None => format!("Disappearing messages are off in {chat}, for everyone."),
                 Some(d) => format!(
-                    "Messages with {target} now disappear {} after they arrive.",
+                    "Messages in {chat} now disappear for everyone {} after the server accepts \
+                     them.",
                     kith_client::timer_text(d.as_secs())
                 ),
             });
@@ -356,7 +373,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Delete { username } => {
             let gone =
                 client.delete_conversation(&username).await.map_err(|e| explain(&e, None))?;
-            out.done(&format!("Deleted your conversation with {username} ({gone} messages)."));
+            let messages = if gone == 1 { "message" } else { "messages" };
+            out.done(&format!("Deleted your conversation with {username} ({gone} {messages})."));
         }
     }
     Ok(())

@@ -612,14 +612,13 @@ impl Client {
             // Messages that skipped this device while its queue was full: told once, with the
             // first page, and acknowledged with it.
             let told = if n == 0 { page.missed } else { Vec::new() };
-            for m in &told {
-                local::add_missed(&self.conn, &m.conversation_id, m.count)?;
-            }
+            local::note_missed(&self.conn, &told)?;
             // A page that does not move on (only a hostile server sends one) ends the loop.
             let Some(last) = page.entries.iter().map(Incoming::seq).max().filter(|l| *l > after)
             else {
                 if !told.is_empty() {
                     api.ack_told(&[], &told).await?;
+                    local::missed_acknowledged(&self.conn, &told)?;
                 }
                 break;
             };
@@ -628,6 +627,7 @@ impl Client {
             let entries = report.readable(page.entries);
             self.take_in(&entries, report).await?;
             api.ack_told(&seqs, &told).await?;
+            local::missed_acknowledged(&self.conn, &told)?;
             if !page.more {
                 break;
             }

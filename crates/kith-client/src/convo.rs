@@ -85,7 +85,8 @@ pub(crate) fn message_expiry(
     accepted_at: u64,
     timer: Option<u64>,
 ) -> Option<u64> {
-    timer.map(|t| (accepted_at + t * 1000).min(given.unwrap_or(u64::MAX)))
+    // Saturating: the time comes from the server, which may lie.
+    timer.map(|t| accepted_at.saturating_add(t.saturating_mul(1000)).min(given.unwrap_or(u64::MAX)))
 }
 
 /// Catch-ups before a send that keeps meeting new epochs gives up.

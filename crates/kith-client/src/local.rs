@@ -132,7 +132,8 @@ CREATE TABLE IF NOT EXISTS kith_conversations (
 CREATE INDEX IF NOT EXISTS kith_conversations_peer ON kith_conversations (peer, created_at);
 CREATE TABLE IF NOT EXISTS kith_missed (
     conversation TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
+    acked INTEGER NOT NULL DEFAULT 0,
+    unacked INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS kith_epoch_timers (
     conversation TEXT NOT NULL,
@@ -358,26 +359,48 @@ pub fn unsure(conn: &Connection, conversation: &str) -> rusqlite::Result<Option<
     .optional()
 }
 
-/// Messages the server said this device missed (its queue was full), kept until a sync hands
-/// them to the user (a catch-up inside another command takes them in too).
-pub fn add_missed(conn: &Connection, conversation: &str, count: u64) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO kith_missed (conversation, count) VALUES (?1, ?2)
-         ON CONFLICT (conversation) DO UPDATE SET count = count + excluded.count",
-        params![conversation, i(count)],
-    )?;
+/// Most missed messages kept per conversation: whatever a server says, a count stays a number.
+const MISSED_CAP: u64 = 1_000_000;
+
+/// Messages the server says this device missed (its queue was full), as its last page said:
+/// kept beside what was acknowledged before, so a lost acknowledgement (the server says the
+/// same again) is never counted twice.
+pub fn note_missed(conn: &Connection, told: &[kith_proto::Missed]) -> rusqlite::Result<()> {
+    for m in told {
+        conn.execute(
+            "INSERT INTO kith_missed (conversation, unacked) VALUES (?1, ?2)
+             ON CONFLICT (conversation) DO UPDATE SET unacked = excluded.unacked",
+            params![m.conversation_id, i(m.count.min(MISSED_CAP))],
+        )?;
+    }
     Ok(())
 }
 
-/// The missed counts not handed to the user yet, forgotten here.
+/// The server took back these counts: they are this device's to tell, until a sync hands them
+/// to the user (a catch-up inside another command takes them in too).
+pub fn missed_acknowledged(conn: &Connection, told: &[kith_proto::Missed]) -> rusqlite::Result<()> {
+    for m in told {
+        conn.execute(
+            "UPDATE kith_missed SET acked = MIN(acked + unacked, ?2), unacked = 0
+             WHERE conversation = ?1",
+            params![m.conversation_id, i(MISSED_CAP)],
+        )?;
+    }
+    Ok(())
+}
+
+/// The acknowledged missed counts not handed to the user yet, forgotten here.
 pub fn take_missed(conn: &Connection) -> rusqlite::Result<Vec<kith_proto::Missed>> {
     let missed = conn
-        .prepare("SELECT conversation, count FROM kith_missed ORDER BY conversation")?
+        .prepare(
+            "SELECT conversation, acked FROM kith_missed WHERE acked > 0 ORDER BY conversation",
+        )?
         .query_map([], |r| {
             Ok(kith_proto::Missed { conversation_id: r.get(0)?, count: u(r.get(1)?) })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    conn.execute("DELETE FROM kith_missed", [])?;
+    conn.execute("UPDATE kith_missed SET acked = 0", [])?;
+    conn.execute("DELETE FROM kith_missed WHERE acked = 0 AND unacked = 0", [])?;
     Ok(missed)
 }
 

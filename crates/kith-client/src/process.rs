@@ -553,7 +553,7 @@ impl Client {
         }
         let timer = local::conversation(&self.conn, &entry.conversation_id)?
             .and_then(|c| c.timer_seconds)
-            .map(|t| entry.server_time + t * 1000);
+            .map(|t| entry.server_time.saturating_add(t.saturating_mul(1000)));
         for (n, text) in lines.into_iter().enumerate() {
             let line =
                 system(entry, n, &sender, text, if lasting == Some(n) { None } else { timer });

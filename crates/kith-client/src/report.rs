@@ -172,11 +172,12 @@ impl std::fmt::Display for Problem {
             (ProblemKind::Unreached, _) => write!(f, "the server stopped answering part-way")?,
             (ProblemKind::Missed, _) => {
                 let n = self.detail.as_str();
-                let s = if n == "1" { "message" } else { "messages" };
+                let (s, they, were) =
+                    if n == "1" { ("message", "it", "was") } else { ("messages", "they", "were") };
                 return write!(
                     f,
-                    "{n} {s} did not reach this device: they were sent while its queue on the \
-                     server was full"
+                    "{n} {s} did not reach this device: {they} {were} sent while its queue on \
+                     the server was full"
                 );
             }
         }

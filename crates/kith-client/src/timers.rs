@@ -360,17 +360,22 @@ impl Client {
                 ),
             ));
         }
-        let (id, group) = match self.resolve_target(target)? {
-            crate::groups::Target::Group(id) => (id, true),
-            crate::groups::Target::Person(user) => (self.direct_conversation(&user).await?, false),
+        let (mut id, person) = match self.resolve_target(target)? {
+            crate::groups::Target::Group(id) => (id, None),
+            crate::groups::Target::Person(user) => {
+                (self.direct_conversation(&user).await?, Some(user))
+            }
         };
+        let group = person.is_none();
         // On the settings as they are now: another member may have changed them already.
         self.sync_inner().await?;
         if local::conversation(&self.conn, &id)?.is_some_and(|c| c.left) {
-            return Err(ClientError::refused(
-                Refusal::NotInConversation,
-                "you are no longer in that conversation",
-            ));
+            match &person {
+                // They deleted the chat meanwhile: the timer goes to a new one, as a message
+                // would.
+                Some(user) => id = self.direct_conversation(user).await?,
+                None => return Err(self.no_longer_in(&id)?),
+            }
         }
         if group {
             let (_, meta, _) = self.current(&id)?;

@@ -98,7 +98,7 @@ impl Model {
 
     /// A text from `from` to member `v` of group `g`.
     fn group_text(&mut self, g: usize, from: usize, text: &str, not_delivered: &[String]) {
-        self.skipped_for(not_delivered);
+        self.skipped_for(from, not_delivered, false);
         for v in self.groups[g].members.clone() {
             if v == from || !self.delivers(from, v) || not_delivered.contains(&USERS[v].to_string())
             {
@@ -116,11 +116,16 @@ impl Model {
         }
     }
 
-    /// A message skipped these accounts' full queues: each must be told of one more.
-    fn skipped_for(&mut self, not_delivered: &[String]) {
+    /// A message from `from` skipped these accounts' full queues: each that would have got it
+    /// must be told of one more. (The sender is told of a full queue whether or not its owner
+    /// blocks it — a block stays invisible — but one who blocks it missed nothing; nor did
+    /// someone the poster of a story blocks.)
+    fn skipped_for(&mut self, from: usize, not_delivered: &[String], story: bool) {
         for name in not_delivered {
             let v = USERS.iter().position(|u| u == name).unwrap();
-            self.skipped[v] += 1;
+            if self.delivers(from, v) && !(story && self.blocks.contains(&(from, v))) {
+                self.skipped[v] += 1;
+            }
         }
     }
 
@@ -512,7 +517,7 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                 let Some(story) = full_or(users[u].story_post(&text).await, seed, &log) else {
                     continue; // every contact's queue is full
                 };
-                model.skipped_for(&story.not_delivered);
+                model.skipped_for(u, &story.not_delivered, true);
                 for v in (0..n).filter(|v| *v != u) {
                     if story.not_delivered.contains(&USERS[v].to_string()) {
                         continue;

@@ -98,9 +98,13 @@ pub struct Fanout {
     pub told: u32,
     /// Devices left out because their queue is full (the sender is told).
     pub skipped: u32,
-    /// Which those are, among the devices that would have got it (a device of an account that
-    /// blocks the sender is not one: it would not have).
+    /// Which of the devices that would have got it those are: each is told it missed one (a
+    /// device of an account that blocks the sender is not one: it would not have got it).
     pub full: Vec<DeviceId>,
+    /// Every other member device whose queue is full, blocking ones included: the accounts the
+    /// sender is told it did not reach, so what it is told does not depend on a block (as
+    /// `skipped` does not).
+    pub full_members: Vec<DeviceId>,
 }
 
 impl Fanout {
@@ -112,7 +116,13 @@ impl Fanout {
         devices: Vec<DeviceId>,
     ) -> ApiResult<Self> {
         let told = u32::try_from(devices.len()).unwrap_or(u32::MAX);
-        let mut fanout = Fanout { recipients: devices, told, skipped: 0, full: Vec::new() };
+        let mut fanout = Fanout {
+            recipients: devices,
+            told,
+            skipped: 0,
+            full: Vec::new(),
+            full_members: Vec::new(),
+        };
         let blocking = state.routes.blocking(&*state.store, sender).await?;
         if !blocking.is_empty() {
             fanout.recipients.retain(|d| !blocking.contains(d));
@@ -160,6 +170,7 @@ impl Fanout {
             return Err(queue_full(state));
         }
         self.full = self.recipients.iter().copied().filter(|d| full.contains(d)).collect();
+        self.full_members = full.iter().copied().filter(|d| !own.contains(d)).collect();
         self.recipients.retain(|d| !full.contains(d));
         state.metrics.queue_full_skips.inc_by(full.len() as u64);
         self.skipped = u32::try_from(full.len()).unwrap_or(u32::MAX);

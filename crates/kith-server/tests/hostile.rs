@@ -56,6 +56,7 @@ on_both_stores! {
     an_encrypted_commit_cannot_change_a_group(test_config()),
     a_member_who_is_not_an_admin_cannot_take_over(test_config()),
     settings_travel_sealed_with_their_digest(test_config()),
+    admins_stay_members(test_config()),
     a_signature_key_the_server_never_saw_is_refused(test_config()),
     commits_keep_to_the_rate_limits(few_changes()),
     commits_keep_to_the_queue_cap(small_queues()),
@@ -284,6 +285,41 @@ async fn settings_travel_sealed_with_their_digest(server: TestServer) {
     assert_eq!(view(&u[2]).1.as_deref(), Some("Club 2"));
 }
 
+/// A group's admins are always members: a commit that removes an admin but leaves them on the
+/// list is refused, as is an admin list naming someone outside; and a member who is not an
+/// admin may name only the heir the rule names, never itself.
+async fn admins_stay_members(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    u[0].group_promote(&club, "bob").await.unwrap();
+    for m in u.iter_mut().skip(1) {
+        m.sync().await.unwrap();
+    }
+    let alice = &u[0];
+    let remove = alice.hostile().remove(&club, "bob", Wire::Public);
+    let a = alice.hostile().post_handshake(&club, &remove).await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    assert!(a.body.to_string().contains("admins are members"), "{:?}", a.body);
+    let now = alice.hostile().meta(&club);
+    let outsider = GroupMeta { admins: vec!["alice".into(), "zed".into()], ..now.clone() };
+    let a = alice
+        .hostile()
+        .post_handshake(&club, &alice.hostile().set_meta(&club, &outsider, Wire::Public))
+        .await;
+    assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+    // carol, no admin, cannot make herself one while both admins stay.
+    let carol = &u[2];
+    let herself = GroupMeta { admins: vec!["carol".into()], ..now.clone() };
+    let a = carol
+        .hostile()
+        .post_handshake(&club, &carol.hostile().set_meta(&club, &herself, Wire::Public))
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("not_admin")), "{:?}", a.body);
+    // The honest removal takes bob off the list in the same commit.
+    u[0].group_remove(&club, "bob").await.unwrap();
+    u[2].sync().await.unwrap();
+    assert_eq!(u[2].group(&club).unwrap().admins, ["alice"]);
+}
+
 async fn a_signature_key_the_server_never_saw_is_refused(server: TestServer) {
     let (mut u, club) = club(&server).await;
     let public = u[1].hostile().new_signature_key(&club, Wire::Public);
@@ -341,6 +377,23 @@ async fn commits_keep_to_the_queue_cap(server: TestServer) {
     u[0].send_group(&club, "after").await.unwrap();
     assert_eq!(texts(&u[2].sync().await.unwrap()), ["after"]);
     assert!(!u[2].group(&club).unwrap().members.contains(&"bob".to_string()));
+    // In a 1:1 either person changes the settings by commit: a stranger toggling the timer
+    // at someone who is away (and blocks them) fills their queue to the cap, and no further.
+    let mallory = server.user("mallory").await;
+    let mut mallory = mallory;
+    mallory.send_text("carol", "hi").await.unwrap();
+    u[2].block("mallory").await.unwrap();
+    let mut accepted = 0;
+    let err = loop {
+        let timer = [Some(Duration::from_secs(30)), None][accepted % 2];
+        match mallory.set_disappearing("carol", timer).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10, "1:1 settings commits past the queue cap");
+    };
+    assert_eq!(err.code(), Some(kith_proto::ErrorCode::QueueFull), "{err}");
+    assert!(u[2].raw_queue().await.len() <= 4);
 }
 
 async fn a_block_is_invisible_and_complete(server: TestServer) {

@@ -144,11 +144,13 @@ impl DeliveryStore for PgStore {
         Ok(())
     }
 
-    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>> {
+    async fn missed(&self, device: DeviceId, limit: u32) -> StoreResult<Vec<(Vec<u8>, u64)>> {
         let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT conversation, count FROM missed WHERE device_id = $1 ORDER BY conversation",
+            "SELECT conversation, count FROM missed WHERE device_id = $1
+             ORDER BY conversation LIMIT $2",
         )
         .bind(i(device))
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

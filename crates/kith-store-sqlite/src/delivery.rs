@@ -124,12 +124,13 @@ impl DeliveryStore for SqliteStore {
             .await
     }
 
-    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>> {
+    async fn missed(&self, device: DeviceId, limit: u32) -> StoreResult<Vec<(Vec<u8>, u64)>> {
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT conversation, count FROM missed WHERE device_id = ?1 ORDER BY conversation",
+                "SELECT conversation, count FROM missed WHERE device_id = ?1
+                 ORDER BY conversation LIMIT ?2",
             )?
-            .query_map(params![i(device)], |r| Ok((r.get(0)?, u(r.get(1)?))))?
+            .query_map(params![i(device), limit], |r| Ok((r.get(0)?, u(r.get(1)?))))?
             .collect()
         })
         .await

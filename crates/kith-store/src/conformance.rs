@@ -842,18 +842,19 @@ pub async fn key_packages_are_dropped_for_renewal(store: Arc<dyn Store>) {
 
 pub async fn missed_messages_are_counted_until_told(store: Arc<dyn Store>) {
     let (a, b) = (7, 8);
-    assert!(store.missed(a).await.unwrap().is_empty());
+    assert!(store.missed(a, 100).await.unwrap().is_empty());
     store.note_missed(&[a, b], &conv(1)).await.unwrap();
     store.note_missed(&[a], &conv(1)).await.unwrap();
     store.note_missed(&[a], &conv(2)).await.unwrap();
     store.note_missed(&[], &conv(3)).await.unwrap();
-    assert_eq!(store.missed(a).await.unwrap(), vec![(conv(1), 2), (conv(2), 1)]);
-    assert_eq!(store.missed(b).await.unwrap(), vec![(conv(1), 1)]);
+    assert_eq!(store.missed(a, 100).await.unwrap(), vec![(conv(1), 2), (conv(2), 1)]);
+    assert_eq!(store.missed(b, 100).await.unwrap(), vec![(conv(1), 1)]);
+    assert_eq!(store.missed(a, 1).await.unwrap(), vec![(conv(1), 2)]);
     // Told of what it saw; one more missed meanwhile stays to be told.
     store.note_missed(&[a], &conv(1)).await.unwrap();
     store.forget_missed(a, &[(conv(1), 2), (conv(2), 1)]).await.unwrap();
-    assert_eq!(store.missed(a).await.unwrap(), vec![(conv(1), 1)]);
+    assert_eq!(store.missed(a, 100).await.unwrap(), vec![(conv(1), 1)]);
     store.forget_missed(a, &[(conv(1), 1), (conv(9), 4)]).await.unwrap();
-    assert!(store.missed(a).await.unwrap().is_empty());
-    assert_eq!(store.missed(b).await.unwrap(), vec![(conv(1), 1)]);
+    assert!(store.missed(a, 100).await.unwrap().is_empty());
+    assert_eq!(store.missed(b, 100).await.unwrap(), vec![(conv(1), 1)]);
 }

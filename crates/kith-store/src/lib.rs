@@ -529,8 +529,9 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// their queues being full.
     async fn note_missed(&self, devices: &[DeviceId], conversation: &[u8]) -> StoreResult<()>;
 
-    /// The device's missed messages, by conversation (see [`DeliveryStore::note_missed`]).
-    async fn missed(&self, device: DeviceId) -> StoreResult<Vec<(Vec<u8>, u64)>>;
+    /// Up to `limit` of the device's missed counts, by conversation (see
+    /// [`DeliveryStore::note_missed`]).
+    async fn missed(&self, device: DeviceId, limit: u32) -> StoreResult<Vec<(Vec<u8>, u64)>>;
 
     /// Subtracts the counts the device was told of; a count that reaches zero is forgotten.
     async fn forget_missed(&self, device: DeviceId, told: &[(Vec<u8>, u64)]) -> StoreResult<()>;

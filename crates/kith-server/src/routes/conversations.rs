@@ -293,17 +293,15 @@ pub async fn send(
         Fanout::to_members(&state, &me.username, members.clone()).await?
     };
     fanout.leave_out_full_queues(&state, &me, &members).await?;
-    // Each device it skipped is told, on its return, how many it missed here; the sender is
-    // told whom it did not reach.
+    // The sender is told whom it did not reach (blocking accounts too: a block stays
+    // invisible); each device it skipped is told, on its return, how many it missed here
+    // (below, once the message is stored).
     let mut not_delivered = Vec::new();
-    if !fanout.full.is_empty() {
-        state.store.note_missed(&fanout.full, id.as_bytes()).await?;
-        for d in &fanout.full {
-            if let Some(auth) = state.store.device_auth(*d).await?
-                && !not_delivered.contains(&auth.username)
-            {
-                not_delivered.push(auth.username);
-            }
+    for d in &fanout.full_members {
+        if let Some(auth) = state.store.device_auth(*d).await?
+            && !not_delivered.contains(&auth.username)
+        {
+            not_delivered.push(auth.username);
         }
     }
     // A story is deleted at its expiry, delivered or not.
@@ -321,6 +319,12 @@ pub async fn send(
     // The store takes its own copy; ours becomes the entry pushed to connected recipients.
     let queued = state.store.enqueue(message.clone()).await?;
     let message_id = queued.message_id;
+    if !fanout.full.is_empty() {
+        // Stored: a failure to count it costs the skipped devices the word, not the send.
+        if let Err(e) = state.store.note_missed(&fanout.full, id.as_bytes()).await {
+            tracing::warn!(error = %e, "cannot count a message as missed");
+        }
+    }
     // Parsed once, above: tagging its deliveries reads what the check read.
     state.franking.remember(message_id, framing.committed);
     // The message is durable already: a failure here costs a reputation signal, not the send.

@@ -48,7 +48,8 @@ struct Outcome {
     /// Devices the change added, and their accounts (for the safety signals).
     added: u32,
     added_accounts: Vec<String>,
-    /// A change only the committer's own keys: a member's key update, held to the queue cap.
+    /// A change that does not shape the group — a member's key update, a 1:1's settings — held
+    /// to the queue cap (anyone in a conversation could otherwise flood the others' queues).
     own_update: bool,
 }
 
@@ -348,11 +349,18 @@ async fn commit(
         }
     }
     let adds = staged.add_proposals().count() > 0;
-    let own_update = !adds
-        && staged.remove_proposals().next().is_none()
-        && !staged
-            .queued_proposals()
-            .any(|p| matches!(p.proposal(), Proposal::GroupContextExtensions(_)));
+    // What shapes a group and must get through even to a full queue: an admin's adds, removes
+    // and changes of the group's context (its admins, its settings), and completed leaves (with
+    // the heir they name). Everything else — key updates, either person's change of a 1:1's
+    // settings — waits for room, so nobody, a stranger in a 1:1 included, can fill another's
+    // queue with commits.
+    let by_admin =
+        tracked.meta().is_some_and(|m| m.kind != GroupType::Direct && m.is_admin(committer));
+    let context_change = staged
+        .queued_proposals()
+        .any(|p| matches!(p.proposal(), Proposal::GroupContextExtensions(_)));
+    let own_update =
+        !adds && staged.remove_proposals().next().is_none() && !(by_admin && context_change);
     let keys_before: BTreeSet<Vec<u8>> =
         tracked.leaves().into_iter().map(|l| l.signature_key).collect();
     tracked.group.merge_commit(&tracked.storage, staged).map_err(internal)?;

@@ -16,6 +16,8 @@ use crate::state::AppState;
 pub const MAX_FETCH: u32 = 500;
 /// Sequence numbers one ack may carry.
 pub const MAX_ACK: usize = 5000;
+/// Most missed counts a page carries, and an ack takes back (the rest come with the next).
+pub const MAX_MISSED: usize = 100;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct FetchParams {
@@ -77,7 +79,7 @@ pub async fn fetch(
     let entries = entries.into_iter().map(|e| to_wire(e, &state.franking, me.device_id)).collect();
     let missed = state
         .store
-        .missed(me.device_id)
+        .missed(me.device_id, MAX_MISSED as u32)
         .await?
         .into_iter()
         .filter_map(|(c, count)| {
@@ -102,20 +104,21 @@ pub async fn ack(
     me: AuthedDevice,
     Body(req): Body<AckRequest>,
 ) -> ApiResult<Json<AckResponse>> {
+    // The whole request is checked before anything is removed.
+    if req.missed.len() > MAX_MISSED {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("at most {MAX_MISSED} missed counts per ack"),
+        ));
+    }
+    let mut told = Vec::with_capacity(req.missed.len());
+    for m in &req.missed {
+        let c = ConversationId::parse(&m.conversation_id)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))?;
+        told.push((c.as_bytes().to_vec(), m.count));
+    }
     let removed = ack_seqs(&state, me.device_id, &req.seqs).await?;
-    if !req.missed.is_empty() {
-        if req.missed.len() > MAX_ACK {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("at most {MAX_ACK} missed counts per ack"),
-            ));
-        }
-        let mut told = Vec::with_capacity(req.missed.len());
-        for m in &req.missed {
-            let c = ConversationId::parse(&m.conversation_id)
-                .map_err(|e| ApiError::new(ErrorCode::InvalidConversationId, e.to_string()))?;
-            told.push((c.as_bytes().to_vec(), m.count));
-        }
+    if !told.is_empty() {
         state.store.forget_missed(me.device_id, &told).await?;
     }
     Ok(Json(AckResponse { removed }))
