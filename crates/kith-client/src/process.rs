@@ -498,6 +498,10 @@ impl Client {
                     // who may set them seals them again.
                     Some(None) => {
                         tracing::warn!("a commit's settings do not match its group context");
+                        lines.push(format!(
+                            "{sender} changed the group's settings in a way this device cannot \
+                             read; it keeps the ones it had"
+                        ));
                         local::set_settings(&self.conn, id, epoch, &held, None)?;
                     }
                     None => local::note_epoch_timer(&self.conn, id, epoch, held.timer)?,

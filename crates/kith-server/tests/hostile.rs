@@ -278,6 +278,11 @@ async fn settings_travel_sealed_with_their_digest(server: TestServer) {
     };
     assert_eq!(view(&u[0]), view(&u[2]));
     assert_eq!(view(&u[0]).1.as_deref(), Some("Club"));
+    // And each is told who did it.
+    let said = u[2].chat_history(&club).unwrap().into_iter().any(|m| {
+        m.kind == ConversationKind::System && m.text.starts_with("bob changed the group's settings")
+    });
+    assert!(said, "the members are not told");
     // The next honest change seals them again, for everyone.
     u[0].group_rename(&club, "Club 2").await.unwrap();
     u[2].sync().await.unwrap();
