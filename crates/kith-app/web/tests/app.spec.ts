@@ -86,6 +86,10 @@ test("a group made in the page reaches a person on the command line, and back", 
   await expect(alice.page.locator(".system").last()).toContainText("made carol an admin");
   await bob.page.locator(".chat", { hasText: "Climbing" }).click();
   await expect(bob.page.locator(".message.in .text")).toHaveText(["Saturday at ten?", "I'm in"]);
+  // A group's timer is one of its settings, an admin's to change: greyed for bob, who is not
+  // one; alice's is hers to set.
+  await expect(bob.page.getByLabel("Disappearing messages")).toBeDisabled();
+  await expect(alice.page.getByLabel("Disappearing messages")).toBeEnabled();
 });
 
 test("a story reaches contacts, not strangers", async ({ browser }) => {
