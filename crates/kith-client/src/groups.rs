@@ -235,8 +235,18 @@ impl Client {
 
     /// A line in the group's history about this device's own action.
     pub(crate) fn note(&self, id: &str, text: String) -> ClientResult<()> {
-        let now = now_millis();
         let timer = local::conversation(&self.conn, id)?.and_then(|c| c.timer_seconds);
+        self.note_until(id, text, timer)
+    }
+
+    /// A line in the group's history that stays while the messages around it disappear (the
+    /// one saying the timer changed), as on the other members' devices.
+    pub(crate) fn note_lasting(&self, id: &str, text: String) -> ClientResult<()> {
+        self.note_until(id, text, None)
+    }
+
+    fn note_until(&self, id: &str, text: String, timer: Option<u64>) -> ClientResult<()> {
+        let now = now_millis();
         local::insert_message(
             &self.conn,
             &Message {

@@ -392,24 +392,7 @@ impl Client {
         // A commit: every member has the timer from the same epoch on.
         self.change_settings(&id, |s| s.timer = seconds).await?;
         let me = self.me()?.username.clone();
-        let now = now_millis();
-        local::insert_message(
-            &self.conn,
-            &Message {
-                id: format!("sys-{}", crate::client::random_hex(8)?),
-                conversation: id.clone(),
-                kind: ConversationKind::System,
-                from: me.clone(),
-                text: describe(&me, seconds),
-                sent_at: now,
-                received_at: now,
-                outgoing: true,
-                // The line saying so stays, as on the other members' devices.
-                expires_at: None,
-                from_business: false,
-                verified: false,
-            },
-        )?;
+        self.note_lasting(&id, describe(&me, seconds))?;
         Ok(())
     }
 
