@@ -1,10 +1,27 @@
 //! The one place an error becomes an HTTP answer: a stable code, a status and a sentence.
-//! Internal details go to the log, never to the client.
+//!
+//! Services return their own errors — [`GroupError`], [`DeliveryError`], [`ReportError`],
+//! [`BusinessError`], [`AccountError`], [`BlockError`], [`AckError`], the policy's [`Refusal`],
+//! the extractors' [`RequestError`] — each sentence written once, in its `#[error]`. Here each
+//! gets its code (and a `Retry-After` where one is due). Internal details go to the log, never
+//! to the client.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kith_proto::{ErrorBody, ErrorCode};
+use kith_proto::group::ChangeRefusal;
+use kith_proto::{ErrorBody, ErrorCode, IdError};
 use kith_store::StoreError;
+
+use crate::accounts::AccountError;
+use crate::businesses::BusinessError;
+use crate::delivery::DeliveryError;
+use crate::delivery::entries::AckError;
+use crate::extract::RequestError;
+use crate::groups::GroupError;
+use crate::mls::{FramingError, KeyPackageRefusal};
+use crate::safety::Refusal;
+use crate::safety::blocks::BlockError;
+use crate::safety::reports::ReportError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -18,61 +35,212 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The `Retry-After` (seconds) of a `503 unavailable`: storage unreachable or stopping.
 const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+/// `Retry-After` (seconds) of a `queue_full` refusal.
+const QUEUE_FULL_RETRY_AFTER: u64 = 60;
+/// `Retry-After` (seconds) for a device over its push connections.
+const CONNECTIONS_RETRY_AFTER: u64 = 5;
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), retry_after: None }
+    /// The error's own sentence under `code`.
+    fn said(code: ErrorCode, e: &impl std::fmt::Display) -> Self {
+        ApiError { code, message: e.to_string(), retry_after: None }
     }
 
-    /// `429 rate_limited` with `Retry-After`.
-    pub fn slow_down(message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError {
-            code: ErrorCode::RateLimited,
-            message: message.into(),
-            retry_after: Some(retry_after.max(1)),
-        }
+    fn retry(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
-    /// `503 unavailable` with `Retry-After`.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            code: ErrorCode::Unavailable,
-            message: message.into(),
-            retry_after: Some(UNAVAILABLE_RETRY_AFTER),
-        }
-    }
-
-    pub fn unauthorized(why: &str) -> Self {
-        ApiError::new(ErrorCode::Unauthorized, why)
+    /// `internal`: the reason goes to the log, the client gets a fixed sentence.
+    fn internal(reason: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%reason, "internal error");
+        ApiError { code: ErrorCode::Internal, message: "internal error".into(), retry_after: None }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        let code = match e {
+            StoreError::UsernameTaken => ErrorCode::UsernameTaken,
+            StoreError::UnknownUser => ErrorCode::UnknownUser,
+            StoreError::UnknownDevice => ErrorCode::UnknownDevice,
+            StoreError::ConversationExists => ErrorCode::ConversationExists,
+            StoreError::UnknownConversation => ErrorCode::UnknownConversation,
+            StoreError::StaleEpoch => ErrorCode::StaleEpoch,
+            StoreError::Unavailable => {
+                let why = "the server cannot reach its storage right now; try again shortly";
+                return ApiError::said(ErrorCode::Unavailable, &why).retry(UNAVAILABLE_RETRY_AFTER);
+            }
+            StoreError::Backend(detail) => return ApiError::internal(&detail),
+        };
+        ApiError::said(code, &e)
+    }
+}
+
+impl From<IdError> for ApiError {
+    fn from(e: IdError) -> Self {
+        let code = match e {
+            IdError::UsernameLength | IdError::UsernameCharacter(_) => ErrorCode::InvalidUsername,
+            IdError::ConversationId => ErrorCode::InvalidConversationId,
+        };
+        ApiError::said(code, &e)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
         match e {
-            StoreError::UsernameTaken => {
-                ApiError::new(ErrorCode::UsernameTaken, "that username is taken")
+            Refusal::SlowDown { retry_after, .. } | Refusal::CoolingOff { retry_after, .. } => {
+                ApiError::said(ErrorCode::RateLimited, &e).retry(retry_after)
             }
-            StoreError::UnknownUser => ApiError::new(ErrorCode::UnknownUser, "no such user"),
-            StoreError::UnknownDevice => ApiError::new(ErrorCode::UnknownDevice, "no such device"),
-            StoreError::ConversationExists => {
-                ApiError::new(ErrorCode::ConversationExists, "a conversation with that id exists")
-            }
-            StoreError::UnknownConversation => {
-                ApiError::new(ErrorCode::UnknownConversation, "no such conversation")
-            }
-            StoreError::StaleEpoch => ApiError::new(
-                ErrorCode::StaleEpoch,
-                "the group has moved on; fetch what you missed and try again",
-            ),
-            StoreError::Unavailable => ApiError::unavailable(
-                "the server cannot reach its storage right now; try again shortly",
-            ),
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "storage failure");
-                ApiError::new(ErrorCode::Internal, "internal error")
-            }
+            Refusal::Suspended { .. } => ApiError::said(ErrorCode::Suspended, &e),
+            Refusal::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<FramingError> for ApiError {
+    fn from(e: FramingError) -> Self {
+        ApiError::said(ErrorCode::InvalidMessage, &e)
+    }
+}
+
+impl From<KeyPackageRefusal> for ApiError {
+    fn from(e: KeyPackageRefusal) -> Self {
+        ApiError::said(ErrorCode::InvalidKeyPackage, &e)
+    }
+}
+
+impl From<BusinessError> for ApiError {
+    fn from(e: BusinessError) -> Self {
+        match e {
+            BusinessError::Store(e) => e.into(),
+            BusinessError::BadSearch => ApiError::said(ErrorCode::BadRequest, &e),
+            _ => ApiError::said(ErrorCode::NotOptedIn, &e),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(e: DeliveryError) -> Self {
+        let code = match e {
+            DeliveryError::NotAMember => ErrorCode::NotAMember,
+            DeliveryError::StoryOwnerOnly => ErrorCode::Forbidden,
+            DeliveryError::Ended => ErrorCode::ConversationEnded,
+            DeliveryError::Stale { .. } => ErrorCode::StaleEpoch,
+            DeliveryError::QueueFull { .. } => {
+                return ApiError::said(ErrorCode::QueueFull, &e).retry(QUEUE_FULL_RETRY_AFTER);
+            }
+            DeliveryError::Framing(e) => return e.into(),
+            DeliveryError::Limited(e) => return e.into(),
+            DeliveryError::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> Self {
+        let code = match e {
+            GroupError::Change(ChangeRefusal::NotAdmin(_)) => ErrorCode::NotAdmin,
+            GroupError::Full { .. } => ErrorCode::GroupFull,
+            GroupError::LeaveLeftOut => ErrorCode::StaleEpoch,
+            GroupError::SignedByOther | GroupError::StoryAudience => ErrorCode::Forbidden,
+            GroupError::Internal(reason) => return ApiError::internal(&reason),
+            GroupError::Framing(e) => return e.into(),
+            GroupError::Delivery(e) => return e.into(),
+            GroupError::Business(e) => return e.into(),
+            GroupError::Limited(e) => return e.into(),
+            GroupError::Store(e) => return e.into(),
+            _ => ErrorCode::InvalidMessage,
+        };
+        ApiError::said(code, &e)
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::DoesNotVerify => ApiError::said(ErrorCode::InvalidReport, &e),
+            ReportError::NotRecipient => ApiError::said(ErrorCode::NotAMember, &e),
+            ReportError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        let code = match e {
+            AccountError::NoSuchUser(_) => ErrorCode::UnknownUser,
+            AccountError::DeviceGone => ErrorCode::UnknownDevice,
+            AccountError::CredentialKey | AccountError::KeyTaken => ErrorCode::InvalidKeyPackage,
+            AccountError::TooManyKeyPackages(_) | AccountError::TooManyHeld { .. } => {
+                ErrorCode::TooManyKeyPackages
+            }
+            AccountError::NoKeyPackages(_) => ErrorCode::NoKeyPackages,
+            AccountError::NotDeviceSignature => ErrorCode::Forbidden,
+            AccountError::BadToken
+            | AccountError::SameToken
+            | AccountError::PersonProfile
+            | AccountError::DisplayName
+            | AccountError::Description => ErrorCode::BadRequest,
+            AccountError::NoRandomness => return ApiError::internal(&"no randomness for a token"),
+            AccountError::Username(e) => return e.into(),
+            AccountError::KeyPackage(e) => return e.into(),
+            AccountError::Business(e) => return e.into(),
+            AccountError::Limited(e) => return e.into(),
+            AccountError::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
+    }
+}
+
+impl From<BlockError> for ApiError {
+    fn from(e: BlockError) -> Self {
+        match e {
+            BlockError::Yourself => ApiError::said(ErrorCode::BadRequest, &e),
+            BlockError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AckError> for ApiError {
+    fn from(e: AckError) -> Self {
+        match e {
+            AckError::Store(e) => e.into(),
+            _ => ApiError::said(ErrorCode::BadRequest, &e),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let code = match e {
+            RequestError::NoAuthorization
+            | RequestError::BadAuthorization
+            | RequestError::AuthorizationNotText
+            | RequestError::WrongToken => ErrorCode::Unauthorized,
+            RequestError::BodyTooLarge => ErrorCode::BodyTooLarge,
+            RequestError::BodiesBusy | RequestError::TooLate => {
+                return ApiError::said(ErrorCode::Unavailable, &e).retry(UNAVAILABLE_RETRY_AFTER);
+            }
+            RequestError::TooManyConnections(_) => {
+                return ApiError::said(ErrorCode::RateLimited, &e).retry(CONNECTIONS_RETRY_AFTER);
+            }
+            RequestError::BadBase64(_) => ErrorCode::BadBase64,
+            RequestError::MalformedJson(_) => ErrorCode::MalformedJson,
+            RequestError::BodyTooSlow
+            | RequestError::BodyUnreadable
+            | RequestError::BadQuery(_)
+            | RequestError::NotWebSocket(_) => ErrorCode::BadRequest,
+            RequestError::NoSuchEndpoint => ErrorCode::NotFound,
+            RequestError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            RequestError::HandlerFailed => return ApiError::internal(&"a request handler failed"),
+            RequestError::Id(e) => return e.into(),
+            RequestError::Refused(e) => return e.into(),
+            RequestError::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
     }
 }
 
@@ -95,3 +263,16 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Every service error answers as its `ApiError` does (for handlers returning them directly).
+macro_rules! respond_as_api_error {
+    ($($t:ty),*) => {$(
+        impl IntoResponse for $t {
+            fn into_response(self) -> Response {
+                ApiError::from(self).into_response()
+            }
+        }
+    )*};
+}
+
+respond_as_api_error!(RequestError);

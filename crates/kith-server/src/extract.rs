@@ -1,20 +1,79 @@
-//! Request extractors: the authenticated device and the JSON body.
+//! Request extractors: the authenticated device, the JSON body, and the ids in a path —
+//! each parsed once, here, with its own stable error code.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{StatusCode, header, request::Parts};
-use kith_proto::{AccountKind, ErrorCode, b64::BAD_BASE64_MARK};
-use kith_store::{DeviceAuth, DeviceId};
+use kith_proto::{AccountKind, ConversationId, IdError, b64::watching_base64};
+use kith_store::{DeviceAuth, DeviceId, StoreError};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::safety::Refusal;
 use crate::state::AppState;
+
+/// Why a request was refused before any service saw it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// `unauthorized`.
+    #[error("this endpoint needs `Authorization: Bearer <device-id>:<token>`")]
+    NoAuthorization,
+    #[error("the Authorization header must be `Bearer <device-id>:<token>`")]
+    BadAuthorization,
+    #[error("the Authorization header is not valid text")]
+    AuthorizationNotText,
+    #[error("unknown device or wrong token")]
+    WrongToken,
+    /// `body_too_large`.
+    #[error("the request body is too large")]
+    BodyTooLarge,
+    /// `unavailable`, with `Retry-After`.
+    #[error("the server is holding too many request bodies; try again shortly")]
+    BodiesBusy,
+    /// `bad_request`.
+    #[error("the request body did not arrive in time")]
+    BodyTooSlow,
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    /// `bad_base64`.
+    #[error("a binary field is not valid base64 ({0})")]
+    BadBase64(String),
+    /// `malformed_json`.
+    #[error("the body is not the expected JSON: {0}")]
+    MalformedJson(String),
+    /// `bad_request`.
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("this endpoint takes a WebSocket upgrade request: {0}")]
+    NotWebSocket(String),
+    /// `rate_limited`.
+    #[error("this device already has {0} open push connections; close one first")]
+    TooManyConnections(usize),
+    /// `not_found`.
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    /// `method_not_allowed`.
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
+    /// `unavailable`: the handler did not finish in `request_timeout_seconds`.
+    #[error("the server could not answer in time; try again shortly")]
+    TooLate,
+    /// `internal`: a handler failed.
+    #[error("internal error")]
+    HandlerFailed,
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A request made by a device that proved its bearer token.
 #[derive(Clone, Debug)]
@@ -117,26 +176,15 @@ async fn device_record(
 
 impl AuthedDevice {
     /// Checks an `Authorization` header value against the store.
-    pub async fn authenticate(state: &AppState, value: Option<&str>) -> Result<Self, ApiError> {
-        let value = value.ok_or_else(|| {
-            ApiError::unauthorized(
-                "this endpoint needs `Authorization: Bearer <device-id>:<token>`",
-            )
-        })?;
-        let (device, token) = parse_bearer(value).ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header must be `Bearer <device-id>:<token>`")
-        })?;
-        let auth = device_record(state, device)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown device or wrong token"))?;
+    pub async fn authenticate(state: &AppState, value: Option<&str>) -> Result<Self, RequestError> {
+        let value = value.ok_or(RequestError::NoAuthorization)?;
+        let (device, token) = parse_bearer(value).ok_or(RequestError::BadAuthorization)?;
+        let auth = device_record(state, device).await?.ok_or(RequestError::WrongToken)?;
         if !bool::from(token_hash(token).ct_eq(&auth.token_hash)) {
-            return Err(ApiError::unauthorized("unknown device or wrong token"));
+            return Err(RequestError::WrongToken);
         }
-        if let Some(reason) = &auth.suspended {
-            return Err(ApiError::new(
-                ErrorCode::Suspended,
-                format!("this account is suspended: {reason}"),
-            ));
+        if let Some(reason) = auth.suspended {
+            return Err(Refusal::Suspended { reason }.into());
         }
         Ok(AuthedDevice {
             device_id: auth.device_id,
@@ -155,11 +203,9 @@ impl FromRequestParts<AppState> for AuthedDevice {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let value = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::unauthorized("the Authorization header is not valid text")
-            })?),
+            Some(v) => Some(v.to_str().map_err(|_| RequestError::AuthorizationNotText)?),
         };
-        AuthedDevice::authenticate(state, value).await
+        Ok(AuthedDevice::authenticate(state, value).await?)
     }
 }
 
@@ -173,46 +219,65 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                return ApiError::new(ErrorCode::BodyTooLarge, "the request body is too large");
+                return RequestError::BodyTooLarge;
             }
             // Refused by the body budget or its deadline (`crate::bodies`)?
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
             while let Some(e) = source {
                 match e.downcast_ref::<crate::bodies::BodyRefused>() {
-                    Some(crate::bodies::BodyRefused::Busy) => {
-                        return ApiError::unavailable(
-                            "the server is holding too many request bodies; try again shortly",
-                        );
-                    }
-                    Some(crate::bodies::BodyRefused::TooSlow) => {
-                        return ApiError::new(
-                            ErrorCode::BadRequest,
-                            "the request body did not arrive in time",
-                        );
-                    }
+                    Some(crate::bodies::BodyRefused::Busy) => return RequestError::BodiesBusy,
+                    Some(crate::bodies::BodyRefused::TooSlow) => return RequestError::BodyTooSlow,
                     None => source = e.source(),
                 }
             }
-            ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            RequestError::BodyUnreadable
         })?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
-            let text = e.to_string();
-            if text.contains(BAD_BASE64_MARK) {
-                ApiError::new(
-                    ErrorCode::BadBase64,
-                    format!(
-                        "a binary field is not valid base64 ({})",
-                        text.replace(BAD_BASE64_MARK, "").trim()
-                    ),
-                )
+        let (parsed, bad_base64) = watching_base64(|| serde_json::from_slice(&bytes));
+        Ok(parsed.map(Body).map_err(|e| {
+            if bad_base64 {
+                RequestError::BadBase64(e.to_string())
             } else {
-                ApiError::new(
-                    ErrorCode::MalformedJson,
-                    format!("the body is not the expected JSON: {text}"),
-                )
+                RequestError::MalformedJson(e.to_string())
             }
-        })
+        })?)
     }
+}
+
+/// The `{username}` of a path, checked (`invalid_username`).
+pub struct UserPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let name = path_text(parts, state).await?;
+        kith_proto::validate_username(&name).map_err(RequestError::from)?;
+        Ok(UserPath(name))
+    }
+}
+
+/// The `{id}` of a path, parsed (`invalid_conversation_id`).
+pub struct ConversationPath(pub ConversationId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConversationPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Ok(ConversationPath(conversation_id(&path_text(parts, state).await?)?))
+    }
+}
+
+/// The one parameter of a path, as text.
+async fn path_text<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, RequestError> {
+    let Path(text) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| RequestError::BadQuery(e.body_text()))?;
+    Ok(text)
+}
+
+/// A conversation id in a body (`invalid_conversation_id`).
+pub fn conversation_id(text: &str) -> Result<ConversationId, RequestError> {
+    Ok(ConversationId::parse(text)?)
 }
 
 #[cfg(test)]

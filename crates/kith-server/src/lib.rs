@@ -3,6 +3,7 @@
 //! Map:
 //! - [`config`]: the settings, one struct, from defaults, a TOML file, `KITHD_*` variables and
 //!   flags;
+//! - [`accounts`]: registration, tokens and KeyPackages, one function per rule;
 //! - [`admin`]: `kithd admin …`, and [`stores`]: opening the store a configuration names (the
 //!   `kithd` binary only parses its command line and serves);
 //! - [`state`]: what every handler shares — the [`Store`](kith_store::Store), the push hub,
@@ -32,6 +33,7 @@
 //! The server never sees plaintext: it stores MLS ciphertext, KeyPackages and the fan-out lists
 //! it needs, and logs neither content, tokens nor keys.
 
+pub mod accounts;
 pub mod admin;
 pub mod bodies;
 pub mod businesses;

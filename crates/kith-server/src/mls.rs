@@ -1,30 +1,37 @@
 //! What the server checks of MLS data. It holds no group secrets: it can parse framing, read
 //! group ids and epochs, and verify KeyPackage signatures, nothing more.
 
-use kith_proto::ErrorCode;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-
-use crate::error::ApiError;
 
 /// The ciphersuite every Kith client uses.
 pub use kith_proto::keypackage::CIPHERSUITE;
 pub use kith_proto::keypackage::Slot;
 
-fn invalid_kp(why: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidKeyPackage, why)
-}
-
-/// Why an uploaded KeyPackage was refused.
-#[derive(Debug)]
+/// Why an uploaded KeyPackage was refused (`invalid_key_package`).
+#[derive(Debug, thiserror::Error)]
 pub enum KeyPackageRefusal {
     /// It breaks the shared rule (`kith_proto::keypackage`).
+    #[error("{}", rule_text(*.0))]
     Rule(kith_proto::keypackage::Unusable),
     /// It is signed by another key than the device's.
+    #[error("a KeyPackage is signed by a key that is not this device's")]
     NotThisDevice,
     /// It is in date, but too close to its ends to be handed out safely.
+    #[error("{OUT_OF_DATE}")]
     NearItsEnds,
+}
+
+const OUT_OF_DATE: &str = "a KeyPackage is out of date (or about to be): check this device's clock";
+
+/// The shared rule's words, but for a KeyPackage out of its lifetime: the uploader's clock is
+/// the likely cause, and it is told so.
+fn rule_text(rule: kith_proto::keypackage::Unusable) -> String {
+    match rule {
+        kith_proto::keypackage::Unusable::OutOfLifetime => OUT_OF_DATE.to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl KeyPackageRefusal {
@@ -36,23 +43,6 @@ impl KeyPackageRefusal {
             KeyPackageRefusal::Rule(kith_proto::keypackage::Unusable::OutOfLifetime)
                 | KeyPackageRefusal::NearItsEnds
         )
-    }
-}
-
-impl From<KeyPackageRefusal> for ApiError {
-    fn from(r: KeyPackageRefusal) -> Self {
-        match r {
-            KeyPackageRefusal::Rule(kith_proto::keypackage::Unusable::OutOfLifetime)
-            | KeyPackageRefusal::NearItsEnds => invalid_kp(
-                "a KeyPackage is out of date (or about to be): check this device's clock",
-            ),
-            KeyPackageRefusal::Rule(e) => {
-                ApiError::new(ErrorCode::InvalidKeyPackage, e.to_string())
-            }
-            KeyPackageRefusal::NotThisDevice => {
-                invalid_kp("a KeyPackage is signed by a key that is not this device's")
-            }
-        }
     }
 }
 
@@ -102,25 +92,37 @@ pub fn usable_now(crypto: &OpenMlsRustCrypto, bytes: &[u8], username: &str) -> b
 }
 
 /// An Ed25519 public key is 32 bytes.
-pub fn check_credential_key(key: &[u8]) -> Result<(), ApiError> {
-    if key.len() == 32 {
-        Ok(())
-    } else {
-        Err(invalid_kp("the credential key must be a 32-byte Ed25519 public key"))
-    }
+pub fn is_credential_key(key: &[u8]) -> bool {
+    key.len() == 32
 }
 
-fn invalid_message(why: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidMessage, why)
+/// Why a posted Welcome or application message was refused (`invalid_message`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("the welcome is not an MLS message")]
+    WelcomeNotMls,
+    #[error("the welcome is an MLS message but not a Welcome")]
+    NotAWelcome,
+    #[error("the message is not an MLS message")]
+    NotMls,
+    #[error(
+        "only application messages are posted here; commits and proposals go to \
+         /v1/conversations/{{id}}/handshake as MLS PublicMessages"
+    )]
+    OnlyApplications,
+    #[error("the message is neither a public nor a private MLS message")]
+    NotPublicOrPrivate,
+    #[error("the message belongs to another conversation")]
+    OtherConversation,
 }
 
 /// Checks that `bytes` is an MLS Welcome.
-pub fn check_welcome(bytes: &[u8]) -> Result<(), ApiError> {
-    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
-        .map_err(|_| invalid_message("the welcome is not an MLS message"))?;
+pub fn check_welcome(bytes: &[u8]) -> Result<(), FramingError> {
+    let msg =
+        MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| FramingError::WelcomeNotMls)?;
     match msg.extract() {
         MlsMessageBodyIn::Welcome(_) => Ok(()),
-        _ => Err(invalid_message("the welcome is an MLS message but not a Welcome")),
+        _ => Err(FramingError::NotAWelcome),
     }
 }
 
@@ -137,29 +139,18 @@ pub struct Framing {
 /// (authenticated) content type is `application`. Anything else — a commit or proposal, in
 /// either wire format — is refused here, so the only door for a change to the group is the
 /// handshake route, where it is validated.
-pub fn check_application_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, ApiError> {
-    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
-        .map_err(|_| invalid_message("the message is not an MLS message"))?;
-    let only_applications = || {
-        invalid_message(
-            "only application messages are posted here; commits and proposals go to \
-             /v1/conversations/{id}/handshake as MLS PublicMessages",
-        )
-    };
+pub fn check_application_message(bytes: &[u8], group_id: &[u8]) -> Result<Framing, FramingError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| FramingError::NotMls)?;
     let message = match msg.extract() {
         MlsMessageBodyIn::PrivateMessage(m) => m,
-        MlsMessageBodyIn::PublicMessage(_) => return Err(only_applications()),
-        _ => {
-            return Err(invalid_message(
-                "the message is neither a public nor a private MLS message",
-            ));
-        }
+        MlsMessageBodyIn::PublicMessage(_) => return Err(FramingError::OnlyApplications),
+        _ => return Err(FramingError::NotPublicOrPrivate),
     };
     if message.group_id().as_slice() != group_id {
-        return Err(invalid_message("the message belongs to another conversation"));
+        return Err(FramingError::OtherConversation);
     }
     if message.content_type() != ContentType::Application {
-        return Err(only_applications());
+        return Err(FramingError::OnlyApplications);
     }
     Ok(Framing {
         epoch: message.epoch().as_u64(),

@@ -74,21 +74,21 @@ pub fn from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Domain refusals and backend failures.
+/// Domain refusals (worded as the server answers them) and backend failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("username is taken")]
+    #[error("that username is taken")]
     UsernameTaken,
-    #[error("no such account")]
+    #[error("no such user")]
     UnknownUser,
     #[error("no such device")]
     UnknownDevice,
-    #[error("conversation exists already")]
+    #[error("a conversation with that id exists")]
     ConversationExists,
     #[error("no such conversation")]
     UnknownConversation,
     /// A group update expected an epoch the conversation has moved past.
-    #[error("the conversation is at another epoch")]
+    #[error("the group has moved on; fetch what you missed and try again")]
     StaleEpoch,
     /// The store is shutting down or its database cannot be reached; worth trying again.
     #[error("store unavailable")]

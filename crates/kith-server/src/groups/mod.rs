@@ -5,21 +5,34 @@
 //! - [`policy`]: who may do what — admins add and remove, anyone updates or leaves — and the
 //!   size limit, checked on the staged commit before it is merged;
 //! - [`locks`]: one lock per conversation, so commits to one group are validated one at a time
-//!   (the store's epoch check keeps several `kithd` nodes honest as well).
+//!   (the store's epoch check keeps several `kithd` nodes honest as well);
+//! - [`creation`]: a new conversation's rules, one function each;
+//! - [`handshake`]: a commit's or a leave proposal's way through the rules, one step each;
+//! - [`error`]: why a creation or a change was refused, each sentence once.
 //!
 //! The fan-out list of a conversation is always derived from the validated tree: each leaf's
 //! signature key names a registered device, whose account must match the leaf's credential.
 
+pub mod creation;
+pub mod error;
+pub mod handshake;
 pub mod locks;
 pub mod policy;
 pub mod state;
 
 use std::collections::BTreeMap;
 
-use kith_proto::ErrorCode;
 use kith_store::{DeviceId, Store};
 
-use crate::error::{ApiError, ApiResult};
+pub use error::{GroupError, GroupResult};
+
+/// What a request that may be a repeat got: carried out now, or before (its answer was lost
+/// and the client posted it again; nothing is done twice).
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done(T),
+    Repeated(T),
+}
 
 /// A leaf of the tree and the device it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +46,7 @@ pub struct MemberDevice {
 pub async fn resolve_devices(
     store: &dyn Store,
     leaves: &[state::Leaf],
-) -> ApiResult<Vec<MemberDevice>> {
+) -> GroupResult<Vec<MemberDevice>> {
     let keys: Vec<Vec<u8>> = leaves.iter().map(|l| l.signature_key.clone()).collect();
     let owners: BTreeMap<Vec<u8>, (DeviceId, String)> = store
         .devices_by_credential_keys(&keys)
@@ -49,26 +62,21 @@ pub async fn resolve_devices(
                 username: leaf.username.clone(),
                 device_id: *device_id,
             }),
-            _ => Err(ApiError::new(
-                ErrorCode::InvalidMessage,
-                format!(
-                    "a member of the group ({}) is not a registered device of that user",
-                    leaf.username
-                ),
-            )),
+            _ => Err(GroupError::Unregistered(leaf.username.clone())),
         })
         .collect()
 }
 
 /// The leaves with a pending proposal to leave (by themselves), from the group's validated
 /// proposal store.
-pub fn pending_leaves(tracked: &state::Tracked) -> ApiResult<Vec<u32>> {
+pub fn pending_leaves(tracked: &state::Tracked) -> GroupResult<Vec<u32>> {
     use openmls::prelude::{Proposal, Sender};
     let mut leaves = Vec::new();
-    for (_, queued) in tracked.group.queued_proposals(&tracked.storage).map_err(|_| {
-        tracing::error!("cannot read a group's pending proposals");
-        ApiError::new(ErrorCode::Internal, "internal error")
-    })? {
+    let queued = tracked
+        .group
+        .queued_proposals(&tracked.storage)
+        .map_err(|_| GroupError::Internal("cannot read a group's pending proposals"))?;
+    for (_, queued) in queued {
         if let (Proposal::Remove(rm), Sender::Member(by)) = (queued.proposal(), queued.sender())
             && rm.removed() == *by
         {
@@ -83,7 +91,7 @@ pub fn pending_leaves(tracked: &state::Tracked) -> ApiResult<Vec<u32>> {
 pub async fn delivery_members(
     store: &dyn Store,
     tracked: &state::Tracked,
-) -> ApiResult<Vec<DeviceId>> {
+) -> GroupResult<Vec<DeviceId>> {
     let leaving = pending_leaves(tracked)?;
     let leaves: Vec<state::Leaf> =
         tracked.leaves().into_iter().filter(|l| !leaving.contains(&l.index)).collect();
@@ -96,15 +104,10 @@ pub async fn check_story_audience(
     state: &crate::state::AppState,
     owner: &str,
     added: &[String],
-) -> ApiResult<()> {
+) -> GroupResult<()> {
     for account in added.iter().filter(|a| a.as_str() != owner) {
         if !state.store.share_direct_conversation(owner, account).await? {
-            // For an honest client the cause is a contact who deleted the chat, which the
-            // owner's device has not heard of yet: it catches up and tries again.
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "a story channel reaches only accounts you have a conversation with",
-            ));
+            return Err(GroupError::StoryAudience);
         }
     }
     Ok(())

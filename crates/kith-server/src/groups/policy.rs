@@ -15,17 +15,13 @@
 
 use std::collections::BTreeSet;
 
-use kith_proto::group::{Change, ChangeRefusal, check_change};
+use kith_proto::GroupMeta;
+use kith_proto::group::{Change, check_change};
 use kith_proto::settings::Sealed;
-use kith_proto::{ErrorCode, GroupMeta};
 use openmls::prelude::*;
 
-use crate::error::{ApiError, ApiResult};
 use crate::groups::state::{Tracked, meta_of};
-
-fn invalid(why: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidMessage, why)
-}
+use crate::groups::{GroupError, GroupResult};
 
 /// The member accounts a staged commit leaves: today's, less the leaves it removes, with the
 /// ones it adds.
@@ -52,22 +48,16 @@ pub fn check_commit(
     staged: &StagedCommit,
     aad: &[u8],
     max_group_size: usize,
-) -> ApiResult<()> {
-    let before: GroupMeta =
-        tracked.meta().ok_or_else(|| invalid("the group lacks its Kith extension"))?;
+) -> GroupResult<()> {
+    let before: GroupMeta = tracked.meta().ok_or(GroupError::LacksExtension)?;
     let mut after = before.clone();
     for queued in staged.queued_proposals() {
         match queued.proposal() {
             Proposal::Add(_) | Proposal::Remove(_) | Proposal::Update(_) => {}
             Proposal::GroupContextExtensions(ext) => {
-                after = meta_of(ext.extensions())
-                    .ok_or_else(|| invalid("the new group context lacks a valid Kith extension"))?;
+                after = meta_of(ext.extensions()).ok_or(GroupError::NewContextLacksExtension)?;
             }
-            _ => {
-                return Err(invalid(
-                    "this server accepts add, remove, update and group-context proposals only",
-                ));
-            }
+            _ => return Err(GroupError::Proposal),
         }
     }
     let adds = staged.add_proposals().count();
@@ -87,17 +77,14 @@ pub fn check_commit(
         removes_others,
         members_after: &members,
     };
-    check_change(&change).map_err(|refusal| match refusal {
-        ChangeRefusal::NotAdmin(_) => ApiError::new(ErrorCode::NotAdmin, refusal.to_string()),
-        ChangeRefusal::Invalid(why) => invalid(why),
-    })?;
+    check_change(&change)?;
     // The settings travel sealed beside the digest that changes, and only then.
     let sealed = Sealed::decode(aad).is_some();
     if after.settings != before.settings && !sealed {
-        return Err(invalid("a commit that changes the settings carries them, sealed"));
+        return Err(GroupError::SettingsUnsealed);
     }
     if after.settings == before.settings && !aad.is_empty() {
-        return Err(invalid("a commit carries authenticated data only with new settings"));
+        return Err(GroupError::UnexpectedData);
     }
     // A member's leaf stays its own account's: the committer's new path leaf, and every
     // update, name the member whose leaf they replace (else a member could hand its seat — and
@@ -105,10 +92,7 @@ pub fn check_commit(
     if let Some(leaf) = staged.update_path_leaf_node()
         && crate::groups::state::identity(leaf.credential()).as_deref() != Some(committer)
     {
-        return Err(ApiError::new(
-            ErrorCode::InvalidMessage,
-            "a commit's new leaf names another account than its sender",
-        ));
+        return Err(GroupError::PathLeafOfOther);
     }
     if staged.update_proposals().next().is_some() {
         let leaves = tracked.leaves();
@@ -120,22 +104,20 @@ pub fn check_commit(
             let named =
                 crate::groups::state::identity(update.update_proposal().leaf_node().credential());
             if owner.map(|l| Some(&l.username)) != Some(named.as_ref()) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidMessage,
-                    "an update names another account than the member it replaces",
-                ));
+                return Err(GroupError::UpdateOfOther);
             }
         }
     }
     let current = tracked.group.members().count();
     let devices = (current + adds).saturating_sub(removes);
-    if devices > max_group_size && adds > 0 {
-        return Err(ApiError::new(
-            ErrorCode::GroupFull,
-            format!(
-                "the group would have {devices} members; this server allows at most {max_group_size}"
-            ),
-        ));
+    if adds > 0 {
+        check_size(devices, max_group_size)?;
     }
     Ok(())
+}
+
+/// The size limit: a group holds at most `max` member devices (checked where it grows: at
+/// creation and at each commit that adds).
+pub fn check_size(members: usize, max: usize) -> GroupResult<()> {
+    if members > max { Err(GroupError::Full { members, max }) } else { Ok(()) }
 }

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use kith_proto::{ErrorCode, GroupMeta, group::GROUP_META_EXTENSION};
+use kith_proto::{GroupMeta, group::GROUP_META_EXTENSION};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::MemoryStorage;
 
-use crate::error::{ApiError, ApiResult};
+use super::error::{GroupError, GroupResult as ApiResult};
 use crate::mls::CIPHERSUITE;
 
 /// A member leaf: its index, the username its credential names and its signature key.
@@ -44,13 +44,8 @@ pub struct Tracked {
     pub storage: MemoryStorage,
 }
 
-fn invalid(why: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidMessage, why)
-}
-
-fn internal(why: &str) -> ApiError {
-    tracing::error!(why, "group state");
-    ApiError::new(ErrorCode::Internal, "internal error")
+fn internal(why: &'static str) -> GroupError {
+    GroupError::Internal(why)
 }
 
 impl Tracked {
@@ -62,12 +57,12 @@ impl Tracked {
         ratchet_tree: &[u8],
     ) -> ApiResult<Self> {
         let info = MlsMessageIn::tls_deserialize_exact(group_info)
-            .map_err(|_| invalid("the group info is not an MLS message"))?;
+            .map_err(|_| GroupError::GroupInfoNotMls)?;
         let MlsMessageBodyIn::GroupInfo(info) = info.extract() else {
-            return Err(invalid("the group info is an MLS message but not a GroupInfo"));
+            return Err(GroupError::NotGroupInfo);
         };
         let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
-            .map_err(|_| invalid("the ratchet tree does not parse"))?;
+            .map_err(|_| GroupError::TreeDoesNotParse)?;
         let storage = MemoryStorage::default();
         let (group, _) = PublicGroup::from_external(
             provider.crypto(),
@@ -78,13 +73,13 @@ impl Tracked {
         )
         .map_err(|e| {
             tracing::debug!(error = %e, "a group state does not verify");
-            invalid("the group state does not verify")
+            GroupError::StateDoesNotVerify
         })?;
         if group.group_id().as_slice() != conversation {
-            return Err(invalid("the group info is for another conversation"));
+            return Err(GroupError::GroupInfoOtherConversation);
         }
         if group.ciphersuite() != CIPHERSUITE {
-            return Err(invalid("the group uses a ciphersuite this server does not speak"));
+            return Err(GroupError::Ciphersuite);
         }
         Ok(Tracked { group, storage })
     }

@@ -1,18 +1,13 @@
-//! Blocking: the server holds it for every kind of conversation (see `delivery`), invisibly.
+//! Blocking (the rules: `crate::safety::blocks`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use kith_proto::*;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthedDevice, Body};
-use crate::routes::accounts::username_checked;
-use crate::safety::{self, SignalKind};
+use crate::error::ApiResult;
+use crate::extract::{AuthedDevice, Body, UserPath};
+use crate::safety::blocks;
 use crate::state::AppState;
-
-async fn list(state: &AppState, me: &AuthedDevice) -> ApiResult<Json<BlockList>> {
-    Ok(Json(BlockList { blocked: state.store.blocked_by(&me.username).await? }))
-}
 
 /// Block an account: its 1:1 messages stop reaching you and it can no longer claim your
 /// KeyPackages. It is not told.
@@ -29,14 +24,8 @@ pub async fn block(
     me: AuthedDevice,
     Body(req): Body<BlockRequest>,
 ) -> ApiResult<Json<BlockList>> {
-    username_checked(&req.username)?;
-    if req.username == me.username {
-        return Err(ApiError::new(ErrorCode::BadRequest, "you cannot block yourself"));
-    }
-    state.store.block(&me.username, &req.username, state.now()).await?;
-    state.routes.forget_blocking(&req.username);
-    safety::record_signal(&state, &me.username, &req.username, SignalKind::Block, false).await?;
-    list(&state, &me).await
+    validate_username(&req.username)?;
+    Ok(Json(BlockList { blocked: blocks::block(&state, &me.username, &req.username).await? }))
 }
 
 /// Lift a block.
@@ -50,19 +39,9 @@ pub async fn block(
 pub async fn unblock(
     State(state): State<AppState>,
     me: AuthedDevice,
-    Path(username): Path<String>,
+    UserPath(username): UserPath,
 ) -> ApiResult<Json<BlockList>> {
-    username_checked(&username)?;
-    state.store.unblock(&me.username, &username).await?;
-    state.routes.forget_blocking(&username);
-    // A lifted block no longer counts against the account.
-    state.store.withdraw_signal(&username, &me.username, SignalKind::Block).await?;
-    // Invitations withheld during the block arrive now (what it sent meanwhile does not).
-    let released = state.store.release_withheld(&me.username, &username).await?;
-    if !released.is_empty() {
-        crate::routes::conversations::accepted(&state, &released);
-    }
-    list(&state, &me).await
+    Ok(Json(BlockList { blocked: blocks::unblock(&state, &me.username, &username).await? }))
 }
 
 /// The accounts you block.
@@ -75,5 +54,5 @@ pub async fn blocked(
     State(state): State<AppState>,
     me: AuthedDevice,
 ) -> ApiResult<Json<BlockList>> {
-    list(&state, &me).await
+    Ok(Json(BlockList { blocked: state.store.blocked_by(&me.username).await? }))
 }

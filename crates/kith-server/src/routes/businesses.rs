@@ -1,4 +1,4 @@
-//! Businesses: the public directory. (The opt-in rule is the `businesses` service's.)
+//! Businesses: the public directory (`crate::businesses`, with the opt-in rule).
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -6,8 +6,8 @@ use axum::extract::{Query, State};
 use kith_proto::*;
 use serde::Deserialize;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::AuthedDevice;
+use crate::error::ApiResult;
+use crate::extract::{AuthedDevice, RequestError};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -29,23 +29,7 @@ pub async fn search(
     _me: AuthedDevice,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> ApiResult<Json<BusinessSearch>> {
-    let Query(params) = params.map_err(|e| {
-        ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text()))
-    })?;
-    let q = params.q.trim();
-    if q.is_empty() || q.chars().count() > 64 {
-        return Err(ApiError::new(ErrorCode::BadRequest, "a search has 1 to 64 characters"));
-    }
-    let found = state.store.search_businesses(q, 50).await?;
-    Ok(Json(BusinessSearch {
-        businesses: found
-            .into_iter()
-            .map(|b| BusinessEntry {
-                display_name: b.display_name.unwrap_or_else(|| b.username.clone()),
-                description: b.description.unwrap_or_default(),
-                username: b.username,
-                verified: b.verified,
-            })
-            .collect(),
-    }))
+    let Query(params) = params.map_err(|e| RequestError::BadQuery(e.body_text()))?;
+    let businesses = crate::businesses::search(&state, &params.q).await?;
+    Ok(Json(BusinessSearch { businesses }))
 }

@@ -11,16 +11,14 @@ pub mod queue;
 pub mod reports;
 pub mod ws;
 
+use crate::extract::RequestError;
+use crate::metrics::StatusLabel;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kith_proto::ErrorCode;
-
-use crate::error::ApiError;
-use crate::metrics::StatusLabel;
-use crate::state::AppState;
 
 /// Every route of the API. Registration, `/healthz`, `/metrics` and `/v1/openapi.json` are
 /// open; everything else demands a bearer token (the `AuthedDevice` extractor).
@@ -56,12 +54,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+async fn not_found() -> RequestError {
+    RequestError::NoSuchEndpoint
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
+async fn method_not_allowed() -> RequestError {
+    RequestError::MethodNotAllowed
 }
 
 /// Every request is answered within `request_timeout_seconds`: if the handler has not finished
@@ -75,16 +73,14 @@ async fn answer_in_time(State(state): State<AppState>, req: Request, next: Next)
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "a request handler failed");
-            ApiError::new(ErrorCode::Internal, "internal error").into_response()
+            RequestError::HandlerFailed.into_response()
         }
         Err(_) => {
             tracing::warn!(seconds = limit.as_secs(), "a request took too long; answered 503");
             state.metrics.request_timeouts.inc();
             // The connection closes after this answer: a request still sending its body
             // holds nothing more.
-            let mut response =
-                ApiError::unavailable("the server could not answer in time; try again shortly")
-                    .into_response();
+            let mut response = RequestError::TooLate.into_response();
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),

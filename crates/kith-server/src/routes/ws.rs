@@ -15,10 +15,10 @@ use kith_proto::{ClientFrame, QueueEntry, ServerFrame};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::delivery::entries::{MAX_FETCH, ack_seqs, to_wire};
 use crate::error::ApiError;
-use crate::extract::AuthedDevice;
+use crate::extract::{AuthedDevice, RequestError};
 use crate::push::{Hub, Inbox, Pushed};
-use crate::routes::queue::{MAX_FETCH, ack_seqs, to_wire};
 use crate::state::AppState;
 
 /// Open the push channel (WebSocket upgrade; authenticate with the same bearer header).
@@ -35,24 +35,15 @@ pub async fn connect(
     connection: Option<axum::Extension<kith_listen::ConnectionPermit>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::new(
-            kith_proto::ErrorCode::BadRequest,
-            format!("this endpoint takes a WebSocket upgrade request: {}", e.body_text()),
-        )
-    })?;
+    let upgrade = upgrade.map_err(|e| RequestError::NotWebSocket(e.body_text()))?;
     // The slot is taken before the upgrade, so a device over its limit gets a clear `429`
     // instead of a socket that closes at once.
     let Some(inbox) =
         state.hub.try_subscribe(me.device_id, state.config.max_connections_per_device)
     else {
-        return Err(ApiError::slow_down(
-            format!(
-                "this device already has {} open push connections; close one first",
-                state.config.max_connections_per_device
-            ),
-            5,
-        ));
+        return Err(
+            RequestError::TooManyConnections(state.config.max_connections_per_device).into()
+        );
     };
     let slot = Slot {
         hub: state.hub.clone(),
@@ -257,7 +248,7 @@ impl Connection<'_> {
                     self.sent.remove(s);
                 }
             }
-            Err(e) => tracing::debug!(code = %e.code, "push: ack refused"),
+            Err(e) => tracing::debug!(error = %e, "push: ack refused"),
         }
     }
 }

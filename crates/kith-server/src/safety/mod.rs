@@ -6,45 +6,61 @@
 //!   conversations and how many go unanswered, KeyPackage claims (and how many are never used),
 //!   groups created, blocks and reports received, account age — and per-IP registrations;
 //! - [`policy`]: the documented mapping from signals to actions (slow down, cool off, suspend),
-//!   each with a reason an admin can read. No signal ever looks at content.
+//!   each with a reason an admin can read. No signal ever looks at content;
+//! - [`reports`]: a report's checks, one function each, and its record;
+//! - [`blocks`]: blocking and lifting a block.
 
+pub mod blocks;
 pub mod franking;
 pub mod policy;
+pub mod reports;
 pub mod signals;
 
 pub use kith_store::SignalKind;
 pub use policy::{Action, Safety, SafetyConfig};
 
-use kith_proto::ErrorCode;
-use kith_store::{FlagRecord, SignalRecord};
+use kith_store::{FlagRecord, SignalRecord, StoreError, StoreResult};
 
-use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+/// Why the policy refused a request (each becomes `429 rate_limited` or `403 suspended` in
+/// `crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("slow down: {reason}")]
+    SlowDown { reason: String, retry_after: u64 },
+    #[error("cooling off: {reason}")]
+    CoolingOff { reason: String, retry_after: u64 },
+    #[error("this account is suspended: {reason}")]
+    Suspended { reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Carries out `action` against `user`'s request: `Ok` to go on, or the refusal to answer.
-pub async fn enforce(state: &AppState, user: &str, action: Action) -> ApiResult<()> {
+pub async fn enforce(state: &AppState, user: &str, action: Action) -> Result<(), Refusal> {
     match action {
         Action::Allow => Ok(()),
         Action::SlowDown { retry_after, reason } => {
             state.metrics.safety_actions.get_or_create(&action_label("slow_down")).inc();
-            Err(ApiError::slow_down(format!("slow down: {reason}"), retry_after))
+            Err(Refusal::SlowDown { reason, retry_after })
         }
         Action::CoolOff { retry_after, reason, new } => {
             if new {
                 state.metrics.safety_actions.get_or_create(&action_label("cool_off")).inc();
                 flag(state, user, "cool_off", &reason).await;
             }
-            Err(ApiError::slow_down(format!("cooling off: {reason}"), retry_after))
+            Err(Refusal::CoolingOff { reason, retry_after })
         }
         Action::Suspend { reason } => {
             suspend(state, user, &reason).await?;
-            Err(ApiError::new(ErrorCode::Suspended, format!("this account is suspended: {reason}")))
+            Err(Refusal::Suspended { reason })
         }
     }
 }
 
 /// Suspends `user` with a reason an admin can read, and drops its cached credentials.
-pub async fn suspend(state: &AppState, user: &str, reason: &str) -> ApiResult<()> {
+pub async fn suspend(state: &AppState, user: &str, reason: &str) -> StoreResult<()> {
     set_suspension(&*state.store, user, Some(reason), state.now()).await?;
     state.metrics.safety_actions.get_or_create(&action_label("suspend")).inc();
     state.auth_cache.forget_account(user);
@@ -107,7 +123,7 @@ pub async fn record_signal(
     target: &str,
     kind: SignalKind,
     proven: bool,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let now = state.now();
     let young = state.safety.config.young_account_hours * signals::HOUR;
     let established = state

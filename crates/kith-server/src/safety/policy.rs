@@ -251,14 +251,14 @@ impl Safety {
     pub fn check_new_conversation(
         &self,
         user: &str,
-        direct: bool,
-        story: bool,
+        kind: GroupType,
         account_created: Millis,
         now: Millis,
     ) -> Action {
-        if story {
+        if kind == GroupType::Story {
             return Action::Allow; // one's own story channel reaches contacts only
         }
+        let direct = kind == GroupType::Direct;
         self.with(|s| {
             if let Some(cooling) = self.cooling(s, user, now) {
                 return cooling;
@@ -562,11 +562,14 @@ mod tests {
         let mut now = T0;
         for round in 0..3 {
             for i in 0..20u32 {
-                assert_eq!(s.check_new_conversation("x", true, false, old, now), Action::Allow);
+                assert_eq!(
+                    s.check_new_conversation("x", GroupType::Direct, old, now),
+                    Action::Allow
+                );
                 s.note_new_conversation("x", &[round, i as u8], GroupType::Direct, &[], 1, now);
                 now += 1000;
             }
-            match s.check_new_conversation("x", true, false, old, now) {
+            match s.check_new_conversation("x", GroupType::Direct, old, now) {
                 Action::CoolOff { new: true, .. } if round < 2 => {}
                 Action::Suspend { reason } if round == 2 => {
                     assert!(reason.contains("repeated cool-offs"), "{reason}");
@@ -576,7 +579,7 @@ mod tests {
             // During the cool-off nothing new is allowed; after it, the hour window is clean.
             if round < 2 {
                 assert!(matches!(
-                    s.check_new_conversation("x", true, false, old, now + 1000),
+                    s.check_new_conversation("x", GroupType::Direct, old, now + 1000),
                     Action::CoolOff { new: false, .. }
                 ));
             }
@@ -596,7 +599,7 @@ mod tests {
         let mut now = T0;
         let mut opened = 0u32;
         let action = loop {
-            let a = s.check_new_conversation("slow", true, false, old, now);
+            let a = s.check_new_conversation("slow", GroupType::Direct, old, now);
             if a != Action::Allow {
                 break a;
             }
@@ -609,7 +612,10 @@ mod tests {
         // A normal account whose conversations are answered is never caught.
         let mut now = T0;
         for i in 0..40u32 {
-            assert_eq!(s.check_new_conversation("kind", true, false, old, now), Action::Allow);
+            assert_eq!(
+                s.check_new_conversation("kind", GroupType::Direct, old, now),
+                Action::Allow
+            );
             s.note_new_conversation(
                 "kind",
                 &(1000 + i).to_be_bytes(),
@@ -654,7 +660,7 @@ mod tests {
     fn young_accounts_get_half_the_hourly_limits() {
         let s = Safety::new(SafetyConfig::default());
         let mut n = 0u32;
-        while s.check_new_conversation("new", false, false, T0, T0) == Action::Allow {
+        while s.check_new_conversation("new", GroupType::Group, T0, T0) == Action::Allow {
             s.note_new_conversation("new", &n.to_be_bytes(), GroupType::Group, &[], 3, T0);
             n += 1;
         }

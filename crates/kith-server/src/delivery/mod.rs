@@ -15,14 +15,46 @@
 //! - [`Fanout::leave_out_full_queues`] and [`require_room`]: the per-device queue cap —
 //!   application messages skip full devices, a member's own key updates wait until every
 //!   member can take them (a device that missed a commit could no longer read its group).
+//!
+//! Beside the rules: [`send`], the application message's way through them into the store and
+//! the queues; [`entries`], what a stored entry looks like on the wire and what is counted and
+//! woken once one is durable.
 
-use kith_proto::ErrorCode;
-use kith_store::DeviceId;
+pub mod entries;
+pub mod send;
 
-use crate::error::{ApiError, ApiResult};
+use kith_store::{DeviceId, StoreError};
+
 use crate::extract::AuthedDevice;
-use crate::safety::{self, Action};
+use crate::mls::FramingError;
+use crate::safety::{self, Action, Refusal};
 use crate::state::AppState;
+
+/// Why a post was refused by a delivery rule.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("this device is not in that conversation")]
+    NotAMember,
+    #[error("only its owner posts to a story channel")]
+    StoryOwnerOnly,
+    #[error("the other side left this conversation; open a new one")]
+    Ended,
+    #[error("the group has moved on to epoch {current}; fetch what you missed and try again")]
+    Stale { current: u64 },
+    #[error(
+        "the recipient's devices already hold {max} undelivered messages, the most this server \
+         keeps; try again when they have caught up"
+    )]
+    QueueFull { max: u64 },
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error(transparent)]
+    Limited(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type ApiResult<T> = Result<T, DeliveryError>;
 
 /// The membership rule for posting: the conversation's route, if the device is one of its
 /// members (`unknown_conversation`, `not_a_member` otherwise).
@@ -35,12 +67,9 @@ pub async fn member_route(
         .routes
         .route(&*state.store, conversation)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownConversation, "no such conversation"))?;
+        .ok_or(StoreError::UnknownConversation)?;
     if !route.members.contains(&me.device_id) {
-        return Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "this device is not in that conversation",
-        ));
+        return Err(DeliveryError::NotAMember);
     }
     Ok(route)
 }
@@ -66,7 +95,7 @@ pub async fn check_rate(
     match post {
         Post::Message => {
             let verdict = state.safety.check_send(&me.username, now);
-            safety::enforce(state, &me.username, verdict).await
+            Ok(safety::enforce(state, &me.username, verdict).await?)
         }
         Post::Change { story } => {
             let mut verdict = state.safety.check_account_change(&me.username, now);
@@ -76,7 +105,7 @@ pub async fn check_rate(
             if verdict != Action::Allow {
                 state.metrics.change_rate_refusals.inc();
             }
-            safety::enforce(state, &me.username, verdict).await
+            Ok(safety::enforce(state, &me.username, verdict).await?)
         }
     }
 }
@@ -84,7 +113,7 @@ pub async fn check_rate(
 /// The sender's disk quota: bytes of messages it may have stored per hour.
 pub async fn check_volume(state: &AppState, me: &AuthedDevice, bytes: usize) -> ApiResult<()> {
     let verdict = state.safety.check_volume(&me.username, bytes as u64, state.now());
-    safety::enforce(state, &me.username, verdict).await
+    Ok(safety::enforce(state, &me.username, verdict).await?)
 }
 
 /// Who gets a post, and what the sender is told about it.
@@ -212,17 +241,6 @@ async fn own_devices(state: &AppState, me: &AuthedDevice) -> ApiResult<Vec<Devic
         .unwrap_or_default())
 }
 
-fn queue_full(state: &AppState) -> ApiError {
-    ApiError {
-        code: ErrorCode::QueueFull,
-        message: format!(
-            "the recipient's devices already hold {} undelivered messages, the most this server \
-             keeps; try again when they have caught up",
-            state.queues.max()
-        ),
-        retry_after: Some(QUEUE_FULL_RETRY_AFTER),
-    }
+fn queue_full(state: &AppState) -> DeliveryError {
+    DeliveryError::QueueFull { max: state.queues.max() }
 }
-
-/// `Retry-After` (seconds) of a `queue_full` refusal.
-const QUEUE_FULL_RETRY_AFTER: u64 = 60;
