@@ -57,6 +57,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/chats/{chat}/read", post(read))
         .route("/api/chats/{chat}/timer", post(timer))
         .route("/api/send", post(send))
+        .route("/api/messages/{id}/retry", post(retry))
         .route("/api/groups", post(create_group))
         .route("/api/groups/{id}", get(group))
         .route("/api/groups/{id}/add", post(group_add))
@@ -165,6 +166,14 @@ async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
     };
     let chat = client.chat_of(&sent.message.conversation)?;
     Ok(Json(json!({ "chat": chat, "message": sent.message, "not_delivered": sent.not_delivered })))
+}
+
+/// A message of this device's that the server refused, sent again.
+async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+    let mut client = app.client.lock().await;
+    let message = client.retry_message(&id).await?;
+    let chat = client.chat_of(&message.conversation)?;
+    Ok(Json(json!({ "chat": chat, "message": message })))
 }
 
 #[derive(Deserialize)]

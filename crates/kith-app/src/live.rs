@@ -2,6 +2,8 @@
 //! pause, and catching up with a sync each time it connects), processes what arrives with the
 //! profile's client and tells every open page over its WebSocket (`/live`): the new messages
 //! with the chat each belongs to, and whether the app is connected. No polling, no reload.
+//! Each connection first sends what waited in the outbox (written while the server could not
+//! be reached), and the pages are told to read their chats again when any of it went.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +29,9 @@ pub(crate) async fn run(app: Arc<App>) {
                 app.registered.notified().await;
                 continue;
             }
-            match client.connect_push().await {
+            // Connecting sends what waited in the outbox (`kith_client`'s settle step).
+            let waiting = client.waiting_to_send().unwrap_or(0);
+            let connected = match client.connect_push().await {
                 // Catch up with what arrived while this app was not connected.
                 Ok(push) => match client.sync().await {
                     Ok(report) => {
@@ -37,7 +41,9 @@ pub(crate) async fn run(app: Arc<App>) {
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
-            }
+            };
+            outbox_moved(&app, &client, waiting);
+            connected
         };
         let mut push = match connected {
             Ok(push) => push,
@@ -84,9 +90,11 @@ pub(crate) async fn upkeep(app: Arc<App>) {
             continue;
         }
         // A failure here is the push loop's to report (it sees the same server).
+        let waiting = client.waiting_to_send().unwrap_or(0);
         if let Ok(report) = client.sync().await {
             publish(&app, &client, report);
         }
+        outbox_moved(&app, &client, waiting);
     }
 }
 
@@ -125,6 +133,14 @@ fn publish(app: &App, client: &Client, report: SyncReport) {
         "problems": problems,
     });
     let _ = app.events.send(event.to_string());
+}
+
+/// Messages that waited to be sent went (or were refused): the pages read their chats again, to
+/// show each one's tick or "not sent".
+fn outbox_moved(app: &App, client: &Client, waiting_before: u64) {
+    if waiting_before > 0 && client.waiting_to_send().unwrap_or(0) != waiting_before {
+        let _ = app.events.send(json!({ "type": "resync" }).to_string());
+    }
 }
 
 fn status(app: &App, online: bool, error: Option<&ClientError>) {

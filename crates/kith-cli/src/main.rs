@@ -60,8 +60,11 @@ enum Command {
     /// Replace this device's token (if a copy of the profile folder may have leaked): copies
     /// made before stop working.
     RotateToken,
-    /// Send a 1:1 message.
+    /// Send a 1:1 message. Written while the server cannot be reached, it waits on this device
+    /// and goes by itself at the next `kith sync` (or while `kith app` runs).
     Send { username: String, text: String },
+    /// Send again a message of yours that the server refused (its id from `history --json`).
+    Retry { id: String },
     /// Fetch, decrypt and print new messages.
     Sync,
     /// Print the local history with a user, or of a group (by name or id).
@@ -164,7 +167,11 @@ fn default_profile() -> PathBuf {
 
 /// Plain words for the refusals a person is most likely to meet, chosen by the error's code
 /// (never by reading its text); the server's own message fills in the detail.
-fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
+fn explain(err: &ClientError, cli_target: Option<&str>) -> Failure {
+    Failure { message: explain_text(err, cli_target), code: 1, error: err.code_str() }
+}
+
+fn explain_text(err: &ClientError, cli_target: Option<&str>) -> String {
     let detail = err.message();
     match (err.code(), cli_target) {
         (Some(ErrorCode::UnknownUser), Some(who)) => {
@@ -198,15 +205,18 @@ fn explain(err: &ClientError, cli_target: Option<&str>) -> String {
 /// that showed what it could exits 0 and reports what it could not do on stderr.
 const UNREACHED: u8 = 3;
 
-/// Why a command failed, and its exit code.
+/// Why a command failed: in words, as a stable code (`--json` prints both), and its exit code.
 struct Failure {
     message: String,
     code: u8,
+    /// The SDK's or the server's code (`unknown_user`, `not_admin`, `network`…); `failed` for
+    /// what the command line itself refused (a file it could not read, a bad argument).
+    error: String,
 }
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure { message, code: 1 }
+        Failure { message, code: 1, error: "failed".into() }
     }
 }
 
@@ -231,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(path) = ca_cert {
                 let pem = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                client.trust_ca_pem(&pem).map_err(|e| e.to_string())?;
+                client.trust_ca_pem(&pem).map_err(|e| explain(&e, None))?;
             }
             let registered = if business {
                 let name = display_name.unwrap_or_else(|| username.clone());
@@ -265,13 +275,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| explain(&e, Some(&username)))?;
             out.sent(&m, &username);
         }
+        Command::Retry { id } => {
+            let m = client.retry_message(&id).await.map_err(|e| explain(&e, None))?;
+            out.retried(&m);
+        }
         Command::Sync => {
             // Marked shown only once printed: a `kith sync` killed before that prints them
             // again next time rather than never.
             client.defer_shown(true);
             let report = client.sync().await.map_err(|e| Failure {
-                message: explain(&e, None),
                 code: if e.is_unreached() { UNREACHED } else { 1 },
+                ..explain(&e, None)
             })?;
             if let Ok(groups) = client.groups() {
                 out.names = groups.into_iter().filter_map(|g| Some((g.id, g.name?))).collect();
@@ -282,36 +296,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             use std::io::Write as _;
             std::io::stdout().flush().map_err(|e| format!("cannot print: {e}"))?;
-            client.mark_shown(&report.messages).map_err(|e| e.to_string())?;
+            client.mark_shown(&report.messages).map_err(|e| explain(&e, None))?;
         }
         Command::History { target } => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string().into());
+                return Err(explain(&ClientError::NotRegistered, None));
             }
             // A group this device is out of still has its history here: by name too.
             let resolved = match client.resolve_target(&target) {
                 Err(e) if e.refusal() == Some(kith_client::Refusal::NotInConversation) => client
                     .groups()
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| explain(&e, None))?
                     .into_iter()
                     .find(|g| g.left && g.name.as_deref() == Some(target.as_str()))
                     .map(|g| kith_client::Target::Group(g.id))
-                    .ok_or_else(|| e.to_string())?,
-                other => other.map_err(|e| e.to_string())?,
+                    .ok_or_else(|| explain(&e, None))?,
+                other => other.map_err(|e| explain(&e, None))?,
             };
             let messages = match resolved {
                 kith_client::Target::Group(id) => client.conversation_history(&id),
                 kith_client::Target::Person(user) => client.history(&user),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e, None))?;
             out.history(&messages, &target);
         }
         Command::Group { command } => group(&mut client, &out, command).await?,
         Command::Contacts => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string().into());
+                return Err(explain(&ClientError::NotRegistered, None));
             }
-            out.contacts(&client.contacts().map_err(|e| e.to_string())?);
+            out.contacts(&client.contacts().map_err(|e| explain(&e, None))?);
         }
         Command::Story { command: StoryCommand::Post { text } } => {
             let story = client.story_post(&text).await.map_err(|e| explain(&e, None))?;
@@ -320,9 +334,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Story { command: StoryCommand::List } => {
             if client.profile().is_none() {
-                return Err(ClientError::NotRegistered.to_string().into());
+                return Err(explain(&ClientError::NotRegistered, None));
             }
-            out.stories(&client.stories().map_err(|e| e.to_string())?);
+            out.stories(&client.stories().map_err(|e| explain(&e, None))?);
         }
         Command::Disappear { target, duration } => {
             let timer = parse_timer(&duration)?;
@@ -380,14 +394,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn group(client: &mut Client, out: &output::Output, cmd: GroupCommand) -> Result<(), String> {
+async fn group(
+    client: &mut Client,
+    out: &output::Output,
+    cmd: GroupCommand,
+) -> Result<(), Failure> {
     let fail = |e: ClientError| explain(&e, None);
     match cmd {
         GroupCommand::Create { name, members } => {
             let (id, not_added) =
                 client.create_group_reporting(&name, &members).await.map_err(|e| {
                     match e.code() {
-                        Some(ErrorCode::UnknownUser) => format!("cannot create the group: {e}"),
+                        Some(ErrorCode::UnknownUser) => Failure {
+                            message: format!("cannot create the group: {e}"),
+                            ..explain(&e, None)
+                        },
                         _ => explain(&e, None),
                     }
                 })?;
@@ -486,10 +507,16 @@ fn open_browser(page: &std::path::Path) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { message, code }) => {
-            eprintln!("kith: {message}");
+        Err(Failure { message, code, error }) => {
+            if json {
+                let failure = serde_json::json!({ "error": { "code": error, "message": message } });
+                eprintln!("{failure}");
+            } else {
+                eprintln!("kith: {message}");
+            }
             ExitCode::from(code)
         }
     }

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use kith_client::{ConversationKind, GroupSummary, Message, Profile, Sent, Story, SyncReport};
+use kith_client::{
+    ConversationKind, Delivery, GroupSummary, Message, Profile, Sent, Story, SyncReport,
+};
 use kith_proto::BusinessEntry;
 use kith_proto::WhoAmI;
 use serde_json::json;
@@ -29,6 +31,8 @@ fn message_json(m: &Message) -> serde_json::Value {
         "outgoing": m.outgoing,
         "from_business": m.from_business,
         "verified": m.verified,
+        "state": m.state.as_str(),
+        "failure": m.failure,
     })
 }
 
@@ -64,6 +68,16 @@ fn human_line(m: &Message, names: &std::collections::HashMap<String, String>) ->
     };
     let who = if m.outgoing { "you".to_string() } else { format!("{}{badge}", m.from) };
     let text = shown(&m.text);
+    // Where this device's own message stands, when it is not simply sent.
+    let text = match (m.state, &m.failure) {
+        (Delivery::Sending, _) => format!("{text}  (sending…)"),
+        (Delivery::Failed, why) => format!(
+            "{text}  (not sent: {}; `kith retry {}` sends it again)",
+            shown(why.as_deref().unwrap_or("refused")),
+            m.id
+        ),
+        (Delivery::Sent, _) => text,
+    };
     match m.kind {
         // A system line says where, when it is a group's.
         ConversationKind::System => match names.get(&m.conversation) {
@@ -126,7 +140,13 @@ impl Output {
             println!(
                 "{}",
                 json!({"id": m.id, "conversation": m.conversation, "to": to,
-                    "sent_at": rfc3339(m.sent_at), "skipped": sent.not_delivered})
+                    "sent_at": rfc3339(m.sent_at), "skipped": sent.not_delivered,
+                    "state": m.state.as_str()})
+            );
+        } else if m.state == Delivery::Sending {
+            println!(
+                "Written to {to}; the server cannot be reached, so it waits on this device and \
+                 goes by itself at the next `kith sync` (or while `kith app` runs)."
             );
         } else if sent.not_delivered.is_empty() {
             println!("Sent to {to}.");
@@ -141,6 +161,24 @@ impl Output {
                  be told they missed it).",
                 who.join(", ")
             );
+        }
+    }
+
+    /// A failed message sent again.
+    pub fn retried(&self, m: &Message) {
+        if self.json {
+            println!("{}", message_json(m));
+        } else {
+            match (m.state, &m.failure) {
+                (Delivery::Sent, _) => println!("Sent."),
+                (Delivery::Sending, _) => println!(
+                    "The server cannot be reached; it waits on this device and goes by itself \
+                     at the next `kith sync`."
+                ),
+                (Delivery::Failed, why) => {
+                    println!("Not sent: {}.", shown(why.as_deref().unwrap_or("refused")))
+                }
+            }
         }
     }
 

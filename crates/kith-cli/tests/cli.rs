@@ -151,6 +151,20 @@ async fn errors_are_plain_and_exit_non_zero() {
     let r = kith(a.path(), &["send"]).await;
     assert!(!r.ok);
 
+    // With --json, an error is an object with a stable code (scripts match the code, never the
+    // sentence).
+    let code_of = |r: &Run| -> String {
+        let v: Value = serde_json::from_str(r.stderr.trim()).expect("one JSON object on stderr");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v["error"]["code"].as_str().unwrap().to_string()
+    };
+    let r = kith(a.path(), &["--json", "send", "nobody", "hello?"]).await;
+    assert_eq!((r.ok, code_of(&r).as_str()), (false, "unknown_user"));
+    let r = kith(fresh.path(), &["--json", "history", "bob"]).await;
+    assert_eq!(code_of(&r), "not_registered");
+    let r = kith(a.path(), &["--json", "group", "add", "no-such-group", "bob"]).await;
+    assert_eq!(code_of(&r), "unknown_conversation");
+
     // A server that is gone is named as such.
     server.stop().await;
     let r = kith(a.path(), &["sync"]).await;
@@ -563,4 +577,47 @@ async fn sync_shows_what_it_can_says_what_it_cannot_and_exits_3_only_when_it_rea
     drop(proxy);
     let r = kith(b.path(), &["sync"]).await;
     assert_eq!(r.code, Some(3), "{} {}", r.stdout, r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_while_the_server_is_down_goes_by_itself_once() {
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    let mut bob = server.user("bob").await;
+    assert!(kith(a.path(), &["send", "bob", "before"]).await.ok);
+    bob.sync().await.unwrap();
+    let down = server.down().await;
+    let r = kith(a.path(), &["send", "bob", "while you were out"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("waits on this device"), "{}", r.stdout);
+    let r = kith(a.path(), &["--json", "send", "bob", "and again"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(json_lines(&r.stdout)[0]["state"], "sending");
+    let r = kith(a.path(), &["--json", "history", "bob"]).await;
+    let states: Vec<(String, String)> = json_lines(&r.stdout)
+        .iter()
+        .map(|m| {
+            (m["text"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("before".to_string(), "sent".to_string()),
+            ("while you were out".to_string(), "sending".to_string()),
+            ("and again".to_string(), "sending".to_string()),
+        ]
+    );
+    let r = kith(a.path(), &["history", "bob"]).await;
+    assert!(r.stdout.contains("while you were out  (sending…)"), "{}", r.stdout);
+    let _server = down.up().await;
+    let r = kith(a.path(), &["sync"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let r = kith(a.path(), &["--json", "history", "bob"]).await;
+    assert!(json_lines(&r.stdout).iter().all(|m| m["state"] == "sent"), "{}", r.stdout);
+    let got: Vec<String> = bob.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(got, ["while you were out", "and again"]);
+    assert!(kith(a.path(), &["sync"]).await.ok);
+    assert!(bob.sync().await.unwrap().messages.is_empty());
 }

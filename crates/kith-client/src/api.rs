@@ -203,11 +203,19 @@ impl Api {
         Self::until_sure(|| self.call(Method::POST, "/v1/conversations", Some(req))).await
     }
 
-    /// Posts a sealed message, again when unsure (see [`Api::until_sure`]): a recipient can
-    /// decrypt one ciphertext only once and drops a copy, so the user sees the message once.
+    /// Posts a sealed message, again when unsure (see [`Api::until_sure`]): the server stores a
+    /// message with the same client id once.
     pub async fn send(&self, conversation: &str, req: &SendMessage) -> ClientResult<SendResponse> {
         let path = format!("/v1/conversations/{conversation}/messages");
-        Self::until_sure(|| self.call(Method::POST, &path, Some(req))).await
+        // Each attempt after the first says it is a repeat (the server looks for the first).
+        let again = SendMessage { repeat: req.client_id.is_some(), ..req.clone() };
+        let first = std::sync::atomic::AtomicBool::new(true);
+        Self::until_sure(|| {
+            let body =
+                if first.swap(false, std::sync::atomic::Ordering::Relaxed) { req } else { &again };
+            self.call(Method::POST, &path, Some(body))
+        })
+        .await
     }
 
     pub async fn pending_leaves(&self, conversation: &str) -> ClientResult<PendingLeaves> {
@@ -241,18 +249,21 @@ impl Api {
         let mut attempt = 1;
         loop {
             let wait = match call().await {
-                // Unavailable, or a gateway in front of it that got no answer in time.
-                Err(ClientError::Server { status: 502..=504, retry_after, .. })
-                    if attempt < POST_ATTEMPTS =>
+                // Unknown (`crate::unsure::outcome_unknown`) — but a wait that ran out is not
+                // repeated at once: the server may be busy with the first still.
+                Err(e)
+                    if attempt < POST_ATTEMPTS
+                        && crate::unsure::outcome_unknown(&e)
+                        && !matches!(e, ClientError::NoAnswer { timed_out: true }) =>
                 {
-                    retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)
-                }
-                // Not sent, or the connection broke: again after a second. A wait that ran out
-                // is not repeated: the server may be busy with the first still.
-                Err(ClientError::Network(_) | ClientError::NoAnswer { timed_out: false })
-                    if attempt < POST_ATTEMPTS =>
-                {
-                    1
+                    match e {
+                        // Unavailable, or a gateway in front of it that got no answer in time.
+                        ClientError::Server { retry_after, .. } => {
+                            retry_after.unwrap_or(1).clamp(1, MAX_POST_WAIT_SECONDS)
+                        }
+                        // Not sent, or the connection broke: again after a second.
+                        _ => 1,
+                    }
                 }
                 done => return done,
             };

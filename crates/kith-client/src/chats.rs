@@ -73,7 +73,7 @@ impl<'a> Scope<'a> {
 }
 
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at,
-    m.received_at, m.outgoing, m.expires_at, m.from_business, m.verified";
+    m.received_at, m.outgoing, m.expires_at, m.from_business, m.verified, m.state, m.failure";
 
 /// The chat list's figures for one chat, each one indexed query (never its whole history).
 fn summary(

@@ -539,7 +539,7 @@ impl Client {
     ///    ([`Client::sync_story_channel`]; `story_audience_changed`);
     /// 4. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`).
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
-        self.settle_token().await?;
+        self.settle().await?;
         let mut report = SyncReport::default();
         if let Err(e) = self.sync_inner_into(&mut report).await {
             // Reached nothing: the caller hears why. Part-way: what came is shown.
@@ -901,7 +901,8 @@ impl Client {
     /// Opens the push channel: everything waiting, then new entries as they arrive.
     pub async fn connect_push(&mut self) -> ClientResult<PushConnection> {
         use tungstenite::client::IntoClientRequest;
-        self.settle_token().await?;
+        // What waited — kept handshakes, the outbox — goes first (see `crate::unsure`).
+        self.settle().await?;
         let api = self.api()?;
         let mut request = api
             .ws_url()

@@ -9,6 +9,7 @@ use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
 use crate::mls;
 use crate::settings::{Committed, welcome_extension};
+use crate::unsure::{Answer, classify, request_json};
 use kith_proto::payload::{Body, Payload, valid_group_name};
 use kith_proto::settings::Settings;
 
@@ -89,9 +90,6 @@ pub(crate) fn message_expiry(
     timer.map(|t| accepted_at.saturating_add(t.saturating_mul(1000)).min(given.unwrap_or(u64::MAX)))
 }
 
-/// Catch-ups before a send that keeps meeting new epochs gives up.
-const STALE_ATTEMPTS: u32 = 3;
-
 /// A message sent, and the accounts it did not reach: one of their devices was away so long
 /// that its queue on the server was full (each is told, on return, how many it missed).
 #[derive(Clone, Debug)]
@@ -112,16 +110,19 @@ impl Client {
         check_text(text)?;
         let conversation = self.direct_conversation(peer).await?;
         let body = Body::Text { text: text.to_string() };
-        let sent = match self.send_body(&conversation, body.clone()).await {
+        let sent = match self.write(&conversation, body.clone()).await? {
             // They deleted the chat, and this device has not heard yet: it catches up (their
             // leave), and the message goes in a new conversation, as in every messenger.
-            Err(e) if e.code() == Some(ErrorCode::ConversationEnded) => {
+            (ended, Answer::Refused(e)) if e.code() == Some(ErrorCode::ConversationEnded) => {
+                local::outbox::discard(&self.conn, &ended.id)?;
                 self.sync_inner().await?;
                 local::set_left(&self.conn, &conversation, now_millis())?;
                 let fresh = self.direct_conversation(peer).await?;
                 self.send_body(&fresh, body).await?
             }
-            other => other?,
+            (message, Answer::Done(sent)) => Sent { message, not_delivered: sent.not_delivered },
+            (message, Answer::Unknown(_)) => Sent { message, not_delivered: Vec::new() },
+            (_, Answer::Refused(e)) => return Err(e),
         };
         // Writing to someone makes them a contact (and puts them in the story channel). The
         // message is out already; a failure here is retried at the next story.
@@ -384,14 +385,14 @@ impl Client {
             ));
         }
         let (id, request, record) = self.build_conversation(me, meta, claimed, settings)?;
-        let unknown = match self.api()?.create_conversation(&request).await {
-            Ok(_) => None,
+        let unknown = match classify(self.api()?.create_conversation(&request).await) {
+            Answer::Done(_) => None,
             // Made or not, nobody can say now: kept, and posted again before anything else is
             // done in it (the server answers its creator's repeat as created) — so the others
             // are never left in a conversation its creator dropped, and a retry makes no
             // second one.
-            Err(e) if crate::groups::outcome_unknown(&e) => Some(e),
-            Err(e) => {
+            Answer::Unknown(e) => Some(e),
+            Answer::Refused(e) => {
                 self.forget_group(&id);
                 return Err(e);
             }
@@ -411,9 +412,7 @@ impl Client {
             None => local::note_epoch_timer(&self.conn, &id, epoch, None)?,
         }
         if let Some(e) = unknown {
-            let json = serde_json::to_string(&request)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            local::keep_unsure(&self.conn, &id, local::Unsure::Creation, &json)?;
+            local::keep_unsure(&self.conn, &id, local::Unsure::Creation, &request_json(&request)?)?;
             return Err(e);
         }
         Ok(id)
@@ -501,7 +500,7 @@ impl Client {
     }
 
     /// Frames, franks and encrypts a payload for the conversation: the MLS message to send.
-    fn seal(&self, conversation: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
+    pub(crate) fn seal(&self, conversation: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
         let provider = self.provider();
         let signer = self.signer(&provider)?;
         let group_id = conversation_bytes(conversation)?;
@@ -525,10 +524,15 @@ impl Client {
         self.seal(conversation, &payload)
     }
 
-    /// Encrypts `body` for the conversation, sends it and keeps the plaintext locally.
-    pub(crate) async fn send_body(&mut self, conversation: &str, body: Body) -> ClientResult<Sent> {
-        // MLS sends nothing while a commit of this device is staged: settle it first.
-        self.settle_unsure(conversation).await?;
+    /// Writes `body` into the conversation: in the history and the outbox at once, *sending*
+    /// (see `crate::unsure`), then posted with whatever waits before it. The message as it
+    /// stands after (*sent*, still *sending* — no answer: it goes by itself at the next sync
+    /// or push connection — or *failed*), and what the server said.
+    pub(crate) async fn write(
+        &mut self,
+        conversation: &str,
+        body: Body,
+    ) -> ClientResult<(Message, Answer<SendResponse>)> {
         let me = self.me()?.clone();
         let local = local::conversation(&self.conn, conversation)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
@@ -536,45 +540,18 @@ impl Client {
             return Err(self.no_longer_in(conversation)?);
         }
         let now = now_millis();
-        let mut payload = Payload::new(random_hex(16)?, now, body);
-        // A device that fell behind (commits it has not fetched) is told `stale_epoch`: it
-        // catches up and encrypts the same payload again, for the current epoch — with that
-        // epoch's timer, so the message disappears by the timer its epoch has.
-        let mut attempt = 1;
-        let (sent, timer) = loop {
-            // A member's request to leave that nobody committed yet would block the message.
-            self.commit_pending_in(conversation).await?;
-            let timer = self.settings_of(conversation)?.timer;
-            payload.disappears_at = timer.map(|t| now + t * 1000);
-            let bytes = self.seal(conversation, &payload)?;
-            let request = SendMessage { message: B64(bytes) };
-            match self.api()?.send(conversation, &request).await {
-                Ok(sent) => break (sent, timer),
-                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) && attempt < STALE_ATTEMPTS => {
-                    self.sync_inner().await?;
-                    attempt += 1;
-                }
-                // Removed while this device was offline: it learns by whom.
-                Err(e) if e.code() == Some(ErrorCode::NotAMember) => {
-                    self.sync_inner().await?;
-                    if local::conversation(&self.conn, conversation)?.is_some_and(|c| c.left) {
-                        return Err(self.no_longer_in(conversation)?);
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
+        let payload = Payload::new(random_hex(16)?, now, body);
+        let (kind, text, expires_at) = match &payload.body {
+            Body::Text { text } => (local.kind, text.clone(), None),
+            Body::Story { text, expires_at } => {
+                (ConversationKind::Story, text.clone(), Some(*expires_at))
             }
-        };
-        let expiry = message_expiry(payload.disappears_at, sent.server_time, timer);
-        let (kind, text, expires_at) = match payload.body {
-            Body::Text { text } => (local.kind, text, expiry),
-            Body::Story { text, expires_at } => (ConversationKind::Story, text, Some(expires_at)),
             Body::GroupName { .. } | Body::Timer { .. } => {
                 return Err(ClientError::Protocol("settings are changed by commit".into()));
             }
         };
         let message = Message {
-            id: payload.id,
+            id: payload.id.clone(),
             conversation: conversation.to_string(),
             kind,
             from: me.username,
@@ -585,8 +562,38 @@ impl Client {
             expires_at,
             from_business: me.kind == AccountKind::Business,
             verified: false,
+            state: local::Delivery::Sending,
+            failure: None,
         };
-        local::insert_message(&self.conn, &message)?;
-        Ok(Sent { message, not_delivered: sent.not_delivered })
+        {
+            let tx = self.conn.transaction()?;
+            local::outbox::write(&tx, &message, &payload.encode(), &random_hex(16)?)?;
+            tx.commit()?;
+        }
+        let answer = match self.settle_token().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => Answer::Unknown(e),
+            Ok(()) => {
+                let answers =
+                    self.send_outbox(Some(conversation), Some(message.id.clone())).await?;
+                answers.into_iter().find(|(id, _)| *id == message.id).map_or_else(
+                    || Answer::Unknown(ClientError::Protocol("waiting behind another".into())),
+                    |(_, a)| a,
+                )
+            }
+        };
+        let message = local::message(&self.conn, &message.id)?.unwrap_or(message);
+        Ok((message, answer))
+    }
+
+    /// [`Client::write`], as a send's caller sees it: sent or waiting, it is returned; refused
+    /// for good, it stays in the history *failed* and the refusal is returned.
+    pub(crate) async fn send_body(&mut self, conversation: &str, body: Body) -> ClientResult<Sent> {
+        let (message, answer) = self.write(conversation, body).await?;
+        match answer {
+            Answer::Done(sent) => Ok(Sent { message, not_delivered: sent.not_delivered }),
+            Answer::Unknown(_) => Ok(Sent { message, not_delivered: Vec::new() }),
+            Answer::Refused(e) => Err(e),
+        }
     }
 }

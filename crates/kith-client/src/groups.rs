@@ -13,6 +13,7 @@ use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, ConversationKind, Message, Unsure};
 use crate::mls::{self, Provider};
 use crate::settings::{self as epoch_settings, Committed};
+use crate::unsure::{Answer, classify, request_json};
 use kith_proto::group::kept_admins;
 use kith_proto::payload::valid_group_name;
 use kith_proto::settings::Settings;
@@ -261,6 +262,8 @@ impl Client {
                 expires_at: timer.map(|t| now + t * 1000),
                 from_business: false,
                 verified: false,
+                state: crate::local::Delivery::Sent,
+                failure: None,
             },
         )?;
         Ok(())
@@ -595,23 +598,23 @@ impl Client {
                     welcome: None,
                 }
             };
-            match self.api()?.handshake(&id, &request).await {
-                Ok(_) => return self.left(&id),
-                Err(e) if outcome_unknown(&e) => {
+            match classify(self.api()?.handshake(&id, &request).await) {
+                Answer::Done(_) => return self.left(&id),
+                Answer::Unknown(e) => {
                     local::keep_unsure(&self.conn, &id, Unsure::Leave, &request_json(&request)?)?;
                     return Err(e);
                 }
-                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                Answer::Refused(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
                     self.sync_inner().await?;
                 }
-                Err(e) => return Err(e),
+                Answer::Refused(e) => return Err(e),
             }
         }
         Err(ClientError::Protocol("the group kept changing; try again".into()))
     }
 
     /// This device's request to leave was applied.
-    fn left(&mut self, id: &str) -> ClientResult<()> {
+    pub(crate) fn left(&mut self, id: &str) -> ClientResult<()> {
         let group =
             local::conversation(&self.conn, id)?.is_some_and(|c| c.kind == ConversationKind::Group);
         if group {
@@ -621,77 +624,6 @@ impl Client {
         // The group's state stays: messages queued for this device before the leave took
         // effect still arrive and must be readable (a chat's deletion drops the state itself).
         Ok(())
-    }
-
-    /// Posts again a handshake of this conversation whose outcome was unknown (see
-    /// `local::keep_unsure`), before anything else is done in it: the server answers a repeat
-    /// of one it applied as applied. Applied, its commit is merged (or the leave completed)
-    /// and what waited for it is taken in; refused, the staged commit is dropped; still
-    /// unknown — no answer, or one that does not tell (`401`: a token rotation to settle
-    /// first; `429`: the first attempts used the limit up) — the error is returned and it
-    /// stays kept.
-    pub(crate) async fn settle_unsure(&mut self, id: &str) -> ClientResult<()> {
-        let Some((kind, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
-        self.settle_token().await?;
-        let unsure = |e: &ClientError| {
-            outcome_unknown(e)
-                || matches!(e.code(), Some(ErrorCode::Unauthorized | ErrorCode::RateLimited))
-        };
-        let json = |e: serde_json::Error| ClientError::Protocol(e.to_string());
-        if kind == Unsure::Creation {
-            let request: CreateConversation = serde_json::from_str(&request).map_err(json)?;
-            match self.api()?.create_conversation(&request).await {
-                Err(e) if unsure(&e) => return Err(e),
-                Ok(_) => {}
-                // Refused: it was never made, and goes here too.
-                Err(e) => {
-                    tracing::info!(error = %e, "a creation was refused when posted again");
-                    self.forget_group(id);
-                    local::forget_conversation(&self.conn, id)?;
-                }
-            }
-            return Ok(local::forget_unsure(&self.conn, id)?);
-        }
-        let request: HandshakeRequest = serde_json::from_str(&request).map_err(json)?;
-        let sent = self.api()?.handshake(id, &request).await;
-        if let Err(e) = &sent
-            && unsure(e)
-        {
-            return sent.map(|_| ());
-        }
-        match (&sent, kind == Unsure::Leave) {
-            (Ok(_), true) => self.left(id)?,
-            // Out of the group already, by this request or another way.
-            (Err(e), true) if e.code() == Some(ErrorCode::NotAMember) => self.left(id)?,
-            (Err(e), true) => {
-                tracing::debug!(error = %e, "a request to leave was refused when posted again");
-            }
-            (sent, false) => {
-                if let Err(e) = self.settle_commit(id, sent.is_ok()) {
-                    tracing::warn!(error = %e, "a kept commit could not be settled");
-                }
-            }
-        }
-        local::forget_unsure(&self.conn, id)?;
-        // Entries that arrived on top of the commit (by push) waited for it.
-        let mut report = crate::SyncReport::default();
-        self.retry_held(id, &mut report)?;
-        Ok(())
-    }
-
-    /// Settles every conversation's unsure handshake (see [`Client::settle_unsure`]). One that
-    /// stays unknown holds up nothing else: entries for its group wait (held) or, if another
-    /// commit won, replace it; it is tried again next time.
-    pub(crate) async fn settle_all_unsure(&mut self) {
-        let ids = match local::unsure_conversations(&self.conn) {
-            Ok(ids) => ids,
-            Err(e) => return tracing::warn!(error = %e, "cannot read the kept handshakes"),
-        };
-        for id in ids {
-            if let Err(e) = self.settle_unsure(&id).await {
-                tracing::debug!(error = %e, "a kept handshake is still unsure");
-            }
-        }
     }
 
     /// Before an admin leaves: it stops being one, and if it was the last, the role goes to the
@@ -771,14 +703,14 @@ impl Client {
                     welcome: built.welcome.map(ser).transpose()?.map(B64),
                 }
             };
-            match self.api()?.handshake(id, &request).await {
-                Ok(_) => return self.settle_commit(id, true),
+            match classify(self.api()?.handshake(id, &request).await) {
+                Answer::Done(_) => return self.settle_commit(id, true),
                 // Applied or not, nobody can say now: kept, staged, for the next attempt.
-                Err(e) if outcome_unknown(&e) => {
+                Answer::Unknown(e) => {
                     local::keep_unsure(&self.conn, id, Unsure::Commit, &request_json(&request)?)?;
                     return Err(e);
                 }
-                Err(e) => {
+                Answer::Refused(e) => {
                     self.settle_commit(id, false)?;
                     if e.code() == Some(ErrorCode::NotAMember) {
                         // Removed while this device was offline: it learns by whom.
@@ -800,7 +732,7 @@ impl Client {
 
     /// This device's staged commit was applied by the server (merged here, with the settings
     /// it carried) or refused (dropped).
-    fn settle_commit(&self, id: &str, applied: bool) -> ClientResult<()> {
+    pub(crate) fn settle_commit(&self, id: &str, applied: bool) -> ClientResult<()> {
         let provider = self.provider();
         let mut group = self.load_group(&provider, id)?;
         let record = local::take_staged_settings(&self.conn, id)?;
@@ -956,21 +888,6 @@ impl Client {
             other => other,
         }
     }
-}
-
-/// Whether the server may have applied a request it did not answer (no answer, or a gateway's
-/// `502`–`504`), after every attempt `Api` made.
-pub(crate) fn outcome_unknown(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Network(_)
-            | ClientError::NoAnswer { .. }
-            | ClientError::Server { status: 502..=504, .. }
-    )
-}
-
-fn request_json(request: &HandshakeRequest) -> ClientResult<String> {
-    serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
 /// Whether adding one member can be why a change failed: OpenMLS refusing to build it (a key

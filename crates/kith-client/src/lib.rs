@@ -68,6 +68,7 @@ mod settings;
 mod signer;
 mod timers;
 mod tls;
+mod unsure;
 mod view;
 
 pub use chats::ChatSummary;
@@ -76,7 +77,7 @@ pub use convo::{MAX_TEXT_BYTES, Sent};
 pub use error::{ClientError, ClientResult, Refusal};
 pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};
-pub use local::{ConversationKind, Message, Profile};
+pub use local::{ConversationKind, Delivery, Message, Profile};
 /// The one MLS ciphersuite Kith speaks.
 pub use mls::CIPHERSUITE;
 /// How the profile stores OpenMLS state; public for the benchmarks, which build the same store.

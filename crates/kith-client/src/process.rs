@@ -34,6 +34,8 @@ fn system(
         expires_at,
         from_business: false,
         verified: false,
+        state: crate::local::Delivery::Sent,
+        failure: None,
     }
 }
 
@@ -365,6 +367,8 @@ impl Client {
                             expires_at: expiry,
                             from_business: entry.sender_kind == AccountKind::Business,
                             verified: entry.sender_verified,
+                            state: crate::local::Delivery::Sent,
+                            failure: None,
                         };
                         if local::insert_message(&self.conn, &m)? {
                             messages.push(m);
@@ -402,6 +406,8 @@ impl Client {
                                 expires_at: Some(expires_at),
                                 from_business: entry.sender_kind == AccountKind::Business,
                                 verified: entry.sender_verified,
+                                state: crate::local::Delivery::Sent,
+                                failure: None,
                             };
                             if local::insert_message(&self.conn, &m)? {
                                 messages.push(m);

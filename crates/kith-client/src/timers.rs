@@ -230,6 +230,8 @@ impl Client {
                     expires_at: Some(expires_at),
                     from_business: false,
                     verified: false,
+                    state: crate::local::Delivery::Sent,
+                    failure: None,
                 };
                 local::insert_message(&self.conn, &m)?;
                 (m, Vec::new())

@@ -11,8 +11,9 @@
 //! and renames; disappearing timers; stories; deleted chats; blocks and unblocks; two users
 //! acting at the same moment (both writing, or an admin adding while a member leaves); a
 //! `kithd` restart; queues so small that a user who stays away fills theirs (messages then
-//! skip them and they are told how many, commits never do); and creations whose answer is
-//! lost once or through every attempt. On PostgreSQL the users are spread over two `kithd`
+//! skip them and they are told how many, commits never do); creations whose answer is
+//! lost once or through every attempt; and messages whose every answer is lost (they wait in
+//! the outbox, *sending*, and after each sync nothing waits). On PostgreSQL the users are spread over two `kithd`
 //! nodes sharing one database, so the simultaneous actions go through two nodes.
 //!
 //! Seeds 1–10 run in the suite on SQLite and 1–5 on PostgreSQL; `MODEL_CASES=200` (or
@@ -155,7 +156,7 @@ impl Model {
 }
 
 /// Fails the run with the error and the steps that led to it.
-fn fail<T>(seed: u64, log: &[String], e: kith_client::ClientError) -> T {
+fn fail<T>(seed: u64, log: &[String], e: impl std::fmt::Debug) -> T {
     panic!("seed {seed}: {e:?}\n{}", log.join("\n"))
 }
 
@@ -328,6 +329,15 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
             4..=5 => {
                 log.push(format!("{} syncs", USERS[u]));
                 let r = users[u].sync().await.unwrap_or_else(|e| fail(seed, &log, e));
+                // A sync settles the outbox: nothing this device wrote still waits.
+                let waiting = users[u].waiting_to_send().unwrap();
+                if waiting > 0 {
+                    fail::<()>(
+                        seed,
+                        &log,
+                        format!("{} still has {waiting} messages waiting", USERS[u]),
+                    );
+                }
                 take(u, r, &mut seen, &mut expiries, &mut model.told_missed);
                 // Its invitations from accounts it blocks are dropped now, if they were not
                 // already; one it may have dropped shows whether it did.
@@ -671,6 +681,50 @@ async fn run(seed: u64, mut servers: Vec<TestServer>) {
                     timer: None,
                     members,
                 });
+            }
+            17 if rng.below(2) == 0 => {
+                // ann writes to someone and every answer is lost: the message waits in her
+                // outbox, *sending* (the server has it), and her next sync settles it — once.
+                let v = 1 + rng.below(n - 1);
+                count += 1;
+                let text = format!("d{count} {}>{}", USERS[0], USERS[v]);
+                log.push(format!("ann sends {text:?} to {}, losing every answer", USERS[v]));
+                for _ in 0..4 {
+                    proxy.lose_next("/messages");
+                }
+                let m = users[0]
+                    .send_text(USERS[v], &text)
+                    .await
+                    .unwrap_or_else(|e| fail(seed, &log, e));
+                if m.state != kith_client::Delivery::Sending {
+                    fail::<()>(
+                        seed,
+                        &log,
+                        format!("a send with its answers lost is {:?}", m.state),
+                    );
+                }
+                // Her next sync settles it: sent (the server had it), or failed (their queue
+                // was full: the server never stored it).
+                log.push("ann syncs".to_string());
+                let r = users[0].sync().await.unwrap_or_else(|e| fail(seed, &log, e));
+                take(0, r, &mut seen, &mut expiries, &mut model.told_missed);
+                let after = users[0].history(USERS[v]).unwrap();
+                let mine = after.iter().find(|x| x.text == text).unwrap();
+                match mine.state {
+                    kith_client::Delivery::Sent => {
+                        expiries.insert(text.clone(), mine.expires_at);
+                        if model.delivers(0, v) {
+                            model.expected[v].insert(text, 0);
+                        }
+                    }
+                    kith_client::Delivery::Failed
+                        if mine.failure.as_deref().is_some_and(|f| f.contains("undelivered")) => {}
+                    other => fail(seed, &log, format!("after a sync it is {other:?}: {mine:?}")),
+                }
+                model.wrote.insert((0, v));
+                if model.wrote.contains(&(v, 0)) {
+                    model.ever_mutual.insert(Model::pair(0, v));
+                }
             }
             17 => continue,
             15 => {

@@ -288,7 +288,21 @@ pub struct CreateConversationResponse {
 pub struct SendMessage {
     /// The TLS-serialized `MlsMessage` (a `PrivateMessage` for application data).
     pub message: B64,
+    /// An id the sending device chose for this message: 16 random bytes. Posted again with the
+    /// same id — its answer was lost, or it waited in the device's outbox — the message is
+    /// stored and delivered once; the repeat is answered `200` with the first's `message_id`
+    /// and `server_time`. Remembered for the server's retention period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<B64>,
+    /// Set when the device posts a message again: the server looks for the first before
+    /// anything else, so a repeat is answered as delivered even after the group moved on to
+    /// another epoch or the device left it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
 }
+
+/// The length of a [`SendMessage::client_id`].
+pub const CLIENT_ID_LEN: usize = 16;
 
 /// A `2xx` to a send means the message is durable on the server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -305,6 +319,10 @@ pub struct SendResponse {
     /// return, how many it missed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_delivered: Vec<String>,
+    /// The message was stored before under this `client_id`: nothing was stored or sent again
+    /// (`recipients`, `skipped` and `not_delivered` are then 0 and empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 /// What a queue entry carries.

@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
         now: 2,
         expires_at: None,
         withheld: vec![],
+        client_id: None,
     };
 
     c.bench_function("authenticate (cached device)", |bench| {

@@ -92,10 +92,11 @@ pub async fn register(state: &AppState, peer: IpAddr, req: RegisterRequest) -> R
         let before = registered_already(state, &who.0, &who.1, who.2.as_ref()).await?;
         before.map(|answer| Registered { answer, new: false }).ok_or(refused)
     };
-    if let Err(limited) = count_attempt(state, peer).await {
+    // The attempt is counted at `at`, and given back at the same `at` if it fails.
+    let at = state.now();
+    if let Err(limited) = count_attempt(state, peer, at).await {
         return repeat(limited).await;
     }
-    let at = state.now();
     match create(state, req).await {
         Ok(answer) => Ok(Registered { answer, new: true }),
         Err(e) => {
@@ -118,8 +119,7 @@ pub async fn register(state: &AppState, peer: IpAddr, req: RegisterRequest) -> R
 /// Per address, so one address cannot mint accounts in bulk (behind a proxy, the proxy's):
 /// counted on this node and across every node sharing the store. The attempt counts from
 /// here; if it fails, it is given back.
-async fn count_attempt(state: &AppState, peer: IpAddr) -> Result<()> {
-    let at = state.now();
+async fn count_attempt(state: &AppState, peer: IpAddr, at: u64) -> Result<()> {
     let verdict = state.safety.check_registration(peer, at);
     safety::enforce(state, "", verdict).await?;
     let source = crate::safety::policy::registration_source(peer);

@@ -127,6 +127,7 @@ impl From<DeliveryError> for ApiError {
             DeliveryError::NotAMember => ErrorCode::NotAMember,
             DeliveryError::StoryOwnerOnly => ErrorCode::Forbidden,
             DeliveryError::Ended => ErrorCode::ConversationEnded,
+            DeliveryError::ClientId => ErrorCode::BadRequest,
             DeliveryError::Stale { .. } => ErrorCode::StaleEpoch,
             DeliveryError::QueueFull { .. } => {
                 return ApiError::said(ErrorCode::QueueFull, &e).retry(QUEUE_FULL_RETRY_AFTER);

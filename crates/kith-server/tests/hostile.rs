@@ -82,6 +82,7 @@ on_both_stores! {
     a_member_cannot_hand_its_seat_to_another_account(test_config()),
     a_forged_leave_costs_the_one_left_nothing(test_config()),
     a_flood_of_invitations_pushes_no_friend_s_out(generous_claims()),
+    a_message_id_is_its_own_device_s(test_config()),
 }
 
 fn generous_claims() -> ServerConfig {
@@ -1115,4 +1116,46 @@ async fn a_flood_of_invitations_pushes_no_friend_s_out(server: TestServer) {
     u[0].sync().await.unwrap();
     let stories: Vec<String> = u[0].stories().unwrap().into_iter().map(|s| s.text).collect();
     assert!(stories.contains(&"from carol".to_string()), "{stories:?}");
+}
+
+/// The id a device gives its message (so a repeat is delivered once) is that device's alone:
+/// another member reusing it stores its own message, cannot silence the first device's next
+/// one, and a repeat is answered as delivered even after its sender left.
+async fn a_message_id_is_its_own_device_s(server: TestServer) {
+    let (mut u, club) = club(&server).await;
+    let path = format!("/v1/conversations/{club}/messages");
+    let body = |bytes: Vec<u8>, id: &[u8], repeat: bool| json!({"message": B64(bytes), "client_id": B64(id.to_vec()), "repeat": repeat});
+    let first = u[0].encrypt_for_bench(&club, "first").unwrap();
+    let a = u[0].hostile().post(&path, body(first, &[7; 16], false)).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let first_id = a.body["message_id"].as_u64().unwrap();
+    // bob takes alice's id for his own message: it is his, stored.
+    let bobs = u[1].encrypt_for_bench(&club, "bob's").unwrap();
+    let a = u[1].hostile().post(&path, body(bobs, &[7; 16], true)).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_ne!(a.body["message_id"].as_u64(), Some(first_id));
+    // alice's repeat (other bytes) is answered with her first, and stores nothing.
+    let again = u[0].encrypt_for_bench(&club, "first, once more").unwrap();
+    let a = u[0].hostile().post(&path, body(again, &[7; 16], false)).await;
+    assert_eq!((a.status, a.body["repeated"].as_bool()), (200, Some(true)), "{:?}", a.body);
+    assert_eq!(a.body["message_id"].as_u64(), Some(first_id));
+    // Saying "repeat" of an id never used sends a message like any other.
+    let fresh = u[0].encrypt_for_bench(&club, "second").unwrap();
+    let a = u[0].hostile().post(&path, body(fresh, &[8; 16], true)).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    // An id that is not 16 bytes is refused, nothing stored.
+    let odd = u[0].encrypt_for_bench(&club, "odd").unwrap();
+    let a = u[0].hostile().post(&path, body(odd, &[9; 15], false)).await;
+    assert_eq!((a.status, a.code()), (400, Some("bad_request")), "{:?}", a.body);
+    let texts: Vec<String> =
+        u[2].sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["first", "bob's", "second"]);
+    // alice leaves; her repeat is still answered as delivered (not `not_a_member`).
+    u[0].group_leave(&club).await.unwrap();
+    let late = b"whatever the bytes".to_vec();
+    let a = u[0].hostile().post(&path, body(late.clone(), &[7; 16], true)).await;
+    assert_eq!((a.status, a.body["message_id"].as_u64()), (200, Some(first_id)), "{:?}", a.body);
+    // Without saying so, it is an ordinary post by a device that left.
+    let a = u[0].hostile().post(&path, body(late, &[7; 16], false)).await;
+    assert_eq!(a.code(), Some("not_a_member"), "{:?}", a.body);
 }

@@ -99,7 +99,7 @@ pub(crate) async fn run_fast(
     jobs: &[Job],
 ) -> Result<Vec<Done>, sqlx::Error> {
     let mut results: Vec<Done> = jobs.iter().map(|_| Done::Removed(0)).collect();
-    let sends: Vec<(usize, &NewMessage)> = jobs
+    let mut sends: Vec<(usize, &NewMessage)> = jobs
         .iter()
         .enumerate()
         .filter_map(|(n, (op, _))| match op {
@@ -115,6 +115,9 @@ pub(crate) async fn run_fast(
                 .fetch_all(&mut *tx)
                 .await?;
         ids.sort_unstable();
+        // A repeat of a message its device posted before (same client id) is answered with the
+        // first and stored no more.
+        leave_out_repeats(tx, &mut sends, &mut ids, &mut results).await?;
         let (mut conversation, mut sender, mut kind, mut data, mut created, mut expires) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut entry_device, mut entry_message) = (Vec::new(), Vec::new());
@@ -162,7 +165,7 @@ pub(crate) async fn run_fast(
                 .map(|d| seq_of.get(&(*id, i(*d))).copied().map(u))
                 .collect::<Option<Vec<u64>>>()
                 .ok_or_else(|| sqlx::Error::Protocol("a queued entry was not returned".into()))?;
-            results[*n] = Done::Enqueued(Enqueued { message_id: u(*id), seqs });
+            results[*n] = Done::Enqueued(Enqueued { message_id: u(*id), seqs, repeat_of: None });
         }
     }
     let (mut ack_job, mut ack_device, mut ack_seq) = (Vec::new(), Vec::new(), Vec::new());
@@ -199,6 +202,52 @@ pub(crate) async fn run_fast(
         delete_orphans(tx, &messages).await?;
     }
     Ok(results)
+}
+
+/// Claims the client ids of `sends` (each with its drawn id) and takes out of `sends` and `ids`
+/// the repeats, answering each with the first message (what is left may be nothing: the
+/// statements that follow insert nothing then). Acks in the batch are unaffected.
+async fn leave_out_repeats(
+    tx: &mut sqlx::PgConnection,
+    sends: &mut Vec<(usize, &NewMessage)>,
+    ids: &mut Vec<i64>,
+    results: &mut [Done],
+) -> Result<(), sqlx::Error> {
+    let claims: Vec<(DeviceId, &[u8], i64, Millis)> = sends
+        .iter()
+        .zip(ids.iter())
+        .filter_map(|((_, m), id)| Some((m.sender_device, m.client_id.as_deref()?, *id, m.now)))
+        .collect();
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let claimed = crate::delivery::claim_client_ids(tx, &claims).await?;
+    if claimed.len() == claims.len() {
+        return Ok(());
+    }
+    let mut kept_sends = Vec::with_capacity(sends.len());
+    let mut kept_ids = Vec::with_capacity(ids.len());
+    for ((n, m), id) in sends.drain(..).zip(ids.drain(..)) {
+        match &m.client_id {
+            Some(client_id) if !claimed.contains(&id) => {
+                let (first, at) = crate::delivery::sent_before(tx, m.sender_device, client_id)
+                    .await?
+                    .ok_or_else(|| sqlx::Error::Protocol("a claimed client id vanished".into()))?;
+                results[n] = Done::Enqueued(Enqueued {
+                    message_id: first,
+                    seqs: Vec::new(),
+                    repeat_of: Some(at),
+                });
+            }
+            _ => {
+                kept_sends.push((n, m));
+                kept_ids.push(id);
+            }
+        }
+    }
+    *sends = kept_sends;
+    *ids = kept_ids;
+    Ok(())
 }
 
 /// The slow path: each job in its own savepoint.

@@ -62,6 +62,7 @@ impl ConversationStore for PgStore {
                 now: c.now,
                 expires_at: None,
                 withheld: c.withheld,
+                client_id: None,
             },
         )
         .await

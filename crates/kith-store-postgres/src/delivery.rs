@@ -4,15 +4,67 @@
 
 use super::*;
 
+/// The message `device` stored under `client_id` before: its id and acceptance time.
+pub(crate) async fn sent_before(
+    conn: &mut sqlx::PgConnection,
+    device: DeviceId,
+    client_id: &[u8],
+) -> Result<Option<(MessageId, Millis)>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT message_id, created_at FROM sent_ids WHERE device_id = $1 AND client_id = $2",
+    )
+    .bind(i(device))
+    .bind(client_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(m, at)| (u(m), u(at))))
+}
+
+/// Claims `client_id` of `device` for the message `id`: false when the device used it before
+/// (a concurrent claim waits for the other transaction, then sees it).
+pub(crate) async fn claim_client_ids(
+    tx: &mut sqlx::PgConnection,
+    claims: &[(DeviceId, &[u8], i64, Millis)],
+) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+    let devices: Vec<i64> = claims.iter().map(|c| i(c.0)).collect();
+    let ids: Vec<&[u8]> = claims.iter().map(|c| c.1).collect();
+    let messages: Vec<i64> = claims.iter().map(|c| c.2).collect();
+    let created: Vec<i64> = claims.iter().map(|c| i(c.3)).collect();
+    let claimed: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO sent_ids (device_id, client_id, message_id, created_at)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BIGINT[])
+         ON CONFLICT DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(&devices)
+    .bind(&ids)
+    .bind(&messages)
+    .bind(&created)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(claimed.into_iter().collect())
+}
+
 /// Stores a message and its queue entries, and announces them to the other processes.
 pub(crate) async fn insert_message(
     tx: &mut sqlx::PgConnection,
     announce: &Announce,
     m: &NewMessage,
 ) -> Result<Enqueued, sqlx::Error> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    let id: i64 =
+        sqlx::query_scalar("SELECT nextval('messages_id_seq')").fetch_one(&mut *tx).await?;
+    if let Some(client_id) = &m.client_id {
+        let claim = [(m.sender_device, client_id.as_slice(), id, m.now)];
+        if claim_client_ids(tx, &claim).await?.is_empty() {
+            let (first, at) = sent_before(tx, m.sender_device, client_id)
+                .await?
+                .ok_or_else(|| sqlx::Error::Protocol("a claimed client id vanished".into()))?;
+            return Ok(Enqueued { message_id: first, seqs: Vec::new(), repeat_of: Some(at) });
+        }
+    }
+    sqlx::query(
+        "INSERT INTO messages (id, conversation, sender_device, kind, data, created_at, expires_at)
+         VALUES ($7, $1, $2, $3, $4, $5, $6)",
     )
     .bind(&m.conversation)
     .bind(i(m.sender_device))
@@ -20,7 +72,8 @@ pub(crate) async fn insert_message(
     .bind(&m.data)
     .bind(i(m.now))
     .bind(m.expires_at.map(i))
-    .fetch_one(&mut *tx)
+    .bind(id)
+    .execute(&mut *tx)
     .await?;
     let mut seqs = Vec::with_capacity(m.recipients.len());
     if !m.recipients.is_empty() {
@@ -59,7 +112,7 @@ pub(crate) async fn insert_message(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(Enqueued { message_id: u(id), seqs })
+    Ok(Enqueued { message_id: u(id), seqs, repeat_of: None })
 }
 
 #[async_trait]
@@ -79,6 +132,15 @@ impl DeliveryStore for PgStore {
             Done::Enqueued(e) => Ok(e),
             Done::Removed(_) => Err(StoreError::Backend("the batcher mixed up its answers".into())),
         }
+    }
+
+    async fn sent_before(
+        &self,
+        device: DeviceId,
+        client_id: &[u8],
+    ) -> StoreResult<Option<(MessageId, Millis)>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        sent_before(&mut conn, device, client_id).await.map_err(backend)
     }
 
     async fn fetch(
@@ -201,6 +263,11 @@ impl DeliveryStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        sqlx::query("DELETE FROM sent_ids WHERE created_at < $1")
+            .bind(i(cutoff))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1 OR expires_at <= $2")
             .bind(i(cutoff))
             .bind(i(now))

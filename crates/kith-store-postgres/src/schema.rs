@@ -135,6 +135,15 @@ const MIGRATIONS: &[&str] = &[
         count BIGINT NOT NULL,
         PRIMARY KEY (device_id, conversation)
      );",
+    // 10: the id each sending device chose for a message, so a repeat is delivered once.
+    "CREATE TABLE sent_ids (
+        device_id BIGINT NOT NULL,
+        client_id BYTEA NOT NULL,
+        message_id BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (device_id, client_id)
+     );
+     CREATE INDEX sent_ids_created ON sent_ids (created_at);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -55,6 +55,7 @@ impl ConversationStore for SqliteStore {
                         now: c.now,
                         expires_at: None,
                         withheld: c.withheld,
+                        client_id: None,
                     },
                 )
                 .map(|e| e.message_id)

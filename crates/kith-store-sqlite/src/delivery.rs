@@ -4,10 +4,29 @@
 
 use super::*;
 
+/// The message `device` stored under `client_id` before: its id and acceptance time.
+fn sent_before(
+    conn: &Connection,
+    device: DeviceId,
+    client_id: &[u8],
+) -> Result<Option<(u64, u64)>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT message_id, created_at FROM sent_ids WHERE device_id = ?1 AND client_id = ?2",
+    )?
+    .query_row(params![i(device), client_id], |r| Ok((u(r.get(0)?), u(r.get(1)?))))
+    .optional()
+}
+
 pub(crate) fn insert_message(
     conn: &Connection,
     m: &NewMessage,
 ) -> Result<Enqueued, rusqlite::Error> {
+    // Writes are serialized on one connection: a look, then the insert, cannot race.
+    if let Some(client_id) = &m.client_id
+        && let Some((message_id, at)) = sent_before(conn, m.sender_device, client_id)?
+    {
+        return Ok(Enqueued { message_id, seqs: Vec::new(), repeat_of: Some(at) });
+    }
     conn.prepare_cached(
         "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -21,6 +40,13 @@ pub(crate) fn insert_message(
         m.expires_at.map(i)
     ])?;
     let id = conn.last_insert_rowid();
+    if let Some(client_id) = &m.client_id {
+        conn.prepare_cached(
+            "INSERT INTO sent_ids (device_id, client_id, message_id, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![i(m.sender_device), client_id, id, i(m.now)])?;
+    }
     let mut q = conn.prepare_cached("INSERT INTO queue (device_id, message_id) VALUES (?1, ?2)")?;
     let mut seqs = Vec::with_capacity(m.recipients.len());
     for d in &m.recipients {
@@ -40,13 +66,22 @@ pub(crate) fn insert_message(
             w.execute(params![i(*d), id, i(m.sender_device), i(MAX_WITHHELD)])?;
         }
     }
-    Ok(Enqueued { message_id: u(id), seqs })
+    Ok(Enqueued { message_id: u(id), seqs, repeat_of: None })
 }
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {
     async fn enqueue(&self, m: NewMessage) -> StoreResult<Enqueued> {
         self.inner.writer.write(move |conn| insert_message(conn, &m).map_err(backend)).await
+    }
+
+    async fn sent_before(
+        &self,
+        device: DeviceId,
+        client_id: &[u8],
+    ) -> StoreResult<Option<(MessageId, Millis)>> {
+        let client_id = client_id.to_vec();
+        self.read(move |conn| sent_before(conn, device, &client_id)).await
     }
 
     async fn fetch(
@@ -199,6 +234,8 @@ impl DeliveryStore for SqliteStore {
                     params![i(cutoff), i(now)],
                 )
                 .map_err(backend)?;
+                conn.execute("DELETE FROM sent_ids WHERE created_at < ?1", params![i(cutoff)])
+                    .map_err(backend)?;
                 conn.execute(
                     "DELETE FROM messages WHERE created_at < ?1 OR expires_at <= ?2",
                     params![i(cutoff), i(now)],

@@ -135,6 +135,15 @@ const MIGRATIONS: &[&str] = &[
         count INTEGER NOT NULL,
         PRIMARY KEY (device_id, conversation)
      ) WITHOUT ROWID;",
+    // 10: the id each sending device chose for a message, so a repeat is delivered once.
+    "CREATE TABLE sent_ids (
+        device_id INTEGER NOT NULL,
+        client_id BLOB NOT NULL,
+        message_id INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (device_id, client_id)
+     ) WITHOUT ROWID;
+     CREATE INDEX sent_ids_created ON sent_ids (created_at);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -43,6 +43,7 @@ async fn acknowledged_ciphertext_leaves_the_wal_and_files_are_private() {
             now: 1,
             expires_at: None,
             withheld: vec![],
+            client_id: None,
         })
         .await
         .unwrap();

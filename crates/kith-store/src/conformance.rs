@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             attempts_are_counted_and_forgotten,
             key_packages_are_dropped_for_renewal,
             missed_messages_are_counted_until_told,
+            repeats_by_client_id_are_stored_once,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -98,6 +99,7 @@ fn message(from: DeviceId, to: Vec<DeviceId>, data: &[u8], now: Millis) -> NewMe
         now,
         expires_at: None,
         withheld: vec![],
+        client_id: None,
     }
 }
 
@@ -857,4 +859,54 @@ pub async fn missed_messages_are_counted_until_told(store: Arc<dyn Store>) {
     store.forget_missed(a, &[(conv(1), 1), (conv(9), 4)]).await.unwrap();
     assert!(store.missed(a, 100).await.unwrap().is_empty());
     assert_eq!(store.missed(b, 100).await.unwrap(), vec![(conv(1), 1)]);
+}
+
+pub async fn repeats_by_client_id_are_stored_once(store: Arc<dyn Store>) {
+    let (a, b) = two_in_a_conversation(&*store).await;
+    let keyed = |id: u8, data: &[u8], now: Millis| NewMessage {
+        client_id: Some(vec![id; 16]),
+        ..message(a, vec![b], data, now)
+    };
+    let first = store.enqueue(keyed(1, b"hello", NOW + 10)).await.unwrap();
+    assert_eq!((first.seqs.len(), first.repeat_of), (1, None));
+    assert_eq!(store.sent_before(a, &[1; 16]).await.unwrap(), Some((first.message_id, NOW + 10)));
+    // The same id again — other bytes, later — is answered with the first, and stores nothing.
+    let again = store.enqueue(keyed(1, b"hello, encrypted again", NOW + 20)).await.unwrap();
+    assert_eq!((again.message_id, again.repeat_of), (first.message_id, Some(NOW + 10)));
+    assert!(again.seqs.is_empty());
+    // Another id, or the same id from another device, is a message of its own.
+    let other = store.enqueue(keyed(2, b"second", NOW + 30)).await.unwrap();
+    assert_eq!(other.repeat_of, None);
+    assert_eq!(store.sent_before(b, &[1; 16]).await.unwrap(), None);
+    let theirs =
+        NewMessage { client_id: Some(vec![1; 16]), ..message(b, vec![a], b"theirs", NOW + 40) };
+    assert_eq!(store.enqueue(theirs).await.unwrap().repeat_of, None);
+    let got: Vec<Vec<u8>> = store
+        .fetch(b, 0, 10, NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Message)
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(got, vec![b"hello".to_vec(), b"second".to_vec()]);
+    // Repeats at once, from many tasks: one lands.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        let m = keyed(3, b"raced", NOW + 50);
+        tasks.push(tokio::spawn(async move { store.enqueue(m).await.unwrap() }));
+    }
+    let mut firsts = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let e = t.await.unwrap();
+        firsts += usize::from(e.repeat_of.is_none());
+        ids.insert(e.message_id);
+    }
+    assert_eq!((firsts, ids.len()), (1, 1));
+    // Remembered for the retention period, then forgotten with the messages.
+    store.sweep_expired(NOW + 100, NOW).await.unwrap();
+    assert_eq!(store.sent_before(a, &[1; 16]).await.unwrap(), None);
+    assert_eq!(store.enqueue(keyed(1, b"much later", NOW + 200)).await.unwrap().repeat_of, None);
 }

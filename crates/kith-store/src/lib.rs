@@ -171,6 +171,10 @@ pub struct NewMessage {
     /// whose account blocks the sender. A device holds at most [`MAX_WITHHELD`] withheld
     /// entries from one sending device; past that, it is left out.
     pub withheld: Vec<DeviceId>,
+    /// The id the sending device chose for this message (16 bytes), so that posting it again —
+    /// its answer was lost — delivers it once: a message whose device and id were stored before
+    /// is not stored again (see [`Enqueued::repeat_of`]). Remembered for the retention period.
+    pub client_id: Option<Vec<u8>>,
 }
 
 /// What another server process sharing the store announced (see [`DeliveryStore::announcements`]).
@@ -191,6 +195,9 @@ pub enum Announcement {
 pub struct Enqueued {
     pub message_id: MessageId,
     pub seqs: Vec<u64>,
+    /// `Some(accepted_at)` when the device had posted this client id before: nothing was
+    /// stored or queued, `message_id` is the first's and this the time it was accepted.
+    pub repeat_of: Option<Millis>,
 }
 
 /// A new conversation: its members (the creator included), the server's copy of its public
@@ -510,6 +517,14 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// Answers the message id and each recipient's entry, in the order of `recipients`, so the
     /// server can push them to connected devices without reading them back.
     async fn enqueue(&self, message: NewMessage) -> StoreResult<Enqueued>;
+
+    /// The message `device` posted with `client_id` (see [`NewMessage::client_id`]): its id and
+    /// when it was accepted, while the retention period keeps it.
+    async fn sent_before(
+        &self,
+        device: DeviceId,
+        client_id: &[u8],
+    ) -> StoreResult<Option<(MessageId, Millis)>>;
 
     /// Up to `limit` of the device's entries with `seq > after`, in queue order, leaving out
     /// messages that expired by `now`.

@@ -275,7 +275,12 @@ impl Hostile<'_> {
 
     /// Posts raw bytes as an application message.
     pub async fn post_message(&self, conversation: &str, message: Vec<u8>) -> Answer {
-        let body = serde_json::to_value(SendMessage { message: B64(message) }).unwrap();
+        let body = serde_json::to_value(SendMessage {
+            message: B64(message),
+            client_id: None,
+            repeat: false,
+        })
+        .unwrap();
         self.post(&format!("/v1/conversations/{conversation}/messages"), body).await
     }
 

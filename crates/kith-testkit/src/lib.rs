@@ -59,6 +59,44 @@ pub struct TestServer {
     reopen: Option<Reopen>,
 }
 
+/// A test server that is down (see [`TestServer::down`]).
+pub struct Down {
+    reopen: Reopen,
+    addr: std::net::SocketAddr,
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+    data: TempDir,
+}
+
+impl Down {
+    /// Starts the server again on the same address with the same data (its store opened anew,
+    /// nothing kept in memory).
+    pub async fn up(self) -> TestServer {
+        let Down { reopen, addr, config, clock, data } = self;
+        let store: Arc<dyn Store> = match &reopen {
+            Reopen::Sqlite(path) => Arc::new(kith_store_sqlite::SqliteStore::open(path).unwrap()),
+            Reopen::Postgres { url, schema } => Arc::new(
+                kith_store_postgres::PgStore::connect_in_schema(url, schema).await.unwrap(),
+            ),
+        };
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 50 => {
+                    // The old listener's port is not free yet.
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("could not listen on {addr} again: {e}"),
+            }
+        };
+        let mut server = TestServer::serve_on(listener, store, config, clock, data).await;
+        server.reopen = Some(reopen);
+        server
+    }
+}
+
 /// Where a test server's data lives, to open it again after a restart.
 #[derive(Clone)]
 enum Reopen {
@@ -193,7 +231,13 @@ impl TestServer {
 
     /// Stops the server gracefully and starts it again on the same address with the same data
     /// (its store opened anew, nothing kept in memory), as `kithd` restarted by an operator.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.down().await.up().await
+    }
+
+    /// Stops the server gracefully; [`Down::up`] starts it again on the same address with the
+    /// same data. Meanwhile its address answers nothing (a server that is down).
+    pub async fn down(mut self) -> Down {
         let reopen = self.reopen.clone().expect("a server started on a store it can reopen");
         let addr = self.state.config.listen;
         let config = (*self.state.config).clone();
@@ -206,27 +250,7 @@ impl TestServer {
         }
         let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
         drop(self);
-        let store: Arc<dyn Store> = match &reopen {
-            Reopen::Sqlite(path) => Arc::new(kith_store_sqlite::SqliteStore::open(path).unwrap()),
-            Reopen::Postgres { url, schema } => Arc::new(
-                kith_store_postgres::PgStore::connect_in_schema(url, schema).await.unwrap(),
-            ),
-        };
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(_) if tries < 50 => {
-                    // The old listener's port is not free yet.
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("could not listen on {addr} again: {e}"),
-            }
-        };
-        let mut server = Self::serve_on(listener, store, config, clock, data).await;
-        server.reopen = Some(reopen);
-        server
+        Down { reopen, addr, config, clock, data }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -39,6 +39,10 @@ export interface Message {
   expires_at: number | null;
   from_business: boolean;
   verified: boolean;
+  /** This device's own message: still on its way (it goes by itself once the server can be
+   * reached), with the server, or refused (see `failure`; it can be sent again). */
+  state: "sending" | "sent" | "failed";
+  failure?: string;
 }
 
 export interface Chat {
@@ -161,6 +165,7 @@ export const api = {
   report: (message_id: string, reason: string) =>
     call<{ report_id: number }>("POST", "/api/report", { message_id, reason }),
   businesses: (q: string) => call<Business[]>("GET", `/api/businesses?q=${encodeURIComponent(q)}`),
+  retry: (id: string) => call<{ chat: string | null; message: Message }>("POST", `/api/messages/${encodeURIComponent(id)}/retry`),
   deleteChat: (user: string) => call<{ deleted: number }>("POST", "/api/delete", { user }),
   rotateToken: () => call<object>("POST", "/api/rotate-token"),
 };

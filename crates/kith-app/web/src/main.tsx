@@ -720,13 +720,13 @@ function ChatList(props: {
 
 /** One message. Drawn again only if it changes: a busy chat re-renders the list on every
  * arrival, and redrawing thousands of unchanged messages each time would fall behind. */
-class MessageItem extends Component<{ m: Message; me: string; inGroup: boolean; onPanel: (p: Panel) => void }> {
+class MessageItem extends Component<{ m: Message; me: string; inGroup: boolean; onPanel: (p: Panel) => void; onRetry: (m: Message) => void }> {
   shouldComponentUpdate(next: { m: Message; inGroup: boolean }) {
     return next.m !== this.props.m || next.inGroup !== this.props.inGroup;
   }
 
   render() {
-    const { m, me, inGroup, onPanel } = this.props;
+    const { m, me, inGroup, onPanel, onRetry } = this.props;
     if (m.kind === "system") return <li class="system">{systemText(m, me)}</li>;
     return (
       <li class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
@@ -745,10 +745,41 @@ class MessageItem extends Component<{ m: Message; me: string; inGroup: boolean; 
               Report
             </button>
           )}
+          {m.outgoing && <Delivery m={m} onRetry={onRetry} />}
         </span>
       </li>
     );
   }
+}
+
+/** Where one's own message stands: a clock while it is on its way, a tick once the server has
+ * it, "not sent" with the reason and a retry when it was refused. */
+function Delivery(props: { m: Message; onRetry: (m: Message) => void }) {
+  const { m } = props;
+  if (m.state === "sending") {
+    return (
+      <span class="delivery sending" title="Sending: it goes by itself once the server can be reached">
+        {" "}
+        <ClockIcon label="sending" />
+      </span>
+    );
+  }
+  if (m.state === "failed") {
+    return (
+      <span class="delivery failed" role="status">
+        {" "}
+        <span title={m.failure ?? ""}>not sent{m.failure ? `: ${m.failure}` : ""}</span>{" "}
+        <button class="link" onClick={() => props.onRetry(m)}>
+          retry
+        </button>
+      </span>
+    );
+  }
+  return (
+    <span class="delivery sent" role="img" aria-label="sent" title="Sent">
+      {" "}✓
+    </span>
+  );
 }
 
 function Conversation(props: {
@@ -760,6 +791,7 @@ function Conversation(props: {
   draft: string;
   onDraft: (text: string) => void;
   onSend: (text: string) => Promise<boolean>;
+  onRetry: (m: Message) => void;
   onBack: () => void;
   onPanel: (p: Panel) => void;
   onChanged: () => void;
@@ -896,7 +928,7 @@ function Conversation(props: {
       <ol class="messages" ref={list} aria-label="Messages" aria-live="polite">
         {props.messages.length === 0 && <li class="hint empty">No messages yet.</li>}
         {props.messages.map((m) => (
-          <MessageItem key={m.id} m={m} me={props.me} inGroup={isGroup} onPanel={props.onPanel} />
+          <MessageItem key={m.id} m={m} me={props.me} inGroup={isGroup} onPanel={props.onPanel} onRetry={props.onRetry} />
         ))}
       </ol>
       <ErrorLine error={error} />
@@ -1187,7 +1219,16 @@ function Messenger(props: { me: Me }) {
 
   const send = async (text: string) => {
     if (!open) return false;
-    const { chat, message, not_delivered } = await api.send(open, text);
+    let answer: Awaited<ReturnType<typeof api.send>>;
+    try {
+      answer = await api.send(open, text);
+    } catch (e) {
+      // A refusal after the message was written leaves it in the chat, "not sent", with a
+      // retry (the draft stays too: a refusal before writing must not lose it).
+      void loadOpen(open);
+      throw e;
+    }
+    const { chat, message, not_delivered } = answer;
     setDrafts((d) => ({ ...d, [open]: "" }));
     if (not_delivered && not_delivered.length > 0) {
       const who = not_delivered.join(", ");
@@ -1202,6 +1243,17 @@ function Messenger(props: { me: Me }) {
     }
     void loadChats();
     return true;
+  };
+
+  /** A refused message sent again: it comes back sent, waiting, or refused again (with why). */
+  const retry = async (m: Message) => {
+    try {
+      const { message } = await api.retry(m.id);
+      setMessages((old) => old.map((o) => (o.id === message.id ? message : o)));
+    } catch (e) {
+      setNotices((old) => [...old, messageOf(e)].slice(-5));
+    }
+    void loadChats();
   };
 
   const askNotify = async () => {
@@ -1281,6 +1333,7 @@ function Messenger(props: { me: Me }) {
             draft={drafts[open] ?? ""}
             onDraft={(text) => setDrafts((d) => ({ ...d, [open]: text }))}
             onSend={send}
+            onRetry={(m) => void retry(m)}
             onBack={() => setOpen(null)}
             onPanel={setPanel}
             onChanged={() => {

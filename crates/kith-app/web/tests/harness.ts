@@ -36,18 +36,25 @@ async function until<T>(what: string, read: () => T | undefined, ms = 20_000): P
 export interface Server {
   url: string;
   data: string;
+  /** The folder holding its configuration, store and logs. */
+  root: string;
+  child: ChildProcess;
 }
 
 /** A kithd; `config` is TOML for its configuration file (e.g. higher limits for `npm run perf`). */
 export async function startKithd(config = ""): Promise<Server> {
-  const data = folder("kithd-");
-  const log = join(data, "kithd.log");
-  writeFileSync(join(data, "kithd.toml"), config);
+  const root = folder("kithd-");
+  writeFileSync(join(root, "kithd.toml"), config);
+  return serveKithd(root, "127.0.0.1:0", "kithd.log");
+}
+
+async function serveKithd(root: string, listen: string, logName: string): Promise<Server> {
+  const log = join(root, logName);
   const child = spawn(
     "sh",
     [
       "-c",
-      `exec "${BIN}/kithd" serve --config "${data}/kithd.toml" --listen 127.0.0.1:0 --data "${data}/store" 2>"${log}"`,
+      `exec "${BIN}/kithd" serve --config "${root}/kithd.toml" --listen ${listen} --data "${root}/store" 2>"${log}"`,
     ],
     { stdio: "ignore", env: { ...process.env, KITHD_LOG: "info" } },
   );
@@ -59,7 +66,20 @@ export async function startKithd(config = ""): Promise<Server> {
       return undefined;
     }
   });
-  return { url: `http://${addr}`, data: `${data}/store` };
+  return { url: `http://${addr}`, data: `${root}/store`, root, child };
+}
+
+/** Stops a kithd (as an operator would) and waits until it is gone. */
+export async function stopKithd(server: Server): Promise<void> {
+  if (server.child.exitCode !== null) return;
+  const gone = new Promise((ok) => server.child.once("exit", ok));
+  server.child.kill("SIGTERM");
+  await gone;
+}
+
+/** Starts a stopped kithd again: the same address, configuration and data. */
+export async function startKithdAgain(server: Server): Promise<Server> {
+  return serveKithd(server.root, new URL(server.url).host, `kithd-again-${Date.now()}.log`);
 }
 
 export interface App {

@@ -30,6 +30,14 @@ use crate::mls::FramingError;
 use crate::safety::{self, Action, Refusal};
 use crate::state::AppState;
 
+/// What a request that may be a repeat got: carried out now, or before (its answer was lost,
+/// or it waited in the device's outbox, and the client posted it again; nothing is done twice).
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done(T),
+    Repeated(T),
+}
+
 /// Why a post was refused by a delivery rule.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -46,6 +54,8 @@ pub enum DeliveryError {
          keeps; try again when they have caught up"
     )]
     QueueFull { max: u64 },
+    #[error("a client message id is 16 bytes")]
+    ClientId,
     #[error(transparent)]
     Framing(#[from] FramingError),
     #[error(transparent)]

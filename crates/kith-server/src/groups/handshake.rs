@@ -103,6 +103,7 @@ pub async fn apply(
             now,
             expires_at: None,
             withheld: vec![],
+            client_id: None,
         },
         welcome,
     };

@@ -24,15 +24,8 @@ use std::collections::BTreeMap;
 
 use kith_store::{DeviceId, Store};
 
+pub use crate::delivery::Outcome;
 pub use error::{GroupError, GroupResult};
-
-/// What a request that may be a repeat got: carried out now, or before (its answer was lost
-/// and the client posted it again; nothing is done twice).
-#[derive(Debug)]
-pub enum Outcome<T> {
-    Done(T),
-    Repeated(T),
-}
 
 /// A leaf of the tree and the device it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]

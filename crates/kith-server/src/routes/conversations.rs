@@ -49,7 +49,8 @@ pub async fn create(
     request_body = SendMessage,
     responses(
         (status = 202, description = "Stored durably and queued", body = SendResponse),
-        (status = 400, description = "invalid_conversation_id, invalid_message", body = ErrorBody),
+        (status = 200, description = "Stored before under the same `client_id` (the device posted it again): nothing is stored or sent again; the first's `message_id` and `server_time`, `repeated`", body = SendResponse),
+        (status = 400, description = "invalid_conversation_id, invalid_message, bad_request (a `client_id` that is not 16 bytes)", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "not_a_member", body = ErrorBody),
         (status = 404, description = "unknown_conversation", body = ErrorBody),
@@ -63,7 +64,12 @@ pub async fn send(
     Body(req): Body<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<SendResponse>)> {
     let started = std::time::Instant::now();
-    let sent = crate::delivery::send::send(&state, &me, &id, req.message.0).await?;
-    state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
-    Ok((StatusCode::ACCEPTED, Json(sent)))
+    match crate::delivery::send::send(&state, &me, &id, req).await? {
+        Outcome::Done(sent) => {
+            state.metrics.send_seconds.observe(started.elapsed().as_secs_f64());
+            Ok((StatusCode::ACCEPTED, Json(sent)))
+        }
+        // Posted before under the same client id: nothing stored or sent again.
+        Outcome::Repeated(first) => Ok((StatusCode::OK, Json(first))),
+    }
 }

@@ -1,8 +1,12 @@
 //! The profile's own tables: the account, conversations, message history and the set of
 //! server messages already processed. MLS state lives beside them, kept by OpenMLS.
 
+pub mod outbox;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+
+pub use outbox::Delivery;
 
 use kith_proto::{AccountKind, QueueEntry, Secret};
 
@@ -75,6 +79,11 @@ pub struct Message {
     /// Sent by a business account, and whether the server's admin verified it.
     pub from_business: bool,
     pub verified: bool,
+    /// For this device's own messages: sending, sent or failed (see `outbox`).
+    pub state: Delivery,
+    /// Why a failed message was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// A conversation this device is (or was) in.
@@ -214,6 +223,15 @@ CREATE TABLE IF NOT EXISTS kith_account_kinds (
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(outbox::SCHEMA)?;
+    for (column, ddl) in outbox::MESSAGE_COLUMNS {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('kith_messages') WHERE name = ?1")?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(ddl)?;
+        }
+    }
     // Profiles made before settings were epoch state.
     for (column, ddl) in [
         ("settings_record", "ALTER TABLE kith_conversations ADD COLUMN settings_record BLOB"),
@@ -615,8 +633,8 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
         .prepare_cached(
             "INSERT OR IGNORE INTO kith_messages
          (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-          from_business, verified, shown)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8)",
+          from_business, verified, shown, state, failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8, ?12, ?13)",
         )?
         .execute(params![
             m.id,
@@ -629,7 +647,9 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
             m.outgoing,
             m.expires_at.map(i),
             m.from_business,
-            m.verified
+            m.verified,
+            m.state.as_str(),
+            m.failure
         ])?;
     Ok(n == 1)
 }
@@ -640,7 +660,7 @@ pub fn insert_message(conn: &Connection, m: &Message) -> rusqlite::Result<bool> 
 pub fn unshown(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare_cached(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
-                expires_at, from_business, verified
+                expires_at, from_business, verified, state, failure
          FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
          ORDER BY rowid",
     )?
@@ -677,14 +697,27 @@ pub fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         expires_at: r.get::<_, Option<i64>>(8)?.map(u),
         from_business: r.get(9)?,
         verified: r.get(10)?,
+        state: Delivery::parse(&r.get::<_, String>(11)?),
+        failure: r.get(12)?,
     })
+}
+
+/// One message of the history, by id.
+pub fn message(conn: &Connection, id: &str) -> rusqlite::Result<Option<Message>> {
+    conn.prepare_cached(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified, state, failure
+         FROM kith_messages WHERE id = ?1",
+    )?
+    .query_row(params![id], message_row)
+    .optional()
 }
 
 /// Every message exchanged with `peer` in 1:1 conversations, oldest first.
 pub fn history_with(conn: &Connection, peer: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
-                m.expires_at, m.from_business, m.verified
+                m.expires_at, m.from_business, m.verified, m.state, m.failure
          FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
          WHERE c.kind = 'direct' AND c.peer = ?1 AND (m.expires_at IS NULL OR m.expires_at > ?2)
          ORDER BY m.sent_at, m.received_at, m.id",
@@ -701,7 +734,7 @@ pub fn history_of(
 ) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-                from_business, verified
+                from_business, verified, state, failure
          FROM kith_messages WHERE conversation = ?1 AND (expires_at IS NULL OR expires_at > ?2)
          ORDER BY sent_at, received_at, id",
     )?
@@ -813,7 +846,7 @@ pub fn own_story_channel(conn: &Connection, me: &str) -> rusqlite::Result<Option
 pub fn stories(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Message>> {
     conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-                from_business, verified
+                from_business, verified, state, failure
          FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
            AND sender NOT IN (SELECT username FROM kith_blocked)
          ORDER BY sent_at DESC, id",
@@ -916,7 +949,9 @@ pub fn frank(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<Fra
 }
 
 /// A frank holds the message's text: it goes when the message goes.
+/// What belonged to messages that are gone — franking records, outbox rows — goes too.
 fn forget_orphan_franks(conn: &Connection) -> rusqlite::Result<usize> {
+    outbox::forget_orphans(conn)?;
     conn.execute(
         "DELETE FROM kith_franks WHERE message_id NOT IN (SELECT id FROM kith_messages)",
         [],
