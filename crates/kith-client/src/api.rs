@@ -205,17 +205,23 @@ impl Api {
 
     /// Posts a sealed message, again when unsure (see [`Api::until_sure`]): the server stores a
     /// message with the same client id once.
-    pub async fn send(&self, conversation: &str, req: &SendMessage) -> ClientResult<SendResponse> {
+    /// Also says whether it was posted more than once (a later refusal then does not tell
+    /// whether an earlier attempt went through).
+    pub async fn send(
+        &self,
+        conversation: &str,
+        req: &SendMessage,
+    ) -> (ClientResult<SendResponse>, bool) {
         let path = format!("/v1/conversations/{conversation}/messages");
         // Each attempt after the first says it is a repeat (the server looks for the first).
         let again = SendMessage { repeat: req.client_id.is_some(), ..req.clone() };
-        let first = std::sync::atomic::AtomicBool::new(true);
-        Self::until_sure(|| {
-            let body =
-                if first.swap(false, std::sync::atomic::Ordering::Relaxed) { req } else { &again };
-            self.call(Method::POST, &path, Some(body))
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = Self::until_sure(|| {
+            let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.call(Method::POST, &path, Some(if n == 0 { req } else { &again }))
         })
-        .await
+        .await;
+        (result, attempts.into_inner() > 1)
     }
 
     pub async fn pending_leaves(&self, conversation: &str) -> ClientResult<PendingLeaves> {

@@ -113,12 +113,15 @@ impl Client {
         let sent = match self.write(&conversation, body.clone()).await? {
             // They deleted the chat, and this device has not heard yet: it catches up (their
             // leave), and the message goes in a new conversation, as in every messenger.
+            // The first stays in the old chat, failed, until the new one is written: nothing the
+            // person wrote is lost on the way.
             (ended, Answer::Refused(e)) if e.code() == Some(ErrorCode::ConversationEnded) => {
-                local::outbox::discard(&self.conn, &ended.id)?;
                 self.sync_inner().await?;
                 local::set_left(&self.conn, &conversation, now_millis())?;
                 let fresh = self.direct_conversation(peer).await?;
-                self.send_body(&fresh, body).await?
+                let sent = self.send_body(&fresh, body).await?;
+                local::outbox::discard(&self.conn, &ended.id)?;
+                sent
             }
             (message, Answer::Done(sent)) => Sent { message, not_delivered: sent.not_delivered },
             (message, Answer::Unknown(_)) => Sent { message, not_delivered: Vec::new() },
@@ -565,11 +568,8 @@ impl Client {
             state: local::Delivery::Sending,
             failure: None,
         };
-        {
-            let tx = self.conn.transaction()?;
-            local::outbox::write(&tx, &message, &payload.encode(), &random_hex(16)?)?;
-            tx.commit()?;
-        }
+        // One row: in the history and the outbox at once.
+        local::outbox::write(&self.conn, &message, &payload.encode(), &random_hex(16)?)?;
         let answer = match self.settle_token().await {
             Err(e) if e.is_local() => return Err(e),
             Err(e) => Answer::Unknown(e),

@@ -163,8 +163,9 @@ impl Client {
     }
 
     /// Posts the outbox's waiting messages (of one conversation, or all), oldest first: each
-    /// goes to *sent* or *failed*; the first whose outcome stays unknown ends the round (the
-    /// rest keep their order, and wait for the next). `first` names a message just written,
+    /// goes to *sent* or *failed*; one whose outcome stays unknown keeps the rest of its
+    /// conversation waiting for the next round, and ends the round if the server could not be
+    /// reached. `first` names a message just written,
     /// never posted: the only one not posted as a repeat. What each got, by message id.
     pub(crate) async fn send_outbox(
         &mut self,
@@ -172,16 +173,23 @@ impl Client {
         first: Option<String>,
     ) -> ClientResult<Vec<(String, Answer<SendResponse>)>> {
         let mut answers = Vec::new();
+        // A conversation whose message stays unknown keeps the rest of its messages waiting
+        // (their order is its); the others go on — unless the server cannot be reached at all.
+        let mut stuck = std::collections::BTreeSet::new();
         for pending in outbox::sending(&self.conn, conversation)? {
+            if stuck.contains(&pending.conversation) {
+                continue;
+            }
             // Posted before or not, the server is asked to look for it first: cheap, and right
             // whenever an earlier post may have landed.
             let answer = self.post(&pending, first.as_deref() != Some(&pending.message_id)).await?;
-            let unknown = matches!(answer, Answer::Unknown(_));
+            let unreachable = matches!(&answer, Answer::Unknown(e) if outcome_unknown(e));
             if let Answer::Unknown(e) = &answer {
                 tracing::debug!(error = %e, "a message waits in the outbox");
+                stuck.insert(pending.conversation.clone());
             }
             answers.push((pending.message_id, answer));
-            if unknown {
+            if unreachable {
                 break;
             }
         }
@@ -228,15 +236,16 @@ impl Client {
             let timer = self.settings_of(id)?.timer;
             payload.disappears_at = timer.map(|t| now_millis().saturating_add(t * 1000));
             let request = SendMessage {
-                message: B64(self.seal(id, &payload)?),
+                message: B64(self.seal_at_once(id, &payload)?),
                 client_id: Some(B64(client_id.clone())),
                 repeat,
             };
             repeat = true;
-            let answer = if first_post {
-                classify(self.api()?.send(id, &request).await)
+            let (result, posted_again) = self.api()?.send(id, &request).await;
+            let answer = if first_post && !posted_again {
+                classify(result)
             } else {
-                classify_repeat(self.api()?.send(id, &request).await)
+                classify_repeat(result)
             };
             match answer {
                 Answer::Done(sent) => {
@@ -244,7 +253,7 @@ impl Client {
                         kith_proto::payload::Body::Story { expires_at, .. } => Some(*expires_at),
                         _ => message_expiry(payload.disappears_at, sent.server_time, timer),
                     };
-                    outbox::delivered(&mut self.conn, &pending.message_id, expiry)?;
+                    outbox::delivered(&self.conn, &pending.message_id, expiry)?;
                     return Ok(Answer::Done(sent));
                 }
                 Answer::Unknown(e) => return Ok(Answer::Unknown(e)),
@@ -273,6 +282,21 @@ impl Client {
         }
         // The group kept moving: it waits for the next round.
         Ok(Answer::Unknown(ClientError::Protocol("the group kept changing".into())))
+    }
+
+    /// Encrypts in one local transaction: OpenMLS's several writes for one message (its
+    /// ratchet's next secrets) land in one commit, or none.
+    fn seal_at_once(&self, id: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let sealed = self.seal(id, payload).and_then(|bytes| Ok(tx.commit().map(|()| bytes)?));
+        if sealed.is_err() {
+            // Rolled back (when the transaction is dropped): the kept group may be ahead of it.
+            self.forget_cached(Some(id));
+        }
+        sealed
     }
 
     /// Sends a message that failed again (see the module): it goes back to *sending*, after

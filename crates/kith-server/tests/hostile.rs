@@ -83,6 +83,13 @@ on_both_stores! {
     a_forged_leave_costs_the_one_left_nothing(test_config()),
     a_flood_of_invitations_pushes_no_friend_s_out(generous_claims()),
     a_message_id_is_its_own_device_s(test_config()),
+    a_repeat_is_held_to_the_rate_like_any_post(few_messages()),
+}
+
+fn few_messages() -> ServerConfig {
+    let mut c = test_config();
+    c.safety.max_messages_per_minute = 3;
+    c
 }
 
 fn generous_claims() -> ServerConfig {
@@ -1158,4 +1165,23 @@ async fn a_message_id_is_its_own_device_s(server: TestServer) {
     // Without saying so, it is an ordinary post by a device that left.
     let a = u[0].hostile().post(&path, body(late, &[7; 16], false)).await;
     assert_eq!(a.code(), Some("not_a_member"), "{:?}", a.body);
+}
+
+/// Saying "repeat" (with or without an id, one stored or not) does not get a post past the
+/// message rate: found in review, where a repeat without an id skipped the rate entirely.
+async fn a_repeat_is_held_to_the_rate_like_any_post(server: TestServer) {
+    let (u, club) = club(&server).await;
+    let path = format!("/v1/conversations/{club}/messages");
+    let mut answered = Vec::new();
+    for n in 0..8u8 {
+        let bytes = u[0].encrypt_for_bench(&club, &format!("post {n}")).unwrap();
+        let body = match n % 3 {
+            0 => json!({"message": B64(bytes), "repeat": true}),
+            1 => json!({"message": B64(bytes), "repeat": true, "client_id": B64(vec![n; 16])}),
+            _ => json!({"message": B64(bytes), "repeat": true, "client_id": B64(vec![1; 16])}),
+        };
+        answered.push(u[0].hostile().post(&path, body).await.status);
+    }
+    let limited = answered.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 4, "a repeat got past the rate: {answered:?}");
 }

@@ -21,12 +21,6 @@ pub(crate) fn insert_message(
     conn: &Connection,
     m: &NewMessage,
 ) -> Result<Enqueued, rusqlite::Error> {
-    // Writes are serialized on one connection: a look, then the insert, cannot race.
-    if let Some(client_id) = &m.client_id
-        && let Some((message_id, at)) = sent_before(conn, m.sender_device, client_id)?
-    {
-        return Ok(Enqueued { message_id, seqs: Vec::new(), repeat_of: Some(at) });
-    }
     conn.prepare_cached(
         "INSERT INTO messages (conversation, sender_device, kind, data, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -40,12 +34,22 @@ pub(crate) fn insert_message(
         m.expires_at.map(i)
     ])?;
     let id = conn.last_insert_rowid();
+    // The device's id for it is claimed before anything is queued; taken already (a repeat),
+    // the row just made goes again and the first is answered. (Writes are serialized on one
+    // connection: nothing can come between the two.)
     if let Some(client_id) = &m.client_id {
-        conn.prepare_cached(
-            "INSERT INTO sent_ids (device_id, client_id, message_id, created_at)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![i(m.sender_device), client_id, id, i(m.now)])?;
+        let claimed = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sent_ids (device_id, client_id, message_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![i(m.sender_device), client_id, id, i(m.now)])?;
+        if claimed == 0 {
+            conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?.execute(params![id])?;
+            let (message_id, at) = sent_before(conn, m.sender_device, client_id)?
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            return Ok(Enqueued { message_id, seqs: Vec::new(), repeat_of: Some(at) });
+        }
     }
     let mut q = conn.prepare_cached("INSERT INTO queue (device_id, message_id) VALUES (?1, ?2)")?;
     let mut seqs = Vec::with_capacity(m.recipients.len());

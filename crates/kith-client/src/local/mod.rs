@@ -223,7 +223,6 @@ CREATE TABLE IF NOT EXISTS kith_account_kinds (
 
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(outbox::SCHEMA)?;
     for (column, ddl) in outbox::MESSAGE_COLUMNS {
         let has: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('kith_messages') WHERE name = ?1")?
@@ -232,6 +231,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(ddl)?;
         }
     }
+    conn.execute_batch(outbox::SCHEMA)?;
     // Profiles made before settings were epoch state.
     for (column, ddl) in [
         ("settings_record", "ALTER TABLE kith_conversations ADD COLUMN settings_record BLOB"),
@@ -949,9 +949,7 @@ pub fn frank(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<Fra
 }
 
 /// A frank holds the message's text: it goes when the message goes.
-/// What belonged to messages that are gone — franking records, outbox rows — goes too.
 fn forget_orphan_franks(conn: &Connection) -> rusqlite::Result<usize> {
-    outbox::forget_orphans(conn)?;
     conn.execute(
         "DELETE FROM kith_franks WHERE message_id NOT IN (SELECT id FROM kith_messages)",
         [],

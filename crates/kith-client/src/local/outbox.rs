@@ -7,25 +7,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Message, i, u};
 
-pub(super) const SCHEMA: &str = "
--- A message written and not yet answered by the server (or refused: kept for a retry): its
--- plaintext payload (encrypted afresh at each post, for the group's epoch then) and the id the
--- server recognises a repeat by.
-CREATE TABLE IF NOT EXISTS kith_outbox (
-    message_id TEXT PRIMARY KEY,
-    conversation TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    written_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS kith_outbox_written ON kith_outbox (written_at);
-";
-
-/// Columns the outbox adds to `kith_messages` in profiles made before it.
-pub(super) const MESSAGE_COLUMNS: [(&str, &str); 2] = [
+/// The outbox lives in `kith_messages` itself — one row per message, written once and updated
+/// once on the send path: its state, why it failed, the id the server recognises a repeat by,
+/// and, while it is not sent, its plaintext payload (encrypted afresh at each post, for the
+/// group's epoch then; dropped once sent).
+pub(super) const MESSAGE_COLUMNS: [(&str, &str); 4] = [
     ("state", "ALTER TABLE kith_messages ADD COLUMN state TEXT NOT NULL DEFAULT 'sent'"),
     ("failure", "ALTER TABLE kith_messages ADD COLUMN failure TEXT"),
+    ("client_id", "ALTER TABLE kith_messages ADD COLUMN client_id TEXT"),
+    ("payload", "ALTER TABLE kith_messages ADD COLUMN payload BLOB"),
 ];
+
+/// After the columns: the messages waiting, found without reading the history.
+pub(super) const SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS kith_messages_sending ON kith_messages (sent_at)
+    WHERE state = 'sending';
+";
 
 /// Where a message of this device stands with the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,10 +31,10 @@ pub enum Delivery {
     /// Written, not answered yet: it is posted again by itself (at the next sync, or when a
     /// push connection opens) until the server answers.
     Sending,
-    /// The server has it (for a received message: always).
+    /// With the server (a received message always is).
     #[default]
     Sent,
-    /// Refused for good; see the message's `failure`. [`retry`] puts it back.
+    /// Refused for good (see the message's `failure`); [`retry`] puts it back.
     Failed,
 }
 
@@ -68,30 +65,41 @@ pub struct Pending {
     pub payload: Vec<u8>,
 }
 
-/// Puts a message just written in the history, *sending*, and in the outbox (the caller holds
-/// a transaction: both or neither).
+/// Puts a message just written in the history, *sending*, with what it takes to post it.
 pub fn write(
     conn: &Connection,
     message: &Message,
     payload: &[u8],
     client_id: &str,
 ) -> rusqlite::Result<()> {
-    super::insert_message(conn, message)?;
-    conn.execute(
-        "INSERT INTO kith_outbox (message_id, conversation, client_id, payload, written_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![message.id, message.conversation, client_id, payload, i(message.sent_at)],
-    )?;
+    conn.prepare_cached(
+        "INSERT INTO kith_messages
+         (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+          from_business, verified, shown, state, client_id, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7, ?8, 0, 1, 'sending', ?9, ?10)",
+    )?
+    .execute(params![
+        message.id,
+        message.conversation,
+        message.kind.as_str(),
+        message.from,
+        message.text,
+        i(message.sent_at),
+        message.expires_at.map(i),
+        message.from_business,
+        client_id,
+        payload
+    ])?;
     Ok(())
 }
 
 /// The messages waiting to be sent, oldest first; of one conversation, or of all.
 pub fn sending(conn: &Connection, conversation: Option<&str>) -> rusqlite::Result<Vec<Pending>> {
     conn.prepare_cached(
-        "SELECT o.message_id, o.conversation, o.client_id, o.payload
-         FROM kith_outbox o JOIN kith_messages m ON m.id = o.message_id
-         WHERE m.state = 'sending' AND (?1 IS NULL OR o.conversation = ?1)
-         ORDER BY o.written_at, o.rowid",
+        "SELECT id, conversation, client_id, payload FROM kith_messages
+         WHERE state = 'sending' AND (?1 IS NULL OR conversation = ?1)
+           AND client_id IS NOT NULL AND payload IS NOT NULL
+         ORDER BY sent_at, rowid",
     )?
     .query_map(params![conversation], |r| {
         Ok(Pending {
@@ -105,23 +113,21 @@ pub fn sending(conn: &Connection, conversation: Option<&str>) -> rusqlite::Resul
 }
 
 /// The server has it: *sent*, deleted at `expires_at` (its timer, from the time the server
-/// accepted it), and out of the outbox — both or neither.
+/// accepted it); its payload is not kept.
 pub fn delivered(
-    conn: &mut Connection,
+    conn: &Connection,
     message_id: &str,
     expires_at: Option<u64>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    tx.prepare_cached(
-        "UPDATE kith_messages SET state = 'sent', failure = NULL, expires_at = ?2 WHERE id = ?1",
+    conn.prepare_cached(
+        "UPDATE kith_messages SET state = 'sent', failure = NULL, expires_at = ?2, payload = NULL
+         WHERE id = ?1",
     )?
     .execute(params![message_id, expires_at.map(i)])?;
-    tx.prepare_cached("DELETE FROM kith_outbox WHERE message_id = ?1")?
-        .execute(params![message_id])?;
-    tx.commit()
+    Ok(())
 }
 
-/// Refused for good: *failed*, with why. It stays in the outbox for a [`retry`].
+/// Refused for good: *failed*, with why. Its payload stays for a [`retry`].
 pub fn failed(conn: &Connection, message_id: &str, reason: &str) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE kith_messages SET state = 'failed', failure = ?2 WHERE id = ?1",
@@ -134,8 +140,8 @@ pub fn failed(conn: &Connection, message_id: &str, reason: &str) -> rusqlite::Re
 pub fn retry(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<String>> {
     let conversation: Option<String> = conn
         .query_row(
-            "SELECT o.conversation FROM kith_outbox o JOIN kith_messages m ON m.id = o.message_id
-             WHERE o.message_id = ?1 AND m.state = 'failed'",
+            "SELECT conversation FROM kith_messages
+             WHERE id = ?1 AND state = 'failed' AND payload IS NOT NULL",
             params![message_id],
             |r| r.get(0),
         )
@@ -149,20 +155,10 @@ pub fn retry(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<Str
     Ok(conversation)
 }
 
-/// Takes a message out of the history and the outbox (one sent again elsewhere).
+/// Takes a message out of the history (one sent again elsewhere).
 pub fn discard(conn: &Connection, message_id: &str) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM kith_messages WHERE id = ?1", params![message_id])?;
-    conn.execute("DELETE FROM kith_outbox WHERE message_id = ?1", params![message_id])?;
     Ok(())
-}
-
-/// Outbox rows whose message is gone (a deleted chat, a purge) go too: nothing of a deleted
-/// message stays on the disk.
-pub(super) fn forget_orphans(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM kith_outbox WHERE message_id NOT IN (SELECT id FROM kith_messages)",
-        [],
-    )
 }
 
 /// How many messages wait to be sent.

@@ -4,7 +4,8 @@
 //! 1. [`super::member_route`]: only members post; in a story channel only its owner;
 //! 2. [`current_route`]: only for the group's current epoch (members keep a few past epochs'
 //!    secrets only, so an older message might not be readable);
-//! 3. [`super::check_rate`] and [`super::check_volume`]: the sender's budgets;
+//! 3. [`super::check_rate`] (first of all, a repeat's look included) and
+//!    [`super::check_volume`]: the sender's budgets;
 //! 4. a 1:1 the other side left reaches nobody and says so (`conversation_ended`);
 //! 5. [`super::Fanout`]: blocks, the story audience, full queues;
 //! 6. stored durably, then pushed; the devices left out for a full queue are told they missed
@@ -37,13 +38,13 @@ pub async fn send(
         Some(c) if c.0.len() != CLIENT_ID_LEN => return Err(DeliveryError::ClientId),
         other => other.map(|c| c.0),
     };
+    // Every post is held to the rate, a repeat too, before anything else is looked at.
+    super::check_rate(state, me, id.as_bytes(), Post::Message).await?;
     if req.repeat
         && let Some(client_id) = &client_id
+        && let Some((message_id, at)) = state.store.sent_before(me.device_id, client_id).await?
     {
-        super::check_rate(state, me, id.as_bytes(), Post::Message).await?;
-        if let Some((message_id, at)) = state.store.sent_before(me.device_id, client_id).await? {
-            return Ok(Outcome::Repeated(repeated(message_id, at)));
-        }
+        return Ok(Outcome::Repeated(repeated(message_id, at)));
     }
     let data = req.message.0;
     let route = super::member_route(state, me, id.as_bytes()).await?;
@@ -52,9 +53,6 @@ pub async fn send(
     }
     let framing = mls::check_application_message(&data, id.as_bytes())?;
     let route = current_route(state, me, id, route, framing.epoch).await?;
-    if !req.repeat {
-        super::check_rate(state, me, id.as_bytes(), Post::Message).await?;
-    }
     super::check_volume(state, me, data.len()).await?;
     let members: Vec<DeviceId> =
         route.members.iter().copied().filter(|d| *d != me.device_id).collect();
