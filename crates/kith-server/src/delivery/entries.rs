@@ -88,9 +88,7 @@ pub async fn ack(
     if told.len() > MAX_MISSED {
         return Err(AckError::TooManyMissed);
     }
-    if seqs.len() > MAX_ACK {
-        return Err(AckError::TooManySeqs);
-    }
+    // `ack_seqs` checks the sequence numbers before it removes any.
     let removed = ack_seqs(state, device, seqs).await?;
     if !told.is_empty() {
         state.store.forget_missed(device, told).await?;
