@@ -4,6 +4,7 @@ use kith_proto::*;
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 
+use crate::claims::Claimed;
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
@@ -15,50 +16,6 @@ use kith_proto::settings::Settings;
 
 /// Largest text a message may carry.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-
-/// A KeyPackage claimed for one device of a user, verified.
-#[derive(Clone)]
-pub(crate) struct Claimed {
-    pub key_package: KeyPackage,
-}
-
-/// What [`Client::claim_each`] got: each addable user's KeyPackages, and the users who cannot
-/// be added, with why.
-#[derive(Default)]
-pub(crate) struct Claims {
-    pub claimed: Vec<(String, Vec<Claimed>)>,
-    pub refused: Vec<(String, ClientError)>,
-}
-
-impl Claims {
-    pub fn users(&self) -> Vec<String> {
-        self.claimed.iter().map(|(u, _)| u.clone()).collect()
-    }
-
-    pub fn key_packages(&self) -> Vec<Claimed> {
-        self.claimed.iter().flat_map(|(_, c)| c.iter().cloned()).collect()
-    }
-
-    /// The users set aside, as problems of `conversation`.
-    pub fn problems(&self, conversation: &str) -> Vec<crate::report::Problem> {
-        self.refused
-            .iter()
-            .map(|(user, e)| crate::report::Problem {
-                kind: crate::report::ProblemKind::NotAdded,
-                conversation: conversation.to_string(),
-                user: Some(user.clone()),
-                detail: e.to_string(),
-            })
-            .collect()
-    }
-}
-
-/// Whether a claim's failure is the claimed user's (they cannot be added), not this device's
-/// or the network's.
-fn cannot_be_added(e: &ClientError) -> bool {
-    e.refusal() == Some(Refusal::BadKeyPackage)
-        || matches!(e.code(), Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser))
-}
 
 fn check_text(text: &str) -> ClientResult<()> {
     if text.trim().is_empty() {
@@ -117,10 +74,10 @@ impl Client {
             // person wrote is lost on the way.
             (ended, Answer::Refused(e)) if e.code() == Some(ErrorCode::ConversationEnded) => {
                 self.sync_inner().await?;
-                local::set_left(&self.conn, &conversation, now_millis())?;
+                self.local.set_left(&conversation, now_millis())?;
                 let fresh = self.direct_conversation(peer).await?;
                 let sent = self.send_body(&fresh, body).await?;
-                local::outbox::discard(&self.conn, &ended.id)?;
+                self.local.discard_outgoing(&ended.id)?;
                 sent
             }
             (message, Answer::Done(sent)) => Sent { message, not_delivered: sent.not_delivered },
@@ -156,14 +113,16 @@ impl Client {
                 "you cannot open a conversation with yourself",
             ));
         }
-        if let Some(c) = local::direct_with(&self.conn, peer)? {
+        if let Some(c) = self.local.direct_with(peer)? {
             return Ok(c.id);
         }
         let claimed = self.claim(&[peer.to_string()]).await?;
         let meta = GroupMeta { kind: GroupType::Direct, admins: vec![], settings: None };
         // A new conversation with someone keeps the timer this device had with them: after
         // they deleted the chat, the next message is as disappearing as the last.
-        let timer = local::directs_with(&self.conn, peer)?
+        let timer = self
+            .local
+            .directs_with(peer)?
             .into_iter()
             .max_by_key(|c| c.created_at)
             .and_then(|c| c.timer_seconds);
@@ -217,13 +176,13 @@ impl Client {
         }
         // The same group asked for again after its creation's answer was lost: settled, and
         // the group it made is the answer (no second group).
-        for id in local::unsure_conversations(&self.conn)? {
-            let Some((local::Unsure::Creation, _)) = local::unsure(&self.conn, &id)? else {
+        for id in self.local.unsure_conversations()? {
+            let Some((local::Unsure::Creation, _)) = self.local.unsure(&id)? else {
                 continue;
             };
-            if local::conversation(&self.conn, &id)?.and_then(|c| c.name).as_deref() == Some(name) {
+            if self.local.conversation(&id)?.and_then(|c| c.name).as_deref() == Some(name) {
                 self.settle_unsure(&id).await?;
-                if local::conversation(&self.conn, &id)?.is_some() {
+                if self.local.conversation(&id)?.is_some() {
                     return Ok((id, Vec::new()));
                 }
             }
@@ -261,116 +220,6 @@ impl Client {
         Ok((id, problems))
     }
 
-    /// Refuses locally a group that would exceed the server's limit.
-    pub(crate) async fn check_size(&mut self, members: usize) -> ClientResult<()> {
-        let max = self.api()?.whoami().await?.limits.max_group_size as usize;
-        if members > max {
-            return Err(ClientError::GroupFull { members, max });
-        }
-        Ok(())
-    }
-
-    /// Claims one KeyPackage for every device of each user and verifies each.
-    pub(crate) async fn claim(&mut self, users: &[String]) -> ClientResult<Vec<Claimed>> {
-        let api = self.api()?;
-        let mut out = Vec::new();
-        for user in users {
-            let claimed = api.claim(user).await.map_err(|e| match e {
-                // Say which of several names is wrong.
-                ClientError::Server {
-                    status, code: ErrorCode::UnknownUser, retry_after, ..
-                } => ClientError::Server {
-                    status,
-                    code: ErrorCode::UnknownUser,
-                    message: format!("there is no user named {user} on this server"),
-                    retry_after,
-                },
-                e => e,
-            })?;
-            if claimed.key_packages.is_empty() {
-                return Err(ClientError::refused(
-                    Refusal::BadKeyPackage,
-                    format!("the server handed out no KeyPackage of {user}'s"),
-                ));
-            }
-            let provider = self.provider();
-            for c in claimed.key_packages {
-                // The rule the server applied at upload and hand-out: a KeyPackage that breaks
-                // it comes only from a server that does not keep it.
-                let kp =
-                    kith_proto::keypackage::check(provider.crypto(), &c.key_package.0, user, None)
-                        .map_err(|e| {
-                            ClientError::refused(
-                                Refusal::BadKeyPackage,
-                                format!("{user}'s KeyPackage cannot be used: {e}"),
-                            )
-                        })?;
-                out.push(Claimed { key_package: kp });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Before anyone's KeyPackage is claimed for a group: every name must be an account (a
-    /// typo stops here, and costs no one a claim), and a business may join only a group of
-    /// people who wrote to it — this device checks its own person; the server checks everyone.
-    pub(crate) async fn check_new_members(&mut self, users: &[String]) -> ClientResult<()> {
-        let me = self.me()?.kind;
-        let mut unknown = Vec::new();
-        for user in users {
-            if local::account_is_business(&self.conn, user)?.is_none() {
-                self.fetch_keys(std::slice::from_ref(user)).await?;
-            }
-            if local::account_is_business(&self.conn, user)?.is_none() {
-                unknown.push(user.as_str());
-            }
-        }
-        if !unknown.is_empty() {
-            let (names, advice) = match unknown.as_slice() {
-                [one] => (format!("is no user named {one}"), "check the name, or leave it out"),
-                more => (
-                    format!("are no users named {}", more.join(", ")),
-                    "check the names, or leave them out",
-                ),
-            };
-            return Err(ClientError::Server {
-                status: 404,
-                code: ErrorCode::UnknownUser,
-                message: format!("there {names} on this server; nobody was added ({advice})"),
-                retry_after: None,
-            });
-        }
-        for user in users {
-            let business = local::account_is_business(&self.conn, user)?.unwrap_or(false);
-            if business && me == AccountKind::Person && !local::has_open_direct(&self.conn, user)? {
-                return Err(ClientError::refused(
-                    Refusal::NotOptedIn,
-                    format!(
-                        "{user} is a business: it can be in a group only with people who wrote \
-                         to it; write to {user} first"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Claims each user's KeyPackages on its own: a user who cannot be added (their
-    /// KeyPackages cannot be used, they have none, or they are gone) is set aside with the
-    /// reason; any other failure (the server unreachable, this account slowed down) stops.
-    /// So one unreachable user never costs the others' claims (each ends in the conversation).
-    pub(crate) async fn claim_each(&mut self, users: &[String]) -> ClientResult<Claims> {
-        let mut claims = Claims::default();
-        for user in users {
-            match self.claim(std::slice::from_ref(user)).await {
-                Ok(c) => claims.claimed.push((user.clone(), c)),
-                Err(e) if cannot_be_added(&e) => claims.refused.push((user.clone(), e)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(claims)
-    }
-
     /// Creates the MLS group with `settings` (none for a story channel) as its epoch state,
     /// adds the claimed devices, registers it with the server, which delivers the Welcome, and
     /// stores `conversation` (its id filled in). Returns the conversation id.
@@ -401,7 +250,7 @@ impl Client {
             }
         };
         conversation.id = id.clone();
-        local::add_conversation(&self.conn, &conversation)?;
+        self.local.add_conversation(&conversation)?;
         let epoch = {
             let provider = self.provider();
             let group =
@@ -411,11 +260,11 @@ impl Client {
             group.epoch().as_u64()
         };
         match &record {
-            Some(c) => local::set_settings(&self.conn, &id, epoch, &c.settings, Some(&c.record))?,
-            None => local::note_epoch_timer(&self.conn, &id, epoch, None)?,
+            Some(c) => self.local.set_settings(&id, epoch, &c.settings, Some(&c.record))?,
+            None => self.local.note_epoch_timer(&id, epoch, None)?,
         }
         if let Some(e) = unknown {
-            local::keep_unsure(&self.conn, &id, local::Unsure::Creation, &request_json(&request)?)?;
+            self.local.keep_unsure(&id, local::Unsure::Creation, &request_json(&request)?)?;
             return Err(e);
         }
         Ok(id)
@@ -492,9 +341,11 @@ impl Client {
 
     /// The refusal for acting in a conversation this device is out of, saying who removed it.
     pub(crate) fn no_longer_in(&self, conversation: &str) -> ClientResult<ClientError> {
-        let direct = local::conversation(&self.conn, conversation)?
+        let direct = self
+            .local
+            .conversation(conversation)?
             .is_some_and(|c| c.kind == ConversationKind::Direct);
-        let why = match (local::removed_by(&self.conn, conversation)?, direct) {
+        let why = match (self.local.removed_by(conversation)?, direct) {
             (Some(by), true) => format!("{by} deleted this chat"),
             (Some(by), false) => format!("{by} removed you from this group"),
             (None, _) => "you are no longer in that conversation".to_string(),
@@ -537,7 +388,9 @@ impl Client {
         body: Body,
     ) -> ClientResult<(Message, Answer<SendResponse>)> {
         let me = self.me()?.clone();
-        let local = local::conversation(&self.conn, conversation)?
+        let local = self
+            .local
+            .conversation(conversation)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.to_string()))?;
         if local.left {
             return Err(self.no_longer_in(conversation)?);
@@ -569,7 +422,7 @@ impl Client {
             failure: None,
         };
         // One row: in the history and the outbox at once.
-        local::outbox::write(&self.conn, &message, &payload.encode(), &random_hex(16)?)?;
+        self.local.write_outgoing(&message, &payload.encode(), &random_hex(16)?)?;
         let answer = match self.settle_token().await {
             Err(e) if e.is_local() => return Err(e),
             Err(e) => Answer::Unknown(e),
@@ -582,7 +435,7 @@ impl Client {
                 )
             }
         };
-        let message = local::message(&self.conn, &message.id)?.unwrap_or(message);
+        let message = self.local.message(&message.id)?.unwrap_or(message);
         Ok((message, answer))
     }
 

@@ -124,31 +124,6 @@ pub enum ClientError {
     /// rule: rules are [`ClientError::Refused`].
     #[error("MLS: {0}")]
     Mls(String),
-    /// An entry that cannot be used yet: its conversation's Welcome or the commit of its
-    /// epoch has not arrived. It is held and tried again when they have.
-    #[error("not yet usable: {0}")]
-    NotYet(String),
-    /// A story channel's invitation from `adder` (as MLS says), who is not a contact yet: held
-    /// like [`ClientError::NotYet`], and tried again once they are (never returned to callers).
-    #[error("an invitation from {adder}, not a contact yet")]
-    WaitsForContact { adder: String },
-    /// An entry names device keys of these accounts that this device has not looked up yet;
-    /// the SDK fetches them and tries the entry again (never returned to callers).
-    #[error("device keys of {0:?} needed")]
-    NeedKeys(Vec<String>),
-    /// An entry from an account this device blocks: left out, counted apart from the
-    /// unusable ones (never returned to callers).
-    #[error("from an account this device blocks")]
-    FromBlocked,
-    /// A message from an epoch whose keys this device has deleted (forward secrecy): it
-    /// arrived too late to be read (never returned to callers).
-    #[error("arrived after its epoch's keys were deleted")]
-    TooLate,
-    /// A second copy of a ciphertext this device read already (its sender posted it again,
-    /// not sure the first had arrived): its key was used up by the first (never returned to
-    /// callers).
-    #[error("a copy of a message already read")]
-    Copy,
     /// Another process holds the profile (one process at a time: see `Client::open`).
     #[error("the profile {path} is in use by {holder}")]
     ProfileInUse { path: String, holder: String },
@@ -219,11 +194,6 @@ impl ClientError {
             ClientError::GroupFull { .. } => ErrorCode::GroupFull.to_string(),
             ClientError::NotAdmin(_) => ErrorCode::NotAdmin.to_string(),
             ClientError::Mls(_) => "mls".into(),
-            ClientError::NotYet(_) | ClientError::WaitsForContact { .. } => "not_yet".into(),
-            ClientError::NeedKeys(_) => "need_keys".into(),
-            ClientError::FromBlocked => "from_blocked".into(),
-            ClientError::TooLate => "too_late".into(),
-            ClientError::Copy => "copy".into(),
             ClientError::ProfileInUse { .. } => "profile_in_use".into(),
             ClientError::Storage(_) => "storage".into(),
             ClientError::Io(_) => "io".into(),

@@ -5,19 +5,17 @@
 //! unreportable), and every message shown is one its recipient can report.
 //!
 //! Checks run inside the transaction that processes an entry, without network: a key not
-//! seen yet answers [`ClientError::NeedKeys`]; the caller fetches those accounts' devices
+//! seen yet answers [`Skip::NeedKeys`]; the caller fetches those accounts' devices
 //! ([`Client::fetch_keys`]) and processes the entry again, and a key still unknown then is
 //! refused.
 
 use std::collections::HashSet;
 
-use rusqlite::{OptionalExtension, params};
-
 use kith_proto::AccountKind;
 
 use crate::client::Client;
 use crate::error::{ClientError, ClientResult, Refusal};
-use crate::local;
+use crate::process::{Processing, Skip};
 
 /// Accounts whose devices were fetched during the current round of processing.
 #[derive(Debug, Default)]
@@ -41,21 +39,9 @@ fn unregistered(username: &str) -> ClientError {
 }
 
 impl Client {
-    /// The device the server registered `key` for under `username`, if known locally.
-    fn registered_device(&self, username: &str, key: &[u8]) -> ClientResult<Option<u64>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT device_id FROM kith_device_keys WHERE username = ?1 AND credential_key = ?2",
-            )?
-            .query_row(params![username, key], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(|d| u64::try_from(d).unwrap_or(0)))
-    }
-
     /// Checks that every `(username, key)` is a device key the server registered. Keys of
     /// accounts not fetched in this round ask for a fetch first.
-    pub(crate) fn check_member_keys(&self, members: &[(String, Vec<u8>)]) -> ClientResult<()> {
+    pub(crate) fn check_member_keys(&self, members: &[(String, Vec<u8>)]) -> Processing<()> {
         let me = self.me()?;
         let mut wanted = Vec::new();
         for (username, key) in members {
@@ -63,37 +49,31 @@ impl Client {
                 continue;
             }
             let fetched = self.keys_fetched.contains(username);
-            if self.registered_device(username, key)?.is_some() {
+            if self.local.registered_device(username, key)?.is_some() {
                 // Known key; the kind of account (which the opt-in rule needs) known too, or
                 // just asked for.
-                if fetched || local::account_is_business(&self.conn, username)?.is_some() {
+                if fetched || self.local.account_is_business(username)?.is_some() {
                     continue;
                 }
             } else if fetched {
-                return Err(unregistered(username));
+                return Err(unregistered(username).into());
             }
             if !wanted.contains(username) {
                 wanted.push(username.clone());
             }
         }
-        if wanted.is_empty() { Ok(()) } else { Err(ClientError::NeedKeys(wanted)) }
+        if wanted.is_empty() { Ok(()) } else { Err(Skip::NeedKeys(wanted)) }
     }
 
     /// The key the server registered for `username`'s device `device`: what a message that
     /// device sent must be signed with (looked up by device, so a message from an epoch the
     /// sender has since left the group in is still checked).
-    pub(crate) fn registered_key(&self, username: &str, device: u64) -> ClientResult<Vec<u8>> {
-        let key: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached(
-                "SELECT credential_key FROM kith_device_keys WHERE username = ?1 AND device_id = ?2",
-            )?
-            .query_row(params![username, i64::try_from(device).unwrap_or(i64::MAX)], |r| r.get(0))
-            .optional()?;
+    pub(crate) fn registered_key(&self, username: &str, device: u64) -> Processing<Vec<u8>> {
+        let key = self.local.device_key(username, device)?;
         match key {
             Some(k) => Ok(k),
-            None if self.keys_fetched.contains(username) => Err(unregistered(username)),
-            None => Err(ClientError::NeedKeys(vec![username.to_string()])),
+            None if self.keys_fetched.contains(username) => Err(unregistered(username).into()),
+            None => Err(Skip::NeedKeys(vec![username.to_string()])),
         }
     }
 
@@ -118,19 +98,10 @@ impl Client {
                 }
             };
             if let Some(l) = &list {
-                local::set_account_kind(&self.conn, username, l.kind == AccountKind::Business)?;
+                self.local.set_account_kind(username, l.kind == AccountKind::Business)?;
             }
             for d in list.into_iter().flat_map(|l| l.devices) {
-                self.conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO kith_device_keys (username, credential_key, device_id)
-                         VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![
-                        username,
-                        d.credential_key.0,
-                        i64::try_from(d.device_id).unwrap_or(i64::MAX)
-                    ])?;
+                self.local.add_device_key(username, &d.credential_key.0, d.device_id)?;
             }
             self.keys_fetched.0.borrow_mut().insert(username.clone());
         }
@@ -141,10 +112,10 @@ impl Client {
     /// remembered). A business is never a story contact, and a person joins a group holding a
     /// business only after opening a conversation with it.
     pub(crate) async fn is_business(&mut self, username: &str) -> ClientResult<bool> {
-        if let Some(known) = local::account_is_business(&self.conn, username)? {
+        if let Some(known) = self.local.account_is_business(username)? {
             return Ok(known);
         }
         self.fetch_keys(&[username.to_string()]).await?;
-        Ok(local::account_is_business(&self.conn, username)?.unwrap_or(false))
+        Ok(self.local.account_is_business(username)?.unwrap_or(false))
     }
 }

@@ -1,12 +1,17 @@
 //! The Kith client SDK.
 //!
 //! Map:
-//! - [`Client`] (`client`): one device's profile (held by one process at a time) — register,
-//!   sync and its named steps, history, live push over a WebSocket;
-//! - `convo`: opening 1:1 conversations and groups, sending;
+//! - [`Client`] (`client`): one device's profile (held by one process at a time), what every
+//!   part shares (the local store, the HTTP client, loaded groups);
+//! - `account`: registration, the bearer token and its rotation;
+//! - `sync`: fetch, process, acknowledge, hand over; KeyPackage upkeep; `push`: the same live
+//!   over a WebSocket;
+//! - `process`: one received entry into local state, per kind (`welcome`, `message`, `commit`),
+//!   and what becomes of one not usable now (held, waiting for keys, left out);
+//! - `unsure`: requests whose outcome is unknown, and the outbox — settled at one step;
+//! - `convo`: opening 1:1 conversations and groups, writing messages;
 //! - `groups`: adding, removing, promoting, renaming, leaving — commits the server validates,
 //!   retried after catching up when another member's commit won the epoch;
-//! - `process`: one received entry into local state (join, decrypt, apply a commit);
 //! - `report`: what a sync brought ([`SyncReport`]) and what it could not do ([`Problem`]),
 //!   each for its own conversation;
 //! - `rules`: the group's rules (who may add, remove, rename, change admins), applied to what
@@ -16,14 +21,16 @@
 //! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
 //!   deleted text off the disk;
 //! - `chats`: the chat list as a window shows it (one line per person and per group, last
-//!   message, unread count, marks) and what was read, for the app;
+//!   message, unread count, marks) and what was read, for the app; [`View`] reads it from a
+//!   second connection while the client waits on the network;
 //! - `api`: the HTTP calls to `kithd`, and its errors turned into [`ClientError::Server`];
 //! - `keys`: the device keys the server registered, which every member and sender must use;
-//! - `local`: the profile's own tables (account, conversations, message history, what was
-//!   processed), in the same SQLite file as the MLS state;
+//! - `local`: `local::LocalStore`, the one owner of the profile's database: its own tables
+//!   (a file per group of them) in the same SQLite file as the MLS state;
 //! - `mls`: the OpenMLS provider over that SQLite file, group configuration, KeyPackages;
 //! - `signer`: the device's Ed25519 keys, held parsed; `tls`: the push channel's transport;
-//! - `error`: [`ClientError`], and [`Refusal`]: which of the SDK's rules said no, as a stable code;
+//! - `error`: [`ClientError`] (only what callers see), and [`Refusal`]: which of the SDK's
+//!   rules said no, as a stable code;
 //! - `raw` (feature `hostile`, for the testkit only): a profile's MLS state raw, to build what a
 //!   modified client could send.
 //!
@@ -48,8 +55,10 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod api;
 mod chats;
+mod claims;
 mod client;
 mod convo;
 mod error;
@@ -59,6 +68,7 @@ mod keys;
 mod local;
 mod mls;
 mod process;
+mod push;
 #[cfg(feature = "hostile")]
 pub mod raw;
 mod report;
@@ -66,13 +76,14 @@ mod rules;
 mod safety;
 mod settings;
 mod signer;
+mod sync;
 mod timers;
 mod tls;
 mod unsure;
 mod view;
 
 pub use chats::ChatSummary;
-pub use client::{Client, PushConnection};
+pub use client::Client;
 pub use convo::{MAX_TEXT_BYTES, Sent};
 pub use error::{ClientError, ClientResult, Refusal};
 pub use groups::{GroupSummary, Target};
@@ -83,6 +94,7 @@ pub use mls::CIPHERSUITE;
 /// How the profile stores OpenMLS state; public for the benchmarks, which build the same store.
 #[doc(hidden)]
 pub use mls::JsonCodec;
+pub use push::PushConnection;
 pub use report::{Problem, ProblemKind, SyncReport};
 pub use timers::Story;
 /// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).

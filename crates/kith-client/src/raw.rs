@@ -7,7 +7,6 @@ use openmls_basic_credential::SignatureKeyPair;
 
 use crate::client::{Client, conversation_bytes};
 use crate::error::{ClientError, ClientResult, Refusal};
-use crate::local;
 pub use crate::mls::Provider;
 
 impl Client {
@@ -51,7 +50,7 @@ impl Client {
     /// The franked plaintext (body, franking key and the sender's signature) this device keeps
     /// of a received message, as the MLS payload carried it: what a member could re-send.
     pub fn raw_received_franked(&self, message_id: &str) -> ClientResult<Vec<u8>> {
-        let f = local::frank(&self.conn, message_id)?.ok_or_else(|| {
+        let f = self.local.frank(message_id)?.ok_or_else(|| {
             ClientError::refused(
                 Refusal::UnknownMessage,
                 format!("no received message {message_id}"),
@@ -97,7 +96,7 @@ impl Client {
     /// next sync's upkeep renews it (a test cannot wait four weeks).
     pub fn raw_age_last_resort(&self, days: u64) -> ClientResult<()> {
         let at = crate::client::now_millis().saturating_sub(days * 86_400_000);
-        local::set_upkeep_at(&self.conn, "last_resort_key_package", at)?;
+        self.local.set_upkeep_at("last_resort_key_package", at)?;
         // And the next sync checks the KeyPackages at once.
         self.key_packages_checked.set(None);
         Ok(())

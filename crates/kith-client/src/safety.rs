@@ -4,7 +4,6 @@ use kith_proto::*;
 
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult, Refusal};
-use crate::local;
 
 impl Client {
     /// Blocks an account: the server stops delivering anything it sends to you, in any
@@ -19,7 +18,7 @@ impl Client {
             return Err(ClientError::refused(Refusal::Yourself, "you cannot block yourself"));
         }
         self.api()?.block(username).await?;
-        local::set_blocked(&self.conn, username, true, now_millis())?;
+        self.local.set_blocked(username, true, now_millis())?;
         // It stays in this account's story channel — a removal would tell it — and the server
         // stops delivering the stories to it instead.
         Ok(())
@@ -30,14 +29,14 @@ impl Client {
         validate_username(username).map_err(|e| {
             ClientError::refused(Refusal::BadUsername, format!("{username:?}: {e}"))
         })?;
-        if !local::is_blocked(&self.conn, username)? {
+        if !self.local.is_blocked(username)? {
             return Err(ClientError::refused(
                 Refusal::NotBlocked,
                 format!("{username} is not blocked"),
             ));
         }
         self.api()?.unblock(username).await?;
-        local::set_blocked(&self.conn, username, false, now_millis())?;
+        self.local.set_blocked(username, false, now_millis())?;
         Ok(())
     }
 
@@ -61,7 +60,7 @@ impl Client {
 
     /// The accounts this device blocks.
     pub fn blocked(&self) -> ClientResult<Vec<String>> {
-        Ok(local::blocked(&self.conn)?)
+        Ok(self.local.blocked()?)
     }
 
     /// Reports one received message (by its id, as `sync --json` shows it) to the server's
@@ -85,7 +84,7 @@ impl Client {
         message_id: &str,
         reason: Option<&str>,
     ) -> ClientResult<ReportRequest> {
-        let frank = local::frank(&self.conn, message_id)?.ok_or_else(|| {
+        let frank = self.local.frank(message_id)?.ok_or_else(|| {
             ClientError::refused(
                 Refusal::UnknownMessage,
                 format!(

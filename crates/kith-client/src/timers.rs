@@ -29,7 +29,7 @@ use kith_proto::*;
 
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult, Refusal};
-use crate::local::{self, Conversation, ConversationKind, Message};
+use crate::local::{Conversation, ConversationKind, LocalStore, Message};
 use kith_proto::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
 
 /// A story as the CLI and SDK show it.
@@ -67,21 +67,21 @@ pub fn human(seconds: u64) -> String {
 impl Client {
     /// Deletes messages whose time is up and scrubs the WAL. Returns how many went.
     pub fn purge_expired(&self) -> ClientResult<usize> {
-        let gone = local::purge_expired(&self.conn, self.expiry_now())?;
+        let gone = self.local.purge_expired(self.expiry_now())?;
         if gone > 0 {
-            local::scrub(&self.conn)?;
+            self.local.scrub()?;
         }
         Ok(gone)
     }
 
     /// The accounts this device has written to, by name, with since when (Unix ms).
     pub fn contacts(&self) -> ClientResult<Vec<(String, u64)>> {
-        Ok(local::contacts(&self.conn)?)
+        Ok(self.local.contacts()?)
     }
 
     /// Whether `username` is a contact (and not blocked): one lookup, not the whole list.
     pub fn is_contact(&self, username: &str) -> ClientResult<bool> {
-        Ok(local::is_contact(&self.conn, username)?)
+        Ok(self.local.is_contact(username)?)
     }
 
     /// Records `peer` as a contact after writing to them.
@@ -95,7 +95,7 @@ impl Client {
             return Ok(());
         }
         // The story channel takes them in at the next sync or story.
-        local::add_contact(&self.conn, peer, now_millis())?;
+        self.local.add_contact(peer, now_millis())?;
         Ok(())
     }
 
@@ -144,18 +144,18 @@ impl Client {
     /// whatever they did to make it so — costs this account one claim a day, never a breach
     /// of the claim limits.
     fn add_backed_off(&self, user: &str) -> ClientResult<bool> {
-        let at = local::upkeep_at(&self.conn, &format!("story-add {user}"))?;
+        let at = self.local.upkeep_at(&format!("story-add {user}"))?;
         Ok(at.is_some_and(|at| now_millis().saturating_sub(at) < ADD_BACKOFF.as_millis() as u64))
     }
 
     pub(crate) fn back_off_add(&self, user: &str) -> ClientResult<()> {
-        Ok(local::set_upkeep_at(&self.conn, &format!("story-add {user}"), now_millis())?)
+        Ok(self.local.set_upkeep_at(&format!("story-add {user}"), now_millis())?)
     }
 
     async fn tend_story_channel(&mut self, report: &mut SyncReport) -> ClientResult<bool> {
         let me = self.me()?.username.clone();
         let contacts = self.story_contacts().await?;
-        let Some(channel) = local::own_story_channel(&self.conn, &me)? else {
+        let Some(channel) = self.local.own_story_channel(&me)? else {
             return Ok(false); // created at the first story
         };
         let mut changed = false;
@@ -177,7 +177,7 @@ impl Client {
         // A blocked contact stays (removing it would tell it; the server keeps the stories
         // from it); only an ended contact leaves.
         let mut audience = Vec::new();
-        for a in local::audience(&self.conn)? {
+        for a in self.local.audience()? {
             if !self.is_business(&a).await? {
                 audience.push(a);
             }
@@ -233,7 +233,7 @@ impl Client {
                     state: crate::local::Delivery::Sent,
                     failure: None,
                 };
-                local::insert_message(&self.conn, &m)?;
+                self.local.insert_message(&m)?;
                 (m, Vec::new())
             }
         };
@@ -252,7 +252,7 @@ impl Client {
     async fn story_channel(&mut self) -> ClientResult<Option<String>> {
         let me = self.me()?.username.clone();
         let contacts = self.story_contacts().await?;
-        Ok(match local::own_story_channel(&self.conn, &me)? {
+        Ok(match self.local.own_story_channel(&me)? {
             Some(c) => {
                 self.sync_story_channel().await?;
                 Some(c.id)
@@ -332,17 +332,7 @@ impl Client {
 
     /// Stories from contacts and this user's own, not yet expired, newest first.
     pub fn stories(&self) -> ClientResult<Vec<Story>> {
-        Ok(local::stories(&self.conn, self.expiry_now())?
-            .into_iter()
-            .map(|m| Story {
-                id: m.id,
-                author: m.from,
-                text: m.text,
-                posted_at: m.sent_at,
-                expires_at: m.expires_at.unwrap_or_default(),
-                not_delivered: Vec::new(),
-            })
-            .collect())
+        stories(&self.local, self.expiry_now())
     }
 
     /// Sets a conversation's disappearing-message timer for every member (a user's 1:1
@@ -371,7 +361,7 @@ impl Client {
         let group = person.is_none();
         // On the settings as they are now: another member may have changed them already.
         self.sync_inner().await?;
-        if local::conversation(&self.conn, &id)?.is_some_and(|c| c.left) {
+        if self.local.conversation(&id)?.is_some_and(|c| c.left) {
             match &person {
                 // They deleted the chat meanwhile: the timer goes to a new one, as a message
                 // would.
@@ -401,8 +391,8 @@ impl Client {
     /// Deletes every 1:1 conversation with `peer`: leaves it (the server stops delivering at
     /// once), wipes its history from this device, and ends the contact.
     pub async fn delete_conversation(&mut self, peer: &str) -> ClientResult<usize> {
-        let conversations = local::directs_with(&self.conn, peer)?;
-        if conversations.is_empty() && !local::is_contact(&self.conn, peer)? {
+        let conversations = self.local.directs_with(peer)?;
+        if conversations.is_empty() && !self.local.is_contact(peer)? {
             return Err(ClientError::refused(
                 Refusal::NoSuchConversation,
                 format!("you have no conversation with {peer:?}"),
@@ -415,17 +405,33 @@ impl Client {
         }
         let mut gone = 0;
         for c in &conversations {
-            gone += local::delete_messages(&self.conn, &c.id)?;
-            local::set_left(&self.conn, &c.id, now_millis())?;
+            gone += self.local.delete_messages(&c.id)?;
+            self.local.set_left(&c.id, now_millis())?;
             self.forget_group(&c.id);
         }
         // Their stories leave this device too ("no more stories either way").
-        local::delete_stories_of(&self.conn, peer)?;
-        local::scrub(&self.conn)?;
+        self.local.delete_stories_of(peer)?;
+        self.local.scrub()?;
         // Deleting the chat is what ends the contact: the story channel lets them go now.
-        if local::remove_contact(&self.conn, peer)? {
+        if self.local.remove_contact(peer)? {
             self.sync_story_channel().await?;
         }
         Ok(gone)
     }
+}
+
+/// Stories not expired at `now`, newest first (see [`Client::stories`]).
+pub(crate) fn stories(local: &LocalStore, now: u64) -> ClientResult<Vec<Story>> {
+    Ok(local
+        .stories(now)?
+        .into_iter()
+        .map(|m| Story {
+            id: m.id,
+            author: m.from,
+            text: m.text,
+            posted_at: m.sent_at,
+            expires_at: m.expires_at.unwrap_or_default(),
+            not_delivered: Vec::new(),
+        })
+        .collect())
 }

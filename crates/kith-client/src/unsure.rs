@@ -105,7 +105,7 @@ impl Client {
     /// refused, the staged commit is dropped; still unknown, the error is returned and it
     /// stays kept.
     pub(crate) async fn settle_unsure(&mut self, id: &str) -> ClientResult<()> {
-        let Some((kind, request)) = local::unsure(&self.conn, id)? else { return Ok(()) };
+        let Some((kind, request)) = self.local.unsure(id)? else { return Ok(()) };
         self.settle_token().await?;
         let json = |e: serde_json::Error| ClientError::Protocol(e.to_string());
         if kind == Unsure::Creation {
@@ -117,10 +117,10 @@ impl Client {
                 Answer::Refused(e) => {
                     tracing::info!(error = %e, "a creation was refused when posted again");
                     self.forget_group(id);
-                    local::forget_conversation(&self.conn, id)?;
+                    self.local.forget_conversation(id)?;
                 }
             }
-            return Ok(local::forget_unsure(&self.conn, id)?);
+            return Ok(self.local.forget_unsure(id)?);
         }
         let request: HandshakeRequest = serde_json::from_str(&request).map_err(json)?;
         let answer = classify_repeat(self.api()?.handshake(id, &request).await);
@@ -140,7 +140,7 @@ impl Client {
                 }
             }
         }
-        local::forget_unsure(&self.conn, id)?;
+        self.local.forget_unsure(id)?;
         // Entries that arrived on top of the commit (by push) waited for it.
         let mut report = crate::SyncReport::default();
         self.retry_held(id, &mut report)?;
@@ -151,7 +151,7 @@ impl Client {
     /// else: entries for its group wait (held) or, if another commit won, replace it; it is
     /// tried again next time.
     pub(crate) async fn settle_all_unsure(&mut self) {
-        let ids = match local::unsure_conversations(&self.conn) {
+        let ids = match self.local.unsure_conversations() {
             Ok(ids) => ids,
             Err(e) => return tracing::warn!(error = %e, "cannot read the kept handshakes"),
         };
@@ -176,7 +176,7 @@ impl Client {
         // A conversation whose message stays unknown keeps the rest of its messages waiting
         // (their order is its); the others go on — unless the server cannot be reached at all.
         let mut stuck = std::collections::BTreeSet::new();
-        for pending in outbox::sending(&self.conn, conversation)? {
+        for pending in self.local.sending(conversation)? {
             if stuck.contains(&pending.conversation) {
                 continue;
             }
@@ -205,14 +205,14 @@ impl Client {
     ) -> ClientResult<Answer<SendResponse>> {
         let id = pending.conversation.as_str();
         let refused = |this: &Self, e: ClientError| -> ClientResult<Answer<SendResponse>> {
-            outbox::failed(&this.conn, &pending.message_id, &e.to_string())?;
+            this.local.mark_failed(&pending.message_id, &e.to_string())?;
             Ok(Answer::Refused(e))
         };
         // MLS sends nothing while a commit of this device is staged: settled first.
         if let Err(e) = self.settle_unsure(id).await {
             return if e.is_local() { Err(e) } else { Ok(Answer::Unknown(e)) };
         }
-        match local::conversation(&self.conn, id)? {
+        match self.local.conversation(id)? {
             Some(c) if !c.left => {}
             Some(_) => {
                 let e = self.no_longer_in(id)?;
@@ -253,7 +253,7 @@ impl Client {
                         kith_proto::payload::Body::Story { expires_at, .. } => Some(*expires_at),
                         _ => message_expiry(payload.disappears_at, sent.server_time, timer),
                     };
-                    outbox::delivered(&self.conn, &pending.message_id, expiry)?;
+                    self.local.mark_sent(&pending.message_id, expiry)?;
                     return Ok(Answer::Done(sent));
                 }
                 Answer::Unknown(e) => return Ok(Answer::Unknown(e)),
@@ -271,7 +271,7 @@ impl Client {
                     if let Err(e) = self.sync_inner().await {
                         return if e.is_local() { Err(e) } else { Ok(Answer::Unknown(e)) };
                     }
-                    if local::conversation(&self.conn, id)?.is_some_and(|c| c.left) {
+                    if self.local.conversation(id)?.is_some_and(|c| c.left) {
                         let e = self.no_longer_in(id)?;
                         return refused(self, e);
                     }
@@ -287,10 +287,7 @@ impl Client {
     /// Encrypts in one local transaction: OpenMLS's several writes for one message (its
     /// ratchet's next secrets) land in one commit, or none.
     fn seal_at_once(&self, id: &str, payload: &Payload) -> ClientResult<Vec<u8>> {
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )?;
+        let tx = self.local.transaction()?;
         let sealed = self.seal(id, payload).and_then(|bytes| Ok(tx.commit().map(|()| bytes)?));
         if sealed.is_err() {
             // Rolled back (when the transaction is dropped): the kept group may be ahead of it.
@@ -302,7 +299,7 @@ impl Client {
     /// Sends a message that failed again (see the module): it goes back to *sending*, after
     /// any message of its conversation still waiting. The message as it stands then.
     pub async fn retry_message(&mut self, message_id: &str) -> ClientResult<local::Message> {
-        let Some(conversation) = outbox::retry(&self.conn, message_id)? else {
+        let Some(conversation) = self.local.retry_outgoing(message_id)? else {
             return Err(ClientError::refused(
                 crate::Refusal::BadArgument,
                 format!("no failed message {message_id} to send again"),
@@ -310,12 +307,13 @@ impl Client {
         };
         self.settle_token().await?;
         self.send_outbox(Some(&conversation), None).await?;
-        local::message(&self.conn, message_id)?
+        self.local
+            .message(message_id)?
             .ok_or_else(|| ClientError::UnknownConversation(conversation.clone()))
     }
 
     /// How many of this device's messages wait to be sent.
     pub fn waiting_to_send(&self) -> ClientResult<u64> {
-        Ok(outbox::waiting(&self.conn)?)
+        Ok(self.local.waiting_to_send()?)
     }
 }

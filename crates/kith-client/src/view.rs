@@ -3,79 +3,93 @@
 //! link) can still show its chats. It reads, and marks chats read; it makes no network call
 //! and changes no group.
 
-use crate::chats::ChatSummary;
-use crate::client::{Client, connect};
+use openmls_rust_crypto::RustCrypto;
+
+use crate::chats::{self, ChatSummary};
+use crate::client::{Client, now_millis};
 use crate::error::ClientResult;
-use crate::groups::GroupSummary;
-use crate::local::{self, Message, Profile};
-use crate::timers::Story;
+use crate::groups::{self, GroupSummary};
+use crate::local::{LocalStore, Message, Profile};
+use crate::mls::Provider;
+use crate::timers::{self, Story};
 
 /// See the [module](self). Made by [`Client::view`]; lives no longer than the process that
 /// holds the profile should (it takes no lock of its own).
 pub struct View {
-    client: Client,
+    local: LocalStore,
+    crypto: RustCrypto,
+    clock_offset_ms: u64,
 }
 
 impl Client {
     /// A [`View`] of this profile on a second connection. It sees what this client stores
     /// as soon as it is stored.
     pub fn view(&self) -> ClientResult<View> {
-        let conn = connect(&self.dir)?;
-        let mut client = Client::assemble(self.dir.clone(), conn, None, None);
-        client.clock_offset_ms = self.clock_offset_ms;
-        Ok(View { client })
+        Ok(View {
+            local: LocalStore::open(&self.dir)?,
+            crypto: RustCrypto::default(),
+            clock_offset_ms: self.clock_offset_ms,
+        })
     }
 }
 
 impl View {
+    fn now(&self) -> u64 {
+        now_millis().saturating_add(self.clock_offset_ms)
+    }
+
+    fn provider(&self) -> Provider<'_> {
+        Provider::new(&self.crypto, self.local.conn())
+    }
+
     /// The registered account as stored now (a registration or a new token made since the
     /// view was opened included).
     pub fn profile(&self) -> ClientResult<Option<Profile>> {
-        Ok(local::load_profile(&self.client.conn)?)
+        Ok(self.local.load_profile()?)
     }
 
     /// See [`Client::chats`].
     pub fn chats(&self) -> ClientResult<Vec<ChatSummary>> {
-        self.client.chats()
+        chats::list(&self.local, self.now())
     }
 
     /// See [`Client::chat_history`].
     pub fn chat_history(&self, chat: &str) -> ClientResult<Vec<Message>> {
-        self.client.chat_history(chat)
+        chats::history(&self.local, chat, self.now())
     }
 
     /// See [`Client::chat_of`].
     pub fn chat_of(&self, conversation: &str) -> ClientResult<Option<String>> {
-        self.client.chat_of(conversation)
+        chats::chat_of(&self.local, conversation)
     }
 
     /// See [`Client::mark_read`].
     pub fn mark_read(&self, chat: &str) -> ClientResult<()> {
-        self.client.mark_read(chat)
+        chats::mark_read(&self.local, chat, self.now())
     }
 
     /// See [`Client::groups`].
     pub fn groups(&self) -> ClientResult<Vec<GroupSummary>> {
-        self.client.groups()
+        groups::summaries(&self.local, &self.provider())
     }
 
     /// See [`Client::group`].
     pub fn group(&self, group: &str) -> ClientResult<GroupSummary> {
-        self.client.group(group)
+        groups::summary(&self.local, &self.provider(), group)
     }
 
     /// See [`Client::stories`].
     pub fn stories(&self) -> ClientResult<Vec<Story>> {
-        self.client.stories()
+        timers::stories(&self.local, self.now())
     }
 
     /// See [`Client::contacts`].
     pub fn contacts(&self) -> ClientResult<Vec<(String, u64)>> {
-        self.client.contacts()
+        Ok(self.local.contacts()?)
     }
 
     /// See [`Client::blocked`].
     pub fn blocked(&self) -> ClientResult<Vec<String>> {
-        self.client.blocked()
+        Ok(self.local.blocked()?)
     }
 }

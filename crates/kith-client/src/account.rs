@@ -1,0 +1,206 @@
+//! The account: registration, the bearer token and its rotation, what the server says of it.
+
+use kith_proto::*;
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+
+use crate::api::Api;
+use crate::client::{Client, now_millis, random_hex};
+use crate::error::{ClientError, ClientResult, Refusal};
+use crate::local::Profile;
+use crate::mls;
+use crate::sync::{KEY_PACKAGE_TARGET, LAST_RESORT};
+
+impl Client {
+    /// Registers a new account with this device as its first, on `server`.
+    pub async fn register(
+        &mut self,
+        server: &str,
+        username: &str,
+        kind: AccountKind,
+    ) -> ClientResult<Profile> {
+        self.register_with_profile(server, username, kind, None).await
+    }
+
+    /// Registers a business with its public profile: a display name and a description anyone
+    /// can find in the directory.
+    pub async fn register_business(
+        &mut self,
+        server: &str,
+        username: &str,
+        display_name: &str,
+        description: &str,
+    ) -> ClientResult<Profile> {
+        let profile = Some((display_name.to_string(), description.to_string()));
+        self.register_with_profile(server, username, AccountKind::Business, profile).await
+    }
+
+    async fn register_with_profile(
+        &mut self,
+        server: &str,
+        username: &str,
+        kind: AccountKind,
+        profile: Option<(String, String)>,
+    ) -> ClientResult<Profile> {
+        if let Some(p) = &self.profile {
+            return Err(ClientError::AlreadyRegistered(p.username.clone()));
+        }
+        validate_username(username)
+            .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
+        let ca = self.pending_ca.clone();
+        let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
+        let request = {
+            let provider = self.provider();
+            let signer =
+                SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
+            signer.store(provider.storage()).map_err(ClientError::mls)?;
+            let key_packages =
+                mls::key_packages(&provider, &signer, username, KEY_PACKAGE_TARGET, false)?;
+            let last = mls::key_packages(&provider, &signer, username, 1, true)?
+                .pop()
+                .ok_or_else(|| ClientError::Mls("no last-resort KeyPackage".into()))?;
+            RegisterRequest {
+                username: username.to_string(),
+                kind,
+                credential_key: B64(signer.to_public_vec()),
+                key_packages: key_packages.into_iter().map(B64).collect(),
+                last_resort_key_package: B64(last),
+                display_name: profile.as_ref().map(|p| p.0.clone()),
+                description: profile.as_ref().map(|p| p.1.clone()),
+                // Chosen here, so a registration whose answer was lost can be posted again
+                // and be answered as registered (see `Api::register`).
+                token: Some(Secret::new(random_hex(32)?)),
+            }
+        };
+        let response = api.register(&request).await?;
+        let profile = Profile {
+            server: api.base().to_string(),
+            username: response.username,
+            kind,
+            device_id: response.device_id,
+            token: response.token,
+            signature_key: request.credential_key.0,
+            ca_cert: self.pending_ca.clone(),
+        };
+        self.local.save_profile(&profile)?;
+        self.local.set_upkeep_at(LAST_RESORT, now_millis())?;
+        self.profile = Some(profile.clone());
+        Ok(profile)
+    }
+
+    /// Replaces this device's token with a new one and keeps it in the profile: for a token
+    /// that may have leaked (a copied profile folder, a lost backup). Copies of the profile
+    /// made before stop working; so do push connections opened before.
+    ///
+    /// The new token is chosen here and kept aside with the signed request before it is
+    /// sent: if the outcome is not known (no answer, a gateway's 502 or 504), the next sync
+    /// settles it (see [`Client::settle_token`]), so the device is never left with a token
+    /// the server no longer accepts.
+    pub async fn rotate_token(&mut self) -> ClientResult<()> {
+        self.settle_token().await?;
+        let me = self.me()?;
+        let chosen = Secret::new(random_hex(32)?);
+        let signature = {
+            use openmls_traits::crypto::OpenMlsCrypto as _;
+            use openmls_traits::signatures::Signer as _;
+            let provider = self.provider();
+            let hash = |t: &Secret| {
+                provider
+                    .crypto()
+                    .hash(openmls::prelude::HashType::Sha2_256, t.expose().as_bytes())
+                    .map_err(ClientError::mls)
+            };
+            let signed = RotateTokenRequest::signed_bytes(
+                me.device_id,
+                &hash(&me.token)?,
+                Some(&hash(&chosen)?),
+            );
+            self.signer(&provider)?
+                .sign(&signed)
+                .map_err(|_| ClientError::Mls("cannot sign the rotation".into()))?
+        };
+        self.local.set_pending_rotation(Some((&chosen, &signature)))?;
+        match self.finish_rotation(false).await {
+            // Not known (only the answer may have been lost): settled at once if it can be.
+            Err(_) if self.local.pending_rotation()?.is_some() => self.finish_rotation(true).await,
+            done => done,
+        }
+    }
+
+    /// Settles a rotation whose outcome is not known yet (its answer was lost): keeps the new
+    /// token if the server holds it, or asks for it again. Nothing to do without one; a sync
+    /// and a push connection do it first.
+    pub(crate) async fn settle_token(&mut self) -> ClientResult<()> {
+        self.finish_rotation(true).await
+    }
+
+    /// Posts the pending rotation (after first asking whether its token is in force already,
+    /// when `look_first`) until its outcome is known. The signed request names the token it
+    /// replaces, so posting it again is safe: once the new token is in force, the old one —
+    /// and with it any copy of the request still on its way — is refused.
+    async fn finish_rotation(&mut self, look_first: bool) -> ClientResult<()> {
+        let Some((token, signature)) = self.local.pending_rotation()? else {
+            return Ok(());
+        };
+        if look_first && in_force(&self.trial_api(&token)?).await? {
+            return self.adopt_token(token);
+        }
+        let request =
+            RotateTokenRequest { signature: B64(signature), new_token: Some(token.clone()) };
+        match self.api()?.rotate_token(&request).await {
+            // The token the server says it holds (the chosen one, unless it made its own).
+            Ok(fresh) => self.adopt_token(fresh.token),
+            // The old token is refused: a copy of the request got there first.
+            Err(e) if e.code() == Some(ErrorCode::Unauthorized) => {
+                if in_force(&self.trial_api(&token)?).await? {
+                    return self.adopt_token(token);
+                }
+                Err(e)
+            }
+            Err(e @ ClientError::Server { status: 400..=499, .. }) => {
+                self.local.set_pending_rotation(None)?;
+                Err(e)
+            }
+            // Not known: kept for the next attempt.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls to the server as this device with `token`.
+    fn trial_api(&self, token: &Secret) -> ClientResult<Api> {
+        let mut trial = self.me()?.clone();
+        trial.token = token.clone();
+        let ca = trial.ca_cert.as_deref();
+        Api::new(self.http(ca)?, &trial.server, Some(trial.bearer()), ca)
+    }
+
+    /// The token the server holds for this device from now on.
+    fn adopt_token(&mut self, token: Secret) -> ClientResult<()> {
+        // Saved before anything else can fail: from now on only the new token works.
+        self.local.set_token(&token)?;
+        self.local.set_pending_rotation(None)?;
+        if let Some(p) = &mut self.profile {
+            p.token = token;
+        }
+        Ok(())
+    }
+
+    /// The server's view of this device.
+    pub async fn whoami(&mut self) -> ClientResult<WhoAmI> {
+        self.api()?.whoami().await
+    }
+
+    /// An account's devices, as the server lists them.
+    pub async fn devices(&mut self, username: &str) -> ClientResult<DeviceList> {
+        self.api()?.devices(username).await
+    }
+}
+
+/// Whether the server accepts the token `api` calls with (`false` only when it says no).
+async fn in_force(api: &Api) -> ClientResult<bool> {
+    match api.whoami().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(ErrorCode::Unauthorized) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,199 @@
+//! The message history: stored once per id, handed to the caller once, kept until its timer
+//! is up or its conversation is deleted.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{ConversationKind, Delivery, LocalStore, i, u};
+
+/// One message of the local history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The sender's message id (random, unique): the same on every device.
+    pub id: String,
+    pub conversation: String,
+    pub kind: ConversationKind,
+    pub from: String,
+    pub text: String,
+    /// The sender's clock, Unix milliseconds.
+    pub sent_at: u64,
+    /// When this device stored it, Unix milliseconds.
+    pub received_at: u64,
+    pub outgoing: bool,
+    /// When this device deletes it (a story's expiry, a disappearing-message timer).
+    pub expires_at: Option<u64>,
+    /// Sent by a business account, and whether the server's admin verified it.
+    pub from_business: bool,
+    pub verified: bool,
+    /// For this device's own messages: sending, sent or failed (see `outbox`).
+    pub state: Delivery,
+    /// Why a failed message was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+pub fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        conversation: r.get(1)?,
+        kind: ConversationKind::parse(&r.get::<_, String>(2)?),
+        from: r.get(3)?,
+        text: r.get(4)?,
+        sent_at: u(r.get(5)?),
+        received_at: u(r.get(6)?),
+        outgoing: r.get(7)?,
+        expires_at: r.get::<_, Option<i64>>(8)?.map(u),
+        from_business: r.get(9)?,
+        verified: r.get(10)?,
+        state: Delivery::parse(&r.get::<_, String>(11)?),
+        failure: r.get(12)?,
+    })
+}
+
+impl LocalStore {
+    /// Stores a message unless one with its id is stored already. Returns whether it was new. A
+    /// received one is *unshown* until [`take_unshown`] hands it to the caller.
+    pub fn insert_message(&self, m: &Message) -> rusqlite::Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO kith_messages
+         (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+          from_business, verified, shown, state, failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8, ?12, ?13)",
+            )?
+            .execute(params![
+                m.id,
+                m.conversation,
+                m.kind.as_str(),
+                m.from,
+                m.text,
+                i(m.sent_at),
+                i(m.received_at),
+                m.outgoing,
+                m.expires_at.map(i),
+                m.from_business,
+                m.verified,
+                m.state.as_str(),
+                m.failure
+            ])?;
+        Ok(n == 1)
+    }
+
+    /// Every received message not handed to the caller yet, in the order they were stored, now
+    /// marked as handed over.
+    /// Messages not handed over yet, oldest first, without marking them.
+    pub fn unshown(&self, now: u64) -> rusqlite::Result<Vec<Message>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
+                expires_at, from_business, verified, state, failure
+         FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
+         ORDER BY rowid",
+            )?
+            .query_map(params![i(now)], message_row)?
+            .collect()
+    }
+
+    pub fn mark_shown(&self, ids: &[&str]) -> rusqlite::Result<()> {
+        let mut update =
+            self.conn.prepare_cached("UPDATE kith_messages SET shown = 1 WHERE id = ?1")?;
+        for id in ids {
+            update.execute(params![id])?;
+        }
+        Ok(())
+    }
+
+    pub fn take_unshown(&self, now: u64) -> rusqlite::Result<Vec<Message>> {
+        let messages = self.unshown(now)?;
+        if !messages.is_empty() {
+            self.conn
+                .prepare_cached("UPDATE kith_messages SET shown = 1 WHERE shown = 0")?
+                .execute([])?;
+        }
+        Ok(messages)
+    }
+
+    /// One message of the history, by id.
+    pub fn message(&self, id: &str) -> rusqlite::Result<Option<Message>> {
+        self.conn.prepare_cached(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified, state, failure
+         FROM kith_messages WHERE id = ?1",
+    )?
+    .query_row(params![id], message_row)
+    .optional()
+    }
+
+    /// Every message exchanged with `peer` in 1:1 conversations, oldest first.
+    pub fn history_with(&self, peer: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
+        self.conn.prepare(
+        "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
+                m.expires_at, m.from_business, m.verified, m.state, m.failure
+         FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
+         WHERE c.kind = 'direct' AND c.peer = ?1 AND (m.expires_at IS NULL OR m.expires_at > ?2)
+         ORDER BY m.sent_at, m.received_at, m.id",
+    )?
+    .query_map(params![peer, i(now)], message_row)?
+    .collect()
+    }
+
+    /// Every message of one conversation, oldest first.
+    pub fn history_of(&self, conversation: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
+        self.conn.prepare(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified, state, failure
+         FROM kith_messages WHERE conversation = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY sent_at, received_at, id",
+    )?
+    .query_map(params![conversation, i(now)], message_row)?
+    .collect()
+    }
+
+    /// Stories not yet expired, newest first.
+    /// Live stories, newest first, leaving out those of accounts this device blocks (kept, so they
+    /// can still be reported, until they expire).
+    pub fn stories(&self, now: u64) -> rusqlite::Result<Vec<Message>> {
+        self.conn.prepare(
+        "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
+                from_business, verified, state, failure
+         FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
+           AND sender NOT IN (SELECT username FROM kith_blocked)
+         ORDER BY sent_at DESC, id",
+    )?
+    .query_map(params![i(now)], message_row)?
+    .collect()
+    }
+
+    /// Deletes the stories `author` posted. Returns how many went.
+    pub fn delete_stories_of(&self, author: &str) -> rusqlite::Result<usize> {
+        let gone = self
+            .conn
+            .execute("DELETE FROM kith_messages WHERE kind = 'story' AND sender = ?1", [author])?;
+        if gone > 0 {
+            self.forget_orphan_franks()?;
+        }
+        Ok(gone)
+    }
+
+    /// Deletes every message whose time is up. Returns how many went.
+    pub fn purge_expired(&self, now: u64) -> rusqlite::Result<usize> {
+        let gone = self.conn.execute(
+            "DELETE FROM kith_messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            params![i(now)],
+        )?;
+        if gone > 0 {
+            self.forget_orphan_franks()?;
+        }
+        Ok(gone)
+    }
+
+    /// Deletes a conversation's whole history.
+    pub fn delete_messages(&self, conversation: &str) -> rusqlite::Result<usize> {
+        let gone = self
+            .conn
+            .execute("DELETE FROM kith_messages WHERE conversation = ?1", params![conversation])?;
+        self.forget_orphan_franks()?;
+        Ok(gone)
+    }
+}
