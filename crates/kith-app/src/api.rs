@@ -7,18 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::App;
+use crate::answers::{
+    Business, Deleted, Done, Group, GroupCreated, Me, Reported, Sent, Story, StoryPosted,
+};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kith_client::{AccountKind, ClientError, Target};
+use kith_client::{AccountKind, ChatSummary, ClientError, Message, Target};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::App;
-
-type Answer = Result<Json<Value>, Failure>;
+type Answer<T> = Result<Json<T>, Failure>;
 
 /// An SDK error as the page sees it.
 pub(crate) struct Failure(ClientError);
@@ -76,15 +77,15 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/rotate-token", post(rotate_token))
 }
 
-async fn me(State(app): State<Arc<App>>) -> Answer {
+async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
     Ok(Json(match app.view().profile()? {
-        Some(p) => json!({
-            "registered": true,
-            "username": p.username,
-            "server": p.server,
-            "business": p.kind == AccountKind::Business,
-        }),
-        None => json!({ "registered": false }),
+        Some(p) => Me {
+            registered: true,
+            username: Some(p.username),
+            server: Some(p.server),
+            business: Some(p.kind == AccountKind::Business),
+        },
+        None => Me { registered: false, username: None, server: None, business: None },
     }))
 }
 
@@ -97,7 +98,7 @@ struct Register {
     ca_pem: Option<String>,
 }
 
-async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answer {
+async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answer<Me> {
     let mut client = app.client.lock().await;
     // Refused before anything is written: a registered profile's trusted CA stays as it is.
     if let Some(p) = client.profile() {
@@ -107,23 +108,28 @@ async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answe
         client.trust_ca_pem(pem)?;
     }
     let p = client.register(r.server.trim(), r.username.trim(), AccountKind::Person).await?;
-    let answer = json!({ "registered": true, "username": p.username, "server": p.server });
+    let answer = Me {
+        registered: true,
+        username: Some(p.username),
+        server: Some(p.server),
+        business: Some(false),
+    };
     drop(client);
     app.registered.notify_one();
     Ok(Json(answer))
 }
 
-async fn chats(State(app): State<Arc<App>>) -> Answer {
-    Ok(Json(json!(app.view().chats()?)))
+async fn chats(State(app): State<Arc<App>>) -> Answer<Vec<ChatSummary>> {
+    Ok(Json(app.view().chats()?))
 }
 
-async fn messages(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
-    Ok(Json(json!(app.view().chat_history(&chat)?)))
+async fn messages(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer<Vec<Message>> {
+    Ok(Json(app.view().chat_history(&chat)?))
 }
 
-async fn read(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer {
+async fn read(State(app): State<Arc<App>>, Path(chat): Path<String>) -> Answer<Done> {
     app.view().mark_read(&chat)?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[derive(Deserialize)]
@@ -136,10 +142,10 @@ async fn timer(
     State(app): State<Arc<App>>,
     Path(chat): Path<String>,
     Json(t): Json<Timer>,
-) -> Answer {
+) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.set_disappearing(&chat, t.seconds.map(Duration::from_secs)).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[derive(Deserialize)]
@@ -148,7 +154,7 @@ struct Send {
     text: String,
 }
 
-async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
+async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer<Sent> {
     let mut client = app.client.lock().await;
     let sent = match client.resolve_target(&s.chat)? {
         Target::Person(user) => {
@@ -165,15 +171,15 @@ async fn send(State(app): State<Arc<App>>, Json(s): Json<Send>) -> Answer {
         Target::Group(id) => client.send_group_reporting(&id, &s.text).await?,
     };
     let chat = client.chat_of(&sent.message.conversation)?;
-    Ok(Json(json!({ "chat": chat, "message": sent.message, "not_delivered": sent.not_delivered })))
+    Ok(Json(Sent { chat, message: sent.message, not_delivered: sent.not_delivered }))
 }
 
 /// A message of this device's that the server refused, sent again.
-async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer<Sent> {
     let mut client = app.client.lock().await;
     let message = client.retry_message(&id).await?;
     let chat = client.chat_of(&message.conversation)?;
-    Ok(Json(json!({ "chat": chat, "message": message })))
+    Ok(Json(Sent { chat, message, not_delivered: Vec::new() }))
 }
 
 #[derive(Deserialize)]
@@ -182,30 +188,33 @@ struct NewGroup {
     members: Vec<String>,
 }
 
-async fn create_group(State(app): State<Arc<App>>, Json(g): Json<NewGroup>) -> Answer {
+async fn create_group(
+    State(app): State<Arc<App>>,
+    Json(g): Json<NewGroup>,
+) -> Answer<GroupCreated> {
     let mut client = app.client.lock().await;
     let members: Vec<String> =
         g.members.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
     let (id, not_added) = client.create_group_reporting(g.name.trim(), &members).await?;
     // Who could not be added, in words (the page shows them).
     let not_added: Vec<String> = not_added.iter().map(|p| client.problem_sentence(p)).collect();
-    Ok(Json(json!({ "id": id, "not_added": not_added })))
+    Ok(Json(GroupCreated { id, not_added }))
 }
 
-async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+async fn group(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer<Group> {
     let view = app.view();
     let g = view.group(&id)?;
     let me = view.profile()?.map(|p| p.username).unwrap_or_default();
-    Ok(Json(json!({
-        "id": g.id,
-        "name": g.name,
-        "members": g.members,
-        "admins": g.admins,
-        "left": g.left,
-        "removed_by": g.removed_by,
-        "timer_seconds": g.timer_seconds,
-        "me_admin": g.admins.contains(&me),
-    })))
+    Ok(Json(Group {
+        me_admin: g.admins.contains(&me),
+        id: g.id,
+        name: g.name,
+        members: g.members,
+        admins: g.admins,
+        left: g.left,
+        removed_by: g.removed_by,
+        timer_seconds: g.timer_seconds,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -217,30 +226,30 @@ async fn group_add(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(u): Json<User>,
-) -> Answer {
+) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.group_add(&id, &[u.user.trim().to_string()]).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 async fn group_remove(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(u): Json<User>,
-) -> Answer {
+) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.group_remove(&id, u.user.trim()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 async fn group_promote(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(u): Json<User>,
-) -> Answer {
+) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.group_promote(&id, u.user.trim()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[derive(Deserialize)]
@@ -252,31 +261,27 @@ async fn group_rename(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(r): Json<Rename>,
-) -> Answer {
+) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.group_rename(&id, r.name.trim()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
-async fn group_leave(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+async fn group_leave(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.group_leave(&id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
-async fn stories(State(app): State<Arc<App>>) -> Answer {
-    let stories: Vec<Value> = app
-        .view()
-        .stories()?
-        .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.id, "author": s.author, "text": s.text,
-                "posted_at": s.posted_at, "expires_at": s.expires_at,
-            })
-        })
-        .collect();
-    Ok(Json(json!(stories)))
+async fn stories(State(app): State<Arc<App>>) -> Answer<Vec<Story>> {
+    let stories = app.view().stories()?.into_iter().map(|s| Story {
+        id: s.id,
+        author: s.author,
+        text: s.text,
+        posted_at: s.posted_at,
+        expires_at: s.expires_at,
+    });
+    Ok(Json(stories.collect()))
 }
 
 #[derive(Deserialize)]
@@ -284,31 +289,31 @@ struct Text {
     text: String,
 }
 
-async fn post_story(State(app): State<Arc<App>>, Json(t): Json<Text>) -> Answer {
+async fn post_story(State(app): State<Arc<App>>, Json(t): Json<Text>) -> Answer<StoryPosted> {
     let mut client = app.client.lock().await;
     let s = client.story_post(&t.text).await?;
-    Ok(Json(json!({ "id": s.id, "expires_at": s.expires_at })))
+    Ok(Json(StoryPosted { id: s.id, expires_at: s.expires_at }))
 }
 
-async fn contacts(State(app): State<Arc<App>>) -> Answer {
+async fn contacts(State(app): State<Arc<App>>) -> Answer<Vec<String>> {
     let contacts: Vec<String> = app.view().contacts()?.into_iter().map(|(name, _)| name).collect();
-    Ok(Json(json!(contacts)))
+    Ok(Json(contacts))
 }
 
-async fn blocked(State(app): State<Arc<App>>) -> Answer {
-    Ok(Json(json!(app.view().blocked()?)))
+async fn blocked(State(app): State<Arc<App>>) -> Answer<Vec<String>> {
+    Ok(Json(app.view().blocked()?))
 }
 
-async fn block(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+async fn block(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.block(u.user.trim()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
-async fn unblock(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+async fn unblock(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.unblock(u.user.trim()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[derive(Deserialize)]
@@ -318,11 +323,11 @@ struct Report {
     reason: Option<String>,
 }
 
-async fn report(State(app): State<Arc<App>>, Json(r): Json<Report>) -> Answer {
+async fn report(State(app): State<Arc<App>>, Json(r): Json<Report>) -> Answer<Reported> {
     let mut client = app.client.lock().await;
     let reason = r.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     let answer = client.report(&r.message_id, reason).await?;
-    Ok(Json(json!({ "report_id": answer.report_id })))
+    Ok(Json(Reported { report_id: answer.report_id }))
 }
 
 #[derive(Deserialize)]
@@ -330,20 +335,26 @@ struct Search {
     q: String,
 }
 
-async fn businesses(State(app): State<Arc<App>>, Query(s): Query<Search>) -> Answer {
+async fn businesses(State(app): State<Arc<App>>, Query(s): Query<Search>) -> Answer<Vec<Business>> {
     let mut client = app.client.lock().await;
-    Ok(Json(json!(client.search_businesses(s.q.trim()).await?)))
+    let found = client.search_businesses(s.q.trim()).await?.into_iter().map(|b| Business {
+        username: b.username,
+        display_name: b.display_name,
+        description: b.description,
+        verified: b.verified,
+    });
+    Ok(Json(found.collect()))
 }
 
-async fn delete_chat(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer {
+async fn delete_chat(State(app): State<Arc<App>>, Json(u): Json<User>) -> Answer<Deleted> {
     let mut client = app.client.lock().await;
     let user = u.user.trim();
     let deleted = client.delete_conversation(user.strip_prefix('@').unwrap_or(user)).await?;
-    Ok(Json(json!({ "deleted": deleted })))
+    Ok(Json(Deleted { deleted: u64::try_from(deleted).unwrap_or(u64::MAX) }))
 }
 
-async fn rotate_token(State(app): State<Arc<App>>) -> Answer {
+async fn rotate_token(State(app): State<Arc<App>>) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.rotate_token().await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }

@@ -18,6 +18,7 @@
 //! keeps in its own origin's storage. Anything that changes state, and the live channel, must
 //! come from the app's own origin. Every answer carries a strict Content-Security-Policy.
 
+mod answers;
 mod api;
 mod assets;
 mod live;
@@ -142,7 +143,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         view: std::sync::Mutex::new(view),
         events,
         status: std::sync::Mutex::new(
-            serde_json::json!({ "type": "status", "online": false, "error": null }).to_string(),
+            answers::LiveEvent::Status { online: false, error: None }.json(),
         ),
         registered: Notify::new(),
         upkeep: Notify::new(),

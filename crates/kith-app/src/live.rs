@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::answers::{AppError, Arrived, LiveEvent, Problem};
 use axum::extract::State;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use kith_client::{Client, ClientError, SyncReport};
-use serde_json::json;
 
 use crate::App;
 
@@ -111,41 +111,41 @@ fn publish(app: &App, client: &Client, report: SyncReport) {
     let problems: Vec<_> = report
         .problems
         .iter()
-        .map(|p| {
-            json!({
-                "kind": p.kind.as_str(),
-                "chat": client.chat_of(&p.conversation).ok().flatten(),
-                "user": p.user,
-                "text": client.problem_sentence(p),
-            })
+        .map(|p| Problem {
+            kind: p.kind.as_str(),
+            chat: client.chat_of(&p.conversation).ok().flatten(),
+            user: p.user.clone(),
+            text: client.problem_sentence(p),
         })
         .collect();
     let messages: Vec<_> = report
         .messages
         .iter()
-        .map(|m| json!({ "chat": client.chat_of(&m.conversation).ok().flatten(), "message": m }))
+        .map(|m| Arrived {
+            chat: client.chat_of(&m.conversation).ok().flatten(),
+            message: m.clone(),
+        })
         .collect();
-    let event = json!({
-        "type": "update",
-        "messages": messages,
-        "joined": report.joined,
-        "expired": report.expired,
-        "problems": problems,
-    });
-    let _ = app.events.send(event.to_string());
+    let event = LiveEvent::Update {
+        messages,
+        joined: report.joined,
+        expired: u64::try_from(report.expired).unwrap_or(u64::MAX),
+        problems,
+    };
+    let _ = app.events.send(event.json());
 }
 
 /// Messages that waited to be sent went (or were refused): the pages read their chats again, to
 /// show each one's tick or "not sent".
 fn outbox_moved(app: &App, client: &Client, waiting_before: u64) {
     if waiting_before > 0 && client.waiting_to_send().unwrap_or(0) != waiting_before {
-        let _ = app.events.send(json!({ "type": "resync" }).to_string());
+        let _ = app.events.send(LiveEvent::Resync.json());
     }
 }
 
 fn status(app: &App, online: bool, error: Option<&ClientError>) {
-    let error = error.map(|e| json!({ "code": e.code_str(), "message": e.message() }));
-    let event = json!({ "type": "status", "online": online, "error": error }).to_string();
+    let error = error.map(|e| AppError { code: e.code_str(), message: e.message() });
+    let event = LiveEvent::Status { online, error }.json();
     if let Ok(mut last) = app.status.lock() {
         last.clone_from(&event);
     }
@@ -182,7 +182,7 @@ async fn forward(app: Arc<App>, mut ws: WebSocket) {
                 }
                 // A page that fell behind reloads its view instead of missing updates.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let resync = json!({ "type": "resync" }).to_string();
+                    let resync = LiveEvent::Resync.json();
                     if ws.send(WsMessage::Text(resync.into())).await.is_err() {
                         return;
                     }

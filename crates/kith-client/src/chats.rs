@@ -13,6 +13,7 @@ use crate::local::{Conversation, ConversationKind, LocalStore, Message};
 
 /// One line of the chat list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(rename = "Chat"))]
 pub struct ChatSummary {
     /// `@username` for a person, the group's id for a group.
     pub chat: String,

@@ -7,6 +7,7 @@ use openmls::prelude::*;
 use crate::claims::Claimed;
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::events::SystemEvent;
 use crate::local::{self, Conversation, ConversationKind, Message, Profile};
 use crate::mls;
 use crate::settings::{Committed, welcome_extension};
@@ -212,10 +213,10 @@ impl Client {
             timer_seconds: None,
         };
         let id = self.open_conversation(&me, &meta, claimed, Some(settings), conversation).await?;
-        self.note(&id, format!("{} created the group with {}", me.username, others.join(", ")))?;
+        self.note(&id, SystemEvent::Created { by: me.username.clone(), with: others.clone() })?;
         let problems = claims.problems(&id);
         for p in &problems {
-            self.note(&id, format!("{p}"))?;
+            self.note(&id, SystemEvent::Problem { text: p.to_string() })?;
         }
         Ok((id, problems))
     }
@@ -420,6 +421,7 @@ impl Client {
             verified: false,
             state: local::Delivery::Sending,
             failure: None,
+            event: None,
         };
         // One row: in the history and the outbox at once.
         self.local.write_outgoing(&message, &payload.encode(), &random_hex(16)?)?;

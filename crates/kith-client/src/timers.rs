@@ -29,6 +29,7 @@ use kith_proto::*;
 
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::events::SystemEvent;
 use crate::local::{Conversation, ConversationKind, LocalStore, Message};
 use kith_proto::payload::{Body, MAX_TIMER_SECONDS, MIN_TIMER_SECONDS, valid_timer};
 
@@ -232,6 +233,7 @@ impl Client {
                     verified: false,
                     state: crate::local::Delivery::Sent,
                     failure: None,
+                    event: None,
                 };
                 self.local.insert_message(&m)?;
                 (m, Vec::new())
@@ -384,7 +386,7 @@ impl Client {
         // A commit: every member has the timer from the same epoch on.
         self.change_settings(&id, |s| s.timer = seconds).await?;
         let me = self.me()?.username.clone();
-        self.note_lasting(&id, describe(&me, seconds))?;
+        self.note_lasting(&id, SystemEvent::Timer { by: me.clone(), seconds })?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kith_client::{ClientError, ConversationKind, ErrorCode, Refusal};
+use kith_client::{ClientError, ConversationKind, ErrorCode, Refusal, SystemEvent};
 use kith_testkit::{ServerConfig, SystemClock, TestServer, TestUser};
 
 fn texts(report: &kith_client::SyncReport, kind: ConversationKind) -> Vec<String> {
@@ -639,6 +639,24 @@ async fn an_admin_sees_each_of_its_own_changes_once() {
     assert_eq!(his.iter().filter(|l| l.contains("\"Quartet\"")).count(), 1, "{his:?}");
     assert_eq!(his.iter().filter(|l| l.contains("disappearing")).count(), 1, "{his:?}");
     assert_eq!(his.iter().filter(|l| l.as_str() == "alice added dave").count(), 1, "{his:?}");
+    // Each line carries what happened as data, the same on both sides: a reader words it
+    // without taking the sentence apart.
+    let events = |u: &TestUser| -> Vec<SystemEvent> {
+        u.chat_history(&id).unwrap().into_iter().filter_map(|m| m.event).collect()
+    };
+    let (mine, his) = (events(&alice), events(&bob));
+    assert_eq!(
+        mine[0],
+        SystemEvent::Created { by: "alice".into(), with: vec!["bob".into(), "carol".into()] }
+    );
+    assert_eq!(his[0], SystemEvent::Added { by: "alice".into(), who: vec!["bob".into()] });
+    for shared in [
+        SystemEvent::Timer { by: "alice".into(), seconds: Some(3600) },
+        SystemEvent::Added { by: "alice".into(), who: vec!["dave".into()] },
+        SystemEvent::Named { by: "alice".into(), name: "Quartet".into() },
+    ] {
+        assert!(mine.contains(&shared) && his.contains(&shared), "{shared:?}: {mine:?} / {his:?}");
+    }
 }
 
 /// A commit whose answer was lost (the server applied it; the network failed before the

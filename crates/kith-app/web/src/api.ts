@@ -25,70 +25,36 @@ export const NO_SESSION =
   "This window has no session with the Kith app: it was restarted, or this is not the address it printed. " +
   "Open the address the app printed in its terminal (each start prints a new one).";
 
-export type Kind = "direct" | "group" | "story" | "system";
-
-export interface Message {
-  id: string;
-  conversation: string;
-  kind: Kind;
-  from: string;
-  text: string;
-  sent_at: number;
-  received_at: number;
-  outgoing: boolean;
-  expires_at: number | null;
-  from_business: boolean;
-  verified: boolean;
-  /** This device's own message: still on its way (it goes by itself once the server can be
-   * reached), with the server, or refused (see `failure`; it can be sent again). */
-  state: "sending" | "sent" | "failed";
-  failure?: string;
-}
-
-export interface Chat {
-  chat: string;
-  kind: Kind;
-  title: string;
-  last: Message | null;
-  unread: number;
-  business: boolean;
-  verified: boolean;
-  timer_seconds: number | null;
-  left: boolean;
-}
-
-export interface Me {
-  registered: boolean;
-  username?: string;
-  server?: string;
-  business?: boolean;
-}
-
-export interface Group {
-  id: string;
-  name: string | null;
-  members: string[];
-  admins: string[];
-  left: boolean;
-  removed_by: string | null;
-  timer_seconds: number | null;
-  me_admin: boolean;
-}
-
-export interface Story {
-  id: string;
-  author: string;
-  text: string;
-  posted_at: number;
-  expires_at: number;
-}
-
-export interface Business {
-  username: string;
-  display_name: string;
-  description: string;
-  verified: boolean;
-}
+// What the app answers: generated from its Rust types (see types.ts), never written by hand.
+import type {
+  Business,
+  Chat,
+  Deleted,
+  Done,
+  Group,
+  GroupCreated,
+  Me,
+  Message,
+  Reported,
+  Sent,
+  Story,
+  StoryPosted,
+} from "./types";
+export type {
+  AppError,
+  Arrived,
+  Business,
+  Chat,
+  Delivery,
+  Group,
+  Kind,
+  LiveEvent,
+  Me,
+  Message,
+  Problem,
+  Story,
+  SystemEvent,
+} from "./types";
 
 /** A refusal, in words, with the SDK's stable code. */
 export class ApiError extends Error {
@@ -139,54 +105,32 @@ export const api = {
     call<Me>("POST", "/api/register", { username, server, ca_pem }),
   chats: () => call<Chat[]>("GET", "/api/chats"),
   messages: (chat: string) => call<Message[]>("GET", `${chatPath(chat)}/messages`),
-  read: (chat: string) => call<object>("POST", `${chatPath(chat)}/read`),
+  read: (chat: string) => call<Done>("POST", `${chatPath(chat)}/read`),
   timer: (chat: string, seconds: number | null) =>
-    call<object>("POST", `${chatPath(chat)}/timer`, { seconds }),
+    call<Done>("POST", `${chatPath(chat)}/timer`, { seconds }),
   send: (chat: string, text: string) =>
-    call<{ chat: string | null; message: Message; not_delivered?: string[] }>("POST", "/api/send", { chat, text }),
+    call<Sent>("POST", "/api/send", { chat, text }),
   createGroup: (name: string, members: string[]) =>
-    /** `not_added`: who could not be added, in words (also noted in the group). */
-    call<{ id: string; not_added: string[] }>("POST", "/api/groups", { name, members }),
+    call<GroupCreated>("POST", "/api/groups", { name, members }),
   group: (id: string) => call<Group>("GET", groupPath(id)),
-  groupAdd: (id: string, user: string) => call<object>("POST", `${groupPath(id)}/add`, { user }),
+  groupAdd: (id: string, user: string) => call<Done>("POST", `${groupPath(id)}/add`, { user }),
   groupRemove: (id: string, user: string) =>
-    call<object>("POST", `${groupPath(id)}/remove`, { user }),
+    call<Done>("POST", `${groupPath(id)}/remove`, { user }),
   groupPromote: (id: string, user: string) =>
-    call<object>("POST", `${groupPath(id)}/promote`, { user }),
+    call<Done>("POST", `${groupPath(id)}/promote`, { user }),
   groupRename: (id: string, name: string) =>
-    call<object>("POST", `${groupPath(id)}/rename`, { name }),
-  groupLeave: (id: string) => call<object>("POST", `${groupPath(id)}/leave`),
+    call<Done>("POST", `${groupPath(id)}/rename`, { name }),
+  groupLeave: (id: string) => call<Done>("POST", `${groupPath(id)}/leave`),
   stories: () => call<Story[]>("GET", "/api/stories"),
-  postStory: (text: string) => call<{ id: string }>("POST", "/api/stories", { text }),
+  postStory: (text: string) => call<StoryPosted>("POST", "/api/stories", { text }),
   contacts: () => call<string[]>("GET", "/api/contacts"),
   blocked: () => call<string[]>("GET", "/api/blocked"),
-  block: (user: string) => call<object>("POST", "/api/block", { user }),
-  unblock: (user: string) => call<object>("POST", "/api/unblock", { user }),
+  block: (user: string) => call<Done>("POST", "/api/block", { user }),
+  unblock: (user: string) => call<Done>("POST", "/api/unblock", { user }),
   report: (message_id: string, reason: string) =>
-    call<{ report_id: number }>("POST", "/api/report", { message_id, reason }),
+    call<Reported>("POST", "/api/report", { message_id, reason }),
   businesses: (q: string) => call<Business[]>("GET", `/api/businesses?q=${encodeURIComponent(q)}`),
-  retry: (id: string) => call<{ chat: string | null; message: Message }>("POST", `/api/messages/${encodeURIComponent(id)}/retry`),
-  deleteChat: (user: string) => call<{ deleted: number }>("POST", "/api/delete", { user }),
-  rotateToken: () => call<object>("POST", "/api/rotate-token"),
+  retry: (id: string) => call<Sent>("POST", `/api/messages/${encodeURIComponent(id)}/retry`),
+  deleteChat: (user: string) => call<Deleted>("POST", "/api/delete", { user }),
+  rotateToken: () => call<Done>("POST", "/api/rotate-token"),
 };
-
-/** What the app pushes over `/live`. */
-/** Something a sync skipped (a message it could not read, a contact it could not add). */
-export interface Problem {
-  kind: "unreadable" | "unjoinable" | "malformed" | "not_added" | "upkeep" | "unreached";
-  chat: string | null;
-  user: string | null;
-  text: string;
-}
-
-export type LiveEvent =
-  | {
-      type: "update";
-      messages: { chat: string | null; message: Message }[];
-      joined: string[];
-      expired: number;
-      /** What a sync could not do, each for its own conversation, in words to show as they are. */
-      problems: Problem[];
-    }
-  | { type: "status"; online: boolean; error: { code: string; message: string } | null }
-  | { type: "resync" };

@@ -12,6 +12,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use super::{pending_removals, staying_members};
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::events::SystemEvent;
 use crate::local::{ConversationKind, Unsure};
 use crate::mls::{self, Provider};
 use crate::settings::{self as epoch_settings, Committed};
@@ -105,7 +106,7 @@ impl Client {
     pub(crate) fn left(&mut self, id: &str) -> ClientResult<()> {
         let group = self.local.conversation(id)?.is_some_and(|c| c.kind == ConversationKind::Group);
         if group {
-            self.note(id, "you left the group".into())?;
+            self.note(id, SystemEvent::Left { who: self.me()?.username.clone() })?;
         }
         self.local.set_left(id, now_millis())?;
         // The group's state stays: messages queued for this device before the leave took

@@ -8,6 +8,7 @@ use super::staying_members;
 use super::{Plan, one_member_may_cause};
 use crate::client::Client;
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::events::SystemEvent;
 use crate::mls::{self};
 use kith_proto::payload::valid_group_name;
 use kith_proto::settings::Settings;
@@ -53,7 +54,7 @@ impl Client {
         self.add_claimed(&id, &claims.users(), devices, meta, claims.key_packages()).await?;
         // Those who could not be added are said in the group's history.
         for p in claims.problems(&id) {
-            self.note(&id, format!("{p}"))?;
+            self.note(&id, SystemEvent::Problem { text: p.to_string() })?;
         }
         Ok(())
     }
@@ -148,7 +149,7 @@ impl Client {
         .await?;
         let me = self.me()?.username.clone();
         if meta.kind == GroupType::Group {
-            self.note(&id, format!("{me} added {}", users.join(", ")))?;
+            self.note(&id, SystemEvent::Added { by: me.clone(), who: users.to_vec() })?;
         }
         Ok(())
     }
@@ -192,7 +193,7 @@ impl Client {
         })
         .await?;
         if meta.kind == GroupType::Group {
-            self.note(&id, format!("{me} removed {user}"))?;
+            self.note(&id, SystemEvent::Removed { by: me.clone(), who: user.to_string() })?;
         }
         Ok(())
     }
@@ -231,7 +232,7 @@ impl Client {
             ));
         }
         let me = self.me()?.username.clone();
-        self.note(&id, format!("{me} made {user} an admin"))
+        self.note(&id, SystemEvent::Promoted { by: me.clone(), who: user.to_string() })
     }
 
     /// Changes the admins with `change`, applied to the list as the group holds it when the
@@ -306,6 +307,6 @@ impl Client {
         }
         self.change_settings(&id, |s| s.name = Some(name.to_string())).await?;
         let me = self.me()?.username.clone();
-        self.note(&id, format!("{me} named the group \"{name}\""))
+        self.note(&id, SystemEvent::Named { by: me.clone(), name: name.to_string() })
     }
 }

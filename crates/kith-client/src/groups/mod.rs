@@ -13,6 +13,7 @@ pub(crate) use commit::{Plan, one_member_may_cause};
 
 use crate::client::{Client, conversation_bytes, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::events::SystemEvent;
 use crate::local::{ConversationKind, LocalStore, Message};
 use crate::mls::{self, Provider};
 
@@ -227,25 +228,26 @@ impl Client {
     }
 
     /// A line in the group's history about this device's own action.
-    pub(crate) fn note(&self, id: &str, text: String) -> ClientResult<()> {
+    pub(crate) fn note(&self, id: &str, event: SystemEvent) -> ClientResult<()> {
         let timer = self.local.conversation(id)?.and_then(|c| c.timer_seconds);
-        self.note_until(id, text, timer)
+        self.note_until(id, event, timer)
     }
 
     /// A line in the group's history that stays while the messages around it disappear (the
     /// one saying the timer changed), as on the other members' devices.
-    pub(crate) fn note_lasting(&self, id: &str, text: String) -> ClientResult<()> {
-        self.note_until(id, text, None)
+    pub(crate) fn note_lasting(&self, id: &str, event: SystemEvent) -> ClientResult<()> {
+        self.note_until(id, event, None)
     }
 
-    fn note_until(&self, id: &str, text: String, timer: Option<u64>) -> ClientResult<()> {
+    fn note_until(&self, id: &str, event: SystemEvent, timer: Option<u64>) -> ClientResult<()> {
         let now = now_millis();
+        let me = self.me()?.username.clone();
         self.local.insert_message(&Message {
             id: format!("sys-{}", random_hex(8)?),
             conversation: id.to_string(),
             kind: ConversationKind::System,
-            from: self.me()?.username.clone(),
-            text,
+            text: event.text(&me),
+            from: me,
             sent_at: now,
             received_at: now,
             outgoing: true,
@@ -254,6 +256,7 @@ impl Client {
             verified: false,
             state: crate::local::Delivery::Sent,
             failure: None,
+            event: Some(event),
         })?;
         Ok(())
     }

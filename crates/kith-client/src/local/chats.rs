@@ -32,7 +32,7 @@ impl<'a> Scope<'a> {
 }
 
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at,
-    m.received_at, m.outgoing, m.expires_at, m.from_business, m.verified, m.state, m.failure";
+    m.received_at, m.outgoing, m.expires_at, m.from_business, m.verified, m.state, m.failure, m.event";
 /// Not expired at `?2`.
 const LIVE: &str = "(m.expires_at IS NULL OR m.expires_at > ?2)";
 /// Written by someone else (system lines are nobody's).

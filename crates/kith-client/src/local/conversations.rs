@@ -8,6 +8,7 @@ use super::{LocalStore, i, u};
 
 /// What kind of conversation a message belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(rename = "Kind"))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     Direct,

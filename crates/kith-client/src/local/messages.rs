@@ -5,9 +5,15 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{ConversationKind, Delivery, LocalStore, i, u};
+use crate::events::SystemEvent;
+
+/// Profiles made before system lines carried their event.
+pub(super) const EVENT_COLUMN: (&str, &str) =
+    ("event", "ALTER TABLE kith_messages ADD COLUMN event TEXT");
 
 /// One message of the local history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Message {
     /// The sender's message id (random, unique): the same on every device.
     pub id: String,
@@ -29,7 +35,12 @@ pub struct Message {
     pub state: Delivery,
     /// Why a failed message was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub failure: Option<String>,
+    /// What a system line says happened, as data (its `text` words it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub event: Option<SystemEvent>,
 }
 
 pub fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -47,6 +58,8 @@ pub fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         verified: r.get(10)?,
         state: Delivery::parse(&r.get::<_, String>(11)?),
         failure: r.get(12)?,
+        // A line this device cannot read back (from a newer SDK) is still shown, by its text.
+        event: r.get::<_, Option<String>>(13)?.and_then(|e| serde_json::from_str(&e).ok()),
     })
 }
 
@@ -59,8 +72,8 @@ impl LocalStore {
             .prepare_cached(
                 "INSERT OR IGNORE INTO kith_messages
          (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-          from_business, verified, shown, state, failure)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8, ?12, ?13)",
+          from_business, verified, shown, state, failure, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8, ?12, ?13, ?14)",
             )?
             .execute(params![
                 m.id,
@@ -75,7 +88,8 @@ impl LocalStore {
                 m.from_business,
                 m.verified,
                 m.state.as_str(),
-                m.failure
+                m.failure,
+                m.event.as_ref().and_then(|e| serde_json::to_string(e).ok())
             ])?;
         Ok(n == 1)
     }
@@ -87,7 +101,7 @@ impl LocalStore {
         self.conn
             .prepare_cached(
                 "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing,
-                expires_at, from_business, verified, state, failure
+                expires_at, from_business, verified, state, failure, event
          FROM kith_messages WHERE shown = 0 AND (expires_at IS NULL OR expires_at > ?1)
          ORDER BY rowid",
             )?
@@ -118,7 +132,7 @@ impl LocalStore {
     pub fn message(&self, id: &str) -> rusqlite::Result<Option<Message>> {
         self.conn.prepare_cached(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-                from_business, verified, state, failure
+                from_business, verified, state, failure, event
          FROM kith_messages WHERE id = ?1",
     )?
     .query_row(params![id], message_row)
@@ -129,7 +143,7 @@ impl LocalStore {
     pub fn history_with(&self, peer: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
         self.conn.prepare(
         "SELECT m.id, m.conversation, m.kind, m.sender, m.text, m.sent_at, m.received_at, m.outgoing,
-                m.expires_at, m.from_business, m.verified, m.state, m.failure
+                m.expires_at, m.from_business, m.verified, m.state, m.failure, m.event
          FROM kith_messages m JOIN kith_conversations c ON c.id = m.conversation
          WHERE c.kind = 'direct' AND c.peer = ?1 AND (m.expires_at IS NULL OR m.expires_at > ?2)
          ORDER BY m.sent_at, m.received_at, m.id",
@@ -142,7 +156,7 @@ impl LocalStore {
     pub fn history_of(&self, conversation: &str, now: u64) -> rusqlite::Result<Vec<Message>> {
         self.conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-                from_business, verified, state, failure
+                from_business, verified, state, failure, event
          FROM kith_messages WHERE conversation = ?1 AND (expires_at IS NULL OR expires_at > ?2)
          ORDER BY sent_at, received_at, id",
     )?
@@ -156,7 +170,7 @@ impl LocalStore {
     pub fn stories(&self, now: u64) -> rusqlite::Result<Vec<Message>> {
         self.conn.prepare(
         "SELECT id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
-                from_business, verified, state, failure
+                from_business, verified, state, failure, event
          FROM kith_messages WHERE kind = 'story' AND (expires_at IS NULL OR expires_at > ?1)
            AND sender NOT IN (SELECT username FROM kith_blocked)
          ORDER BY sent_at DESC, id",

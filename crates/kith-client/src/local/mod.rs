@@ -201,7 +201,7 @@ impl LocalStore {
     /// Creates or brings up to date this module's tables.
     fn migrate(&self) -> rusqlite::Result<()> {
         self.conn.execute_batch(SCHEMA)?;
-        for (column, ddl) in outbox::MESSAGE_COLUMNS {
+        for (column, ddl) in outbox::MESSAGE_COLUMNS.into_iter().chain([messages::EVENT_COLUMN]) {
             let has: bool = self
                 .conn
                 .prepare("SELECT 1 FROM pragma_table_info('kith_messages') WHERE name = ?1")?

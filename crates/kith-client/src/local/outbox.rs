@@ -26,6 +26,7 @@ CREATE INDEX IF NOT EXISTS kith_messages_sending ON kith_messages (sent_at)
 
 /// Where a message of this device stands with the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     /// Written, not answered yet: it is posted again by itself (at the next sync, or when a

@@ -10,6 +10,7 @@ use openmls::prelude::*;
 use super::{Lines, Processing, Received, Skip};
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, Refusal};
+use crate::events::SystemEvent;
 use crate::local::ConversationKind;
 use crate::mls::{self, Provider};
 
@@ -27,7 +28,6 @@ impl Client {
         let aad = &r.aad;
         let mut lines = Vec::new();
         let mut lasting = None;
-        let me = self.me()?.username.clone();
         let before = mls::meta_of(group);
         crate::rules::check_commit(group, before.as_ref(), sender, &staged)?;
         // New settings are opened with the key of the epoch the commit was made in,
@@ -63,8 +63,7 @@ impl Client {
             }
         }
         if !added.is_empty() {
-            let names: Vec<String> = added.into_iter().collect();
-            lines.push(format!("{sender} added {}", names.join(", ")));
+            lines.push(SystemEvent::Added { by: sender.clone(), who: added.into_iter().collect() });
         }
         let mut removed_me = false;
         for rm in staged.remove_proposals() {
@@ -73,8 +72,7 @@ impl Client {
             let who = group.member(removed).and_then(mls::identity).unwrap_or_default();
             if !leaving {
                 removed_me |= removed == group.own_leaf_index();
-                let who = if who == me { "you".to_string() } else { who };
-                lines.push(format!("{sender} removed {who}"));
+                lines.push(SystemEvent::Removed { by: sender.clone(), who });
             }
         }
         // Out by this commit: removed (and who did it is said), or a leave completed.
@@ -88,13 +86,13 @@ impl Client {
                 if settings.name != held.name
                     && let Some(name) = &settings.name
                 {
-                    lines.push(format!("{sender} named the group \"{name}\""));
+                    lines.push(SystemEvent::Named { by: sender.clone(), name: name.clone() });
                 }
                 if settings.timer != held.timer {
                     // The line saying so stays, even though the messages after it
                     // disappear.
                     lasting = Some(lines.len());
-                    lines.push(crate::timers::describe(sender, settings.timer));
+                    lines.push(SystemEvent::Timer { by: sender.clone(), seconds: settings.timer });
                 }
                 self.local.set_settings(id, epoch, &settings, Some(&record))?;
             }
@@ -103,10 +101,7 @@ impl Client {
             // who may set them seals them again.
             Some(None) => {
                 tracing::warn!("a commit's settings do not match its group context");
-                lines.push(format!(
-                    "{sender} changed the group's settings in a way this device cannot \
-                     read; it keeps the ones it had"
-                ));
+                lines.push(SystemEvent::SettingsUnreadable { by: sender.clone() });
                 self.local.set_settings(id, epoch, &held, None)?;
             }
             None => self.local.note_epoch_timer(id, epoch, held.timer)?,
@@ -114,7 +109,7 @@ impl Client {
         let after = mls::meta_of(group);
         if let (Some(b), Some(a)) = (&before, &after) {
             for admin in a.admins.iter().filter(|x| !b.is_admin(x)) {
-                lines.push(format!("{sender} made {admin} an admin"));
+                lines.push(SystemEvent::Promoted { by: sender.clone(), who: admin.clone() });
             }
         }
         if removed_me {
@@ -132,7 +127,7 @@ impl Client {
         group: &mut MlsGroup,
         r: &Received<'_>,
         proposal: QueuedProposal,
-    ) -> Processing<Vec<String>> {
+    ) -> Processing<Vec<SystemEvent>> {
         let entry = r.entry;
         let sender = &r.sender;
         let sender_leaf = r.sender_leaf;
@@ -148,10 +143,11 @@ impl Client {
                 .local
                 .conversation(&entry.conversation_id)?
                 .is_some_and(|c| c.kind == ConversationKind::Direct);
+            let who = sender.clone();
             lines.push(if direct {
-                format!("{sender} deleted this chat")
+                SystemEvent::DeletedChat { who }
             } else {
-                format!("{sender} left")
+                SystemEvent::Left { who }
             });
             if direct {
                 let id = &entry.conversation_id;

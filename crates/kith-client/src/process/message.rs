@@ -143,6 +143,7 @@ impl Client {
             verified: entry.sender_verified,
             state: crate::local::Delivery::Sent,
             failure: None,
+            event: None,
         };
         Ok(if self.local.insert_message(&m)? { vec![m] } else { Vec::new() })
     }

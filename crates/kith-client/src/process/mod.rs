@@ -13,6 +13,7 @@ use openmls::prelude::*;
 
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult};
+use crate::events::SystemEvent;
 use crate::local::{ConversationKind, Message};
 use crate::mls;
 use crate::report::{Problem, ProblemKind, SyncReport};
@@ -98,16 +99,17 @@ pub(crate) struct Received<'a> {
 /// any, stays when the conversation's messages disappear.
 #[derive(Default)]
 pub(crate) struct Lines {
-    pub lines: Vec<String>,
+    pub lines: Vec<SystemEvent>,
     pub lasting: Option<usize>,
 }
 
 /// A system line (who joined, left, was promoted) attached to a received entry.
+/// Worded for `me` (see [`SystemEvent::text`]).
 fn system(
     entry: &QueueEntry,
     n: usize,
     from: &str,
-    text: String,
+    (event, me): (SystemEvent, &str),
     expires_at: Option<u64>,
 ) -> Message {
     Message {
@@ -115,7 +117,7 @@ fn system(
         conversation: entry.conversation_id.clone(),
         kind: ConversationKind::System,
         from: from.to_string(),
-        text,
+        text: event.text(me),
         sent_at: entry.server_time,
         received_at: now_millis(),
         outgoing: false,
@@ -124,6 +126,7 @@ fn system(
         verified: false,
         state: crate::local::Delivery::Sent,
         failure: None,
+        event: Some(event),
     }
 }
 
@@ -236,9 +239,10 @@ impl Client {
             .conversation(&entry.conversation_id)?
             .and_then(|c| c.timer_seconds)
             .map(|t| entry.server_time.saturating_add(t.saturating_mul(1000)));
-        for (n, text) in lines.into_iter().enumerate() {
-            let line =
-                system(entry, n, sender, text, if lasting == Some(n) { None } else { timer });
+        let me = self.me()?.username.clone();
+        for (n, event) in lines.into_iter().enumerate() {
+            let expires_at = if lasting == Some(n) { None } else { timer };
+            let line = system(entry, n, sender, (event, &me), expires_at);
             if self.local.insert_message(&line)? {
                 messages.push(line);
             }

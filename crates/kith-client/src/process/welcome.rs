@@ -8,6 +8,7 @@ use openmls::prelude::*;
 use super::{Outcome, Processing, Skip, system};
 use crate::client::{Client, conversation_bytes};
 use crate::error::{ClientError, Refusal};
+use crate::events::SystemEvent;
 use crate::local::{Conversation, ConversationKind};
 use crate::mls;
 use kith_proto::settings::Settings;
@@ -164,7 +165,8 @@ impl Client {
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
         if kind == ConversationKind::Group {
-            let line = system(entry, 0, &adder, format!("{adder} added you"), None);
+            let event = SystemEvent::Added { by: adder.clone(), who: vec![me.username.clone()] };
+            let line = system(entry, 0, &adder, (event, &me.username), None);
             self.local.insert_message(&line)?;
             outcome.messages.push(line);
         }
