@@ -1,4 +1,12 @@
 //! Opening conversations (1:1 and groups) and sending into them.
+//!
+//! What a send does besides posting, and only in its own conversation: it first settles what
+//! waited there (a token rotation, a handshake whose outcome was unknown, earlier messages of
+//! the outbox — their order is the conversation's), completes a member's pending request to
+//! leave (MLS sends nothing while a proposal is pending), and, when the server says this
+//! device is behind (`stale_epoch`, `not_a_member`), catches up before encrypting again. It
+//! commits nothing in other conversations, and what a catch-up receives is kept unshown and
+//! handed over by the next `sync()` (or push), never lost.
 
 use kith_proto::*;
 use openmls::prelude::tls_codec::Serialize as _;

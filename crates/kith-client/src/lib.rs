@@ -18,8 +18,8 @@
 //!   others send as if the server were hostile;
 //! - `franking` and `safety`: committing to and checking every message so a recipient can
 //!   report one verifiably; blocking;
-//! - `timers`: contacts, stories, disappearing messages, deleting conversations, and keeping
-//!   deleted text off the disk;
+//! - `contacts` (who this device wrote to), `stories` (the story channel), `timers`
+//!   (disappearing messages, deleting conversations, keeping deleted text off the disk);
 //! - `chats`: the chat list as a window shows it (one line per person and per group, last
 //!   message, unread count, marks) and what was read, for the app; [`View`] reads it from a
 //!   second connection while the client waits on the network;
@@ -60,6 +60,7 @@ mod api;
 mod chats;
 mod claims;
 mod client;
+mod contacts;
 mod convo;
 mod error;
 mod events;
@@ -77,6 +78,7 @@ mod rules;
 mod safety;
 mod settings;
 mod signer;
+mod stories;
 mod sync;
 mod timers;
 mod tls;
@@ -98,7 +100,7 @@ pub use mls::CIPHERSUITE;
 pub use mls::JsonCodec;
 pub use push::PushConnection;
 pub use report::{Problem, ProblemKind, SyncReport};
-pub use timers::Story;
+pub use stories::Story;
 /// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).
 pub use timers::human as timer_text;
 pub use view::View;

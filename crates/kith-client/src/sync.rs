@@ -33,12 +33,24 @@ const FETCH_PAGE: u32 = 200;
 const MAX_PAGES: u32 = 1000;
 
 impl Client {
-    /// Brings this device up to date, in four steps, each reported:
-    /// 1. fetches everything waiting on the server, processes it and acknowledges it;
-    /// 2. completes the pending requests of members to leave its groups;
-    /// 3. brings the story channel's members in line with the contacts
+    /// Brings this device up to date. The steps, in order (each one's outcome is in the
+    /// report; an upkeep step that fails is reported and the others still run):
+    /// 1. settles what waited: a token rotation, handshakes whose outcome was unknown, the
+    ///    outbox (`crate::unsure`);
+    /// 2. takes in invitations held until their sender became a contact;
+    /// 3. fetches the queue page by page, processes each entry in its own transaction (held,
+    ///    left out or dropped ones counted), acknowledges each page with the missed-message
+    ///    counts it told;
+    /// 4. tops up this device's KeyPackages after a join, or every ten minutes;
+    /// 5. completes the pending requests of members to leave its groups;
+    /// 6. brings the story channel's members in line with the contacts
     ///    ([`Client::sync_story_channel`]; `story_audience_changed`);
-    /// 4. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`).
+    /// 7. deletes the messages whose time is up ([`Client::purge_expired`]; `expired`);
+    /// 8. hands over every message not handed to the caller yet, once (`messages`), and the
+    ///    missed-message counts (`missed`).
+    ///
+    /// When the server cannot be reached part-way, what came is kept and shown, and the
+    /// report says so (`Unreached`); when it is not reached at all, the error is returned.
     pub async fn sync(&mut self) -> ClientResult<SyncReport> {
         self.settle().await?;
         let mut report = SyncReport::default();

@@ -11,7 +11,7 @@ use crate::error::ClientResult;
 use crate::groups::{self, GroupSummary};
 use crate::local::{LocalStore, Message, Profile};
 use crate::mls::Provider;
-use crate::timers::{self, Story};
+use crate::stories::{self, Story};
 
 /// See the [module](self). Made by [`Client::view`]; lives no longer than the process that
 /// holds the profile should (it takes no lock of its own).
@@ -80,7 +80,7 @@ impl View {
 
     /// See [`Client::stories`].
     pub fn stories(&self) -> ClientResult<Vec<Story>> {
-        timers::stories(&self.local, self.now())
+        stories::stories(&self.local, self.now())
     }
 
     /// See [`Client::contacts`].

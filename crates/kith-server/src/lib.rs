@@ -20,7 +20,7 @@
 //! - [`delivery`]: the delivery rules every path goes through (membership, rates, blocks,
 //!   the queue cap), one function each; [`queues`]: each device's queue depth;
 //! - [`push`]: wake-ups for connected devices when their queue grows;
-//! - [`routes_cache`]: short-lived caches of conversation routes and blocks for the send path;
+//! - [`fanout_cache`]: short-lived caches of conversation routes and blocks for the send path;
 //! - [`bodies`]: request bodies held in memory, bounded across all requests and per address;
 //! - [`retention`]: the sweep that deletes ciphertext older than `retention_days`;
 //! - [`metrics`]: Prometheus counters;
@@ -41,6 +41,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod fanout_cache;
 pub mod groups;
 pub mod metrics;
 pub mod mls;
@@ -49,7 +50,6 @@ pub mod push;
 pub mod queues;
 pub mod retention;
 pub mod routes;
-pub mod routes_cache;
 pub mod safety;
 pub mod state;
 pub mod stores;

@@ -71,7 +71,9 @@ pub struct Shared {
     /// One lock per conversation for validating handshakes in order.
     pub locks: Arc<crate::groups::locks::Locks>,
     pub safety: Arc<crate::safety::Safety>,
-    pub routes: Arc<crate::routes_cache::RouteCache>,
+    /// What each send reads to fan a message out (routes, blocks), cached; not the HTTP router,
+    /// which is `routes`.
+    pub fanout: Arc<crate::fanout_cache::FanoutCache>,
     pub franking: Arc<crate::safety::franking::Franking>,
     /// Undelivered entries per device, for `max_queued_per_device`.
     pub queues: Arc<crate::queues::QueueDepths>,
@@ -93,7 +95,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         Ok(AppState(Arc::new(Shared {
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
-            routes: Arc::new(crate::routes_cache::RouteCache::new(store.shared())),
+            fanout: Arc::new(crate::fanout_cache::FanoutCache::new(store.shared())),
             franking: Arc::new(franking),
             queues: Arc::new(crate::queues::QueueDepths::new(config.max_queued_per_device)),
             gate: kith_listen::Gate::new(kith_listen::Limits {

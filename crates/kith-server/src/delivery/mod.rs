@@ -74,7 +74,7 @@ pub async fn member_route(
     conversation: &[u8],
 ) -> ApiResult<kith_store::Route> {
     let route = state
-        .routes
+        .fanout
         .route(&*state.store, conversation)
         .await?
         .ok_or(StoreError::UnknownConversation)?;
@@ -162,7 +162,7 @@ impl Fanout {
             full: Vec::new(),
             full_members: Vec::new(),
         };
-        let blocking = state.routes.blocking(&*state.store, sender).await?;
+        let blocking = state.fanout.blocking(&*state.store, sender).await?;
         if !blocking.is_empty() {
             fanout.recipients.retain(|d| !blocking.contains(d));
         }

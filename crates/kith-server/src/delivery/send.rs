@@ -122,8 +122,8 @@ async fn current_route(
         return Ok(route);
     }
     // The cached route may be a moment old; ask the store before refusing.
-    state.routes.forget_route(id.as_bytes());
-    match state.routes.route(&*state.store, id.as_bytes()).await? {
+    state.fanout.forget_route(id.as_bytes());
+    match state.fanout.route(&*state.store, id.as_bytes()).await? {
         Some(r) if r.epoch == epoch && r.members.contains(&me.device_id) => Ok(r),
         fresh => Err(DeliveryError::Stale { current: fresh.map_or(route.epoch, |r| r.epoch) }),
     }
@@ -181,7 +181,7 @@ async fn store_and_push(
     // Parsed once, on the way in: tagging its deliveries reads what the check read.
     state.franking.remember(message_id, stored.framing.committed);
     // The message is durable already: a failure here costs a reputation signal, not the send.
-    if let Err(e) = state.routes.note_spoke(&*state.store, id.as_bytes(), &me.username).await {
+    if let Err(e) = state.fanout.note_spoke(&*state.store, id.as_bytes(), &me.username).await {
         tracing::warn!(error = %e, "cannot record who posted in a conversation");
     }
     if route.direct {

@@ -48,7 +48,7 @@ pub async fn create(
     // a member is looked at here (the route is cached); anyone else learns that the id is taken
     // only where they did before, after the checks and limits below.
     let digest: [u8; 32] = sha2::Sha256::digest(&req.welcome.0).into();
-    let route = state.routes.route(&*state.store, id.as_bytes()).await?;
+    let route = state.fanout.route(&*state.store, id.as_bytes()).await?;
     // Cheap checks before the costly one (verifying a GroupInfo and a tree of up to a
     // megabyte): the change rate is counted for every attempt, valid or not.
     delivery::check_rate(state, me, id.as_bytes(), Post::Change { story: false }).await?;

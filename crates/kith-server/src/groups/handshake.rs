@@ -408,7 +408,7 @@ async fn store(
             other => GroupError::from(other),
         })?;
     // Members changed: the next send must see the new list.
-    state.routes.forget_route(id.as_bytes());
+    state.fanout.forget_route(id.as_bytes());
     for r in &recipients {
         entries::accepted(state, r);
     }

@@ -27,7 +27,7 @@ pub async fn block(state: &AppState, me: &str, username: &str) -> Result<Vec<Str
         return Err(BlockError::Yourself);
     }
     state.store.block(me, username, state.now()).await?;
-    state.routes.forget_blocking(username);
+    state.fanout.forget_blocking(username);
     super::record_signal(state, me, username, SignalKind::Block, false).await?;
     Ok(state.store.blocked_by(me).await?)
 }
@@ -39,7 +39,7 @@ pub async fn unblock(
     username: &str,
 ) -> Result<Vec<String>, StoreError> {
     state.store.unblock(me, username).await?;
-    state.routes.forget_blocking(username);
+    state.fanout.forget_blocking(username);
     // A lifted block no longer counts against the account.
     state.store.withdraw_signal(username, me, SignalKind::Block).await?;
     let released = state.store.release_withheld(me, username).await?;

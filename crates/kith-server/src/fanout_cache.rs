@@ -25,7 +25,7 @@ struct Timed<T> {
 
 /// A std mutex per map: held for a lookup or an insert, never across an await.
 #[derive(Default)]
-pub struct RouteCache {
+pub struct FanoutCache {
     /// Whether blocks may be served from this cache (only one node changes them).
     cache_blocks: bool,
     routes: Mutex<HashMap<Vec<u8>, Timed<Route>>>,
@@ -53,10 +53,10 @@ fn put<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, Timed<V>>>, key: K, va
     }
 }
 
-impl RouteCache {
+impl FanoutCache {
     /// `shared`: other nodes change the store too ([`DeliveryStore::shared`]).
     pub fn new(shared: bool) -> Self {
-        RouteCache { cache_blocks: !shared, ..Default::default() }
+        FanoutCache { cache_blocks: !shared, ..Default::default() }
     }
 
     pub async fn route(
