@@ -45,7 +45,7 @@ impl Client {
         if let Some(p) = &self.profile {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
-        validate_username(username)
+        let name = Username::parse(username)
             .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
         let ca = self.pending_ca.clone();
         let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
@@ -60,7 +60,7 @@ impl Client {
                 .pop()
                 .ok_or_else(|| ClientError::Mls("no last-resort KeyPackage".into()))?;
             RegisterRequest {
-                username: username.to_string(),
+                username: name,
                 kind,
                 credential_key: B64(signer.to_public_vec()),
                 key_packages: key_packages.into_iter().map(B64).collect(),

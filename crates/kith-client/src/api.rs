@@ -292,8 +292,9 @@ impl Api {
     }
 
     pub async fn block(&self, username: &str) -> ClientResult<BlockList> {
-        self.call(Method::POST, "/v1/blocks", Some(&BlockRequest { username: username.into() }))
-            .await
+        let username = Username::parse(username)
+            .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
+        self.call(Method::POST, "/v1/blocks", Some(&BlockRequest { username })).await
     }
 
     pub async fn unblock(&self, username: &str) -> ClientResult<BlockList> {

@@ -325,7 +325,8 @@ impl Client {
         let info =
             group.export_group_info(provider.crypto(), &signer, false).map_err(ClientError::mls)?;
         let request = CreateConversation {
-            conversation_id: id.clone(),
+            conversation_id: ConversationId::parse(&id)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
             welcome: B64(welcome.tls_serialize_detached().map_err(ClientError::mls)?),
             group_info: B64(info.tls_serialize_detached().map_err(ClientError::mls)?),
             ratchet_tree: B64(group

@@ -100,8 +100,11 @@ impl Client {
             ));
         }
         let request = ReportRequest {
-            conversation_id: frank.conversation,
-            sender: frank.sender,
+            // Stored as they were received: a row that no longer parses cannot be reported.
+            conversation_id: ConversationId::parse(&frank.conversation)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            sender: Username::parse(&frank.sender)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
             sender_device: frank.sender_device,
             server_time: frank.server_time,
             frank: FrankTag { key_id: frank.key_id, epoch: frank.epoch, tag: B64(frank.tag) },

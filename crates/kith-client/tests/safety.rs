@@ -72,7 +72,7 @@ async fn a_report_reveals_one_message_and_every_forgery_is_refused() {
     refused(InvalidReport.as_str(), &post_report(&server, &bob, &replayed).await.1);
     // A message attributed to someone who did not send it.
     let mut misattributed = genuine.clone();
-    misattributed.sender = "alice".into();
+    misattributed.sender = kith_proto::Username::parse("alice").unwrap();
     misattributed.sender_device = alice.profile().unwrap().device_id;
     refused(InvalidReport.as_str(), &post_report(&server, &bob, &misattributed).await.1);
     // A report by someone who was not a recipient.

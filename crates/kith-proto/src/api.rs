@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::B64;
+use crate::{B64, ConversationId, Username};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -41,9 +41,7 @@ impl AccountKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RegisterRequest {
-    /// 3–32 of a–z, 0–9, `_` and `.`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.]{3,32}$"))]
-    pub username: String,
+    pub username: Username,
     #[serde(default)]
     pub kind: AccountKind,
     /// The device's Ed25519 public key: its MLS credential key.
@@ -217,7 +215,7 @@ pub struct ClaimResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateConversation {
     /// The MLS group id as lowercase hex.
-    pub conversation_id: String,
+    pub conversation_id: ConversationId,
     /// The TLS-serialized `MlsMessage` carrying the Welcome for every member but the creator.
     pub welcome: B64,
     /// The TLS-serialized `MlsMessage` carrying the group's signed GroupInfo.
@@ -396,9 +394,9 @@ pub struct FrankTag {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ReportRequest {
-    pub conversation_id: String,
+    pub conversation_id: ConversationId,
     /// The account and device the message came from (as delivered).
-    pub sender: String,
+    pub sender: Username,
     pub sender_device: u64,
     /// The delivered message's `server_time` and franking tag.
     pub server_time: u64,
@@ -427,8 +425,7 @@ pub struct ReportResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct BlockRequest {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.]{3,32}$"))]
-    pub username: String,
+    pub username: Username,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,20 +4,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-thread_local! {
-    /// Set when a [`B64`] field fails to decode on this thread (see [`watching_base64`]).
-    static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `parse` (a synchronous deserialization) and tells whether a [`B64`] field failed to
-/// decode during it, so a reader can tell `bad_base64` apart from other malformed input without
-/// reading serde's error text.
-pub fn watching_base64<T>(parse: impl FnOnce() -> T) -> (T, bool) {
-    FAILED.with(|f| f.set(false));
-    let parsed = parse();
-    (parsed, FAILED.with(|f| f.replace(false)))
-}
-
 /// Bytes that travel as a base64 string.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct B64(pub Vec<u8>);
@@ -65,7 +51,7 @@ impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         STANDARD.decode(text.as_bytes()).map(B64).map_err(|e| {
-            FAILED.with(|f| f.set(true));
+            crate::watch::spoiled(crate::watch::Spoiled::Base64);
             serde::de::Error::custom(e)
         })
     }
@@ -96,16 +82,6 @@ mod tests {
         let json = serde_json::to_string(&v).unwrap();
         assert_eq!(json, "\"AAEC+g==\"");
         assert_eq!(serde_json::from_str::<B64>(&json).unwrap(), v);
-    }
-
-    #[test]
-    fn bad_base64_is_seen() {
-        let (parsed, bad) = watching_base64(|| serde_json::from_str::<B64>("\"not base64!\""));
-        assert!(parsed.is_err() && bad);
-        let (parsed, bad) = watching_base64(|| serde_json::from_str::<B64>("7"));
-        assert!(parsed.is_err() && !bad, "a wrong type is not bad base64");
-        let (parsed, bad) = watching_base64(|| serde_json::from_str::<B64>("\"AA==\""));
-        assert!(parsed.is_ok() && !bad);
     }
 
     #[test]

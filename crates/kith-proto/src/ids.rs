@@ -1,7 +1,7 @@
 //! Usernames and conversation ids.
 
 /// Why an id was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdError {
     UsernameLength,
     UsernameCharacter(char),
@@ -35,6 +35,71 @@ pub fn validate_username(name: &str) -> Result<(), IdError> {
         None => Ok(()),
     }
 }
+
+/// A username that keeps the rules ([`validate_username`]): checked when it is made, so a
+/// request body that holds one was checked when it was read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(name: &str) -> Result<Self, IdError> {
+        validate_username(name)?;
+        Ok(Username(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Username {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Username {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Username {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Username {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Username::parse(&text).map_err(|e| {
+            crate::watch::spoiled(crate::watch::Spoiled::Id(e));
+            serde::de::Error::custom(e)
+        })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Username {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[a-z0-9_.]{3,32}$"))
+            .description(Some("3–32 of a–z, 0–9, `_` and `.`"))
+            .build()
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Username {}
 
 /// A conversation is an MLS group; its id is the group id, 16–32 random bytes, written on the
 /// wire and in paths as lowercase hex.
@@ -80,6 +145,37 @@ impl std::fmt::Display for ConversationId {
         f.write_str(&self.to_hex())
     }
 }
+
+impl serde::Serialize for ConversationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConversationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ConversationId::parse(&text).map_err(|e| {
+            crate::watch::spoiled(crate::watch::Spoiled::Id(e));
+            serde::de::Error::custom(e)
+        })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ConversationId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^([0-9a-f]{2}){16,32}$"))
+            .description(Some("The MLS group id, 16–32 bytes as lowercase hex"))
+            .build()
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ConversationId {}
 
 #[cfg(test)]
 mod tests {

@@ -27,12 +27,13 @@ pub mod keypackage;
 pub mod payload;
 pub mod secret;
 pub mod settings;
+pub mod watch;
 
 pub use api::*;
 pub use b64::B64;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use group::{GroupMeta, GroupType};
-pub use ids::{ConversationId, IdError, validate_username};
+pub use ids::{ConversationId, IdError, Username, validate_username};
 pub use secret::{Secret, SecretBytes};
 
 /// Every API route lives under this prefix.

@@ -138,7 +138,6 @@ async fn count_attempt(state: &AppState, peer: IpAddr, at: u64) -> Result<()> {
 
 /// Creates the account and its first device.
 async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterResponse> {
-    validate_username(&req.username)?;
     if !mls::is_credential_key(&req.credential_key.0) {
         return Err(AccountError::CredentialKey);
     }
@@ -164,7 +163,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
     let device_id = state
         .store
         .create_account(NewAccount {
-            username: req.username.clone(),
+            username: req.username.to_string(),
             kind: req.kind,
             credential_key: req.credential_key.0,
             token_hash: token_hash(token.expose()),
@@ -176,7 +175,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
         .await?;
     state.metrics.registrations.inc();
     tracing::info!(device = device_id, kind = req.kind.as_str(), "account registered");
-    Ok(RegisterResponse { username: req.username, device_id, token })
+    Ok(RegisterResponse { username: req.username.into_string(), device_id, token })
 }
 
 /// Each KeyPackage is one the shared rule accepts, for this account and this device's key, in
@@ -249,7 +248,7 @@ fn business_profile(req: &RegisterRequest) -> Result<Option<(String, String)>> {
         }
         AccountKind::Person => Ok(None),
         AccountKind::Business => {
-            let name = req.display_name.clone().unwrap_or_else(|| req.username.clone());
+            let name = req.display_name.clone().unwrap_or_else(|| req.username.to_string());
             let about = req.description.clone().unwrap_or_default();
             let clean = |s: &str| !s.chars().any(char::is_control);
             if name.trim().is_empty() || name.chars().count() > 64 || !clean(&name) {

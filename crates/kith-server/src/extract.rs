@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{StatusCode, header, request::Parts};
-use kith_proto::{AccountKind, ConversationId, IdError, b64::watching_base64};
+use kith_proto::watch::{Spoiled, watching};
+use kith_proto::{AccountKind, ConversationId, IdError};
 use kith_store::{DeviceAuth, DeviceId, StoreError};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -232,13 +233,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             }
             RequestError::BodyUnreadable
         })?;
-        let (parsed, bad_base64) = watching_base64(|| serde_json::from_slice(&bytes));
-        Ok(parsed.map(Body).map_err(|e| {
-            if bad_base64 {
-                RequestError::BadBase64(e.to_string())
-            } else {
-                RequestError::MalformedJson(e.to_string())
-            }
+        // A typed field (base64, a username, a conversation id) that refused its value says
+        // so with its own code: the body's ids are checked here, once.
+        let (parsed, spoiled) = watching(|| serde_json::from_slice(&bytes));
+        Ok(parsed.map(Body).map_err(|e| match spoiled {
+            Some(Spoiled::Base64) => RequestError::BadBase64(e.to_string()),
+            Some(Spoiled::Id(id)) => RequestError::from(id),
+            None => RequestError::MalformedJson(e.to_string()),
         })?)
     }
 }

@@ -604,7 +604,7 @@ async fn a_resent_message_cannot_be_reported_as_new(server: TestServer) {
     assert_eq!((a.status, a.code()), (400, Some("invalid_report")), "{:?}", a.body);
     // So does reporting it as bob's (his key did not sign it), and bob's own copy of carol's
     // tag from alice's account (tags name their recipient).
-    forged.sender = "bob".into();
+    forged.sender = kith_proto::Username::parse("bob").unwrap();
     forged.sender_device = u[1].profile().unwrap().device_id;
     let a = u[0].hostile().post("/v1/reports", serde_json::to_value(&forged).unwrap()).await;
     assert_eq!(a.code(), Some("invalid_report"), "{:?}", a.body);

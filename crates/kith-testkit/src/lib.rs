@@ -518,7 +518,7 @@ pub fn raw_registration(
         .build(kith_client::CIPHERSUITE, provider, &signer, credential)
         .unwrap();
     kith_proto::RegisterRequest {
-        username: name.to_string(),
+        username: kith_proto::Username::parse(name).unwrap(),
         kind: Default::default(),
         credential_key: kith_proto::B64(signer.to_public_vec()),
         key_packages: vec![],

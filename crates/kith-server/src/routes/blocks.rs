@@ -24,7 +24,6 @@ pub async fn block(
     me: AuthedDevice,
     Body(req): Body<BlockRequest>,
 ) -> ApiResult<Json<BlockList>> {
-    validate_username(&req.username)?;
     Ok(Json(BlockList { blocked: blocks::block(&state, &me.username, &req.username).await? }))
 }
 

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use kith_proto::*;
 
 use crate::error::ApiResult;
-use crate::extract::{AuthedDevice, Body, ConversationPath, conversation_id};
+use crate::extract::{AuthedDevice, Body, ConversationPath};
 use crate::groups::{Outcome, creation};
 use crate::state::AppState;
 
@@ -28,7 +28,7 @@ pub async fn create(
     Body(req): Body<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<CreateConversationResponse>)> {
     let started = std::time::Instant::now();
-    let id = conversation_id(&req.conversation_id)?;
+    let id = req.conversation_id.clone();
     let (status, created) = match creation::create(&state, &me, &id, req).await? {
         Outcome::Done(c) => (StatusCode::CREATED, c),
         Outcome::Repeated(c) => (StatusCode::OK, c),

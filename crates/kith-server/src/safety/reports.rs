@@ -66,7 +66,7 @@ pub async fn report(
         .store
         .add_report(NewReport {
             reporter: me.username.clone(),
-            sender: req.sender.clone(),
+            sender: req.sender.to_string(),
             sender_device: req.sender_device,
             conversation: id.as_bytes().to_vec(),
             message_time: req.server_time,
@@ -99,7 +99,9 @@ async fn check_reporter(
     if !route.members.contains(&me.device_id) {
         return Err(ReportError::NotRecipient);
     }
-    if req.sender == me.username || req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+    if req.sender.as_str() == me.username
+        || req.reason.as_ref().is_some_and(|r| r.chars().count() > 500)
+    {
         return Err(ReportError::DoesNotVerify);
     }
     Ok(())
