@@ -23,7 +23,6 @@ mod api;
 mod assets;
 mod live;
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kith_client::{Client, View};
+use kith_proto::Secret;
 use tokio::sync::{Mutex, Notify, broadcast};
 
 /// How `kith app` was asked to run.
@@ -79,10 +79,25 @@ impl Running {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         std::io::Write::write_all(&mut options.open(&path)?, page.as_bytes())?;
         if let Ok(mut once) = self.app.once.lock() {
-            once.insert(key);
+            once.push(Secret::new(key));
         }
         Ok(path)
     }
+}
+
+/// Sessions kept at most.
+const MAX_SESSIONS: usize = 256;
+
+/// A page's session with the app.
+struct Session {
+    cookie: Secret,
+    token: Secret,
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &Secret) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.expose().as_bytes()))
 }
 
 pub(crate) struct App {
@@ -97,11 +112,13 @@ pub(crate) struct App {
     pub registered: Notify,
     /// Asks for the upkeep `sync` runs (story channel, held invitations, expiry) now.
     pub upkeep: Notify,
-    secret: String,
+    /// The secret printed with the address (see [`open`]).
+    secret: Secret,
     /// Keys good for one session each (see [`Running::page_file`]).
-    once: std::sync::Mutex<HashSet<String>>,
-    /// Each session cookie's token, which the page's calls carry.
-    sessions: std::sync::Mutex<HashMap<String, String>>,
+    once: std::sync::Mutex<Vec<Secret>>,
+    /// Each session: its cookie and the token the page's calls carry. Secrets all: compared in
+    /// constant time, wiped when dropped, never printed.
+    sessions: std::sync::Mutex<Vec<Session>>,
     profile: PathBuf,
     host: String,
     origin: String,
@@ -125,7 +142,9 @@ pub const HOLDER: &str = "the Kith app (`kith app`); use the app, or stop it fir
 /// Opens the profile, binds 127.0.0.1 and starts serving. The profile stays held (see
 /// [`HOLDER`]) until the task ends.
 pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
-    let client = Client::open_as(&options.profile, HOLDER, true)?;
+    // Opening may wait on another process's lock, off the async threads.
+    let dir = options.profile.clone();
+    let client = tokio::task::spawn_blocking(move || Client::open_as(&dir, HOLDER, true)).await??;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
     let addr = listener.local_addr()?;
     let secret = random_hex(32)?;
@@ -147,7 +166,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         ),
         registered: Notify::new(),
         upkeep: Notify::new(),
-        secret: secret.clone(),
+        secret: Secret::new(secret.clone()),
         once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),
         profile: options.profile.clone(),
@@ -220,10 +239,15 @@ struct OpenQuery {
 /// never reaches a server, and leaves the address bar as the page starts); a wrong one gets
 /// nothing.
 async fn open(State(app): State<Arc<App>>, Query(q): Query<OpenQuery>) -> Response {
-    use subtle::ConstantTimeEq;
-    let by_secret = q.key.is_some_and(|k| bool::from(k.as_bytes().ct_eq(app.secret.as_bytes())));
-    let by_once =
-        !by_secret && q.once.is_some_and(|k| app.once.lock().is_ok_and(|mut once| once.remove(&k)));
+    let by_secret = q.key.is_some_and(|k| same(&k, &app.secret));
+    let by_once = !by_secret
+        && q.once.is_some_and(|k| {
+            app.once.lock().is_ok_and(|mut once| {
+                let before = once.len();
+                once.retain(|o| !same(&k, o));
+                once.len() < before
+            })
+        });
     if by_once {
         let _ = std::fs::remove_file(app.profile.join(PAGE_FILE));
     }
@@ -235,7 +259,11 @@ async fn open(State(app): State<Arc<App>>, Query(q): Query<OpenQuery>) -> Respon
     };
     let cookie = format!("{}={session}; HttpOnly; SameSite=Strict; Path=/", app.cookie);
     if let Ok(mut s) = app.sessions.lock() {
-        s.insert(session, token.clone());
+        // Each opening makes one; the oldest go past a few hundred (tabs long closed).
+        if s.len() >= MAX_SESSIONS {
+            s.remove(0);
+        }
+        s.push(Session { cookie: Secret::new(session), token: Secret::new(token.clone()) });
     }
     let to = format!("/#session={token}");
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -268,7 +296,7 @@ fn refuse_page(status: StatusCode, message: &str) -> Response {
 }
 
 /// The token of the session the request's cookie names.
-fn session_token(app: &App, headers: &HeaderMap) -> Option<String> {
+fn session_token(app: &App, headers: &HeaderMap) -> Option<Secret> {
     let prefix = format!("{}=", app.cookie);
     let sessions = app.sessions.lock().ok()?;
     headers
@@ -277,7 +305,7 @@ fn session_token(app: &App, headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(&prefix))
-        .find_map(|s| sessions.get(s).cloned())
+        .find_map(|c| sessions.iter().find(|s| same(c, &s.cookie)).map(|s| s.token.clone()))
 }
 
 /// The token a call presents: the `X-Kith-Session` header, or (for the live channel, which a
@@ -293,7 +321,6 @@ fn presented_token(request: &Request) -> Option<&str> {
 type Refusal = (StatusCode, &'static str, &'static str);
 
 fn check(app: &App, request: &Request, call: bool) -> Result<(), Refusal> {
-    use subtle::ConstantTimeEq;
     let headers = request.headers();
     if headers.get(header::HOST).and_then(|h| h.to_str().ok()) != Some(&app.host) {
         return Err((
@@ -314,7 +341,7 @@ fn check(app: &App, request: &Request, call: bool) -> Result<(), Refusal> {
     let token = session_token(app, headers).ok_or(no_session)?;
     if call {
         let presented = presented_token(request).ok_or(no_session)?;
-        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        if !same(presented, &token) {
             return Err(no_session);
         }
     }

@@ -222,10 +222,16 @@ impl From<String> for Failure {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.profile.clone().unwrap_or_else(default_profile);
-    let mut client = Client::open(&dir).map_err(|e| match e {
-        ClientError::ProfileInUse { .. } => e.to_string(),
-        e => format!("cannot open the profile {}: {e}", dir.display()),
-    })?;
+    // Opening waits a while for another `kith` command that holds the profile: off the async
+    // threads, which the wait would otherwise block.
+    let opening = dir.clone();
+    let mut client = tokio::task::spawn_blocking(move || Client::open(&opening))
+        .await
+        .map_err(|e| format!("cannot open the profile {}: {e}", dir.display()))?
+        .map_err(|e| match e {
+            ClientError::ProfileInUse { .. } => e.to_string(),
+            e => format!("cannot open the profile {}: {e}", dir.display()),
+        })?;
     let names = client
         .groups()
         .map(|gs| gs.into_iter().filter_map(|g| Some((g.id, g.name?))).collect())

@@ -114,7 +114,9 @@ fn lock_profile(dir: &Path, holder: &str, stays: bool) -> ClientResult<std::fs::
 }
 
 impl Client {
-    /// Opens the profile in `dir`, creating the folder and its database if needed.
+    /// Opens the profile in `dir`, creating the folder and its database if needed. It blocks
+    /// (up to 30 s) while another command holds the profile: from async code, call it through
+    /// `tokio::task::spawn_blocking`.
     pub fn open(dir: impl AsRef<Path>) -> ClientResult<Self> {
         Self::open_as(dir, "another kith process", false)
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_client::ConversationKind;
-use kith_testkit::{ServerConfig, SystemClock, TestServer, TestUser, contains, files_under};
+use kith_testkit::{
+    Clock, ManualClock, ServerConfig, SystemClock, TestServer, TestUser, contains, files_under,
+};
 
 fn names(contacts: Vec<(String, u64)>) -> Vec<String> {
     contacts.into_iter().map(|(n, _)| n).collect()
@@ -169,7 +171,9 @@ async fn deleting_a_chat_drops_the_stories_already_received() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     let config = ServerConfig { story_ttl_seconds: 1, ..kith_testkit::test_config() };
-    let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
+    // The server's clock is moved past the expiry, not waited for; it starts at the clients'.
+    let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let server = TestServer::start_with(config, clock.clone()).await;
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;
     let _dave = server.user("dave").await;
@@ -195,7 +199,10 @@ async fn stories_expire_on_the_server_and_on_clients_leaving_no_trace() {
     kith_server::retention::sweep_once(&server.state).await.unwrap();
     assert!(on_server(sample), "the story's ciphertext should be stored before its expiry");
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(2));
+    for client in [&mut alice, &mut bob] {
+        client.advance_clock(Duration::from_secs(2));
+    }
     // Dave never fetched it: the server deletes it anyway, and hands out nothing expired.
     let gone = kith_server::retention::sweep_once(&server.state).await.unwrap();
     assert!(gone >= 1);

@@ -363,12 +363,17 @@ async fn welcome_for(
             mls::check_welcome(&data)?;
             let invited = Fanout::to_members(state, committer, joined.clone()).await?.recipients;
             let withheld = joined.into_iter().filter(|d| !invited.contains(d)).collect();
+            // Made beside the commit, not from a copy of it: its bytes are the Welcome's own.
             Ok(Some(NewMessage {
+                conversation: handshake.conversation.clone(),
+                sender_device: handshake.sender_device,
                 kind: EntryKind::Welcome,
                 data,
                 recipients: invited,
+                now: handshake.now,
+                expires_at: handshake.expires_at,
                 withheld,
-                ..handshake.clone()
+                client_id: None,
             }))
         }
         (true, None) => Err(GroupError::WelcomeMissing),
