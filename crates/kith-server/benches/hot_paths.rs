@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
                 poster: None,
                 direct: true,
                 withheld: vec![],
+                applied: None,
             })
             .await
             .unwrap();

@@ -46,6 +46,9 @@ impl ConversationStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if let Some(a) = &c.applied {
+            note_applied(&mut tx, &c.conversation, a).await?;
+        }
         let recipients = members
             .into_iter()
             .filter(|d| *d != c.creator_device && !c.withheld.contains(d))
@@ -126,12 +129,37 @@ impl ConversationStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if let Some(a) = &g.applied {
+            note_applied(&mut tx, &g.conversation, a).await?;
+        }
         let mut out = Vec::with_capacity(g.messages.len());
         for m in &g.messages {
             out.push(insert_message(&mut tx, &self.announce, m).await.map_err(backend)?.message_id);
         }
         tx.commit().await.map_err(backend)?;
         Ok(out)
+    }
+
+    async fn applied_handshake(
+        &self,
+        conversation: &[u8],
+        device: DeviceId,
+    ) -> StoreResult<Option<AppliedHandshake>> {
+        let row: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(
+            "SELECT digest, epoch, members FROM applied_handshakes
+             WHERE conversation = $1 AND device_id = $2",
+        )
+        .bind(conversation)
+        .bind(i(device))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(row.map(|(digest, epoch, members)| AppliedHandshake {
+            device,
+            digest,
+            epoch: u(epoch),
+            members: u32::try_from(members).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
@@ -204,4 +232,28 @@ impl ConversationStore for PgStore {
         .map_err(backend)?;
         Ok(found.is_some())
     }
+}
+
+/// Remembers a device's applied handshake, in the caller's transaction (its last replaces the
+/// one before).
+async fn note_applied(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    conversation: &[u8],
+    a: &AppliedHandshake,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO applied_handshakes (conversation, device_id, digest, epoch, members)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (conversation, device_id)
+         DO UPDATE SET digest = excluded.digest, epoch = excluded.epoch, members = excluded.members",
+    )
+    .bind(conversation)
+    .bind(i(a.device))
+    .bind(&a.digest)
+    .bind(i(a.epoch))
+    .bind(i64::from(a.members))
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }

@@ -144,6 +144,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device_id, client_id)
      );
      CREATE INDEX sent_ids_created ON sent_ids (created_at);",
+    // 11: the last handshake applied for each device of a conversation (it was kept inside
+    // the group state's blob before), so a repeat is answered as applied.
+    "CREATE TABLE applied_handshakes (
+        conversation BYTEA NOT NULL,
+        device_id BIGINT NOT NULL,
+        digest BYTEA NOT NULL,
+        epoch BIGINT NOT NULL,
+        members BIGINT NOT NULL,
+        PRIMARY KEY (conversation, device_id)
+     );",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -40,6 +40,9 @@ impl ConversationStore for SqliteStore {
                     .execute(params![c.conversation, i(*d)])
                     .map_err(backend)?;
                 }
+                if let Some(a) = &c.applied {
+                    note_applied(conn, &c.conversation, a).map_err(backend)?;
+                }
                 let recipients = members
                     .into_iter()
                     .filter(|d| *d != c.creator_device && !c.withheld.contains(d))
@@ -115,12 +118,39 @@ impl ConversationStore for SqliteStore {
                 for d in &g.members {
                     add.execute(params![g.conversation, i(*d)]).map_err(backend)?;
                 }
+                if let Some(a) = &g.applied {
+                    note_applied(conn, &g.conversation, a).map_err(backend)?;
+                }
                 g.messages
                     .iter()
                     .map(|m| insert_message(conn, m).map(|e| e.message_id).map_err(backend))
                     .collect()
             })
             .await
+    }
+
+    async fn applied_handshake(
+        &self,
+        conversation: &[u8],
+        device: DeviceId,
+    ) -> StoreResult<Option<AppliedHandshake>> {
+        let conversation = conversation.to_vec();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT digest, epoch, members FROM applied_handshakes
+                 WHERE conversation = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![conversation, i(device)], |r| {
+                Ok(AppliedHandshake {
+                    device,
+                    digest: r.get(0)?,
+                    epoch: u(r.get(1)?),
+                    members: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                })
+            })
+            .optional()
+        })
+        .await
     }
 
     async fn conversation_route(&self, conversation: &[u8]) -> StoreResult<Option<Route>> {
@@ -187,4 +217,19 @@ impl ConversationStore for SqliteStore {
         let (speaker, listener) = (speaker.to_string(), listener.to_string());
         self.read(move |conn| reputation::has_written_to(conn, &speaker, &listener)).await
     }
+}
+
+/// Remembers a device's applied handshake, in the caller's transaction (its last replaces the
+/// one before).
+fn note_applied(
+    conn: &rusqlite::Connection,
+    conversation: &[u8],
+    a: &AppliedHandshake,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO applied_handshakes (conversation, device_id, digest, epoch, members)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![conversation, i(a.device), a.digest, i(a.epoch), i64::from(a.members)])?;
+    Ok(())
 }

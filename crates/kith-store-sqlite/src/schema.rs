@@ -144,6 +144,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device_id, client_id)
      ) WITHOUT ROWID;
      CREATE INDEX sent_ids_created ON sent_ids (created_at);",
+    // 11: the last handshake applied for each device of a conversation (it was kept inside
+    // the group state's blob before), so a repeat is answered as applied.
+    "CREATE TABLE applied_handshakes (
+        conversation BLOB NOT NULL,
+        device_id INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        epoch INTEGER NOT NULL,
+        members INTEGER NOT NULL,
+        PRIMARY KEY (conversation, device_id)
+     ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             key_packages_are_dropped_for_renewal,
             missed_messages_are_counted_until_told,
             repeats_by_client_id_are_stored_once,
+            applied_handshakes_are_kept_with_their_change,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -83,6 +84,7 @@ async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
             poster: None,
             direct: true,
             withheld: vec![],
+            applied: None,
         })
         .await
         .unwrap();
@@ -262,6 +264,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         poster: None,
         direct: false,
         withheld: vec![],
+        applied: None,
     };
     assert!(matches!(store.create_conversation(again).await, Err(StoreError::ConversationExists)));
     let ghost = NewConversation {
@@ -275,6 +278,7 @@ pub async fn conversation_refusals(store: Arc<dyn Store>) {
         poster: None,
         direct: false,
         withheld: vec![],
+        applied: None,
     };
     assert!(matches!(store.create_conversation(ghost).await, Err(StoreError::UnknownDevice)));
     // The refused conversation left nothing behind.
@@ -385,6 +389,7 @@ pub async fn group_updates_are_ordered_by_epoch(store: Arc<dyn Store>) {
             message(a, vec![b], b"commit", NOW),
             NewMessage { kind: EntryKind::Welcome, ..message(a, vec![c], b"welcome-c", NOW) },
         ],
+        applied: None,
     };
     let ids = store.update_group(update(1, vec![a, b, c])).await.unwrap();
     assert_eq!(ids.len(), 2);
@@ -491,6 +496,7 @@ pub async fn expiring_messages_go_at_their_time(store: Arc<dyn Store>) {
             poster: Some("alice".into()),
             direct: false,
             withheld: vec![],
+            applied: None,
         })
         .await
         .unwrap();
@@ -652,6 +658,7 @@ pub async fn business_directory(store: Arc<dyn Store>) {
             poster: None,
             direct: true,
             withheld: vec![],
+            applied: None,
         })
         .await
         .unwrap();
@@ -696,6 +703,7 @@ pub async fn withheld_entries_wait_for_release(store: Arc<dyn Store>) {
             poster: None,
             direct: false,
             withheld: vec![c],
+            applied: None,
         })
         .await
         .unwrap();
@@ -786,6 +794,7 @@ pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
             poster: None,
             direct: true,
             withheld: vec![],
+            applied: None,
         })
         .await
         .unwrap();
@@ -809,6 +818,7 @@ pub async fn signals_count_once_and_clear(store: Arc<dyn Store>) {
             poster: None,
             direct: false,
             withheld: vec![],
+            applied: None,
         })
         .await
         .unwrap();
@@ -909,4 +919,53 @@ pub async fn repeats_by_client_id_are_stored_once(store: Arc<dyn Store>) {
     store.sweep_expired(NOW + 100, NOW).await.unwrap();
     assert_eq!(store.sent_before(a, &[1; 16]).await.unwrap(), None);
     assert_eq!(store.enqueue(keyed(1, b"much later", NOW + 200)).await.unwrap().repeat_of, None);
+}
+
+pub async fn applied_handshakes_are_kept_with_their_change(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 2)).await.unwrap();
+    let b = store.create_account(account("bob", 2)).await.unwrap();
+    let applied = |device, digest: u8, epoch| AppliedHandshake {
+        device,
+        digest: vec![digest; 32],
+        epoch,
+        members: 2,
+    };
+    // The creation is remembered for its creator, with the conversation.
+    store
+        .create_conversation(NewConversation {
+            conversation: conv(1),
+            creator_device: a,
+            members: vec![b],
+            welcome: b"welcome".to_vec(),
+            epoch: 1,
+            group_state: b"state-1".to_vec(),
+            now: NOW,
+            poster: None,
+            direct: false,
+            withheld: vec![],
+            applied: Some(applied(a, 1, 1)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.applied_handshake(&conv(1), a).await.unwrap(), Some(applied(a, 1, 1)));
+    assert_eq!(store.applied_handshake(&conv(1), b).await.unwrap(), None);
+    assert_eq!(store.applied_handshake(&conv(2), a).await.unwrap(), None);
+    let update = |expected: u64, by: DeviceId, digest: u8| GroupUpdate {
+        conversation: conv(1),
+        expected_epoch: expected,
+        expected_revision: expected - 1,
+        epoch: expected + 1,
+        state: format!("state-{}", expected + 1).into_bytes(),
+        members: vec![a, b],
+        messages: vec![message(by, vec![a, b], b"commit", NOW)],
+        applied: Some(applied(by, digest, expected + 1)),
+    };
+    // Each device's last is kept, beside the others'; a device's next replaces its last.
+    store.update_group(update(1, b, 2)).await.unwrap();
+    store.update_group(update(2, a, 3)).await.unwrap();
+    assert_eq!(store.applied_handshake(&conv(1), a).await.unwrap(), Some(applied(a, 3, 3)));
+    assert_eq!(store.applied_handshake(&conv(1), b).await.unwrap(), Some(applied(b, 2, 2)));
+    // A stale change is not applied, and not remembered either.
+    assert!(matches!(store.update_group(update(1, b, 9)).await, Err(StoreError::StaleEpoch)));
+    assert_eq!(store.applied_handshake(&conv(1), b).await.unwrap(), Some(applied(b, 2, 2)));
 }

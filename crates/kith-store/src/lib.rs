@@ -218,6 +218,23 @@ pub struct NewConversation {
     /// Members the Welcome is withheld from (their account blocks the creator; see
     /// [`NewMessage::withheld`]).
     pub withheld: Vec<DeviceId>,
+    /// The creation itself, remembered for its creator (see [`AppliedHandshake`]).
+    pub applied: Option<AppliedHandshake>,
+}
+
+/// A handshake (a conversation's creation, a commit, a request to leave) the server applied
+/// for a device: a device whose answer was lost posts the same bytes again — at once, or at its
+/// next sync, however much happened in the group meanwhile — and is told they were applied
+/// (rather than "stale", which would leave it behind the group for good). Kept per device and
+/// conversation, the last one only: a client settles one before it sends another there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedHandshake {
+    pub device: DeviceId,
+    /// SHA-256 of what the device posted.
+    pub digest: Vec<u8>,
+    /// What it was answered: the epoch after it, and the members then.
+    pub epoch: u64,
+    pub members: u32,
 }
 
 /// Where a conversation's messages go, and who may post.
@@ -362,6 +379,9 @@ pub struct GroupUpdate {
     pub members: Vec<DeviceId>,
     /// Messages to store and queue with the change (the commit, a Welcome).
     pub messages: Vec<NewMessage>,
+    /// The handshake, remembered for the device that posted it, with the change or not at all
+    /// (see [`AppliedHandshake`]).
+    pub applied: Option<AppliedHandshake>,
 }
 
 /// A device found by its credential key.
@@ -494,6 +514,13 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// messages queued. `Err(StaleEpoch)` if the conversation is no longer at
     /// `expected_epoch` and `expected_revision`, `Err(UnknownConversation)`. Returns the ids of the stored messages.
     async fn update_group(&self, update: GroupUpdate) -> StoreResult<Vec<MessageId>>;
+
+    /// The last handshake applied for `device` in the conversation (see [`AppliedHandshake`]).
+    async fn applied_handshake(
+        &self,
+        conversation: &[u8],
+        device: DeviceId,
+    ) -> StoreResult<Option<AppliedHandshake>>;
 
     /// The conversation's member devices and posting rule, `Ok(None)` if there is no such
     /// conversation.

@@ -17,11 +17,11 @@
 use std::collections::BTreeSet;
 
 use kith_proto::{AccountKind, ConversationId, CreateConversation, GroupMeta, GroupType};
-use kith_store::{NewConversation, StoreError};
+use kith_store::{AppliedHandshake, NewConversation, StoreError};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use sha2::Digest as _;
 
-use super::state::{Applied, Tracked};
+use super::state::Tracked;
 use super::{GroupError, GroupResult, MemberDevice, Outcome, policy};
 use crate::delivery::{self, Fanout, Post, entries};
 use crate::extract::AuthedDevice;
@@ -60,13 +60,6 @@ pub async fn create(
         Tracked::bootstrap(&crypto, id.as_bytes(), &req.group_info.0, &req.ratchet_tree.0)?;
     let meta = tracked.meta().ok_or(GroupError::LacksExtension)?;
     let leaves = tracked.leaves();
-    let members = u32::try_from(leaves.len()).unwrap_or(u32::MAX);
-    tracked.note_applied(&Applied {
-        device: me.device_id,
-        digest,
-        epoch: tracked.epoch(),
-        members,
-    })?;
     policy::check_size(leaves.len(), state.config.max_group_size)?;
     let members = super::resolve_devices(&*state.store, &leaves).await?;
     check_members(me, &members)?;
@@ -193,6 +186,13 @@ async fn store(
     let fanout = Fanout::to_members(state, &me.username, others.clone()).await?;
     let withheld: Vec<u64> =
         others.into_iter().filter(|d| !fanout.recipients.contains(d)).collect();
+    // Remembered with the conversation, so the creator's repeat is answered as created.
+    let applied = AppliedHandshake {
+        device: me.device_id,
+        digest: sha2::Sha256::digest(&welcome).to_vec(),
+        epoch: tracked.epoch(),
+        members: u32::try_from(members.len()).unwrap_or(u32::MAX),
+    };
     let message_id = state
         .store
         .create_conversation(NewConversation {
@@ -207,6 +207,7 @@ async fn store(
             poster: (kind == GroupType::Story).then(|| me.username.clone()),
             direct: kind == GroupType::Direct,
             withheld,
+            applied: Some(applied),
         })
         .await?;
     Ok((message_id, fanout.recipients, fanout.told))
@@ -221,9 +222,7 @@ async fn created_before(
     id: &ConversationId,
     digest: &[u8; 32],
 ) -> GroupResult<Outcome<Created>> {
-    let stored = state.store.group_state(id.as_bytes()).await?;
-    let tracked = stored.map(|s| Tracked::load(id.as_bytes(), &s.state)).transpose()?;
-    if tracked.is_none_or(|t| t.applied_by(me.device_id, digest).is_none()) {
+    if super::state::applied_by(state, id, me.device_id, digest).await?.is_none() {
         return Err(StoreError::ConversationExists.into());
     }
     Ok(Outcome::Repeated(Created { message_id: 0, server_time: state.now() }))

@@ -22,13 +22,13 @@ use std::collections::BTreeSet;
 use kith_proto::{
     AccountKind, ConversationId, EntryKind, GroupType, HandshakeResponse, PendingLeave,
 };
-use kith_store::{GroupUpdate, NewMessage, StoreError};
+use kith_store::{AppliedHandshake, GroupUpdate, NewMessage, StoreError};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use sha2::Digest as _;
 
-use super::state::{Applied, Leaf, Tracked};
+use super::state::{Leaf, Tracked, applied_by};
 use super::{GroupError, GroupResult, Outcome, policy};
 use crate::delivery::{self, DeliveryError, Fanout, Post, entries};
 use crate::extract::AuthedDevice;
@@ -80,7 +80,7 @@ pub async fn apply(
     // Posted again by a client whose answer was lost: it was applied, and is not again. Looked
     // at before membership: a repeat of a request to leave that waited for the lock while the
     // first was applied comes from a device no longer in delivery.
-    if let Some(done) = tracked.applied_by(me.device_id, &digest) {
+    if let Some(done) = applied_by(state, id, me.device_id, &digest).await? {
         return Ok(repeated(state, done));
     }
     let members_before =
@@ -176,9 +176,7 @@ async fn repeat_of_leaver(
 ) -> GroupResult<Outcome<HandshakeResponse>> {
     // Held to the change limit like any handshake: the look costs a group's load.
     delivery::check_rate(state, me, id.as_bytes(), Post::Change { story: false }).await?;
-    let stored = state.store.group_state(id.as_bytes()).await?;
-    let tracked = stored.map(|s| Tracked::load(id.as_bytes(), &s.state)).transpose()?;
-    match tracked.and_then(|t| t.applied_by(me.device_id, digest)) {
+    match applied_by(state, id, me.device_id, digest).await? {
         Some(done) => Ok(repeated(state, done)),
         None => Err(DeliveryError::NotAMember.into()),
     }
@@ -186,7 +184,7 @@ async fn repeat_of_leaver(
 
 /// The answer to a handshake this device posted before and the server applied (see
 /// [`Applied`]): nothing stored or sent again, `message_id` 0.
-fn repeated(state: &AppState, done: Applied) -> Outcome<HandshakeResponse> {
+fn repeated(state: &AppState, done: AppliedHandshake) -> Outcome<HandshakeResponse> {
     Outcome::Repeated(HandshakeResponse {
         message_id: 0,
         epoch: done.epoch,
@@ -394,7 +392,6 @@ async fn store(
 ) -> GroupResult<HandshakeResponse> {
     let epoch = change.tracked.epoch();
     let members = u32::try_from(change.members.len()).unwrap_or(u32::MAX);
-    change.tracked.note_applied(&Applied { device: me.device_id, digest, epoch, members })?;
     let recipients: Vec<Vec<u64>> = change.messages.iter().map(|m| m.recipients.clone()).collect();
     let ids = state
         .store
@@ -406,6 +403,12 @@ async fn store(
             state: change.tracked.save()?,
             members: change.members,
             messages: change.messages,
+            applied: Some(AppliedHandshake {
+                device: me.device_id,
+                digest: digest.to_vec(),
+                epoch,
+                members,
+            }),
         })
         .await
         .map_err(|e| match e {

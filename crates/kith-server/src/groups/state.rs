@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use kith_proto::{GroupMeta, group::GROUP_META_EXTENSION};
+use kith_store::AppliedHandshake;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::MemoryStorage;
@@ -18,24 +19,27 @@ pub struct Leaf {
     pub signature_key: Vec<u8>,
 }
 
-/// Kept beside OpenMLS's values in the blob: the last handshake the server applied from each
-/// device, so a client whose answer was lost can post the same bytes again — at once, or at
-/// its next sync, however much happened in the group meanwhile — and be told they were applied
-/// (rather than "stale", which would leave it behind the group for good). A client settles
-/// such a handshake before it sends another in the conversation, so its last is the one.
-const APPLIED_KEY: &[u8] = b"kith/applied-handshakes";
-/// Devices remembered at most, the least recent dropped first: more than a group can hold.
-const APPLIED_KEPT: usize = 2048;
-const APPLIED_LEN: usize = 8 + 32 + 8 + 4;
+/// Where a server before schema 11 kept the last handshake it applied from each device,
+/// beside OpenMLS's values in the blob; read for what such a server applied, never written:
+/// the store keeps them now ([`kith_store::AppliedHandshake`]).
+const LEGACY_APPLIED_KEY: &[u8] = b"kith/applied-handshakes";
+const LEGACY_APPLIED_LEN: usize = 8 + 32 + 8 + 4;
 
-/// A handshake the server applied: the device that sent it, the SHA-256 of its bytes, and
-/// what it was answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
-    pub device: u64,
-    pub digest: [u8; 32],
-    pub epoch: u64,
-    pub members: u32,
+/// What this device's request with these bytes (their SHA-256) got, if the server applied
+/// it: the store's record, or the group state's from a server that kept it there.
+pub async fn applied_by(
+    state: &crate::state::AppState,
+    conversation: &kith_proto::ConversationId,
+    device: u64,
+    digest: &[u8; 32],
+) -> ApiResult<Option<AppliedHandshake>> {
+    let id = conversation.as_bytes();
+    if let Some(a) = state.store.applied_handshake(id, device).await? {
+        return Ok((a.digest == digest).then_some(a));
+    }
+    let Some(stored) = state.store.group_state(id).await? else { return Ok(None) };
+    let tracked = Tracked::load(id, &stored.state)?;
+    Ok(tracked.legacy_applied().into_iter().find(|a| a.device == device && a.digest == digest))
 }
 
 /// A `PublicGroup` with the storage it lives in.
@@ -108,48 +112,24 @@ impl Tracked {
         self.group.group_context().epoch().as_u64()
     }
 
-    /// The handshakes applied last, oldest first (see [`Applied`]).
-    pub fn applied(&self) -> Vec<Applied> {
+    /// The handshakes a server before schema 11 kept in the state (see [`applied_by`]).
+    fn legacy_applied(&self) -> Vec<AppliedHandshake> {
         let Ok(values) = self.storage.values.read() else { return Vec::new() };
-        let Some(kept) = values.get(APPLIED_KEY) else { return Vec::new() };
-        kept.chunks_exact(APPLIED_LEN)
+        let Some(kept) = values.get(LEGACY_APPLIED_KEY) else { return Vec::new() };
+        kept.chunks_exact(LEGACY_APPLIED_LEN)
             .filter_map(|r| {
                 let (device, r) = r.split_first_chunk::<8>()?;
                 let (digest, r) = r.split_first_chunk::<32>()?;
                 let (epoch, r) = r.split_first_chunk::<8>()?;
                 let members = r.first_chunk::<4>()?;
-                Some(Applied {
+                Some(AppliedHandshake {
                     device: u64::from_be_bytes(*device),
-                    digest: *digest,
+                    digest: digest.to_vec(),
                     epoch: u64::from_be_bytes(*epoch),
                     members: u32::from_be_bytes(*members),
                 })
             })
             .collect()
-    }
-
-    /// What this device's request with these bytes got, if the server applied it.
-    pub fn applied_by(&self, device: u64, digest: &[u8; 32]) -> Option<Applied> {
-        self.applied().into_iter().find(|a| a.device == device && a.digest == *digest)
-    }
-
-    /// Remembers a handshake as the device's last applied; saved with the state.
-    pub fn note_applied(&self, applied: &Applied) -> ApiResult<()> {
-        let mut kept = self.applied();
-        kept.retain(|a| a.device != applied.device);
-        kept.push(applied.clone());
-        let from = kept.len().saturating_sub(APPLIED_KEPT);
-        let mut bytes = Vec::with_capacity(kept.len().min(APPLIED_KEPT) * APPLIED_LEN);
-        for a in &kept[from..] {
-            bytes.extend_from_slice(&a.device.to_be_bytes());
-            bytes.extend_from_slice(&a.digest);
-            bytes.extend_from_slice(&a.epoch.to_be_bytes());
-            bytes.extend_from_slice(&a.members.to_be_bytes());
-        }
-        let mut values =
-            self.storage.values.write().map_err(|_| internal("group state lock poisoned"))?;
-        values.insert(APPLIED_KEY.to_vec(), bytes);
-        Ok(())
     }
 
     /// The Kith extension of the group context: conversation type and admins.

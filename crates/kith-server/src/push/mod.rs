@@ -10,6 +10,8 @@
 //! until acknowledged, and is read again. Entries other nodes sharing the database queued are
 //! announced by them and also mark the inboxes for a read ([`follow_other_nodes`]).
 
+pub mod session;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
