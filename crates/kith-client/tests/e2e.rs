@@ -615,7 +615,7 @@ async fn a_rotation_that_lands_after_a_gateway_gave_up_does_not_lock_the_device_
     let second = ann.bearer();
     assert_ne!(first, second);
     // The late copy arrives, and changes nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(proxy.late_ones_arrived(Duration::from_secs(10)).await, "the late copy never arrived");
     assert_eq!(ann.bearer(), second);
     ann.sync().await.unwrap();
     ann.send_text("bob", "still me").await.unwrap();

@@ -31,6 +31,10 @@ struct State {
     /// Endings of paths whose next answer goes wrong, one answer each, in order.
     lose: Mutex<Vec<(String, Fault)>>,
     lost: AtomicU64,
+    /// Late requests (see `time_out_next`) held back so far, and those the server has answered
+    /// since.
+    late_taken: AtomicU64,
+    late_arrived: AtomicU64,
     /// Applied to the entries of every queue page handed out (see `rewrite_queue`).
     rewrite: Mutex<Option<Rewrite>>,
     /// Applied to the JSON answers of requests whose path ends so (see `rewrite_answers`).
@@ -77,6 +81,8 @@ impl AnswerLoser {
             http,
             lose: Mutex::new(Vec::new()),
             lost: AtomicU64::new(0),
+            late_taken: AtomicU64::new(0),
+            late_arrived: AtomicU64::new(0),
             rewrite: Mutex::new(None),
             answers: Mutex::new(Vec::new()),
         });
@@ -123,6 +129,26 @@ impl AnswerLoser {
         format!("http://{}", self.addr)
     }
 
+    /// Waits (up to `within`) until every request that `time_out_next` held back has reached
+    /// the server and been answered there; whether they all did.
+    pub async fn late_ones_arrived(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let held = self.state.lose.lock().map_or(0, |l| {
+                l.iter().filter(|(_, f)| matches!(f, Fault::Late(_))).count() as u64
+            });
+            let late = self.state.late_arrived.load(Ordering::SeqCst);
+            // Every late fault was taken from the list and has arrived.
+            if held == 0 && late >= self.state.late_taken.load(Ordering::SeqCst) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Answers lost (or given up on) so far.
     pub fn lost(&self) -> u64 {
         self.state.lost.load(Ordering::SeqCst)
@@ -167,9 +193,12 @@ async fn forward(
     });
     if let Some(Fault::Late(after)) = fault {
         state.lost.fetch_add(1, Ordering::SeqCst);
+        state.late_taken.fetch_add(1, Ordering::SeqCst);
+        let arrived = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let _ = out.body(body).send().await;
+            arrived.late_arrived.fetch_add(1, Ordering::SeqCst);
         });
         return Ok(Response::builder().status(504).body(Full::new(Bytes::new()))?);
     }
