@@ -229,8 +229,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .await
         .map_err(|e| format!("cannot open the profile {}: {e}", dir.display()))?
         .map_err(|e| match e {
-            ClientError::ProfileInUse { .. } => e.to_string(),
-            e => format!("cannot open the profile {}: {e}", dir.display()),
+            ClientError::ProfileInUse { .. } => explain(&e, None),
+            e => Failure {
+                message: format!("cannot open the profile {}: {e}", dir.display()),
+                ..explain(&e, None)
+            },
         })?;
     let names = client
         .groups()
@@ -283,6 +286,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Retry { id } => {
             let m = client.retry_message(&id).await.map_err(|e| explain(&e, None))?;
+            // Refused again: it stays *failed* (and says why), and the command failed.
+            if m.state == kith_client::Delivery::Failed {
+                let why = m.failure.clone().unwrap_or_else(|| "refused".into());
+                return Err(Failure {
+                    message: format!("not sent: {why}"),
+                    code: 1,
+                    error: "not_sent".into(),
+                });
+            }
             out.retried(&m);
         }
         Command::Sync => {

@@ -21,7 +21,7 @@ pub fn rfc3339(millis: u64) -> String {
 }
 
 fn message_json(m: &Message) -> serde_json::Value {
-    json!({
+    let mut value = json!({
         "id": m.id,
         "conversation": m.conversation,
         "kind": m.kind.as_str(),
@@ -33,7 +33,12 @@ fn message_json(m: &Message) -> serde_json::Value {
         "verified": m.verified,
         "state": m.state.as_str(),
         "failure": m.failure,
-    })
+    });
+    // A system line's event, as data: scripts need not take its sentence apart.
+    if let (Some(event), Some(map)) = (&m.event, value.as_object_mut()) {
+        map.insert("event".into(), json!(event));
+    }
+    value
 }
 
 /// Text someone else wrote, made safe for a terminal: control characters (escape sequences, a

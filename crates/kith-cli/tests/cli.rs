@@ -198,6 +198,10 @@ async fn a_family_group_from_the_command_line() {
     assert_eq!(texts[0]["text"], "Sunday lunch?");
     assert_eq!(texts[0]["conversation"], id.as_str());
     assert_eq!(texts[0]["from"], "mum");
+    // A system line carries what happened as data, beside its sentence.
+    let joined = lines.iter().find(|m| m["kind"] == "system").expect("a system line");
+    assert_eq!(joined["text"], "mum added you", "{}", r.stdout);
+    assert_eq!(joined["event"], serde_json::json!({"kind": "added", "by": "mum", "who": ["kid"]}));
     let r = kith(dad, &["sync"]).await;
     assert!(r.stdout.contains("mum in Family: Sunday lunch?"), "{}", r.stdout);
     assert!(kith(dad, &["group", "send", &id, "yes please"]).await.ok);

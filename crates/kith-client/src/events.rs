@@ -52,7 +52,7 @@ impl SystemEvent {
             SystemEvent::DeletedChat { who } => format!("{who} deleted this chat"),
             SystemEvent::Named { by, name } => format!("{by} named the group \"{name}\""),
             SystemEvent::Timer { by, seconds } => crate::timers::describe(by, *seconds),
-            SystemEvent::Promoted { by, who } => format!("{by} made {who} an admin"),
+            SystemEvent::Promoted { by, who } => format!("{by} made {} an admin", name(who)),
             SystemEvent::SettingsUnreadable { by } => format!(
                 "{by} changed the group's settings in a way this device cannot read; it keeps \
                  the ones it had"
@@ -75,6 +75,8 @@ mod tests {
         assert_eq!(removed.text("bob"), "ana removed you");
         assert_eq!(SystemEvent::Left { who: "bob".into() }.text("bob"), "you left the group");
         assert_eq!(SystemEvent::Left { who: "bob".into() }.text("ana"), "bob left");
+        let promoted = SystemEvent::Promoted { by: "ana".into(), who: "bob".into() };
+        assert_eq!(promoted.text("bob"), "ana made you an admin");
     }
 
     #[test]

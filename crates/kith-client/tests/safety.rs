@@ -349,3 +349,66 @@ async fn ordinary_use_never_trips_the_policy() {
     assert!(server.store().flags().await.unwrap().is_empty());
     assert_eq!(server.store().account_info("alice").await.unwrap().unwrap().suspended, None);
 }
+
+/// Found by an attack on the system lines: the SDK names its own lines after the server's
+/// message id (`sys-N-0`), which anyone can guess. A modified client posting a message with
+/// such an id made its message take the place of the line "alice set disappearing messages to
+/// 5m" on bob's device: the timer changed and bob was never told. A received message must have
+/// an id a client makes (32 lowercase hex), so the two can never meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cannot_take_the_place_of_a_system_line() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    let conversation = bob.history("alice").unwrap()[0].conversation.clone();
+
+    // The last message id the server gave, and the one the timer's commit will get after three
+    // crafted messages.
+    let last_id = || {
+        let db = rusqlite::Connection::open(server.data.path().join("kithd.db")).unwrap();
+        db.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'messages'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    let commit_id = last_id() + 4;
+    // A modified client: messages whose ids are the lines bob's device will write, posted
+    // through alice's own outbox (encrypted and franked as any of hers).
+    {
+        let db = rusqlite::Connection::open(alice.dir().join("kith.db")).unwrap();
+        for (n, id) in [commit_id, commit_id + 1, commit_id + 2].into_iter().enumerate() {
+            let payload = Payload::new(format!("sys-{id}-0"), 1, Body::Text { text: "ok".into() });
+            db.execute(
+                "INSERT INTO kith_messages (id, conversation, kind, sender, text, sent_at,
+                 received_at, outgoing, expires_at, from_business, verified, shown, state,
+                 client_id, payload)
+                 VALUES (?1, ?2, 'direct', 'alice', 'ok', ?3, ?3, 1, NULL, 0, 0, 1, 'sending', ?4, ?5)",
+                rusqlite::params![
+                    format!("sys-{id}-0"),
+                    conversation,
+                    1 + n as i64,
+                    format!("{:032x}", 0xfeed_0000 + n),
+                    payload.encode()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    alice.sync().await.unwrap();
+    assert_eq!(alice.waiting_to_send().unwrap(), 0, "the crafted messages were not posted");
+    alice.set_disappearing("bob", Some(Duration::from_secs(300))).await.unwrap();
+    assert_eq!(last_id(), commit_id, "the timer's commit did not get the id the attack aimed at");
+
+    let r = bob.sync().await.unwrap();
+    assert!(r.messages.iter().all(|m| m.text != "ok"), "a message with a line's id was shown");
+    let lines: Vec<String> = bob
+        .history("alice")
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == kith_client::ConversationKind::System)
+        .map(|m| m.text)
+        .collect();
+    assert!(lines.contains(&"alice set disappearing messages to 5m".to_string()), "{lines:?}");
+}

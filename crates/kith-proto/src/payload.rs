@@ -121,6 +121,13 @@ impl Payload {
     }
 }
 
+/// A message id as clients make it: 16 random bytes as 32 lowercase hex characters. A received
+/// message with any other id is refused, so no sender can choose an id the SDK gives its own
+/// lines (`sys-…`) and have its message take that line's place.
+pub fn valid_message_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A group name is 1–128 bytes of text without control characters.
 pub fn valid_group_name(name: &str) -> bool {
     !name.trim().is_empty()

@@ -55,6 +55,14 @@ impl Client {
         )?;
         let payload = Payload::decode(&franked.core.0)
             .ok_or_else(|| ClientError::refused(Refusal::BadMessage, "unreadable payload"))?;
+        // Ids a client makes, and nothing else: one chosen to match a line this device writes
+        // itself (a predictable `sys-…`) would take that line's place in the history.
+        if !kith_proto::payload::valid_message_id(&payload.id) {
+            return Err(Skip::from(ClientError::refused(
+                Refusal::BadMessage,
+                "a message id no client makes",
+            )));
+        }
         let local = self
             .local
             .conversation(&entry.conversation_id)?
