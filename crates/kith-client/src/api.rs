@@ -361,5 +361,13 @@ fn failed(e: reqwest::Error) -> ClientError {
 }
 
 fn without_url(e: reqwest::Error) -> String {
-    e.without_url().to_string()
+    // reqwest's own words ("error sending request") say little; the innermost cause says why
+    // ("Connection refused", a name that does not resolve, a certificate not trusted).
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let why = cause.to_string();
+    if why == e.to_string() { why } else { format!("{e} ({why})") }
 }
