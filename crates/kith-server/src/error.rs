@@ -72,6 +72,7 @@ impl From<StoreError> for ApiError {
                 return ApiError::said(ErrorCode::Unavailable, &why).retry(UNAVAILABLE_RETRY_AFTER);
             }
             StoreError::Backend(detail) => return ApiError::internal(&detail),
+            StoreError::NewerSchema { .. } => return ApiError::internal(&e.to_string()),
         };
         ApiError::said(code, &e)
     }

@@ -128,6 +128,28 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     assert!(stats.contains("messages 2"), "{stats}");
 }
 
+/// A database a newer kithd brought to a schema this one does not know is left alone, and
+/// kithd says why instead of starting.
+#[test]
+fn a_database_a_newer_kithd_wrote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kithd.db");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("PRAGMA user_version = 999").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema 999") && err.contains("newer kithd"), "{err}");
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 999, "the newer database was changed");
+}
+
 #[test]
 fn bad_configuration_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -120,7 +120,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        schema::migrate(&pool).await.map_err(backend)?;
+        schema::migrate(&pool).await?;
         let announce = Arc::new(Announce::for_schema_of(&pool).await.map_err(backend)?);
         let (batch, rx) = tokio::sync::mpsc::channel(8192);
         tokio::spawn(batcher(pool.clone(), rx, announce.clone()));

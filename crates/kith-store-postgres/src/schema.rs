@@ -1,6 +1,7 @@
 //! Migrations, recorded in `kith_schema_version`. Several nodes may start at once: an advisory
 //! lock held for the transaction makes one of them migrate while the others wait.
 
+use kith_store::{StoreError, StoreResult};
 use sqlx::PgPool;
 
 const MIGRATIONS: &[&str] = &[
@@ -159,7 +160,29 @@ const MIGRATIONS: &[&str] = &[
 /// An arbitrary constant naming Kith's migration lock.
 const MIGRATION_LOCK: i64 = 0x6b69_7468;
 
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+/// Brings the database up to the newest schema this version knows, one node at a time; refuses
+/// one a newer version wrote ([`StoreError::NewerSchema`]) before touching it.
+pub async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    migrate_known(pool).await.map_err(|e| match e {
+        Migration::Newer(found) => {
+            StoreError::NewerSchema { found, known: MIGRATIONS.len() as u64 }
+        }
+        Migration::Sql(e) => crate::backend(e),
+    })
+}
+
+enum Migration {
+    Newer(u64),
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Migration {
+    fn from(e: sqlx::Error) -> Self {
+        Migration::Sql(e)
+    }
+}
+
+async fn migrate_known(pool: &PgPool) -> Result<(), Migration> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS kith_schema_version (version BIGINT NOT NULL)")
@@ -169,6 +192,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
         .fetch_one(&mut *tx)
         .await?;
     let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(Migration::Newer(current as u64));
+    }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO kith_schema_version (version) VALUES ($1)")
@@ -176,5 +202,5 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    Ok(tx.commit().await?)
 }

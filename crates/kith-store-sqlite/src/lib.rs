@@ -89,7 +89,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = open(&path).map_err(backend)?;
         owner_only(&path)?;
-        schema::migrate(&mut conn).map_err(backend)?;
+        schema::migrate(&mut conn)?;
         // The writer never checkpoints (that would stall it on an fsync while senders wait);
         // a background thread does, without blocking anyone (PASSIVE).
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(backend)?;

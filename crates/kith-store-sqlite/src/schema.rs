@@ -1,6 +1,7 @@
 //! Migrations. Each entry runs once, in order, inside one transaction with the bump of
 //! `PRAGMA user_version`; never edit a published entry, append a new one.
 
+use kith_store::{StoreError, StoreResult};
 use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
@@ -156,8 +157,20 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
 ];
 
-pub fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// Brings the database up to the newest schema this version knows; refuses one a newer
+/// version wrote ([`StoreError::NewerSchema`]) before touching it.
+pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(crate::backend)?;
+    let known = MIGRATIONS.len() as u64;
+    let found = u64::try_from(current).unwrap_or(0);
+    if found > known {
+        return Err(StoreError::NewerSchema { found, known });
+    }
+    migrate_from(conn, current).map_err(crate::backend)
+}
+
+fn migrate_from(conn: &mut Connection, current: i64) -> Result<(), rusqlite::Error> {
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

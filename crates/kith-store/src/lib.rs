@@ -96,6 +96,13 @@ pub enum StoreError {
     /// Anything else; the text is for the log, never for a client.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The database was brought to a schema this version does not know (a newer `kithd` ran
+    /// on it): nothing is read or written, and the server does not start.
+    #[error(
+        "this database is at schema {found}, written by a newer kithd; this kithd knows schema \
+         {known} at most: run that newer version (or a later one) on it"
+    )]
+    NewerSchema { found: u64, known: u64 },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
