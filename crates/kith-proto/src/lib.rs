@@ -17,6 +17,7 @@
 //! - [`payload`]: what travels inside MLS application messages (never seen by the server, but
 //!   for the one message a recipient reports), with its franking fields.
 
+pub mod account;
 pub mod api;
 pub mod b64;
 pub mod error;
