@@ -49,6 +49,12 @@ impl Client {
             .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
         let ca = self.pending_ca.clone();
         let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
+        // The account key: made here, kept before the registration naming it is posted.
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice())
+            .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
+        self.local.set_account_key(&seed)?;
+        let account_key = ed25519_dalek::SigningKey::from_bytes(&seed);
         let request = {
             let provider = self.provider();
             let signer =
@@ -63,6 +69,7 @@ impl Client {
                 username: name,
                 kind,
                 credential_key: B64(signer.to_public_vec()),
+                account_key: Some(B64(kith_proto::account::public_key(&account_key))),
                 key_packages: key_packages.into_iter().map(B64).collect(),
                 last_resort_key_package: B64(last),
                 display_name: profile.as_ref().map(|p| p.0.clone()),
@@ -202,5 +209,17 @@ async fn in_force(api: &Api) -> ClientResult<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.code() == Some(ErrorCode::Unauthorized) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+impl Client {
+    /// The public half of this account's key (Ed25519, 32 bytes), if the profile holds one:
+    /// what signs this account's device certificates, and what safety numbers and key
+    /// transparency are about.
+    pub fn account_key(&self) -> ClientResult<Option<Vec<u8>>> {
+        Ok(self.local.account_key()?.and_then(|seed| {
+            let seed: [u8; 32] = seed.expose().try_into().ok()?;
+            Some(kith_proto::account::public_key(&ed25519_dalek::SigningKey::from_bytes(&seed)))
+        }))
     }
 }

@@ -647,3 +647,22 @@ async fn a_message_posted_again_after_a_lost_answer_shows_once() {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].state, kith_client::Delivery::Sent);
 }
+
+/// Each account gets its key at registration: the profile keeps its secret, and the server
+/// lists its public half with the account's devices, as another account sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_gets_its_key_at_registration() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let key = alice.account_key().unwrap().expect("an account key");
+    assert!(kith_proto::account::is_account_key(&key));
+    assert_ne!(Some(key.clone()), bob.account_key().unwrap(), "two accounts, one key");
+    let listed = bob.devices("alice").await.unwrap();
+    assert_eq!(listed.account_key.map(|k| k.0), Some(key.clone()));
+    // Kept in the profile: the same after it is opened again.
+    let kith_testkit::TestUser { client, dir } = alice;
+    drop(client);
+    let again = kith_client::Client::open(dir.path()).unwrap();
+    assert_eq!(again.account_key().unwrap(), Some(key));
+}

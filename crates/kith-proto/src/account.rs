@@ -132,6 +132,15 @@ impl DeviceCertificate {
     }
 }
 
+/// Whether `key` can be an account key's public half: 32 bytes of a valid Ed25519 point, not
+/// one of small order (a key anyone could "sign" for).
+pub fn is_account_key(key: &[u8]) -> bool {
+    <[u8; 32]>::try_from(key)
+        .ok()
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+        .is_some_and(|k| !k.is_weak())
+}
+
 /// The public half of an account key, as it travels (32 bytes).
 pub fn public_key(account_key: &SigningKey) -> Vec<u8> {
     account_key.verifying_key().to_bytes().to_vec()
@@ -204,6 +213,12 @@ mod tests {
             Err(CertificateError::OtherKey)
         );
         assert_eq!(cert.verify(&[0; 5]), Err(CertificateError::BadAccountKey));
+        assert!(is_account_key(&public));
+        assert!(!is_account_key(&public[..31]));
+        // The identity point has small order: anything would verify under it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(!is_account_key(&identity));
     }
 
     #[test]

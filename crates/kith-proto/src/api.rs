@@ -46,6 +46,10 @@ pub struct RegisterRequest {
     pub kind: AccountKind,
     /// The device's Ed25519 public key: its MLS credential key.
     pub credential_key: B64,
+    /// The account key's public half (Ed25519, 32 bytes): it signs each device's certificate
+    /// (see `kith_proto::account`). Optional for clients from before account keys.
+    #[serde(default)]
+    pub account_key: Option<B64>,
     /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s).
     pub key_packages: Vec<B64>,
     /// The KeyPackage handed out when no one-time KeyPackage is left.
@@ -167,6 +171,9 @@ pub struct DeviceList {
     pub username: String,
     pub kind: AccountKind,
     pub devices: Vec<DeviceInfo>,
+    /// The account key's public half, when the account has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<B64>,
 }
 
 /// `POST /v1/key-packages`: more KeyPackages for the calling device.

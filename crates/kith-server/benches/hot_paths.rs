@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         last_resort: vec![1],
         now: 1,
         profile: None,
+        account_key: None,
     };
     let (state, a, b) = rt.block_on(async {
         let a = store.create_account(account("alice", "secret-a")).await.unwrap();

@@ -37,6 +37,8 @@ pub enum AccountError {
     DeviceGone,
     #[error("the credential key must be a 32-byte Ed25519 public key")]
     CredentialKey,
+    #[error("an account key is a 32-byte Ed25519 public key")]
+    AccountKey,
     #[error("this credential key belongs to another device: every device has a key of its own")]
     KeyTaken,
     #[error(transparent)]
@@ -141,6 +143,9 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
     if !mls::is_credential_key(&req.credential_key.0) {
         return Err(AccountError::CredentialKey);
     }
+    if req.account_key.as_ref().is_some_and(|k| !kith_proto::account::is_account_key(&k.0)) {
+        return Err(AccountError::AccountKey);
+    }
     let max = state.config.max_key_packages_per_upload;
     if req.key_packages.len() > max {
         return Err(AccountError::TooManyKeyPackages(max));
@@ -171,6 +176,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
             last_resort: req.last_resort_key_package.0,
             now: state.now(),
             profile,
+            account_key: req.account_key.clone().map(B64::into_inner),
         })
         .await?;
     state.metrics.registrations.inc();
@@ -318,6 +324,7 @@ pub async fn devices(state: &AppState, username: &str) -> Result<DeviceList> {
                 created_at: d.created_at,
             })
             .collect(),
+        account_key: found.account_key.map(B64),
     })
 }
 

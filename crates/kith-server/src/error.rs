@@ -185,7 +185,8 @@ impl From<AccountError> for ApiError {
             | AccountError::SameToken
             | AccountError::PersonProfile
             | AccountError::DisplayName
-            | AccountError::Description => ErrorCode::BadRequest,
+            | AccountError::Description
+            | AccountError::AccountKey => ErrorCode::BadRequest,
             AccountError::NoRandomness => return ApiError::internal(&"no randomness for a token"),
             AccountError::Username(e) => return e.into(),
             AccountError::KeyPackage(e) => return e.into(),

@@ -686,3 +686,53 @@ async fn a_repeated_registration_is_answered_once_and_only_to_its_client() {
     assert_eq!(resp.status().as_u16(), 400);
     bob.sync().await.unwrap();
 }
+
+/// An account key is a valid Ed25519 public key or nothing: a malformed one, or one of small
+/// order (under which anything verifies), is refused and no account is made; a good one is
+/// what the account's device list says from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_key_is_checked_at_registration_and_listed_with_the_devices() {
+    let server = TestServer::start().await;
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let http = reqwest::Client::new();
+    let post = |body: kith_proto::RegisterRequest| {
+        let (http, url) = (http.clone(), format!("{}/v1/accounts", server.url));
+        async move {
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let mut small_order = [0u8; 32];
+    small_order[0] = 1;
+    for bad in [vec![7u8; 31], small_order.to_vec()] {
+        let mut req = kith_testkit::raw_registration(&provider, "ann");
+        req.account_key = Some(kith_proto::B64(bad));
+        let (status, body) = post(req).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    }
+    assert_eq!(server.store().counts().await.unwrap().accounts, 0);
+    let reader = server.user("cyd").await;
+    let devices = |name: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/v1/accounts/{name}/devices", server.url));
+        let bearer = reader.bearer();
+        async move {
+            let resp = http.get(url).header("authorization", bearer).send().await.unwrap();
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = kith_proto::account::public_key(&key);
+    let mut req = kith_testkit::raw_registration(&provider, "ann");
+    req.account_key = Some(kith_proto::B64(public.clone()));
+    let (status, body) = post(req).await;
+    assert_eq!(status, 201, "{body}");
+    let list = devices("ann").await;
+    assert_eq!(list["account_key"], kith_proto::B64::encode(&public), "{list}");
+    // An account from before account keys lists none.
+    let (status, _) = post(kith_testkit::raw_registration(&provider, "bea")).await;
+    assert_eq!(status, 201);
+    let list = devices("bea").await;
+    assert!(list.get("account_key").is_none(), "{list}");
+}

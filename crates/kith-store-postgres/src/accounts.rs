@@ -9,14 +9,15 @@ impl AccountStore for PgStore {
     async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: i64 = match sqlx::query_scalar(
-            "INSERT INTO accounts (username, kind, created_at, display_name, description)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO accounts (username, kind, created_at, display_name, description, account_key)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&a.username)
         .bind(account_kind_code(a.kind))
         .bind(i(a.now))
         .bind(a.profile.as_ref().map(|p| p.0.clone()))
         .bind(a.profile.as_ref().map(|p| p.1.clone()))
+        .bind(&a.account_key)
         .fetch_one(&mut *tx)
         .await
         {
@@ -76,13 +77,13 @@ impl AccountStore for PgStore {
     }
 
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
-        let account: Option<(i64, i16)> =
-            sqlx::query_as("SELECT id, kind FROM accounts WHERE username = $1")
+        let account: Option<(i64, i16, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT id, kind, account_key FROM accounts WHERE username = $1")
                 .bind(username)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-        let Some((id, kind)) = account else {
+        let Some((id, kind, account_key)) = account else {
             return Ok(None);
         };
         let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
@@ -103,6 +104,7 @@ impl AccountStore for PgStore {
                     created_at: u(at),
                 })
                 .collect(),
+            account_key,
         }))
     }
 

@@ -155,6 +155,8 @@ const MIGRATIONS: &[&str] = &[
         members BIGINT NOT NULL,
         PRIMARY KEY (conversation, device_id)
      );",
+    // 12: each account's key (the public half), which signs its devices' certificates.
+    "ALTER TABLE accounts ADD COLUMN account_key BYTEA;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

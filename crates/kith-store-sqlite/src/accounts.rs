@@ -12,14 +12,16 @@ impl AccountStore for SqliteStore {
             .write(move |conn| {
                 let (display_name, description) = a.profile.clone().unzip();
                 let inserted = conn.execute(
-                    "INSERT INTO accounts (username, kind, created_at, display_name, description)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO accounts
+                     (username, kind, created_at, display_name, description, account_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         a.username,
                         i64::from(account_kind_code(a.kind)),
                         i(a.now),
                         display_name,
-                        description
+                        description,
+                        a.account_key
                     ],
                 );
                 match inserted {
@@ -76,9 +78,11 @@ impl AccountStore for SqliteStore {
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
         let username = username.to_string();
         self.read(move |conn| {
-            let Some((account, kind)) = conn
-                .prepare_cached("SELECT id, kind FROM accounts WHERE username = ?1")?
-                .query_row(params![username], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            let Some((account, kind, account_key)) = conn
+                .prepare_cached("SELECT id, kind, account_key FROM accounts WHERE username = ?1")?
+                .query_row(params![username], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+                })
                 .optional()?
             else {
                 return Ok(None);
@@ -96,7 +100,12 @@ impl AccountStore for SqliteStore {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(AccountDevices { username, kind: account_kind_from_code(kind), devices }))
+            Ok(Some(AccountDevices {
+                username,
+                kind: account_kind_from_code(kind),
+                devices,
+                account_key,
+            }))
         })
         .await
     }

@@ -155,6 +155,8 @@ const MIGRATIONS: &[&str] = &[
         members INTEGER NOT NULL,
         PRIMARY KEY (conversation, device_id)
      ) WITHOUT ROWID;",
+    // 12: each account's key (the public half), which signs its devices' certificates.
+    "ALTER TABLE accounts ADD COLUMN account_key BLOB;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

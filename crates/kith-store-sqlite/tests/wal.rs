@@ -18,6 +18,7 @@ fn account(name: &str) -> NewAccount {
         last_resort: b"last".to_vec(),
         now: 1,
         profile: None,
+        account_key: None,
     }
 }
 

@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             missed_messages_are_counted_until_told,
             repeats_by_client_id_are_stored_once,
             applied_handshakes_are_kept_with_their_change,
+            account_keys_are_kept,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -62,6 +63,7 @@ fn account(name: &str, kps: usize) -> NewAccount {
         last_resort: format!("kp-{name}-last").into_bytes(),
         now: NOW,
         profile: None,
+        account_key: None,
     }
 }
 
@@ -968,4 +970,16 @@ pub async fn applied_handshakes_are_kept_with_their_change(store: Arc<dyn Store>
     // A stale change is not applied, and not remembered either.
     assert!(matches!(store.update_group(update(1, b, 9)).await, Err(StoreError::StaleEpoch)));
     assert_eq!(store.applied_handshake(&conv(1), b).await.unwrap(), Some(applied(b, 2, 2)));
+}
+
+pub async fn account_keys_are_kept(store: Arc<dyn Store>) {
+    let with = NewAccount { account_key: Some(vec![7; 32]), ..account("alice", 1) };
+    store.create_account(with).await.unwrap();
+    store.create_account(account("bob", 1)).await.unwrap();
+    let key = |name: &'static str| {
+        let store = store.clone();
+        async move { store.account_devices(name).await.unwrap().unwrap().account_key }
+    };
+    assert_eq!(key("alice").await, Some(vec![7; 32]));
+    assert_eq!(key("bob").await, None);
 }

@@ -120,6 +120,9 @@ pub struct NewAccount {
     pub now: Millis,
     /// A business's public profile (display name, description); `None` for people.
     pub profile: Option<(String, String)>,
+    /// The account key's public half (Ed25519, 32 bytes), which signs each device's
+    /// certificate; `None` for a client from before account keys.
+    pub account_key: Option<Vec<u8>>,
 }
 
 /// What authentication needs to know about a device.
@@ -149,6 +152,8 @@ pub struct AccountDevices {
     pub username: String,
     pub kind: AccountKind,
     pub devices: Vec<DeviceRecord>,
+    /// See [`NewAccount::account_key`].
+    pub account_key: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -521,6 +521,7 @@ pub fn raw_registration(
         username: kith_proto::Username::parse(name).unwrap(),
         kind: Default::default(),
         credential_key: kith_proto::B64(signer.to_public_vec()),
+        account_key: None,
         key_packages: vec![],
         last_resort_key_package: kith_proto::B64(
             kp.key_package().tls_serialize_detached().unwrap(),

@@ -177,6 +177,12 @@ CREATE TABLE IF NOT EXISTS kith_device_keys (
     device_id INTEGER NOT NULL,
     PRIMARY KEY (username, credential_key)
 );
+-- The account key's secret (an Ed25519 seed): it signs this account's device certificates.
+-- Kept beside the device's own MLS keys, in the owner-only profile.
+CREATE TABLE IF NOT EXISTS kith_account_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seed BLOB NOT NULL
+);
 -- When upkeep steps last ran (a fresh last-resort KeyPackage, say).
 CREATE TABLE IF NOT EXISTS kith_upkeep (
     what TEXT PRIMARY KEY,

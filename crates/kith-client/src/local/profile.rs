@@ -116,4 +116,25 @@ impl LocalStore {
             .execute(params![what, i(at)])?;
         Ok(())
     }
+
+    /// Keeps the account key's secret (before the registration that names its public half is
+    /// posted, as the device's own keys are).
+    pub fn set_account_key(&self, seed: &[u8; 32]) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO kith_account_key (id, seed) VALUES (1, ?1)",
+            params![seed.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// The account key's secret, if this profile holds one (a profile registered before
+    /// account keys does not).
+    pub fn account_key(&self) -> rusqlite::Result<Option<kith_proto::SecretBytes>> {
+        self.conn
+            .query_row("SELECT seed FROM kith_account_key WHERE id = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|s| s.map(kith_proto::SecretBytes::new))
+    }
 }
