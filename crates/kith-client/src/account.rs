@@ -50,11 +50,7 @@ impl Client {
         let ca = self.pending_ca.clone();
         let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
         // The account key: made here, kept before the registration naming it is posted.
-        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(seed.as_mut_slice())
-            .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
-        self.local.set_account_key(&seed)?;
-        let account_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let account_key = self.make_account_key()?;
         let request = {
             let provider = self.provider();
             let signer =
@@ -91,6 +87,7 @@ impl Client {
         };
         self.local.save_profile(&profile)?;
         self.local.set_upkeep_at(LAST_RESORT, now_millis())?;
+        self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
         self.profile = Some(profile.clone());
         Ok(profile)
     }
@@ -212,7 +209,48 @@ async fn in_force(api: &Api) -> ClientResult<bool> {
     }
 }
 
+/// The upkeep record of the account key given to the server (at registration, or once by a
+/// profile registered before account keys).
+const ACCOUNT_KEY_GIVEN: &str = "account_key_given";
+
 impl Client {
+    /// Makes an account key and keeps its secret in the profile.
+    fn make_account_key(&self) -> ClientResult<ed25519_dalek::SigningKey> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice())
+            .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
+        self.local.set_account_key(&seed)?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// A profile registered before account keys makes its account's key at the first settle
+    /// step after the upgrade, keeps it, and gives it to the server, once. An account that
+    /// holds another key already (another device of it gave one) is left as it is, and said.
+    pub(crate) async fn ensure_account_key(&mut self) -> ClientResult<()> {
+        if self.profile.is_none() || self.local.upkeep_at(ACCOUNT_KEY_GIVEN)?.is_some() {
+            return Ok(());
+        }
+        let key = match self.local.account_key()? {
+            Some(seed) => {
+                let seed: [u8; 32] = seed.expose().try_into().map_err(|_| {
+                    ClientError::Protocol("a stored account key is not 32 bytes".into())
+                })?;
+                ed25519_dalek::SigningKey::from_bytes(&seed)
+            }
+            None => self.make_account_key()?,
+        };
+        let req = SetAccountKey { account_key: B64(kith_proto::account::public_key(&key)) };
+        match self.api()?.set_account_key(&req).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
+                tracing::warn!("the server holds another account key for this account");
+            }
+            Err(e) => return Err(e),
+        }
+        self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
+        Ok(())
+    }
+
     /// The public half of this account's key (Ed25519, 32 bytes), if the profile holds one:
     /// what signs this account's device certificates, and what safety numbers and key
     /// transparency are about.

@@ -164,6 +164,10 @@ impl Api {
         self.call(Method::POST, "/v1/me/token", Some(req)).await
     }
 
+    pub async fn set_account_key(&self, req: &SetAccountKey) -> ClientResult<SetAccountKey> {
+        self.call(Method::PUT, "/v1/me/account-key", Some(req)).await
+    }
+
     pub async fn whoami(&self) -> ClientResult<WhoAmI> {
         self.call::<(), _>(Method::GET, "/v1/me", None).await
     }

@@ -90,6 +90,11 @@ impl Client {
     /// caller but a local error.
     pub(crate) async fn settle(&mut self) -> ClientResult<()> {
         self.settle_token().await?;
+        match self.ensure_account_key().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "the account key waits"),
+            Ok(()) => {}
+        }
         self.settle_all_unsure().await;
         match self.send_outbox(None, None).await {
             Err(e) if e.is_local() => return Err(e),

@@ -666,3 +666,35 @@ async fn an_account_gets_its_key_at_registration() {
     let again = kith_client::Client::open(dir.path()).unwrap();
     assert_eq!(again.account_key().unwrap(), Some(key));
 }
+
+/// A profile and an account from before account keys: at the next sync the device makes the
+/// account's key, keeps it, and gives it to the server, once; others then see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_from_before_account_keys_gets_one_at_its_next_sync() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let before = alice.account_key().unwrap().unwrap();
+    // Back to how an older version left them: no key on the server, none in the profile.
+    rusqlite::Connection::open(server.data.path().join("kithd.db"))
+        .unwrap()
+        .execute("UPDATE accounts SET account_key = NULL WHERE username = 'alice'", [])
+        .unwrap();
+    rusqlite::Connection::open(alice.dir().join("kith.db"))
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM kith_account_key; DELETE FROM kith_upkeep WHERE what = 'account_key_given';",
+        )
+        .unwrap();
+    assert_eq!(alice.account_key().unwrap(), None);
+    assert_eq!(bob.devices("alice").await.unwrap().account_key.map(|k| k.0), None);
+
+    alice.sync().await.unwrap();
+    let made = alice.account_key().unwrap().expect("an account key made at the sync");
+    assert_ne!(made, before);
+    assert_eq!(bob.devices("alice").await.unwrap().account_key.map(|k| k.0), Some(made.clone()));
+    // Given once: another sync changes nothing.
+    alice.sync().await.unwrap();
+    assert_eq!(alice.account_key().unwrap(), Some(made.clone()));
+    assert_eq!(bob.devices("alice").await.unwrap().account_key.map(|k| k.0), Some(made));
+}

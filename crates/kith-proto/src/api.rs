@@ -176,6 +176,14 @@ pub struct DeviceList {
     pub account_key: Option<B64>,
 }
 
+/// `PUT /v1/me/account-key`: the key of an account from before account keys, given once by
+/// one of its devices (the account key's public half; see `kith_proto::account`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SetAccountKey {
+    pub account_key: B64,
+}
+
 /// `POST /v1/key-packages`: more KeyPackages for the calling device.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -39,6 +39,8 @@ pub enum AccountError {
     CredentialKey,
     #[error("an account key is a 32-byte Ed25519 public key")]
     AccountKey,
+    #[error("this account has another account key; it changes only by linking or recovery")]
+    AccountKeyHeld,
     #[error("this credential key belongs to another device: every device has a key of its own")]
     KeyTaken,
     #[error(transparent)]
@@ -303,6 +305,23 @@ pub async fn rotate_token(
     state.hub.disconnect(me.device_id);
     tracing::info!(device = me.device_id, "device token rotated");
     Ok(RotateTokenResponse { device_id: me.device_id, token })
+}
+
+/// Gives the caller's account its key if it has none (an account from before account keys);
+/// the same key again is answered as set, another is refused.
+pub async fn set_account_key(
+    state: &AppState,
+    me: &AuthedDevice,
+    req: SetAccountKey,
+) -> Result<SetAccountKey> {
+    if !kith_proto::account::is_account_key(&req.account_key.0) {
+        return Err(AccountError::AccountKey);
+    }
+    if !state.store.set_account_key(&me.username, req.account_key.0.clone()).await? {
+        return Err(AccountError::AccountKeyHeld);
+    }
+    tracing::info!(device = me.device_id, "account key set");
+    Ok(req)
 }
 
 /// An account's devices and their credential keys.

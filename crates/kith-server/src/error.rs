@@ -176,6 +176,7 @@ impl From<AccountError> for ApiError {
             AccountError::NoSuchUser(_) => ErrorCode::UnknownUser,
             AccountError::DeviceGone => ErrorCode::UnknownDevice,
             AccountError::CredentialKey | AccountError::KeyTaken => ErrorCode::InvalidKeyPackage,
+            AccountError::AccountKeyHeld => ErrorCode::Forbidden,
             AccountError::TooManyKeyPackages(_) | AccountError::TooManyHeld { .. } => {
                 ErrorCode::TooManyKeyPackages
             }

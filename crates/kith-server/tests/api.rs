@@ -736,3 +736,32 @@ async fn an_account_key_is_checked_at_registration_and_listed_with_the_devices()
     let list = devices("bea").await;
     assert!(list.get("account_key").is_none(), "{list}");
 }
+
+/// `PUT /v1/me/account-key` gives an account from before account keys its key, once: the
+/// same key again is answered as set; another is refused; a malformed one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_key_is_given_once() {
+    let server = TestServer::start().await;
+    let ann = server.user("ann").await;
+    let http = reqwest::Client::new();
+    let put = |key: Vec<u8>| {
+        let (http, url) = (http.clone(), format!("{}/v1/me/account-key", server.url));
+        let bearer = ann.bearer();
+        async move {
+            let body = serde_json::json!({ "account_key": kith_proto::B64::encode(&key) });
+            let resp = http.put(url).header("authorization", bearer).json(&body).send().await;
+            let resp = resp.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let own = ann.account_key().unwrap().unwrap();
+    assert_eq!(put(own.clone()).await.0, 200);
+    let other = kith_proto::account::public_key(&ed25519_dalek::SigningKey::from_bytes(&[5; 32]));
+    let (status, body) = put(other).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, body) = put(vec![1; 31]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let listed = server.store().account_devices("ann").await.unwrap().unwrap().account_key;
+    assert_eq!(listed, Some(own));
+}

@@ -117,6 +117,27 @@ impl AccountStore for PgStore {
         row.as_ref().map(account_info_row).transpose().map_err(backend)
     }
 
+    async fn set_account_key(&self, username: &str, key: Vec<u8>) -> StoreResult<bool> {
+        sqlx::query(
+            "UPDATE accounts SET account_key = $2 WHERE username = $1 AND account_key IS NULL",
+        )
+        .bind(username)
+        .bind(&key)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        let held: Option<(Option<Vec<u8>>,)> =
+            sqlx::query_as("SELECT account_key FROM accounts WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        match held {
+            None => Err(StoreError::UnknownUser),
+            Some((held,)) => Ok(held.as_deref() == Some(key.as_slice())),
+        }
+    }
+
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let n = sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1")

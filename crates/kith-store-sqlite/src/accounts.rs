@@ -120,6 +120,33 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn set_account_key(&self, username: &str, key: Vec<u8>) -> StoreResult<bool> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE accounts SET account_key = ?2
+                     WHERE username = ?1 AND account_key IS NULL",
+                    params![username, key],
+                )
+                .map_err(backend)?;
+                let held: Option<Option<Vec<u8>>> = conn
+                    .query_row(
+                        "SELECT account_key FROM accounts WHERE username = ?1",
+                        params![username],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                match held {
+                    None => Err(StoreError::UnknownUser),
+                    Some(held) => Ok(held.as_deref() == Some(key.as_slice())),
+                }
+            })
+            .await
+    }
+
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {
         self.inner
             .writer

@@ -982,4 +982,15 @@ pub async fn account_keys_are_kept(store: Arc<dyn Store>) {
     };
     assert_eq!(key("alice").await, Some(vec![7; 32]));
     assert_eq!(key("bob").await, None);
+    // An account from before account keys gets one, once; the same again is no change.
+    assert!(store.set_account_key("bob", vec![8; 32]).await.unwrap());
+    assert!(store.set_account_key("bob", vec![8; 32]).await.unwrap());
+    assert!(!store.set_account_key("bob", vec![9; 32]).await.unwrap());
+    assert!(!store.set_account_key("alice", vec![8; 32]).await.unwrap());
+    assert_eq!(key("bob").await, Some(vec![8; 32]));
+    assert_eq!(key("alice").await, Some(vec![7; 32]));
+    assert!(matches!(
+        store.set_account_key("nobody", vec![8; 32]).await,
+        Err(StoreError::UnknownUser)
+    ));
 }

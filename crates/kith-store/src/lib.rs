@@ -464,6 +464,10 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`Announcement::AccessChanged`] of each of the account's devices.
     async fn set_suspended(&self, username: &str, reason: Option<String>) -> StoreResult<()>;
 
+    /// Gives an account from before account keys its key: set only while it has none. Whether
+    /// the account holds `key` now (`false`: it holds another). `Err(UnknownUser)`.
+    async fn set_account_key(&self, username: &str, key: Vec<u8>) -> StoreResult<bool>;
+
     /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()>;
 

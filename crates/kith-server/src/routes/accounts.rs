@@ -53,6 +53,23 @@ pub async fn rotate_token(
     Ok(Json(accounts::rotate_token(&state, &me, req).await?))
 }
 
+/// Gives an account from before account keys its key, once (the same key again is `200`).
+#[utoipa::path(put, path = "/v1/me/account-key", tag = "accounts", security(("bearer" = [])),
+    request_body = SetAccountKey,
+    responses(
+        (status = 200, description = "The account's key", body = SetAccountKey),
+        (status = 400, description = "bad_request: not an Ed25519 public key", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the account holds another key", body = ErrorBody),
+    ))]
+pub async fn set_account_key(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Body(req): Body<SetAccountKey>,
+) -> ApiResult<Json<SetAccountKey>> {
+    Ok(Json(accounts::set_account_key(&state, &me, req).await?))
+}
+
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
     responses(

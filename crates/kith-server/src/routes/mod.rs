@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 /// Every route of the API. Registration, `/healthz`, `/metrics` and `/v1/openapi.json` are
 /// open; everything else demands a bearer token (the `AuthedDevice` extractor).
@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/accounts", post(accounts::register))
         .route("/v1/me", get(accounts::whoami))
         .route("/v1/me/token", post(accounts::rotate_token))
+        .route("/v1/me/account-key", put(accounts::set_account_key))
         .route("/v1/accounts/{username}/devices", get(accounts::devices))
         .route("/v1/key-packages", post(keys::upload))
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
