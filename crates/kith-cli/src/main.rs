@@ -80,6 +80,11 @@ enum Command {
     /// The people you have written to: they see your stories (a business you wrote to is not
     /// a contact: businesses never see stories).
     Contacts,
+    /// This account's devices: list them, name one.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Stories: shown to your contacts only, gone after 24 hours.
     Story {
         #[command(subcommand)]
@@ -116,6 +121,14 @@ enum Command {
 enum BusinessCommand {
     /// Find businesses by name or description; verified ones first.
     Search { query: String },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Every device of this account: id, name, when added, when last seen, and this one.
+    List,
+    /// Name a device of this account (an empty NAME removes the name).
+    Rename { id: u64, name: String },
 }
 
 #[derive(Subcommand)]
@@ -344,6 +357,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(explain(&ClientError::NotRegistered, None));
             }
             out.contacts(&client.contacts().map_err(|e| explain(&e, None))?);
+        }
+        Command::Device { command: DeviceCommand::List } => {
+            let devices = client.my_devices().await.map_err(|e| explain(&e, None))?;
+            out.devices(&devices);
+        }
+        Command::Device { command: DeviceCommand::Rename { id, name } } => {
+            let name = Some(name.trim()).filter(|n| !n.is_empty());
+            let devices = client.rename_device(id, name).await.map_err(|e| explain(&e, None))?;
+            out.devices(&devices);
         }
         Command::Story { command: StoryCommand::Post { text } } => {
             let story = client.story_post(&text).await.map_err(|e| explain(&e, None))?;

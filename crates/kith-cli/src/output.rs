@@ -308,6 +308,29 @@ impl Output {
         }
     }
 
+    pub fn devices(&self, devices: &[kith_proto::MyDevice]) {
+        for d in devices {
+            let seen = d.last_seen.map(rfc3339);
+            if self.json {
+                println!(
+                    "{}",
+                    json!({
+                        "id": d.device_id,
+                        "name": d.name,
+                        "added": rfc3339(d.created_at),
+                        "last_seen": seen,
+                        "this_device": d.this_device,
+                    })
+                );
+            } else {
+                let name = d.name.as_deref().map(shown).unwrap_or_else(|| "(no name)".into());
+                let seen = seen.map_or_else(|| "not seen yet".into(), |s| format!("last seen {s}"));
+                let this = if d.this_device { "  (this device)" } else { "" };
+                println!("{}  {name}  added {}  {seen}{this}", d.device_id, rfc3339(d.created_at));
+            }
+        }
+    }
+
     fn story_json(s: &Story) -> serde_json::Value {
         json!({
             "id": s.id,

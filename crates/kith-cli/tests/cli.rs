@@ -625,3 +625,40 @@ async fn a_message_written_while_the_server_is_down_goes_by_itself_once() {
     assert!(kith(a.path(), &["sync"]).await.ok);
     assert!(bob.sync().await.unwrap().messages.is_empty());
 }
+
+/// `kith device list` shows this account's devices (this one marked), `kith device rename`
+/// names one; a device of another account is not this account's to name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_listed_and_named() {
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["register", "bob", "--server", &server.url]).await.ok);
+
+    let r = kith(a.path(), &["--json", "device", "list"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let list = json_lines(&r.stdout);
+    assert_eq!(list.len(), 1, "{}", r.stdout);
+    assert_eq!(list[0]["this_device"], true);
+    assert_eq!(list[0]["name"], Value::Null);
+    let id = list[0]["id"].as_u64().unwrap().to_string();
+
+    let r = kith(a.path(), &["device", "rename", &id, "laptop"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("laptop") && r.stdout.contains("(this device)"), "{}", r.stdout);
+    let r = kith(a.path(), &["--json", "device", "list"]).await;
+    assert_eq!(json_lines(&r.stdout)[0]["name"], "laptop");
+
+    let r = kith(b.path(), &["--json", "device", "list"]).await;
+    let bobs = json_lines(&r.stdout)[0]["id"].as_u64().unwrap().to_string();
+    let r = kith(a.path(), &["--json", "device", "rename", &bobs, "mine now"]).await;
+    assert!(!r.ok);
+    assert_eq!(json_lines(&r.stderr)[0]["error"]["code"], "unknown_device", "{}", r.stderr);
+    let r = kith(a.path(), &["--json", "device", "rename", &id, "bad\u{7}name"]).await;
+    assert_eq!(json_lines(&r.stderr)[0]["error"]["code"], "bad_request", "{}", r.stderr);
+    // An empty name removes it.
+    assert!(kith(a.path(), &["device", "rename", &id, ""]).await.ok);
+    let r = kith(a.path(), &["--json", "device", "list"]).await;
+    assert_eq!(json_lines(&r.stdout)[0]["name"], Value::Null);
+}

@@ -261,3 +261,20 @@ impl Client {
         }))
     }
 }
+
+impl Client {
+    /// This account's devices: id, name, when added and last seen, and which is this one.
+    pub async fn my_devices(&mut self) -> ClientResult<Vec<MyDevice>> {
+        Ok(self.api()?.my_devices().await?.devices)
+    }
+
+    /// Names one of this account's devices (`None` removes the name); the devices after.
+    pub async fn rename_device(
+        &mut self,
+        device: u64,
+        name: Option<&str>,
+    ) -> ClientResult<Vec<MyDevice>> {
+        let req = RenameDevice { name: name.map(str::to_string) };
+        Ok(self.api()?.rename_device(device, &req).await?.devices)
+    }
+}

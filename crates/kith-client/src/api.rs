@@ -168,6 +168,14 @@ impl Api {
         self.call(Method::PUT, "/v1/me/account-key", Some(req)).await
     }
 
+    pub async fn my_devices(&self) -> ClientResult<MyDevices> {
+        self.call::<(), _>(Method::GET, "/v1/me/devices", None).await
+    }
+
+    pub async fn rename_device(&self, device: u64, req: &RenameDevice) -> ClientResult<MyDevices> {
+        self.call(Method::PUT, &format!("/v1/me/devices/{device}/name"), Some(req)).await
+    }
+
     pub async fn whoami(&self) -> ClientResult<WhoAmI> {
         self.call::<(), _>(Method::GET, "/v1/me", None).await
     }

@@ -176,6 +176,37 @@ pub struct DeviceList {
     pub account_key: Option<B64>,
 }
 
+/// `GET /v1/me/devices`: the caller's own account's devices, with what only the account
+/// sees (names, when each was last seen).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MyDevices {
+    pub devices: Vec<MyDevice>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MyDevice {
+    pub device_id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// When it was added, Unix milliseconds.
+    pub created_at: u64,
+    /// When it was last seen, to within ten minutes; `None` before the first time.
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    /// The device that asked.
+    pub this_device: bool,
+}
+
+/// `PUT /v1/me/devices/{device_id}/name`: 1–64 characters without control characters, or
+/// `null` to remove the name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RenameDevice {
+    pub name: Option<String>,
+}
+
 /// `PUT /v1/me/account-key`: the key of an account from before account keys, given once by
 /// one of its devices (the account key's public half; see `kith_proto::account`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -41,6 +41,10 @@ pub enum AccountError {
     AccountKey,
     #[error("this account has another account key; it changes only by linking or recovery")]
     AccountKeyHeld,
+    #[error("a device's name has 1 to 64 characters and no control characters")]
+    DeviceName,
+    #[error("this account has no device {0}")]
+    NotOwnDevice(u64),
     #[error("this credential key belongs to another device: every device has a key of its own")]
     KeyTaken,
     #[error(transparent)]
@@ -322,6 +326,46 @@ pub async fn set_account_key(
     }
     tracing::info!(device = me.device_id, "account key set");
     Ok(req)
+}
+
+/// The caller's own account's devices, with their names and when each was last seen.
+pub async fn my_devices(state: &AppState, me: &AuthedDevice) -> Result<MyDevices> {
+    let found = state.store.account_devices(&me.username).await?.ok_or(AccountError::DeviceGone)?;
+    Ok(MyDevices {
+        devices: found
+            .devices
+            .into_iter()
+            .map(|d| MyDevice {
+                this_device: d.device_id == me.device_id,
+                device_id: d.device_id,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen: d.last_seen,
+            })
+            .collect(),
+    })
+}
+
+/// Names (or unnames) one of the caller's own account's devices.
+pub async fn rename_device(
+    state: &AppState,
+    me: &AuthedDevice,
+    device: u64,
+    req: RenameDevice,
+) -> Result<MyDevices> {
+    if let Some(name) = &req.name
+        && (name.trim().is_empty()
+            || name.chars().count() > 64
+            || name.chars().any(char::is_control))
+    {
+        return Err(AccountError::DeviceName);
+    }
+    let own = state.store.account_devices(&me.username).await?.ok_or(AccountError::DeviceGone)?;
+    if !own.devices.iter().any(|d| d.device_id == device) {
+        return Err(AccountError::NotOwnDevice(device));
+    }
+    state.store.set_device_name(device, req.name.map(|n| n.trim().to_string())).await?;
+    my_devices(state, me).await
 }
 
 /// An account's devices and their credential keys.

@@ -177,6 +177,7 @@ impl From<AccountError> for ApiError {
             AccountError::DeviceGone => ErrorCode::UnknownDevice,
             AccountError::CredentialKey | AccountError::KeyTaken => ErrorCode::InvalidKeyPackage,
             AccountError::AccountKeyHeld => ErrorCode::Forbidden,
+            AccountError::NotOwnDevice(_) => ErrorCode::UnknownDevice,
             AccountError::TooManyKeyPackages(_) | AccountError::TooManyHeld { .. } => {
                 ErrorCode::TooManyKeyPackages
             }
@@ -187,7 +188,8 @@ impl From<AccountError> for ApiError {
             | AccountError::PersonProfile
             | AccountError::DisplayName
             | AccountError::Description
-            | AccountError::AccountKey => ErrorCode::BadRequest,
+            | AccountError::AccountKey
+            | AccountError::DeviceName => ErrorCode::BadRequest,
             AccountError::NoRandomness => return ApiError::internal(&"no randomness for a token"),
             AccountError::Username(e) => return e.into(),
             AccountError::KeyPackage(e) => return e.into(),

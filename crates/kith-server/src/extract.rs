@@ -96,6 +96,8 @@ pub struct AuthedDevice {
 #[derive(Default)]
 pub struct AuthCache {
     devices: Mutex<HashMap<DeviceId, (DeviceAuth, Instant)>>,
+    /// When this node last wrote each device's `last_seen` (see [`kith_store::SEEN_EVERY`]).
+    seen: Mutex<HashMap<DeviceId, Instant>>,
 }
 
 /// How long a cached record is trusted. An admin's suspension from another process (or
@@ -119,6 +121,19 @@ impl AuthCache {
             }
             map.insert(auth.device_id, (auth, Instant::now()));
         }
+    }
+
+    /// Whether the device's `last_seen` is due to be written (and, if so, noted as written).
+    fn due_to_note_seen(&self, device: DeviceId) -> bool {
+        let Ok(mut seen) = self.seen.lock() else { return false };
+        if seen.get(&device).is_some_and(|at| at.elapsed() < kith_store::SEEN_EVERY) {
+            return false;
+        }
+        if seen.len() >= AUTH_CACHE_MAX {
+            seen.clear();
+        }
+        seen.insert(device, Instant::now());
+        true
     }
 
     /// Forget a device (e.g. when it is removed or its token rotated).
@@ -186,6 +201,16 @@ impl AuthedDevice {
         }
         if let Some(reason) = auth.suspended {
             return Err(Refusal::Suspended { reason }.into());
+        }
+        // "Last seen", for the account's own device list: written at most every
+        // `SEEN_EVERY` per device, off the request's path.
+        if state.auth_cache.due_to_note_seen(auth.device_id) {
+            let (store, device, now) = (state.store.clone(), auth.device_id, state.now());
+            tokio::spawn(async move {
+                if let Err(e) = store.note_seen(device, now).await {
+                    tracing::debug!(error = %e, "could not note a device as seen");
+                }
+            });
         }
         Ok(AuthedDevice {
             device_id: auth.device_id,
@@ -265,6 +290,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ConversationPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         Ok(ConversationPath(conversation_id(&path_text(parts, state).await?)?))
+    }
+}
+
+/// The `{device_id}` of a path, a number (`bad_request` when it is not).
+pub struct DevicePath(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for DevicePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = path_text(parts, state).await?;
+        let id =
+            text.parse().map_err(|_| RequestError::BadQuery("a device id is a number".into()))?;
+        Ok(DevicePath(id))
     }
 }
 

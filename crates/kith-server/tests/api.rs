@@ -765,3 +765,38 @@ async fn an_account_key_is_given_once() {
     let listed = server.store().account_devices("ann").await.unwrap().unwrap().account_key;
     assert_eq!(listed, Some(own));
 }
+
+/// A device's name and when it was last seen are its account's alone: the public device list
+/// shows neither; "last seen" is written when the device is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_names_and_last_seen_are_the_account_s_alone() {
+    let server = TestServer::start().await;
+    let mut ann = server.user("ann").await;
+    let mut bea = server.user("bea").await;
+    let id = ann.my_devices().await.unwrap()[0].device_id;
+    ann.rename_device(id, Some("phone")).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let seen = loop {
+        let mine = ann.my_devices().await.unwrap();
+        if let Some(at) = mine[0].last_seen {
+            break at;
+        }
+        assert!(std::time::Instant::now() < deadline, "never seen: {mine:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(seen > 0);
+    let public: Value = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/ann/devices", server.url))
+        .header("authorization", bea.bearer())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = &public["devices"][0];
+    assert!(device.get("name").is_none() && device.get("last_seen").is_none(), "{public}");
+    assert!(!public.to_string().contains("phone"), "{public}");
+    // Bea's own list holds only her device.
+    assert_eq!(bea.my_devices().await.unwrap().len(), 1);
+}

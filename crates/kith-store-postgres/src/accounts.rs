@@ -86,8 +86,9 @@ impl AccountStore for PgStore {
         let Some((id, kind, account_key)) = account else {
             return Ok(None);
         };
-        let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT id, credential_key, created_at FROM devices WHERE account_id = $1 ORDER BY id",
+        let rows: Vec<(i64, Vec<u8>, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, credential_key, created_at, name, last_seen FROM devices
+             WHERE account_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -98,10 +99,12 @@ impl AccountStore for PgStore {
             kind: account_kind_from_code(i64::from(kind)),
             devices: rows
                 .into_iter()
-                .map(|(id, key, at)| DeviceRecord {
+                .map(|(id, key, at, name, seen)| DeviceRecord {
                     device_id: u(id),
                     credential_key: key,
                     created_at: u(at),
+                    name,
+                    last_seen: seen.map(u),
                 })
                 .collect(),
             account_key,
@@ -136,6 +139,30 @@ impl AccountStore for PgStore {
             None => Err(StoreError::UnknownUser),
             Some((held,)) => Ok(held.as_deref() == Some(key.as_slice())),
         }
+    }
+
+    async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()> {
+        let n = sqlx::query("UPDATE devices SET name = $2 WHERE id = $1")
+            .bind(i(device))
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+    }
+
+    async fn note_seen(&self, device: DeviceId, at: Millis) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET last_seen = $2
+             WHERE id = $1 AND (last_seen IS NULL OR last_seen < $2)",
+        )
+        .bind(i(device))
+        .bind(i(at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()> {

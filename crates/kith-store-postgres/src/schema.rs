@@ -157,6 +157,9 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 12: each account's key (the public half), which signs its devices' certificates.
     "ALTER TABLE accounts ADD COLUMN account_key BYTEA;",
+    // 13: a device's name (its account's to give) and when it was last seen.
+    "ALTER TABLE devices ADD COLUMN name TEXT;
+     ALTER TABLE devices ADD COLUMN last_seen BIGINT;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

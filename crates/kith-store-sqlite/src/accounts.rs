@@ -89,7 +89,7 @@ impl AccountStore for SqliteStore {
             };
             let devices = conn
                 .prepare_cached(
-                    "SELECT id, credential_key, created_at FROM devices
+                    "SELECT id, credential_key, created_at, name, last_seen FROM devices
                      WHERE account_id = ?1 ORDER BY id",
                 )?
                 .query_map(params![account], |r| {
@@ -97,6 +97,8 @@ impl AccountStore for SqliteStore {
                         device_id: u(r.get(0)?),
                         credential_key: r.get(1)?,
                         created_at: u(r.get(2)?),
+                        name: r.get(3)?,
+                        last_seen: r.get::<_, Option<i64>>(4)?.map(u),
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -143,6 +145,33 @@ impl AccountStore for SqliteStore {
                     None => Err(StoreError::UnknownUser),
                     Some(held) => Ok(held.as_deref() == Some(key.as_slice())),
                 }
+            })
+            .await
+    }
+
+    async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let n = conn
+                    .execute("UPDATE devices SET name = ?2 WHERE id = ?1", params![i(device), name])
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::UnknownDevice) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn note_seen(&self, device: DeviceId, at: Millis) -> StoreResult<()> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE devices SET last_seen = ?2
+                     WHERE id = ?1 AND (last_seen IS NULL OR last_seen < ?2)",
+                    params![i(device), i(at)],
+                )
+                .map(|_| ())
+                .map_err(backend)
             })
             .await
     }

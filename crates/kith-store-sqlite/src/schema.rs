@@ -157,6 +157,9 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
     // 12: each account's key (the public half), which signs its devices' certificates.
     "ALTER TABLE accounts ADD COLUMN account_key BLOB;",
+    // 13: a device's name (its account's to give) and when it was last seen.
+    "ALTER TABLE devices ADD COLUMN name TEXT;
+     ALTER TABLE devices ADD COLUMN last_seen INTEGER;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
             repeats_by_client_id_are_stored_once,
             applied_handshakes_are_kept_with_their_change,
             account_keys_are_kept,
+            device_names_and_last_seen_are_kept,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -993,4 +994,22 @@ pub async fn account_keys_are_kept(store: Arc<dyn Store>) {
         store.set_account_key("nobody", vec![8; 32]).await,
         Err(StoreError::UnknownUser)
     ));
+}
+
+pub async fn device_names_and_last_seen_are_kept(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 1)).await.unwrap();
+    let device = |store: Arc<dyn Store>| async move {
+        store.account_devices("alice").await.unwrap().unwrap().devices.remove(0)
+    };
+    let d = device(store.clone()).await;
+    assert_eq!((d.name, d.last_seen), (None, None));
+    store.set_device_name(a, Some("laptop".into())).await.unwrap();
+    store.note_seen(a, NOW + 10).await.unwrap();
+    // A late note from another node never moves it back.
+    store.note_seen(a, NOW + 5).await.unwrap();
+    let d = device(store.clone()).await;
+    assert_eq!((d.name.as_deref(), d.last_seen), (Some("laptop"), Some(NOW + 10)));
+    store.set_device_name(a, None).await.unwrap();
+    assert_eq!(device(store.clone()).await.name, None);
+    assert!(matches!(store.set_device_name(9999, None).await, Err(StoreError::UnknownDevice)));
 }

@@ -145,7 +145,16 @@ pub struct DeviceRecord {
     pub device_id: DeviceId,
     pub credential_key: Vec<u8>,
     pub created_at: Millis,
+    /// The name its account gave it, if any (shown to the account's own devices only).
+    pub name: Option<String>,
+    /// When it was last seen authenticating, to within [`SEEN_EVERY`] (its account's own
+    /// devices only).
+    pub last_seen: Option<Millis>,
 }
+
+/// How often a device's `last_seen` is written at most: the account sees "last seen" to
+/// within this, and an active device costs one write per interval, not one per request.
+pub const SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountDevices {
@@ -467,6 +476,12 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Gives an account from before account keys its key: set only while it has none. Whether
     /// the account holds `key` now (`false`: it holds another). `Err(UnknownUser)`.
     async fn set_account_key(&self, username: &str, key: Vec<u8>) -> StoreResult<bool>;
+
+    /// Names (or, with `None`, unnames) a device. `Err(UnknownDevice)`.
+    async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()>;
+
+    /// Records that the device was seen at `at` (an earlier time never replaces a later one).
+    async fn note_seen(&self, device: DeviceId, at: Millis) -> StoreResult<()>;
 
     /// Replaces the device's token hash (a rotated token); `Err(UnknownDevice)` if none.
     async fn set_token_hash(&self, device: DeviceId, token_hash: [u8; 32]) -> StoreResult<()>;

@@ -9,7 +9,7 @@ use kith_proto::*;
 
 use crate::accounts;
 use crate::error::ApiResult;
-use crate::extract::{AuthedDevice, Body, UserPath};
+use crate::extract::{AuthedDevice, Body, DevicePath, UserPath};
 use crate::state::AppState;
 
 /// Register an account with its first device.
@@ -68,6 +68,40 @@ pub async fn set_account_key(
     Body(req): Body<SetAccountKey>,
 ) -> ApiResult<Json<SetAccountKey>> {
     Ok(Json(accounts::set_account_key(&state, &me, req).await?))
+}
+
+/// The caller's own account's devices: names and when each was last seen are shown to the
+/// account alone (the public device list holds keys and ids only).
+#[utoipa::path(get, path = "/v1/me/devices", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, body = MyDevices),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn my_devices(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+) -> ApiResult<Json<MyDevices>> {
+    Ok(Json(accounts::my_devices(&state, &me).await?))
+}
+
+/// Names one of the caller's own account's devices (`null` removes the name).
+#[utoipa::path(put, path = "/v1/me/devices/{device_id}/name", tag = "accounts",
+    security(("bearer" = [])),
+    params(("device_id" = u64, Path)),
+    request_body = RenameDevice,
+    responses(
+        (status = 200, description = "The account's devices, renamed", body = MyDevices),
+        (status = 400, description = "bad_request: a name of 1 to 64 characters", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 400, description = "unknown_device: not a device of this account", body = ErrorBody),
+    ))]
+pub async fn rename_device(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    DevicePath(device): DevicePath,
+    Body(req): Body<RenameDevice>,
+) -> ApiResult<Json<MyDevices>> {
+    Ok(Json(accounts::rename_device(&state, &me, device, req).await?))
 }
 
 /// Who the token belongs to.

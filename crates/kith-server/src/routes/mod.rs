@@ -32,6 +32,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me", get(accounts::whoami))
         .route("/v1/me/token", post(accounts::rotate_token))
         .route("/v1/me/account-key", put(accounts::set_account_key))
+        .route("/v1/me/devices", get(accounts::my_devices))
+        .route("/v1/me/devices/{device_id}/name", put(accounts::rename_device))
         .route("/v1/accounts/{username}/devices", get(accounts::devices))
         .route("/v1/key-packages", post(keys::upload))
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
