@@ -109,6 +109,32 @@ pub(crate) struct Business {
     pub verified: bool,
 }
 
+/// `GET /api/devices`: one device of this account.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(TS))]
+pub(crate) struct Device {
+    pub id: u64,
+    pub name: Option<String>,
+    /// When it was added, Unix milliseconds.
+    pub created_at: u64,
+    /// When it was last seen, to within ten minutes.
+    pub last_seen: Option<u64>,
+    /// The device this app runs on.
+    pub this_device: bool,
+}
+
+impl From<kith_proto::MyDevice> for Device {
+    fn from(d: kith_proto::MyDevice) -> Self {
+        Device {
+            id: d.device_id,
+            name: d.name,
+            created_at: d.created_at,
+            last_seen: d.last_seen,
+            this_device: d.this_device,
+        }
+    }
+}
+
 /// An error, as every failed call and the live status carry it.
 #[derive(Serialize)]
 #[cfg_attr(test, derive(TS))]
@@ -191,6 +217,7 @@ mod tests {
             Reported::decl(&cfg),
             Deleted::decl(&cfg),
             Business::decl(&cfg),
+            Device::decl(&cfg),
             AppError::decl(&cfg),
             Problem::decl(&cfg),
             Arrived::decl(&cfg),

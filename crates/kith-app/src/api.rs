@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::App;
 use crate::answers::{
-    Business, Deleted, Done, Group, GroupCreated, Me, Reported, Sent, Story, StoryPosted,
+    Business, Deleted, Device, Done, Group, GroupCreated, Me, Reported, Sent, Story, StoryPosted,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -75,6 +75,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/businesses", get(businesses))
         .route("/api/delete", post(delete_chat))
         .route("/api/rotate-token", post(rotate_token))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}/name", post(rename_device))
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
@@ -357,4 +359,30 @@ async fn rotate_token(State(app): State<Arc<App>>) -> Answer<Done> {
     let mut client = app.client.lock().await;
     client.rotate_token().await?;
     Ok(Json(Done {}))
+}
+
+/// This account's devices.
+async fn devices(State(app): State<Arc<App>>) -> Answer<Vec<Device>> {
+    let mut client = app.client.lock().await;
+    Ok(Json(client.my_devices().await?.into_iter().map(Device::from).collect()))
+}
+
+#[derive(Deserialize)]
+struct DeviceName {
+    /// `None` (or nothing but spaces) removes the name.
+    name: Option<String>,
+}
+
+/// Names one of this account's devices; the devices after.
+async fn rename_device(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Json(n): Json<DeviceName>,
+) -> Answer<Vec<Device>> {
+    let id: u64 = id.parse().map_err(|_| {
+        ClientError::refused(kith_client::Refusal::BadArgument, "a device id is a number")
+    })?;
+    let mut client = app.client.lock().await;
+    let name = n.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    Ok(Json(client.rename_device(id, name).await?.into_iter().map(Device::from).collect()))
 }

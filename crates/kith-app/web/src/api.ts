@@ -30,6 +30,7 @@ import type {
   Business,
   Chat,
   Deleted,
+  Device,
   Done,
   Group,
   GroupCreated,
@@ -46,6 +47,7 @@ export type {
   Business,
   Chat,
   Delivery,
+  Device,
   Group,
   Kind,
   LiveEvent,
@@ -133,4 +135,7 @@ export const api = {
   retry: (id: string) => call<Sent>("POST", `/api/messages/${encodeURIComponent(id)}/retry`),
   deleteChat: (user: string) => call<Deleted>("POST", "/api/delete", { user }),
   rotateToken: () => call<Done>("POST", "/api/rotate-token"),
+  devices: () => call<Device[]>("GET", "/api/devices"),
+  renameDevice: (id: number, name: string | null) =>
+    call<Device[]>("POST", `/api/devices/${id}/name`, { name }),
 };

@@ -95,6 +95,20 @@ export type Deleted = { deleted: number, };
 
 export type Business = { username: string, display_name: string, description: string, verified: boolean, };
 
+export type Device = { id: number, name: string | null, 
+/**
+ * When it was added, Unix milliseconds.
+ */
+created_at: number, 
+/**
+ * When it was last seen, to within ten minutes.
+ */
+last_seen: number | null, 
+/**
+ * The device this app runs on.
+ */
+this_device: boolean, };
+
 export type AppError = { code: string, message: string, };
 
 export type Problem = { kind: "unreadable" | "unjoinable" | "malformed" | "not_added" | "upkeep" | "unreached", chat: string | null, user: string | null, 

@@ -1,8 +1,10 @@
-// The "Settings" dialog: who is signed in, notifications, blocked accounts, this device's token.
+// The "Settings" dialog: who is signed in, notifications, blocked accounts, this account's
+// devices, this device's token.
 import { useEffect, useState } from "preact/hooks";
 import { api } from "../api";
 import type { Me } from "../api";
 import { Dialog, ErrorLine, useAction } from "../components/Dialog";
+import { Devices } from "./Devices";
 
 export function Settings(props: { me: Me; onClose: () => void; notify: NotificationPermission | "unsupported"; askNotify: () => void }) {
   const [blocked, setBlocked] = useState<string[]>([]);
@@ -41,6 +43,7 @@ export function Settings(props: { me: Me; onClose: () => void; notify: Notificat
           </li>
         ))}
       </ul>
+      <Devices />
       <h3>This device</h3>
       <p class="hint">
         A new token shuts out any copy of this profile made before (if one may have leaked).
