@@ -230,13 +230,8 @@ impl Client {
         if self.profile.is_none() || self.local.upkeep_at(ACCOUNT_KEY_GIVEN)?.is_some() {
             return Ok(());
         }
-        let key = match self.local.account_key()? {
-            Some(seed) => {
-                let seed: [u8; 32] = seed.expose().try_into().map_err(|_| {
-                    ClientError::Protocol("a stored account key is not 32 bytes".into())
-                })?;
-                ed25519_dalek::SigningKey::from_bytes(&seed)
-            }
+        let key = match self.stored_account_key()? {
+            Some(key) => key,
             None => self.make_account_key()?,
         };
         let req = SetAccountKey { account_key: B64(kith_proto::account::public_key(&key)) };
@@ -255,10 +250,17 @@ impl Client {
     /// what signs this account's device certificates, and what safety numbers and key
     /// transparency are about.
     pub fn account_key(&self) -> ClientResult<Option<Vec<u8>>> {
-        Ok(self.local.account_key()?.and_then(|seed| {
-            let seed: [u8; 32] = seed.expose().try_into().ok()?;
-            Some(kith_proto::account::public_key(&ed25519_dalek::SigningKey::from_bytes(&seed)))
-        }))
+        Ok(self.stored_account_key()?.map(|key| kith_proto::account::public_key(&key)))
+    }
+
+    /// The account key the profile keeps, if any.
+    fn stored_account_key(&self) -> ClientResult<Option<ed25519_dalek::SigningKey>> {
+        let Some(seed) = self.local.account_key()? else { return Ok(None) };
+        let seed: [u8; 32] = seed
+            .expose()
+            .try_into()
+            .map_err(|_| ClientError::Protocol("a stored account key is not 32 bytes".into()))?;
+        Ok(Some(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 }
 

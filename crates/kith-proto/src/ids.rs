@@ -78,23 +78,42 @@ impl serde::Serialize for Username {
 
 impl<'de> serde::Deserialize<'de> for Username {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Username::parse(&text).map_err(|e| {
-            crate::watch::spoiled(crate::watch::Spoiled::Id(e));
-            serde::de::Error::custom(e)
-        })
+        checked(d, Username::parse)
     }
+}
+
+/// Reads an id from its text, checked by `parse`; a refusal is noted on the thread (see
+/// [`crate::watch`]) so the reader answers with the id's own error code.
+fn checked<'de, D: serde::Deserializer<'de>, T>(
+    d: D,
+    parse: impl FnOnce(&str) -> Result<T, IdError>,
+) -> Result<T, D::Error> {
+    use serde::Deserialize as _;
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    parse(&text).map_err(|e| {
+        crate::watch::spoiled(crate::watch::Spoiled::Id(e));
+        serde::de::Error::custom(e)
+    })
+}
+
+/// An id's schema in the OpenAPI document: text matching `pattern`.
+#[cfg(feature = "openapi")]
+fn text_schema(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .build()
+        .into()
 }
 
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Username {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[a-z0-9_.]{3,32}$"))
-            .description(Some("3–32 of a–z, 0–9, `_` and `.`"))
-            .build()
-            .into()
+        text_schema("^[a-z0-9_.]{3,32}$", "3–32 of a–z, 0–9, `_` and `.`")
     }
 }
 
@@ -154,23 +173,14 @@ impl serde::Serialize for ConversationId {
 
 impl<'de> serde::Deserialize<'de> for ConversationId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        ConversationId::parse(&text).map_err(|e| {
-            crate::watch::spoiled(crate::watch::Spoiled::Id(e));
-            serde::de::Error::custom(e)
-        })
+        checked(d, ConversationId::parse)
     }
 }
 
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for ConversationId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^([0-9a-f]{2}){16,32}$"))
-            .description(Some("The MLS group id, 16–32 bytes as lowercase hex"))
-            .build()
-            .into()
+        text_schema("^([0-9a-f]{2}){16,32}$", "The MLS group id, 16–32 bytes as lowercase hex")
     }
 }
 

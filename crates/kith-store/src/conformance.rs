@@ -72,25 +72,27 @@ fn conv(n: u8) -> Vec<u8> {
     vec![n; 16]
 }
 
+/// Conversation 1, created by `creator` with `member`, at epoch 1.
+fn new_conversation(creator: DeviceId, member: DeviceId) -> NewConversation {
+    NewConversation {
+        conversation: conv(1),
+        creator_device: creator,
+        members: vec![member],
+        welcome: b"welcome".to_vec(),
+        epoch: 1,
+        group_state: b"state-1".to_vec(),
+        now: NOW,
+        poster: None,
+        direct: true,
+        withheld: vec![],
+        applied: None,
+    }
+}
+
 async fn two_in_a_conversation(store: &dyn Store) -> (DeviceId, DeviceId) {
     let a = store.create_account(account("alice", 2)).await.unwrap();
     let b = store.create_account(account("bob", 2)).await.unwrap();
-    store
-        .create_conversation(NewConversation {
-            conversation: conv(1),
-            creator_device: a,
-            members: vec![b],
-            welcome: b"welcome".to_vec(),
-            epoch: 1,
-            group_state: b"state-1".to_vec(),
-            now: NOW,
-            poster: None,
-            direct: true,
-            withheld: vec![],
-            applied: None,
-        })
-        .await
-        .unwrap();
+    store.create_conversation(new_conversation(a, b)).await.unwrap();
     (a, b)
 }
 
@@ -934,22 +936,8 @@ pub async fn applied_handshakes_are_kept_with_their_change(store: Arc<dyn Store>
         members: 2,
     };
     // The creation is remembered for its creator, with the conversation.
-    store
-        .create_conversation(NewConversation {
-            conversation: conv(1),
-            creator_device: a,
-            members: vec![b],
-            welcome: b"welcome".to_vec(),
-            epoch: 1,
-            group_state: b"state-1".to_vec(),
-            now: NOW,
-            poster: None,
-            direct: false,
-            withheld: vec![],
-            applied: Some(applied(a, 1, 1)),
-        })
-        .await
-        .unwrap();
+    let created = NewConversation { applied: Some(applied(a, 1, 1)), ..new_conversation(a, b) };
+    store.create_conversation(created).await.unwrap();
     assert_eq!(store.applied_handshake(&conv(1), a).await.unwrap(), Some(applied(a, 1, 1)));
     assert_eq!(store.applied_handshake(&conv(1), b).await.unwrap(), None);
     assert_eq!(store.applied_handshake(&conv(2), a).await.unwrap(), None);

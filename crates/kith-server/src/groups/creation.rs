@@ -222,7 +222,7 @@ async fn created_before(
     id: &ConversationId,
     digest: &[u8; 32],
 ) -> GroupResult<Outcome<Created>> {
-    if super::state::applied_by(state, id, me.device_id, digest).await?.is_none() {
+    if super::state::applied_by(state, id, me.device_id, digest, None).await?.is_none() {
         return Err(StoreError::ConversationExists.into());
     }
     Ok(Outcome::Repeated(Created { message_id: 0, server_time: state.now() }))

@@ -80,7 +80,7 @@ pub async fn apply(
     // Posted again by a client whose answer was lost: it was applied, and is not again. Looked
     // at before membership: a repeat of a request to leave that waited for the lock while the
     // first was applied comes from a device no longer in delivery.
-    if let Some(done) = applied_by(state, id, me.device_id, &digest).await? {
+    if let Some(done) = applied_by(state, id, me.device_id, &digest, Some(&tracked)).await? {
         return Ok(repeated(state, done));
     }
     let members_before =
@@ -176,7 +176,7 @@ async fn repeat_of_leaver(
 ) -> GroupResult<Outcome<HandshakeResponse>> {
     // Held to the change limit like any handshake: the look costs a group's load.
     delivery::check_rate(state, me, id.as_bytes(), Post::Change { story: false }).await?;
-    match applied_by(state, id, me.device_id, digest).await? {
+    match applied_by(state, id, me.device_id, digest, None).await? {
         Some(done) => Ok(repeated(state, done)),
         None => Err(DeliveryError::NotAMember.into()),
     }

@@ -26,20 +26,27 @@ const LEGACY_APPLIED_KEY: &[u8] = b"kith/applied-handshakes";
 const LEGACY_APPLIED_LEN: usize = 8 + 32 + 8 + 4;
 
 /// What this device's request with these bytes (their SHA-256) got, if the server applied
-/// it: the store's record, or the group state's from a server that kept it there.
+/// it: the store's record, or the group state's from a server that kept it there (`loaded`,
+/// when the caller holds the state already; read here otherwise).
 pub async fn applied_by(
     state: &crate::state::AppState,
     conversation: &kith_proto::ConversationId,
     device: u64,
     digest: &[u8; 32],
+    loaded: Option<&Tracked>,
 ) -> ApiResult<Option<AppliedHandshake>> {
     let id = conversation.as_bytes();
     if let Some(a) = state.store.applied_handshake(id, device).await? {
         return Ok((a.digest == digest).then_some(a));
     }
+    let legacy = |t: &Tracked| {
+        t.legacy_applied().into_iter().find(|a| a.device == device && a.digest == digest)
+    };
+    if let Some(tracked) = loaded {
+        return Ok(legacy(tracked));
+    }
     let Some(stored) = state.store.group_state(id).await? else { return Ok(None) };
-    let tracked = Tracked::load(id, &stored.state)?;
-    Ok(tracked.legacy_applied().into_iter().find(|a| a.device == device && a.digest == digest))
+    Ok(legacy(&Tracked::load(id, &stored.state)?))
 }
 
 /// A `PublicGroup` with the storage it lives in.
