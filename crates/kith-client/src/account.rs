@@ -9,7 +9,8 @@ use crate::client::{Client, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::Profile;
 use crate::mls;
-use crate::sync::{KEY_PACKAGE_TARGET, LAST_RESORT};
+use crate::sync::LAST_RESORT;
+use kith_proto::account::DeviceCertificate;
 
 impl Client {
     /// Registers a new account with this device as its first, on `server`.
@@ -56,18 +57,14 @@ impl Client {
             let signer =
                 SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
             signer.store(provider.storage()).map_err(ClientError::mls)?;
-            let key_packages =
-                mls::key_packages(&provider, &signer, username, KEY_PACKAGE_TARGET, false)?;
-            let last = mls::key_packages(&provider, &signer, username, 1, true)?
-                .pop()
-                .ok_or_else(|| ClientError::Mls("no last-resort KeyPackage".into()))?;
             RegisterRequest {
                 username: name,
                 kind,
                 credential_key: B64(signer.to_public_vec()),
                 account_key: Some(B64(kith_proto::account::public_key(&account_key))),
-                key_packages: key_packages.into_iter().map(B64).collect(),
-                last_resort_key_package: B64(last),
+                // They follow, each carrying the certificate of the device id given here.
+                key_packages: Vec::new(),
+                last_resort_key_package: None,
                 display_name: profile.as_ref().map(|p| p.0.clone()),
                 description: profile.as_ref().map(|p| p.1.clone()),
                 // Chosen here, so a registration whose answer was lost can be posted again
@@ -86,10 +83,53 @@ impl Client {
             ca_cert: self.pending_ca.clone(),
         };
         self.local.save_profile(&profile)?;
-        self.local.set_upkeep_at(LAST_RESORT, now_millis())?;
+        self.certify_device(&account_key, &profile)?;
         self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
+        self.local.set_upkeep_at(LEAVES_CERTIFIED, now_millis())?;
         self.profile = Some(profile.clone());
+        // The device's KeyPackages, certified. If they cannot go now, every sync tries again
+        // (no last-resort KeyPackage is on record yet), and nobody can add the device before.
+        match self.replenish_key_packages().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "this device's KeyPackages wait for the next sync")
+            }
+            Ok(_) => {}
+        }
         Ok(profile)
+    }
+
+    /// Signs and keeps this device's certificate with the account key.
+    fn certify_device(
+        &self,
+        account_key: &ed25519_dalek::SigningKey,
+        profile: &Profile,
+    ) -> ClientResult<DeviceCertificate> {
+        let cert = DeviceCertificate::sign(
+            account_key,
+            &profile.username,
+            profile.device_id,
+            &profile.signature_key,
+            now_millis(),
+        );
+        self.local.set_device_certificate(&cert.encode())?;
+        Ok(cert)
+    }
+
+    /// Every KeyPackage is renewed at the next upkeep (this sync's): those on the server lack
+    /// the device's new certificate, and the server hands none of them out any more.
+    fn renew_key_packages_now(&self) -> ClientResult<()> {
+        self.local.clear_upkeep(LAST_RESORT)?;
+        self.key_packages_checked.set(None);
+        Ok(())
+    }
+
+    /// This device's certificate, once the account has a key.
+    pub(crate) fn own_certificate(&self) -> ClientResult<Option<DeviceCertificate>> {
+        let Some(bytes) = self.local.device_certificate()? else { return Ok(None) };
+        DeviceCertificate::decode(&bytes)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("this device's certificate: {e}")))
     }
 
     /// Replaces this device's token with a new one and keeps it in the profile: for a token
@@ -213,6 +253,9 @@ async fn in_force(api: &Api) -> ClientResult<bool> {
 /// profile registered before account keys).
 const ACCOUNT_KEY_GIVEN: &str = "account_key_given";
 
+/// The upkeep record of this device's certificate put in its leaf of every conversation.
+pub(crate) const LEAVES_CERTIFIED: &str = "leaves_certified";
+
 impl Client {
     /// Makes an account key and keeps its secret in the profile.
     fn make_account_key(&self) -> ClientResult<ed25519_dalek::SigningKey> {
@@ -227,7 +270,18 @@ impl Client {
     /// step after the upgrade, keeps it, and gives it to the server, once. An account that
     /// holds another key already (another device of it gave one) is left as it is, and said.
     pub(crate) async fn ensure_account_key(&mut self) -> ClientResult<()> {
-        if self.profile.is_none() || self.local.upkeep_at(ACCOUNT_KEY_GIVEN)?.is_some() {
+        if self.profile.is_none() {
+            return Ok(());
+        }
+        if self.local.upkeep_at(ACCOUNT_KEY_GIVEN)?.is_some() {
+            // Given by a version that did not certify devices yet: certified now.
+            if self.own_certificate()?.is_none()
+                && let Some(key) = self.stored_account_key()?
+            {
+                let profile = self.me()?.clone();
+                self.certify_device(&key, &profile)?;
+                self.renew_key_packages_now()?;
+            }
             return Ok(());
         }
         let key = match self.stored_account_key()? {
@@ -236,7 +290,14 @@ impl Client {
         };
         let req = SetAccountKey { account_key: B64(kith_proto::account::public_key(&key)) };
         match self.api()?.set_account_key(&req).await {
-            Ok(_) => {}
+            Ok(_) => {
+                // From now on the server takes only certified KeyPackages and leaves: this
+                // device certifies itself, renews every KeyPackage at the next upkeep, and
+                // puts its certificate in its leaf of every conversation.
+                let profile = self.me()?.clone();
+                self.certify_device(&key, &profile)?;
+                self.renew_key_packages_now()?;
+            }
             Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
                 tracing::warn!("the server holds another account key for this account");
             }
@@ -244,6 +305,51 @@ impl Client {
         }
         self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
         Ok(())
+    }
+
+    /// Once the device has a certificate: every conversation whose leaf of this device lacks
+    /// it gets an update commit that carries it (a profile migrated from before account
+    /// keys), so that new members' clients, which refuse an uncertified leaf of an account
+    /// with a key, can join. Conversations it cannot update now are tried at the next settle.
+    pub(crate) async fn certify_leaves(&mut self) -> ClientResult<()> {
+        if self.profile.is_none() || self.local.upkeep_at(LEAVES_CERTIFIED)?.is_some() {
+            return Ok(());
+        }
+        if self.own_certificate()?.is_none() {
+            return Ok(());
+        }
+        let mut all = true;
+        for id in self.uncertified_conversations()? {
+            match self.update_keys(&id).await {
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a conversation's leaf waits for its certificate");
+                    all = false;
+                }
+                Ok(()) => {}
+            }
+        }
+        if all {
+            self.local.set_upkeep_at(LEAVES_CERTIFIED, now_millis())?;
+        }
+        Ok(())
+    }
+
+    /// Active conversations whose leaf of this device carries no certificate.
+    fn uncertified_conversations(&self) -> ClientResult<Vec<String>> {
+        let provider = self.provider();
+        let mut out = Vec::new();
+        for id in self.local.active_conversation_ids()? {
+            let gid = GroupId::from_slice(&crate::client::conversation_bytes(&id)?);
+            let Some(group) = MlsGroup::load(provider.storage(), &gid).map_err(ClientError::mls)?
+            else {
+                continue;
+            };
+            if group.is_active() && !mls::carries_certificate(&group) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// The public half of this account's key (Ed25519, 32 bytes), if the profile holds one:

@@ -85,18 +85,30 @@ impl Client {
                     format!("the server handed out no KeyPackage of {user}'s"),
                 ));
             }
+            let listed = claimed.account_key.map(B64::into_inner);
+            let account_key = self.note_account_key(user, listed.as_deref())?;
             let provider = self.provider();
             for c in claimed.key_packages {
                 // The rule the server applied at upload and hand-out: a KeyPackage that breaks
-                // it comes only from a server that does not keep it.
-                let kp =
-                    kith_proto::keypackage::check(provider.crypto(), &c.key_package.0, user, None)
-                        .map_err(|e| {
-                            ClientError::refused(
-                                Refusal::BadKeyPackage,
-                                format!("{user}'s KeyPackage cannot be used: {e}"),
-                            )
-                        })?;
+                // it comes only from a server that does not keep it. Its certificate must be
+                // for the device the server says it is of.
+                let owner = kith_proto::keypackage::Owner {
+                    account: user,
+                    account_key: account_key.as_deref(),
+                    device: Some(c.device_id),
+                };
+                let kp = kith_proto::keypackage::check(
+                    provider.crypto(),
+                    &c.key_package.0,
+                    &owner,
+                    None,
+                )
+                .map_err(|e| {
+                    ClientError::refused(
+                        Refusal::BadKeyPackage,
+                        format!("{user}'s KeyPackage cannot be used: {e}"),
+                    )
+                })?;
                 out.push(Claimed { key_package: kp });
             }
         }

@@ -297,7 +297,7 @@ impl Client {
         let mut group = MlsGroup::new_with_group_id(
             &provider,
             &signer,
-            &mls::create_config(&meta)?,
+            &mls::create_config(&meta, self.own_certificate()?.as_ref())?,
             GroupId::from_slice(&conversation_bytes(&id)?),
             mls::credential(&me.username, &signer),
         )

@@ -12,9 +12,12 @@
 use std::collections::HashSet;
 
 use kith_proto::AccountKind;
+use kith_proto::keypackage::{Owner, leaf_certificate};
+use openmls::prelude::LeafNode;
 
 use crate::client::Client;
 use crate::error::{ClientError, ClientResult, Refusal};
+use crate::mls;
 use crate::process::{Processing, Skip};
 
 /// Accounts whose devices were fetched during the current round of processing.
@@ -39,27 +42,52 @@ fn unregistered(username: &str) -> ClientError {
 }
 
 impl Client {
-    /// Checks that every `(username, key)` is a device key the server registered. Keys of
-    /// accounts not fetched in this round ask for a fetch first.
-    pub(crate) fn check_member_keys(&self, members: &[(String, Vec<u8>)]) -> Processing<()> {
+    /// Checks that every leaf's signature key is a device key the server registered for the
+    /// account its credential names, and that the leaf carries that device's certificate,
+    /// signed by the account's key, when the account has one (`kith_proto::keypackage`).
+    /// Accounts not fetched in this round whose keys are not known yet ask for a fetch first.
+    pub(crate) fn check_member_keys(&self, leaves: &[LeafNode]) -> Processing<()> {
         let me = self.me()?;
         let mut wanted = Vec::new();
-        for (username, key) in members {
-            if *username == me.username && *key == me.signature_key {
+        for leaf in leaves {
+            let username = mls::identity(leaf.credential()).unwrap_or_default();
+            let key = leaf.signature_key().as_slice();
+            if username == me.username && key == me.signature_key {
                 continue;
             }
-            let fetched = self.keys_fetched.contains(username);
-            if self.local.registered_device(username, key)?.is_some() {
-                // Known key; the kind of account (which the opt-in rule needs) known too, or
-                // just asked for.
-                if fetched || self.local.account_is_business(username)?.is_some() {
-                    continue;
+            let fetched = self.keys_fetched.contains(&username);
+            let device = self.local.registered_device(&username, key)?;
+            let account_key = self.local.account_key_of(&username)?;
+            match (device, account_key) {
+                // Known key and account key; the kind of account (which the opt-in rule
+                // needs) known too, or just asked for.
+                (Some(device), Some(account_key))
+                    if fetched || self.local.account_is_business(&username)?.is_some() =>
+                {
+                    let owner = Owner {
+                        account: &username,
+                        account_key: account_key.as_deref(),
+                        device: Some(device),
+                    };
+                    match leaf_certificate(leaf, &owner) {
+                        Ok(_) => continue,
+                        // Refused on what the server lists now, not on what was seen before
+                        // (an account that gave its key since, say).
+                        Err(e) if fetched => {
+                            return Err(ClientError::refused(
+                                Refusal::UnregisteredKey,
+                                format!("a device of {username}'s is refused: {e}"),
+                            )
+                            .into());
+                        }
+                        Err(_) => {}
+                    }
                 }
-            } else if fetched {
-                return Err(unregistered(username).into());
+                _ if fetched => return Err(unregistered(&username).into()),
+                _ => {}
             }
-            if !wanted.contains(username) {
-                wanted.push(username.clone());
+            if !wanted.contains(&username) {
+                wanted.push(username);
             }
         }
         if wanted.is_empty() { Ok(()) } else { Err(Skip::NeedKeys(wanted)) }
@@ -99,6 +127,7 @@ impl Client {
             };
             if let Some(l) = &list {
                 self.local.set_account_kind(username, l.kind == AccountKind::Business)?;
+                self.note_account_key(username, l.account_key.as_ref().map(|k| k.0.as_slice()))?;
             }
             for d in list.into_iter().flat_map(|l| l.devices) {
                 self.local.add_device_key(username, &d.credential_key.0, d.device_id)?;
@@ -106,6 +135,28 @@ impl Client {
             self.keys_fetched.0.borrow_mut().insert(username.clone());
         }
         Ok(())
+    }
+
+    /// Records the account key the server lists for `username` and returns the one to check
+    /// its devices with. An account key never goes away (recovery replaces it, nothing removes
+    /// it): a server that stops listing one it listed before is not believed, so it cannot
+    /// pass off uncertified devices as those of an account from before account keys.
+    pub(crate) fn note_account_key(
+        &self,
+        username: &str,
+        listed: Option<&[u8]>,
+    ) -> ClientResult<Option<Vec<u8>>> {
+        let known = self.local.account_key_of(username)?.flatten();
+        match (listed, known) {
+            (None, Some(known)) => {
+                tracing::warn!("the server no longer lists an account key it listed before");
+                Ok(Some(known))
+            }
+            (listed, _) => {
+                self.local.set_account_key_of(username, listed)?;
+                Ok(listed.map(<[u8]>::to_vec))
+            }
+        }
     }
 
     /// Whether `username` is a business account, as the server lists it (asked once, then

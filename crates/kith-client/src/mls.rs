@@ -1,5 +1,6 @@
 //! OpenMLS over the profile's SQLite file.
 
+use kith_proto::account::DeviceCertificate;
 use kith_proto::{GroupMeta, group::GROUP_META_EXTENSION};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
@@ -106,9 +107,24 @@ pub fn meta_of_context(context: &GroupContext) -> Option<GroupMeta> {
     context.extensions().unknown(GROUP_META_EXTENSION).and_then(|e| GroupMeta::decode(&e.0))
 }
 
-pub fn create_config(meta: &GroupMeta) -> ClientResult<MlsGroupCreateConfig> {
+/// This device's leaf's extensions: its certificate, when the account has a key.
+pub fn leaf_extensions(
+    certificate: Option<&DeviceCertificate>,
+) -> ClientResult<Extensions<LeafNode>> {
+    certificate
+        .map(|c| kith_proto::keypackage::leaf_extensions(c).map_err(ClientError::mls))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+pub fn create_config(
+    meta: &GroupMeta,
+    certificate: Option<&DeviceCertificate>,
+) -> ClientResult<MlsGroupCreateConfig> {
     Ok(MlsGroupCreateConfig::builder()
         .capabilities(capabilities())
+        .with_leaf_node_extensions(leaf_extensions(certificate)?)
+        .map_err(ClientError::mls)?
         .with_group_context_extensions(meta_extensions(meta)?)
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
@@ -131,19 +147,24 @@ pub fn load_signer(provider: &Provider<'_>, public: &[u8]) -> ClientResult<Signa
     })
 }
 
-/// `count` one-time KeyPackages, TLS-serialized; their private keys stay in the profile.
+/// `count` one-time KeyPackages, TLS-serialized, each carrying the device's certificate when
+/// it has one; their private keys stay in the profile.
 pub fn key_packages(
     provider: &Provider<'_>,
     signer: &SignatureKeyPair,
     username: &str,
+    certificate: Option<&DeviceCertificate>,
     count: usize,
     last_resort: bool,
 ) -> ClientResult<Vec<Vec<u8>>> {
     use openmls::prelude::tls_codec::Serialize as _;
+    let extensions = leaf_extensions(certificate)?;
     (0..count)
         .map(|_| {
             // A KeyPackage must list the extensions it carries among its capabilities.
-            let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
+            let mut builder = KeyPackage::builder()
+                .leaf_node_capabilities(capabilities())
+                .leaf_node_extensions(extensions.clone());
             if last_resort {
                 builder = builder.mark_as_last_resort();
             }
@@ -153,6 +174,29 @@ pub fn key_packages(
             bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
         })
         .collect()
+}
+
+/// Whether this device's own leaf in `group` carries a device certificate.
+pub fn carries_certificate(group: &MlsGroup) -> bool {
+    group.own_leaf_node().is_some_and(|leaf| {
+        leaf.extensions().unknown(kith_proto::account::DEVICE_CERTIFICATE_EXTENSION).is_some()
+    })
+}
+
+/// The leaf parameters for this device's next commit in `group`: its certificate and Kith's
+/// capabilities, when the device has a certificate its leaf does not carry yet (a profile
+/// from before account keys); none otherwise (the leaf keeps what it has).
+pub fn certifying_leaf(
+    group: &MlsGroup,
+    certificate: Option<&DeviceCertificate>,
+) -> ClientResult<LeafNodeParameters> {
+    match certificate {
+        Some(c) if !carries_certificate(group) => Ok(LeafNodeParameters::builder()
+            .with_capabilities(capabilities())
+            .with_extensions(leaf_extensions(Some(c))?)
+            .build()),
+        _ => Ok(LeafNodeParameters::default()),
+    }
 }
 
 /// The username a credential names, if it is a basic credential of valid UTF-8.

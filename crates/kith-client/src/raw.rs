@@ -86,6 +86,63 @@ impl Client {
         bundle.key_package().tls_serialize_detached().map_err(ClientError::mls)
     }
 
+    /// Registers as a version from before account keys did: no account key, uncertified
+    /// KeyPackages posted with the registration. For tests of what such a profile and account
+    /// become after an upgrade.
+    pub async fn raw_register_before_account_keys(
+        &mut self,
+        server: &str,
+        username: &str,
+    ) -> ClientResult<crate::local::Profile> {
+        use kith_proto::{B64, RegisterRequest, Secret, Username};
+        use openmls_traits::OpenMlsProvider as _;
+        let api = crate::api::Api::new(self.http(None)?, server, None, None)?;
+        let request = {
+            let provider = self.provider();
+            let signer =
+                SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
+            signer.store(provider.storage()).map_err(ClientError::mls)?;
+            let kps = crate::mls::key_packages(&provider, &signer, username, None, 10, false)?;
+            let last = crate::mls::key_packages(&provider, &signer, username, None, 1, true)?;
+            RegisterRequest {
+                username: Username::parse(username)
+                    .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?,
+                kind: kith_proto::AccountKind::Person,
+                credential_key: B64(signer.to_public_vec()),
+                account_key: None,
+                key_packages: kps.into_iter().map(B64).collect(),
+                last_resort_key_package: last.into_iter().map(B64).next(),
+                display_name: None,
+                description: None,
+                token: Some(Secret::new(crate::client::random_hex(32)?)),
+            }
+        };
+        let response = api.register(&request).await?;
+        let profile = crate::local::Profile {
+            server: api.base().to_string(),
+            username: response.username,
+            kind: kith_proto::AccountKind::Person,
+            device_id: response.device_id,
+            token: response.token,
+            signature_key: request.credential_key.0,
+            ca_cert: None,
+        };
+        self.local.save_profile(&profile)?;
+        self.local.set_upkeep_at(crate::sync::LAST_RESORT, crate::client::now_millis())?;
+        self.profile = Some(profile.clone());
+        Ok(profile)
+    }
+
+    /// The id of this device's open 1:1 conversation with `peer`.
+    pub fn raw_direct_with(&self, peer: &str) -> ClientResult<Option<String>> {
+        Ok(self.local.direct_with(peer)?.map(|c| c.id))
+    }
+
+    /// Whether this device's leaf in the conversation carries its certificate.
+    pub fn raw_leaf_certified(&self, conversation: &str) -> ClientResult<bool> {
+        self.raw_mls(conversation, |group, _, _| crate::mls::carries_certificate(group))
+    }
+
     /// This device's signature key pair (what a modified client holding two accounts could
     /// use in the other's group).
     pub fn raw_signer(&self) -> ClientResult<SignatureKeyPair> {

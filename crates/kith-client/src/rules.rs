@@ -85,28 +85,14 @@ pub fn check_commit(
     check_change(&change).map_err(|why| refused(&why.to_string()))
 }
 
-/// The members a commit brings in or whose keys it changes, as (username, signature key).
-pub fn new_keys(staged: &StagedCommit, committer: &str) -> Vec<(String, Vec<u8>)> {
-    let mut keys = Vec::new();
-    for add in staged.add_proposals() {
-        let leaf = add.add_proposal().key_package().leaf_node();
-        keys.push((
-            mls::identity(leaf.credential()).unwrap_or_default(),
-            leaf.signature_key().as_slice().to_vec(),
-        ));
-    }
-    for update in staged.update_proposals() {
-        let leaf = update.update_proposal().leaf_node();
-        keys.push((
-            mls::identity(leaf.credential()).unwrap_or_default(),
-            leaf.signature_key().as_slice().to_vec(),
-        ));
-    }
-    if let Some(leaf) = staged.update_path_leaf_node() {
-        let who = mls::identity(leaf.credential()).unwrap_or_else(|| committer.to_string());
-        keys.push((who, leaf.signature_key().as_slice().to_vec()));
-    }
-    keys
+/// The leaves a commit brings in or changes: what the member check looks at.
+pub fn new_leaves(staged: &StagedCommit) -> Vec<LeafNode> {
+    staged
+        .add_proposals()
+        .map(|a| a.add_proposal().key_package().leaf_node().clone())
+        .chain(staged.update_proposals().map(|u| u.update_proposal().leaf_node().clone()))
+        .chain(staged.update_path_leaf_node().cloned())
+        .collect()
 }
 
 /// A proposal on its own may only be a member's request to leave.

@@ -235,6 +235,8 @@ impl Client {
             return Ok(remaining);
         }
         let me = self.me()?.clone();
+        let cert = self.own_certificate()?;
+        let cert = cert.as_ref();
         let (fresh, last_resort) = {
             let provider = self.provider();
             let signer = mls::load_signer(&provider, &me.signature_key)?;
@@ -245,9 +247,9 @@ impl Client {
             } else {
                 KEY_PACKAGE_TARGET.saturating_sub(usize::try_from(remaining).unwrap_or(0))
             };
-            let fresh = mls::key_packages(&provider, &signer, &me.username, n, false)?;
+            let fresh = mls::key_packages(&provider, &signer, &me.username, cert, n, false)?;
             let last_resort = if renew {
-                mls::key_packages(&provider, &signer, &me.username, 1, true)?.pop()
+                mls::key_packages(&provider, &signer, &me.username, cert, 1, true)?.pop()
             } else {
                 None
             };

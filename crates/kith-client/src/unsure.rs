@@ -95,6 +95,7 @@ impl Client {
             Err(e) => tracing::debug!(error = %e, "the account key waits"),
             Ok(()) => {}
         }
+        self.certify_leaves().await?;
         self.settle_all_unsure().await;
         match self.send_outbox(None, None).await {
             Err(e) if e.is_local() => return Err(e),

@@ -698,3 +698,66 @@ async fn an_account_from_before_account_keys_gets_one_at_its_next_sync() {
     assert_eq!(alice.account_key().unwrap(), Some(made.clone()));
     assert_eq!(bob.devices("alice").await.unwrap().account_key.map(|k| k.0), Some(made));
 }
+
+fn texts(r: &kith_client::SyncReport) -> Vec<String> {
+    r.messages.iter().map(|m| m.text.clone()).collect()
+}
+
+/// A profile and an account from before device certificates (registered with uncertified
+/// KeyPackages, no account key), in a 1:1 and a group. After the upgrade, its first sync
+/// gives the account a key, certifies the device, renews its KeyPackages and puts the
+/// certificate in its leaf of every conversation: the others take the change (their clients
+/// ask the server again rather than refuse on what they knew), a newcomer can join a group
+/// holding it, and a new contact reaches it through a certified KeyPackage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_from_before_device_certificates_certifies_itself_everywhere() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = kith_client::Client::open(dir.path()).unwrap();
+    client.raw_register_before_account_keys(&server.url, "alice").await.unwrap();
+    let mut alice = kith_testkit::TestUser { client, dir };
+    // The older version never makes a key: held back here until "the upgrade".
+    let db = alice.dir().join("kith.db");
+    let profile_db = || rusqlite::Connection::open(&db).unwrap();
+    profile_db()
+        .execute("INSERT INTO kith_upkeep (what, at) VALUES ('account_key_given', 1)", [])
+        .unwrap();
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+    bob.send_text("alice", "hi").await.unwrap();
+    alice.sync().await.unwrap();
+    let club = bob.create_group("Club", &["alice".into(), "carol".into()]).await.unwrap();
+    assert_eq!(alice.sync().await.unwrap().joined.len(), 1);
+    carol.sync().await.unwrap();
+    assert!(!alice.raw_leaf_certified(&club).unwrap());
+    assert_eq!(bob.devices("alice").await.unwrap().account_key, None);
+
+    // The upgrade.
+    profile_db().execute("DELETE FROM kith_upkeep WHERE what = 'account_key_given'", []).unwrap();
+    alice.sync().await.unwrap();
+    let key = alice.account_key().unwrap().expect("a key made at the first sync");
+    assert_eq!(bob.devices("alice").await.unwrap().account_key.map(|k| k.0), Some(key));
+    assert!(alice.raw_leaf_certified(&club).unwrap());
+    let direct = alice.raw_direct_with("bob").unwrap().unwrap();
+    assert!(alice.raw_leaf_certified(&direct).unwrap());
+
+    // bob and carol take alice's certifying commits, and the conversations go on.
+    for u in [&mut bob, &mut carol] {
+        let r = u.sync().await.unwrap();
+        assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    }
+    alice.send_group(&club, "certified now").await.unwrap();
+    alice.send_text("bob", "me too").await.unwrap();
+    assert!(texts(&carol.sync().await.unwrap()).contains(&"certified now".to_string()));
+    let seen = texts(&bob.sync().await.unwrap());
+    assert!(seen.contains(&"certified now".to_string()) && seen.contains(&"me too".to_string()));
+    // A newcomer joins the group that holds alice's (now certified) leaf.
+    bob.send_text("dave", "join us").await.unwrap();
+    dave.sync().await.unwrap();
+    bob.group_add(&club, &["dave".into()]).await.unwrap();
+    assert_eq!(dave.sync().await.unwrap().joined, vec![club.clone()]);
+    // And a new contact reaches alice through a certified KeyPackage.
+    dave.send_text("alice", "hello alice").await.unwrap();
+    assert!(texts(&alice.sync().await.unwrap()).contains(&"hello alice".to_string()));
+}

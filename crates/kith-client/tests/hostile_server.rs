@@ -256,8 +256,15 @@ async fn a_welcome_naming_a_member_that_cannot_exist_is_refused_alone() {
         serde_json::from_value(claim.body["key_packages"][0]["key_package"].clone()).unwrap();
     let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
     let crypto = openmls_rust_crypto::RustCrypto::default();
+    let bob_key: kith_proto::B64 =
+        serde_json::from_value(claim.body["account_key"].clone()).unwrap();
+    let owner = kith_proto::keypackage::Owner {
+        account: "bob",
+        account_key: Some(&bob_key.0),
+        device: None,
+    };
     let bob_kp =
-        kith_proto::keypackage::check(&crypto, &bob_kp.0, "bob", None).expect("bob's KeyPackage");
+        kith_proto::keypackage::check(&crypto, &bob_kp.0, &owner, None).expect("bob's KeyPackage");
     let member = |name: &str| {
         let signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
         let credential = CredentialWithKey {
@@ -426,4 +433,73 @@ async fn server_times_are_the_server_s_word_and_change_nothing_else() {
     for text in ["two", "three", "carol two"] {
         assert!(texts(&seen).contains(&text), "{:?}", seen.shown);
     }
+}
+
+/// A KeyPackage of bob's made by the test (a fresh device key), carrying `certify`'s
+/// certificate for it.
+fn forged_key_package(
+    certify: impl FnOnce(&[u8]) -> Option<kith_proto::account::DeviceCertificate>,
+) -> kith_proto::B64 {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let signer = openmls_basic_credential::SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(b"bob".to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let mut builder =
+        KeyPackage::builder().leaf_node_capabilities(kith_proto::keypackage::capabilities());
+    if let Some(cert) = certify(signer.public()) {
+        builder =
+            builder.leaf_node_extensions(kith_proto::keypackage::leaf_extensions(&cert).unwrap());
+    }
+    let kp =
+        builder.build(kith_proto::keypackage::CIPHERSUITE, &provider, &signer, credential).unwrap();
+    kith_proto::B64(kp.key_package().tls_serialize_detached().unwrap())
+}
+
+/// A hostile server hands out, as bob's, a KeyPackage of a device key bob's account key never
+/// signed: with a forged certificate, then — claiming bob's account has no key any more —
+/// with none. alice's client refuses both (an account key, once seen, does not go away), and
+/// reaches bob as soon as the server is honest again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_key_the_account_never_certified_is_refused_at_claim() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut alice = TestUser::register(&proxy.url(), "alice", AccountKind::Person).await;
+    let mut bob = server.user("bob").await;
+    let bob_device = bob.profile().unwrap().device_id;
+    let not_bobs_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let forged = forged_key_package(|key| {
+        Some(kith_proto::account::DeviceCertificate::sign(&not_bobs_key, "bob", bob_device, key, 1))
+    });
+    let bare = forged_key_package(|_| None);
+    // 1: the forged certificate; 2: no certificate and no account key; 0: honest.
+    let mode = Arc::new(AtomicU8::new(1));
+    let m = mode.clone();
+    proxy.rewrite_answers(
+        "/accounts/bob/key-packages/claim",
+        Arc::new(move |answer: &mut Value| match m.load(Ordering::SeqCst) {
+            1 => answer["key_packages"][0]["key_package"] = json!(forged),
+            2 => {
+                answer["key_packages"][0]["key_package"] = json!(bare);
+                answer.as_object_mut().unwrap().remove("account_key");
+            }
+            _ => {}
+        }),
+    );
+    let err = alice.send_text("bob", "one").await.unwrap_err();
+    assert_eq!(err.refusal(), Some(kith_client::Refusal::BadKeyPackage), "{err}");
+    assert!(err.to_string().contains("not signed by the account's key"), "{err}");
+    mode.store(2, Ordering::SeqCst);
+    let err = alice.send_text("bob", "two").await.unwrap_err();
+    assert_eq!(err.refusal(), Some(kith_client::Refusal::BadKeyPackage), "{err}");
+    assert!(err.to_string().contains("no certificate"), "{err}");
+    mode.store(0, Ordering::SeqCst);
+    alice.send_text("bob", "three").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert!(texts.contains(&"three"), "{texts:?}");
 }

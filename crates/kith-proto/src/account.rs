@@ -36,6 +36,10 @@ pub enum CertificateError {
     OtherDevice,
     #[error("the device certificate names another signature key")]
     OtherKey,
+    #[error("the device carries no certificate from its account's key")]
+    Missing,
+    #[error("the device carries a certificate, but its account has no account key")]
+    NoAccountKey,
 }
 
 /// What the account key vouches for: one device of the account.

@@ -50,10 +50,16 @@ pub struct RegisterRequest {
     /// (see `kith_proto::account`). Optional for clients from before account keys.
     #[serde(default)]
     pub account_key: Option<B64>,
-    /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s).
+    /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s). Only from a
+    /// client without an account key: with one, a device's KeyPackages carry its certificate,
+    /// which names the device id this registration gives, so they follow it
+    /// (`POST /v1/key-packages`) and none may come with it.
+    #[serde(default)]
     pub key_packages: Vec<B64>,
-    /// The KeyPackage handed out when no one-time KeyPackage is left.
-    pub last_resort_key_package: B64,
+    /// The KeyPackage handed out when no one-time KeyPackage is left: required without an
+    /// account key, refused with one (as above).
+    #[serde(default)]
+    pub last_resort_key_package: Option<B64>,
     /// A business's public name (1–64 characters); defaults to the username.
     #[serde(default)]
     pub display_name: Option<String>,
@@ -250,6 +256,9 @@ pub struct ClaimedKeyPackage {
 pub struct ClaimResponse {
     pub username: String,
     pub key_packages: Vec<ClaimedKeyPackage>,
+    /// The account key each KeyPackage's certificate verifies under, when the account has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<B64>,
 }
 
 /// `POST /v1/conversations`: register a new MLS group and deliver its Welcome.

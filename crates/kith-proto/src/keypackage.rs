@@ -10,7 +10,9 @@
 //! signatures, the protocol version, its lifetime now); it uses Kith's ciphersuite and a basic
 //! credential naming its account; its leaf's capabilities list everything every Kith group
 //! requires (the ciphersuite, the basic credential, the Kith group-context extension, and the
-//! last-resort extension it may carry); it carries no extension Kith does not know; its lifetime
+//! last-resort extension it may carry); its leaf carries the device's certificate, signed by
+//! its account's key, exactly when the account has one ([`leaf_certificate`]); it carries no
+//! extension Kith does not know; its lifetime
 //! is no longer than OpenMLS's default; its init key and its leaf's encryption key are keys HPKE
 //! can encrypt to; and it is marked last-resort exactly when it is uploaded as one.
 
@@ -19,6 +21,7 @@ use openmls::prelude::*;
 use openmls::treesync::LeafNodeSource;
 use openmls_traits::crypto::OpenMlsCrypto;
 
+use crate::account::{CertificateError, DEVICE_CERTIFICATE_EXTENSION, DeviceCertificate};
 use crate::group::GROUP_META_EXTENSION;
 
 /// The one ciphersuite Kith speaks.
@@ -29,11 +32,62 @@ pub fn kith_extension() -> ExtensionType {
     ExtensionType::Unknown(GROUP_META_EXTENSION)
 }
 
-/// What every Kith leaf supports beyond the defaults: last-resort KeyPackages and the Kith
-/// group-context extension. (A KeyPackage must list the extensions it carries, and every
-/// member must support the group context's extensions.)
+/// The leaf extension that carries a device's certificate.
+pub fn certificate_extension() -> ExtensionType {
+    ExtensionType::Unknown(DEVICE_CERTIFICATE_EXTENSION)
+}
+
+/// What every Kith leaf supports beyond the defaults: last-resort KeyPackages, the Kith
+/// group-context extension and the device certificate. (A leaf must list the extensions it
+/// carries, and every member must support the group context's extensions.)
 pub fn capabilities() -> Capabilities {
-    Capabilities::new(None, None, Some(&[ExtensionType::LastResort, kith_extension()]), None, None)
+    Capabilities::new(
+        None,
+        None,
+        Some(&[ExtensionType::LastResort, kith_extension(), certificate_extension()]),
+        None,
+        None,
+    )
+}
+
+/// A leaf's extensions: its device's certificate.
+pub fn leaf_extensions(
+    certificate: &DeviceCertificate,
+) -> Result<Extensions<LeafNode>, InvalidExtensionError> {
+    Extensions::single(Extension::Unknown(
+        DEVICE_CERTIFICATE_EXTENSION,
+        UnknownExtension(certificate.encode()),
+    ))
+}
+
+/// Whose a KeyPackage or a leaf must be: an account, its account key as the checker knows it
+/// (`None`: an account from before account keys), and the device when the checker knows which.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    pub account: &'a str,
+    pub account_key: Option<&'a [u8]>,
+    pub device: Option<u64>,
+}
+
+/// The certificate `leaf` carries, checked against its owner: present and signed by the
+/// account's key for this account, this device and the leaf's own signature key when the
+/// account has a key; absent when it has none (nothing unverifiable is taken). A leaf's
+/// credential naming its account is the caller's part ([`check`] does it for KeyPackages).
+pub fn leaf_certificate(
+    leaf: &LeafNode,
+    owner: &Owner<'_>,
+) -> Result<Option<DeviceCertificate>, CertificateError> {
+    let carried = leaf.extensions().unknown(DEVICE_CERTIFICATE_EXTENSION);
+    match (owner.account_key, carried) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(CertificateError::NoAccountKey),
+        (Some(_), None) => Err(CertificateError::Missing),
+        (Some(key), Some(ext)) => {
+            let cert = DeviceCertificate::decode(&ext.0)?;
+            cert.verify_for(key, owner.account, owner.device, leaf.signature_key().as_slice())?;
+            Ok(Some(cert))
+        }
+    }
 }
 
 /// Which of a device's KeyPackages this is meant to be.
@@ -72,6 +126,8 @@ pub enum Unusable {
     LastResortMark,
     /// Its init key or its leaf's encryption key is not a key anything can be encrypted to.
     Keys,
+    /// Its device certificate is missing, does not verify, or is not its account's to carry.
+    Certificate(CertificateError),
 }
 
 impl std::fmt::Display for Unusable {
@@ -93,22 +149,24 @@ impl std::fmt::Display for Unusable {
                 "a KeyPackage's last-resort mark does not match where it was uploaded"
             }
             Unusable::Keys => "a KeyPackage's encryption keys cannot be encrypted to",
+            Unusable::Certificate(e) => return write!(f, "a KeyPackage is refused: {e}"),
         })
     }
 }
 
 impl std::error::Error for Unusable {}
 
-/// Checks that `bytes` is a KeyPackage of `account` that every Kith group can add (see the
+/// Checks that `bytes` is a KeyPackage of `owner` that every Kith group can add (see the
 /// module's header), and returns it parsed. `slot`, when known, is where it was uploaded: a
 /// last-resort KeyPackage must be marked so and a one-time one must not. Checking the
 /// device's own signature key against a registered one is the caller's part.
 pub fn check(
     crypto: &impl OpenMlsCrypto,
     bytes: &[u8],
-    account: &str,
+    owner: &Owner<'_>,
     slot: Option<Slot>,
 ) -> Result<KeyPackage, Unusable> {
+    let account = owner.account;
     let kp = KeyPackageIn::tls_deserialize_exact(bytes).map_err(|_| Unusable::Malformed)?;
     let kp = kp.validate(crypto, ProtocolVersion::Mls10).map_err(|e| match e {
         KeyPackageVerifyError::LifetimeError(_) | KeyPackageVerifyError::MissingLifetime => {
@@ -141,13 +199,14 @@ pub fn check(
     if !supports {
         return Err(Unusable::Capabilities);
     }
-    // Kith puts nothing in a leaf's extensions, and only the last-resort mark in a
-    // KeyPackage's: anything else is from a client that is not Kith's.
-    if leaf.extensions().iter().next().is_some()
+    // Kith puts only the device certificate in a leaf's extensions, and only the last-resort
+    // mark in a KeyPackage's: anything else is from a client that is not Kith's.
+    if leaf.extensions().iter().any(|e| e.extension_type() != certificate_extension())
         || kp.extensions().iter().any(|e| e.extension_type() != ExtensionType::LastResort)
     {
         return Err(Unusable::Extensions);
     }
+    leaf_certificate(leaf, owner).map_err(Unusable::Certificate)?;
     // A Welcome is encrypted to the init key, and every later commit's path to the leaf's
     // encryption key: both must be keys HPKE can encrypt to (not short, not a low-order point).
     let leaf_key = leaf

@@ -4,7 +4,10 @@
 #![cfg(feature = "mls")]
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
-use kith_proto::keypackage::{CIPHERSUITE, Slot, Unusable, capabilities, check, kith_extension};
+use kith_proto::account::{CertificateError, DeviceCertificate};
+use kith_proto::keypackage::{
+    CIPHERSUITE, Owner, Slot, Unusable, capabilities, check, kith_extension, leaf_extensions,
+};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
@@ -36,7 +39,8 @@ fn kith(build: impl FnOnce(KeyPackageBuilder) -> KeyPackageBuilder) -> Vec<u8> {
 
 fn verdict(bytes: &[u8], slot: Option<Slot>) -> Result<(), Unusable> {
     let crypto = OpenMlsRustCrypto::default();
-    check(crypto.crypto(), bytes, "ana", slot).map(|_| ())
+    let owner = Owner { account: "ana", account_key: None, device: None };
+    check(crypto.crypto(), bytes, &owner, slot).map(|_| ())
 }
 
 #[test]
@@ -126,7 +130,13 @@ fn another_account_garbage_and_truncation_are_refused() {
     let bytes = kith(|b| b);
     let crypto = OpenMlsRustCrypto::default();
     assert_eq!(
-        check(crypto.crypto(), &bytes, "ben", None).map(|_| ()),
+        check(
+            crypto.crypto(),
+            &bytes,
+            &Owner { account: "ben", account_key: None, device: None },
+            None
+        )
+        .map(|_| ()),
         Err(Unusable::WrongAccount)
     );
     assert_eq!(verdict(b"not a key package", None), Err(Unusable::Malformed));
@@ -135,4 +145,69 @@ fn another_account_garbage_and_truncation_are_refused() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     assert_eq!(verdict(&flipped, None), Err(Unusable::DoesNotVerify));
+}
+
+/// A KeyPackage of ana's device 7 whose leaf carries the certificate `certify` makes for the
+/// device's own signature key.
+fn certified(certify: impl FnOnce(&[u8]) -> DeviceCertificate) -> Vec<u8> {
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(b"ana".to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    KeyPackage::builder()
+        .leaf_node_capabilities(capabilities())
+        .leaf_node_extensions(leaf_extensions(&certify(signer.public())).unwrap())
+        .build(CIPHERSUITE, &provider, &signer, credential)
+        .unwrap()
+        .key_package()
+        .tls_serialize_detached()
+        .unwrap()
+}
+
+fn account_key(seed: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+}
+
+fn verdict_for(bytes: &[u8], key: Option<&[u8]>, device: Option<u64>) -> Result<(), Unusable> {
+    let crypto = OpenMlsRustCrypto::default();
+    let owner = Owner { account: "ana", account_key: key, device };
+    check(crypto.crypto(), bytes, &owner, None).map(|_| ())
+}
+
+#[test]
+fn a_key_package_carries_its_device_certificate_exactly_when_the_account_has_a_key() {
+    let ana = account_key(1);
+    let public = kith_proto::account::public_key(&ana);
+    let good = certified(|key| DeviceCertificate::sign(&ana, "ana", 7, key, 5));
+    assert_eq!(verdict_for(&good, Some(&public), Some(7)), Ok(()));
+    assert_eq!(verdict_for(&good, Some(&public), None), Ok(()));
+    let refused = |e| Err(Unusable::Certificate(e));
+    // Another device's place, another account's key, an account without a key.
+    assert_eq!(verdict_for(&good, Some(&public), Some(8)), refused(CertificateError::OtherDevice));
+    let mallory = kith_proto::account::public_key(&account_key(2));
+    assert_eq!(
+        verdict_for(&good, Some(&mallory), Some(7)),
+        refused(CertificateError::BadSignature)
+    );
+    assert_eq!(verdict_for(&good, None, Some(7)), refused(CertificateError::NoAccountKey));
+    // Uncertified, for an account that has a key.
+    assert_eq!(
+        verdict_for(&kith(|b| b), Some(&public), Some(7)),
+        refused(CertificateError::Missing)
+    );
+    // A certificate the account key signed, but for another signature key (a device key the
+    // account never certified, carrying a certificate copied from one it did).
+    let copied = certified(|_| DeviceCertificate::sign(&ana, "ana", 7, &[9; 32], 5));
+    assert_eq!(verdict_for(&copied, Some(&public), Some(7)), refused(CertificateError::OtherKey));
+    // Signed by the right key for another account's name.
+    let bob = certified(|key| DeviceCertificate::sign(&ana, "bob", 7, key, 5));
+    assert_eq!(verdict_for(&bob, Some(&public), Some(7)), refused(CertificateError::OtherAccount));
+    // Forged: a signature by a key that is not the account's.
+    let forged = certified(|key| DeviceCertificate::sign(&account_key(2), "ana", 7, key, 5));
+    assert_eq!(
+        verdict_for(&forged, Some(&public), Some(7)),
+        refused(CertificateError::BadSignature)
+    );
 }

@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         credential_key: name.as_bytes().to_vec(),
         token_hash: token_hash(token),
         key_packages: vec![],
-        last_resort: vec![1],
+        last_resort: Some(vec![1]),
         now: 1,
         profile: None,
         account_key: None,

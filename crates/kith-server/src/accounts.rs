@@ -47,6 +47,13 @@ pub enum AccountError {
     NotOwnDevice(u64),
     #[error("this credential key belongs to another device: every device has a key of its own")]
     KeyTaken,
+    #[error(
+        "with an account key, a device's KeyPackages follow its registration (POST \
+         /v1/key-packages), certified for the device id it is given"
+    )]
+    KeyPackagesTooEarly,
+    #[error("a registration without an account key carries a last-resort KeyPackage")]
+    NoLastResort,
     #[error(transparent)]
     KeyPackage(#[from] KeyPackageRefusal),
     #[error("at most {0} KeyPackages per request")]
@@ -167,8 +174,20 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
         // would be indistinguishable from the first in a group's tree.
         return Err(AccountError::KeyTaken);
     }
-    let last_resort = Some(&req.last_resort_key_package);
-    check_key_packages(&req.username, &req.credential_key.0, &req.key_packages, last_resort)?;
+    // With an account key, KeyPackages follow the registration, each carrying a certificate
+    // naming the device id it gives; without one (a client from before account keys) they
+    // come with it, a last-resort one among them.
+    let last_resort = req.last_resort_key_package.as_ref();
+    match (&req.account_key, last_resort) {
+        (Some(_), Some(_)) => return Err(AccountError::KeyPackagesTooEarly),
+        (Some(_), None) if !req.key_packages.is_empty() => {
+            return Err(AccountError::KeyPackagesTooEarly);
+        }
+        (None, None) => return Err(AccountError::NoLastResort),
+        _ => {}
+    }
+    let owner = mls::Owner { account: &req.username, account_key: None, device: None };
+    check_key_packages(&owner, &req.credential_key.0, &req.key_packages, last_resort)?;
     let profile = business_profile(&req)?;
     let token = chosen_token(req.token)?;
     let device_id = state
@@ -179,7 +198,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
             credential_key: req.credential_key.0,
             token_hash: token_hash(token.expose()),
             key_packages: req.key_packages.into_iter().map(B64::into_inner).collect(),
-            last_resort: req.last_resort_key_package.0,
+            last_resort: req.last_resort_key_package.map(B64::into_inner),
             now: state.now(),
             profile,
             account_key: req.account_key.clone().map(B64::into_inner),
@@ -193,7 +212,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
 /// Each KeyPackage is one the shared rule accepts, for this account and this device's key, in
 /// the slot it is uploaded to.
 fn check_key_packages(
-    username: &str,
+    owner: &mls::Owner<'_>,
     credential_key: &[u8],
     one_time: &[B64],
     last_resort: Option<&B64>,
@@ -202,7 +221,7 @@ fn check_key_packages(
     let one_time = one_time.iter().map(|kp| (kp, mls::Slot::OneTime));
     let last_resort = last_resort.into_iter().map(|kp| (kp, mls::Slot::LastResort));
     for (kp, slot) in one_time.chain(last_resort) {
-        mls::check_key_package(&crypto, &kp.0, username, credential_key, slot)?;
+        mls::check_key_package(&crypto, &kp.0, owner, credential_key, slot)?;
     }
     Ok(())
 }
@@ -409,15 +428,19 @@ pub async fn upload_key_packages(
     if held + req.key_packages.len() as u64 > cap {
         return Err(AccountError::TooManyHeld { cap, held });
     }
-    let key = state
-        .store
-        .account_devices(&me.username)
-        .await?
+    let account = state.store.account_devices(&me.username).await?;
+    let account_key = account.as_ref().and_then(|a| a.account_key.clone());
+    let key = account
         .and_then(|a| a.devices.into_iter().find(|d| d.device_id == me.device_id))
         .map(|d| d.credential_key)
         .ok_or(AccountError::DeviceGone)?;
     let last_resort = req.last_resort_key_package.as_ref();
-    if let Err(e) = check_key_packages(&me.username, &key, &req.key_packages, last_resort) {
+    let owner = mls::Owner {
+        account: &me.username,
+        account_key: account_key.as_deref(),
+        device: Some(me.device_id),
+    };
+    if let Err(e) = check_key_packages(&owner, &key, &req.key_packages, last_resort) {
         // Kith's own clients never upload one (but for a clock that is off): this counts
         // against the uploader, who alone can upload for this device.
         if e.blames_uploader() {
@@ -444,7 +467,7 @@ pub async fn claim_key_packages(
     state: &AppState,
     me: &AuthedDevice,
     username: &str,
-) -> Result<Vec<ClaimedKeyPackage>> {
+) -> Result<ClaimResponse> {
     let now = state.now();
     let created =
         state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
@@ -459,21 +482,32 @@ pub async fn claim_key_packages(
     // All claimers together take at most the account's hourly budget of one-time KeyPackages;
     // past it they get its last-resort KeyPackage, so nobody can drain it.
     let one_time = state.safety.take_key_package_budget(username, now);
-    let claimed = claim_usable(state, username, one_time).await?;
+    let account_key = state
+        .store
+        .account_devices(username)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?
+        .account_key;
+    let claimed = claim_usable(state, username, account_key.as_deref(), one_time).await?;
     if claimed.is_empty() {
         return Err(AccountError::NoKeyPackages(username.to_string()));
     }
     let n = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
     state.safety.note_claim(&me.username, username, n, now);
     state.metrics.key_packages_claimed.inc_by(claimed.len() as u64);
-    Ok(claimed
+    let key_packages = claimed
         .into_iter()
         .map(|c| ClaimedKeyPackage {
             device_id: c.device_id,
             key_package: B64(c.data),
             last_resort: c.last_resort,
         })
-        .collect())
+        .collect();
+    Ok(ClaimResponse {
+        username: username.to_string(),
+        key_packages,
+        account_key: account_key.map(B64),
+    })
 }
 
 /// Only what every Kith client will take is handed out (the rule clients apply at claim): one
@@ -484,6 +518,7 @@ pub async fn claim_key_packages(
 async fn claim_usable(
     state: &AppState,
     username: &str,
+    account_key: Option<&[u8]>,
     one_time: bool,
 ) -> Result<Vec<kith_store::ClaimedKeyPackage>> {
     let crypto = OpenMlsRustCrypto::default();
@@ -495,7 +530,9 @@ async fn claim_usable(
         claimed = round
             .into_iter()
             .filter(|c| {
-                let usable = mls::usable_now(&crypto, &c.data, username);
+                let owner =
+                    mls::Owner { account: username, account_key, device: Some(c.device_id) };
+                let usable = mls::usable_now(&crypto, &c.data, &owner);
                 if !usable {
                     tracing::info!(
                         device = c.device_id,

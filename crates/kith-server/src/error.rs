@@ -189,6 +189,8 @@ impl From<AccountError> for ApiError {
             | AccountError::DisplayName
             | AccountError::Description
             | AccountError::AccountKey
+            | AccountError::KeyPackagesTooEarly
+            | AccountError::NoLastResort
             | AccountError::DeviceName => ErrorCode::BadRequest,
             AccountError::NoRandomness => return ApiError::internal(&"no randomness for a token"),
             AccountError::Username(e) => return e.into(),

@@ -7,7 +7,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 
 /// The ciphersuite every Kith client uses.
 pub use kith_proto::keypackage::CIPHERSUITE;
-pub use kith_proto::keypackage::Slot;
+pub use kith_proto::keypackage::{Owner, Slot};
 
 /// Why an uploaded KeyPackage was refused (`invalid_key_package`).
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +63,17 @@ fn clear_of_its_ends(kp: &KeyPackage) -> bool {
 }
 
 /// Checks that `bytes` is a KeyPackage every Kith group can add (the shared rule,
-/// `kith_proto::keypackage`), uploaded into `slot`, whose credential names `username` and whose
-/// signature key is the device's `credential_key`, and clear of the ends of its lifetime.
+/// `kith_proto::keypackage`), uploaded into `slot`, of `owner` (its credential, and its
+/// certificate when the account has a key) and whose signature key is the device's
+/// `credential_key`, and clear of the ends of its lifetime.
 pub fn check_key_package(
     crypto: &OpenMlsRustCrypto,
     bytes: &[u8],
-    username: &str,
+    owner: &Owner<'_>,
     credential_key: &[u8],
     slot: Slot,
 ) -> Result<(), KeyPackageRefusal> {
-    let kp = kith_proto::keypackage::check(crypto.crypto(), bytes, username, Some(slot))
+    let kp = kith_proto::keypackage::check(crypto.crypto(), bytes, owner, Some(slot))
         .map_err(KeyPackageRefusal::Rule)?;
     if kp.leaf_node().signature_key().as_slice() != credential_key {
         return Err(KeyPackageRefusal::NotThisDevice);
@@ -86,8 +87,8 @@ pub fn check_key_package(
 /// Whether a stored KeyPackage may be handed out now: the shared rule again (it may have
 /// expired since it was uploaded, or have been stored before the rule was this strict), and
 /// clear of the ends of its lifetime.
-pub fn usable_now(crypto: &OpenMlsRustCrypto, bytes: &[u8], username: &str) -> bool {
-    kith_proto::keypackage::check(crypto.crypto(), bytes, username, None)
+pub fn usable_now(crypto: &OpenMlsRustCrypto, bytes: &[u8], owner: &Owner<'_>) -> bool {
+    kith_proto::keypackage::check(crypto.crypto(), bytes, owner, None)
         .is_ok_and(|kp| clear_of_its_ends(&kp))
 }
 

@@ -726,6 +726,11 @@ async fn an_account_key_is_checked_at_registration_and_listed_with_the_devices()
     let public = kith_proto::account::public_key(&key);
     let mut req = kith_testkit::raw_registration(&provider, "ann");
     req.account_key = Some(kith_proto::B64(public.clone()));
+    // With an account key, KeyPackages follow the registration (certified for the device id
+    // it gives): none may come with it.
+    let (status, body) = post(req.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    req.last_resort_key_package = None;
     let (status, body) = post(req).await;
     assert_eq!(status, 201, "{body}");
     let list = devices("ann").await;

@@ -17,7 +17,8 @@ proptest! {
         let crypto = OpenMlsRustCrypto::default();
         let _ = mls::check_application_message(&bytes, &[0; 16]);
         let _ = mls::check_welcome(&bytes);
-        let _ = mls::check_key_package(&crypto, &bytes, "alice", &[0; 32], mls::Slot::OneTime);
+        let owner = mls::Owner { account: "alice", account_key: Some(&[7; 32]), device: Some(1) };
+        let _ = mls::check_key_package(&crypto, &bytes, &owner, &[0; 32], mls::Slot::OneTime);
         let _ = commitment_of(&bytes);
         let half = bytes.len() / 2;
         let _ = Tracked::bootstrap(&crypto, &[0; 16], &bytes[..half], &bytes[half..]);

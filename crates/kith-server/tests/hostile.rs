@@ -84,6 +84,7 @@ on_both_stores! {
     a_flood_of_invitations_pushes_no_friend_s_out(generous_claims()),
     a_message_id_is_its_own_device_s(test_config()),
     a_repeat_is_held_to_the_rate_like_any_post(few_messages()),
+    a_device_key_its_account_never_certified_is_refused(test_config()),
 }
 
 fn few_messages() -> ServerConfig {
@@ -350,6 +351,73 @@ async fn a_signature_key_the_server_never_saw_is_refused(server: TestServer) {
     let r = u[2].sync().await.unwrap();
     let id = r.messages.iter().find(|m| m.text == "spam from bob").unwrap().id.clone();
     u[2].report(&id, Some("spam")).await.unwrap();
+}
+
+/// A certificate for `u`'s device signed by a key that is not its account's.
+fn forged_certificate(u: &TestUser) -> kith_proto::account::DeviceCertificate {
+    let p = u.profile().unwrap();
+    let not_the_account_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    kith_proto::account::DeviceCertificate::sign(
+        &not_the_account_key,
+        &p.username,
+        p.device_id,
+        &p.signature_key,
+        1,
+    )
+}
+
+async fn a_device_key_its_account_never_certified_is_refused(server: TestServer) {
+    use kith_proto::keypackage::{capabilities, leaf_extensions};
+    let (mut u, club) = club(&server).await;
+    // KeyPackages: without a certificate, or with one the account key never signed.
+    let bare = u[1].raw_key_package(|b| b.leaf_node_capabilities(capabilities())).unwrap();
+    let forged = leaf_extensions(&forged_certificate(&u[1])).unwrap();
+    let forged_kp = u[1]
+        .raw_key_package(|b| b.leaf_node_capabilities(capabilities()).leaf_node_extensions(forged))
+        .unwrap();
+    for (kp, says) in [(bare, "no certificate"), (forged_kp, "not signed by the account's key")] {
+        let a = u[1].hostile().post("/v1/key-packages", json!({"key_packages": [B64(kp)]})).await;
+        assert_eq!((a.status, a.code()), (400, Some("invalid_key_package")), "{:?}", a.body);
+        assert!(a.body["error"]["message"].as_str().unwrap().contains(says), "{:?}", a.body);
+    }
+    // A registration with an account key brings no KeyPackages: they follow, certified for
+    // the device id it gives.
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let mut req = kith_testkit::raw_registration(&provider, "early");
+    req.account_key = Some(B64(kith_proto::account::public_key(
+        &ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+    )));
+    let a = u[1].hostile().post("/v1/accounts", serde_json::to_value(&req).unwrap()).await;
+    assert_eq!((a.status, a.code()), (400, Some("bad_request")), "{:?}", a.body);
+    // In a group: a key update whose leaf carries a forged certificate, or none.
+    let forged = leaf_extensions(&forged_certificate(&u[1])).unwrap();
+    let commits = [
+        u[1].hostile().update_with_leaf_extensions(&club, forged),
+        u[1].hostile().update_with_leaf_extensions(&club, Default::default()),
+    ];
+    for (built, id) in commits.iter().zip(1..) {
+        let a = u[1].hostile().post_handshake(&club, built).await;
+        assert_eq!((a.status, a.code()), (400, Some("invalid_message")), "{:?}", a.body);
+        assert!(
+            a.body["error"]["message"].as_str().unwrap().contains("certificate"),
+            "{:?}",
+            a.body
+        );
+        // Delivered anyway by a hostile server, carol's client refuses it too.
+        let entry = as_delivered(&u[1], &club, &built.commit, id);
+        let r = u[2].receive_entries(&[entry]).await.unwrap();
+        assert_eq!(r.dropped, 1, "{r:?}");
+    }
+    // The group goes on: bob's honest key update (which keeps his certificate) is taken.
+    u[1].update_keys(&club).await.unwrap();
+    u[0].send_group(&club, "still here").await.unwrap();
+    assert!(texts(&u[2].sync().await.unwrap()).contains(&"still here".to_string()));
+    // The control: the same kind of commit, delivered the same way, with bob's own
+    // certificate in its leaf, is taken (carol refused the two above for their certificates).
+    let honest = u[1].hostile().update(&club, Wire::Public);
+    let entry = as_delivered(&u[1], &club, &honest.commit, 3);
+    let r = u[2].receive_entries(&[entry]).await.unwrap();
+    assert_eq!(r.dropped, 0, "{r:?}");
 }
 
 async fn commits_keep_to_the_rate_limits(server: TestServer) {

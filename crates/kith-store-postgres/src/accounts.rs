@@ -41,12 +41,14 @@ impl AccountStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        sqlx::query("INSERT INTO last_resort_key_packages (device_id, data) VALUES ($1, $2)")
-            .bind(device)
-            .bind(&a.last_resort)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        if let Some(last) = &a.last_resort {
+            sqlx::query("INSERT INTO last_resort_key_packages (device_id, data) VALUES ($1, $2)")
+                .bind(device)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         tx.commit().await.map_err(backend)?;
         Ok(u(device))
     }

@@ -42,11 +42,13 @@ impl AccountStore for SqliteStore {
                 for k in &a.key_packages {
                     kp.execute(params![device, k]).map_err(backend)?;
                 }
-                conn.execute(
-                    "INSERT INTO last_resort_key_packages (device_id, data) VALUES (?1, ?2)",
-                    params![device, a.last_resort],
-                )
-                .map_err(backend)?;
+                if let Some(last) = &a.last_resort {
+                    conn.execute(
+                        "INSERT INTO last_resort_key_packages (device_id, data) VALUES (?1, ?2)",
+                        params![device, last],
+                    )
+                    .map_err(backend)?;
+                }
                 Ok(u(device))
             })
             .await

@@ -15,7 +15,7 @@ fn account(name: &str) -> NewAccount {
         credential_key: format!("key-{name}").into_bytes(),
         token_hash: [1; 32],
         key_packages: vec![],
-        last_resort: b"last".to_vec(),
+        last_resort: Some(b"last".to_vec()),
         now: 1,
         profile: None,
         account_key: None,

@@ -61,7 +61,7 @@ fn account(name: &str, kps: usize) -> NewAccount {
         credential_key: format!("key-{name}").into_bytes(),
         token_hash: [name.len() as u8; 32],
         key_packages: (0..kps).map(|i| format!("kp-{name}-{i}").into_bytes()).collect(),
-        last_resort: format!("kp-{name}-last").into_bytes(),
+        last_resort: Some(format!("kp-{name}-last").into_bytes()),
         now: NOW,
         profile: None,
         account_key: None,

@@ -116,7 +116,9 @@ pub struct NewAccount {
     /// SHA-256 of the device's bearer token; the token itself is never stored.
     pub token_hash: [u8; 32],
     pub key_packages: Vec<Vec<u8>>,
-    pub last_resort: Vec<u8>,
+    /// `None` for a device whose KeyPackages follow its registration (they carry a
+    /// certificate naming the device id it is given).
+    pub last_resort: Option<Vec<u8>>,
     pub now: Millis,
     /// A business's public profile (display name, description); `None` for people.
     pub profile: Option<(String, String)>,

@@ -257,6 +257,24 @@ impl Hostile<'_> {
         })
     }
 
+    /// A key-update commit whose new leaf carries `extensions` in place of this device's
+    /// certificate (another certificate, a forged one, none).
+    pub fn update_with_leaf_extensions(
+        &self,
+        conversation: &str,
+        extensions: Extensions<LeafNode>,
+    ) -> Built {
+        self.commit(conversation, Wire::Public, |group, provider, signer| {
+            let params = LeafNodeParameters::builder()
+                .with_capabilities(kith_proto::keypackage::capabilities())
+                .with_extensions(extensions)
+                .build();
+            let bundle = group.self_update(provider, signer, params).unwrap();
+            let (c, _, _) = bundle.into_contents();
+            (c, None)
+        })
+    }
+
     /// An application message carrying `plaintext` with `aad` as its authenticated data, for
     /// the group's current epoch: e.g. someone else's franked message re-sent as new.
     pub fn application(&self, conversation: &str, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {

@@ -523,9 +523,9 @@ pub fn raw_registration(
         credential_key: kith_proto::B64(signer.to_public_vec()),
         account_key: None,
         key_packages: vec![],
-        last_resort_key_package: kith_proto::B64(
+        last_resort_key_package: Some(kith_proto::B64(
             kp.key_package().tls_serialize_detached().unwrap(),
-        ),
+        )),
         display_name: None,
         description: None,
         token: None,

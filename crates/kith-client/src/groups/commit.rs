@@ -289,6 +289,7 @@ impl Client {
         }
         let for_joiners = committed.as_ref().map(|c| c.record.clone()).or(known);
         let change_context = after != before;
+        let leaf = mls::certifying_leaf(group, self.own_certificate()?.as_ref())?;
         let nothing = !change_context
             && plan.adds.is_empty()
             && plan.removes.is_empty()
@@ -306,7 +307,8 @@ impl Client {
             .commit_builder()
             .propose_adds(plan.adds)
             .propose_removals(plan.removes)
-            .force_self_update(plan.self_update);
+            .force_self_update(plan.self_update)
+            .leaf_node_parameters(leaf);
         if change_context {
             builder = builder
                 .propose_group_context_extensions(mls::meta_extensions(&after)?)

@@ -74,6 +74,14 @@ const EPOCH_TIMERS_KEPT: u64 = 8;
 impl LocalStore {
     /// Forgets a conversation entirely: its row, its messages, its epochs' timers (a creation the
     /// server refused).
+    /// The ids of the conversations this device has not left.
+    pub fn active_conversation_ids(&self) -> rusqlite::Result<Vec<String>> {
+        self.conn
+            .prepare_cached("SELECT id FROM kith_conversations WHERE left_at IS NULL ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    }
+
     pub fn forget_conversation(&self, id: &str) -> rusqlite::Result<()> {
         self.delete_messages(id)?;
         self.conn.execute("DELETE FROM kith_epoch_timers WHERE conversation = ?1", params![id])?;

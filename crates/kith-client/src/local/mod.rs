@@ -183,6 +183,16 @@ CREATE TABLE IF NOT EXISTS kith_account_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seed BLOB NOT NULL
 );
+-- This device's certificate, signed by the account key (see kith_proto::account).
+CREATE TABLE IF NOT EXISTS kith_device_certificate (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    certificate BLOB NOT NULL
+);
+-- Each looked-up account's key, as the server lists it; NULL for an account without one.
+CREATE TABLE IF NOT EXISTS kith_account_keys (
+    username TEXT PRIMARY KEY,
+    account_key BLOB
+);
 -- When upkeep steps last ran (a fresh last-resort KeyPackage, say).
 CREATE TABLE IF NOT EXISTS kith_upkeep (
     what TEXT PRIMARY KEY,

@@ -97,6 +97,24 @@ impl LocalStore {
             .optional()
     }
 
+    /// Records `username`'s account key as the server lists it (`None`: it has none).
+    pub fn set_account_key_of(&self, username: &str, key: Option<&[u8]>) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO kith_account_keys (username, account_key) VALUES (?1, ?2)",
+            )?
+            .execute(params![username, key])?;
+        Ok(())
+    }
+
+    /// `username`'s account key, if looked up before: `Some(None)` for an account without one.
+    pub fn account_key_of(&self, username: &str) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
+        self.conn
+            .prepare_cached("SELECT account_key FROM kith_account_keys WHERE username = ?1")?
+            .query_row(params![username], |r| r.get(0))
+            .optional()
+    }
+
     /// The device the server registered `key` for under `username`, if looked up before.
     pub fn registered_device(&self, username: &str, key: &[u8]) -> rusqlite::Result<Option<u64>> {
         self.conn

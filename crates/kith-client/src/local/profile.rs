@@ -109,6 +109,12 @@ impl LocalStore {
             .map(|v| v.map(u))
     }
 
+    /// Forgets when the upkeep step `what` ran, so that it runs at the next chance.
+    pub fn clear_upkeep(&self, what: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("DELETE FROM kith_upkeep WHERE what = ?1")?.execute([what])?;
+        Ok(())
+    }
+
     /// Records that the upkeep step `what` ran at `at`.
     pub fn set_upkeep_at(&self, what: &str, at: u64) -> rusqlite::Result<()> {
         self.conn
@@ -125,6 +131,24 @@ impl LocalStore {
             params![seed.as_slice()],
         )?;
         Ok(())
+    }
+
+    /// Keeps this device's certificate (encoded).
+    pub fn set_device_certificate(&self, certificate: &[u8]) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO kith_device_certificate (id, certificate) VALUES (1, ?1)",
+            params![certificate],
+        )?;
+        Ok(())
+    }
+
+    /// This device's certificate (encoded), once it has one.
+    pub fn device_certificate(&self) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT certificate FROM kith_device_certificate WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
     }
 
     /// The account key's secret, if this profile holds one (a profile registered before

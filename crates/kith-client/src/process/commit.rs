@@ -37,7 +37,7 @@ impl Client {
             (digest_after.as_deref() != crate::settings::digest_of(before.as_ref())).then(|| {
                 digest_after.as_deref().and_then(|d| crate::settings::open(provider, group, aad, d))
             });
-        self.check_member_keys(&crate::rules::new_keys(&staged, sender))?;
+        self.check_member_keys(&crate::rules::new_leaves(&staged))?;
         let mut added = BTreeSet::new();
         for add in staged.add_proposals() {
             if let Some(u) =

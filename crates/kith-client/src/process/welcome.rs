@@ -61,6 +61,11 @@ impl Client {
             return Err(Skip::FromBlocked);
         }
         let group = staged.into_group(&provider).map_err(ClientError::mls)?;
+        // Joined with a KeyPackage from before this device had a certificate: its leaf here
+        // gets one at the next settle step.
+        if !mls::carries_certificate(&group) && self.local.device_certificate()?.is_some() {
+            self.local.clear_upkeep(crate::account::LEAVES_CERTIFIED)?;
+        }
         if group.group_id().as_slice() != conversation_bytes(&entry.conversation_id)? {
             return Err(Skip::from(ClientError::refused(
                 Refusal::BadWelcome,
@@ -82,12 +87,11 @@ impl Client {
                 })?,
             None => (Settings::default(), None),
         };
-        // Every member must use a key the server registered for one of its devices.
-        let keys: Vec<(String, Vec<u8>)> = group
-            .members()
-            .map(|m| (mls::identity(&m.credential).unwrap_or_default(), m.signature_key))
-            .collect();
-        self.check_member_keys(&keys)?;
+        // Every member must use a key the server registered for one of its devices, certified
+        // by its account's key.
+        let leaves: Vec<LeafNode> =
+            group.members().filter_map(|m| group.public_group().leaf(m.index).cloned()).collect();
+        self.check_member_keys(&leaves)?;
         let others: BTreeSet<String> = group
             .members()
             .filter_map(|m| mls::identity(&m.credential))

@@ -62,6 +62,9 @@ pub async fn create(
     let leaves = tracked.leaves();
     policy::check_size(leaves.len(), state.config.max_group_size)?;
     let members = super::resolve_devices(&*state.store, &leaves).await?;
+    let nodes: Vec<_> =
+        tracked.group.members().filter_map(|m| tracked.group.leaf(m.index)).collect();
+    super::check_certificates(&*state.store, &nodes).await?;
     check_members(me, &members)?;
     let accounts: BTreeSet<String> = members.iter().map(|m| m.username.clone()).collect();
     check_businesses(state, me, meta.kind, &accounts).await?;

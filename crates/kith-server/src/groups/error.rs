@@ -58,6 +58,8 @@ pub enum GroupError {
     NewContextLacksExtension,
     #[error("a member of the group ({0}) is not a registered device of that user")]
     Unregistered(String),
+    #[error("a device of {0} in the group is refused: {1}")]
+    Certificate(String, kith_proto::account::CertificateError),
 
     // The rules of a new conversation (`invalid_message`).
     #[error("the creator is not in the group")]

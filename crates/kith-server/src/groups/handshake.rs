@@ -270,6 +270,13 @@ async fn commit(
     let committer = posted.committer.as_str();
     policy::check_commit(&tracked, committer, &staged, aad, state.config.max_group_size)?;
     check_leaves_included(&tracked, &staged)?;
+    let changed: Vec<LeafNode> = staged
+        .add_proposals()
+        .map(|a| a.add_proposal().key_package().leaf_node().clone())
+        .chain(staged.update_proposals().map(|u| u.update_proposal().leaf_node().clone()))
+        .chain(staged.update_path_leaf_node().cloned())
+        .collect();
+    super::check_certificates(&*state.store, &changed.iter().collect::<Vec<_>>()).await?;
     let added_accounts: Vec<String> = staged
         .add_proposals()
         .filter_map(|a| {

@@ -12,6 +12,8 @@
 //!
 //! The fan-out list of a conversation is always derived from the validated tree: each leaf's
 //! signature key names a registered device, whose account must match the leaf's credential.
+//! Every leaf a creation or a commit brings in or changes carries its device's certificate,
+//! signed by its account's key ([`check_certificates`]).
 
 pub mod creation;
 pub mod error;
@@ -58,6 +60,39 @@ pub async fn resolve_devices(
             _ => Err(GroupError::Unregistered(leaf.username.clone())),
         })
         .collect()
+}
+
+/// Each of `leaves` (new in the tree, or changed) carries the certificate of the device the
+/// server registered its signature key for, signed by its account's key — or none, for an
+/// account from before account keys (`kith_proto::keypackage::leaf_certificate`). A device
+/// key the account key never signed cannot enter a group, whoever commits it.
+pub async fn check_certificates(
+    store: &dyn Store,
+    leaves: &[&openmls::prelude::LeafNode],
+) -> GroupResult<()> {
+    let mut accounts: BTreeMap<String, Option<kith_store::AccountDevices>> = BTreeMap::new();
+    for leaf in leaves {
+        let username = state::identity(leaf.credential()).unwrap_or_default();
+        if !accounts.contains_key(&username) {
+            let found = store.account_devices(&username).await?;
+            accounts.insert(username.clone(), found);
+        }
+        let unregistered = || GroupError::Unregistered(username.clone());
+        let account = accounts.get(&username).and_then(Option::as_ref).ok_or_else(unregistered)?;
+        let device = account
+            .devices
+            .iter()
+            .find(|d| d.credential_key == leaf.signature_key().as_slice())
+            .ok_or_else(unregistered)?;
+        let owner = kith_proto::keypackage::Owner {
+            account: &username,
+            account_key: account.account_key.as_deref(),
+            device: Some(device.device_id),
+        };
+        kith_proto::keypackage::leaf_certificate(leaf, &owner)
+            .map_err(|e| GroupError::Certificate(username.clone(), e))?;
+    }
+    Ok(())
 }
 
 /// The leaves with a pending proposal to leave (by themselves), from the group's validated

@@ -44,6 +44,5 @@ pub async fn claim(
     me: AuthedDevice,
     UserPath(username): UserPath,
 ) -> ApiResult<Json<ClaimResponse>> {
-    let key_packages = accounts::claim_key_packages(&state, &me, &username).await?;
-    Ok(Json(ClaimResponse { username, key_packages }))
+    Ok(Json(accounts::claim_key_packages(&state, &me, &username).await?))
 }
