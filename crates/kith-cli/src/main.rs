@@ -36,12 +36,17 @@ enum Command {
         #[arg(long)]
         no_open: bool,
     },
-    /// Create an account on a server, with this profile as its first device.
+    /// Create an account on a server, with this profile as its first device; or, with
+    /// `--link CODE`, join an account as a new device (the code from `kith device link`).
     Register {
-        username: String,
+        #[arg(required_unless_present = "link")]
+        username: Option<String>,
         /// The server, e.g. http://127.0.0.1:8420.
-        #[arg(long)]
-        server: String,
+        #[arg(long, required_unless_present = "link")]
+        server: Option<String>,
+        /// Join an account with the code another of its devices shows (`kith device link`).
+        #[arg(long, value_name = "CODE", conflicts_with_all = ["username", "server", "business"])]
+        link: Option<String>,
         /// Register a business account (public profile, cannot cold-message people).
         #[arg(long)]
         business: bool,
@@ -125,6 +130,9 @@ enum BusinessCommand {
 
 #[derive(Subcommand)]
 enum DeviceCommand {
+    /// Link a new device: shows a one-time code (and its QR code) for `kith register --link`
+    /// on the new device, waits for it, then adds it to every conversation.
+    Link,
     /// Every device of this account: id, name, when added, when last seen, and this one.
     List,
     /// Name a device of this account (an empty NAME removes the name).
@@ -259,12 +267,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             drop(client);
             return Ok(app(dir, port, no_open).await?);
         }
-        Command::Register { username, server, business, display_name, description, ca_cert } => {
+        Command::Register {
+            username,
+            server,
+            link,
+            business,
+            display_name,
+            description,
+            ca_cert,
+        } => {
             if let Some(path) = ca_cert {
                 let pem = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 client.trust_ca_pem(&pem).map_err(|e| explain(&e, None))?;
             }
+            if let Some(code) = link {
+                if !out.json {
+                    eprintln!("Waiting for the other device to approve this one…");
+                }
+                let p = client
+                    .register_by_link(&code, LINK_POLL)
+                    .await
+                    .map_err(|e| explain(&e, None))?;
+                out.linked_here(&p);
+                return Ok(());
+            }
+            let (Some(username), Some(server)) = (username, server) else {
+                return Err("register needs a USERNAME and --server, or --link CODE"
+                    .to_string()
+                    .into());
+            };
             let registered = if business {
                 let name = display_name.unwrap_or_else(|| username.clone());
                 let about = description.unwrap_or_default();
@@ -358,6 +390,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             out.contacts(&client.contacts().map_err(|e| explain(&e, None))?);
         }
+        Command::Device { command: DeviceCommand::Link } => link_device(&mut client, &out).await?,
         Command::Device { command: DeviceCommand::List } => {
             let devices = client.my_devices().await.map_err(|e| explain(&e, None))?;
             out.devices(&devices);
@@ -560,4 +593,47 @@ async fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// How often a linking device asks whether the other side has moved.
+const LINK_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `kith device link`: the code and its QR code, then the wait, then adding the new device to
+/// every conversation with a progress bar.
+async fn link_device(client: &mut Client, out: &output::Output) -> Result<(), Failure> {
+    let offer = client.offer_link().await.map_err(|e| explain(&e, None))?;
+    let code = offer.code();
+    out.link_code(code.expose(), offer.expires_at);
+    let approved = client.approve_link(offer, LINK_POLL).await.map_err(|e| explain(&e, None))?;
+    let device = approved.device_id;
+    if !out.json {
+        println!("Device {device} joined this account; adding it to your conversations…");
+    }
+    let bar = (!out.json).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} conversations")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let linked = client
+        .add_linked_device(
+            approved,
+            LINK_POLL,
+            std::time::Duration::from_secs(120),
+            |done, total| {
+                if let Some(bar) = &bar {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+            },
+        )
+        .await
+        .map_err(|e| explain(&e, None))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    out.linked(&linked);
+    Ok(())
 }

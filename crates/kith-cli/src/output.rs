@@ -220,6 +220,60 @@ impl Output {
         }
     }
 
+    /// A link code offered: the line and, for people, its QR code.
+    pub fn link_code(&self, code: &str, expires_at: u64) {
+        if self.json {
+            println!("{}", json!({"link_code": code, "expires_at": rfc3339(expires_at)}));
+        } else {
+            println!("Link code: {code}");
+            if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
+                let image = qr
+                    .render::<qrcode::render::unicode::Dense1x2>()
+                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                    .build();
+                println!("{image}");
+            }
+            println!(
+                "On the new device: kith register --link <the code>, or scan it in the app. It \
+                 works once, for ten minutes. Waiting…"
+            );
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+
+    /// What linking did, on the linking device.
+    pub fn linked(&self, l: &kith_client::Linked) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"device_id": l.device_id, "added_to": l.added_to, "not_added": l.not_added})
+            );
+        } else {
+            println!("Linked device {}: added to {} conversations.", l.device_id, l.added_to);
+            if !l.not_added.is_empty() {
+                println!(
+                    "{} conversations could not take it now; it joins them when someone adds it.",
+                    l.not_added.len()
+                );
+            }
+        }
+    }
+
+    /// This device, linked to an account.
+    pub fn linked_here(&self, p: &Profile) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"username": p.username, "device_id": p.device_id, "server": p.server, "kind": p.kind.as_str(), "linked": true})
+            );
+        } else {
+            println!("Linked to {} on {} as device {}.", p.username, p.server, p.device_id);
+            println!("Your conversations arrive as the other device adds this one: run kith sync.");
+        }
+    }
+
     pub fn done(&self, what: &str) {
         if self.json {
             println!("{}", json!({"ok": true}));

@@ -662,3 +662,76 @@ async fn devices_are_listed_and_named() {
     let r = kith(a.path(), &["--json", "device", "list"]).await;
     assert_eq!(json_lines(&r.stdout)[0]["name"], Value::Null);
 }
+
+/// `kith device link` prints `Link code: …` and a QR code and waits; `kith register --link`
+/// on a new profile joins the account; the first adds it to every conversation. A message to
+/// alice then reaches both, what the new one sends is hers, and the code does not work twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_linked_from_the_command_line() {
+    use std::io::{BufRead as _, BufReader};
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let laptop = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["register", "bob", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["send", "alice", "hello alice"]).await.ok);
+    assert!(kith(a.path(), &["sync"]).await.ok);
+
+    let mut linking = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+        .arg("--profile")
+        .arg(a.path())
+        .args(["device", "link"])
+        .env_remove("KITH_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(linking.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let line = lines.next().unwrap().unwrap();
+        // The QR code follows: block characters, several lines.
+        let qr: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+        (line, qr, lines)
+    })
+    .await
+    .unwrap();
+    let (line, qr, rest) = first;
+    let code = line.strip_prefix("Link code: ").unwrap_or_else(|| panic!("{line}")).to_string();
+    assert!(qr.iter().any(|l| l.contains('█') || l.contains('▀') || l.contains('▄')), "{qr:?}");
+
+    let r = kith(laptop.path(), &["register", "--link", &code]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Linked to alice"), "{}", r.stdout);
+    let done = tokio::task::spawn_blocking(move || {
+        let out: Vec<String> = rest.map_while(Result::ok).collect();
+        (linking.wait().unwrap(), out)
+    })
+    .await
+    .unwrap();
+    assert!(done.0.success(), "{:?}", done.1);
+    assert!(done.1.iter().any(|l| l.contains("added to 1 conversations")), "{:?}", done.1);
+
+    let r = kith(laptop.path(), &["--json", "device", "list"]).await;
+    assert_eq!(json_lines(&r.stdout).len(), 2, "{}", r.stdout);
+    assert!(kith(laptop.path(), &["sync"]).await.ok);
+    assert!(kith(b.path(), &["send", "alice", "to both"]).await.ok);
+    for p in [a.path(), laptop.path()] {
+        let r = kith(p, &["--json", "sync"]).await;
+        assert!(r.stdout.contains("to both"), "{}", r.stdout);
+    }
+    assert!(kith(laptop.path(), &["send", "bob", "from the laptop"]).await.ok);
+    let r = kith(b.path(), &["--json", "sync"]).await;
+    let seen = json_lines(&r.stdout);
+    assert!(
+        seen.iter().any(|m| m["from"] == "alice" && m["text"] == "from the laptop"),
+        "{seen:?}"
+    );
+
+    // The code worked once.
+    let again = tempfile::tempdir().unwrap();
+    let r = kith(again.path(), &["--json", "register", "--link", &code]).await;
+    assert!(!r.ok);
+    let code = &json_lines(&r.stderr)[0]["error"]["code"];
+    assert!(code == "unknown_link" || code == "link_used", "{}", r.stderr);
+}

@@ -84,8 +84,7 @@ impl Client {
         };
         self.local.save_profile(&profile)?;
         self.certify_device(&account_key, &profile)?;
-        self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
-        self.local.set_upkeep_at(LEAVES_CERTIFIED, now_millis())?;
+        self.mark_certified()?;
         self.profile = Some(profile.clone());
         // The device's KeyPackages, certified. If they cannot go now, every sync tries again
         // (no last-resort KeyPackage is on record yet), and nobody can add the device before.
@@ -100,7 +99,7 @@ impl Client {
     }
 
     /// Signs and keeps this device's certificate with the account key.
-    fn certify_device(
+    pub(crate) fn certify_device(
         &self,
         account_key: &ed25519_dalek::SigningKey,
         profile: &Profile,
@@ -114,6 +113,14 @@ impl Client {
         );
         self.local.set_device_certificate(&cert.encode())?;
         Ok(cert)
+    }
+
+    /// A device that starts with its certificate (registered or linked with an account key)
+    /// has nothing to migrate.
+    pub(crate) fn mark_certified(&self) -> ClientResult<()> {
+        self.local.set_upkeep_at(ACCOUNT_KEY_GIVEN, now_millis())?;
+        self.local.set_upkeep_at(LEAVES_CERTIFIED, now_millis())?;
+        Ok(())
     }
 
     /// Every KeyPackage is renewed at the next upkeep (this sync's): those on the server lack
@@ -360,7 +367,7 @@ impl Client {
     }
 
     /// The account key the profile keeps, if any.
-    fn stored_account_key(&self) -> ClientResult<Option<ed25519_dalek::SigningKey>> {
+    pub(crate) fn stored_account_key(&self) -> ClientResult<Option<ed25519_dalek::SigningKey>> {
         let Some(seed) = self.local.account_key()? else { return Ok(None) };
         let seed: [u8; 32] = seed
             .expose()

@@ -124,10 +124,12 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = resp.bytes().await.map_err(failed)?;
+        // `204 No Content` reads as JSON `null` (a `()` answer).
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+            serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(e.to_string()))
         } else {
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
+            match serde_json::from_slice::<ErrorBody>(bytes) {
                 Ok(body) => Err(ClientError::Server {
                     status: status.as_u16(),
                     code: body.error.code,
@@ -174,6 +176,38 @@ impl Api {
 
     pub async fn rename_device(&self, device: u64, req: &RenameDevice) -> ClientResult<MyDevices> {
         self.call(Method::PUT, &format!("/v1/me/devices/{device}/name"), Some(req)).await
+    }
+
+    pub async fn offer_link(&self, req: &OfferLink) -> ClientResult<LinkOffered> {
+        self.call(Method::POST, "/v1/links", Some(req)).await
+    }
+
+    pub async fn look_link(&self, link: &str) -> ClientResult<LinkOffered> {
+        self.call::<(), _>(Method::GET, &format!("/v1/links/{link}"), None).await
+    }
+
+    pub async fn join_link(&self, link: &str, req: &JoinLink) -> ClientResult<()> {
+        self.call(Method::POST, &format!("/v1/links/{link}/join"), Some(req)).await
+    }
+
+    pub async fn link_request(&self, link: &str) -> ClientResult<LinkRequest> {
+        self.call::<(), _>(Method::GET, &format!("/v1/links/{link}/request"), None).await
+    }
+
+    pub async fn approve_link(&self, link: &str, req: &ApproveLink) -> ClientResult<LinkApproved> {
+        self.call(Method::POST, &format!("/v1/links/{link}/approve"), Some(req)).await
+    }
+
+    pub async fn link_result(&self, link: &str) -> ClientResult<LinkResult> {
+        self.call::<(), _>(Method::GET, &format!("/v1/links/{link}/result"), None).await
+    }
+
+    pub async fn answer_link(&self, link: &str, req: &AnswerLink) -> ClientResult<()> {
+        self.call(Method::POST, &format!("/v1/links/{link}/key-packages"), Some(req)).await
+    }
+
+    pub async fn cancel_link(&self, link: &str) -> ClientResult<()> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/links/{link}"), None).await
     }
 
     pub async fn whoami(&self) -> ClientResult<WhoAmI> {

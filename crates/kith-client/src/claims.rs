@@ -85,6 +85,30 @@ impl Client {
                     format!("the server handed out no KeyPackage of {user}'s"),
                 ));
             }
+            out.extend(self.verify_claimed(user, claimed)?);
+        }
+        Ok(out)
+    }
+
+    /// A KeyPackage for each of this account's other devices (none when it has no other),
+    /// for a conversation this device opens.
+    pub(crate) async fn claim_own_devices(&mut self) -> ClientResult<Vec<Claimed>> {
+        let me = self.me()?.username.clone();
+        let claimed = self.api()?.claim(&me).await?;
+        // Checked against the key this device holds, not the server's word for it.
+        if claimed.account_key.as_ref().map(|k| k.0.clone()) != self.account_key()? {
+            return Err(ClientError::refused(
+                Refusal::BadKeyPackage,
+                "the server lists another account key for this account than this device holds",
+            ));
+        }
+        self.verify_claimed(&me, claimed)
+    }
+
+    /// Checks each KeyPackage a claim of `user`'s handed out.
+    fn verify_claimed(&self, user: &str, claimed: ClaimResponse) -> ClientResult<Vec<Claimed>> {
+        let mut out = Vec::new();
+        {
             let listed = claimed.account_key.map(B64::into_inner);
             let account_key = self.note_account_key(user, listed.as_deref())?;
             let provider = self.provider();

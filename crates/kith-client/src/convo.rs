@@ -245,6 +245,9 @@ impl Client {
                 "nobody to add: no KeyPackage was handed out".into(),
             ));
         }
+        // This account's other devices are in every conversation it opens.
+        let mut claimed = claimed;
+        claimed.extend(self.claim_own_devices().await?);
         let (id, request, record) = self.build_conversation(me, meta, claimed, settings)?;
         let unknown = match classify(self.api()?.create_conversation(&request).await) {
             Answer::Done(_) => None,

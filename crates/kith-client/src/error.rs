@@ -47,6 +47,8 @@ pub enum Refusal {
     BadKeyPackage,
     /// A business in a group with someone who never wrote to it (this person, here).
     NotOptedIn,
+    /// A link code that cannot be read, or that the other device did not take.
+    BadLinkCode,
 }
 
 impl Refusal {
@@ -71,6 +73,7 @@ impl Refusal {
             Refusal::UnregisteredKey => "unregistered_key",
             Refusal::BadKeyPackage => "bad_key_package",
             Refusal::NotOptedIn => "not_opted_in",
+            Refusal::BadLinkCode => "bad_link_code",
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum SystemEvent {
     Named { by: String, name: String },
     /// `by` set the disappearing-messages timer (`None`: off).
     Timer { by: String, seconds: Option<u64> },
+    /// `who` added a device of theirs (linked it).
+    DeviceAdded { who: String },
+    /// `who` removed a device of theirs.
+    DeviceRemoved { who: String },
     /// `by` made `who` an admin.
     Promoted { by: String, who: String },
     /// `by` committed settings this device cannot read: it keeps the ones it had.
@@ -53,6 +57,10 @@ impl SystemEvent {
             SystemEvent::Named { by, name } => format!("{by} named the group \"{name}\""),
             SystemEvent::Timer { by, seconds } => crate::timers::describe(by, *seconds),
             SystemEvent::Promoted { by, who } => format!("{by} made {} an admin", name(who)),
+            SystemEvent::DeviceAdded { who } if who == me => "you added a device".into(),
+            SystemEvent::DeviceAdded { who } => format!("{who} added a device"),
+            SystemEvent::DeviceRemoved { who } if who == me => "you removed a device".into(),
+            SystemEvent::DeviceRemoved { who } => format!("{who} removed a device"),
             SystemEvent::SettingsUnreadable { by } => format!(
                 "{by} changed the group's settings in a way this device cannot read; it keeps \
                  the ones it had"

@@ -67,6 +67,7 @@ mod events;
 mod franking;
 mod groups;
 mod keys;
+mod link;
 mod local;
 mod mls;
 mod process;
@@ -92,6 +93,7 @@ pub use error::{ClientError, ClientResult, Refusal};
 pub use events::SystemEvent;
 pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};
+pub use link::{Approved, LinkCode, LinkOffer, Linked};
 pub use local::{ConversationKind, Delivery, Message, Profile};
 /// The one MLS ciphersuite Kith speaks.
 pub use mls::CIPHERSUITE;

@@ -61,9 +61,19 @@ pub fn check_commit(
         .ok_or_else(|| refused("a commit that drops the Kith extension"))?;
     let removed: BTreeSet<LeafNodeIndex> =
         staged.remove_proposals().map(|rm| rm.remove_proposal().removed()).collect();
-    let removes_others = staged.remove_proposals().any(
-        |rm| !matches!(rm.sender(), Sender::Member(s) if *s == rm.remove_proposal().removed()),
-    );
+    // A member adds and removes its own account's devices as it likes (a linked device, a
+    // device removed from any other); anyone else's need an admin.
+    let removes_others = staged.remove_proposals().any(|rm| {
+        let removed = rm.remove_proposal().removed();
+        let own_leave = matches!(rm.sender(), Sender::Member(s) if *s == removed);
+        let own_device =
+            group.member(removed).and_then(mls::identity).as_deref() == Some(committer);
+        !own_leave && !own_device
+    });
+    let adds_others = staged.add_proposals().any(|a| {
+        mls::identity(a.add_proposal().key_package().leaf_node().credential()).as_deref()
+            != Some(committer)
+    });
     let mut members_after: BTreeSet<String> = group
         .members()
         .filter(|m| !removed.contains(&m.index))
@@ -78,7 +88,7 @@ pub fn check_commit(
         before,
         after: &after,
         committer,
-        adds: staged.add_proposals().next().is_some(),
+        adds: adds_others,
         removes_others,
         members_after: &members_after,
     };

@@ -136,6 +136,40 @@ impl DeviceCertificate {
     }
 }
 
+/// Domain separation for a link's approval.
+const APPROVAL: &[u8] = b"kith link approval v1";
+
+/// What the account key signs to approve a new device through a link: the link, the account,
+/// the new device's credential key and the hash of its token. The server makes the device only
+/// with this signature, so it cannot add a device to an account on its own.
+pub fn approval_bytes(
+    link_id: &str,
+    username: &str,
+    credential_key: &[u8],
+    token_hash: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(APPROVAL.len() + 4 + link_id.len() + username.len() + 64);
+    put(&mut out, APPROVAL);
+    put(&mut out, link_id.as_bytes());
+    put(&mut out, username.as_bytes());
+    put(&mut out, credential_key);
+    put(&mut out, token_hash);
+    out
+}
+
+/// Signs an approval (see [`approval_bytes`]).
+pub fn sign_approval(account_key: &SigningKey, approval: &[u8]) -> Vec<u8> {
+    account_key.sign(approval).to_bytes().to_vec()
+}
+
+/// Whether `signature` is the account key's over `approval`, strictly.
+pub fn verify_approval(account_key: &[u8], approval: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = <[u8; 32]>::try_from(account_key) else { return false };
+    let Ok(sig) = <[u8; 64]>::try_from(signature) else { return false };
+    VerifyingKey::from_bytes(&key)
+        .is_ok_and(|k| k.verify_strict(approval, &Signature::from_bytes(&sig)).is_ok())
+}
+
 /// Whether `key` can be an account key's public half: 32 bytes of a valid Ed25519 point, not
 /// one of small order (a key anyone could "sign" for).
 pub fn is_account_key(key: &[u8]) -> bool {

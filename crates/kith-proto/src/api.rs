@@ -213,6 +213,96 @@ pub struct RenameDevice {
     pub name: Option<String>,
 }
 
+/// `POST /v1/links`: a device offers a link for a new device of its account. The id is the
+/// client's (ten characters of Crockford base32: 50 random bits), so its code can be shown
+/// at once; `pake` is its half of the key exchange (see `kith_client::link`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OfferLink {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-HJKMNP-TV-Z]{10}$"))]
+    pub link_id: String,
+    pub pake: B64,
+}
+
+/// The answer to [`OfferLink`], and `GET /v1/links/{link_id}` (no authentication: what the new
+/// device needs to start).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LinkOffered {
+    pub link_id: String,
+    /// The offering device's half of the key exchange.
+    pub pake: B64,
+    /// Unix milliseconds; the link works until then, once.
+    pub expires_at: u64,
+}
+
+/// `POST /v1/links/{link_id}/join` (no authentication): the new device's half of the key
+/// exchange, and its request sealed for the offering device (its credential key and the hash
+/// of the token it chose) — taken once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JoinLink {
+    pub pake: B64,
+    pub request: B64,
+}
+
+/// `GET /v1/links/{link_id}/request`: what the new device sent, once it joined.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LinkRequest {
+    pub joined: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pake: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<B64>,
+    /// The new device's sealed KeyPackages, once it answered the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_packages: Option<B64>,
+    /// The new device's id, once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<u64>,
+}
+
+/// `POST /v1/links/{link_id}/approve`: the offering device approves the new one. The server
+/// makes the device only with a signature by the account's key over
+/// [`crate::account::approval_bytes`] (this link, this account, this credential key and token
+/// hash), and keeps the sealed handover for the new device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApproveLink {
+    pub credential_key: B64,
+    /// SHA-256 of the new device's token (32 bytes).
+    pub token_hash: B64,
+    pub signature: B64,
+    pub handover: B64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LinkApproved {
+    pub device_id: u64,
+}
+
+/// `GET /v1/links/{link_id}/result` (no authentication): the new device's id and the sealed
+/// handover, once approved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LinkResult {
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<B64>,
+}
+
+/// `POST /v1/links/{link_id}/key-packages`: the new device, authenticated with its token, hands
+/// the offering device its KeyPackages, sealed (the handover is dropped from the server then).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AnswerLink {
+    pub key_packages: B64,
+}
+
 /// `PUT /v1/me/account-key`: the key of an account from before account keys, given once by
 /// one of its devices (the account key's public half; see `kith_proto::account`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

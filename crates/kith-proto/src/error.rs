@@ -63,6 +63,14 @@ pub enum ErrorCode {
     /// Every device of the recipient holds as many undelivered messages as the server keeps;
     /// try again after `Retry-After` (when they have caught up).
     QueueFull,
+    /// No link has that id (never offered, cancelled, or used and gone).
+    UnknownLink,
+    /// The link's ten minutes are over.
+    LinkExpired,
+    /// The link was joined already: a code works once.
+    LinkUsed,
+    /// The account holds as many devices as the server allows.
+    TooManyDevices,
     /// No such route.
     NotFound,
     /// The route exists but not with that method.
@@ -94,10 +102,11 @@ impl ErrorCode {
             | InvalidMessage => 400,
             Unauthorized => 401,
             Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn => 403,
-            UnknownUser | UnknownConversation | NotFound => 404,
+            UnknownUser | UnknownConversation | UnknownLink | NotFound => 404,
             MethodNotAllowed => 405,
             UsernameTaken | ConversationExists | StaleEpoch | ConversationEnded | NoKeyPackages
-            | GroupFull => 409,
+            | GroupFull | LinkUsed | TooManyDevices => 409,
+            LinkExpired => 410,
             BodyTooLarge => 413,
             RateLimited => 429,
             QueueFull => 429,
@@ -137,6 +146,10 @@ impl ErrorCode {
             NotOptedIn => "not_opted_in",
             RateLimited => "rate_limited",
             QueueFull => "queue_full",
+            UnknownLink => "unknown_link",
+            LinkExpired => "link_expired",
+            LinkUsed => "link_used",
+            TooManyDevices => "too_many_devices",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unavailable => "unavailable",

@@ -70,8 +70,9 @@ pub struct Change<'a> {
     pub after: &'a GroupMeta,
     /// The account that signed the commit.
     pub committer: &'a str,
-    /// Whether it adds anyone, and whether it removes anyone other than members who asked to
-    /// leave.
+    /// Whether it adds a device of another account than the committer's, and whether it
+    /// removes one (other than members who asked to leave): a member adds and removes its own
+    /// account's devices without being an admin (a linked device, a removed one).
     pub adds: bool,
     pub removes_others: bool,
     /// The member accounts after it.
@@ -118,7 +119,7 @@ pub fn kept_admins(
 ///   only admin for good;
 /// - adding members, removing anyone but members who asked to leave, choosing the admins and
 ///   changing a group's settings (its name and timer) need an admin; in a 1:1 either person
-///   changes the settings;
+///   changes the settings; anyone adds and removes devices of their own account;
 /// - a group's admins are always members: every commit leaves them so, and when the last admin
 ///   is gone the commit names the heir ([`kept_admins`]) — whoever makes it;
 /// - the settings digest, once set, is never dropped.

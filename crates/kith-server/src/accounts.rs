@@ -134,7 +134,7 @@ pub async fn register(state: &AppState, peer: IpAddr, req: RegisterRequest) -> R
 /// Per address, so one address cannot mint accounts in bulk (behind a proxy, the proxy's):
 /// counted on this node and across every node sharing the store. The attempt counts from
 /// here; if it fails, it is given back.
-async fn count_attempt(state: &AppState, peer: IpAddr, at: u64) -> Result<()> {
+pub(crate) async fn count_attempt(state: &AppState, peer: IpAddr, at: u64) -> Result<()> {
     let verdict = state.safety.check_registration(peer, at);
     safety::enforce(state, "", verdict).await?;
     let source = crate::safety::policy::registration_source(peer);
@@ -462,38 +462,49 @@ pub async fn upload_key_packages(
         .await?)
 }
 
-/// One KeyPackage for each device of `username` that has one, for `me` to add them.
+/// One KeyPackage for each device of `username` that has one, for `me` to add them. A claim
+/// of the caller's own account (its other devices, which every conversation it opens holds)
+/// skips the caller's device, and is neither limited nor counted: nobody else's keys are
+/// spent, and an account alone on one device gets an empty list.
 pub async fn claim_key_packages(
     state: &AppState,
     me: &AuthedDevice,
     username: &str,
 ) -> Result<ClaimResponse> {
     let now = state.now();
-    let created =
-        state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
-    let verdict = state.safety.check_claim(&me.username, username, created, now);
-    safety::enforce(state, &me.username, verdict).await?;
-    // A blocked caller gets the same answer as anyone (the block stays invisible); what it
-    // then builds never reaches the blocker (see `delivery`).
-    // A business reaches only people who opened a conversation with it.
-    if me.kind == AccountKind::Business {
-        crate::businesses::require_opt_in(state, &me.username, username).await?;
-    }
-    // All claimers together take at most the account's hourly budget of one-time KeyPackages;
-    // past it they get its last-resort KeyPackage, so nobody can drain it.
-    let one_time = state.safety.take_key_package_budget(username, now);
+    let own = username == me.username;
+    let one_time = if own {
+        true
+    } else {
+        let created =
+            state.store.account_info(&me.username).await?.map(|a| a.created_at).unwrap_or(now);
+        let verdict = state.safety.check_claim(&me.username, username, created, now);
+        safety::enforce(state, &me.username, verdict).await?;
+        // A blocked caller gets the same answer as anyone (the block stays invisible); what
+        // it then builds never reaches the blocker (see `delivery`).
+        // A business reaches only people who opened a conversation with it.
+        if me.kind == AccountKind::Business {
+            crate::businesses::require_opt_in(state, &me.username, username).await?;
+        }
+        // All claimers together take at most the account's hourly budget of one-time
+        // KeyPackages; past it they get its last-resort KeyPackage, so nobody can drain it.
+        state.safety.take_key_package_budget(username, now)
+    };
     let account_key = state
         .store
         .account_devices(username)
         .await?
         .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?
         .account_key;
-    let claimed = claim_usable(state, username, account_key.as_deref(), one_time).await?;
-    if claimed.is_empty() {
+    let except = own.then_some(me.device_id);
+    let claimed = claim_usable(state, username, account_key.as_deref(), one_time, except).await?;
+    if claimed.is_empty() && !own {
         return Err(AccountError::NoKeyPackages(username.to_string()));
     }
-    let n = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
-    state.safety.note_claim(&me.username, username, n, now);
+    if !own {
+        let n = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
+        state.safety.note_claim(&me.username, username, n, now);
+    }
     state.metrics.key_packages_claimed.inc_by(claimed.len() as u64);
     let key_packages = claimed
         .into_iter()
@@ -520,11 +531,12 @@ async fn claim_usable(
     username: &str,
     account_key: Option<&[u8]>,
     one_time: bool,
+    except: Option<kith_store::DeviceId>,
 ) -> Result<Vec<kith_store::ClaimedKeyPackage>> {
     let crypto = OpenMlsRustCrypto::default();
     let mut claimed = Vec::new();
     for _ in 0..UNUSABLE_TRIES {
-        let round = state.store.claim_key_packages(username, one_time).await?;
+        let round = state.store.claim_key_packages(username, one_time, except).await?;
         let handed = round.len();
         let mut dropped_one_time = false;
         claimed = round

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_key_packages_per_device: u64,
     /// Most member devices a group may have (default 1024).
     pub max_group_size: usize,
+    /// Most devices one account may have (default 5).
+    pub max_devices_per_account: u32,
     /// How long a story lives on the server (default 24 h).
     pub story_ttl_seconds: u64,
     /// The safety policy's thresholds (`[safety]` in the file).
@@ -83,6 +85,7 @@ impl Default for ServerConfig {
             max_key_packages_per_upload: 200,
             max_key_packages_per_device: 1000,
             max_group_size: 1024,
+            max_devices_per_account: 5,
             story_ttl_seconds: 86_400,
             safety: Default::default(),
             tls_cert: None,
@@ -161,6 +164,9 @@ impl ServerConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("TLS needs both tls_cert and tls_key");
         }
+        if self.max_devices_per_account < 1 {
+            return invalid("max_devices_per_account must be at least 1");
+        }
         if self.max_group_size < 2 {
             return invalid("max_group_size must be at least 2");
         }
@@ -208,6 +214,9 @@ pub struct Overrides {
     /// Most member devices a group may have [default: 1024].
     #[arg(long, env = "KITHD_MAX_GROUP_SIZE")]
     pub max_group_size: Option<usize>,
+    /// Most devices one account may have [default: 5].
+    #[arg(long, env = "KITHD_MAX_DEVICES_PER_ACCOUNT")]
+    pub max_devices_per_account: Option<u32>,
     /// How long a story lives, in seconds [default: 86400].
     #[arg(long, env = "KITHD_STORY_TTL_SECONDS")]
     pub story_ttl_seconds: Option<u64>,
@@ -232,6 +241,7 @@ impl Overrides {
         set(&mut config.retention_days, self.retention_days);
         set(&mut config.max_body_bytes, self.max_body_bytes);
         set(&mut config.max_group_size, self.max_group_size);
+        set(&mut config.max_devices_per_account, self.max_devices_per_account);
         set(&mut config.story_ttl_seconds, self.story_ttl_seconds);
         config.database_url = self.database_url.or(config.database_url);
         config.tls_cert = self.tls_cert.or(config.tls_cert);

@@ -65,6 +65,7 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownUser => ErrorCode::UnknownUser,
             StoreError::UnknownDevice => ErrorCode::UnknownDevice,
             StoreError::ConversationExists => ErrorCode::ConversationExists,
+            StoreError::LinkExists => ErrorCode::LinkUsed,
             StoreError::UnknownConversation => ErrorCode::UnknownConversation,
             StoreError::StaleEpoch => ErrorCode::StaleEpoch,
             StoreError::Unavailable => {
@@ -167,6 +168,24 @@ impl From<ReportError> for ApiError {
             ReportError::NotRecipient => ApiError::said(ErrorCode::NotAMember, &e),
             ReportError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::links::LinkError> for ApiError {
+    fn from(e: crate::links::LinkError) -> Self {
+        use crate::links::LinkError as L;
+        let code = match e {
+            L::BadId | L::BadPake | L::BadDevice => ErrorCode::BadRequest,
+            L::Unknown => ErrorCode::UnknownLink,
+            L::Expired => ErrorCode::LinkExpired,
+            L::Used | L::NotJoined | L::NotAwaited => ErrorCode::LinkUsed,
+            L::OtherAccount | L::NoAccountKey | L::BadSignature => ErrorCode::Forbidden,
+            L::TooManyDevices(_) => ErrorCode::TooManyDevices,
+            L::KeyTaken => ErrorCode::InvalidKeyPackage,
+            L::Limited(e) => return e.into(),
+            L::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
     }
 }
 

@@ -293,6 +293,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ConversationPath {
     }
 }
 
+/// The `{link_id}` of a path, as given (the link rules judge it).
+pub struct LinkPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for LinkPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Ok(LinkPath(path_text(parts, state).await?))
+    }
+}
+
 /// The `{device_id}` of a path, a number (`bad_request` when it is not).
 pub struct DevicePath(pub u64);
 

@@ -6,6 +6,42 @@ use kith_store::sql::ACCOUNT_INFO;
 
 #[async_trait]
 impl AccountStore for PgStore {
+    async fn create_link(&self, link: NewLink) -> StoreResult<()> {
+        crate::links::create_link(&self.pool, &link).await
+    }
+
+    async fn link(&self, id: &str) -> StoreResult<Option<LinkRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        crate::links::read_link(&mut conn, id, false).await
+    }
+
+    async fn join_link(
+        &self,
+        id: &str,
+        pake: Vec<u8>,
+        request: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        crate::links::join_link(&self.pool, id, &pake, &request, now).await
+    }
+
+    async fn approve_link(&self, id: &str, device: LinkedDevice) -> StoreResult<LinkApproval> {
+        crate::links::approve_link(&self.pool, id, &device).await
+    }
+
+    async fn answer_link(&self, id: &str, key_packages: Vec<u8>) -> StoreResult<bool> {
+        crate::links::answer_link(&self.pool, id, &key_packages).await
+    }
+
+    async fn delete_link(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM links WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: i64 = match sqlx::query_scalar(

@@ -268,6 +268,11 @@ impl DeliveryStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        sqlx::query("DELETE FROM links WHERE expires_at <= $1")
+            .bind(i(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1 OR expires_at <= $2")
             .bind(i(cutoff))
             .bind(i(now))

@@ -69,6 +69,7 @@ impl KeyPackageStore for PgStore {
         &self,
         username: &str,
         one_time: bool,
+        except: Option<DeviceId>,
     ) -> StoreResult<Vec<ClaimedKeyPackage>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: Option<i64> =
@@ -80,12 +81,14 @@ impl KeyPackageStore for PgStore {
         let Some(account) = account else {
             return Err(StoreError::UnknownUser);
         };
-        let devices: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM devices WHERE account_id = $1 ORDER BY id")
-                .bind(account)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let devices: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM devices WHERE account_id = $1 AND id != $2 ORDER BY id",
+        )
+        .bind(account)
+        .bind(except.map(i).unwrap_or(-1))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
         let mut out = Vec::new();
         for d in devices {
             let taken: Option<Vec<u8>> = if one_time {

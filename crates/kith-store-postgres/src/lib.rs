@@ -20,6 +20,7 @@ mod batch;
 mod conversations;
 mod delivery;
 mod keys;
+mod links;
 mod notify;
 mod rows;
 mod safety;

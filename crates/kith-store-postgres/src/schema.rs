@@ -160,6 +160,21 @@ const MIGRATIONS: &[&str] = &[
     // 13: a device's name (its account's to give) and when it was last seen.
     "ALTER TABLE devices ADD COLUMN name TEXT;
      ALTER TABLE devices ADD COLUMN last_seen BIGINT;",
+    // 14: link sessions (a device of an account adds a new one); gone once used or expired.
+    "CREATE TABLE links (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        device_id BIGINT NOT NULL,
+        pake BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        new_pake BYTEA,
+        request BYTEA,
+        approved_device BIGINT,
+        handover BYTEA,
+        key_packages BYTEA
+     );
+     CREATE INDEX links_expiry ON links (expires_at);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -54,6 +54,55 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn create_link(&self, link: NewLink) -> StoreResult<()> {
+        self.inner.writer.write(move |conn| crate::links::create_link(conn, &link)).await
+    }
+
+    async fn link(&self, id: &str) -> StoreResult<Option<LinkRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| crate::links::read_link(conn, &id)).await
+    }
+
+    async fn join_link(
+        &self,
+        id: &str,
+        pake: Vec<u8>,
+        request: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                crate::links::join_link(conn, &id, &pake, &request, now).map_err(backend)
+            })
+            .await
+    }
+
+    async fn approve_link(&self, id: &str, device: LinkedDevice) -> StoreResult<LinkApproval> {
+        let id = id.to_string();
+        self.inner.writer.write(move |conn| crate::links::approve_link(conn, &id, &device)).await
+    }
+
+    async fn answer_link(&self, id: &str, key_packages: Vec<u8>) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.inner
+            .writer
+            .write(move |conn| crate::links::answer_link(conn, &id, &key_packages).map_err(backend))
+            .await
+    }
+
+    async fn delete_link(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                conn.execute("DELETE FROM links WHERE id = ?1", params![id]).map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(

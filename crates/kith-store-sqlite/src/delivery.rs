@@ -240,6 +240,8 @@ impl DeliveryStore for SqliteStore {
                 .map_err(backend)?;
                 conn.execute("DELETE FROM sent_ids WHERE created_at < ?1", params![i(cutoff)])
                     .map_err(backend)?;
+                conn.execute("DELETE FROM links WHERE expires_at <= ?1", params![i(now)])
+                    .map_err(backend)?;
                 conn.execute(
                     "DELETE FROM messages WHERE created_at < ?1 OR expires_at <= ?2",
                     params![i(cutoff), i(now)],

@@ -76,6 +76,7 @@ impl KeyPackageStore for SqliteStore {
         &self,
         username: &str,
         one_time: bool,
+        except: Option<DeviceId>,
     ) -> StoreResult<Vec<ClaimedKeyPackage>> {
         let username = username.to_string();
         self.inner
@@ -91,9 +92,13 @@ impl KeyPackageStore for SqliteStore {
                     .map_err(backend)?;
                 let Some(account) = account else { return Err(StoreError::UnknownUser) };
                 let devices = conn
-                    .prepare_cached("SELECT id FROM devices WHERE account_id = ?1 ORDER BY id")
+                    .prepare_cached(
+                        "SELECT id FROM devices WHERE account_id = ?1 AND id != ?2 ORDER BY id",
+                    )
                     .map_err(backend)?
-                    .query_map(params![account], |r| r.get::<_, i64>(0))
+                    .query_map(params![account, except.map(i).unwrap_or(-1)], |r| {
+                        r.get::<_, i64>(0)
+                    })
                     .map_err(backend)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(backend)?;

@@ -24,6 +24,7 @@ mod accounts;
 mod conversations;
 mod delivery;
 mod keys;
+mod links;
 mod reputation;
 mod rows;
 mod safety;

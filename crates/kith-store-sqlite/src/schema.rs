@@ -160,6 +160,21 @@ const MIGRATIONS: &[&str] = &[
     // 13: a device's name (its account's to give) and when it was last seen.
     "ALTER TABLE devices ADD COLUMN name TEXT;
      ALTER TABLE devices ADD COLUMN last_seen INTEGER;",
+    // 14: link sessions (a device of an account adds a new one); gone once used or expired.
+    "CREATE TABLE links (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        device_id INTEGER NOT NULL,
+        pake BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        new_pake BLOB,
+        request BLOB,
+        approved_device INTEGER,
+        handover BLOB,
+        key_packages BLOB
+     );
+     CREATE INDEX links_expiry ON links (expires_at);",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

@@ -39,6 +39,7 @@ macro_rules! conformance_suite {
             applied_handshakes_are_kept_with_their_change,
             account_keys_are_kept,
             device_names_and_last_seen_are_kept,
+            links_work_once_and_go,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -154,8 +155,8 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     let b = store.create_account(account("bob", 2)).await.unwrap();
     assert_eq!(store.key_packages_remaining(b).await.unwrap(), 2);
 
-    let first = store.claim_key_packages("bob", true).await.unwrap();
-    let second = store.claim_key_packages("bob", true).await.unwrap();
+    let first = store.claim_key_packages("bob", true, None).await.unwrap();
+    let second = store.claim_key_packages("bob", true, None).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].device_id, b);
     assert!(!first[0].last_resort && !second[0].last_resort);
@@ -163,7 +164,7 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     assert_eq!(store.key_packages_remaining(b).await.unwrap(), 0);
 
     for _ in 0..2 {
-        let last = store.claim_key_packages("bob", true).await.unwrap();
+        let last = store.claim_key_packages("bob", true, None).await.unwrap();
         assert_eq!(last[0].data, b"kp-bob-last");
         assert!(last[0].last_resort);
     }
@@ -173,10 +174,13 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(left, 1);
-    assert_eq!(store.claim_key_packages("bob", true).await.unwrap()[0].data, b"new-1");
-    assert_eq!(store.claim_key_packages("bob", true).await.unwrap()[0].data, b"new-last");
+    assert_eq!(store.claim_key_packages("bob", true, None).await.unwrap()[0].data, b"new-1");
+    assert_eq!(store.claim_key_packages("bob", true, None).await.unwrap()[0].data, b"new-last");
 
-    assert!(matches!(store.claim_key_packages("nobody", true).await, Err(StoreError::UnknownUser)));
+    assert!(matches!(
+        store.claim_key_packages("nobody", true, None).await,
+        Err(StoreError::UnknownUser)
+    ));
 
     // Concurrent claims never share a one-time KeyPackage.
     store
@@ -186,7 +190,7 @@ pub async fn key_packages_are_claimed_once(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.claim_key_packages("bob", true).await }));
+        tasks.push(tokio::spawn(async move { store.claim_key_packages("bob", true, None).await }));
     }
     let mut seen = std::collections::HashSet::new();
     for t in tasks {
@@ -683,7 +687,7 @@ pub async fn business_directory(store: Arc<dyn Store>) {
 pub async fn budgeted_claims_take_the_last_resort(store: Arc<dyn Store>) {
     let b = store.create_account(account("bob", 2)).await.unwrap();
     for _ in 0..3 {
-        let claimed = store.claim_key_packages("bob", false).await.unwrap();
+        let claimed = store.claim_key_packages("bob", false, None).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert!(claimed[0].last_resort);
         assert_eq!(claimed[0].data, b"kp-bob-last");
@@ -851,7 +855,7 @@ pub async fn key_packages_are_dropped_for_renewal(store: Arc<dyn Store>) {
     assert_eq!(store.key_packages_remaining(alice).await.unwrap(), 0);
     // Others' stay, and alice's last-resort one is still handed out.
     assert_eq!(store.key_packages_remaining(bob).await.unwrap(), 2);
-    let claimed = store.claim_key_packages("alice", true).await.unwrap();
+    let claimed = store.claim_key_packages("alice", true, None).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(claimed[0].last_resort);
     assert_eq!(store.add_key_packages(alice, vec![b"fresh".to_vec()], None).await.unwrap(), 1);
@@ -1000,4 +1004,70 @@ pub async fn device_names_and_last_seen_are_kept(store: Arc<dyn Store>) {
     store.set_device_name(a, None).await.unwrap();
     assert_eq!(device(store.clone()).await.name, None);
     assert!(matches!(store.set_device_name(9999, None).await, Err(StoreError::UnknownDevice)));
+}
+
+pub async fn links_work_once_and_go(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 1)).await.unwrap();
+    let link = |id: &str, expires_at| NewLink {
+        id: id.into(),
+        username: "alice".into(),
+        device_id: a,
+        pake: b"offer".to_vec(),
+        created_at: NOW,
+        expires_at,
+    };
+    let device = |key: &str, max_devices| LinkedDevice {
+        credential_key: key.as_bytes().to_vec(),
+        token_hash: [5; 32],
+        handover: b"sealed".to_vec(),
+        max_devices,
+        now: NOW + 1,
+    };
+    store.create_link(link("L1", NOW + 600_000)).await.unwrap();
+    assert!(matches!(
+        store.create_link(link("L1", NOW + 600_000)).await,
+        Err(StoreError::LinkExists)
+    ));
+    let read = store.link("L1").await.unwrap().unwrap();
+    assert_eq!((read.device_id, read.pake.as_slice(), read.joined), (a, &b"offer"[..], None));
+    assert_eq!(store.link("nope").await.unwrap(), None);
+    // Not joined yet: nothing to approve.
+    assert_eq!(store.approve_link("L1", device("new", 5)).await.unwrap(), LinkApproval::NotJoined);
+    // Joined once; a second join is refused, as is a join past the expiry.
+    assert!(store.join_link("L1", b"b".to_vec(), b"req".to_vec(), NOW + 1).await.unwrap());
+    assert!(!store.join_link("L1", b"c".to_vec(), b"other".to_vec(), NOW + 2).await.unwrap());
+    store.create_link(link("L2", NOW + 10)).await.unwrap();
+    assert!(!store.join_link("L2", b"b".to_vec(), b"req".to_vec(), NOW + 10).await.unwrap());
+    let read = store.link("L1").await.unwrap().unwrap();
+    assert_eq!(read.joined, Some((b"b".to_vec(), b"req".to_vec())));
+    // Within the device limit, with a key of its own: approved once, the device made.
+    assert_eq!(
+        store.approve_link("L1", device("new", 1)).await.unwrap(),
+        LinkApproval::TooManyDevices
+    );
+    assert_eq!(
+        store.approve_link("L1", device("key-alice", 5)).await.unwrap(),
+        LinkApproval::KeyTaken
+    );
+    let LinkApproval::Approved(new) = store.approve_link("L1", device("new", 2)).await.unwrap()
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(store.approve_link("L1", device("other", 5)).await.unwrap(), LinkApproval::Gone);
+    let devices = store.account_devices("alice").await.unwrap().unwrap().devices;
+    assert_eq!(devices.iter().map(|d| d.device_id).collect::<Vec<_>>(), [a, new]);
+    let auth = store.device_auth(new).await.unwrap().unwrap();
+    assert_eq!((auth.username.as_str(), auth.token_hash), ("alice", [5; 32]));
+    let read = store.link("L1").await.unwrap().unwrap();
+    assert_eq!(read.approved, Some((new, Some(b"sealed".to_vec()))));
+    // The new device's answer replaces the handover, once.
+    assert!(store.answer_link("L1", b"kps".to_vec()).await.unwrap());
+    assert!(!store.answer_link("L1", b"again".to_vec()).await.unwrap());
+    let read = store.link("L1").await.unwrap().unwrap();
+    assert_eq!((read.approved, read.key_packages), (Some((new, None)), Some(b"kps".to_vec())));
+    store.delete_link("L1").await.unwrap();
+    assert_eq!(store.link("L1").await.unwrap(), None);
+    // An expired link goes with the retention sweep.
+    store.sweep_expired(0, NOW + 10).await.unwrap();
+    assert_eq!(store.link("L2").await.unwrap(), None);
 }

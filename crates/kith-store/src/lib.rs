@@ -85,6 +85,8 @@ pub enum StoreError {
     UnknownDevice,
     #[error("a conversation with that id exists")]
     ConversationExists,
+    #[error("a link with that id exists")]
+    LinkExists,
     #[error("no such conversation")]
     UnknownConversation,
     /// A group update expected an epoch the conversation has moved past.
@@ -442,6 +444,61 @@ pub struct StoreCounts {
     pub key_packages: u64,
 }
 
+/// A link offered by a device of `username` (see [`AccountStore::create_link`]).
+#[derive(Clone, Debug)]
+pub struct NewLink {
+    pub id: String,
+    pub username: String,
+    pub device_id: DeviceId,
+    /// The offering device's key-exchange message.
+    pub pake: Vec<u8>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A link session as stored. Everything in it but the ids is either public (key-exchange
+/// messages) or sealed between the two devices with a key the server never learns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub id: String,
+    pub username: String,
+    /// The device that offered it.
+    pub device_id: DeviceId,
+    pub pake: Vec<u8>,
+    pub expires_at: Millis,
+    /// The new device's key-exchange message and its sealed request, once it joined.
+    pub joined: Option<(Vec<u8>, Vec<u8>)>,
+    /// The new device's id and the sealed handover, once approved (the handover is dropped
+    /// when the new device answers with its KeyPackages).
+    pub approved: Option<(DeviceId, Option<Vec<u8>>)>,
+    /// The new device's sealed KeyPackages, for the offering device to add it with.
+    pub key_packages: Option<Vec<u8>>,
+}
+
+/// The device an approval makes, with the sealed handover for it.
+#[derive(Clone, Debug)]
+pub struct LinkedDevice {
+    pub credential_key: Vec<u8>,
+    pub token_hash: [u8; 32],
+    pub handover: Vec<u8>,
+    pub max_devices: u32,
+    pub now: Millis,
+}
+
+/// What an approval did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkApproval {
+    Approved(DeviceId),
+    /// Nobody joined the link yet.
+    NotJoined,
+    /// Expired, approved already, or no such link.
+    Gone,
+    /// The account holds as many devices as it may.
+    TooManyDevices,
+    /// The credential key is another device's.
+    KeyTaken,
+}
+
 /// The server's storage: every domain's operations together. Each method is one atomic
 /// operation; see the domain traits for what each does. Every type that implements the five
 /// is a `Store`.
@@ -478,6 +535,35 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Gives an account from before account keys its key: set only while it has none. Whether
     /// the account holds `key` now (`false`: it holds another). `Err(UnknownUser)`.
     async fn set_account_key(&self, username: &str, key: Vec<u8>) -> StoreResult<bool>;
+
+    /// Stores a link offered by a device. `Err(LinkExists)` if the id is taken.
+    async fn create_link(&self, link: NewLink) -> StoreResult<()>;
+
+    /// The link, if it exists (expired or not: the caller judges).
+    async fn link(&self, id: &str) -> StoreResult<Option<LinkRecord>>;
+
+    /// The new device's half of the key exchange and its sealed request: taken once, and only
+    /// before `now` passes the link's expiry. Whether it was taken.
+    async fn join_link(
+        &self,
+        id: &str,
+        pake: Vec<u8>,
+        request: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Makes the new device of a joined, unexpired, unapproved link (within the account's
+    /// device limit, with a credential key no device has) and keeps the sealed handover for
+    /// it, atomically.
+    async fn approve_link(&self, id: &str, device: LinkedDevice) -> StoreResult<LinkApproval>;
+
+    /// The new device's sealed KeyPackages, in place of the handover (which it has now).
+    /// Whether the link was approved and still there.
+    async fn answer_link(&self, id: &str, key_packages: Vec<u8>) -> StoreResult<bool>;
+
+    /// Forgets a link (used, or cancelled). Links also go with the retention sweep once
+    /// expired ([`DeliveryStore::sweep_expired`]).
+    async fn delete_link(&self, id: &str) -> StoreResult<()>;
 
     /// Names (or, with `None`, unnames) a device. `Err(UnknownDevice)`.
     async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()>;
@@ -527,6 +613,7 @@ pub trait KeyPackageStore: Send + Sync + 'static {
         &self,
         username: &str,
         one_time: bool,
+        except: Option<DeviceId>,
     ) -> StoreResult<Vec<ClaimedKeyPackage>>;
 
     /// The devices whose credential key is one of `keys` (unknown keys are left out).
@@ -617,7 +704,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
     async fn ack(&self, device: DeviceId, seqs: &[u64]) -> StoreResult<u64>;
 
     /// Deletes every message created before `cutoff` or expiring by `now`, with its queue
-    /// entries, delivered or not. Returns how many messages were deleted.
+    /// entries, delivered or not, and every link expired by `now`. Returns how many messages
+    /// were deleted.
     async fn sweep_expired(&self, cutoff: Millis, now: Millis) -> StoreResult<u64>;
 
     /// Makes deleted content unrecoverable from the store's own files where the backend keeps

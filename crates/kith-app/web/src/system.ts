@@ -28,6 +28,10 @@ function words(e: SystemEvent, me: string): string {
       return e.seconds === null
         ? `${actor(e.by)} turned disappearing messages off`
         : `${actor(e.by)} set disappearing messages to ${timerLabel(e.seconds)}`;
+    case "device_added":
+      return `${actor(e.who)} added a device`;
+    case "device_removed":
+      return `${actor(e.who)} removed a device`;
     case "promoted":
       return `${actor(e.by)} made ${object(e.who)} an admin`;
     case "settings_unreadable":

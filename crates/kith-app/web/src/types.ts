@@ -5,7 +5,7 @@ export type Kind = "direct" | "group" | "story" | "system";
 
 export type Delivery = "sending" | "sent" | "failed";
 
-export type SystemEvent = { "kind": "created", by: string, with: Array<string>, } | { "kind": "added", by: string, who: Array<string>, } | { "kind": "removed", by: string, who: string, } | { "kind": "left", who: string, } | { "kind": "deleted_chat", who: string, } | { "kind": "named", by: string, name: string, } | { "kind": "timer", by: string, seconds: number | null, } | { "kind": "promoted", by: string, who: string, } | { "kind": "settings_unreadable", by: string, } | { "kind": "problem", text: string, };
+export type SystemEvent = { "kind": "created", by: string, with: Array<string>, } | { "kind": "added", by: string, who: Array<string>, } | { "kind": "removed", by: string, who: string, } | { "kind": "left", who: string, } | { "kind": "deleted_chat", who: string, } | { "kind": "named", by: string, name: string, } | { "kind": "timer", by: string, seconds: number | null, } | { "kind": "device_added", who: string, } | { "kind": "device_removed", who: string, } | { "kind": "promoted", by: string, who: string, } | { "kind": "settings_unreadable", by: string, } | { "kind": "problem", text: string, };
 
 export type Message = { 
 /**

@@ -67,13 +67,23 @@ impl LocalStore {
     /// Stores a message unless one with its id is stored already. Returns whether it was new. A
     /// received one is *unshown* until [`take_unshown`] hands it to the caller.
     pub fn insert_message(&self, m: &Message) -> rusqlite::Result<bool> {
+        self.insert_shown(m, m.outgoing)
+    }
+
+    /// The same for a message that came from the server, this account's own (sent from
+    /// another of its devices) included: unshown until handed over.
+    pub fn insert_received(&self, m: &Message) -> rusqlite::Result<bool> {
+        self.insert_shown(m, false)
+    }
+
+    fn insert_shown(&self, m: &Message, shown: bool) -> rusqlite::Result<bool> {
         let n = self
             .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO kith_messages
          (id, conversation, kind, sender, text, sent_at, received_at, outgoing, expires_at,
           from_business, verified, shown, state, failure, event)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?8, ?12, ?13, ?14)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?15, ?12, ?13, ?14)",
             )?
             .execute(params![
                 m.id,
@@ -89,7 +99,8 @@ impl LocalStore {
                 m.verified,
                 m.state.as_str(),
                 m.failure,
-                m.event.as_ref().and_then(|e| serde_json::to_string(e).ok())
+                m.event.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+                shown
             ])?;
         Ok(n == 1)
     }

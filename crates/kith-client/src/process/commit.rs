@@ -62,6 +62,11 @@ impl Client {
                 }
             }
         }
+        // A member's own new device is said as such (the line every member sees when someone
+        // links one), not as adding them.
+        if added.remove(sender.as_str()) {
+            lines.push(SystemEvent::DeviceAdded { who: sender.clone() });
+        }
         if !added.is_empty() {
             lines.push(SystemEvent::Added { by: sender.clone(), who: added.into_iter().collect() });
         }
@@ -70,9 +75,18 @@ impl Client {
             let removed = rm.remove_proposal().removed();
             let leaving = matches!(rm.sender(), Sender::Member(s) if *s == removed);
             let who = group.member(removed).and_then(mls::identity).unwrap_or_default();
-            if !leaving {
-                removed_me |= removed == group.own_leaf_index();
-                lines.push(SystemEvent::Removed { by: sender.clone(), who });
+            if leaving {
+                continue;
+            }
+            removed_me |= removed == group.own_leaf_index();
+            let line = if who == *sender {
+                SystemEvent::DeviceRemoved { who }
+            } else {
+                SystemEvent::Removed { by: sender.clone(), who }
+            };
+            // An account's devices go together: one line for them.
+            if !lines.contains(&line) {
+                lines.push(line);
             }
         }
         // Out by this commit: removed (and who did it is said), or a leave completed.

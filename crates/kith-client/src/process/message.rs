@@ -89,6 +89,7 @@ impl Client {
             })?;
         }
         let now = now_millis();
+        let own = *sender == self.me()?.username;
         // The timer of the epoch it was sent in (the server refuses a message for an
         // older one, but one may arrive after the commit that ended its epoch).
         let timer = match self.local.epoch_timer(&entry.conversation_id, message_epoch)? {
@@ -118,7 +119,7 @@ impl Client {
                 }
                 // Stories go between contacts: after the contact ended (a block, a
                 // deleted chat), none is shown until this device writes to them again.
-                if !self.local.is_contact(sender)? {
+                if !own && !self.local.is_contact(sender)? {
                     return Err(Skip::from(ClientError::refused(
                         Refusal::BadMessage,
                         "a story from a non-contact",
@@ -145,7 +146,8 @@ impl Client {
             text,
             sent_at: payload.sent_at,
             received_at: now,
-            outgoing: false,
+            // Sent from another device of this account: this account's own message.
+            outgoing: own,
             expires_at,
             from_business: entry.sender_kind == AccountKind::Business,
             verified: entry.sender_verified,
@@ -153,6 +155,6 @@ impl Client {
             failure: None,
             event: None,
         };
-        Ok(if self.local.insert_message(&m)? { vec![m] } else { Vec::new() })
+        Ok(if self.local.insert_received(&m)? { vec![m] } else { Vec::new() })
     }
 }

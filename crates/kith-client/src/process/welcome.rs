@@ -112,7 +112,19 @@ impl Client {
                 }
             }
         }
+        // Added by another device of this account (a link): it joins what that device is in.
+        let own = adder == me.username;
         let (kind, peer) = match meta.kind {
+            GroupType::Direct if own && others.len() == 1 => {
+                (ConversationKind::Direct, others.first().cloned())
+            }
+            GroupType::Story if own && meta.admins.len() == 1 => {
+                let owner = meta.admins[0].clone();
+                if owner != me.username && !self.local.is_contact(&owner)? {
+                    return Err(Skip::WaitsForContact { adder: owner });
+                }
+                (ConversationKind::Story, Some(owner))
+            }
             // A business never opens a conversation with a person (it answers in theirs).
             GroupType::Direct
                 if me.kind == AccountKind::Person
@@ -168,7 +180,7 @@ impl Client {
         )?;
         let mut outcome =
             Outcome { joined: Some(entry.conversation_id.clone()), ..Outcome::default() };
-        if kind == ConversationKind::Group {
+        if kind == ConversationKind::Group && !own {
             let event = SystemEvent::Added { by: adder.clone(), who: vec![me.username.clone()] };
             let line = system(entry, 0, &adder, (event, &me.username), None);
             self.local.insert_message(&line)?;

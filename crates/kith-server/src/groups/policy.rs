@@ -61,19 +61,28 @@ pub fn check_commit(
         }
     }
     let adds = staged.add_proposals().count();
+    // A member adds and removes its own account's devices as it likes; anyone else's need an
+    // admin.
+    let adds_others = staged.add_proposals().any(|a| {
+        crate::groups::state::identity(a.add_proposal().key_package().leaf_node().credential())
+            .as_deref()
+            != Some(committer)
+    });
     let mut removes = 0;
     let mut removes_others = false;
     for rm in staged.remove_proposals() {
         removes += 1;
         let removed = rm.remove_proposal().removed();
-        removes_others |= !matches!(rm.sender(), Sender::Member(s) if *s == removed);
+        let own_leave = matches!(rm.sender(), Sender::Member(s) if *s == removed);
+        let own_device = tracked.leaf(removed).is_some_and(|l| l.username == committer);
+        removes_others |= !own_leave && !own_device;
     }
     let members = members_after(tracked, staged);
     let change = Change {
         before: &before,
         after: &after,
         committer,
-        adds: adds > 0,
+        adds: adds_others,
         removes_others,
         members_after: &members,
     };

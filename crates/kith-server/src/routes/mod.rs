@@ -6,6 +6,7 @@ pub mod businesses;
 pub mod conversations;
 pub mod handshake;
 pub mod keys;
+pub mod links;
 pub mod ops;
 pub mod queue;
 pub mod reports;
@@ -35,6 +36,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me/devices", get(accounts::my_devices))
         .route("/v1/me/devices/{device_id}/name", put(accounts::rename_device))
         .route("/v1/accounts/{username}/devices", get(accounts::devices))
+        .route("/v1/links", post(links::offer))
+        .route("/v1/links/{link_id}", get(links::look).delete(links::cancel))
+        .route("/v1/links/{link_id}/join", post(links::join))
+        .route("/v1/links/{link_id}/request", get(links::request))
+        .route("/v1/links/{link_id}/approve", post(links::approve))
+        .route("/v1/links/{link_id}/result", get(links::result))
+        .route("/v1/links/{link_id}/key-packages", post(links::answer))
         .route("/v1/key-packages", post(keys::upload))
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
         .route("/v1/conversations", post(conversations::create))

@@ -1,0 +1,199 @@
+//! Several devices per account, end to end against a real kithd: linking by code (once, for
+//! ten minutes, refused when mistyped), the new device in every conversation, a message to ana
+//! reaching both her devices, and what one of them sends shown on the other as hers.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client::{Client, ClientError, ErrorCode, Refusal, SyncReport, SystemEvent};
+use kith_server::state::{Clock, ManualClock, SystemClock};
+use kith_testkit::{TestServer, TestUser, test_config};
+
+const POLL: Duration = Duration::from_millis(20);
+
+fn texts(r: &SyncReport) -> Vec<String> {
+    r.messages.iter().map(|m| m.text.clone()).collect()
+}
+
+fn empty_profile() -> TestUser {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path()).unwrap();
+    TestUser { client, dir }
+}
+
+/// `user`'s new device, linked with the code `user` offers; `user` adds it everywhere.
+async fn link(user: &mut TestUser) -> (TestUser, kith_client::Linked) {
+    let mut new = empty_profile();
+    let offer = user.offer_link().await.unwrap();
+    let code = offer.code();
+    let (approved, joined) =
+        tokio::join!(user.approve_link(offer, POLL), new.register_by_link(code.expose(), POLL));
+    joined.unwrap();
+    let linked =
+        user.add_linked_device(approved.unwrap(), POLL, Duration::from_secs(10), |_, _| {}).await;
+    (new, linked.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_device_is_ana_in_every_conversation() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut bob = server.user("bob").await;
+    let mut cyd = server.user("cyd").await;
+    bob.send_text("ana", "hi ana").await.unwrap();
+    ana.sync().await.unwrap();
+    // ana is a member of bob's group, not an admin: she adds her own device all the same.
+    let club = bob.create_group("Club", &["ana".into(), "cyd".into()]).await.unwrap();
+    ana.sync().await.unwrap();
+    cyd.sync().await.unwrap();
+    // Story channels: ana's own (bob is a contact of hers) and bob's, which ana is in.
+    ana.send_text("bob", "hi bob").await.unwrap();
+    ana.story_post("from the phone").await.unwrap();
+    bob.story_post("bob's day").await.unwrap();
+    ana.sync().await.unwrap();
+    bob.sync().await.unwrap();
+
+    let (mut laptop, linked) = link(&mut ana).await;
+    assert!(linked.not_added.is_empty(), "{linked:?}");
+    // The 1:1, the group, ana's story channel and bob's.
+    assert_eq!(linked.added_to, 4, "{linked:?}");
+    let me = laptop.profile().unwrap().clone();
+    assert_eq!((me.username.as_str(), me.device_id), ("ana", linked.device_id));
+    assert_eq!(laptop.account_key().unwrap(), ana.account_key().unwrap());
+    let devices = ana.my_devices().await.unwrap();
+    assert_eq!(devices.len(), 2);
+    let r = laptop.sync().await.unwrap();
+    assert!(r.joined.contains(&club), "{r:?}");
+    assert_eq!(laptop.history("bob").unwrap().len(), 0, "history comes with the transfer");
+
+    // The others see that ana added a device, once, and nothing else changed for them.
+    for u in [&mut bob, &mut cyd] {
+        let r = u.sync().await.unwrap();
+        let events: Vec<_> = r.messages.iter().filter_map(|m| m.event.clone()).collect();
+        assert!(events.contains(&SystemEvent::DeviceAdded { who: "ana".into() }), "{events:?}");
+        assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    }
+
+    // A message to ana reaches both her devices.
+    bob.send_text("ana", "to both of you").await.unwrap();
+    bob.send_group(&club, "club news").await.unwrap();
+    for device in [&mut ana, &mut laptop] {
+        let seen = texts(&device.sync().await.unwrap());
+        assert!(seen.contains(&"to both of you".to_string()), "{seen:?}");
+        assert!(seen.contains(&"club news".to_string()), "{seen:?}");
+    }
+    // What the laptop sends is ana's: to bob, to the club, and on her phone as her own.
+    laptop.send_text("bob", "from my laptop").await.unwrap();
+    laptop.send_group(&club, "laptop in the club").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let from_ana: Vec<_> = r.messages.iter().filter(|m| m.from == "ana").map(|m| &m.text).collect();
+    assert!(from_ana.contains(&&"from my laptop".to_string()), "{r:?}");
+    assert!(texts(&cyd.sync().await.unwrap()).contains(&"laptop in the club".to_string()));
+    let r = ana.sync().await.unwrap();
+    let own: Vec<_> = r.messages.iter().filter(|m| m.outgoing && m.from == "ana").collect();
+    assert_eq!(own.len(), 2, "{r:?}");
+    let chat = ana.history("bob").unwrap();
+    assert!(chat.iter().any(|m| m.text == "from my laptop" && m.outgoing), "{chat:?}");
+
+    // Stories: bob's next one reaches the laptop; the laptop posts in ana's channel.
+    bob.story_post("bob's evening").await.unwrap();
+    laptop.sync().await.unwrap();
+    let stories = laptop.stories().unwrap();
+    assert!(stories.iter().any(|s| s.author == "bob" && s.text == "bob's evening"), "{stories:?}");
+    laptop.story_post("from the laptop").await.unwrap();
+    bob.sync().await.unwrap();
+    let stories = bob.stories().unwrap();
+    assert!(
+        stories.iter().any(|s| s.author == "ana" && s.text == "from the laptop"),
+        "{stories:?}"
+    );
+
+    // Whoever opens a conversation with ana later reaches both devices.
+    let mut dee = server.user("dee").await;
+    dee.send_text("ana", "hello from dee").await.unwrap();
+    for device in [&mut ana, &mut laptop] {
+        assert!(texts(&device.sync().await.unwrap()).contains(&"hello from dee".to_string()));
+    }
+    // And a conversation the laptop opens holds the phone too, and a group the phone makes.
+    let _erin = server.user("erin").await;
+    laptop.send_text("erin", "hi erin").await.unwrap();
+    let walk = ana.create_group("Walk", &["bob".into()]).await.unwrap();
+    let r = ana.sync().await.unwrap();
+    assert!(r.messages.iter().any(|m| m.text == "hi erin" && m.outgoing), "{r:?}");
+    let r = laptop.sync().await.unwrap();
+    assert!(r.joined.contains(&walk), "{r:?}");
+}
+
+fn refused_as(e: &ClientError, codes: &[ErrorCode]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_works_once_and_only_as_shown() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let server = TestServer::start_with(test_config(), clock.clone()).await;
+    let mut ana = server.user("ana").await;
+
+    // Mistyped: the exchange completes, but neither side can open the other's words; the
+    // link is cancelled and nothing is linked.
+    let offer = ana.offer_link().await.unwrap();
+    let shown = offer.code().expose().to_string();
+    let (code, at) = shown.split_once('@').unwrap();
+    let last = code.chars().last().unwrap();
+    let typo = format!("{}{}@{at}", &code[..code.len() - 1], if last == '7' { '8' } else { '7' });
+    let mut other = empty_profile();
+    let (approving, joining) =
+        tokio::join!(ana.approve_link(offer, POLL), other.register_by_link(&typo, POLL));
+    assert_eq!(approving.unwrap_err().refusal(), Some(Refusal::BadLinkCode));
+    assert_eq!(joining.unwrap_err().refusal(), Some(Refusal::BadLinkCode));
+    assert!(other.profile().is_none());
+    assert_eq!(ana.my_devices().await.unwrap().len(), 1);
+
+    // Used: a second device with the same code is refused.
+    let (_laptop, _) = link(&mut ana).await;
+    let offer = ana.offer_link().await.unwrap();
+    let code = offer.code().expose().to_string();
+    let mut tablet = empty_profile();
+    let (approving, joining) =
+        tokio::join!(ana.approve_link(offer, POLL), tablet.register_by_link(&code, POLL));
+    approving.unwrap();
+    joining.unwrap();
+    let again = empty_profile().register_by_link(&code, POLL).await.unwrap_err();
+    assert!(refused_as(&again, &[ErrorCode::LinkUsed, ErrorCode::UnknownLink]), "{again}");
+    assert_eq!(ana.my_devices().await.unwrap().len(), 3);
+
+    // Expired: ten minutes later the code is refused, and the offering side gives up.
+    let offer = ana.offer_link().await.unwrap();
+    let code = offer.code().expose().to_string();
+    clock.advance(Duration::from_secs(601));
+    let late = empty_profile().register_by_link(&code, POLL).await.unwrap_err();
+    assert!(refused_as(&late, &[ErrorCode::LinkExpired]), "{late}");
+    let e = ana.approve_link(offer, POLL).await.unwrap_err();
+    assert!(refused_as(&e, &[ErrorCode::LinkExpired]), "{e}");
+
+    // Not a code at all.
+    let e = empty_profile().register_by_link("hello", POLL).await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::BadLinkCode));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_limit_holds() {
+    let mut config = test_config();
+    config.max_devices_per_account = 2;
+    let server = TestServer::start_with(config, Arc::new(SystemClock)).await;
+    let mut ana = server.user("ana").await;
+    let _laptop = link(&mut ana).await;
+    let offer = ana.offer_link().await.unwrap();
+    let code = offer.code().expose().to_string();
+    let (approving, _) = tokio::join!(ana.approve_link(offer, POLL), async {
+        let mut third = empty_profile();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), third.register_by_link(&code, POLL)).await;
+    });
+    let e = approving.unwrap_err();
+    assert!(refused_as(&e, &[ErrorCode::TooManyDevices]), "{e}");
+    assert!(e.to_string().contains("2 devices"), "{e}");
+    assert_eq!(ana.my_devices().await.unwrap().len(), 2);
+}

@@ -1,0 +1,170 @@
+//! Link sessions: a device of an account offers a link, a new device joins it, the first
+//! approves it and the new device is made (see `kith_store::LinkRecord`).
+
+use super::*;
+
+type LinkRow = (
+    String,
+    String,
+    i64,
+    Vec<u8>,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+const LINK_COLUMNS: &str = "id, username, device_id, pake, expires_at, new_pake, request, \
+     approved_device, handover, key_packages";
+
+fn record(r: LinkRow) -> LinkRecord {
+    let (id, username, device_id, pake, expires_at, new_pake, request, approved, handover, kps) = r;
+    LinkRecord {
+        id,
+        username,
+        device_id: u(device_id),
+        pake,
+        expires_at: u(expires_at),
+        joined: new_pake.zip(request),
+        approved: approved.map(|d| (u(d), handover)),
+        key_packages: kps,
+    }
+}
+
+pub(crate) async fn read_link(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+    lock: bool,
+) -> StoreResult<Option<LinkRecord>> {
+    let sql = format!(
+        "SELECT {LINK_COLUMNS} FROM links WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    Ok(row.map(record))
+}
+
+pub(crate) async fn create_link(pool: &sqlx::PgPool, l: &NewLink) -> StoreResult<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO links (id, username, device_id, pake, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&l.id)
+    .bind(&l.username)
+    .bind(i(l.device_id))
+    .bind(&l.pake)
+    .bind(i(l.created_at))
+    .bind(i(l.expires_at))
+    .execute(pool)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(StoreError::LinkExists),
+        other => other.map(|_| ()).map_err(backend),
+    }
+}
+
+pub(crate) async fn join_link(
+    pool: &sqlx::PgPool,
+    id: &str,
+    pake: &[u8],
+    request: &[u8],
+    now: Millis,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE links SET new_pake = $2, request = $3
+         WHERE id = $1 AND new_pake IS NULL AND expires_at > $4",
+    )
+    .bind(id)
+    .bind(pake)
+    .bind(request)
+    .bind(i(now))
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn approve_link(
+    pool: &sqlx::PgPool,
+    id: &str,
+    d: &LinkedDevice,
+) -> StoreResult<LinkApproval> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let Some(link) = read_link(&mut tx, id, true).await? else {
+        return Ok(LinkApproval::Gone);
+    };
+    if link.expires_at <= d.now || link.approved.is_some() {
+        return Ok(LinkApproval::Gone);
+    }
+    if link.joined.is_none() {
+        return Ok(LinkApproval::NotJoined);
+    }
+    // The account's row is locked so two approvals at once cannot both pass the device limit.
+    let account: i64 = sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1 FOR UPDATE")
+        .bind(&link.username)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    if u(devices) >= u64::from(d.max_devices) {
+        return Ok(LinkApproval::TooManyDevices);
+    }
+    let taken: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE credential_key = $1")
+        .bind(&d.credential_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+    if taken.is_some() {
+        return Ok(LinkApproval::KeyTaken);
+    }
+    let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+        "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(account)
+    .bind(&d.credential_key)
+    .bind(d.token_hash.as_slice())
+    .bind(i(d.now))
+    .fetch_one(&mut *tx)
+    .await;
+    let device = match inserted {
+        Err(e) if is_unique_violation(&e) => return Ok(LinkApproval::KeyTaken),
+        other => other.map_err(backend)?,
+    };
+    sqlx::query("UPDATE links SET approved_device = $2, handover = $3 WHERE id = $1")
+        .bind(id)
+        .bind(device)
+        .bind(&d.handover)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    Ok(LinkApproval::Approved(u(device)))
+}
+
+pub(crate) async fn answer_link(
+    pool: &sqlx::PgPool,
+    id: &str,
+    key_packages: &[u8],
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE links SET key_packages = $2, handover = NULL
+         WHERE id = $1 AND approved_device IS NOT NULL AND key_packages IS NULL",
+    )
+    .bind(id)
+    .bind(key_packages)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(done.rows_affected() == 1)
+}
