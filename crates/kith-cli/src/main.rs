@@ -137,6 +137,9 @@ enum DeviceCommand {
     List,
     /// Name a device of this account (an empty NAME removes the name).
     Rename { id: u64, name: String },
+    /// Remove another device of this account (a lost or sold one): its token stops working at
+    /// once, and it is taken out of every conversation.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -391,6 +394,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out.contacts(&client.contacts().map_err(|e| explain(&e, None))?);
         }
         Command::Device { command: DeviceCommand::Link } => link_device(&mut client, &out).await?,
+        Command::Device { command: DeviceCommand::Remove { id } } => {
+            let bar = progress_bar(&out);
+            let (left, kept) = client
+                .remove_device(id, |done, total| {
+                    if let Some(bar) = &bar {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    }
+                })
+                .await
+                .map_err(|e| explain(&e, None))?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            out.device_removed(id, &kept);
+            out.devices(&left);
+        }
         Command::Device { command: DeviceCommand::List } => {
             let devices = client.my_devices().await.map_err(|e| explain(&e, None))?;
             out.devices(&devices);
@@ -609,14 +629,7 @@ async fn link_device(client: &mut Client, out: &output::Output) -> Result<(), Fa
     if !out.json {
         println!("Device {device} joined this account; adding it to your conversations…");
     }
-    let bar = (!out.json).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} conversations")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = progress_bar(out);
     let linked = client
         .add_linked_device(
             approved,
@@ -636,4 +649,16 @@ async fn link_device(client: &mut Client, out: &output::Output) -> Result<(), Fa
     }
     out.linked(&linked);
     Ok(())
+}
+
+/// A progress bar over conversations, for people (none with `--json`).
+fn progress_bar(out: &output::Output) -> Option<indicatif::ProgressBar> {
+    (!out.json).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} conversations")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    })
 }

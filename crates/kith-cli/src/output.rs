@@ -261,6 +261,20 @@ impl Output {
         }
     }
 
+    /// A device removed (its list follows).
+    pub fn device_removed(&self, id: u64, kept: &[String]) {
+        if !self.json {
+            println!("Removed device {id}: its token no longer works, and it gets nothing more.");
+            if !kept.is_empty() {
+                println!(
+                    "{} conversations still list it until their next change; it gets nothing \
+                     from them.",
+                    kept.len()
+                );
+            }
+        }
+    }
+
     /// This device, linked to an account.
     pub fn linked_here(&self, p: &Profile) {
         if self.json {

@@ -734,4 +734,16 @@ async fn a_device_is_linked_from_the_command_line() {
     assert!(!r.ok);
     let code = &json_lines(&r.stderr)[0]["error"]["code"];
     assert!(code == "unknown_link" || code == "link_used", "{}", r.stderr);
+
+    // `kith device remove` from the first: the laptop is shut out.
+    let r = kith(laptop.path(), &["--json", "whoami"]).await;
+    let laptop_id = json_lines(&r.stdout)[0]["device_id"].as_u64().unwrap().to_string();
+    let r = kith(a.path(), &["device", "remove", &laptop_id]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains(&format!("Removed device {laptop_id}")), "{}", r.stdout);
+    let r = kith(laptop.path(), &["--json", "sync"]).await;
+    assert!(!r.ok);
+    assert_eq!(json_lines(&r.stderr)[0]["error"]["code"], "unauthorized", "{}", r.stderr);
+    let r = kith(a.path(), &["--json", "device", "list"]).await;
+    assert_eq!(json_lines(&r.stdout).len(), 1, "{}", r.stdout);
 }

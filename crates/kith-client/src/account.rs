@@ -383,6 +383,55 @@ impl Client {
         Ok(self.api()?.my_devices().await?.devices)
     }
 
+    /// Removes another device of this account: the server refuses its token at once (and
+    /// closes its push connections), then this device takes it out of every conversation, one
+    /// commit each; `progress(done, total)` after each. Returns the devices left and the
+    /// conversations it could not be taken out of now (it gets nothing from them anyway).
+    pub async fn remove_device(
+        &mut self,
+        device: u64,
+        mut progress: impl FnMut(usize, usize),
+    ) -> ClientResult<(Vec<MyDevice>, Vec<String>)> {
+        let me = self.me()?.clone();
+        let api = self.api()?;
+        let key = api
+            .devices(&me.username)
+            .await?
+            .devices
+            .into_iter()
+            .find(|d| d.device_id == device)
+            .map(|d| d.credential_key.0);
+        let left = api.remove_device(device).await?.devices;
+        let Some(key) = key else { return Ok((left, Vec::new())) };
+        let conversations = self.local.active_conversation_ids()?;
+        let total = conversations.len();
+        let mut not_removed = Vec::new();
+        progress(0, total);
+        for (done, id) in conversations.iter().enumerate() {
+            let removed = self
+                .commit_change(id, |group, _| {
+                    let leaves: Vec<_> = group
+                        .members()
+                        .filter(|m| m.signature_key == key)
+                        .map(|m| m.index)
+                        .collect();
+                    Ok((!leaves.is_empty())
+                        .then(|| crate::groups::Plan { removes: leaves, ..Default::default() }))
+                })
+                .await;
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a conversation keeps a removed device's leaf");
+                    not_removed.push(id.clone());
+                }
+            }
+            progress(done + 1, total);
+        }
+        Ok((left, not_removed))
+    }
+
     /// Names one of this account's devices (`None` removes the name); the devices after.
     pub async fn rename_device(
         &mut self,

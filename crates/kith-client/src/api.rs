@@ -174,6 +174,10 @@ impl Api {
         self.call::<(), _>(Method::GET, "/v1/me/devices", None).await
     }
 
+    pub async fn remove_device(&self, device: u64) -> ClientResult<MyDevices> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/me/devices/{device}"), None).await
+    }
+
     pub async fn rename_device(&self, device: u64, req: &RenameDevice) -> ClientResult<MyDevices> {
         self.call(Method::PUT, &format!("/v1/me/devices/{device}/name"), Some(req)).await
     }

@@ -197,3 +197,51 @@ async fn the_device_limit_holds() {
     assert!(e.to_string().contains("2 devices"), "{e}");
     assert_eq!(ana.my_devices().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_device_gets_nothing_more_and_its_token_is_refused() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut bob = server.user("bob").await;
+    let mut cyd = server.user("cyd").await;
+    bob.send_text("ana", "hi").await.unwrap();
+    ana.sync().await.unwrap();
+    let club = bob.create_group("Club", &["ana".into(), "cyd".into()]).await.unwrap();
+    ana.sync().await.unwrap();
+    cyd.sync().await.unwrap();
+    let (mut laptop, linked) = link(&mut ana).await;
+    laptop.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    cyd.sync().await.unwrap();
+
+    let (left, kept) = ana.remove_device(linked.device_id, |_, _| {}).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(kept.is_empty(), "{kept:?}");
+    // Its token is refused; it gets nothing more.
+    let e = laptop.sync().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+    // The others see that ana removed a device; the server routes to ana's phone alone.
+    for u in [&mut bob, &mut cyd] {
+        let r = u.sync().await.unwrap();
+        let events: Vec<_> = r.messages.iter().filter_map(|m| m.event.clone()).collect();
+        assert!(events.contains(&SystemEvent::DeviceRemoved { who: "ana".into() }), "{events:?}");
+        assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    }
+    let id = (0..club.len()).step_by(2).map(|i| u8::from_str_radix(&club[i..i + 2], 16).unwrap());
+    let route = server.store().conversation_route(&id.collect::<Vec<_>>()).await.unwrap().unwrap();
+    assert!(!route.members.contains(&linked.device_id), "{route:?}");
+    bob.send_group(&club, "after the laptop").await.unwrap();
+    assert!(texts(&ana.sync().await.unwrap()).contains(&"after the laptop".to_string()));
+    assert!(texts(&cyd.sync().await.unwrap()).contains(&"after the laptop".to_string()));
+    // A device removes others, not itself; nor another account's.
+    let mine = ana.profile().unwrap().device_id;
+    let e = ana.remove_device(mine, |_, _| {}).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    let bobs = bob.profile().unwrap().device_id;
+    let e = ana.remove_device(bobs, |_, _| {}).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownDevice), "{e}");
+    // A new device can be linked in its place (the limit counts devices still there).
+    let (mut tablet, _) = link(&mut ana).await;
+    bob.send_text("ana", "hello tablet").await.unwrap();
+    assert!(texts(&tablet.sync().await.unwrap()).contains(&"hello tablet".to_string()));
+}

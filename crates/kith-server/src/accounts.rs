@@ -45,6 +45,8 @@ pub enum AccountError {
     DeviceName,
     #[error("this account has no device {0}")]
     NotOwnDevice(u64),
+    #[error("a device is removed from another device of its account")]
+    RemoveFromAnother,
     #[error("this credential key belongs to another device: every device has a key of its own")]
     KeyTaken,
     #[error(
@@ -363,6 +365,26 @@ pub async fn my_devices(state: &AppState, me: &AuthedDevice) -> Result<MyDevices
             })
             .collect(),
     })
+}
+
+/// Removes one of the caller's own account's other devices: its token is refused at once on
+/// this node and every node sharing the store, its push connections close, and it gets
+/// nothing more (see [`kith_store::AccountStore::remove_device`]). Its leaves leave each
+/// conversation by the commits the caller's client makes next; until then they get nothing.
+pub async fn remove_device(state: &AppState, me: &AuthedDevice, device: u64) -> Result<MyDevices> {
+    if device == me.device_id {
+        return Err(AccountError::RemoveFromAnother);
+    }
+    let own = state.store.account_devices(&me.username).await?.ok_or(AccountError::DeviceGone)?;
+    if !own.devices.iter().any(|d| d.device_id == device) {
+        return Err(AccountError::NotOwnDevice(device));
+    }
+    state.store.remove_device(device, state.now()).await?;
+    state.auth_cache.forget(device);
+    state.hub.disconnect(device);
+    state.fanout.forget_routes();
+    tracing::info!(device, by = me.device_id, "a device removed");
+    my_devices(state, me).await
 }
 
 /// Names (or unnames) one of the caller's own account's devices.

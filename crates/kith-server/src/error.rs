@@ -209,6 +209,7 @@ impl From<AccountError> for ApiError {
             | AccountError::Description
             | AccountError::AccountKey
             | AccountError::KeyPackagesTooEarly
+            | AccountError::RemoveFromAnother
             | AccountError::NoLastResort
             | AccountError::DeviceName => ErrorCode::BadRequest,
             AccountError::NoRandomness => return ApiError::internal(&"no randomness for a token"),

@@ -94,6 +94,13 @@ impl FanoutCache {
         }
     }
 
+    /// Every conversation's members may have changed (a device was removed).
+    pub fn forget_routes(&self) {
+        if let Ok(mut map) = self.routes.lock() {
+            map.clear();
+        }
+    }
+
     /// Remembers in the store that `sender` posted in `conversation` (for reputation: a block
     /// counts only from someone the blocked account wrote to). The first post per pair writes.
     pub async fn note_spoke(

@@ -130,3 +130,41 @@ async fn a_block_through_one_node_holds_at_once_on_another() {
         alice.sync().await.unwrap().messages.into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["after the unblock"]);
 }
+
+/// A device removed through one node: its token is refused at once on the other, which closes
+/// the push connection it had there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_removed_through_one_node_is_shut_out_of_every_node() {
+    let Some(nodes) = TestServer::start_postgres_nodes(2).await else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut phone = TestUser::register(&a.url, "ana", AccountKind::Person).await;
+    // The laptop joins through node B and keeps a push connection there.
+    let dir = tempfile::tempdir().unwrap();
+    let mut laptop = TestUser { client: kith_client::Client::open(dir.path()).unwrap(), dir };
+    let offer = phone.offer_link().await.unwrap();
+    let code = offer.code().expose().replace(&a.url, &b.url);
+    let poll = Duration::from_millis(20);
+    let (approved, joined) =
+        tokio::join!(phone.approve_link(offer, poll), laptop.register_by_link(&code, poll));
+    joined.unwrap();
+    let approved = approved.unwrap();
+    let laptop_id = approved.device_id;
+    phone.add_linked_device(approved, poll, Duration::from_secs(10), |_, _| {}).await.unwrap();
+    let bearer = laptop.bearer();
+    let mut push = laptop.connect_push().await.unwrap();
+    let http = reqwest::Client::new();
+    let me = |url: &str| http.get(format!("{url}/v1/me")).header("authorization", &bearer);
+    assert_eq!(me(&b.url).send().await.unwrap().status().as_u16(), 200);
+
+    phone.remove_device(laptop_id, |_, _| {}).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while laptop.receive_push(&mut push).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "node B kept the removed device's push connection open");
+    assert_eq!(me(&b.url).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(me(&a.url).send().await.unwrap().status().as_u16(), 401);
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -33,6 +33,27 @@ impl AccountStore for PgStore {
         crate::links::answer_link(&self.pool, id, &key_packages).await
     }
 
+    async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n =
+            sqlx::query("UPDATE devices SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
+                .bind(i(device))
+                .bind(i(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        if n == 0 {
+            return Err(StoreError::UnknownDevice);
+        }
+        for sql in crate::links::REMOVE_DEVICE {
+            sqlx::query(sql).bind(i(device)).execute(&mut *tx).await.map_err(backend)?;
+        }
+        // Other nodes refuse its token and close its push connections at once.
+        announce_access_changed(&mut tx, &self.announce, device).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     async fn delete_link(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM links WHERE id = $1")
             .bind(id)
@@ -93,7 +114,8 @@ impl AccountStore for PgStore {
         let row = sqlx::query(
             "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
                     a.verified
-             FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
+             FROM devices d JOIN accounts a ON a.id = d.account_id
+             WHERE d.id = $1 AND d.removed_at IS NULL",
         )
         .bind(i(device))
         .fetch_optional(&self.pool)
@@ -126,7 +148,7 @@ impl AccountStore for PgStore {
         };
         let rows: Vec<(i64, Vec<u8>, i64, Option<String>, Option<i64>)> = sqlx::query_as(
             "SELECT id, credential_key, created_at, name, last_seen FROM devices
-             WHERE account_id = $1 ORDER BY id",
+             WHERE account_id = $1 AND removed_at IS NULL ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)

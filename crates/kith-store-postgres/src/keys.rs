@@ -82,7 +82,8 @@ impl KeyPackageStore for PgStore {
             return Err(StoreError::UnknownUser);
         };
         let devices: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM devices WHERE account_id = $1 AND id != $2 ORDER BY id",
+            "SELECT id FROM devices
+             WHERE account_id = $1 AND id != $2 AND removed_at IS NULL ORDER BY id",
         )
         .bind(account)
         .bind(except.map(i).unwrap_or(-1))
@@ -130,8 +131,9 @@ impl KeyPackageStore for PgStore {
     }
 
     async fn devices_by_credential_keys(&self, keys: &[Vec<u8>]) -> StoreResult<Vec<KeyOwner>> {
-        let rows: Vec<(Vec<u8>, i64, String)> = sqlx::query_as(
-            "SELECT DISTINCT ON (d.credential_key) d.credential_key, d.id, a.username
+        let rows: Vec<(Vec<u8>, i64, String, bool)> = sqlx::query_as(
+            "SELECT DISTINCT ON (d.credential_key) d.credential_key, d.id, a.username,
+                    d.removed_at IS NOT NULL
              FROM devices d JOIN accounts a ON a.id = d.account_id
              WHERE d.credential_key = ANY($1) ORDER BY d.credential_key, d.id",
         )
@@ -141,10 +143,11 @@ impl KeyPackageStore for PgStore {
         .map_err(backend)?;
         Ok(rows
             .into_iter()
-            .map(|(credential_key, id, username)| KeyOwner {
+            .map(|(credential_key, id, username, removed)| KeyOwner {
                 credential_key,
                 device_id: u(id),
                 username,
+                removed,
             })
             .collect())
     }

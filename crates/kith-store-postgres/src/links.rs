@@ -111,11 +111,13 @@ pub(crate) async fn approve_link(
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
-    let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
-        .bind(account)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
+    let devices: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM devices WHERE account_id = $1 AND removed_at IS NULL",
+    )
+    .bind(account)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
     if u(devices) >= u64::from(d.max_devices) {
         return Ok(LinkApproval::TooManyDevices);
     }
@@ -168,3 +170,16 @@ pub(crate) async fn answer_link(
     .map_err(backend)?;
     Ok(done.rows_affected() == 1)
 }
+
+/// What goes with a removed device (`$1`), in this order.
+pub(crate) const REMOVE_DEVICE: [&str; 6] = [
+    "DELETE FROM key_packages WHERE device_id = $1",
+    "DELETE FROM last_resort_key_packages WHERE device_id = $1",
+    "DELETE FROM conversation_members WHERE device_id = $1",
+    // Each message its queue holds that no other device's does, then its queue.
+    "DELETE FROM messages WHERE id IN (SELECT message_id FROM queue WHERE device_id = $1)
+       AND id NOT IN (SELECT message_id FROM queue WHERE device_id != $1 AND message_id IN
+                        (SELECT message_id FROM queue WHERE device_id = $1))",
+    "DELETE FROM queue WHERE device_id = $1",
+    "DELETE FROM missed WHERE device_id = $1",
+];

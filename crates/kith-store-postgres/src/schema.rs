@@ -175,6 +175,8 @@ const MIGRATIONS: &[&str] = &[
         key_packages BYTEA
      );
      CREATE INDEX links_expiry ON links (expires_at);",
+    // 15: a device removed from its account (its key stays taken).
+    "ALTER TABLE devices ADD COLUMN removed_at BIGINT;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

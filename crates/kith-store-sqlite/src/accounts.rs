@@ -103,12 +103,17 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()> {
+        self.inner.writer.write(move |conn| crate::links::remove_device(conn, device, now)).await
+    }
+
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT d.id, a.username, a.kind, d.token_hash, d.credential_key, a.suspend_reason,
                         a.verified
-                 FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
+                 FROM devices d JOIN accounts a ON a.id = d.account_id
+                 WHERE d.id = ?1 AND d.removed_at IS NULL",
             )?
             .query_row(params![i(device)], |r| {
                 Ok(DeviceAuth {
@@ -141,7 +146,7 @@ impl AccountStore for SqliteStore {
             let devices = conn
                 .prepare_cached(
                     "SELECT id, credential_key, created_at, name, last_seen FROM devices
-                     WHERE account_id = ?1 ORDER BY id",
+                     WHERE account_id = ?1 AND removed_at IS NULL ORDER BY id",
                 )?
                 .query_map(params![account], |r| {
                     Ok(DeviceRecord {

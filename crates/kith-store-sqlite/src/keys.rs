@@ -93,7 +93,8 @@ impl KeyPackageStore for SqliteStore {
                 let Some(account) = account else { return Err(StoreError::UnknownUser) };
                 let devices = conn
                     .prepare_cached(
-                        "SELECT id FROM devices WHERE account_id = ?1 AND id != ?2 ORDER BY id",
+                        "SELECT id FROM devices
+                         WHERE account_id = ?1 AND id != ?2 AND removed_at IS NULL ORDER BY id",
                     )
                     .map_err(backend)?
                     .query_map(params![account, except.map(i).unwrap_or(-1)], |r| {
@@ -133,16 +134,19 @@ impl KeyPackageStore for SqliteStore {
         let keys = keys.to_vec();
         self.read(move |conn| {
             let mut q = conn.prepare_cached(
-                "SELECT d.id, a.username FROM devices d JOIN accounts a ON a.id = d.account_id
+                "SELECT d.id, a.username, d.removed_at IS NOT NULL
+                 FROM devices d JOIN accounts a ON a.id = d.account_id
                  WHERE d.credential_key = ?1 ORDER BY d.id LIMIT 1",
             )?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
                 let found = q
-                    .query_row(params![key], |r| Ok((u(r.get(0)?), r.get::<_, String>(1)?)))
+                    .query_row(params![key], |r| {
+                        Ok((u(r.get(0)?), r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+                    })
                     .optional()?;
-                if let Some((device_id, username)) = found {
-                    out.push(KeyOwner { credential_key: key, device_id, username });
+                if let Some((device_id, username, removed)) = found {
+                    out.push(KeyOwner { credential_key: key, device_id, username, removed });
                 }
             }
             Ok(out)

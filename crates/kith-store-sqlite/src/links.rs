@@ -77,9 +77,11 @@ pub(crate) fn approve_link(
         })
         .map_err(backend)?;
     let devices: i64 = tx
-        .query_row("SELECT COUNT(*) FROM devices WHERE account_id = ?1", params![account], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM devices WHERE account_id = ?1 AND removed_at IS NULL",
+            params![account],
+            |r| r.get(0),
+        )
         .map_err(backend)?;
     if u(devices) >= u64::from(d.max_devices) {
         return Ok(LinkApproval::TooManyDevices);
@@ -120,4 +122,34 @@ pub(crate) fn answer_link(
         params![id, key_packages],
     )?;
     Ok(n == 1)
+}
+
+/// What goes with a removed device (`?1`), in this order.
+const REMOVE_DEVICE: [&str; 6] = [
+    "DELETE FROM key_packages WHERE device_id = ?1",
+    "DELETE FROM last_resort_key_packages WHERE device_id = ?1",
+    "DELETE FROM conversation_members WHERE device_id = ?1",
+    // Each message its queue holds that no other device's does, then its queue.
+    "DELETE FROM messages WHERE id IN (SELECT message_id FROM queue WHERE device_id = ?1)
+       AND id NOT IN (SELECT message_id FROM queue WHERE device_id != ?1 AND message_id IN
+                        (SELECT message_id FROM queue WHERE device_id = ?1))",
+    "DELETE FROM queue WHERE device_id = ?1",
+    "DELETE FROM missed WHERE device_id = ?1",
+];
+
+/// One writer job (see [`approve_link`]): the device out of its account for good.
+pub(crate) fn remove_device(conn: &Connection, device: DeviceId, now: Millis) -> StoreResult<()> {
+    let n = conn
+        .execute(
+            "UPDATE devices SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL",
+            params![i(device), i(now)],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(StoreError::UnknownDevice);
+    }
+    for sql in REMOVE_DEVICE {
+        conn.execute(sql, params![i(device)]).map_err(backend)?;
+    }
+    Ok(())
 }

@@ -175,6 +175,8 @@ const MIGRATIONS: &[&str] = &[
         key_packages BLOB
      );
      CREATE INDEX links_expiry ON links (expires_at);",
+    // 15: a device removed from its account (its key stays taken).
+    "ALTER TABLE devices ADD COLUMN removed_at INTEGER;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
             account_keys_are_kept,
             device_names_and_last_seen_are_kept,
             links_work_once_and_go,
+            a_removed_device_is_gone_for_good,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -1070,4 +1071,53 @@ pub async fn links_work_once_and_go(store: Arc<dyn Store>) {
     // An expired link goes with the retention sweep.
     store.sweep_expired(0, NOW + 10).await.unwrap();
     assert_eq!(store.link("L2").await.unwrap(), None);
+}
+
+pub async fn a_removed_device_is_gone_for_good(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 2)).await.unwrap();
+    // Her second device, through a link.
+    store
+        .create_link(NewLink {
+            id: "L".into(),
+            username: "alice".into(),
+            device_id: a,
+            pake: vec![1],
+            created_at: NOW,
+            expires_at: NOW + 600_000,
+        })
+        .await
+        .unwrap();
+    assert!(store.join_link("L", vec![2], vec![3], NOW).await.unwrap());
+    let linked = LinkedDevice {
+        credential_key: b"key-laptop".to_vec(),
+        token_hash: [4; 32],
+        handover: vec![5],
+        max_devices: 5,
+        now: NOW,
+    };
+    let LinkApproval::Approved(laptop) = store.approve_link("L", linked).await.unwrap() else {
+        panic!("not approved")
+    };
+    store
+        .add_key_packages(laptop, vec![b"kp-laptop".to_vec()], Some(b"last".to_vec()))
+        .await
+        .unwrap();
+    store.create_conversation(new_conversation(a, laptop)).await.unwrap();
+
+    store.remove_device(laptop, NOW + 1).await.unwrap();
+    assert!(matches!(store.remove_device(laptop, NOW + 2).await, Err(StoreError::UnknownDevice)));
+    // Its token has no record any more; it is in no list, claim or route.
+    assert_eq!(store.device_auth(laptop).await.unwrap(), None);
+    let devices = store.account_devices("alice").await.unwrap().unwrap().devices;
+    assert_eq!(devices.iter().map(|d| d.device_id).collect::<Vec<_>>(), [a]);
+    let claimed = store.claim_key_packages("alice", true, None).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.device_id).collect::<Vec<_>>(), [a]);
+    let route = store.conversation_route(&conv(1)).await.unwrap().unwrap();
+    assert_eq!(route.members, [a]);
+    // Its key stays taken, marked removed.
+    let owners = store.devices_by_credential_keys(&[b"key-laptop".to_vec()]).await.unwrap();
+    assert_eq!(owners.len(), 1);
+    assert!(owners[0].removed);
+    assert!(!store.devices_by_credential_keys(&[b"key-alice".to_vec()]).await.unwrap()[0].removed);
+    assert!(matches!(store.remove_device(999, NOW).await, Err(StoreError::UnknownDevice)));
 }

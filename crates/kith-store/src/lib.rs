@@ -415,6 +415,9 @@ pub struct KeyOwner {
     pub credential_key: Vec<u8>,
     pub device_id: DeviceId,
     pub username: String,
+    /// Removed from its account ([`AccountStore::remove_device`]): its key stays taken, and a
+    /// group's leaf that still carries it gets nothing.
+    pub removed: bool,
 }
 
 /// One entry of a device's queue, joined with its message.
@@ -564,6 +567,13 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Forgets a link (used, or cancelled). Links also go with the retention sweep once
     /// expired ([`DeliveryStore::sweep_expired`]).
     async fn delete_link(&self, id: &str) -> StoreResult<()>;
+
+    /// Removes a device from its account at `now`, for good: its token is refused from then on
+    /// (it has no authentication record any more), its KeyPackages, queue and conversation
+    /// memberships go, and it is left out of every device list, claim and device count. Other
+    /// processes sharing the store are told ([`Announcement::AccessChanged`]).
+    /// `Err(UnknownDevice)` if there is no such device (or it was removed already).
+    async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()>;
 
     /// Names (or, with `None`, unnames) a device. `Err(UnknownDevice)`.
     async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()>;

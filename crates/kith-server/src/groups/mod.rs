@@ -38,28 +38,35 @@ pub struct MemberDevice {
 }
 
 /// Maps each leaf (username, signature key) to its registered device; every leaf must resolve.
+/// A leaf of a device removed from its account resolves to nothing (it gets nothing more, and
+/// a member's next commit takes it out); new or changed leaves are never such
+/// ([`check_certificates`] finds no such device).
 pub async fn resolve_devices(
     store: &dyn Store,
     leaves: &[state::Leaf],
 ) -> GroupResult<Vec<MemberDevice>> {
     let keys: Vec<Vec<u8>> = leaves.iter().map(|l| l.signature_key.clone()).collect();
-    let owners: BTreeMap<Vec<u8>, (DeviceId, String)> = store
+    let owners: BTreeMap<Vec<u8>, (DeviceId, String, bool)> = store
         .devices_by_credential_keys(&keys)
         .await?
         .into_iter()
-        .map(|o| (o.credential_key, (o.device_id, o.username)))
+        .map(|o| (o.credential_key, (o.device_id, o.username, o.removed)))
         .collect();
-    leaves
-        .iter()
-        .map(|leaf| match owners.get(&leaf.signature_key) {
-            Some((device_id, username)) if *username == leaf.username => Ok(MemberDevice {
-                leaf: leaf.index,
-                username: leaf.username.clone(),
-                device_id: *device_id,
-            }),
-            _ => Err(GroupError::Unregistered(leaf.username.clone())),
-        })
-        .collect()
+    let mut out = Vec::with_capacity(leaves.len());
+    for leaf in leaves {
+        match owners.get(&leaf.signature_key) {
+            Some((_, username, true)) if *username == leaf.username => {}
+            Some((device_id, username, false)) if *username == leaf.username => {
+                out.push(MemberDevice {
+                    leaf: leaf.index,
+                    username: leaf.username.clone(),
+                    device_id: *device_id,
+                });
+            }
+            _ => return Err(GroupError::Unregistered(leaf.username.clone())),
+        }
+    }
+    Ok(out)
 }
 
 /// Each of `leaves` (new in the tree, or changed) carries the certificate of the device the

@@ -84,6 +84,24 @@ pub async fn my_devices(
     Ok(Json(accounts::my_devices(&state, &me).await?))
 }
 
+/// Removes another device of the caller's account: its token is refused at once, on every
+/// node, and its push connections close.
+#[utoipa::path(delete, path = "/v1/me/devices/{device_id}", tag = "accounts",
+    security(("bearer" = [])),
+    params(("device_id" = u64, Path)),
+    responses(
+        (status = 200, description = "The account's devices left", body = MyDevices),
+        (status = 400, description = "bad_request: the calling device itself; unknown_device: not a device of this account", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn remove_device(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    DevicePath(device): DevicePath,
+) -> ApiResult<Json<MyDevices>> {
+    Ok(Json(accounts::remove_device(&state, &me, device).await?))
+}
+
 /// Names one of the caller's own account's devices (`null` removes the name).
 #[utoipa::path(put, path = "/v1/me/devices/{device_id}/name", tag = "accounts",
     security(("bearer" = [])),

@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me/token", post(accounts::rotate_token))
         .route("/v1/me/account-key", put(accounts::set_account_key))
         .route("/v1/me/devices", get(accounts::my_devices))
+        .route("/v1/me/devices/{device_id}", axum::routing::delete(accounts::remove_device))
         .route("/v1/me/devices/{device_id}/name", put(accounts::rename_device))
         .route("/v1/accounts/{username}/devices", get(accounts::devices))
         .route("/v1/links", post(links::offer))
