@@ -123,6 +123,29 @@ pub(crate) struct Device {
     pub this_device: bool,
 }
 
+/// `POST /api/devices/link`: a link offered — the code, its QR code (SVG) and its expiry.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(TS))]
+pub(crate) struct LinkOffered {
+    pub code: String,
+    pub qr_svg: String,
+    /// Unix milliseconds.
+    pub expires_at: u64,
+}
+
+/// `GET /api/devices/link`: how the link offered last is going.
+#[derive(Clone, Default, Serialize)]
+#[cfg_attr(test, derive(TS))]
+pub(crate) struct LinkProgress {
+    /// `none`, `waiting` (for the new device), `adding` (it to the conversations), `linked`,
+    /// or `failed`.
+    pub state: String,
+    pub done: u64,
+    pub total: u64,
+    pub device_id: Option<u64>,
+    pub error: Option<String>,
+}
+
 impl From<kith_proto::MyDevice> for Device {
     fn from(d: kith_proto::MyDevice) -> Self {
         Device {
@@ -218,6 +241,8 @@ mod tests {
             Deleted::decl(&cfg),
             Business::decl(&cfg),
             Device::decl(&cfg),
+            LinkOffered::decl(&cfg),
+            LinkProgress::decl(&cfg),
             AppError::decl(&cfg),
             Problem::decl(&cfg),
             Arrived::decl(&cfg),

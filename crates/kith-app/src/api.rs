@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::App;
 use crate::answers::{
-    Business, Deleted, Device, Done, Group, GroupCreated, Me, Reported, Sent, Story, StoryPosted,
+    Business, Deleted, Device, Done, Group, GroupCreated, LinkOffered, LinkProgress, Me, Reported,
+    Sent, Story, StoryPosted,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -77,6 +78,9 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/rotate-token", post(rotate_token))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/name", post(rename_device))
+        .route("/api/devices/{id}/remove", post(remove_device))
+        .route("/api/devices/link", post(offer_link).get(link_progress))
+        .route("/api/link", post(register_by_link))
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
@@ -379,10 +383,121 @@ async fn rename_device(
     Path(id): Path<String>,
     Json(n): Json<DeviceName>,
 ) -> Answer<Vec<Device>> {
-    let id: u64 = id.parse().map_err(|_| {
-        ClientError::refused(kith_client::Refusal::BadArgument, "a device id is a number")
-    })?;
+    let id = device_id(&id)?;
     let mut client = app.client.lock().await;
     let name = n.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
     Ok(Json(client.rename_device(id, name).await?.into_iter().map(Device::from).collect()))
+}
+
+fn device_id(id: &str) -> Result<u64, Failure> {
+    id.parse().map_err(|_| {
+        ClientError::refused(kith_client::Refusal::BadArgument, "a device id is a number").into()
+    })
+}
+
+/// Removes another device of this account (taken out of every conversation); the devices
+/// after.
+async fn remove_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer<Vec<Device>> {
+    let id = device_id(&id)?;
+    let mut client = app.client.lock().await;
+    let (left, _) = client.remove_device(id, |_, _| {}).await?;
+    drop(client);
+    let _ = app.events.send(crate::answers::LiveEvent::Resync.json());
+    Ok(Json(left.into_iter().map(Device::from).collect()))
+}
+
+/// How often the app asks whether the new device has joined.
+const LINK_POLL: Duration = Duration::from_millis(500);
+
+/// Offers a link for a new device: the code and its QR code. A task waits for the new device
+/// (taking the profile only to ask the server, then letting it go), approves it and adds it to
+/// every conversation; the page follows it with [`link_progress`].
+async fn offer_link(State(app): State<Arc<App>>) -> Answer<LinkOffered> {
+    let offer = app.client.lock().await.offer_link().await?;
+    let code = offer.code();
+    let qr_svg = qrcode::QrCode::new(code.expose().as_bytes())
+        .map(|qr| {
+            qr.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build()
+        })
+        .unwrap_or_default();
+    let answer =
+        LinkOffered { code: code.expose().to_string(), qr_svg, expires_at: offer.expires_at };
+    set_link(&app, LinkProgress { state: "waiting".into(), ..Default::default() });
+    tokio::spawn(run_link(app.clone(), offer));
+    Ok(Json(answer))
+}
+
+fn set_link(app: &App, progress: LinkProgress) {
+    *app.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = progress;
+}
+
+fn link_failed(app: &App, e: &ClientError) {
+    let error = Some(e.message());
+    set_link(app, LinkProgress { state: "failed".into(), error, ..Default::default() });
+}
+
+async fn run_link(app: Arc<App>, offer: kith_client::LinkOffer) {
+    let joined = loop {
+        let asked = app.client.lock().await.link_joined(&offer).await;
+        match asked {
+            Ok(Some(joined)) => break joined,
+            Ok(None) => tokio::time::sleep(LINK_POLL).await,
+            Err(e) => return link_failed(&app, &e),
+        }
+    };
+    let mut client = app.client.lock().await;
+    let approved = match client.approve_joined(offer, joined).await {
+        Ok(a) => a,
+        Err(e) => return link_failed(&app, &e),
+    };
+    let device_id = Some(approved.device_id);
+    set_link(&app, LinkProgress { state: "adding".into(), device_id, ..Default::default() });
+    let added = client
+        .add_linked_device(approved, LINK_POLL, Duration::from_secs(60), |done, total| {
+            let state = "adding".into();
+            let (done, total) = (done as u64, total as u64);
+            set_link(&app, LinkProgress { state, done, total, device_id, error: None });
+        })
+        .await;
+    drop(client);
+    match added {
+        Ok(l) => {
+            let total = l.added_to as u64;
+            let state = "linked".into();
+            set_link(&app, LinkProgress { state, done: total, total, device_id, error: None });
+        }
+        Err(e) => link_failed(&app, &e),
+    }
+    let _ = app.events.send(crate::answers::LiveEvent::Resync.json());
+}
+
+/// How the last link offered is going.
+async fn link_progress(State(app): State<Arc<App>>) -> Answer<LinkProgress> {
+    Ok(Json(app.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()))
+}
+
+#[derive(Deserialize)]
+struct LinkCodeIn {
+    code: String,
+}
+
+/// Joins an account as a new device, with the code one of its devices shows.
+async fn register_by_link(State(app): State<Arc<App>>, Json(l): Json<LinkCodeIn>) -> Answer<Me> {
+    let mut client = app.client.lock().await;
+    if let Some(p) = client.profile() {
+        return Err(ClientError::AlreadyRegistered(p.username.clone()).into());
+    }
+    let p = client.register_by_link(l.code.trim(), LINK_POLL).await?;
+    let answer = Me {
+        registered: true,
+        business: Some(p.kind == AccountKind::Business),
+        username: Some(p.username),
+        server: Some(p.server),
+    };
+    drop(client);
+    app.registered.notify_one();
+    Ok(Json(answer))
 }

@@ -112,6 +112,8 @@ pub(crate) struct App {
     pub registered: Notify,
     /// Asks for the upkeep `sync` runs (story channel, held invitations, expiry) now.
     pub upkeep: Notify,
+    /// How the link offered last is going (see `api::offer_link`).
+    pub link: std::sync::Mutex<crate::answers::LinkProgress>,
     /// The secret printed with the address (see [`open`]).
     secret: Secret,
     /// Keys good for one session each (see [`Running::page_file`]).
@@ -166,6 +168,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         ),
         registered: Notify::new(),
         upkeep: Notify::new(),
+        link: Default::default(),
         secret: Secret::new(secret.clone()),
         once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),

@@ -93,7 +93,7 @@ pub use error::{ClientError, ClientResult, Refusal};
 pub use events::SystemEvent;
 pub use groups::{GroupSummary, Target};
 pub use kith_proto::{AccountKind, ErrorCode};
-pub use link::{Approved, LinkCode, LinkOffer, Linked};
+pub use link::{Approved, Joined, LinkCode, LinkOffer, Linked};
 pub use local::{ConversationKind, Delivery, Message, Profile};
 /// The one MLS ciphersuite Kith speaks.
 pub use mls::CIPHERSUITE;

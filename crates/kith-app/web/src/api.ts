@@ -34,6 +34,8 @@ import type {
   Done,
   Group,
   GroupCreated,
+  LinkOffered,
+  LinkProgress,
   Me,
   Message,
   Reported,
@@ -50,6 +52,8 @@ export type {
   Device,
   Group,
   Kind,
+  LinkOffered,
+  LinkProgress,
   LiveEvent,
   Me,
   Message,
@@ -138,4 +142,8 @@ export const api = {
   devices: () => call<Device[]>("GET", "/api/devices"),
   renameDevice: (id: number, name: string | null) =>
     call<Device[]>("POST", `/api/devices/${id}/name`, { name }),
+  removeDevice: (id: number) => call<Device[]>("POST", `/api/devices/${id}/remove`),
+  offerLink: () => call<LinkOffered>("POST", "/api/devices/link"),
+  linkProgress: () => call<LinkProgress>("GET", "/api/devices/link"),
+  registerByLink: (code: string) => call<Me>("POST", "/api/link", { code }),
 };

@@ -109,6 +109,19 @@ last_seen: number | null,
  */
 this_device: boolean, };
 
+export type LinkOffered = { code: string, qr_svg: string, 
+/**
+ * Unix milliseconds.
+ */
+expires_at: number, };
+
+export type LinkProgress = { 
+/**
+ * `none`, `waiting` (for the new device), `adding` (it to the conversations), `linked`,
+ * or `failed`.
+ */
+state: string, done: number, total: number, device_id: number | null, error: string | null, };
+
 export type AppError = { code: string, message: string, };
 
 export type Problem = { kind: "unreadable" | "unjoinable" | "malformed" | "not_added" | "upkeep" | "unreached", chat: string | null, user: string | null, 

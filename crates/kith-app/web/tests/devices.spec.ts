@@ -1,6 +1,16 @@
 // This account's devices in the page: listed in Settings, this one marked, and named there.
 import { expect, test } from "@playwright/test";
-import { pageUser, startKithd, stopAll } from "./harness";
+import {
+  cliUser,
+  folder,
+  kith,
+  kithRunning,
+  linkCodeOf,
+  pageUser,
+  startApp,
+  startKithd,
+  stopAll,
+} from "./harness";
 
 test.afterAll(() => stopAll());
 
@@ -21,4 +31,48 @@ test("this account's devices are listed in settings, and one is named there", as
   await page.keyboard.press("Escape");
   await page.getByRole("button", { name: "Settings (,)" }).click();
   await expect(page.getByRole("list", { name: "Devices" })).toContainText("laptop");
+});
+
+test("a device is linked from the devices page, and removed there", async ({ browser }) => {
+  const server = await startKithd();
+  const ann = await pageUser(browser, server, "ann");
+  const page = ann.page;
+  page.on("dialog", (d) => void d.accept());
+  await page.getByRole("button", { name: "Settings (,)" }).click();
+  await page.getByRole("button", { name: "Link a new device" }).click();
+  await expect(page.getByRole("img", { name: "Link QR code" }).locator("svg")).toBeVisible();
+  const code = (await page.getByLabel("Link code").textContent()) ?? "";
+  expect(code).toMatch(/^[0-9A-Z]{5}-[0-9A-Z]{5}-[0-9A-Z]{5}-[0-9A-Z]{5}@http/);
+  // The new device is a command-line profile.
+  const laptop = folder("kith-laptop-");
+  const joined = await kith(laptop, "register", "--link", code);
+  expect(joined).toContain("Linked to ann");
+  await expect(page.getByRole("status").filter({ hasText: /Linked device \d+/ })).toBeVisible();
+  const list = page.getByRole("list", { name: "Devices" });
+  await expect(list.getByRole("listitem")).toHaveCount(2);
+  // Removed from here: its token stops working.
+  await list.getByRole("button", { name: /^Remove device/ }).click();
+  await expect(list.getByRole("listitem")).toHaveCount(1);
+  await expect(kith(laptop, "sync")).rejects.toThrow(/unauthorized|token/i);
+});
+
+test("a new app links to an existing account from its welcome page", async ({ browser }) => {
+  const server = await startKithd();
+  const cal = await cliUser(server, "cal");
+  const linking = kithRunning(cal, "device", "link");
+  const code = await linkCodeOf(linking);
+  const app = await startApp();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(app.url);
+  await page.getByRole("button", { name: "Link to an existing account" }).click();
+  await page.getByLabel("Link code").fill(code);
+  await page.getByRole("button", { name: "Link this computer" }).click();
+  await expect(page.locator(".topbar .me")).toHaveText("cal");
+  expect(await linking.exited).toBe(0);
+  expect(linking.output()).toContain("Linked device");
+  // A message to cal reaches the app too.
+  const dee = await cliUser(server, "dee");
+  await kith(dee, "send", "cal", "hello both");
+  await expect(page.getByText("hello both")).toBeVisible({ timeout: 15_000 });
 });

@@ -16,7 +16,7 @@ const BIN = resolve(
 const processes: ChildProcess[] = [];
 const folders: string[] = [];
 
-function folder(prefix: string): string {
+export function folder(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   folders.push(dir);
   return dir;
@@ -108,6 +108,23 @@ export function kith(profile: string, ...args: string[]): Promise<string> {
       err ? fail(new Error(`kith ${args.join(" ")}: ${stderr || err.message}`)) : ok(stdout),
     ),
   );
+}
+
+/** Starts a long-running `kith` command (`device link` waits for the new device); its output
+ * so far, and a promise of its exit code. */
+export function kithRunning(profile: string, ...args: string[]): { output: () => string; exited: Promise<number | null> } {
+  const child = spawn(`${BIN}/kith`, ["--profile", profile, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  processes.push(child);
+  let out = "";
+  child.stdout?.on("data", (d) => (out += String(d)));
+  child.stderr?.on("data", (d) => (out += String(d)));
+  const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)));
+  return { output: () => out, exited };
+}
+
+/** The `Link code: …` a running `kith device link` printed. */
+export async function linkCodeOf(run: { output: () => string }): Promise<string> {
+  return until("kith device link to print its code", () => /Link code: (\S+)/.exec(run.output())?.[1]);
 }
 
 export function kithd(...args: string[]): Promise<string> {

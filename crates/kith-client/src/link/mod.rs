@@ -77,6 +77,12 @@ impl LinkOffer {
     }
 }
 
+/// What the new device sent when it joined a link, before it is opened.
+pub struct Joined {
+    pake: B64,
+    request: B64,
+}
+
 /// A device approved through a link, and the channel to it.
 pub struct Approved {
     pub device_id: u64,
@@ -131,26 +137,45 @@ impl Client {
         Ok(LinkOffer { code, exchange, expires_at: offered.expires_at })
     }
 
-    /// Waits (asking every `every`) for the new device to join `offer`, then approves it:
-    /// the account key signs its credential key and token hash, and the handover goes to it
-    /// sealed. A device that did not have the code is refused and the link cancelled.
+    /// Waits (asking every `every`) for the new device to join `offer`, then approves it
+    /// ([`Client::approve_joined`]).
     pub async fn approve_link(
         &mut self,
         offer: LinkOffer,
         every: Duration,
     ) -> ClientResult<Approved> {
-        let api = self.api()?;
-        let id = offer.code.id.clone();
-        let (pake, sealed) = loop {
-            let r = api.link_request(&id).await?;
-            if let (Some(p), Some(s)) = (r.pake, r.request) {
-                break (p, s);
-            }
-            if now_millis() >= offer.expires_at {
-                return Err(expired());
+        loop {
+            if let Some(joined) = self.link_joined(&offer).await? {
+                return self.approve_joined(offer, joined).await;
             }
             tokio::time::sleep(every).await;
-        };
+        }
+    }
+
+    /// Whether the new device joined `offer` yet (one question to the server; an app asks
+    /// again later without holding the profile meanwhile). Past the expiry: refused.
+    pub async fn link_joined(&mut self, offer: &LinkOffer) -> ClientResult<Option<Joined>> {
+        let r = self.api()?.link_request(&offer.code.id).await?;
+        if let (Some(pake), Some(request)) = (r.pake, r.request) {
+            return Ok(Some(Joined { pake, request }));
+        }
+        if now_millis() >= offer.expires_at {
+            return Err(expired());
+        }
+        Ok(None)
+    }
+
+    /// Approves the device that joined: the account key signs its credential key and token
+    /// hash, and the handover goes to it sealed. A device that did not have the code is
+    /// refused and the link cancelled.
+    pub async fn approve_joined(
+        &mut self,
+        offer: LinkOffer,
+        joined: Joined,
+    ) -> ClientResult<Approved> {
+        let api = self.api()?;
+        let id = offer.code.id.clone();
+        let Joined { pake, request: sealed } = joined;
         let opened = offer.exchange.finish(&pake.0).ok().and_then(|channel| {
             let request = channel.open(Direction::ToLinking, &sealed.0)?;
             let request: JoinRequest = serde_json::from_slice(&request).ok()?;
