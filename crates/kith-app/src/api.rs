@@ -456,12 +456,17 @@ async fn run_link(app: Arc<App>, offer: kith_client::LinkOffer) {
     let device_id = Some(approved.device_id);
     set_link(&app, LinkProgress { state: "adding".into(), device_id, ..Default::default() });
     let added = client
-        .add_linked_device(approved, LINK_POLL, Duration::from_secs(60), |done, total| {
+        .add_linked_device(&approved, LINK_POLL, Duration::from_secs(60), |done, total| {
             let state = "adding".into();
             let (done, total) = (done as u64, total as u64);
             set_link(&app, LinkProgress { state, done, total, device_id, error: None });
         })
         .await;
+    // The history, if the new device asked for it.
+    let added = match added {
+        Ok(l) if approved.history => client.send_history(&approved, |_, _| {}).await.map(|_| l),
+        other => other,
+    };
     drop(client);
     match added {
         Ok(l) => {
@@ -490,7 +495,8 @@ async fn register_by_link(State(app): State<Arc<App>>, Json(l): Json<LinkCodeIn>
     if let Some(p) = client.profile() {
         return Err(ClientError::AlreadyRegistered(p.username.clone()).into());
     }
-    let p = client.register_by_link(l.code.trim(), LINK_POLL).await?;
+    // The history comes as the app syncs (each sync takes in what has arrived).
+    let p = client.register_by_link(l.code.trim(), LINK_POLL, true).await?;
     let answer = Me {
         registered: true,
         business: Some(p.kind == AccountKind::Business),

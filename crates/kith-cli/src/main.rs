@@ -47,6 +47,9 @@ enum Command {
         /// Join an account with the code another of its devices shows (`kith device link`).
         #[arg(long, value_name = "CODE", conflicts_with_all = ["username", "server", "business"])]
         link: Option<String>,
+        /// With --link: without the account's history (only what comes from now on).
+        #[arg(long, requires = "link")]
+        no_history: bool,
         /// Register a business account (public profile, cannot cold-message people).
         #[arg(long)]
         business: bool,
@@ -274,6 +277,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             username,
             server,
             link,
+            no_history,
             business,
             display_name,
             description,
@@ -289,10 +293,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     eprintln!("Waiting for the other device to approve this one…");
                 }
                 let p = client
-                    .register_by_link(&code, LINK_POLL)
+                    .register_by_link(&code, LINK_POLL, !no_history)
                     .await
                     .map_err(|e| explain(&e, None))?;
                 out.linked_here(&p);
+                if !no_history {
+                    take_history(&mut client, &out).await?;
+                }
                 return Ok(());
             }
             let (Some(username), Some(server)) = (username, server) else {
@@ -395,7 +402,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Device { command: DeviceCommand::Link } => link_device(&mut client, &out).await?,
         Command::Device { command: DeviceCommand::Remove { id } } => {
-            let bar = progress_bar(&out);
+            let bar = progress_bar(&out, "conversations");
             let (left, kept) = client
                 .remove_device(id, |done, total| {
                     if let Some(bar) = &bar {
@@ -629,34 +636,78 @@ async fn link_device(client: &mut Client, out: &output::Output) -> Result<(), Fa
     if !out.json {
         println!("Device {device} joined this account; adding it to your conversations…");
     }
-    let bar = progress_bar(out);
+    let follow = |bar: &Option<indicatif::ProgressBar>, done: usize, total: usize| {
+        if let Some(bar) = bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let bar = progress_bar(out, "conversations");
+    let wait = std::time::Duration::from_secs(120);
     let linked = client
-        .add_linked_device(
-            approved,
-            LINK_POLL,
-            std::time::Duration::from_secs(120),
-            |done, total| {
-                if let Some(bar) = &bar {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                }
-            },
-        )
+        .add_linked_device(&approved, LINK_POLL, wait, |d, t| follow(&bar, d, t))
         .await
         .map_err(|e| explain(&e, None))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     out.linked(&linked);
+    if approved.history {
+        let bar = progress_bar(out, "history chunks");
+        let sent = client
+            .send_history(&approved, |d, t| follow(&bar, d, t))
+            .await
+            .map_err(|e| explain(&e, None))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        out.done(&format!("Handed the history over ({sent} chunks, end-to-end encrypted)."));
+    }
     Ok(())
 }
 
-/// A progress bar over conversations, for people (none with `--json`).
-fn progress_bar(out: &output::Output) -> Option<indicatif::ProgressBar> {
+/// On a device just linked: the history, as it comes (a progress bar), for up to two minutes;
+/// what has not come by then comes at the next `kith sync`.
+async fn take_history(client: &mut Client, out: &output::Output) -> Result<(), Failure> {
+    let bar = progress_bar(out, "history chunks");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let done = loop {
+        match client.continue_history().await.map_err(|e| explain(&e, None))? {
+            None => break true,
+            Some((done, total)) => {
+                if let Some(bar) = &bar {
+                    bar.set_length(u64::from(total));
+                    bar.set_position(u64::from(done));
+                }
+            }
+        }
+        if std::time::Instant::now() >= until {
+            break false;
+        }
+        tokio::time::sleep(LINK_POLL).await;
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !out.json {
+        println!(
+            "{}",
+            if done {
+                "The account's history is here: kith history shows it."
+            } else {
+                "The history is still coming; it arrives at the next kith sync."
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar over `what`, for people (none with `--json`).
+fn progress_bar(out: &output::Output, what: &str) -> Option<indicatif::ProgressBar> {
     (!out.json).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} conversations")
+            indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}"))
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar

@@ -714,6 +714,18 @@ async fn a_device_is_linked_from_the_command_line() {
 
     let r = kith(laptop.path(), &["--json", "device", "list"]).await;
     assert_eq!(json_lines(&r.stdout).len(), 2, "{}", r.stdout);
+    // The history came along: `history --json` is the same on both.
+    let history = |p: std::path::PathBuf| async move {
+        let r = kith(&p, &["--json", "history", "bob"]).await;
+        assert!(r.ok, "{}", r.stderr);
+        json_lines(&r.stdout)
+            .into_iter()
+            .map(|m| (m["id"].clone(), m["from"].clone(), m["text"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let on_laptop = history(laptop.path().to_path_buf()).await;
+    assert_eq!(on_laptop, history(a.path().to_path_buf()).await);
+    assert!(on_laptop.iter().any(|(_, _, t)| t == "hello alice"), "{on_laptop:?}");
     assert!(kith(laptop.path(), &["sync"]).await.ok);
     assert!(kith(b.path(), &["send", "alice", "to both"]).await.ok);
     for p in [a.path(), laptop.path()] {

@@ -210,6 +210,19 @@ impl Api {
         self.call(Method::POST, &format!("/v1/links/{link}/key-packages"), Some(req)).await
     }
 
+    pub async fn put_history_chunk(
+        &self,
+        link: &str,
+        n: u32,
+        req: &HistoryChunk,
+    ) -> ClientResult<()> {
+        self.call(Method::PUT, &format!("/v1/links/{link}/history/{n}"), Some(req)).await
+    }
+
+    pub async fn history_chunk(&self, link: &str, n: u32) -> ClientResult<HistoryChunk> {
+        self.call::<(), _>(Method::GET, &format!("/v1/links/{link}/history/{n}"), None).await
+    }
+
     pub async fn cancel_link(&self, link: &str) -> ClientResult<()> {
         self.call::<(), _>(Method::DELETE, &format!("/v1/links/{link}"), None).await
     }

@@ -133,6 +133,11 @@ impl Client {
         Ok(profile)
     }
 
+    /// Takes in at most `max` chunks of a history being handed over: a transfer cut half-way.
+    pub async fn raw_continue_history(&mut self, max: u32) -> ClientResult<Option<(u32, u32)>> {
+        self.continue_history_upto(max).await
+    }
+
     /// The id of this device's open 1:1 conversation with `peer`.
     pub fn raw_direct_with(&self, peer: &str) -> ClientResult<Option<String>> {
         Ok(self.local.direct_with(peer)?.map(|c| c.id))

@@ -96,6 +96,12 @@ impl Client {
             Ok(()) => {}
         }
         self.certify_leaves().await?;
+        // A history a linking device hands this one: what has come since the last time.
+        match self.continue_history().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "the history transfer waits"),
+            Ok(_) => {}
+        }
         self.settle_all_unsure().await;
         match self.send_outbox(None, None).await {
             Err(e) if e.is_local() => return Err(e),

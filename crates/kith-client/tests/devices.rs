@@ -28,12 +28,21 @@ async fn link(user: &mut TestUser) -> (TestUser, kith_client::Linked) {
     let mut new = empty_profile();
     let offer = user.offer_link().await.unwrap();
     let code = offer.code();
-    let (approved, joined) =
-        tokio::join!(user.approve_link(offer, POLL), new.register_by_link(code.expose(), POLL));
+    let (approved, joined) = tokio::join!(
+        user.approve_link(offer, POLL),
+        new.register_by_link(code.expose(), POLL, true)
+    );
     joined.unwrap();
-    let linked =
-        user.add_linked_device(approved.unwrap(), POLL, Duration::from_secs(10), |_, _| {}).await;
+    let approved = approved.unwrap();
+    let linked = user.add_linked_device(&approved, POLL, Duration::from_secs(10), |_, _| {}).await;
+    assert!(approved.history);
+    user.send_history(&approved, |_, _| {}).await.unwrap();
     (new, linked.unwrap())
+}
+
+/// What `history` shows of a conversation, as every device of the account must agree on it.
+fn seen(user: &TestUser, peer: &str) -> Vec<(String, String, String, u64)> {
+    user.history(peer).unwrap().into_iter().map(|m| (m.id, m.from, m.text, m.sent_at)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +75,9 @@ async fn a_linked_device_is_ana_in_every_conversation() {
     assert_eq!(devices.len(), 2);
     let r = laptop.sync().await.unwrap();
     assert!(r.joined.contains(&club), "{r:?}");
-    assert_eq!(laptop.history("bob").unwrap().len(), 0, "history comes with the transfer");
+    // The history came along: the same on both.
+    assert_eq!(seen(&laptop, "bob"), seen(&ana, "bob"));
+    assert!(seen(&laptop, "bob").len() >= 2);
 
     // The others see that ana added a device, once, and nothing else changed for them.
     for u in [&mut bob, &mut cyd] {
@@ -145,7 +156,7 @@ async fn a_code_works_once_and_only_as_shown() {
     let typo = format!("{}{}@{at}", &code[..code.len() - 1], if last == '7' { '8' } else { '7' });
     let mut other = empty_profile();
     let (approving, joining) =
-        tokio::join!(ana.approve_link(offer, POLL), other.register_by_link(&typo, POLL));
+        tokio::join!(ana.approve_link(offer, POLL), other.register_by_link(&typo, POLL, true));
     assert_eq!(approving.unwrap_err().refusal(), Some(Refusal::BadLinkCode));
     assert_eq!(joining.unwrap_err().refusal(), Some(Refusal::BadLinkCode));
     assert!(other.profile().is_none());
@@ -157,10 +168,10 @@ async fn a_code_works_once_and_only_as_shown() {
     let code = offer.code().expose().to_string();
     let mut tablet = empty_profile();
     let (approving, joining) =
-        tokio::join!(ana.approve_link(offer, POLL), tablet.register_by_link(&code, POLL));
+        tokio::join!(ana.approve_link(offer, POLL), tablet.register_by_link(&code, POLL, true));
     approving.unwrap();
     joining.unwrap();
-    let again = empty_profile().register_by_link(&code, POLL).await.unwrap_err();
+    let again = empty_profile().register_by_link(&code, POLL, true).await.unwrap_err();
     assert!(refused_as(&again, &[ErrorCode::LinkUsed, ErrorCode::UnknownLink]), "{again}");
     assert_eq!(ana.my_devices().await.unwrap().len(), 3);
 
@@ -168,13 +179,13 @@ async fn a_code_works_once_and_only_as_shown() {
     let offer = ana.offer_link().await.unwrap();
     let code = offer.code().expose().to_string();
     clock.advance(Duration::from_secs(601));
-    let late = empty_profile().register_by_link(&code, POLL).await.unwrap_err();
+    let late = empty_profile().register_by_link(&code, POLL, true).await.unwrap_err();
     assert!(refused_as(&late, &[ErrorCode::LinkExpired]), "{late}");
     let e = ana.approve_link(offer, POLL).await.unwrap_err();
     assert!(refused_as(&e, &[ErrorCode::LinkExpired]), "{e}");
 
     // Not a code at all.
-    let e = empty_profile().register_by_link("hello", POLL).await.unwrap_err();
+    let e = empty_profile().register_by_link("hello", POLL, true).await.unwrap_err();
     assert_eq!(e.refusal(), Some(Refusal::BadLinkCode));
 }
 
@@ -190,7 +201,8 @@ async fn the_device_limit_holds() {
     let (approving, _) = tokio::join!(ana.approve_link(offer, POLL), async {
         let mut third = empty_profile();
         let _ =
-            tokio::time::timeout(Duration::from_secs(2), third.register_by_link(&code, POLL)).await;
+            tokio::time::timeout(Duration::from_secs(2), third.register_by_link(&code, POLL, true))
+                .await;
     });
     let e = approving.unwrap_err();
     assert!(refused_as(&e, &[ErrorCode::TooManyDevices]), "{e}");
@@ -244,4 +256,72 @@ async fn a_removed_device_gets_nothing_more_and_its_token_is_refused() {
     let (mut tablet, _) = link(&mut ana).await;
     bob.send_text("ana", "hello tablet").await.unwrap();
     assert!(texts(&tablet.sync().await.unwrap()).contains(&"hello tablet".to_string()));
+}
+
+/// The history comes along, end to end encrypted, in chunks; a transfer cut half-way (the new
+/// device stopped) resumes where it stopped, after a restart; `--no-history` brings none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_comes_along_and_a_cut_transfer_resumes() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut bob = server.user("bob").await;
+    // Enough history for several chunks, and a group with a name.
+    let long = "x".repeat(3500);
+    for i in 0..100 {
+        bob.send_text("ana", &format!("{i} {long}")).await.unwrap();
+    }
+    ana.sync().await.unwrap();
+    ana.send_text("bob", "answer").await.unwrap();
+    let club = ana.create_group("Book club", &["bob".into()]).await.unwrap();
+    ana.send_group(&club, "first meeting").await.unwrap();
+
+    let mut laptop = empty_profile();
+    let offer = ana.offer_link().await.unwrap();
+    let code = offer.code();
+    let (approved, joined) = tokio::join!(
+        ana.approve_link(offer, POLL),
+        laptop.register_by_link(code.expose(), POLL, true)
+    );
+    joined.unwrap();
+    let approved = approved.unwrap();
+    ana.add_linked_device(&approved, POLL, Duration::from_secs(10), |_, _| {}).await.unwrap();
+    let mut progress = Vec::new();
+    let chunks = ana.send_history(&approved, |d, t| progress.push((d, t))).await.unwrap();
+    assert!(chunks >= 2, "{chunks} chunks");
+    assert_eq!(progress.last(), Some(&(chunks, chunks)));
+    // Cut after one chunk; the laptop stops (its profile closed) and starts again.
+    let total = u32::try_from(chunks).unwrap();
+    assert_eq!(laptop.raw_continue_history(1).await.unwrap(), Some((1, total)));
+    assert!(laptop.history("bob").unwrap().is_empty());
+    let TestUser { client, dir } = laptop;
+    drop(client);
+    let mut laptop = TestUser { client: Client::open(dir.path()).unwrap(), dir };
+    laptop.sync().await.unwrap();
+    assert_eq!(seen(&laptop, "bob"), seen(&ana, "bob"));
+    assert_eq!(seen(&laptop, "bob").len(), 101);
+    let group = |u: &TestUser| -> Vec<String> {
+        u.conversation_history(&club).unwrap().into_iter().map(|m| m.text).collect()
+    };
+    assert_eq!(group(&laptop), group(&ana));
+    assert_eq!(laptop.group(&club).unwrap().name.as_deref(), Some("Book club"));
+    // The transfer is over: nothing more to take.
+    assert_eq!(laptop.raw_continue_history(1).await.unwrap(), None);
+
+    // Without the history: only what comes from now on.
+    let mut tablet = empty_profile();
+    let offer = ana.offer_link().await.unwrap();
+    let code = offer.code();
+    let (approved, joined) = tokio::join!(
+        ana.approve_link(offer, POLL),
+        tablet.register_by_link(code.expose(), POLL, false)
+    );
+    joined.unwrap();
+    let approved = approved.unwrap();
+    assert!(!approved.history);
+    ana.add_linked_device(&approved, POLL, Duration::from_secs(10), |_, _| {}).await.unwrap();
+    tablet.sync().await.unwrap();
+    assert!(tablet.history("bob").unwrap().is_empty());
+    bob.send_text("ana", "new one").await.unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(tablet.history("bob").unwrap().len(), 1);
 }

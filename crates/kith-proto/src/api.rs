@@ -303,6 +303,17 @@ pub struct AnswerLink {
     pub key_packages: B64,
 }
 
+/// `PUT /v1/links/{link_id}/history/{n}` (the offering device puts up chunk `n` of `total`)
+/// and `GET` of the same (the new device; `data` is absent until it is up). The data is sealed
+/// between the two devices.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HistoryChunk {
+    pub total: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<B64>,
+}
+
 /// `PUT /v1/me/account-key`: the key of an account from before account keys, given once by
 /// one of its devices (the account key's public half; see `kith_proto::account`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

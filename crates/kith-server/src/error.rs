@@ -175,7 +175,8 @@ impl From<crate::links::LinkError> for ApiError {
     fn from(e: crate::links::LinkError) -> Self {
         use crate::links::LinkError as L;
         let code = match e {
-            L::BadId | L::BadPake | L::BadDevice => ErrorCode::BadRequest,
+            L::BadId | L::BadPake | L::BadDevice | L::BadChunk => ErrorCode::BadRequest,
+            L::NotForThisDevice => ErrorCode::Forbidden,
             L::Unknown => ErrorCode::UnknownLink,
             L::Expired => ErrorCode::LinkExpired,
             L::Used | L::NotJoined | L::NotAwaited => ErrorCode::LinkUsed,

@@ -304,6 +304,21 @@ impl<S: Send + Sync> FromRequestParts<S> for LinkPath {
     }
 }
 
+/// The `{link_id}` and chunk number `{n}` of a path.
+pub struct LinkChunkPath(pub String, pub u32);
+
+impl<S: Send + Sync> FromRequestParts<S> for LinkChunkPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((id, n)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| RequestError::BadQuery(e.body_text()))?;
+        let n = n.parse().map_err(|_| RequestError::BadQuery("a chunk number".into()))?;
+        Ok(LinkChunkPath(id, n))
+    }
+}
+
 /// The `{device_id}` of a path, a number (`bad_request` when it is not).
 pub struct DevicePath(pub u64);
 

@@ -22,6 +22,12 @@ use crate::state::AppState;
 
 /// How long a link works.
 pub const LINK_LIFETIME_MS: u64 = 10 * 60 * 1000;
+/// How long an approved link lasts for its history transfer (a new device that went away
+/// half-way resumes within this).
+pub const TRANSFER_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// The largest history chunk, sealed, and the most chunks one history has.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+pub const MAX_CHUNKS: u32 = 20_000;
 
 /// Why a link request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,10 @@ pub enum LinkError {
     KeyTaken,
     #[error("the link is not waiting for this device's KeyPackages")]
     NotAwaited,
+    #[error("a history chunk is at most 256 KiB, and a history at most 20,000 chunks")]
+    BadChunk,
+    #[error("this link's history is for its new device")]
+    NotForThisDevice,
     #[error(transparent)]
     Limited(#[from] crate::safety::Refusal),
     #[error(transparent)]
@@ -205,12 +215,14 @@ pub async fn approve(
         return Err(LinkError::BadSignature);
     }
     let max = state.config.max_devices_per_account;
+    let now = state.now();
     let device = LinkedDevice {
         credential_key: req.credential_key.0,
         token_hash,
         handover: req.handover.0,
         max_devices: max,
-        now: state.now(),
+        now,
+        keep_until: now + TRANSFER_WINDOW_MS,
     };
     match state.store.approve_link(id, device).await? {
         LinkApproval::Approved(device_id) => {
@@ -258,4 +270,41 @@ pub async fn cancel(state: &AppState, me: &AuthedDevice, id: &str) -> Result<()>
     own_link(state, me, id).await?;
     state.store.delete_link(id).await?;
     Ok(())
+}
+
+/// The offering device puts up chunk `n` of the history (sealed for the new device).
+pub async fn put_chunk(
+    state: &AppState,
+    me: &AuthedDevice,
+    id: &str,
+    n: u32,
+    req: HistoryChunk,
+) -> Result<()> {
+    let data = req.data.map(B64::into_inner).unwrap_or_default();
+    if data.is_empty() || data.len() > MAX_CHUNK_BYTES || req.total > MAX_CHUNKS || n >= req.total {
+        return Err(LinkError::BadChunk);
+    }
+    let link = own_link(state, me, id).await?;
+    if link.device_id != me.device_id {
+        return Err(LinkError::OtherAccount);
+    }
+    if !state.store.put_link_chunk(id, n, req.total, data, state.now()).await? {
+        return Err(LinkError::Expired);
+    }
+    Ok(())
+}
+
+/// The new device fetches chunk `n` (absent until it is up).
+pub async fn chunk(state: &AppState, me: &AuthedDevice, id: &str, n: u32) -> Result<HistoryChunk> {
+    let link = own_link(state, me, id).await?;
+    if link.approved.map(|(d, _)| d) != Some(me.device_id) {
+        return Err(LinkError::NotForThisDevice);
+    }
+    if link.expires_at <= state.now() {
+        return Err(LinkError::Expired);
+    }
+    Ok(match state.store.link_chunk(id, n).await? {
+        Some((total, data)) => HistoryChunk { total, data: Some(B64(data)) },
+        None => HistoryChunk { total: 0, data: None },
+    })
 }

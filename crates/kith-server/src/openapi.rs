@@ -12,7 +12,7 @@ use crate::routes::*;
     paths(
         ops::healthz, ops::metrics, ops::openapi,
         accounts::register, accounts::whoami, accounts::rotate_token, accounts::set_account_key, accounts::my_devices, accounts::rename_device, accounts::remove_device, accounts::devices,
-        links::offer, links::look, links::join, links::request, links::approve, links::result, links::answer, links::cancel,
+        links::offer, links::look, links::join, links::request, links::approve, links::result, links::answer, links::cancel, links::put_chunk, links::chunk,
         keys::upload, keys::claim,
         conversations::create, conversations::send, handshake::handshake, handshake::pending_leaves,
         queue::fetch, queue::ack, ws::connect,

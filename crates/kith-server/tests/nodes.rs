@@ -145,11 +145,11 @@ async fn a_device_removed_through_one_node_is_shut_out_of_every_node() {
     let code = offer.code().expose().replace(&a.url, &b.url);
     let poll = Duration::from_millis(20);
     let (approved, joined) =
-        tokio::join!(phone.approve_link(offer, poll), laptop.register_by_link(&code, poll));
+        tokio::join!(phone.approve_link(offer, poll), laptop.register_by_link(&code, poll, true));
     joined.unwrap();
     let approved = approved.unwrap();
     let laptop_id = approved.device_id;
-    phone.add_linked_device(approved, poll, Duration::from_secs(10), |_, _| {}).await.unwrap();
+    phone.add_linked_device(&approved, poll, Duration::from_secs(10), |_, _| {}).await.unwrap();
     let bearer = laptop.bearer();
     let mut push = laptop.connect_push().await.unwrap();
     let http = reqwest::Client::new();

@@ -55,12 +55,47 @@ impl AccountStore for PgStore {
     }
 
     async fn delete_link(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM links WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        for sql in ["DELETE FROM links WHERE id = $1", "DELETE FROM link_chunks WHERE link_id = $1"]
+        {
+            sqlx::query(sql).bind(id).execute(&self.pool).await.map_err(backend)?;
+        }
         Ok(())
+    }
+
+    async fn put_link_chunk(
+        &self,
+        id: &str,
+        n: u32,
+        total: u32,
+        data: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO link_chunks (link_id, n, total, data)
+             SELECT $1, $2, $3, $4 WHERE EXISTS
+               (SELECT 1 FROM links WHERE id = $1 AND approved_device IS NOT NULL AND expires_at > $5)
+             ON CONFLICT (link_id, n) DO UPDATE SET total = EXCLUDED.total, data = EXCLUDED.data",
+        )
+        .bind(id)
+        .bind(i64::from(n))
+        .bind(i64::from(total))
+        .bind(data)
+        .bind(i(now))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn link_chunk(&self, id: &str, n: u32) -> StoreResult<Option<(u32, Vec<u8>)>> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT total, data FROM link_chunks WHERE link_id = $1 AND n = $2")
+                .bind(id)
+                .bind(i64::from(n))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(row.map(|(t, d)| (u32::try_from(t).unwrap_or(0), d)))
     }
 
     async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {

@@ -273,6 +273,10 @@ impl DeliveryStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        sqlx::query("DELETE FROM link_chunks WHERE link_id NOT IN (SELECT id FROM links)")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         let gone = sqlx::query("DELETE FROM messages WHERE created_at < $1 OR expires_at <= $2")
             .bind(i(cutoff))
             .bind(i(now))

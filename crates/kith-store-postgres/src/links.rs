@@ -143,13 +143,16 @@ pub(crate) async fn approve_link(
         Err(e) if is_unique_violation(&e) => return Ok(LinkApproval::KeyTaken),
         other => other.map_err(backend)?,
     };
-    sqlx::query("UPDATE links SET approved_device = $2, handover = $3 WHERE id = $1")
-        .bind(id)
-        .bind(device)
-        .bind(&d.handover)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+    sqlx::query(
+        "UPDATE links SET approved_device = $2, handover = $3, expires_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(device)
+    .bind(&d.handover)
+    .bind(i(d.keep_until))
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
     tx.commit().await.map_err(backend)?;
     Ok(LinkApproval::Approved(u(device)))
 }

@@ -177,6 +177,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX links_expiry ON links (expires_at);",
     // 15: a device removed from its account (its key stays taken).
     "ALTER TABLE devices ADD COLUMN removed_at BIGINT;",
+    // 16: the history a linking device hands the new one, sealed, in chunks.
+    "CREATE TABLE link_chunks (
+        link_id TEXT NOT NULL,
+        n BIGINT NOT NULL,
+        total BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (link_id, n)
+     );",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -98,9 +98,55 @@ impl AccountStore for SqliteStore {
             .writer
             .write(move |conn| {
                 conn.execute("DELETE FROM links WHERE id = ?1", params![id]).map_err(backend)?;
+                conn.execute("DELETE FROM link_chunks WHERE link_id = ?1", params![id])
+                    .map_err(backend)?;
                 Ok(())
             })
             .await
+    }
+
+    async fn put_link_chunk(
+        &self,
+        id: &str,
+        n: u32,
+        total: u32,
+        data: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                let open: bool = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM links
+                         WHERE id = ?1 AND approved_device IS NOT NULL AND expires_at > ?2",
+                    )
+                    .and_then(|mut q| q.exists(params![id, i(now)]))
+                    .map_err(backend)?;
+                if open {
+                    conn.execute(
+                        "INSERT OR REPLACE INTO link_chunks (link_id, n, total, data)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![id, n, total, data],
+                    )
+                    .map_err(backend)?;
+                }
+                Ok(open)
+            })
+            .await
+    }
+
+    async fn link_chunk(&self, id: &str, n: u32) -> StoreResult<Option<(u32, Vec<u8>)>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT total, data FROM link_chunks WHERE link_id = ?1 AND n = ?2",
+            )?
+            .query_row(params![id, n], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })
+        .await
     }
 
     async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()> {

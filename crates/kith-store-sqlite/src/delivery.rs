@@ -243,6 +243,11 @@ impl DeliveryStore for SqliteStore {
                 conn.execute("DELETE FROM links WHERE expires_at <= ?1", params![i(now)])
                     .map_err(backend)?;
                 conn.execute(
+                    "DELETE FROM link_chunks WHERE link_id NOT IN (SELECT id FROM links)",
+                    [],
+                )
+                .map_err(backend)?;
+                conn.execute(
                     "DELETE FROM messages WHERE created_at < ?1 OR expires_at <= ?2",
                     params![i(cutoff), i(now)],
                 )

@@ -104,8 +104,8 @@ pub(crate) fn approve_link(
     };
     let device = tx.last_insert_rowid();
     tx.execute(
-        "UPDATE links SET approved_device = ?2, handover = ?3 WHERE id = ?1",
-        params![id, device, d.handover],
+        "UPDATE links SET approved_device = ?2, handover = ?3, expires_at = ?4 WHERE id = ?1",
+        params![id, device, d.handover, i(d.keep_until)],
     )
     .map_err(backend)?;
     Ok(LinkApproval::Approved(u(device)))

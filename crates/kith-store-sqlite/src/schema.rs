@@ -177,6 +177,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX links_expiry ON links (expires_at);",
     // 15: a device removed from its account (its key stays taken).
     "ALTER TABLE devices ADD COLUMN removed_at INTEGER;",
+    // 16: the history a linking device hands the new one, sealed, in chunks.
+    "CREATE TABLE link_chunks (
+        link_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (link_id, n)
+     );",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

@@ -1023,6 +1023,7 @@ pub async fn links_work_once_and_go(store: Arc<dyn Store>) {
         handover: b"sealed".to_vec(),
         max_devices,
         now: NOW + 1,
+        keep_until: NOW + 600_000,
     };
     store.create_link(link("L1", NOW + 600_000)).await.unwrap();
     assert!(matches!(
@@ -1066,8 +1067,16 @@ pub async fn links_work_once_and_go(store: Arc<dyn Store>) {
     assert!(!store.answer_link("L1", b"again".to_vec()).await.unwrap());
     let read = store.link("L1").await.unwrap().unwrap();
     assert_eq!((read.approved, read.key_packages), (Some((new, None)), Some(b"kps".to_vec())));
+    // The history, in chunks, while the link lasts; gone with it.
+    assert!(store.put_link_chunk("L1", 0, 2, b"c0".to_vec(), NOW + 2).await.unwrap());
+    assert!(store.put_link_chunk("L1", 1, 2, b"c1".to_vec(), NOW + 2).await.unwrap());
+    assert!(!store.put_link_chunk("L1", 0, 2, b"late".to_vec(), NOW + 600_000).await.unwrap());
+    assert!(!store.put_link_chunk("nope", 0, 1, b"x".to_vec(), NOW).await.unwrap());
+    assert_eq!(store.link_chunk("L1", 1).await.unwrap(), Some((2, b"c1".to_vec())));
+    assert_eq!(store.link_chunk("L1", 2).await.unwrap(), None);
     store.delete_link("L1").await.unwrap();
     assert_eq!(store.link("L1").await.unwrap(), None);
+    assert_eq!(store.link_chunk("L1", 0).await.unwrap(), None);
     // An expired link goes with the retention sweep.
     store.sweep_expired(0, NOW + 10).await.unwrap();
     assert_eq!(store.link("L2").await.unwrap(), None);
@@ -1094,6 +1103,7 @@ pub async fn a_removed_device_is_gone_for_good(store: Arc<dyn Store>) {
         handover: vec![5],
         max_devices: 5,
         now: NOW,
+        keep_until: NOW + 600_000,
     };
     let LinkApproval::Approved(laptop) = store.approve_link("L", linked).await.unwrap() else {
         panic!("not approved")

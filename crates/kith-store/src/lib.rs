@@ -486,6 +486,8 @@ pub struct LinkedDevice {
     pub handover: Vec<u8>,
     pub max_devices: u32,
     pub now: Millis,
+    /// The link's new expiry once approved: the history transfer runs until then.
+    pub keep_until: Millis,
 }
 
 /// What an approval did.
@@ -564,7 +566,21 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Whether the link was approved and still there.
     async fn answer_link(&self, id: &str, key_packages: Vec<u8>) -> StoreResult<bool>;
 
-    /// Forgets a link (used, or cancelled). Links also go with the retention sweep once
+    /// Keeps chunk `n` of `total` of the history the offering device hands the new one, while
+    /// the link is approved and unexpired at `now`. Whether it was kept.
+    async fn put_link_chunk(
+        &self,
+        id: &str,
+        n: u32,
+        total: u32,
+        data: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Chunk `n` of a link's history and the count, once put up.
+    async fn link_chunk(&self, id: &str, n: u32) -> StoreResult<Option<(u32, Vec<u8>)>>;
+
+    /// Forgets a link (used, or cancelled), with its history chunks. Links also go with the retention sweep once
     /// expired ([`DeliveryStore::sweep_expired`]).
     async fn delete_link(&self, id: &str) -> StoreResult<()>;
 

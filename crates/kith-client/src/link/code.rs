@@ -153,6 +153,23 @@ impl Exchange {
 }
 
 impl Channel {
+    /// The key of what the linking device seals for the new one, for the new device to keep
+    /// while the history comes.
+    pub(crate) fn to_new_key(&self) -> &[u8] {
+        self.to_new.as_slice()
+    }
+
+    /// The new device's side of a channel it kept: it opens what comes to it; what it would
+    /// seal for the linking device nobody can open (a random key).
+    pub(crate) fn for_new_device(to_new: &[u8]) -> ClientResult<Self> {
+        let key: [u8; 32] =
+            to_new.try_into().map_err(|_| ClientError::Protocol("a kept link key".into()))?;
+        let mut unused = Zeroizing::new([0u8; 32]);
+        getrandom::fill(unused.as_mut_slice())
+            .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
+        Ok(Channel { to_linking: unused, to_new: Zeroizing::new(key) })
+    }
+
     fn cipher(&self, direction: Direction) -> ChaCha20Poly1305 {
         let key = match direction {
             Direction::ToLinking => &self.to_linking,

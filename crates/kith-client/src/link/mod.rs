@@ -15,6 +15,7 @@
 //! KeyPackages over before it returns.
 
 pub mod code;
+pub mod history;
 
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ const SPARE_KEY_PACKAGES: usize = 4;
 struct JoinRequest {
     credential_key: B64,
     token_hash: B64,
+    /// Whether it wants the history.
+    #[serde(default)]
+    history: bool,
 }
 
 /// What the linking device hands over, sealed for the new one.
@@ -86,6 +90,8 @@ pub struct Joined {
 /// A device approved through a link, and the channel to it.
 pub struct Approved {
     pub device_id: u64,
+    /// The new device asked for the history ([`Client::send_history`]).
+    pub history: bool,
     link: String,
     credential_key: Vec<u8>,
     channel: Channel,
@@ -222,6 +228,7 @@ impl Client {
         let approved = api.approve_link(&id, &req).await?;
         Ok(Approved {
             device_id: approved.device_id,
+            history: request.history,
             link: id,
             credential_key: request.credential_key.0,
             channel,
@@ -234,7 +241,7 @@ impl Client {
     /// [`Linked::not_added`] and the rest go on.
     pub async fn add_linked_device(
         &mut self,
-        approved: Approved,
+        approved: &Approved,
         every: Duration,
         wait: Duration,
         mut progress: impl FnMut(usize, usize),
@@ -254,7 +261,10 @@ impl Client {
             }
             tokio::time::sleep(every).await;
         };
-        if let Err(e) = api.cancel_link(&approved.link).await {
+        // Done with, unless the history goes through it still (the new device drops it).
+        if !approved.history
+            && let Err(e) = api.cancel_link(&approved.link).await
+        {
             tracing::debug!(error = %e, "a used link could not be dropped (it expires anyway)");
         }
         let answer: Answer = approved
@@ -313,7 +323,12 @@ impl Client {
     /// offered: registers this device with its approval, takes the handover (the account key,
     /// contacts, blocks) and hands its KeyPackages to the other device, which adds it to every
     /// conversation. Waits (asking every `every`) for the approval.
-    pub async fn register_by_link(&mut self, code: &str, every: Duration) -> ClientResult<Profile> {
+    pub async fn register_by_link(
+        &mut self,
+        code: &str,
+        every: Duration,
+        history: bool,
+    ) -> ClientResult<Profile> {
         if let Some(p) = &self.profile {
             return Err(ClientError::AlreadyRegistered(p.username.clone()));
         }
@@ -337,6 +352,7 @@ impl Client {
         let request = JoinRequest {
             credential_key: B64(signer.to_public_vec()),
             token_hash: B64(sha256(token.expose().as_bytes())),
+            history,
         };
         let sealed = channel.seal(
             Direction::ToLinking,
@@ -407,6 +423,10 @@ impl Client {
             serde_json::to_vec(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let req = AnswerLink { key_packages: B64(channel.seal(Direction::ToLinking, &plain)?) };
         self.api()?.answer_link(&code.id, &req).await?;
+        // The history comes through the link next; kept so that a cut transfer resumes.
+        if history {
+            self.local.begin_transfer(&code.id, channel.to_new_key())?;
+        }
         // And its own, on the server, for anyone to reach it by.
         match self.replenish_key_packages().await {
             Err(e) if e.is_local() => return Err(e),

@@ -16,6 +16,7 @@
 pub mod chats;
 pub mod conversations;
 pub mod franks;
+pub mod history;
 pub mod messages;
 pub mod missed;
 pub mod outbox;
@@ -30,6 +31,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use conversations::{Conversation, ConversationKind};
 pub use franks::Frank;
+pub use history::History;
 pub use messages::{Message, message_row};
 pub use outbox::Delivery;
 pub use profile::Profile;
@@ -227,6 +229,7 @@ impl LocalStore {
             }
         }
         self.conn.execute_batch(outbox::SCHEMA)?;
+        self.conn.execute_batch(history::SCHEMA)?;
         // Profiles made before settings were epoch state.
         for (column, ddl) in [
             ("settings_record", "ALTER TABLE kith_conversations ADD COLUMN settings_record BLOB"),

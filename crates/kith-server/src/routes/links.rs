@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use kith_proto::*;
 
 use crate::error::ApiResult;
-use crate::extract::{AuthedDevice, Body, LinkPath};
+use crate::extract::{AuthedDevice, Body, LinkChunkPath, LinkPath};
 use crate::links;
 use crate::state::AppState;
 
@@ -154,4 +154,42 @@ pub async fn cancel(
 ) -> ApiResult<StatusCode> {
     links::cancel(&state, &me, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The offering device puts up chunk `n` of the history for the new device, sealed.
+#[utoipa::path(put, path = "/v1/links/{link_id}/history/{n}", tag = "links", security(("bearer" = [])),
+    params(("link_id" = String, Path, description = "the link's id"), ("n" = u32, Path, description = "the chunk's number, from 0")),
+    request_body = HistoryChunk,
+    responses(
+        (status = 204, description = "Kept for the new device"),
+        (status = 400, description = "bad_request: empty, over 256 KiB, or past the count", body = ErrorBody),
+        (status = 403, description = "forbidden: not the offering device", body = ErrorBody),
+        (status = 404, description = "unknown_link", body = ErrorBody),
+        (status = 410, description = "link_expired (or not approved)", body = ErrorBody),
+    ))]
+pub async fn put_chunk(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    LinkChunkPath(id, n): LinkChunkPath,
+    Body(req): Body<HistoryChunk>,
+) -> ApiResult<StatusCode> {
+    links::put_chunk(&state, &me, &id, n, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The new device fetches chunk `n` of its history (no `data` until it is up).
+#[utoipa::path(get, path = "/v1/links/{link_id}/history/{n}", tag = "links", security(("bearer" = [])),
+    params(("link_id" = String, Path, description = "the link's id"), ("n" = u32, Path, description = "the chunk's number, from 0")),
+    responses(
+        (status = 200, description = "The chunk, or not yet", body = HistoryChunk),
+        (status = 403, description = "forbidden: not the linked device", body = ErrorBody),
+        (status = 404, description = "unknown_link", body = ErrorBody),
+        (status = 410, description = "link_expired", body = ErrorBody),
+    ))]
+pub async fn chunk(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    LinkChunkPath(id, n): LinkChunkPath,
+) -> ApiResult<Json<HistoryChunk>> {
+    Ok(Json(links::chunk(&state, &me, &id, n).await?))
 }

@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/links/{link_id}/approve", post(links::approve))
         .route("/v1/links/{link_id}/result", get(links::result))
         .route("/v1/links/{link_id}/key-packages", post(links::answer))
+        .route("/v1/links/{link_id}/history/{n}", put(links::put_chunk).get(links::chunk))
         .route("/v1/key-packages", post(keys::upload))
         .route("/v1/accounts/{username}/key-packages/claim", post(keys::claim))
         .route("/v1/conversations", post(conversations::create))
