@@ -128,8 +128,9 @@ async fn honest_pair_talks(alice: &mut TestUser, bob: &mut TestUser, n: usize) {
 /// made the server close under the request): the message goes at the next sync, once, as any
 /// person's would. Nothing is lost; the peer's sync then checks it arrived once.
 async fn send_until_sent(from: &mut TestUser, to: &str, text: &str) {
-    // Opening the conversation (a KeyPackage claim) has no outbox: a request the flood cut
-    // off is told as such, and the person sends again.
+    // Opening the conversation (KeyPackage claims: the peer's, and this account's other
+    // devices') has no outbox: a request the flood cut off is told as such, and the person
+    // sends again.
     let mut tries = 0;
     loop {
         match from.send_text(to, text).await {
@@ -137,7 +138,7 @@ async fn send_until_sent(from: &mut TestUser, to: &str, text: &str) {
             Err(
                 e @ (kith_client::ClientError::NoAnswer { .. }
                 | kith_client::ClientError::Network(_)),
-            ) if tries < 3 => {
+            ) if tries < 6 => {
                 tries += 1;
                 tracing::debug!(error = %e, "sent again after a cut-off request");
             }

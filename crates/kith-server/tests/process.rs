@@ -71,7 +71,30 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     assert!(r.messages.iter().any(|m| m.text == format!("{marker} to the group")));
     bob.group_rename(&group, "renamed").await.unwrap_err(); // not an admin
     alice.group_rename(&group, &format!("{marker} renamed")).await.unwrap();
-    // One message stays undelivered on the server, as ciphertext.
+    // alice links a laptop, with the history: the code's password, the handover (her account
+    // key among it) and the history (the markers among it) travel sealed between the two.
+    let laptop_dir = tempfile::tempdir().unwrap();
+    let laptop_client = kith_client::Client::open(laptop_dir.path()).unwrap();
+    let mut laptop = TestUser { client: laptop_client, dir: laptop_dir };
+    let offer = alice.offer_link().await.unwrap();
+    let code = offer.code().expose().to_string();
+    let password = code.split('@').next().unwrap().replace('-', "")[10..].to_string();
+    let poll = std::time::Duration::from_millis(20);
+    let (approved, joined) =
+        tokio::join!(alice.approve_link(offer, poll), laptop.register_by_link(&code, poll, true));
+    joined.unwrap();
+    let approved = approved.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    alice.add_linked_device(&approved, poll, wait, |_, _| {}).await.unwrap();
+    alice.send_history(&approved, |_, _| {}).await.unwrap();
+    laptop.sync().await.unwrap();
+    assert!(laptop.history("bob").unwrap().iter().any(|m| m.text.contains(&marker)));
+    bob.sync().await.unwrap();
+    let account_key: Vec<u8> = rusqlite::Connection::open(alice.dir.path().join("kith.db"))
+        .unwrap()
+        .query_row("SELECT seed FROM kith_account_key", [], |r| r.get(0))
+        .unwrap();
+    // One message stays undelivered on the server (for bob and the laptop), as ciphertext.
     alice.send_text("bob", &format!("{marker} waiting")).await.unwrap();
 
     // The body limit came from the environment.
@@ -105,18 +128,20 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
             }
         }
     }
-    let secrets = [marker.clone(), token_of(&alice), token_of(&bob)];
+    let secrets = [marker.clone(), token_of(&alice), token_of(&bob), token_of(&laptop), password];
     for (path, bytes) in &server_files {
         for s in &secrets {
             assert!(!contains(bytes, s.as_bytes()), "{} holds a secret", path.display());
         }
+        assert!(!contains(bytes, &account_key), "{} holds the account key", path.display());
     }
     // The search does find the marker where it belongs: in bob's own profile.
     let found = files_under(bob.dir.path()).iter().any(|(_, b)| contains(b, marker.as_bytes()));
     assert!(found, "the marker is not even in the recipient's profile: the search is broken");
 
-    // The undelivered ciphertext (the rename and alice's last, for bob) is stored; bob's
-    // answer reached alice when her rename caught up first.
+    // The undelivered ciphertext (alice's last, for bob and her laptop; bob took the rest in
+    // when the laptop was added) is stored once; bob's answer reached alice when her rename
+    // caught up first.
     let out = Command::new(env!("CARGO_BIN_EXE_kithd"))
         .args(["admin", "stats", "--data"])
         .arg(data.path().join("store"))
@@ -125,7 +150,7 @@ async fn the_server_never_holds_plaintext_and_stops_gracefully() {
     assert!(out.status.success());
     let stats = String::from_utf8(out.stdout).unwrap();
     assert!(stats.contains("accounts 2"), "{stats}");
-    assert!(stats.contains("messages 2"), "{stats}");
+    assert!(stats.contains("messages 1"), "{stats}");
 }
 
 /// A database a newer kithd brought to a schema this one does not know is left alone, and
