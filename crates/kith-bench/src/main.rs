@@ -15,6 +15,7 @@ mod abuse;
 mod connections;
 mod floods;
 mod groups;
+mod link;
 mod mls_cost;
 mod raw;
 mod relay;
@@ -81,6 +82,15 @@ enum Scenario {
         #[arg(long)]
         rss_every: Option<u64>,
     },
+    /// Linking a device to an account with many conversations: time and bytes.
+    Link {
+        /// 1:1 conversations the account has.
+        #[arg(long, default_value_t = 100)]
+        conversations: usize,
+        /// Messages in each (the history handed over).
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+    },
     /// One message's cost in the SDK against raw OpenMLS on the same storage.
     Mls {
         #[arg(long, default_value_t = 2000)]
@@ -132,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
                 rss_every,
             })
             .await?
+        }
+        Scenario::Link { conversations, messages } => {
+            link::run(link::Config { store: cli.store, conversations, messages }).await?
         }
         Scenario::Mls { messages, bytes } => mls_cost::run(messages, bytes).await?,
         Scenario::Connections { devices } => connections::run(cli.store, devices).await?,

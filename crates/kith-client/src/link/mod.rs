@@ -36,6 +36,9 @@ use crate::mls;
 /// while it is being linked).
 const SPARE_KEY_PACKAGES: usize = 4;
 
+/// Times adding the new device to one conversation waits out the server's change rate.
+const RATE_WAITS: u32 = 3;
+
 /// What the new device asks, sealed for the linking one.
 #[derive(Serialize, Deserialize)]
 struct JoinRequest {
@@ -301,11 +304,28 @@ impl Client {
                 linked.not_added.push(id.clone());
                 continue;
             };
-            let added = self
-                .commit_change(id, |_, _| {
-                    Ok(Some(crate::groups::Plan { adds: vec![kp.clone()], ..Default::default() }))
-                })
-                .await;
+            // An account with many conversations meets the server's change rate: it waits as
+            // told, a few times, rather than leave the new device out.
+            let mut waits = 0;
+            let added = loop {
+                let added = self
+                    .commit_change(id, |_, _| {
+                        let adds = vec![kp.clone()];
+                        Ok(Some(crate::groups::Plan { adds, ..Default::default() }))
+                    })
+                    .await;
+                match &added {
+                    Err(ClientError::Server {
+                        code: ErrorCode::RateLimited,
+                        retry_after: Some(s),
+                        ..
+                    }) if waits < RATE_WAITS && *s <= 120 => {
+                        waits += 1;
+                        tokio::time::sleep(Duration::from_secs(*s)).await;
+                    }
+                    _ => break added,
+                }
+            };
             match added {
                 Ok(()) => linked.added_to += 1,
                 Err(e) if e.is_local() => return Err(e),
