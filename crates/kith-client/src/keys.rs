@@ -146,6 +146,17 @@ impl Client {
         username: &str,
         listed: Option<&[u8]>,
     ) -> ClientResult<Option<Vec<u8>>> {
+        // This account's own key is the one this device holds, whatever the server lists: a
+        // server listing another would otherwise pass its own devices off as this account's.
+        if self.profile.as_ref().is_some_and(|p| p.username == username)
+            && let Some(own) = self.account_key()?
+        {
+            if listed != Some(own.as_slice()) {
+                tracing::warn!("the server lists another key for this account than it holds");
+            }
+            self.local.set_account_key_of(username, Some(&own))?;
+            return Ok(Some(own));
+        }
         let known = self.local.account_key_of(username)?.flatten();
         match (listed, known) {
             (None, Some(known)) => {

@@ -27,7 +27,7 @@ pub const LINK_LIFETIME_MS: u64 = 10 * 60 * 1000;
 pub const TRANSFER_WINDOW_MS: u64 = 24 * 3600 * 1000;
 /// The largest history chunk, sealed, and the most chunks one history has.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
-pub const MAX_CHUNKS: u32 = 20_000;
+pub const MAX_CHUNKS: u32 = 4_096;
 
 /// Why a link request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum LinkError {
     KeyTaken,
     #[error("the link is not waiting for this device's KeyPackages")]
     NotAwaited,
-    #[error("a history chunk is at most 256 KiB, and a history at most 20,000 chunks")]
+    #[error("a history chunk is at most 256 KiB, and a history at most 4,096 chunks")]
     BadChunk,
     #[error("this link's history is for its new device")]
     NotForThisDevice,

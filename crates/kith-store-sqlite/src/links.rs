@@ -125,7 +125,7 @@ pub(crate) fn answer_link(
 }
 
 /// What goes with a removed device (`?1`), in this order.
-const REMOVE_DEVICE: [&str; 6] = [
+const REMOVE_DEVICE: [&str; 8] = [
     "DELETE FROM key_packages WHERE device_id = ?1",
     "DELETE FROM last_resort_key_packages WHERE device_id = ?1",
     "DELETE FROM conversation_members WHERE device_id = ?1",
@@ -135,6 +135,10 @@ const REMOVE_DEVICE: [&str; 6] = [
                         (SELECT message_id FROM queue WHERE device_id = ?1))",
     "DELETE FROM queue WHERE device_id = ?1",
     "DELETE FROM missed WHERE device_id = ?1",
+    // The links it offered or was made by, and their history: nothing of it waits on.
+    "DELETE FROM link_chunks WHERE link_id IN
+       (SELECT id FROM links WHERE device_id = ?1 OR approved_device = ?1)",
+    "DELETE FROM links WHERE device_id = ?1 OR approved_device = ?1",
 ];
 
 /// One writer job (see [`approve_link`]): the device out of its account for good.

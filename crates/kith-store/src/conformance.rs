@@ -1114,8 +1114,12 @@ pub async fn a_removed_device_is_gone_for_good(store: Arc<dyn Store>) {
         .unwrap();
     store.create_conversation(new_conversation(a, laptop)).await.unwrap();
 
+    assert!(store.put_link_chunk("L", 0, 1, b"history".to_vec(), NOW).await.unwrap());
     store.remove_device(laptop, NOW + 1).await.unwrap();
     assert!(matches!(store.remove_device(laptop, NOW + 2).await, Err(StoreError::UnknownDevice)));
+    // The link that made it, and the history waiting there, went with it.
+    assert_eq!(store.link("L").await.unwrap(), None);
+    assert_eq!(store.link_chunk("L", 0).await.unwrap(), None);
     // Its token has no record any more; it is in no list, claim or route.
     assert_eq!(store.device_auth(laptop).await.unwrap(), None);
     let devices = store.account_devices("alice").await.unwrap().unwrap().devices;

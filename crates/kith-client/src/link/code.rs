@@ -11,7 +11,7 @@
 //! code, and a code works once. From that key, HKDF-SHA256 derives one key per direction;
 //! everything the devices then exchange is sealed with ChaCha20-Poly1305 under it.
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use kith_proto::Secret;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -120,11 +120,43 @@ impl std::fmt::Debug for Exchange {
 
 /// Which way a sealed message goes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Direction {
+enum Direction {
     /// From the new device to the one that offered the link.
     ToLinking,
     /// From the device that offered the link to the new one.
     ToNew,
+}
+
+/// What a sealed message is: its direction's key, and its kind as associated data, so one
+/// kind of message can never be opened as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum What {
+    /// The new device's request (its credential key, its token's hash).
+    Request,
+    /// The new device's KeyPackages.
+    KeyPackages,
+    /// The handover (the account key, contacts, blocks).
+    Handover,
+    /// A chunk of the history.
+    History,
+}
+
+impl What {
+    fn direction(self) -> Direction {
+        match self {
+            What::Request | What::KeyPackages => Direction::ToLinking,
+            What::Handover | What::History => Direction::ToNew,
+        }
+    }
+
+    fn label(self) -> &'static [u8] {
+        match self {
+            What::Request => b"kith link v1 request",
+            What::KeyPackages => b"kith link v1 key packages",
+            What::Handover => b"kith link v1 handover",
+            What::History => b"kith link v1 history",
+        }
+    }
 }
 
 /// The channel's keys, one per direction.
@@ -179,24 +211,27 @@ impl Channel {
     }
 
     /// `plaintext` sealed for the other side: a random nonce, then the ciphertext.
-    pub(crate) fn seal(&self, direction: Direction, plaintext: &[u8]) -> ClientResult<Vec<u8>> {
+    pub(crate) fn seal(&self, what: What, plaintext: &[u8]) -> ClientResult<Vec<u8>> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
         let sealed = self
-            .cipher(direction)
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .cipher(what.direction())
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: what.label() })
             .map_err(|_| ClientError::Mls("cannot seal a link message".into()))?;
         Ok([nonce.as_slice(), &sealed].concat())
     }
 
     /// Opens what the other side sealed; `None` if it was not sealed with this channel's key
     /// (another password was used) or was changed on the way.
-    pub(crate) fn open(&self, direction: Direction, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    pub(crate) fn open(&self, what: What, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < 12 {
             return None;
         }
         let (nonce, body) = sealed.split_at(12);
-        self.cipher(direction).decrypt(Nonce::from_slice(nonce), body).ok().map(Zeroizing::new)
+        self.cipher(what.direction())
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: what.label() })
+            .ok()
+            .map(Zeroizing::new)
     }
 }
 
@@ -235,20 +270,22 @@ mod tests {
         let (a, a_msg) = code.start();
         let (b, b_msg) = LinkCode::parse(code.show().expose()).unwrap().start();
         let (a, b) = (a.finish(&b_msg).unwrap(), b.finish(&a_msg).unwrap());
-        let sealed = b.seal(Direction::ToLinking, b"my key").unwrap();
-        assert_eq!(a.open(Direction::ToLinking, &sealed).unwrap().as_slice(), b"my key");
-        // The other direction's key does not open it, nor a changed byte.
-        assert!(a.open(Direction::ToNew, &sealed).is_none());
+        let sealed = b.seal(What::Request, b"my key").unwrap();
+        assert_eq!(a.open(What::Request, &sealed).unwrap().as_slice(), b"my key");
+        // The other direction's key does not open it, nor another kind's label, nor a changed
+        // byte.
+        assert!(a.open(What::Handover, &sealed).is_none());
+        assert!(a.open(What::KeyPackages, &sealed).is_none());
         let mut changed = sealed.clone();
         *changed.last_mut().unwrap() ^= 1;
-        assert!(a.open(Direction::ToLinking, &changed).is_none());
+        assert!(a.open(What::Request, &changed).is_none());
         // A mistyped password: the exchange completes, but nothing opens.
         let mut wrong = LinkCode::parse(code.show().expose()).unwrap();
         wrong.password = Secret::new("0000000000".into());
         let (c, c_msg) = wrong.start();
         let (a2, a2_msg) = code.start();
         let (a2, c) = (a2.finish(&c_msg).unwrap(), c.finish(&a2_msg).unwrap());
-        let sealed = c.seal(Direction::ToLinking, b"my key").unwrap();
-        assert!(a2.open(Direction::ToLinking, &sealed).is_none());
+        let sealed = c.seal(What::Request, b"my key").unwrap();
+        assert!(a2.open(What::Request, &sealed).is_none());
     }
 }

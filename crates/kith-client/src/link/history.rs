@@ -7,7 +7,7 @@
 use kith_proto::*;
 use zeroize::Zeroizing;
 
-use super::code::{Channel, Direction};
+use super::code::{Channel, What};
 use super::{Approved, link_refused};
 use crate::client::Client;
 use crate::error::{ClientError, ClientResult};
@@ -39,7 +39,7 @@ impl Client {
         let api = self.api()?;
         progress(0, parts.len());
         for (n, part) in (0u32..).zip(&parts) {
-            let sealed = approved.channel.seal(Direction::ToNew, &framed(n, total, part))?;
+            let sealed = approved.channel.seal(What::History, &framed(n, total, part))?;
             let chunk = HistoryChunk { total, data: Some(B64(sealed)) };
             api.put_history_chunk(&approved.link, n, &chunk).await?;
             progress(n as usize + 1, parts.len());
@@ -89,7 +89,7 @@ impl Client {
                 return Ok(Some((next, total.unwrap_or(0))));
             };
             let plain = channel
-                .open(Direction::ToNew, &sealed.0)
+                .open(What::History, &sealed.0)
                 .ok_or_else(|| link_refused("a history chunk does not open"))?;
             let (head, part) =
                 plain.split_at_checked(8).ok_or_else(|| link_refused("a short chunk"))?;

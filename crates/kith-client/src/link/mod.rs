@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub use code::LinkCode;
-use code::{Channel, Direction, Exchange};
+use code::{Channel, Exchange, What};
 
 use crate::client::{Client, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
@@ -35,6 +35,9 @@ use crate::mls;
 /// KeyPackages the new device hands over beyond one per conversation (conversations made
 /// while it is being linked).
 const SPARE_KEY_PACKAGES: usize = 4;
+
+/// The most KeyPackages a new device makes for the linking one.
+const MAX_HANDED_KEY_PACKAGES: usize = 5_000;
 
 /// Times adding the new device to one conversation waits out the server's change rate.
 const RATE_WAITS: u32 = 3;
@@ -186,7 +189,7 @@ impl Client {
         let id = offer.code.id.clone();
         let Joined { pake, request: sealed } = joined;
         let opened = offer.exchange.finish(&pake.0).ok().and_then(|channel| {
-            let request = channel.open(Direction::ToLinking, &sealed.0)?;
+            let request = channel.open(What::Request, &sealed.0)?;
             let request: JoinRequest = serde_json::from_slice(&request).ok()?;
             Some((channel, request))
         });
@@ -226,7 +229,7 @@ impl Client {
             credential_key: request.credential_key.clone(),
             token_hash: request.token_hash,
             signature: B64(account::sign_approval(&key, &approval)),
-            handover: B64(channel.seal(Direction::ToNew, &plain)?),
+            handover: B64(channel.seal(What::Handover, &plain)?),
         };
         let approved = api.approve_link(&id, &req).await?;
         Ok(Approved {
@@ -272,7 +275,7 @@ impl Client {
         }
         let answer: Answer = approved
             .channel
-            .open(Direction::ToLinking, &sealed.0)
+            .open(What::KeyPackages, &sealed.0)
             .and_then(|a| serde_json::from_slice(&a).ok())
             .ok_or_else(|| link_refused("the new device's KeyPackages do not open"))?;
         let me = self.me()?.clone();
@@ -375,7 +378,7 @@ impl Client {
             history,
         };
         let sealed = channel.seal(
-            Direction::ToLinking,
+            What::Request,
             &serde_json::to_vec(&request).map_err(|e| ClientError::Protocol(e.to_string()))?,
         )?;
         api.join_link(&code.id, &JoinLink { pake: B64(pake), request: B64(sealed) }).await?;
@@ -400,7 +403,7 @@ impl Client {
             tokio::time::sleep(every).await;
         };
         let handover: Handover = channel
-            .open(Direction::ToNew, &sealed.0)
+            .open(What::Handover, &sealed.0)
             .and_then(|h| serde_json::from_slice(&h).ok())
             .ok_or_else(|| {
                 link_refused("the other device's answer does not open with this code")
@@ -435,13 +438,14 @@ impl Client {
         // KeyPackages for the other device to add this one with, certified for this id.
         let key_packages = {
             let provider = self.provider();
-            let n = handover.conversations + SPARE_KEY_PACKAGES;
+            // Bounded: the other side's count is its word.
+            let n = handover.conversations.min(MAX_HANDED_KEY_PACKAGES) + SPARE_KEY_PACKAGES;
             mls::key_packages(&provider, &signer, &profile.username, Some(&cert), n, false)?
         };
         let answer = Answer { key_packages: key_packages.into_iter().map(B64).collect() };
         let plain =
             serde_json::to_vec(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let req = AnswerLink { key_packages: B64(channel.seal(Direction::ToLinking, &plain)?) };
+        let req = AnswerLink { key_packages: B64(channel.seal(What::KeyPackages, &plain)?) };
         self.api()?.answer_link(&code.id, &req).await?;
         // The history comes through the link next; kept so that a cut transfer resumes.
         if history {
