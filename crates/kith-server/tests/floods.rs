@@ -157,6 +157,13 @@ async fn send_until_sent(from: &mut TestUser, to: &str, text: &str) {
 async fn idle_connections_cannot_keep_an_honest_pair_out(server: TestServer, bob_url: String) {
     let mut alice = server.user("alice").await;
     let mut bob = TestUser::register(&bob_url, "bob", kith_proto::AccountKind::Person).await;
+    // They talk already: what the flood must not stop is their messages (which the outbox
+    // carries through a cut-off request). Opening a conversation takes three requests without
+    // an outbox (two claims and the creation), each of which a flood can cut off.
+    send_until_sent(&mut alice, "bob", "hello").await;
+    bob.sync().await.unwrap();
+    send_until_sent(&mut bob, "alice", "hi").await;
+    alice.sync().await.unwrap();
     // A local flood: far more silent sockets than the server keeps, from one address.
     let mut idle = Vec::new();
     for _ in 0..200 {
