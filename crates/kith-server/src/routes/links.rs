@@ -182,6 +182,7 @@ pub async fn put_chunk(
     params(("link_id" = String, Path, description = "the link's id"), ("n" = u32, Path, description = "the chunk's number, from 0")),
     responses(
         (status = 200, description = "The chunk, or not yet", body = HistoryChunk),
+        (status = 400, description = "bad_request: a chunk number that is not one", body = ErrorBody),
         (status = 403, description = "forbidden: not the linked device", body = ErrorBody),
         (status = 404, description = "unknown_link", body = ErrorBody),
         (status = 410, description = "link_expired", body = ErrorBody),
