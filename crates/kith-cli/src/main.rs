@@ -63,6 +63,26 @@ enum Command {
         #[arg(long)]
         ca_cert: Option<PathBuf>,
     },
+    /// Take an account back with its recovery code, on this (new, empty) profile: every
+    /// device the account had is removed at once, and this one is its only device. The code
+    /// is read from standard input unless given with --code. Prints a new recovery code.
+    Recover {
+        username: String,
+        /// The server, e.g. http://127.0.0.1:8420.
+        #[arg(long)]
+        server: String,
+        /// The recovery code (24 characters); read from standard input when absent.
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+        /// Trust this CA certificate (PEM file) for the server, besides the web's roots.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
+    /// This account's recovery code.
+    RecoveryCode {
+        #[command(subcommand)]
+        command: RecoveryCodeCommand,
+    },
     /// Show this profile's account.
     Whoami,
     /// Replace this device's token (if a copy of the profile folder may have leaked): copies
@@ -122,6 +142,16 @@ enum Command {
         message_id: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecoveryCodeCommand {
+    /// Replace the recovery code with a new one, given the current one (read from standard
+    /// input unless given with --code). Prints the new code, once.
+    Replace {
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
 }
 
@@ -317,6 +347,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let p = registered.map_err(|e| explain(&e, Some(&username)))?;
             out.registered(&p);
         }
+        Command::Recover { username, server, code, ca_cert } => {
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                client.trust_ca_pem(&pem).map_err(|e| explain(&e, None))?;
+            }
+            let code = recovery_code(code, &out)?;
+            let (p, new_code) = client
+                .recover(&server, &username, &code)
+                .await
+                .map_err(|e| explain(&e, Some(&username)))?;
+            out.recovered(&p, new_code.show().expose());
+        }
+        Command::RecoveryCode { command: RecoveryCodeCommand::Replace { code } } => {
+            let code = recovery_code(code, &out)?;
+            let new_code =
+                client.replace_recovery_code(&code).await.map_err(|e| explain(&e, None))?;
+            out.recovery_code(new_code.show().expose(), "Your new recovery code");
+        }
         Command::Business { command: BusinessCommand::Search { query } } => {
             let found = client.search_businesses(&query).await.map_err(|e| explain(&e, None))?;
             out.businesses(&found);
@@ -491,7 +540,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out.done(&format!("Deleted your conversation with {username} ({gone} {messages})."));
         }
     }
+    // A recovery code made by this command (at registration, or the first sync of an account
+    // from before recovery codes): shown now, the only time.
+    if let Some(code) = client.take_recovery_code() {
+        out.recovery_code(code.show().expose(), "Your recovery code");
+    }
     Ok(())
+}
+
+/// A recovery code from `--code`, or else the first line of standard input.
+fn recovery_code(
+    given: Option<String>,
+    out: &output::Output,
+) -> Result<kith_client::RecoveryCode, Failure> {
+    let text = match given {
+        Some(text) => text,
+        None => {
+            if !out.json {
+                eprintln!("Recovery code:");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the recovery code: {e}"))?;
+            line
+        }
+    };
+    kith_client::RecoveryCode::parse(&text).map_err(|e| explain(&e, None))
 }
 
 async fn group(

@@ -288,6 +288,35 @@ impl Output {
         }
     }
 
+    /// A recovery code, shown once: the person must write it down.
+    pub fn recovery_code(&self, code: &str, what: &str) {
+        if self.json {
+            println!("{}", json!({"recovery_code": code}));
+        } else {
+            println!("{what}: {code}");
+            println!(
+                "Write it down and keep it apart from your devices: it is shown only now, and it \
+                 takes this account back from anyone holding a copy of a device (kith recover)."
+            );
+        }
+    }
+
+    pub fn recovered(&self, p: &Profile, new_code: &str) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"username": p.username, "device_id": p.device_id, "server": p.server, "recovered": true, "recovery_code": new_code})
+            );
+        } else {
+            println!(
+                "Took {} back on {}: every other device is removed; this is device {}.",
+                p.username, p.server, p.device_id
+            );
+            println!("Your contacts' apps add this device to your conversations as they sync.");
+            self.recovery_code(new_code, "Your new recovery code (the old one no longer works)");
+        }
+    }
+
     pub fn done(&self, what: &str) {
         if self.json {
             println!("{}", json!({"ok": true}));

@@ -50,8 +50,10 @@ impl Client {
             .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
         let ca = self.pending_ca.clone();
         let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
-        // The account key: made here, kept before the registration naming it is posted.
+        // The account key: made here, kept before the registration naming it is posted. The
+        // recovery code: made here, kept in memory only, to be shown once.
         let account_key = self.make_account_key()?;
+        let code = self.recovery_code_for_registration()?;
         let request = {
             let provider = self.provider();
             let signer =
@@ -62,6 +64,7 @@ impl Client {
                 kind,
                 credential_key: B64(signer.to_public_vec()),
                 account_key: Some(B64(kith_proto::account::public_key(&account_key))),
+                recovery_key: Some(B64(code.public_key())),
                 // They follow, each carrying the certificate of the device id given here.
                 key_packages: Vec::new(),
                 last_resort_key_package: None,
@@ -85,6 +88,7 @@ impl Client {
         self.local.save_profile(&profile)?;
         self.certify_device(&account_key, &profile)?;
         self.mark_certified()?;
+        self.mark_recovery_key_given()?;
         self.profile = Some(profile.clone());
         // The device's KeyPackages, certified. If they cannot go now, every sync tries again
         // (no last-resort KeyPackage is on record yet), and nobody can add the device before.
@@ -265,7 +269,7 @@ pub(crate) const LEAVES_CERTIFIED: &str = "leaves_certified";
 
 impl Client {
     /// Makes an account key and keeps its secret in the profile.
-    fn make_account_key(&self) -> ClientResult<ed25519_dalek::SigningKey> {
+    pub(crate) fn make_account_key(&self) -> ClientResult<ed25519_dalek::SigningKey> {
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut_slice())
             .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;

@@ -170,6 +170,14 @@ impl Api {
         self.call(Method::PUT, "/v1/me/account-key", Some(req)).await
     }
 
+    pub async fn set_recovery_key(&self, req: &SetRecoveryKey) -> ClientResult<()> {
+        self.call(Method::PUT, "/v1/me/recovery-key", Some(req)).await
+    }
+
+    pub async fn recover(&self, username: &str, req: &RecoverAccount) -> ClientResult<Recovered> {
+        self.call(Method::POST, &format!("/v1/accounts/{username}/recover"), Some(req)).await
+    }
+
     pub async fn my_devices(&self) -> ClientResult<MyDevices> {
         self.call::<(), _>(Method::GET, "/v1/me/devices", None).await
     }

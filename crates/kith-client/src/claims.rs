@@ -110,7 +110,7 @@ impl Client {
         let mut out = Vec::new();
         {
             let listed = claimed.account_key.map(B64::into_inner);
-            let account_key = self.note_account_key(user, listed.as_deref())?;
+            let account_key = self.note_account_key(user, listed.as_deref(), &claimed.keys)?;
             let provider = self.provider();
             for c in claimed.key_packages {
                 // The rule the server applied at upload and hand-out: a KeyPackage that breaks

@@ -45,6 +45,9 @@ pub struct Client {
     _lock: Option<std::fs::File>,
     /// See [`Client::defer_shown`].
     pub(crate) defer_shown: bool,
+    /// A recovery code made since this client was opened, until it is shown (see
+    /// [`Client::take_recovery_code`]); never stored.
+    pub(crate) fresh_recovery_code: Option<crate::RecoveryCode>,
 }
 
 /// How long opening a profile waits for another process that holds it.
@@ -172,6 +175,7 @@ impl Client {
             http: Default::default(),
             _lock: lock,
             defer_shown: false,
+            fresh_recovery_code: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub enum Refusal {
     NotOptedIn,
     /// A link code that cannot be read, or that the other device did not take.
     BadLinkCode,
+    /// A recovery code that cannot be read.
+    BadRecoveryCode,
 }
 
 impl Refusal {
@@ -74,6 +76,7 @@ impl Refusal {
             Refusal::BadKeyPackage => "bad_key_package",
             Refusal::NotOptedIn => "not_opted_in",
             Refusal::BadLinkCode => "bad_link_code",
+            Refusal::BadRecoveryCode => "bad_recovery_code",
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum SystemEvent {
     DeviceAdded { who: String },
     /// `who` removed a device of theirs.
     DeviceRemoved { who: String },
+    /// `who` took their account back with its recovery code: their devices and account key
+    /// are new (the old key's recovery key signed the change), and `by` put the new device in.
+    Recovered { by: String, who: String },
     /// `by` made `who` an admin.
     Promoted { by: String, who: String },
     /// `by` committed settings this device cannot read: it keeps the ones it had.
@@ -61,6 +64,13 @@ impl SystemEvent {
             SystemEvent::DeviceAdded { who } => format!("{who} added a device"),
             SystemEvent::DeviceRemoved { who } if who == me => "you removed a device".into(),
             SystemEvent::DeviceRemoved { who } => format!("{who} removed a device"),
+            SystemEvent::Recovered { who, .. } if who == me => {
+                "you took your account back with your recovery code".into()
+            }
+            SystemEvent::Recovered { who, .. } => format!(
+                "{who} took their account back with their recovery code: their devices and key \
+                 are new"
+            ),
             SystemEvent::SettingsUnreadable { by } => format!(
                 "{by} changed the group's settings in a way this device cannot read; it keeps \
                  the ones it had"

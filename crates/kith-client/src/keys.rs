@@ -93,6 +93,46 @@ impl Client {
         if wanted.is_empty() { Ok(()) } else { Err(Skip::NeedKeys(wanted)) }
     }
 
+    /// The leaves `staged` removes that are left over from before their account's recovery
+    /// ([`kith_proto::keypackage::is_stale`], on the account key this client holds for it):
+    /// anyone may remove those. A removal of someone else's leaf by a member who may not
+    /// remove others asks for that account's keys first (its recovery may be news here), so
+    /// this client judges on the key the server lists now, followed from the one it knew.
+    pub(crate) fn stale_leaves(
+        &self,
+        group: &openmls::prelude::MlsGroup,
+        before: Option<&kith_proto::GroupMeta>,
+        committer: &str,
+        staged: &openmls::prelude::StagedCommit,
+    ) -> Processing<std::collections::BTreeSet<openmls::prelude::LeafNodeIndex>> {
+        use openmls::prelude::Sender;
+        let admin = before
+            .is_some_and(|m| m.kind != kith_proto::GroupType::Direct && m.is_admin(committer));
+        let mut stale = std::collections::BTreeSet::new();
+        let mut wanted = Vec::new();
+        for rm in staged.remove_proposals() {
+            let index = rm.remove_proposal().removed();
+            if matches!(rm.sender(), Sender::Member(s) if *s == index) {
+                continue;
+            }
+            let Some(leaf) = group.public_group().leaf(index) else { continue };
+            let username = mls::identity(leaf.credential()).unwrap_or_default();
+            if username == committer {
+                continue;
+            }
+            let key = self.local.account_key_of(&username)?.flatten();
+            if key.is_some_and(|k| kith_proto::keypackage::is_stale(leaf, &username, &k)) {
+                stale.insert(index);
+            } else if !admin
+                && !self.keys_fetched.contains(&username)
+                && !wanted.contains(&username)
+            {
+                wanted.push(username);
+            }
+        }
+        if wanted.is_empty() { Ok(stale) } else { Err(Skip::NeedKeys(wanted)) }
+    }
+
     /// The key the server registered for `username`'s device `device`: what a message that
     /// device sent must be signed with (looked up by device, so a message from an epoch the
     /// sender has since left the group in is still checked).
@@ -127,7 +167,8 @@ impl Client {
             };
             if let Some(l) = &list {
                 self.local.set_account_kind(username, l.kind == AccountKind::Business)?;
-                self.note_account_key(username, l.account_key.as_ref().map(|k| k.0.as_slice()))?;
+                let listed = l.account_key.as_ref().map(|k| k.0.as_slice());
+                self.note_account_key(username, listed, &l.keys)?;
             }
             for d in list.into_iter().flat_map(|l| l.devices) {
                 self.local.add_device_key(username, &d.credential_key.0, d.device_id)?;
@@ -141,10 +182,17 @@ impl Client {
     /// its devices with. An account key never goes away (recovery replaces it, nothing removes
     /// it): a server that stops listing one it listed before is not believed, so it cannot
     /// pass off uncertified devices as those of an account from before account keys.
+    ///
+    /// A listed key other than the one known is taken only when the account's recovery key,
+    /// as known here, signed the change to it (`kith_proto::recovery::follow`): the server
+    /// cannot swap an account's key on its own. Otherwise the known key stays, and the
+    /// account's new devices are refused. The recovery key is taken on first sight, like the
+    /// account key, and changes only by a change the one known signed.
     pub(crate) fn note_account_key(
         &self,
         username: &str,
         listed: Option<&[u8]>,
+        keys: &kith_proto::AccountKeys,
     ) -> ClientResult<Option<Vec<u8>>> {
         // This account's own key is the one this device holds, whatever the server lists: a
         // server listing another would otherwise pass its own devices off as this account's.
@@ -158,13 +206,44 @@ impl Client {
             return Ok(Some(own));
         }
         let known = self.local.account_key_of(username)?.flatten();
+        let known_recovery = self.local.recovery_key_of(username)?;
+        let listed_recovery = keys.recovery_key.as_ref().map(|k| k.0.as_slice());
+        let changes: Vec<kith_proto::recovery::KeyChange> = keys
+            .key_changes
+            .iter()
+            .filter_map(|c| kith_proto::recovery::KeyChange::decode(&c.0))
+            .collect();
         match (listed, known) {
             (None, Some(known)) => {
                 tracing::warn!("the server no longer lists an account key it listed before");
                 Ok(Some(known))
             }
+            (Some(listed), Some(known)) => {
+                let Some(recovery) = known_recovery else {
+                    if listed != known.as_slice() {
+                        tracing::warn!("an account key changed, with no recovery key known");
+                        return Ok(Some(known));
+                    }
+                    // The recovery key, on first sight.
+                    self.local.set_recovery_key_of(username, listed_recovery)?;
+                    return Ok(Some(known));
+                };
+                match kith_proto::recovery::follow(username, (&known, &recovery), &changes, listed)
+                {
+                    Some((account, recovery)) => {
+                        self.local.set_account_key_of(username, Some(&account))?;
+                        self.local.set_recovery_key_of(username, Some(&recovery))?;
+                        Ok(Some(account))
+                    }
+                    None => {
+                        tracing::warn!("an account key changed without its recovery key's word");
+                        Ok(Some(known))
+                    }
+                }
+            }
             (listed, _) => {
                 self.local.set_account_key_of(username, listed)?;
+                self.local.set_recovery_key_of(username, listed_recovery)?;
                 Ok(listed.map(<[u8]>::to_vec))
             }
         }

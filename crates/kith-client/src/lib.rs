@@ -74,6 +74,7 @@ mod process;
 mod push;
 #[cfg(feature = "hostile")]
 pub mod raw;
+mod recovery;
 mod report;
 mod rules;
 mod safety;
@@ -101,6 +102,7 @@ pub use mls::CIPHERSUITE;
 #[doc(hidden)]
 pub use mls::JsonCodec;
 pub use push::PushConnection;
+pub use recovery::RecoveryCode;
 pub use report::{Problem, ProblemKind, SyncReport};
 pub use stories::Story;
 /// A disappearing-messages timer as people write it (`30s`, `5m`, `1d`, `4w`).

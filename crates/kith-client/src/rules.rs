@@ -38,6 +38,7 @@ pub fn check_commit(
     before: Option<&GroupMeta>,
     committer: &str,
     staged: &StagedCommit,
+    stale: &BTreeSet<LeafNodeIndex>,
 ) -> ClientResult<()> {
     let before = before.ok_or_else(|| refused("a group without the Kith extension"))?;
     for queued in staged.queued_proposals() {
@@ -62,17 +63,21 @@ pub fn check_commit(
     let removed: BTreeSet<LeafNodeIndex> =
         staged.remove_proposals().map(|rm| rm.remove_proposal().removed()).collect();
     // A member adds and removes its own account's devices as it likes (a linked device, a
-    // device removed from any other); anyone else's need an admin.
+    // device removed from any other) and adds devices of accounts that are members already
+    // (one started again after its recovery); a leaf left over from before its account's
+    // recovery (`stale`) anyone removes. Anything else needs an admin.
     let removes_others = staged.remove_proposals().any(|rm| {
         let removed = rm.remove_proposal().removed();
         let own_leave = matches!(rm.sender(), Sender::Member(s) if *s == removed);
         let own_device =
             group.member(removed).and_then(mls::identity).as_deref() == Some(committer);
-        !own_leave && !own_device
+        !own_leave && !own_device && !stale.contains(&removed)
     });
+    let members_before: BTreeSet<String> =
+        group.members().filter_map(|m| mls::identity(&m.credential)).collect();
     let adds_others = staged.add_proposals().any(|a| {
-        mls::identity(a.add_proposal().key_package().leaf_node().credential()).as_deref()
-            != Some(committer)
+        let added = mls::identity(a.add_proposal().key_package().leaf_node().credential());
+        added.as_deref() != Some(committer) && !added.is_some_and(|a| members_before.contains(&a))
     });
     let mut members_after: BTreeSet<String> = group
         .members()

@@ -96,6 +96,13 @@ impl Client {
             Ok(()) => {}
         }
         self.certify_leaves().await?;
+        match self.ensure_recovery_key().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "the recovery key waits"),
+            Ok(()) => {}
+        }
+        // Members who took their account back: their new devices in, the old ones out.
+        self.replace_recovered_devices().await?;
         // A history a linking device hands this one: what has come since the last time.
         match self.continue_history().await {
             Err(e) if e.is_local() => return Err(e),

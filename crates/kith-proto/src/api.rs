@@ -50,6 +50,11 @@ pub struct RegisterRequest {
     /// (see `kith_proto::account`). Optional for clients from before account keys.
     #[serde(default)]
     pub account_key: Option<B64>,
+    /// The recovery key's public half (Ed25519, 32 bytes), derived from the recovery code the
+    /// device showed once and kept nothing of (see `kith_proto::recovery`). Optional for
+    /// clients from before recovery codes.
+    #[serde(default)]
+    pub recovery_key: Option<B64>,
     /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s). Only from a
     /// client without an account key: with one, a device's KeyPackages carry its certificate,
     /// which names the device id this registration gives, so they follow it
@@ -180,6 +185,69 @@ pub struct DeviceList {
     /// The account key's public half, when the account has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_key: Option<B64>,
+    /// See [`AccountKeys`].
+    #[serde(default, flatten)]
+    pub keys: AccountKeys,
+}
+
+/// What lets a contact follow an account's key from one it knew: the recovery key, and each
+/// change the recovery key signed (`kith_proto::recovery::KeyChange`, encoded), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AccountKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<B64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_changes: Vec<B64>,
+}
+
+/// `PUT /v1/me/recovery-key`: gives the account a recovery key. An account without one takes
+/// `recovery_key` from any of its devices (an account from before recovery codes); after that
+/// only `change`, a `KeyChange` keeping the account key and signed by the current recovery
+/// key — the current code — replaces it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SetRecoveryKey {
+    pub recovery_key: B64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<B64>,
+}
+
+/// `POST /v1/accounts/{username}/recover`: starts the account again on a new device, with
+/// the recovery code. Every device the account had is removed and its token refused at once;
+/// `change` (a `KeyChange` signed by the current recovery key) gives the account its new
+/// account and recovery keys; `signature` is the current recovery key's over
+/// `kith_proto::recovery::recovery_bytes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RecoverAccount {
+    pub change: B64,
+    /// The new device's Ed25519 public key: its MLS credential key.
+    pub credential_key: B64,
+    /// The new device's bearer secret, chosen by it (64 lowercase hex characters).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
+    pub token: crate::Secret,
+    pub signature: B64,
+}
+
+/// The answer to [`RecoverAccount`]: the new device's id (its KeyPackages, certified by the new
+/// account key, follow as after a registration).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Recovered {
+    pub device_id: u64,
+    /// How many devices were removed.
+    pub removed: u32,
+}
+
+/// What the server itself tells a conversation's members (a queue entry of kind `notice`):
+/// only what a member needs to look up again, never content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// This member account started again with its recovery code: its devices are new, under a
+    /// new account key (which the recovery key signed).
+    Recovered(String),
 }
 
 /// `GET /v1/me/devices`: the caller's own account's devices, with what only the account
@@ -360,6 +428,9 @@ pub struct ClaimResponse {
     /// The account key each KeyPackage's certificate verifies under, when the account has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_key: Option<B64>,
+    /// See [`AccountKeys`].
+    #[serde(default, flatten)]
+    pub keys: AccountKeys,
 }
 
 /// `POST /v1/conversations`: register a new MLS group and deliver its Welcome.
@@ -488,6 +559,8 @@ pub enum EntryKind {
     Welcome,
     /// Any other MLS message of the conversation.
     Message,
+    /// A word from the server itself about a member ([`Notice`], JSON), not an MLS message.
+    Notice,
 }
 
 impl EntryKind {
@@ -495,6 +568,7 @@ impl EntryKind {
         match self {
             EntryKind::Welcome => 1,
             EntryKind::Message => 2,
+            EntryKind::Notice => 3,
         }
     }
 
@@ -502,6 +576,7 @@ impl EntryKind {
         match v {
             1 => Some(EntryKind::Welcome),
             2 => Some(EntryKind::Message),
+            3 => Some(EntryKind::Notice),
             _ => None,
         }
     }

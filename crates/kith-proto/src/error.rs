@@ -71,6 +71,8 @@ pub enum ErrorCode {
     LinkUsed,
     /// The account holds as many devices as the server allows.
     TooManyDevices,
+    /// The recovery code does not match the account's (or the account has none).
+    WrongRecoveryCode,
     /// No such route.
     NotFound,
     /// The route exists but not with that method.
@@ -101,7 +103,7 @@ impl ErrorCode {
             | InvalidReport
             | InvalidMessage => 400,
             Unauthorized => 401,
-            Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn => 403,
+            Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn | WrongRecoveryCode => 403,
             UnknownUser | UnknownConversation | UnknownLink | NotFound => 404,
             MethodNotAllowed => 405,
             UsernameTaken | ConversationExists | StaleEpoch | ConversationEnded | NoKeyPackages
@@ -150,6 +152,7 @@ impl ErrorCode {
             LinkExpired => "link_expired",
             LinkUsed => "link_used",
             TooManyDevices => "too_many_devices",
+            WrongRecoveryCode => "wrong_recovery_code",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unavailable => "unavailable",

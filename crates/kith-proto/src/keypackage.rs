@@ -90,6 +90,16 @@ pub fn leaf_certificate(
     }
 }
 
+/// Whether `leaf`, a member's, is left over from before its account's key changed: it carries
+/// a certificate that `account_key`, the account's key now, did not sign (its account was
+/// recovered and started again with new devices). Any member may remove such a leaf, and
+/// add the account's new devices in its place; the server and every client judge it alike.
+pub fn is_stale(leaf: &LeafNode, account: &str, account_key: &[u8]) -> bool {
+    let owner = Owner { account, account_key: Some(account_key), device: None };
+    leaf.extensions().unknown(DEVICE_CERTIFICATE_EXTENSION).is_some()
+        && leaf_certificate(leaf, &owner).is_err()
+}
+
 /// Which of a device's KeyPackages this is meant to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {

@@ -26,6 +26,7 @@ pub mod ids;
 #[cfg(feature = "mls")]
 pub mod keypackage;
 pub mod payload;
+pub mod recovery;
 pub mod secret;
 pub mod settings;
 pub mod watch;

@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
         now: 1,
         profile: None,
         account_key: None,
+        recovery_key: None,
     };
     let (state, a, b) = rt.block_on(async {
         let a = store.create_account(account("alice", "secret-a")).await.unwrap();

@@ -158,7 +158,9 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
     if !mls::is_credential_key(&req.credential_key.0) {
         return Err(AccountError::CredentialKey);
     }
-    if req.account_key.as_ref().is_some_and(|k| !kith_proto::account::is_account_key(&k.0)) {
+    let is_key =
+        |k: &Option<B64>| k.as_ref().is_none_or(|k| kith_proto::account::is_account_key(&k.0));
+    if !is_key(&req.account_key) || !is_key(&req.recovery_key) {
         return Err(AccountError::AccountKey);
     }
     let max = state.config.max_key_packages_per_upload;
@@ -204,6 +206,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
             now: state.now(),
             profile,
             account_key: req.account_key.clone().map(B64::into_inner),
+            recovery_key: req.recovery_key.clone().map(B64::into_inner),
         })
         .await?;
     state.metrics.registrations.inc();
@@ -429,6 +432,10 @@ pub async fn devices(state: &AppState, username: &str) -> Result<DeviceList> {
             })
             .collect(),
         account_key: found.account_key.map(B64),
+        keys: AccountKeys {
+            recovery_key: found.recovery_key.map(B64),
+            key_changes: found.key_changes.into_iter().map(B64).collect(),
+        },
     })
 }
 
@@ -512,12 +519,16 @@ pub async fn claim_key_packages(
         // KeyPackages; past it they get its last-resort KeyPackage, so nobody can drain it.
         state.safety.take_key_package_budget(username, now)
     };
-    let account_key = state
+    let account = state
         .store
         .account_devices(username)
         .await?
-        .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?
-        .account_key;
+        .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?;
+    let account_key = account.account_key;
+    let keys = AccountKeys {
+        recovery_key: account.recovery_key.map(B64),
+        key_changes: account.key_changes.into_iter().map(B64).collect(),
+    };
     let except = own.then_some(me.device_id);
     let claimed = claim_usable(state, username, account_key.as_deref(), one_time, except).await?;
     if claimed.is_empty() && !own {
@@ -540,6 +551,7 @@ pub async fn claim_key_packages(
         username: username.to_string(),
         key_packages,
         account_key: account_key.map(B64),
+        keys,
     })
 }
 

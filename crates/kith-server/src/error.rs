@@ -190,6 +190,21 @@ impl From<crate::links::LinkError> for ApiError {
     }
 }
 
+impl From<crate::recovery::RecoveryError> for ApiError {
+    fn from(e: crate::recovery::RecoveryError) -> Self {
+        use crate::recovery::RecoveryError as R;
+        let code = match e {
+            R::BadKey | R::BadChange | R::BadToken => ErrorCode::BadRequest,
+            R::CredentialKey | R::KeyTaken => ErrorCode::InvalidKeyPackage,
+            R::WrongCode | R::NoCode | R::CodeHeld => ErrorCode::WrongRecoveryCode,
+            R::NoSuchUser(_) => ErrorCode::UnknownUser,
+            R::Limited(e) => return e.into(),
+            R::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
+    }
+}
+
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         let code = match e {

@@ -49,6 +49,7 @@ pub mod mls;
 pub mod openapi;
 pub mod push;
 pub mod queues;
+pub mod recovery;
 pub mod retention;
 pub mod routes;
 pub mod safety;

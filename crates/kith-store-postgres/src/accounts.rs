@@ -35,23 +35,47 @@ impl AccountStore for PgStore {
 
     async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let n =
-            sqlx::query("UPDATE devices SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
-                .bind(i(device))
-                .bind(i(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-        if n == 0 {
-            return Err(StoreError::UnknownDevice);
-        }
-        for sql in crate::links::REMOVE_DEVICE {
-            sqlx::query(sql).bind(i(device)).execute(&mut *tx).await.map_err(backend)?;
-        }
-        // Other nodes refuse its token and close its push connections at once.
-        announce_access_changed(&mut tx, &self.announce, device).await.map_err(backend)?;
+        crate::links::remove_device(&mut tx, &self.announce, device, now).await?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn set_recovery_key(
+        &self,
+        username: &str,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        change: Option<Vec<u8>>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let account = crate::links::lock_account(&mut tx, username).await?;
+        let n = sqlx::query(
+            "UPDATE accounts SET recovery_key = $2
+             WHERE id = $1 AND recovery_key IS NOT DISTINCT FROM $3",
+        )
+        .bind(account)
+        .bind(&new)
+        .bind(&expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        if let Some(change) = change {
+            crate::links::add_key_change(&mut tx, account, &change).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn recover_account(&self, recovery: AccountRecovery) -> StoreResult<RecoveryOutcome> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let outcome = crate::links::recover_account(&mut tx, &self.announce, &recovery).await?;
+        if matches!(outcome, RecoveryOutcome::Recovered { .. }) {
+            tx.commit().await.map_err(backend)?;
+        }
+        Ok(outcome)
     }
 
     async fn delete_link(&self, id: &str) -> StoreResult<()> {
@@ -101,8 +125,9 @@ impl AccountStore for PgStore {
     async fn create_account(&self, a: NewAccount) -> StoreResult<DeviceId> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: i64 = match sqlx::query_scalar(
-            "INSERT INTO accounts (username, kind, created_at, display_name, description, account_key)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO accounts
+             (username, kind, created_at, display_name, description, account_key, recovery_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(&a.username)
         .bind(account_kind_code(a.kind))
@@ -110,6 +135,7 @@ impl AccountStore for PgStore {
         .bind(a.profile.as_ref().map(|p| p.0.clone()))
         .bind(a.profile.as_ref().map(|p| p.1.clone()))
         .bind(&a.account_key)
+        .bind(&a.recovery_key)
         .fetch_one(&mut *tx)
         .await
         {
@@ -172,15 +198,24 @@ impl AccountStore for PgStore {
     }
 
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
-        let account: Option<(i64, i16, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT id, kind, account_key FROM accounts WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        let Some((id, kind, account_key)) = account else {
+        type Row = (i64, i16, Option<Vec<u8>>, Option<Vec<u8>>);
+        let account: Option<Row> = sqlx::query_as(
+            "SELECT id, kind, account_key, recovery_key FROM accounts WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some((id, kind, account_key, recovery_key)) = account else {
             return Ok(None);
         };
+        let key_changes: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT statement FROM key_changes WHERE account_id = $1 ORDER BY n",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         let rows: Vec<(i64, Vec<u8>, i64, Option<String>, Option<i64>)> = sqlx::query_as(
             "SELECT id, credential_key, created_at, name, last_seen FROM devices
              WHERE account_id = $1 AND removed_at IS NULL ORDER BY id",
@@ -203,6 +238,8 @@ impl AccountStore for PgStore {
                 })
                 .collect(),
             account_key,
+            recovery_key,
+            key_changes,
         }))
     }
 

@@ -175,7 +175,7 @@ pub(crate) async fn answer_link(
 }
 
 /// What goes with a removed device (`$1`), in this order.
-pub(crate) const REMOVE_DEVICE: [&str; 8] = [
+const REMOVE_DEVICE: [&str; 8] = [
     "DELETE FROM key_packages WHERE device_id = $1",
     "DELETE FROM last_resort_key_packages WHERE device_id = $1",
     "DELETE FROM conversation_members WHERE device_id = $1",
@@ -190,3 +190,134 @@ pub(crate) const REMOVE_DEVICE: [&str; 8] = [
        (SELECT id FROM links WHERE device_id = $1 OR approved_device = $1)",
     "DELETE FROM links WHERE device_id = $1 OR approved_device = $1",
 ];
+
+/// Removes `device` inside `tx` (see `AccountStore::remove_device`).
+pub(crate) async fn remove_device(
+    tx: &mut sqlx::PgConnection,
+    announce: &Announce,
+    device: DeviceId,
+    now: Millis,
+) -> StoreResult<()> {
+    let n = sqlx::query("UPDATE devices SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
+        .bind(i(device))
+        .bind(i(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::UnknownDevice);
+    }
+    for sql in REMOVE_DEVICE {
+        sqlx::query(sql).bind(i(device)).execute(&mut *tx).await.map_err(backend)?;
+    }
+    // Other nodes refuse its token and close its push connections at once.
+    announce_access_changed(tx, announce, device).await.map_err(backend)
+}
+
+/// The account's id, its row locked until `tx` ends. `Err(UnknownUser)`.
+pub(crate) async fn lock_account(tx: &mut sqlx::PgConnection, username: &str) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1 FOR UPDATE")
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::UnknownUser)
+}
+
+pub(crate) async fn add_key_change(
+    tx: &mut sqlx::PgConnection,
+    account: i64,
+    change: &[u8],
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO key_changes (account_id, n, statement)
+         VALUES ($1, (SELECT COUNT(*) FROM key_changes WHERE account_id = $1), $2)",
+    )
+    .bind(account)
+    .bind(change)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// See `AccountStore::recover_account`; the caller commits `tx` when it recovered.
+pub(crate) async fn recover_account(
+    tx: &mut sqlx::PgConnection,
+    announce: &Announce,
+    r: &AccountRecovery,
+) -> StoreResult<RecoveryOutcome> {
+    let account = lock_account(tx, &r.username).await?;
+    let held: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT recovery_key FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+    if held.as_deref() != Some(r.verified_with.as_slice()) {
+        return Ok(RecoveryOutcome::OtherKey);
+    }
+    let taken: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE credential_key = $1")
+        .bind(&r.credential_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+    if taken.is_some() {
+        return Ok(RecoveryOutcome::KeyTaken);
+    }
+    let removed: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM devices WHERE account_id = $1 AND removed_at IS NULL ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    // Each conversation the account was in, with the devices of its other accounts.
+    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT m.conversation, m.device_id FROM conversation_members m
+         JOIN devices d ON d.id = m.device_id
+         WHERE d.account_id != $1 AND m.conversation IN
+           (SELECT conversation FROM conversation_members WHERE device_id IN
+             (SELECT id FROM devices WHERE account_id = $1))
+         ORDER BY m.conversation, m.device_id",
+    )
+    .bind(account)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let mut conversations: Vec<(Vec<u8>, Vec<DeviceId>)> = Vec::new();
+    for (conversation, device) in rows {
+        match conversations.last_mut() {
+            Some((c, devices)) if *c == conversation => devices.push(u(device)),
+            _ => conversations.push((conversation, vec![u(device)])),
+        }
+    }
+    for device in &removed {
+        remove_device(tx, announce, u(*device), r.now).await?;
+    }
+    let device: i64 = sqlx::query_scalar(
+        "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(account)
+    .bind(&r.credential_key)
+    .bind(r.token_hash.as_slice())
+    .bind(i(r.now))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    sqlx::query("UPDATE accounts SET account_key = $2, recovery_key = $3 WHERE id = $1")
+        .bind(account)
+        .bind(&r.account_key)
+        .bind(&r.recovery_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    add_key_change(tx, account, &r.change).await?;
+    Ok(RecoveryOutcome::Recovered {
+        device_id: u(device),
+        removed: removed.into_iter().map(u).collect(),
+        conversations,
+    })
+}

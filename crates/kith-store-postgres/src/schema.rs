@@ -185,6 +185,15 @@ const MIGRATIONS: &[&str] = &[
         data BYTEA NOT NULL,
         PRIMARY KEY (link_id, n)
      );",
+    // 17: the public half of an account's recovery key, and every change of its keys the
+    // recovery key signed (a contact follows them from the keys it knew).
+    "ALTER TABLE accounts ADD COLUMN recovery_key BYTEA;
+     CREATE TABLE key_changes (
+        account_id BIGINT NOT NULL,
+        n BIGINT NOT NULL,
+        statement BYTEA NOT NULL,
+        PRIMARY KEY (account_id, n)
+     );",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -13,15 +13,17 @@ impl AccountStore for SqliteStore {
                 let (display_name, description) = a.profile.clone().unzip();
                 let inserted = conn.execute(
                     "INSERT INTO accounts
-                     (username, kind, created_at, display_name, description, account_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (username, kind, created_at, display_name, description, account_key,
+                      recovery_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         a.username,
                         i64::from(account_kind_code(a.kind)),
                         i(a.now),
                         display_name,
                         description,
-                        a.account_key
+                        a.account_key,
+                        a.recovery_key
                     ],
                 );
                 match inserted {
@@ -153,6 +155,26 @@ impl AccountStore for SqliteStore {
         self.inner.writer.write(move |conn| crate::links::remove_device(conn, device, now)).await
     }
 
+    async fn set_recovery_key(
+        &self,
+        username: &str,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        change: Option<Vec<u8>>,
+    ) -> StoreResult<bool> {
+        let username = username.to_string();
+        self.inner
+            .writer
+            .write(move |conn| {
+                crate::links::set_recovery_key(conn, &username, expected, &new, change)
+            })
+            .await
+    }
+
+    async fn recover_account(&self, recovery: AccountRecovery) -> StoreResult<RecoveryOutcome> {
+        self.inner.writer.write(move |conn| crate::links::recover_account(conn, &recovery)).await
+    }
+
     async fn device_auth(&self, device: DeviceId) -> StoreResult<Option<DeviceAuth>> {
         self.read(move |conn| {
             conn.prepare_cached(
@@ -180,10 +202,12 @@ impl AccountStore for SqliteStore {
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
         let username = username.to_string();
         self.read(move |conn| {
-            let Some((account, kind, account_key)) = conn
-                .prepare_cached("SELECT id, kind, account_key FROM accounts WHERE username = ?1")?
+            let Some((account, kind, account_key, recovery_key)) = conn
+                .prepare_cached(
+                    "SELECT id, kind, account_key, recovery_key FROM accounts WHERE username = ?1",
+                )?
                 .query_row(params![username], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?
             else {
@@ -204,11 +228,19 @@ impl AccountStore for SqliteStore {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            let key_changes = conn
+                .prepare_cached(
+                    "SELECT statement FROM key_changes WHERE account_id = ?1 ORDER BY n",
+                )?
+                .query_map(params![account], |r| r.get(0))?
+                .collect::<Result<Vec<Vec<u8>>, _>>()?;
             Ok(Some(AccountDevices {
                 username,
                 kind: account_kind_from_code(kind),
                 devices,
                 account_key,
+                recovery_key,
+                key_changes,
             }))
         })
         .await

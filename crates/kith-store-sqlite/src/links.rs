@@ -157,3 +157,110 @@ pub(crate) fn remove_device(conn: &Connection, device: DeviceId, now: Millis) ->
     }
     Ok(())
 }
+
+fn account_id(conn: &Connection, username: &str) -> StoreResult<i64> {
+    conn.query_row("SELECT id FROM accounts WHERE username = ?1", params![username], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::UnknownUser)
+}
+
+fn add_key_change(conn: &Connection, account: i64, change: &[u8]) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO key_changes (account_id, n, statement)
+         VALUES (?1, (SELECT COUNT(*) FROM key_changes WHERE account_id = ?1), ?2)",
+        params![account, change],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// One writer job: the recovery key replaced if it is `expected`.
+pub(crate) fn set_recovery_key(
+    conn: &Connection,
+    username: &str,
+    expected: Option<Vec<u8>>,
+    new: &[u8],
+    change: Option<Vec<u8>>,
+) -> StoreResult<bool> {
+    let account = account_id(conn, username)?;
+    let n = conn
+        .execute(
+            "UPDATE accounts SET recovery_key = ?2 WHERE id = ?1 AND recovery_key IS ?3",
+            params![account, new, expected],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if let Some(change) = change {
+        add_key_change(conn, account, &change)?;
+    }
+    Ok(true)
+}
+
+/// One writer job (atomic, see [`approve_link`]): every device of the account out, the new
+/// one in, the keys replaced.
+pub(crate) fn recover_account(
+    conn: &Connection,
+    r: &AccountRecovery,
+) -> StoreResult<RecoveryOutcome> {
+    let account = account_id(conn, &r.username)?;
+    let held: Option<Vec<u8>> = conn
+        .query_row("SELECT recovery_key FROM accounts WHERE id = ?1", params![account], |row| {
+            row.get(0)
+        })
+        .map_err(backend)?;
+    if held.as_deref() != Some(r.verified_with.as_slice()) {
+        return Ok(RecoveryOutcome::OtherKey);
+    }
+    let taken: bool = conn
+        .prepare_cached("SELECT 1 FROM devices WHERE credential_key = ?1")
+        .and_then(|mut s| s.exists(params![r.credential_key]))
+        .map_err(backend)?;
+    if taken {
+        return Ok(RecoveryOutcome::KeyTaken);
+    }
+    let removed: Vec<DeviceId> = conn
+        .prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND removed_at IS NULL")
+        .and_then(|mut s| s.query_map(params![account], |row| row.get(0).map(u))?.collect())
+        .map_err(backend)?;
+    // Each conversation the account was in, with the devices of its other accounts.
+    let rows: Vec<(Vec<u8>, i64)> = conn
+        .prepare(
+            "SELECT m.conversation, m.device_id FROM conversation_members m
+             JOIN devices d ON d.id = m.device_id
+             WHERE d.account_id != ?1 AND m.conversation IN
+               (SELECT conversation FROM conversation_members WHERE device_id IN
+                 (SELECT id FROM devices WHERE account_id = ?1))
+             ORDER BY m.conversation, m.device_id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+        })
+        .map_err(backend)?;
+    let mut conversations: Vec<(Vec<u8>, Vec<DeviceId>)> = Vec::new();
+    for (conversation, device) in rows {
+        match conversations.last_mut() {
+            Some((c, devices)) if *c == conversation => devices.push(u(device)),
+            _ => conversations.push((conversation, vec![u(device)])),
+        }
+    }
+    for device in &removed {
+        remove_device(conn, *device, r.now)?;
+    }
+    conn.execute(
+        "INSERT INTO devices (account_id, credential_key, token_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![account, r.credential_key, r.token_hash.to_vec(), i(r.now)],
+    )
+    .map_err(backend)?;
+    let device_id = u(conn.last_insert_rowid());
+    conn.execute(
+        "UPDATE accounts SET account_key = ?2, recovery_key = ?3 WHERE id = ?1",
+        params![account, r.account_key, r.recovery_key],
+    )
+    .map_err(backend)?;
+    add_key_change(conn, account, &r.change)?;
+    Ok(RecoveryOutcome::Recovered { device_id, removed, conversations })
+}

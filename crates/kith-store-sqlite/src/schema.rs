@@ -185,6 +185,15 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         PRIMARY KEY (link_id, n)
      );",
+    // 17: the public half of an account's recovery key, and every change of its keys the
+    // recovery key signed (a contact follows them from the keys it knew).
+    "ALTER TABLE accounts ADD COLUMN recovery_key BLOB;
+     CREATE TABLE key_changes (
+        account_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        statement BLOB NOT NULL,
+        PRIMARY KEY (account_id, n)
+     );",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

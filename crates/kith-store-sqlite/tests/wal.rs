@@ -19,6 +19,7 @@ fn account(name: &str) -> NewAccount {
         now: 1,
         profile: None,
         account_key: None,
+        recovery_key: None,
     }
 }
 

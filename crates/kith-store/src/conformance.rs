@@ -41,6 +41,8 @@ macro_rules! conformance_suite {
             device_names_and_last_seen_are_kept,
             links_work_once_and_go,
             a_removed_device_is_gone_for_good,
+            recovery_keys_change_only_from_the_current_one,
+            a_recovered_account_starts_again_with_one_device,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -67,6 +69,7 @@ fn account(name: &str, kps: usize) -> NewAccount {
         now: NOW,
         profile: None,
         account_key: None,
+        recovery_key: None,
     }
 }
 
@@ -1134,4 +1137,78 @@ pub async fn a_removed_device_is_gone_for_good(store: Arc<dyn Store>) {
     assert!(owners[0].removed);
     assert!(!store.devices_by_credential_keys(&[b"key-alice".to_vec()]).await.unwrap()[0].removed);
     assert!(matches!(store.remove_device(999, NOW).await, Err(StoreError::UnknownDevice)));
+}
+
+pub async fn recovery_keys_change_only_from_the_current_one(store: Arc<dyn Store>) {
+    store.create_account(account("alice", 1)).await.unwrap();
+    let keys = |store: Arc<dyn Store>| async move {
+        let a = store.account_devices("alice").await.unwrap().unwrap();
+        (a.recovery_key, a.key_changes)
+    };
+    assert_eq!(keys(store.clone()).await, (None, vec![]));
+    // An account without one takes one; then only from the current one.
+    assert!(!store.set_recovery_key("alice", Some(vec![1]), vec![2], None).await.unwrap());
+    assert!(store.set_recovery_key("alice", None, vec![1], None).await.unwrap());
+    assert!(!store.set_recovery_key("alice", None, vec![9], None).await.unwrap());
+    assert!(!store.set_recovery_key("alice", Some(vec![9]), vec![9], None).await.unwrap());
+    assert!(
+        store
+            .set_recovery_key("alice", Some(vec![1]), vec![2], Some(b"c1".to_vec()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(keys(store.clone()).await, (Some(vec![2]), vec![b"c1".to_vec()]));
+    assert!(matches!(
+        store.set_recovery_key("nobody", None, vec![1], None).await,
+        Err(StoreError::UnknownUser)
+    ));
+}
+
+pub async fn a_recovered_account_starts_again_with_one_device(store: Arc<dyn Store>) {
+    let with_code = NewAccount { recovery_key: Some(vec![1; 32]), ..account("alice", 2) };
+    let a = store.create_account(with_code).await.unwrap();
+    let b = store.create_account(account("bob", 1)).await.unwrap();
+    store.create_conversation(new_conversation(a, b)).await.unwrap();
+    let recovery = |verified_with: Vec<u8>, key: &[u8]| AccountRecovery {
+        username: "alice".into(),
+        verified_with,
+        account_key: vec![7; 32],
+        recovery_key: vec![8; 32],
+        change: b"change".to_vec(),
+        credential_key: key.to_vec(),
+        token_hash: [9; 32],
+        now: NOW + 5,
+    };
+    // Only under the account's current recovery key, and with a key nobody holds.
+    assert_eq!(
+        store.recover_account(recovery(vec![2; 32], b"key-new")).await.unwrap(),
+        RecoveryOutcome::OtherKey
+    );
+    assert_eq!(
+        store.recover_account(recovery(vec![1; 32], b"key-bob")).await.unwrap(),
+        RecoveryOutcome::KeyTaken
+    );
+    assert_eq!(store.device_auth(a).await.unwrap().map(|d| d.device_id), Some(a));
+    let RecoveryOutcome::Recovered { device_id, removed, conversations } =
+        store.recover_account(recovery(vec![1; 32], b"key-new")).await.unwrap()
+    else {
+        panic!("not recovered")
+    };
+    assert_eq!(removed, [a]);
+    assert_eq!(conversations, [(conv(1), vec![b])]);
+    // The old device is gone: no token, no membership, no KeyPackages.
+    assert_eq!(store.device_auth(a).await.unwrap(), None);
+    assert_eq!(store.conversation_route(&conv(1)).await.unwrap().unwrap().members, [b]);
+    let found = store.account_devices("alice").await.unwrap().unwrap();
+    assert_eq!(found.devices.iter().map(|d| d.device_id).collect::<Vec<_>>(), [device_id]);
+    assert_eq!(found.account_key, Some(vec![7; 32]));
+    assert_eq!(found.recovery_key, Some(vec![8; 32]));
+    assert_eq!(found.key_changes, [b"change".to_vec()]);
+    let auth = store.device_auth(device_id).await.unwrap().unwrap();
+    assert_eq!((auth.username.as_str(), auth.token_hash), ("alice", [9; 32]));
+    // The old code does not work twice.
+    assert_eq!(
+        store.recover_account(recovery(vec![1; 32], b"key-newer")).await.unwrap(),
+        RecoveryOutcome::OtherKey
+    );
 }

@@ -127,6 +127,9 @@ pub struct NewAccount {
     /// The account key's public half (Ed25519, 32 bytes), which signs each device's
     /// certificate; `None` for a client from before account keys.
     pub account_key: Option<Vec<u8>>,
+    /// The recovery key's public half (Ed25519, 32 bytes); `None` for a client from before
+    /// recovery codes.
+    pub recovery_key: Option<Vec<u8>>,
 }
 
 /// What authentication needs to know about a device.
@@ -167,6 +170,11 @@ pub struct AccountDevices {
     pub devices: Vec<DeviceRecord>,
     /// See [`NewAccount::account_key`].
     pub account_key: Option<Vec<u8>>,
+    /// See [`NewAccount::recovery_key`].
+    pub recovery_key: Option<Vec<u8>>,
+    /// Every change of the account's keys its recovery key signed (encoded
+    /// `kith_proto::recovery::KeyChange`s), oldest first.
+    pub key_changes: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -490,6 +498,41 @@ pub struct LinkedDevice {
     pub keep_until: Millis,
 }
 
+/// An account started again on a new device, for [`AccountStore::recover_account`].
+#[derive(Clone, Debug)]
+pub struct AccountRecovery {
+    pub username: String,
+    /// The recovery key the request was verified under: the recovery happens only if it is
+    /// still the account's.
+    pub verified_with: Vec<u8>,
+    /// The account's keys from now on, and the change (signed by `verified_with`) that says so.
+    pub account_key: Vec<u8>,
+    pub recovery_key: Vec<u8>,
+    pub change: Vec<u8>,
+    /// The new device.
+    pub credential_key: Vec<u8>,
+    pub token_hash: [u8; 32],
+    pub now: Millis,
+}
+
+/// What a recovery did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    Recovered {
+        device_id: DeviceId,
+        /// The devices removed.
+        removed: Vec<DeviceId>,
+        /// Each conversation a removed device was in, with its other accounts' member devices
+        /// (to be told the account started again).
+        conversations: Vec<(Vec<u8>, Vec<DeviceId>)>,
+    },
+    /// The account's recovery key is not the one the request was verified under (replaced
+    /// meanwhile, or never set).
+    OtherKey,
+    /// The credential key is another device's.
+    KeyTaken,
+}
+
 /// What an approval did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkApproval {
@@ -590,6 +633,22 @@ pub trait AccountStore: Send + Sync + 'static {
     /// processes sharing the store are told ([`Announcement::AccessChanged`]).
     /// `Err(UnknownDevice)` if there is no such device (or it was removed already).
     async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()>;
+
+    /// Gives the account the recovery key `new` if its recovery key is `expected` now (`None`:
+    /// it has none), recording `change` (an encoded `KeyChange`) among its key changes when
+    /// given; `Ok(false)` when the recovery key is not `expected`. `Err(UnknownUser)`.
+    async fn set_recovery_key(
+        &self,
+        username: &str,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        change: Option<Vec<u8>>,
+    ) -> StoreResult<bool>;
+
+    /// Starts the account again on a new device, in one transaction: every device it had is
+    /// removed as [`AccountStore::remove_device`] removes one (other processes are told), the new
+    /// one is made, and its keys are replaced with the change recorded. `Err(UnknownUser)`.
+    async fn recover_account(&self, recovery: AccountRecovery) -> StoreResult<RecoveryOutcome>;
 
     /// Names (or, with `None`, unnames) a device. `Err(UnknownDevice)`.
     async fn set_device_name(&self, device: DeviceId, name: Option<String>) -> StoreResult<()>;

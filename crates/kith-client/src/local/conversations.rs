@@ -75,6 +75,33 @@ impl LocalStore {
     /// Forgets a conversation entirely: its row, its messages, its epochs' timers (a creation the
     /// server refused).
     /// The ids of the conversations this device has not left.
+    /// Notes that `username`, a member of conversation `id`, started again after its recovery.
+    pub fn note_recovered(&self, id: &str, username: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO kith_recovered (conversation, username) VALUES (?1, ?2)",
+            )?
+            .execute(params![id, username])?;
+        Ok(())
+    }
+
+    /// The (conversation, account) pairs noted by [`LocalStore::note_recovered`].
+    pub fn recovered(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT conversation, username FROM kith_recovered ORDER BY conversation",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    }
+
+    pub fn forget_recovered(&self, id: &str, username: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM kith_recovered WHERE conversation = ?1 AND username = ?2")?
+            .execute(params![id, username])?;
+        Ok(())
+    }
+
     pub fn active_conversation_ids(&self) -> rusqlite::Result<Vec<String>> {
         self.conn
             .prepare_cached("SELECT id FROM kith_conversations WHERE left_at IS NULL ORDER BY id")?

@@ -195,6 +195,13 @@ CREATE TABLE IF NOT EXISTS kith_account_keys (
     username TEXT PRIMARY KEY,
     account_key BLOB
 );
+-- Conversations whose member account started again after its recovery: its new devices are
+-- put in (and its old leaves taken out) at the next settle step.
+CREATE TABLE IF NOT EXISTS kith_recovered (
+    conversation TEXT NOT NULL,
+    username TEXT NOT NULL,
+    PRIMARY KEY (conversation, username)
+);
 -- When upkeep steps last ran (a fresh last-resort KeyPackage, say).
 CREATE TABLE IF NOT EXISTS kith_upkeep (
     what TEXT PRIMARY KEY,
@@ -243,6 +250,16 @@ impl LocalStore {
             if !has {
                 self.conn.execute_batch(ddl)?;
             }
+        }
+        let has_recovery: bool = self
+            .conn
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('kith_account_keys') WHERE name = 'recovery_key'",
+            )?
+            .exists([])?;
+        if !has_recovery {
+            self.conn
+                .execute_batch("ALTER TABLE kith_account_keys ADD COLUMN recovery_key BLOB")?;
         }
         let has_shown: bool = self
             .conn

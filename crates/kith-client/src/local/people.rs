@@ -101,10 +101,29 @@ impl LocalStore {
     pub fn set_account_key_of(&self, username: &str, key: Option<&[u8]>) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO kith_account_keys (username, account_key) VALUES (?1, ?2)",
+                "INSERT INTO kith_account_keys (username, account_key) VALUES (?1, ?2)
+                 ON CONFLICT (username) DO UPDATE SET account_key = excluded.account_key",
             )?
             .execute(params![username, key])?;
         Ok(())
+    }
+
+    /// Records `username`'s recovery key (the public half), as known from now on.
+    pub fn set_recovery_key_of(&self, username: &str, key: Option<&[u8]>) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("UPDATE kith_account_keys SET recovery_key = ?2 WHERE username = ?1")?
+            .execute(params![username, key])?;
+        Ok(())
+    }
+
+    /// `username`'s recovery key, if known.
+    pub fn recovery_key_of(&self, username: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT recovery_key FROM kith_account_keys WHERE username = ?1")?
+            .query_row(params![username], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
     }
 
     /// `username`'s account key, if looked up before: `Some(None)` for an account without one.

@@ -29,7 +29,8 @@ impl Client {
         let mut lines = Vec::new();
         let mut lasting = None;
         let before = mls::meta_of(group);
-        crate::rules::check_commit(group, before.as_ref(), sender, &staged)?;
+        let stale = self.stale_leaves(group, before.as_ref(), sender, &staged)?;
+        crate::rules::check_commit(group, before.as_ref(), sender, &staged, &stale)?;
         // New settings are opened with the key of the epoch the commit was made in,
         // before it is merged, and checked against the digest of the new context.
         let digest_after = mls::meta_of_context(staged.group_context()).and_then(|m| m.settings);
@@ -63,9 +64,27 @@ impl Client {
             }
         }
         // A member's own new device is said as such (the line every member sees when someone
-        // links one), not as adding them.
+        // links one), not as adding them; an account that started again after its recovery
+        // likewise, once for its old leaves going and its new device coming.
         if added.remove(sender.as_str()) {
             lines.push(SystemEvent::DeviceAdded { who: sender.clone() });
+        }
+        let mut recovered = BTreeSet::new();
+        for index in &stale {
+            if let Some(who) = group.member(*index).and_then(mls::identity)
+                && recovered.insert(who.clone())
+            {
+                added.remove(&who);
+                lines.push(SystemEvent::Recovered { by: sender.clone(), who });
+            }
+        }
+        let members_before: BTreeSet<String> =
+            group.members().filter_map(|m| mls::identity(&m.credential)).collect();
+        let more_devices: Vec<String> =
+            added.iter().filter(|u| members_before.contains(*u)).cloned().collect();
+        for who in more_devices {
+            added.remove(&who);
+            lines.push(SystemEvent::DeviceAdded { who });
         }
         if !added.is_empty() {
             lines.push(SystemEvent::Added { by: sender.clone(), who: added.into_iter().collect() });
@@ -79,6 +98,9 @@ impl Client {
                 continue;
             }
             removed_me |= removed == group.own_leaf_index();
+            if stale.contains(&removed) {
+                continue;
+            }
             let line = if who == *sender {
                 SystemEvent::DeviceRemoved { who }
             } else {

@@ -133,12 +133,36 @@ fn system(
 impl Client {
     /// Processes one entry, in the caller's transaction.
     pub(crate) fn process_in_transaction(&self, entry: &QueueEntry) -> Processing<Outcome> {
+        if entry.kind == EntryKind::Notice {
+            return self.take_notice(entry);
+        }
         let message =
             MlsMessageIn::tls_deserialize_exact(&entry.data.0).map_err(ClientError::mls)?;
         match entry.kind {
             EntryKind::Welcome => self.join(entry, message),
-            EntryKind::Message => self.handle(entry, message),
+            EntryKind::Message | EntryKind::Notice => self.handle(entry, message),
         }
+    }
+
+    /// A word from the server about a member of a conversation this device is in: only a
+    /// reason to look again, never believed on its own (the keys it points at are checked
+    /// when they are fetched). A notice about another conversation, or that does not parse,
+    /// is dropped.
+    fn take_notice(&self, entry: &QueueEntry) -> Processing<Outcome> {
+        let notice: Notice = serde_json::from_slice(&entry.data.0).map_err(|_| {
+            Skip::Unusable(ClientError::Protocol("a notice that does not parse".into()))
+        })?;
+        match notice {
+            Notice::Recovered(who) => {
+                if self.local.conversation(&entry.conversation_id)?.is_some_and(|c| !c.left)
+                    && kith_proto::validate_username(&who).is_ok()
+                    && who != self.me()?.username
+                {
+                    self.local.note_recovered(&entry.conversation_id, &who)?;
+                }
+            }
+        }
+        Ok(Outcome::default())
     }
 
     fn handle(&self, entry: &QueueEntry, message: MlsMessageIn) -> Processing<Outcome> {
@@ -315,7 +339,7 @@ impl Client {
                 report.problems.push(Problem {
                     kind: match entry.kind {
                         EntryKind::Welcome => ProblemKind::Unjoinable,
-                        EntryKind::Message => ProblemKind::Unreadable,
+                        EntryKind::Message | EntryKind::Notice => ProblemKind::Unreadable,
                     },
                     conversation: entry.conversation_id.clone(),
                     user: None,

@@ -268,7 +268,9 @@ async fn commit(
     posted: Posted<'_>,
 ) -> GroupResult<Change> {
     let committer = posted.committer.as_str();
-    policy::check_commit(&tracked, committer, &staged, aad, state.config.max_group_size)?;
+    let stale = super::stale_leaves(&*state.store, &tracked, &staged).await?;
+    let max = state.config.max_group_size;
+    policy::check_commit(&tracked, committer, &staged, aad, max, &stale)?;
     check_leaves_included(&tracked, &staged)?;
     let changed: Vec<LeafNode> = staged
         .add_proposals()

@@ -102,6 +102,33 @@ pub async fn check_certificates(
     Ok(())
 }
 
+/// The leaves `staged` removes that are left over from before their account's key changed
+/// ([`kith_proto::keypackage::is_stale`], judged on the account's key now): any member may
+/// remove those.
+pub async fn stale_leaves(
+    store: &dyn Store,
+    tracked: &state::Tracked,
+    staged: &openmls::prelude::StagedCommit,
+) -> GroupResult<std::collections::BTreeSet<u32>> {
+    let mut stale = std::collections::BTreeSet::new();
+    let mut keys: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    for rm in staged.remove_proposals() {
+        let index = rm.remove_proposal().removed();
+        let Some(leaf) = tracked.group.leaf(index) else { continue };
+        let username = state::identity(leaf.credential()).unwrap_or_default();
+        if !keys.contains_key(&username) {
+            let key = store.account_devices(&username).await?.and_then(|a| a.account_key);
+            keys.insert(username.clone(), key);
+        }
+        if let Some(Some(key)) = keys.get(&username)
+            && kith_proto::keypackage::is_stale(leaf, &username, key)
+        {
+            stale.insert(index.u32());
+        }
+    }
+    Ok(stale)
+}
+
 /// The leaves with a pending proposal to leave (by themselves), from the group's validated
 /// proposal store.
 pub fn pending_leaves(tracked: &state::Tracked) -> GroupResult<Vec<u32>> {

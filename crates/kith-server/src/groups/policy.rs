@@ -48,6 +48,7 @@ pub fn check_commit(
     staged: &StagedCommit,
     aad: &[u8],
     max_group_size: usize,
+    stale: &BTreeSet<u32>,
 ) -> GroupResult<()> {
     let before: GroupMeta = tracked.meta().ok_or(GroupError::LacksExtension)?;
     let mut after = before.clone();
@@ -61,12 +62,16 @@ pub fn check_commit(
         }
     }
     let adds = staged.add_proposals().count();
-    // A member adds and removes its own account's devices as it likes; anyone else's need an
-    // admin.
+    // A member adds and removes its own account's devices as it likes, and adds devices of
+    // accounts that are members already (an account started again after its recovery); a
+    // leaf left over from before its account's recovery anyone removes. Anything else needs
+    // an admin.
+    let members_before: BTreeSet<String> =
+        tracked.leaves().into_iter().map(|l| l.username).collect();
     let adds_others = staged.add_proposals().any(|a| {
-        crate::groups::state::identity(a.add_proposal().key_package().leaf_node().credential())
-            .as_deref()
-            != Some(committer)
+        let added =
+            crate::groups::state::identity(a.add_proposal().key_package().leaf_node().credential());
+        added.as_deref() != Some(committer) && !added.is_some_and(|a| members_before.contains(&a))
     });
     let mut removes = 0;
     let mut removes_others = false;
@@ -75,7 +80,7 @@ pub fn check_commit(
         let removed = rm.remove_proposal().removed();
         let own_leave = matches!(rm.sender(), Sender::Member(s) if *s == removed);
         let own_device = tracked.leaf(removed).is_some_and(|l| l.username == committer);
-        removes_others |= !own_leave && !own_device;
+        removes_others |= !own_leave && !own_device && !stale.contains(&removed.u32());
     }
     let members = members_after(tracked, staged);
     let change = Change {

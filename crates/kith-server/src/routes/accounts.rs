@@ -159,3 +159,44 @@ pub async fn devices(
 ) -> ApiResult<Json<DeviceList>> {
     Ok(Json(accounts::devices(&state, &username).await?))
 }
+
+/// Give the caller's account its recovery key: once, for an account without one; after that
+/// only with a key change the current recovery key signed.
+#[utoipa::path(put, path = "/v1/me/recovery-key", tag = "accounts", security(("bearer" = [])),
+    request_body = SetRecoveryKey,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "bad_request: not a key, or a change that does not decode or names other keys", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "wrong_recovery_code: the account has a recovery key and the change is not signed by it", body = ErrorBody),
+    ))]
+pub async fn set_recovery_key(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Body(req): Body<SetRecoveryKey>,
+) -> ApiResult<StatusCode> {
+    crate::recovery::set_recovery_key(&state, &me, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Take an account back with its recovery code: every device is removed and its token refused
+/// at once, the new device is made, and the account's keys change as the recovery key signed.
+#[utoipa::path(post, path = "/v1/accounts/{username}/recover", tag = "accounts",
+    params(("username" = String, Path, pattern = "^[a-z0-9_.]{3,32}$")),
+    request_body = RecoverAccount,
+    responses(
+        (status = 201, description = "Recovered: the new device's id", body = Recovered),
+        (status = 400, description = "bad_request, invalid_username, invalid_key_package (a credential key that is not one, or is taken)", body = ErrorBody),
+        (status = 403, description = "wrong_recovery_code", body = ErrorBody),
+        (status = 404, description = "unknown_user", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many attempts from this address", body = ErrorBody),
+    ))]
+pub async fn recover(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UserPath(username): UserPath,
+    Body(req): Body<RecoverAccount>,
+) -> ApiResult<(StatusCode, Json<Recovered>)> {
+    let done = crate::recovery::recover(&state, peer.ip(), &username, req).await?;
+    Ok((StatusCode::CREATED, Json(done)))
+}

@@ -33,6 +33,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me", get(accounts::whoami))
         .route("/v1/me/token", post(accounts::rotate_token))
         .route("/v1/me/account-key", put(accounts::set_account_key))
+        .route("/v1/me/recovery-key", put(accounts::set_recovery_key))
+        .route("/v1/accounts/{username}/recover", post(accounts::recover))
         .route("/v1/me/devices", get(accounts::my_devices))
         .route("/v1/me/devices/{device_id}", axum::routing::delete(accounts::remove_device))
         .route("/v1/me/devices/{device_id}/name", put(accounts::rename_device))

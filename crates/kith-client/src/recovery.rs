@@ -1,0 +1,327 @@
+//! The recovery code: taking an account back from anyone who holds a copy of one of its
+//! devices (see `kith_proto::recovery` and docs/protocol.md, "Recovery").
+//!
+//! A code is 24 characters of Crockford's base32 (120 random bits) in six groups of four,
+//! read without regard to case, with `O` as `0` and `I`/`L` as `1`. HKDF-SHA256 turns it into
+//! the seed of an Ed25519 **recovery key**; the server holds only its public half. A device
+//! shows its code once — at registration, or at the first sync of an account from before
+//! recovery codes — and keeps nothing of it. The code:
+//!
+//! - takes the account back ([`Client::recover`]): a new device, a new account key and a new
+//!   code, every old device removed at once, and each conversation's members told, whose
+//!   clients follow the key change (the old recovery key signed it) and put the new device in
+//!   place of the old ones ([`Client::replace_recovered_devices`]);
+//! - is replaced only with itself ([`Client::replace_recovery_code`]).
+
+use ed25519_dalek::SigningKey;
+use kith_proto::recovery::{self as proof, KeyChange};
+use kith_proto::*;
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use zeroize::Zeroizing;
+
+use crate::api::Api;
+use crate::client::{Client, now_millis, random_hex};
+use crate::error::{ClientError, ClientResult, Refusal};
+use crate::local::Profile;
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters of a code, and of each group it is shown in.
+const LENGTH: usize = 24;
+const GROUP: usize = 4;
+
+/// The upkeep record of this account's recovery key given to the server (at registration, by
+/// the first sync of an account from before recovery codes, or found given by another device).
+const RECOVERY_KEY_GIVEN: &str = "recovery_key_given";
+
+/// A recovery code. It never prints (`Debug` shows `[redacted]`) and zeroizes on drop; only
+/// [`RecoveryCode::show`] gives its text, for the person to write down.
+#[derive(Clone)]
+pub struct RecoveryCode(Secret);
+
+impl std::fmt::Debug for RecoveryCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecoveryCode([redacted])")
+    }
+}
+
+impl RecoveryCode {
+    /// A fresh code.
+    pub fn generate() -> ClientResult<Self> {
+        let mut bytes = Zeroizing::new([0u8; LENGTH]);
+        getrandom::fill(bytes.as_mut_slice())
+            .map_err(|e| ClientError::Mls(format!("no randomness: {e}")))?;
+        Ok(RecoveryCode(Secret::new(
+            bytes.iter().map(|b| char::from(ALPHABET[usize::from(b & 31)])).collect(),
+        )))
+    }
+
+    /// Reads a code as a person typed it.
+    pub fn parse(text: &str) -> ClientResult<Self> {
+        let chars: String = text
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| match c.to_ascii_uppercase() {
+                'O' => '0',
+                'I' | 'L' => '1',
+                c => c,
+            })
+            .collect();
+        if chars.len() != LENGTH || !chars.bytes().all(|c| ALPHABET.contains(&c)) {
+            return Err(ClientError::refused(
+                Refusal::BadRecoveryCode,
+                "a recovery code is 24 letters and digits in six groups of four",
+            ));
+        }
+        Ok(RecoveryCode(Secret::new(chars)))
+    }
+
+    /// The code as it is shown: six groups of four.
+    pub fn show(&self) -> Secret {
+        let text = self.0.expose();
+        let groups: Vec<&str> =
+            (0..LENGTH / GROUP).map(|g| &text[g * GROUP..(g + 1) * GROUP]).collect();
+        Secret::new(groups.join("-"))
+    }
+
+    /// The recovery key the code stands for.
+    pub(crate) fn key(&self) -> SigningKey {
+        let hk = hkdf::Hkdf::<sha2_10::Sha256>::new(
+            Some(b"kith recovery code v1"),
+            self.0.expose().as_bytes(),
+        );
+        let mut seed = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
+        if hk.expand(b"recovery key", seed.as_mut_slice()).is_err() {
+            seed.fill(0);
+        }
+        SigningKey::from_bytes(&seed)
+    }
+
+    /// The recovery key's public half, as the server keeps it.
+    pub(crate) fn public_key(&self) -> Vec<u8> {
+        kith_proto::account::public_key(&self.key())
+    }
+}
+
+impl Client {
+    /// The recovery code this client made since it was opened (at registration, or for an
+    /// account from before recovery codes), once: the only time it can be shown.
+    pub fn take_recovery_code(&mut self) -> Option<RecoveryCode> {
+        self.fresh_recovery_code.take()
+    }
+
+    /// A code made here, to show once, and the registration's record that the server has it.
+    pub(crate) fn recovery_code_for_registration(&mut self) -> ClientResult<RecoveryCode> {
+        let code = RecoveryCode::generate()?;
+        self.fresh_recovery_code = Some(code.clone());
+        Ok(code)
+    }
+
+    pub(crate) fn mark_recovery_key_given(&self) -> ClientResult<()> {
+        self.local.set_upkeep_at(RECOVERY_KEY_GIVEN, now_millis())?;
+        Ok(())
+    }
+
+    /// An account from before recovery codes gets one at the first settle step after the
+    /// upgrade, from whichever of its devices gets there first; the code is kept in memory for
+    /// [`Client::take_recovery_code`] and nowhere else. An account that has one (another device
+    /// gave it) is left as it is.
+    pub(crate) async fn ensure_recovery_key(&mut self) -> ClientResult<()> {
+        if self.profile.is_none() || self.local.upkeep_at(RECOVERY_KEY_GIVEN)?.is_some() {
+            return Ok(());
+        }
+        let code = RecoveryCode::generate()?;
+        let req = SetRecoveryKey { recovery_key: B64(code.public_key()), change: None };
+        match self.api()?.set_recovery_key(&req).await {
+            Ok(()) => self.fresh_recovery_code = Some(code),
+            Err(e) if e.code() == Some(ErrorCode::WrongRecoveryCode) => {
+                tracing::info!("this account has a recovery code already");
+            }
+            Err(e) => return Err(e),
+        }
+        self.mark_recovery_key_given()
+    }
+
+    /// Replaces this account's recovery code with a new one, given the current one; the new
+    /// code is returned to be shown once.
+    pub async fn replace_recovery_code(
+        &mut self,
+        current: &RecoveryCode,
+    ) -> ClientResult<RecoveryCode> {
+        let me = self.me()?.clone();
+        let account_key = self.account_key()?.ok_or_else(|| {
+            ClientError::Protocol("this profile holds no account key yet: sync first".into())
+        })?;
+        let new = RecoveryCode::generate()?;
+        let change = KeyChange::sign(
+            &current.key(),
+            &me.username,
+            &account_key,
+            &new.public_key(),
+            now_millis(),
+        );
+        let req = SetRecoveryKey {
+            recovery_key: B64(new.public_key()),
+            change: Some(B64(change.encode())),
+        };
+        self.api()?.set_recovery_key(&req).await?;
+        self.mark_recovery_key_given()?;
+        Ok(new)
+    }
+
+    /// Takes `username` on `server` back with its recovery code, as this (empty) profile's
+    /// first device: every device the account had is removed at once, and the account gets a
+    /// new account key and a new recovery code (returned, to be shown once). The account's
+    /// contacts put this device in their conversations with it as their clients hear of it;
+    /// the history stays with the old devices.
+    pub async fn recover(
+        &mut self,
+        server: &str,
+        username: &str,
+        code: &RecoveryCode,
+    ) -> ClientResult<(Profile, RecoveryCode)> {
+        if let Some(p) = &self.profile {
+            return Err(ClientError::AlreadyRegistered(p.username.clone()));
+        }
+        let name = Username::parse(username)
+            .map_err(|e| ClientError::refused(Refusal::BadUsername, e.to_string()))?;
+        let ca = self.pending_ca.clone();
+        let api = Api::new(self.http(ca.as_deref())?, server, None, ca.as_deref())?;
+        let account_key = self.make_account_key()?;
+        let new_code = RecoveryCode::generate()?;
+        let change = KeyChange::sign(
+            &code.key(),
+            name.as_str(),
+            &kith_proto::account::public_key(&account_key),
+            &new_code.public_key(),
+            now_millis(),
+        );
+        let token = Secret::new(random_hex(32)?);
+        let credential_key = {
+            let provider = self.provider();
+            let signer =
+                SignatureKeyPair::new(SignatureScheme::ED25519).map_err(ClientError::mls)?;
+            signer.store(provider.storage()).map_err(ClientError::mls)?;
+            signer.to_public_vec()
+        };
+        let token_hash = {
+            use sha2_10::Digest as _;
+            sha2_10::Sha256::digest(token.expose().as_bytes())
+        };
+        let signed = proof::recovery_bytes(name.as_str(), &change, &credential_key, &token_hash);
+        let request = RecoverAccount {
+            change: B64(change.encode()),
+            credential_key: B64(credential_key.clone()),
+            token: token.clone(),
+            signature: B64(proof::sign(&code.key(), &signed)),
+        };
+        let recovered = api.recover(name.as_str(), &request).await?;
+        let mut profile = Profile {
+            server: api.base().to_string(),
+            username: name.to_string(),
+            kind: AccountKind::Person,
+            device_id: recovered.device_id,
+            token,
+            signature_key: credential_key,
+            ca_cert: self.pending_ca.clone(),
+        };
+        self.local.save_profile(&profile)?;
+        self.certify_device(&account_key, &profile)?;
+        self.mark_certified()?;
+        self.mark_recovery_key_given()?;
+        self.profile = Some(profile.clone());
+        // The account's kind, as the server keeps it (a business stays one).
+        if let Ok(me) = self.api()?.whoami().await
+            && me.kind != profile.kind
+        {
+            profile.kind = me.kind;
+            self.local.save_profile(&profile)?;
+            self.profile = Some(profile.clone());
+        }
+        match self.replenish_key_packages().await {
+            Err(e) if e.is_local() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "this device's KeyPackages wait for the next sync")
+            }
+            Ok(_) => {}
+        }
+        Ok((profile, new_code))
+    }
+
+    /// For each conversation whose member account started again after its recovery (the
+    /// server said so; see `process::take_notice`): follows the account's key change from the
+    /// key known here — only a change its recovery key signed counts — then, in one commit,
+    /// takes its old leaves out and puts its devices now in. Tried again at the next settle
+    /// step while the server cannot be reached; dropped when there is nothing to do or the
+    /// change cannot be followed (the old devices then stay, and get nothing from the server).
+    pub(crate) async fn replace_recovered_devices(&mut self) -> ClientResult<()> {
+        for (id, who) in self.local.recovered()? {
+            match self.replace_devices(&id, &who).await {
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) if e.is_unreached() => return Ok(()),
+                Err(e) => {
+                    tracing::info!(error = %e, "a recovered account's devices stay as they were");
+                }
+                Ok(()) => {}
+            }
+            self.local.forget_recovered(&id, &who)?;
+        }
+        Ok(())
+    }
+
+    async fn replace_devices(&mut self, id: &str, who: &str) -> ClientResult<()> {
+        self.keys_fetched.clear();
+        self.fetch_keys(&[who.to_string()]).await?;
+        let Some(key) = self.local.account_key_of(who)?.flatten() else { return Ok(()) };
+        let stale_in = |group: &MlsGroup| -> Vec<LeafNodeIndex> {
+            group
+                .members()
+                .filter(|m| crate::mls::identity(&m.credential).as_deref() == Some(who))
+                .filter(|m| {
+                    group
+                        .public_group()
+                        .leaf(m.index)
+                        .is_some_and(|l| kith_proto::keypackage::is_stale(l, who, &key))
+                })
+                .map(|m| m.index)
+                .collect()
+        };
+        let has_current = |group: &MlsGroup| {
+            group.members().any(|m| {
+                crate::mls::identity(&m.credential).as_deref() == Some(who)
+                    && group
+                        .public_group()
+                        .leaf(m.index)
+                        .is_some_and(|l| !kith_proto::keypackage::is_stale(l, who, &key))
+            })
+        };
+        {
+            let provider = self.provider();
+            let group = self.load_group(&provider, id)?;
+            if stale_in(&group).is_empty() {
+                // Nothing left over here (another member replaced them first, or the key
+                // change could not be followed).
+                return Ok(());
+            }
+        }
+        let adds: Vec<KeyPackage> = match self.claim(&[who.to_string()]).await {
+            Ok(claimed) => claimed.into_iter().map(|c| c.key_package).collect(),
+            Err(e) if e.is_unreached() || e.is_local() => return Err(e),
+            // No device to put in yet: the old leaves go all the same.
+            Err(e) => {
+                tracing::info!(error = %e, "a recovered account's new device cannot be added yet");
+                Vec::new()
+            }
+        };
+        self.commit_change(id, |group, _| {
+            let removes = stale_in(group);
+            if removes.is_empty() {
+                return Ok(None);
+            }
+            let adds = if has_current(group) { Vec::new() } else { adds.clone() };
+            Ok(Some(crate::groups::Plan { adds, removes, ..Default::default() }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,182 @@
+//! Taking an account back with its recovery code, end to end against a real kithd on both
+//! stores: a thief copies ana's profile folder and rotates its token first (the owner is locked
+//! out, and no device of hers is left); ana recovers on a new device with the code she wrote
+//! down. Every old device is refused at once, her contacts' clients follow the key change her
+//! recovery key signed and put the new device in place of the old leaves, in 1:1s and in
+//! groups where she is an admin or not; the code works once, and only the current code
+//! replaces it.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use kith_client::{Client, ErrorCode, RecoveryCode, SyncReport, SystemEvent};
+use kith_testkit::{TestServer, TestUser};
+
+fn texts(r: &SyncReport) -> Vec<String> {
+    r.messages.iter().map(|m| m.text.clone()).collect()
+}
+
+fn empty_profile() -> TestUser {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path()).unwrap();
+    TestUser { client, dir }
+}
+
+/// A copy of `user`'s profile folder, opened as a second client: what a thief with a backup
+/// or a few minutes at the laptop holds.
+fn copy_of(user: &TestUser) -> TestUser {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(user.dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    // The copy's lock file is the original's; a copy opens as its own profile.
+    let client = Client::open(dir.path()).unwrap();
+    TestUser { client, dir }
+}
+
+/// The credential keys of the member devices the server routes `conversation` to.
+async fn routed(server: &TestServer, conversation: &str) -> Vec<u64> {
+    let id: Vec<u8> = (0..conversation.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&conversation[i..i + 2], 16).unwrap())
+        .collect();
+    server.store().conversation_route(&id).await.unwrap().unwrap().members
+}
+
+async fn a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(
+    server: TestServer,
+) {
+    let mut ana = server.user("ana").await;
+    let code = ana.take_recovery_code().expect("a code shown at registration");
+    assert!(ana.take_recovery_code().is_none(), "shown once");
+    let mut bob = server.user("bob").await;
+    let mut cyd = server.user("cyd").await;
+    bob.send_text("ana", "hi ana").await.unwrap();
+    ana.sync().await.unwrap();
+    ana.send_text("bob", "hi bob").await.unwrap();
+    bob.sync().await.unwrap();
+    // bob's group (ana is no admin there) and ana's own (she is its only admin).
+    let club = bob.create_group("Club", &["ana".into(), "cyd".into()]).await.unwrap();
+    let anas = ana.create_group("Ana's", &["bob".into(), "cyd".into()]).await.unwrap();
+    for u in [&mut ana, &mut bob, &mut cyd] {
+        u.sync().await.unwrap();
+    }
+    let old_device = ana.profile().unwrap().device_id;
+
+    // The thief copies the folder and rotates the copy's token first: ana's own device is
+    // locked out.
+    let mut thief = copy_of(&ana);
+    thief.rotate_token().await.unwrap();
+    let e = ana.sync().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+
+    // A wrong code changes nothing.
+    let mut fresh = empty_profile();
+    let wrong = RecoveryCode::generate().unwrap();
+    let e = fresh.recover(&server.url, "ana", &wrong).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WrongRecoveryCode), "{e}");
+    thief.sync().await.unwrap();
+
+    // The right one takes the account back: the thief's copy is refused at once.
+    let mut fresh = empty_profile();
+    let (me, new_code) = fresh.recover(&server.url, "ana", &code).await.unwrap();
+    assert_eq!(me.username, "ana");
+    assert_ne!(me.device_id, old_device);
+    let e = thief.sync().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+    let devices = fresh.my_devices().await.unwrap();
+    assert_eq!(devices.iter().map(|d| d.device_id).collect::<Vec<_>>(), [me.device_id]);
+    assert_ne!(fresh.account_key().unwrap(), ana.account_key().unwrap());
+    // The code worked once.
+    let e = empty_profile().recover(&server.url, "ana", &code).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WrongRecoveryCode), "{e}");
+
+    // bob and cyd hear of it; whichever gets there first puts the new device in.
+    for u in [&mut bob, &mut cyd] {
+        let r = u.sync().await.unwrap();
+        assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    }
+    let r = bob.sync().await.unwrap();
+    assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    let r = cyd.sync().await.unwrap();
+    assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    let said: Vec<SystemEvent> = [&bob, &cyd]
+        .iter()
+        .flat_map(|u| u.conversation_history(&club).unwrap())
+        .filter_map(|m| m.event)
+        .collect();
+    assert!(
+        said.iter().any(|e| matches!(e, SystemEvent::Recovered { who, .. } if who == "ana")),
+        "{said:?}"
+    );
+    let r = fresh.sync().await.unwrap();
+    for id in [&club, &anas] {
+        assert!(r.joined.contains(id), "{id}: {r:?}");
+        let members = routed(&server, id).await;
+        assert!(members.contains(&me.device_id), "{members:?}");
+        assert!(!members.contains(&old_device), "{members:?}");
+    }
+    // Talk goes on, both ways, in the 1:1 and in both groups.
+    bob.send_text("ana", "welcome back").await.unwrap();
+    bob.send_group(&club, "club, after").await.unwrap();
+    let r = fresh.sync().await.unwrap();
+    assert!(texts(&r).contains(&"welcome back".to_string()), "{r:?}");
+    assert!(texts(&r).contains(&"club, after".to_string()), "{r:?}");
+    fresh.send_group(&anas, "it is me again").await.unwrap();
+    fresh.send_text("bob", "thanks").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let from_ana: Vec<_> = r.messages.iter().filter(|m| m.from == "ana").map(|m| &m.text).collect();
+    assert!(from_ana.contains(&&"it is me again".to_string()), "{r:?}");
+    assert!(from_ana.contains(&&"thanks".to_string()), "{r:?}");
+    assert!(texts(&cyd.sync().await.unwrap()).contains(&"it is me again".to_string()));
+    // The copy gets nothing more: its token is dead and its leaves are out of every group.
+    let e = thief.sync().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+
+    // Only the current code replaces the code; the replaced one no longer recovers.
+    let e = fresh.replace_recovery_code(&code).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WrongRecoveryCode), "{e}");
+    let newer = fresh.replace_recovery_code(&new_code).await.unwrap();
+    let e = empty_profile().recover(&server.url, "ana", &new_code).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WrongRecoveryCode), "{e}");
+    // bob still follows ana's key through the replacement, and a second recovery.
+    let mut again = empty_profile();
+    again.recover(&server.url, "ana", &newer).await.unwrap();
+    bob.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    again.sync().await.unwrap();
+    bob.send_text("ana", "third device").await.unwrap();
+    assert!(texts(&again.sync().await.unwrap()).contains(&"third device".to_string()));
+}
+
+#[test]
+fn a_code_reads_back_as_shown_whatever_the_case_and_lookalikes() {
+    let code = RecoveryCode::generate().unwrap();
+    let shown = code.show().expose().to_string();
+    assert_eq!(shown.len(), 29);
+    assert_eq!(shown.matches('-').count(), 5);
+    let typed = shown.to_lowercase().replace('-', " ").replace('0', "o").replace('1', "l");
+    assert_eq!(RecoveryCode::parse(&typed).unwrap().show().expose(), shown);
+    assert!(RecoveryCode::parse(&shown[..20]).is_err());
+    assert!(RecoveryCode::parse(&format!("{shown}U")).is_err());
+    assert!(!format!("{code:?}").contains(&shown[..4]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_sqlite() {
+    a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(
+        TestServer::start().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_postgres() {
+    let Some(server) = TestServer::start_postgres().await else {
+        eprintln!("skipped: KITH_TEST_DATABASE_URL is not set");
+        return;
+    };
+    a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(server).await;
+}

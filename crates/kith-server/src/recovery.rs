@@ -1,0 +1,209 @@
+//! Taking an account back with its recovery code (see `kith_proto::recovery` and
+//! docs/protocol.md, "Recovery"). The server keeps the public half of the account's recovery
+//! key and every key change it signed; it never sees the code.
+//!
+//! - [`set_recovery_key`]: an account without a recovery key takes one from any of its
+//!   devices; after that only a change signed by the current one replaces it, so a thief who
+//!   holds a copy of a device cannot lock the owner's code out;
+//! - [`recover`]: with the current recovery key's signatures, every device of the account is
+//!   removed (tokens refused at once on every node, push connections closed), the new one is
+//!   made, the keys change, and each conversation's other members are told, so their clients
+//!   replace the old devices with the new one.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kith_proto::recovery::{self as proof, KeyChange};
+use kith_proto::*;
+use kith_store::{AccountRecovery, NewMessage, RecoveryOutcome, StoreError, StoredEntry};
+
+use crate::extract::{AuthedDevice, token_hash};
+use crate::state::AppState;
+
+/// Why a recovery request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("a recovery key is a 32-byte Ed25519 public key")]
+    BadKey,
+    #[error("the key change does not decode, or is for another account or other keys")]
+    BadChange,
+    #[error("the recovery code does not match this account's")]
+    WrongCode,
+    #[error("this account has no recovery code")]
+    NoCode,
+    #[error("this account has a recovery code: only it replaces it")]
+    CodeHeld,
+    #[error("a token is 64 lowercase hex characters (256 random bits)")]
+    BadToken,
+    #[error("the credential key must be a 32-byte Ed25519 public key")]
+    CredentialKey,
+    #[error("this credential key belongs to another device: every device has a key of its own")]
+    KeyTaken,
+    #[error("no user named {0}")]
+    NoSuchUser(String),
+    #[error(transparent)]
+    Limited(#[from] crate::safety::Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, RecoveryError>;
+
+/// Gives `me`'s account its recovery key (see the module's rules).
+pub async fn set_recovery_key(
+    state: &AppState,
+    me: &AuthedDevice,
+    req: SetRecoveryKey,
+) -> Result<()> {
+    let new = req.recovery_key.0;
+    if !kith_proto::account::is_account_key(&new) {
+        return Err(RecoveryError::BadKey);
+    }
+    let Some(change) = req.change else {
+        return match state.store.set_recovery_key(&me.username, None, new, None).await? {
+            true => Ok(()),
+            false => Err(RecoveryError::CodeHeld),
+        };
+    };
+    let account = state
+        .store
+        .account_devices(&me.username)
+        .await?
+        .ok_or_else(|| RecoveryError::NoSuchUser(me.username.clone()))?;
+    let change = KeyChange::decode(&change.0).ok_or(RecoveryError::BadChange)?;
+    // Replacing the code keeps the account key: a new account key comes only with recovery.
+    if change.username != me.username
+        || change.recovery_key != new
+        || Some(&change.account_key) != account.account_key.as_ref()
+    {
+        return Err(RecoveryError::BadChange);
+    }
+    let held = account.recovery_key.ok_or(RecoveryError::NoCode)?;
+    if !change.verify(&held) {
+        return Err(RecoveryError::WrongCode);
+    }
+    if !state.store.set_recovery_key(&me.username, Some(held), new, Some(change.encode())).await? {
+        // Replaced in the meantime: by another code than this one.
+        return Err(RecoveryError::WrongCode);
+    }
+    tracing::info!(device = me.device_id, "recovery code replaced");
+    Ok(())
+}
+
+/// Starts `username` again on a new device (see the module's rules). Each request counts as
+/// a registration attempt of its address.
+pub async fn recover(
+    state: &AppState,
+    peer: IpAddr,
+    username: &str,
+    req: RecoverAccount,
+) -> Result<Recovered> {
+    let now = state.now();
+    crate::accounts::count_attempt(state, peer, now).await.map_err(|e| match e {
+        crate::accounts::AccountError::Limited(r) => RecoveryError::Limited(r),
+        crate::accounts::AccountError::Store(e) => RecoveryError::Store(e),
+        _ => RecoveryError::Limited(crate::safety::Refusal::SlowDown {
+            reason: "too many attempts from this address".into(),
+            retry_after: 600,
+        }),
+    })?;
+    if !crate::mls::is_credential_key(&req.credential_key.0) {
+        return Err(RecoveryError::CredentialKey);
+    }
+    let token = req.token.expose();
+    if token.len() != 64 || !token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(RecoveryError::BadToken);
+    }
+    let change = KeyChange::decode(&req.change.0).ok_or(RecoveryError::BadChange)?;
+    if change.username != username {
+        return Err(RecoveryError::BadChange);
+    }
+    let account = state
+        .store
+        .account_devices(username)
+        .await?
+        .ok_or_else(|| RecoveryError::NoSuchUser(username.to_string()))?;
+    let held = account.recovery_key.ok_or(RecoveryError::NoCode)?;
+    let hash = token_hash(token);
+    let signed = proof::recovery_bytes(username, &change, &req.credential_key.0, &hash);
+    if !change.verify(&held) || !proof::verify(&held, &signed, &req.signature.0) {
+        return Err(RecoveryError::WrongCode);
+    }
+    let outcome = state
+        .store
+        .recover_account(AccountRecovery {
+            username: username.to_string(),
+            verified_with: held,
+            account_key: change.account_key.clone(),
+            recovery_key: change.recovery_key.clone(),
+            change: change.encode(),
+            credential_key: req.credential_key.0,
+            token_hash: hash,
+            now,
+        })
+        .await?;
+    let (device_id, removed, conversations) = match outcome {
+        RecoveryOutcome::Recovered { device_id, removed, conversations } => {
+            (device_id, removed, conversations)
+        }
+        RecoveryOutcome::OtherKey => return Err(RecoveryError::WrongCode),
+        RecoveryOutcome::KeyTaken => return Err(RecoveryError::KeyTaken),
+    };
+    for device in &removed {
+        state.auth_cache.forget(*device);
+        state.hub.disconnect(*device);
+    }
+    state.fanout.forget_routes();
+    tracing::info!(device = device_id, removed = removed.len(), "an account recovered");
+    tell_members(state, username, device_id, account.kind, conversations).await;
+    Ok(Recovered { device_id, removed: u32::try_from(removed.len()).unwrap_or(u32::MAX) })
+}
+
+/// Tells each conversation's other members the account started again. The recovery is done
+/// whatever happens here: a member not told learns it at the account's next message or claim.
+async fn tell_members(
+    state: &AppState,
+    username: &str,
+    device: u64,
+    kind: AccountKind,
+    conversations: Vec<(Vec<u8>, Vec<u64>)>,
+) {
+    let Ok(data) = serde_json::to_vec(&Notice::Recovered(username.to_string())) else { return };
+    for (conversation, recipients) in conversations {
+        let now = state.now();
+        let message = NewMessage {
+            conversation: conversation.clone(),
+            sender_device: device,
+            kind: EntryKind::Notice,
+            data: data.clone(),
+            recipients: recipients.clone(),
+            now,
+            expires_at: None,
+            withheld: vec![],
+            client_id: None,
+        };
+        let queued = match state.store.enqueue(message).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell a conversation an account recovered");
+                continue;
+            }
+        };
+        state.queues.added(&recipients);
+        let entry = StoredEntry {
+            seq: 0,
+            message_id: queued.message_id,
+            conversation,
+            kind: EntryKind::Notice,
+            sender: username.to_string(),
+            sender_device: device,
+            sender_kind: kind,
+            sender_verified: false,
+            data: data.clone(),
+            created_at: now,
+            expires_at: None,
+        };
+        let entry = Arc::new(crate::delivery::entries::to_wire_untagged(entry));
+        state.hub.push(&recipients, &queued.seqs, &entry);
+    }
+}
