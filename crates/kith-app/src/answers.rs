@@ -23,6 +23,11 @@ pub(crate) struct Me {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub business: Option<bool>,
+    /// A recovery code this app made (at registration, recovery, or for an account from before
+    /// recovery codes): given once, for the page to show once; never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub recovery_code: Option<String>,
 }
 
 /// A call that only says it was done.
@@ -208,6 +213,9 @@ pub(crate) enum LiveEvent {
     Status { online: bool, error: Option<AppError> },
     /// Read everything again (the page fell behind, or the outbox moved).
     Resync,
+    /// A recovery code was made for this account (its first sync after recovery codes
+    /// came): `GET /api/me` gives it, once.
+    RecoveryCode,
 }
 
 impl LiveEvent {

@@ -81,17 +81,32 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/devices/{id}/remove", post(remove_device))
         .route("/api/devices/link", post(offer_link).get(link_progress))
         .route("/api/link", post(register_by_link))
+        .route("/api/recover", post(recover))
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
-    Ok(Json(match app.view().profile()? {
+    let profile = app.view().profile()?;
+    Ok(Json(match profile {
         Some(p) => Me {
             registered: true,
             username: Some(p.username),
             server: Some(p.server),
             business: Some(p.kind == AccountKind::Business),
+            // Given once: the page shows it, then it is gone from this app too.
+            recovery_code: app
+                .fresh_code
+                .lock()
+                .ok()
+                .and_then(|mut c| c.take())
+                .map(|c| c.show().expose().to_string()),
         },
-        None => Me { registered: false, username: None, server: None, business: None },
+        None => Me {
+            registered: false,
+            username: None,
+            server: None,
+            business: None,
+            recovery_code: None,
+        },
     }))
 }
 
@@ -114,11 +129,13 @@ async fn register(State(app): State<Arc<App>>, Json(r): Json<Register>) -> Answe
         client.trust_ca_pem(pem)?;
     }
     let p = client.register(r.server.trim(), r.username.trim(), AccountKind::Person).await?;
+    let code = client.take_recovery_code();
     let answer = Me {
         registered: true,
         username: Some(p.username),
         server: Some(p.server),
         business: Some(false),
+        recovery_code: code.map(|c| c.show().expose().to_string()),
     };
     drop(client);
     app.registered.notify_one();
@@ -485,6 +502,39 @@ async fn link_progress(State(app): State<Arc<App>>) -> Answer<LinkProgress> {
 }
 
 #[derive(Deserialize)]
+struct RecoverIn {
+    username: String,
+    server: String,
+    code: String,
+    #[serde(default)]
+    ca_pem: Option<String>,
+}
+
+/// Takes an account back with its recovery code, as this (empty) profile's only device; the
+/// answer carries the new code, to be shown once.
+async fn recover(State(app): State<Arc<App>>, Json(r): Json<RecoverIn>) -> Answer<Me> {
+    let mut client = app.client.lock().await;
+    if let Some(p) = client.profile() {
+        return Err(ClientError::AlreadyRegistered(p.username.clone()).into());
+    }
+    let code = kith_client::RecoveryCode::parse(&r.code)?;
+    if let Some(pem) = r.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
+        client.trust_ca_pem(pem)?;
+    }
+    let (p, new_code) = client.recover(r.server.trim(), r.username.trim(), &code).await?;
+    let answer = Me {
+        registered: true,
+        business: Some(p.kind == AccountKind::Business),
+        username: Some(p.username),
+        server: Some(p.server),
+        recovery_code: Some(new_code.show().expose().to_string()),
+    };
+    drop(client);
+    app.registered.notify_one();
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
 struct LinkCodeIn {
     code: String,
 }
@@ -502,6 +552,7 @@ async fn register_by_link(State(app): State<Arc<App>>, Json(l): Json<LinkCodeIn>
         business: Some(p.kind == AccountKind::Business),
         username: Some(p.username),
         server: Some(p.server),
+        recovery_code: None,
     };
     drop(client);
     app.registered.notify_one();

@@ -114,6 +114,9 @@ pub(crate) struct App {
     pub upkeep: Notify,
     /// How the link offered last is going (see `api::offer_link`).
     pub link: std::sync::Mutex<crate::answers::LinkProgress>,
+    /// A recovery code the client made in a sync (an account from before recovery codes),
+    /// until the page takes it with `GET /api/me`; in memory only.
+    pub fresh_code: std::sync::Mutex<Option<kith_client::RecoveryCode>>,
     /// The secret printed with the address (see [`open`]).
     secret: Secret,
     /// Keys good for one session each (see [`Running::page_file`]).
@@ -169,6 +172,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         registered: Notify::new(),
         upkeep: Notify::new(),
         link: Default::default(),
+        fresh_code: Default::default(),
         secret: Secret::new(secret.clone()),
         once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),

@@ -35,6 +35,7 @@ pub(crate) async fn run(app: Arc<App>) {
                 // Catch up with what arrived while this app was not connected.
                 Ok(push) => match client.sync().await {
                     Ok(report) => {
+                        keep_code(&app, &mut client);
                         publish(&app, &client, report);
                         Ok(push)
                     }
@@ -92,9 +93,20 @@ pub(crate) async fn upkeep(app: Arc<App>) {
         // A failure here is the push loop's to report (it sees the same server).
         let waiting = client.waiting_to_send().unwrap_or(0);
         if let Ok(report) = client.sync().await {
+            keep_code(&app, &mut client);
             publish(&app, &client, report);
         }
         outbox_moved(&app, &client, waiting);
+    }
+}
+
+/// Keeps a recovery code the sync made for the page to show, and tells the pages.
+fn keep_code(app: &App, client: &mut Client) {
+    if let Some(code) = client.take_recovery_code() {
+        if let Ok(mut fresh) = app.fresh_code.lock() {
+            *fresh = Some(code);
+        }
+        let _ = app.events.send(LiveEvent::RecoveryCode.json());
     }
 }
 

@@ -78,6 +78,10 @@ enum Command {
         #[arg(long)]
         ca_cert: Option<PathBuf>,
     },
+    /// Trust the account key the server lists for a user now, after checking it with them: for
+    /// a key their recovery code did not sign (the server's operator reset their account). Their
+    /// new device then joins your conversations with them.
+    Trust { username: String },
     /// This account's recovery code.
     RecoveryCode {
         #[command(subcommand)]
@@ -359,6 +363,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| explain(&e, Some(&username)))?;
             out.recovered(&p, new_code.show().expose());
+        }
+        Command::Trust { username } => {
+            let n = client
+                .trust_account_key(&username)
+                .await
+                .map_err(|e| explain(&e, Some(&username)))?;
+            out.done(&format!(
+                "You trust {username}'s account key as the server lists it now; their devices \
+                 are in your {n} conversation(s) with them."
+            ));
         }
         Command::RecoveryCode { command: RecoveryCodeCommand::Replace { code } } => {
             let code = recovery_code(code, &out)?;

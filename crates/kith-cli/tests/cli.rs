@@ -759,3 +759,87 @@ async fn a_device_is_linked_from_the_command_line() {
     let r = kith(a.path(), &["--json", "device", "list"]).await;
     assert_eq!(json_lines(&r.stdout).len(), 1, "{}", r.stdout);
 }
+
+/// The story a person lives: `register` prints the recovery code once; a thief copies the
+/// profile folder and rotates its token, so the owner's `kith` is refused; `kith recover` with
+/// the code (typed on standard input) on a new profile takes the account back — the copy is
+/// refused from then on, bob's next sync puts the new device in their chat, and a message
+/// reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_taken_back_from_a_copy_with_the_recovery_code() {
+    use std::io::Write as _;
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let r = kith(a.path(), &["register", "alice", "--server", &server.url]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let code = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Your recovery code: "))
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .to_string();
+    assert!(kith(b.path(), &["register", "bob", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["send", "alice", "hello alice"]).await.ok);
+    assert!(kith(a.path(), &["sync"]).await.ok);
+
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(a.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    assert!(kith(copy.path(), &["rotate-token"]).await.ok);
+    let r = kith(a.path(), &["sync"]).await;
+    assert!(!r.ok && r.stderr.contains("credentials"), "{}", r.stderr);
+
+    // A mistyped code is refused and changes nothing.
+    let fresh = tempfile::tempdir().unwrap();
+    let r =
+        kith(fresh.path(), &["recover", "alice", "--server", &server.url, "--code", "0000"]).await;
+    assert!(!r.ok && r.stderr.contains("24 letters"), "{}", r.stderr);
+    assert!(kith(copy.path(), &["sync"]).await.ok);
+
+    // The code on standard input.
+    let profile = fresh.path().to_path_buf();
+    let url = server.url.clone();
+    let typed = code.to_lowercase();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+            .arg("--profile")
+            .arg(&profile)
+            .args(["recover", "alice", "--server", &url])
+            .env_remove("KITH_PROFILE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{typed}").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Took alice back"), "{stdout}");
+    let new_code = stdout
+        .lines()
+        .find_map(|l| l.split_once("recovery code (the old one no longer works): ").map(|p| p.1))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_ne!(new_code, code);
+    let r = kith(copy.path(), &["sync"]).await;
+    assert!(!r.ok && r.stderr.contains("credentials"), "{}", r.stderr);
+
+    assert!(kith(b.path(), &["sync"]).await.ok);
+    assert!(kith(b.path(), &["send", "alice", "welcome back"]).await.ok);
+    let r = kith(fresh.path(), &["sync"]).await;
+    assert!(r.ok && r.stdout.contains("welcome back"), "{}{}", r.stdout, r.stderr);
+    // The used code takes nothing back a second time.
+    let again = tempfile::tempdir().unwrap();
+    let r =
+        kith(again.path(), &["recover", "alice", "--server", &server.url, "--code", &code]).await;
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(r.stderr.contains("recovery code does not match"), "{}", r.stderr);
+}

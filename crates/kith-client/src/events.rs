@@ -32,6 +32,10 @@ pub enum SystemEvent {
     /// `who` took their account back with its recovery code: their devices and account key
     /// are new (the old key's recovery key signed the change), and `by` put the new device in.
     Recovered { by: String, who: String },
+    /// `who`'s account key changed without their recovery key's signature (a server
+    /// operator's reset, or a server lying): their new devices stay out until this person
+    /// checks with them and trusts the new key.
+    KeyUnconfirmed { who: String },
     /// `by` made `who` an admin.
     Promoted { by: String, who: String },
     /// `by` committed settings this device cannot read: it keeps the ones it had.
@@ -67,6 +71,11 @@ impl SystemEvent {
             SystemEvent::Recovered { who, .. } if who == me => {
                 "you took your account back with your recovery code".into()
             }
+            SystemEvent::KeyUnconfirmed { who } => format!(
+                "{who}'s account key changed, but their recovery code did not sign the change: \
+                 their new device stays out until you check with them and trust it (kith trust \
+                 {who})"
+            ),
             SystemEvent::Recovered { who, .. } => format!(
                 "{who} took their account back with their recovery code: their devices and key \
                  are new"

@@ -25,10 +25,7 @@ use crate::client::{Client, now_millis, random_hex};
 use crate::error::{ClientError, ClientResult, Refusal};
 use crate::local::Profile;
 
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// Characters of a code, and of each group it is shown in.
-const LENGTH: usize = 24;
-const GROUP: usize = 4;
+use kith_proto::recovery::{CODE_ALPHABET as ALPHABET, CODE_LENGTH as LENGTH};
 
 /// The upkeep record of this account's recovery key given to the server (at registration, by
 /// the first sync of an account from before recovery codes, or found given by another device).
@@ -58,44 +55,24 @@ impl RecoveryCode {
 
     /// Reads a code as a person typed it.
     pub fn parse(text: &str) -> ClientResult<Self> {
-        let chars: String = text
-            .chars()
-            .filter(|c| !matches!(c, '-' | ' '))
-            .map(|c| match c.to_ascii_uppercase() {
-                'O' => '0',
-                'I' | 'L' => '1',
-                c => c,
-            })
-            .collect();
-        if chars.len() != LENGTH || !chars.bytes().all(|c| ALPHABET.contains(&c)) {
-            return Err(ClientError::refused(
-                Refusal::BadRecoveryCode,
-                "a recovery code is 24 letters and digits in six groups of four",
-            ));
-        }
-        Ok(RecoveryCode(Secret::new(chars)))
+        kith_proto::recovery::normalize_code(text).map(|c| RecoveryCode(Secret::new(c))).ok_or_else(
+            || {
+                ClientError::refused(
+                    Refusal::BadRecoveryCode,
+                    "a recovery code is 24 letters and digits in six groups of four",
+                )
+            },
+        )
     }
 
     /// The code as it is shown: six groups of four.
     pub fn show(&self) -> Secret {
-        let text = self.0.expose();
-        let groups: Vec<&str> =
-            (0..LENGTH / GROUP).map(|g| &text[g * GROUP..(g + 1) * GROUP]).collect();
-        Secret::new(groups.join("-"))
+        Secret::new(kith_proto::recovery::show_code(self.0.expose()))
     }
 
     /// The recovery key the code stands for.
     pub(crate) fn key(&self) -> SigningKey {
-        let hk = hkdf::Hkdf::<sha2_10::Sha256>::new(
-            Some(b"kith recovery code v1"),
-            self.0.expose().as_bytes(),
-        );
-        let mut seed = Zeroizing::new([0u8; 32]);
-        // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
-        if hk.expand(b"recovery key", seed.as_mut_slice()).is_err() {
-            seed.fill(0);
-        }
-        SigningKey::from_bytes(&seed)
+        kith_proto::recovery::code_key(self.0.expose())
     }
 
     /// The recovery key's public half, as the server keeps it.
@@ -270,10 +247,47 @@ impl Client {
         Ok(())
     }
 
+    /// Takes the account key the server lists for `username` now, on this person's word (they
+    /// checked it with its owner): for a change its recovery key did not sign (the server's
+    /// operator reset the account). Then its devices now are put in every conversation it is
+    /// in, in place of the old ones. Returns how many conversations that concerned.
+    pub async fn trust_account_key(&mut self, username: &str) -> ClientResult<usize> {
+        let list = self.api()?.devices(username).await?;
+        let listed = list.account_key.as_ref().map(|k| k.0.as_slice());
+        self.local.set_account_key_of(username, listed)?;
+        self.local.set_recovery_key_of(
+            username,
+            list.keys.recovery_key.as_ref().map(|k| k.0.as_slice()),
+        )?;
+        let mut theirs = Vec::new();
+        let provider = self.provider();
+        for id in self.local.active_conversation_ids()? {
+            let Ok(group) = self.load_group(&provider, &id) else { continue };
+            if group
+                .members()
+                .any(|m| crate::mls::identity(&m.credential).as_deref() == Some(username))
+            {
+                theirs.push(id);
+            }
+        }
+        for id in &theirs {
+            self.local.note_recovered(id, username)?;
+        }
+        self.replace_recovered_devices().await?;
+        Ok(theirs.len())
+    }
+
     async fn replace_devices(&mut self, id: &str, who: &str) -> ClientResult<()> {
+        let listed = self.api()?.devices(who).await?.account_key.map(B64::into_inner);
         self.keys_fetched.clear();
         self.fetch_keys(&[who.to_string()]).await?;
         let Some(key) = self.local.account_key_of(who)?.flatten() else { return Ok(()) };
+        if listed.as_ref().is_some_and(|l| *l != key) {
+            // Not followed: said once in the conversation, and nothing else changes.
+            let event = crate::SystemEvent::KeyUnconfirmed { who: who.to_string() };
+            self.note_received(id, who, event)?;
+            return Ok(());
+        }
         let stale_in = |group: &MlsGroup| -> Vec<LeafNodeIndex> {
             group
                 .members()

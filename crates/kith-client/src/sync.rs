@@ -70,6 +70,10 @@ impl Client {
             if let Err(e) = self.commit_pending_leaves().await {
                 report.upkeep_failed(e)?;
             }
+            // Members who took their account back (told in this sync): their new devices in.
+            if let Err(e) = self.replace_recovered_devices().await {
+                report.upkeep_failed(e)?;
+            }
             match self.tend_story_audience(&mut report).await {
                 Ok(changed) => report.story_audience_changed = changed,
                 Err(e) => report.upkeep_failed(e)?,

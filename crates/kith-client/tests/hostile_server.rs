@@ -503,3 +503,69 @@ async fn a_device_key_the_account_never_certified_is_refused_at_claim() {
     let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
     assert!(texts.contains(&"three"), "{texts:?}");
 }
+
+/// A hostile server swaps bob's account key for one of its own and hands out a KeyPackage that
+/// key certifies: first with a key change signed by a recovery key of its own making, then
+/// with none. alice's client knew bob's keys before: a change counts only when the recovery
+/// key it knew signed it, so it keeps bob's key, refuses the KeyPackage, and leaves bob's real
+/// devices where they are; it reaches bob as soon as the server is honest again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_change_the_recovery_key_never_signed_is_not_followed() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut alice = TestUser::register(&proxy.url(), "alice", AccountKind::Person).await;
+    let mut bob = server.user("bob").await;
+    // alice looks bob up honestly first: she knows his account and recovery keys.
+    alice.send_text("bob", "one").await.unwrap();
+    bob.sync().await.unwrap();
+    let bob_device = bob.profile().unwrap().device_id;
+    let servers_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let servers_recovery = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let forged = forged_key_package(|key| {
+        Some(kith_proto::account::DeviceCertificate::sign(&servers_key, "bob", bob_device, key, 1))
+    });
+    let change = kith_proto::recovery::KeyChange::sign(
+        &servers_recovery,
+        "bob",
+        &kith_proto::account::public_key(&servers_key),
+        &kith_proto::account::public_key(&servers_recovery),
+        1,
+    );
+    let swapped = json!(kith_proto::B64(kith_proto::account::public_key(&servers_key)));
+    let signed = json!([kith_proto::B64(change.encode())]);
+    // 1: the swapped key with a change it signed itself; 2: with no change; 0: honest.
+    let mode = Arc::new(AtomicU8::new(1));
+    let m = mode.clone();
+    proxy.rewrite_answers(
+        "/accounts/bob/key-packages/claim",
+        Arc::new(move |answer: &mut Value| {
+            let how = m.load(Ordering::SeqCst);
+            if how == 0 {
+                return;
+            }
+            answer["key_packages"][0]["key_package"] = json!(forged);
+            answer["account_key"] = swapped.clone();
+            if how == 1 {
+                answer["key_changes"] = signed.clone();
+            }
+        }),
+    );
+    for how in [1, 2] {
+        mode.store(how, Ordering::SeqCst);
+        match alice.create_group_reporting(&format!("G{how}"), &["bob".into()]).await {
+            Err(e) => assert_eq!(e.refusal(), Some(kith_client::Refusal::BadKeyPackage), "{e}"),
+            Ok((id, not_added)) => {
+                assert!(!not_added.is_empty(), "{how}: bob's swapped device was added");
+                assert!(alice.group(&id).unwrap().members.iter().all(|m| m != "bob"));
+            }
+        }
+    }
+    mode.store(0, Ordering::SeqCst);
+    let g = alice.create_group("G3", &["bob".into()]).await.unwrap();
+    alice.send_group(&g, "three").await.unwrap();
+    alice.send_text("bob", "four").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    let texts: Vec<&str> = r.messages.iter().map(|m| m.text.as_str()).collect();
+    assert!(texts.contains(&"three") && texts.contains(&"four"), "{texts:?}");
+}

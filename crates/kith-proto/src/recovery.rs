@@ -19,6 +19,49 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 const CHANGE: &[u8] = b"kith account key change v1";
 const RECOVERY: &[u8] = b"kith account recovery v1";
 
+/// A recovery code's characters: Crockford's base32.
+pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters of a code (120 bits), and of each group it is shown in.
+pub const CODE_LENGTH: usize = 24;
+const CODE_GROUP: usize = 4;
+
+/// A code as a person typed it, in its one form (upper case, no separators, `O` read as `0`
+/// and `I`/`L` as `1`), or `None` if it cannot be one.
+pub fn normalize_code(text: &str) -> Option<String> {
+    let chars: String = text
+        .chars()
+        .filter(|c| *c != '-' && !c.is_whitespace())
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect();
+    (chars.len() == CODE_LENGTH && chars.bytes().all(|c| CODE_ALPHABET.contains(&c)))
+        .then_some(chars)
+}
+
+/// A normalized code as it is shown: six groups of four.
+pub fn show_code(code: &str) -> String {
+    code.as_bytes()
+        .chunks(CODE_GROUP)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The recovery key a normalized code stands for: HKDF-SHA256 (salt `kith recovery code v1`,
+/// info `recovery key`) of the code's text gives its seed.
+pub fn code_key(code: &str) -> SigningKey {
+    let hk = hkdf::Hkdf::<sha2_10::Sha256>::new(Some(b"kith recovery code v1"), code.as_bytes());
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
+    if hk.expand(b"recovery key", seed.as_mut_slice()).is_err() {
+        seed.fill(0);
+    }
+    SigningKey::from_bytes(&seed)
+}
+
 /// Longest username a change holds (the rules allow 32).
 const MAX_USERNAME: usize = 32;
 

@@ -28,6 +28,16 @@ pub enum AdminCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// For a person who lost every device and their recovery code: suspends the account (every
+    /// device is refused at once) and gives it a new recovery code, printed once, to hand to
+    /// them over a channel you trust. Nothing changes hands until they run `kith recover` with
+    /// it, which lifts this suspension; their contacts' apps then ask them to confirm the new
+    /// key (`kith trust`), since their old code did not sign it.
+    Recover {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Lift a suspension.
     Unsuspend {
         username: String,
@@ -154,6 +164,16 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             let store = open_existing_store(&common.resolve()?).await?;
             crate::safety::set_suspension(&*store, &username, Some(&reason), now).await?;
             println!("Suspended {username}.");
+        }
+        AdminCommand::Recover { username, common } => {
+            let store = open_existing_store(&common.resolve()?).await?;
+            let code = crate::recovery::operator_reset(&*store, &username, now).await?;
+            println!("{username} is suspended until they take the account back with this code:");
+            println!("Recovery code: {}", kith_proto::recovery::show_code(code.expose()));
+            println!(
+                "Give it to them over a channel you trust; it is shown only now. They run \
+                 `kith recover {username} --server URL` (or \"Take your account back\" in the app)."
+            );
         }
         AdminCommand::Unsuspend { username, common } => {
             let store = open_existing_store(&common.resolve()?).await?;

@@ -20,6 +20,36 @@ use kith_store::{AccountRecovery, NewMessage, RecoveryOutcome, StoreError, Store
 use crate::extract::{AuthedDevice, token_hash};
 use crate::state::AppState;
 
+/// The suspension reason of an account the operator reset (`kithd admin recover`): lifted by
+/// the recovery that uses the code it printed, and by nothing else but `unsuspend`.
+pub const RECOVERY_PENDING: &str =
+    "the server's operator reset this account's recovery code: take it back with `kith recover`";
+
+/// `kithd admin recover`: suspends the account and gives it a fresh recovery code (returned,
+/// normalized, to be printed once). The change is the operator's, not signed by the account's
+/// old recovery key, so contacts' clients do not follow the new account key on their own.
+pub async fn operator_reset(
+    store: &dyn kith_store::Store,
+    username: &str,
+    now: u64,
+) -> anyhow::Result<Secret> {
+    let account = store
+        .account_devices(username)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("there is no account named {username}"))?;
+    let mut bytes = zeroize::Zeroizing::new([0u8; proof::CODE_LENGTH]);
+    getrandom::fill(bytes.as_mut_slice()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let code = Secret::new(
+        bytes.iter().map(|b| char::from(proof::CODE_ALPHABET[usize::from(b & 31)])).collect(),
+    );
+    crate::safety::set_suspension(store, username, Some(RECOVERY_PENDING), now).await?;
+    let key = kith_proto::account::public_key(&proof::code_key(code.expose()));
+    if !store.set_recovery_key(username, account.recovery_key, key, None).await? {
+        anyhow::bail!("the account's recovery code changed meanwhile: run this again");
+    }
+    Ok(code)
+}
+
 /// Why a recovery request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -152,6 +182,13 @@ pub async fn recover(
     for device in &removed {
         state.auth_cache.forget(*device);
         state.hub.disconnect(*device);
+    }
+    // The operator's reset is done with: its suspension goes (any other stays).
+    if state.store.account_info(username).await?.and_then(|a| a.suspended).as_deref()
+        == Some(RECOVERY_PENDING)
+    {
+        crate::safety::set_suspension(&*state.store, username, None, now).await?;
+        state.auth_cache.forget_account(username);
     }
     state.fanout.forget_routes();
     tracing::info!(device = device_id, removed = removed.len(), "an account recovered");

@@ -146,4 +146,6 @@ export const api = {
   offerLink: () => call<LinkOffered>("POST", "/api/devices/link"),
   linkProgress: () => call<LinkProgress>("GET", "/api/devices/link"),
   registerByLink: (code: string) => call<Me>("POST", "/api/link", { code }),
+  recover: (username: string, server: string, code: string) =>
+    call<Me>("POST", "/api/recover", { username, server, code }),
 };

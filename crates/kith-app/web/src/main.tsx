@@ -7,15 +7,24 @@ import { api } from "./api";
 import type { Me } from "./api";
 import { messageOf } from "./format";
 import { Messenger } from "./screens/Messenger";
-import { Register } from "./screens/Register";
+import { Register, RecoveryCodeShown } from "./screens/Register";
 import "./styles.css";
 
 function Root() {
   const [me, setMe] = useState<Me | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [crash, reset] = useErrorBoundary();
+  // A recovery code the app made (registration, recovery, or a migration): shown once.
+  const [code, setCode] = useState<string | null>(null);
+  const take = (m: Me) => {
+    if (m.recovery_code) setCode(m.recovery_code);
+    setMe(m);
+  };
   useEffect(() => {
-    api.me().then(setMe, (e) => setError(messageOf(e)));
+    api.me().then(take, (e) => setError(messageOf(e)));
+    const fresh = () => void api.me().then(take, () => undefined);
+    window.addEventListener("kith:recovery-code", fresh);
+    return () => window.removeEventListener("kith:recovery-code", fresh);
   }, []);
   // The page's first useful render, for `npm run perf`.
   useEffect(() => {
@@ -41,7 +50,8 @@ function Root() {
     );
   }
   if (!me) return <main class="register" aria-busy="true" />;
-  return me.registered ? <Messenger me={me} /> : <Register onDone={setMe} />;
+  if (code) return <RecoveryCodeShown code={code} onDone={() => setCode(null)} />;
+  return me.registered ? <Messenger me={me} /> : <Register onDone={take} />;
 }
 
 const root = document.getElementById("root");

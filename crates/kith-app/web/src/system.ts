@@ -32,6 +32,12 @@ function words(e: SystemEvent, me: string): string {
       return `${actor(e.who)} added a device`;
     case "device_removed":
       return `${actor(e.who)} removed a device`;
+    case "key_unconfirmed":
+      return `${e.who}'s account key changed, but their recovery code did not sign the change: their new device stays out until you check with them and trust it`;
+    case "recovered":
+      return e.who === me
+        ? "You took your account back with your recovery code"
+        : `${e.who} took their account back with their recovery code: their devices and key are new`;
     case "promoted":
       return `${actor(e.by)} made ${object(e.who)} an admin`;
     case "settings_unreadable":

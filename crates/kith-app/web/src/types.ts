@@ -5,7 +5,7 @@ export type Kind = "direct" | "group" | "story" | "system";
 
 export type Delivery = "sending" | "sent" | "failed";
 
-export type SystemEvent = { "kind": "created", by: string, with: Array<string>, } | { "kind": "added", by: string, who: Array<string>, } | { "kind": "removed", by: string, who: string, } | { "kind": "left", who: string, } | { "kind": "deleted_chat", who: string, } | { "kind": "named", by: string, name: string, } | { "kind": "timer", by: string, seconds: number | null, } | { "kind": "device_added", who: string, } | { "kind": "device_removed", who: string, } | { "kind": "promoted", by: string, who: string, } | { "kind": "settings_unreadable", by: string, } | { "kind": "problem", text: string, };
+export type SystemEvent = { "kind": "created", by: string, with: Array<string>, } | { "kind": "added", by: string, who: Array<string>, } | { "kind": "removed", by: string, who: string, } | { "kind": "left", who: string, } | { "kind": "deleted_chat", who: string, } | { "kind": "named", by: string, name: string, } | { "kind": "timer", by: string, seconds: number | null, } | { "kind": "device_added", who: string, } | { "kind": "device_removed", who: string, } | { "kind": "recovered", by: string, who: string, } | { "kind": "key_unconfirmed", who: string, } | { "kind": "promoted", by: string, who: string, } | { "kind": "settings_unreadable", by: string, } | { "kind": "problem", text: string, };
 
 export type Message = { 
 /**
@@ -67,7 +67,12 @@ timer_seconds: number | null,
  */
 left: boolean, };
 
-export type Me = { registered: boolean, username?: string, server?: string, business?: boolean, };
+export type Me = { registered: boolean, username?: string, server?: string, business?: boolean, 
+/**
+ * A recovery code this app made (at registration, recovery, or for an account from before
+ * recovery codes): given once, for the page to show once; never stored.
+ */
+recovery_code?: string, };
 
 export type Done = Record<symbol, never>;
 
@@ -136,4 +141,4 @@ export type LiveEvent = { "type": "update", messages: Array<Arrived>, joined: Ar
 /**
  * What a sync could not do, each for its own conversation.
  */
-problems: Array<Problem>, } | { "type": "status", online: boolean, error: AppError | null, } | { "type": "resync" };
+problems: Array<Problem>, } | { "type": "status", online: boolean, error: AppError | null, } | { "type": "resync" } | { "type": "recovery_code" };

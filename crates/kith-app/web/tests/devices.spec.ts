@@ -76,3 +76,37 @@ test("a new app links to an existing account from its welcome page", async ({ br
   await kith(dee, "send", "cal", "hello both");
   await expect(page.getByText("hello both")).toBeVisible({ timeout: 15_000 });
 });
+
+test("an account is taken back in the app with its recovery code", async ({ browser }) => {
+  const server = await startKithd();
+  // ana registered on the command line, wrote her code down, then lost the device to a thief
+  // who rotated its token.
+  const ana = folder("kith-ana-");
+  const registered = await kith(ana, "register", "ana", "--server", server.url);
+  const code = /Your recovery code: (\S+)/.exec(registered)?.[1] ?? "";
+  expect(code).toMatch(/^([0-9A-Z]{4}-){5}[0-9A-Z]{4}$/);
+  const bob = await cliUser(server, "bob");
+  await kith(bob, "send", "ana", "hi ana");
+  await kith(ana, "sync");
+  await kith(ana, "rotate-token");
+
+  const app = await startApp();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(app.url);
+  await page.getByRole("button", { name: "Take your account back" }).click();
+  await page.getByLabel("Username").fill("ana");
+  await page.getByLabel("Server address").fill(server.url);
+  await page.getByLabel("Recovery code").fill(code.toLowerCase());
+  await page.getByRole("button", { name: "Take my account back" }).click();
+  // A new code, shown once; the old one is used up.
+  await expect(page.getByRole("heading", { name: "Your recovery code" })).toBeVisible();
+  await expect(page.getByLabel("Recovery code")).not.toHaveText(code);
+  await page.getByRole("button", { name: "I wrote it down" }).click();
+  await expect(page.locator(".topbar .me")).toHaveText("ana");
+  // The old device is refused; bob's client puts the app's device in their chat.
+  await expect(kith(ana, "sync")).rejects.toThrow();
+  await kith(bob, "sync");
+  await kith(bob, "send", "ana", "welcome back");
+  await expect(page.getByText("welcome back")).toBeVisible({ timeout: 15_000 });
+});

@@ -157,6 +157,10 @@ export async function pageUser(
   await page.getByLabel("Username", { exact: true }).fill(name);
   await page.getByLabel("Server address").fill(server.url);
   await page.getByRole("button", { name: "Register" }).click();
+  // The recovery code, shown once, before anything else.
+  await expect(page.getByRole("heading", { name: "Your recovery code" })).toBeVisible();
+  await expect(page.getByLabel("Recovery code")).toHaveText(/^([0-9A-Z]{4}-){5}[0-9A-Z]{4}$/);
+  await page.getByRole("button", { name: "I wrote it down" }).click();
   await expect(page.locator(".topbar .me")).toHaveText(name);
   await expect(page.getByRole("status").filter({ hasText: "Connected" })).toBeVisible();
   return { app, context, page };

@@ -233,6 +233,36 @@ impl Client {
         self.note_until(id, event, timer)
     }
 
+    /// A line about someone else that this device learned on its own (not from a message):
+    /// handed to the caller with the next sync's messages, like a received one.
+    pub(crate) fn note_received(
+        &self,
+        id: &str,
+        about: &str,
+        event: SystemEvent,
+    ) -> ClientResult<()> {
+        let now = now_millis();
+        let me = self.me()?.username.clone();
+        let timer = self.local.conversation(id)?.and_then(|c| c.timer_seconds);
+        self.local.insert_received(&Message {
+            id: format!("sys-{}", random_hex(8)?),
+            conversation: id.to_string(),
+            kind: ConversationKind::System,
+            text: event.text(&me),
+            from: about.to_string(),
+            sent_at: now,
+            received_at: now,
+            outgoing: false,
+            expires_at: timer.map(|t| now + t * 1000),
+            from_business: false,
+            verified: false,
+            state: crate::local::Delivery::Sent,
+            failure: None,
+            event: Some(event),
+        })?;
+        Ok(())
+    }
+
     /// A line in the group's history that stays while the messages around it disappear (the
     /// one saying the timer changed), as on the other members' devices.
     pub(crate) fn note_lasting(&self, id: &str, event: SystemEvent) -> ClientResult<()> {

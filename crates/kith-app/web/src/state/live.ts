@@ -58,6 +58,9 @@ export function useLive(props: {
         const event = JSON.parse(e.data as string) as LiveEvent;
         if (event.type === "status") {
           setOnline({ online: event.online, error: event.error?.message ?? null });
+        } else if (event.type === "recovery_code") {
+          // The page's root asks for it (once) and shows it.
+          window.dispatchEvent(new Event("kith:recovery-code"));
         } else if (event.type === "resync") {
           refreshSoon();
           if (openRef.current) void loadOpen(openRef.current);
