@@ -82,6 +82,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/devices/link", post(offer_link).get(link_progress))
         .route("/api/link", post(register_by_link))
         .route("/api/recover", post(recover))
+        .route("/api/trust", post(trust))
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
@@ -499,6 +500,19 @@ async fn run_link(app: Arc<App>, offer: kith_client::LinkOffer) {
 /// How the last link offered is going.
 async fn link_progress(State(app): State<Arc<App>>) -> Answer<LinkProgress> {
     Ok(Json(app.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()))
+}
+
+#[derive(Deserialize)]
+struct TrustIn {
+    user: String,
+}
+
+/// Trusts the account key the server lists for a user now (after the person checked it with
+/// them): their new device joins the conversations with them.
+async fn trust(State(app): State<Arc<App>>, Json(t): Json<TrustIn>) -> Answer<Done> {
+    app.client.lock().await.trust_account_key(t.user.trim()).await?;
+    let _ = app.events.send(crate::answers::LiveEvent::Resync.json());
+    Ok(Json(Done {}))
 }
 
 #[derive(Deserialize)]

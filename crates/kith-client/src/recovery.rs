@@ -259,17 +259,20 @@ impl Client {
             username,
             list.keys.recovery_key.as_ref().map(|k| k.0.as_slice()),
         )?;
-        let mut theirs = Vec::new();
-        let provider = self.provider();
-        for id in self.local.active_conversation_ids()? {
-            let Ok(group) = self.load_group(&provider, &id) else { continue };
-            if group
-                .members()
-                .any(|m| crate::mls::identity(&m.credential).as_deref() == Some(username))
-            {
-                theirs.push(id);
+        let theirs = {
+            let provider = self.provider();
+            let mut theirs = Vec::new();
+            for id in self.local.active_conversation_ids()? {
+                let Ok(group) = self.load_group(&provider, &id) else { continue };
+                let member = |m: openmls::prelude::Member| {
+                    crate::mls::identity(&m.credential).as_deref() == Some(username)
+                };
+                if group.members().any(member) {
+                    theirs.push(id);
+                }
             }
-        }
+            theirs
+        };
         for id in &theirs {
             self.local.note_recovered(id, username)?;
         }
@@ -333,7 +336,12 @@ impl Client {
             if removes.is_empty() {
                 return Ok(None);
             }
-            let adds = if has_current(group) { Vec::new() } else { adds.clone() };
+            // The account's own story channel: its old leaves go, and nobody else puts its
+            // new device in (a story channel is joined only from its owner; the new device
+            // starts one of its own).
+            let own_story = crate::mls::meta_of(group)
+                .is_some_and(|m| m.kind == GroupType::Story && m.admins == [who.to_string()]);
+            let adds = if has_current(group) || own_story { Vec::new() } else { adds.clone() };
             Ok(Some(crate::groups::Plan { adds, removes, ..Default::default() }))
         })
         .await

@@ -60,6 +60,8 @@ async fn a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(
     // bob's group (ana is no admin there) and ana's own (she is its only admin).
     let club = bob.create_group("Club", &["ana".into(), "cyd".into()]).await.unwrap();
     let anas = ana.create_group("Ana's", &["bob".into(), "cyd".into()]).await.unwrap();
+    // ana's story channel, which bob (a contact) is in.
+    ana.story_post("before").await.unwrap();
     for u in [&mut ana, &mut bob, &mut cyd] {
         u.sync().await.unwrap();
     }
@@ -109,6 +111,8 @@ async fn a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(
         "{said:?}"
     );
     let r = fresh.sync().await.unwrap();
+    // Nothing it could not take: her old story channel is not offered to it.
+    assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
     for id in [&club, &anas] {
         assert!(r.joined.contains(id), "{id}: {r:?}");
         let members = routed(&server, id).await;
@@ -128,6 +132,11 @@ async fn a_thief_with_a_copy_is_locked_out_and_the_owner_takes_the_account_back(
     assert!(from_ana.contains(&&"it is me again".to_string()), "{r:?}");
     assert!(from_ana.contains(&&"thanks".to_string()), "{r:?}");
     assert!(texts(&cyd.sync().await.unwrap()).contains(&"it is me again".to_string()));
+    // Her stories start again on the new device, for bob.
+    fresh.story_post("after").await.unwrap();
+    bob.sync().await.unwrap();
+    let stories: Vec<String> = bob.stories().unwrap().into_iter().map(|s| s.text).collect();
+    assert!(stories.contains(&"after".to_string()), "{stories:?}");
     // The copy gets nothing more: its token is dead and its leaves are out of every group.
     let e = thief.sync().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");

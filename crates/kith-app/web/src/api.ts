@@ -146,6 +146,7 @@ export const api = {
   offerLink: () => call<LinkOffered>("POST", "/api/devices/link"),
   linkProgress: () => call<LinkProgress>("GET", "/api/devices/link"),
   registerByLink: (code: string) => call<Me>("POST", "/api/link", { code }),
+  trust: (user: string) => call<Done>("POST", "/api/trust", { user }),
   recover: (username: string, server: string, code: string) =>
     call<Me>("POST", "/api/recover", { username, server, code }),
 };

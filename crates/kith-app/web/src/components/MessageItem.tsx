@@ -1,5 +1,7 @@
 // One message in the open chat (or a system line), drawn again only when it changes.
 import { Component } from "preact";
+import { useState } from "preact/hooks";
+import { api } from "../api";
 import type { Message } from "../api";
 import type { Panel } from "../dialogs/panel";
 import { when } from "../format";
@@ -16,7 +18,15 @@ export class MessageItem extends Component<{ m: Message; me: string; inGroup: bo
 
   render() {
     const { m, me, inGroup, onPanel, onRetry } = this.props;
-    if (m.kind === "system") return <li class="system">{systemText(m, me)}</li>;
+    if (m.kind === "system") {
+      const e = m.event;
+      return (
+        <li class="system">
+          {systemText(m, me)}
+          {e?.kind === "key_unconfirmed" && <TrustButton who={e.who} />}
+        </li>
+      );
+    }
     return (
       <li class={m.outgoing ? "message out" : "message in"} data-id={m.id}>
         {!m.outgoing && inGroup && <span class="from">{m.from}</span>}
@@ -39,4 +49,32 @@ export class MessageItem extends Component<{ m: Message; me: string; inGroup: bo
       </li>
     );
   }
+}
+
+/** For a key change the person's recovery code did not sign: trusted only on the reader's word,
+ * after checking with them. */
+function TrustButton(props: { who: string }) {
+  const [state, setState] = useState<"ask" | "busy" | "done" | string>("ask");
+  if (state === "done") return <span> — trusted.</span>;
+  return (
+    <>
+      {" "}
+      <button
+        class="link"
+        disabled={state === "busy"}
+        onClick={async () => {
+          setState("busy");
+          try {
+            await api.trust(props.who);
+            setState("done");
+          } catch (err) {
+            setState(err instanceof Error ? err.message : String(err));
+          }
+        }}
+      >
+        I checked with {props.who}: trust the new key
+      </button>
+      {state !== "ask" && state !== "busy" && <span role="alert"> {state}</span>}
+    </>
+  );
 }
