@@ -436,6 +436,47 @@ impl Client {
         Ok((left, not_removed))
     }
 
+    /// In conversations this device just joined, takes out the leaves of this account's devices
+    /// removed since (the Welcome was made before the removal reached that conversation, so the
+    /// removing device could not take them out there).
+    pub(crate) async fn tidy_own_leaves(&mut self, joined: &[String]) -> ClientResult<()> {
+        if joined.is_empty() {
+            return Ok(());
+        }
+        let me = self.me()?.username.clone();
+        let removed: Vec<Vec<u8>> = self
+            .api()?
+            .devices(&me)
+            .await?
+            .removed_devices
+            .into_iter()
+            .map(|d| d.credential_key.0)
+            .collect();
+        if removed.is_empty() {
+            return Ok(());
+        }
+        for id in joined {
+            let done = self
+                .commit_change(id, |group, _| {
+                    let leaves: Vec<_> = group
+                        .members()
+                        .filter(|m| removed.contains(&m.signature_key))
+                        .filter(|m| mls::identity(&m.credential).as_deref() == Some(me.as_str()))
+                        .map(|m| m.index)
+                        .collect();
+                    Ok((!leaves.is_empty())
+                        .then(|| crate::groups::Plan { removes: leaves, ..Default::default() }))
+                })
+                .await;
+            match done {
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "a removed device's leaf waits"),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Names one of this account's devices (`None` removes the name); the devices after.
     pub async fn rename_device(
         &mut self,

@@ -46,7 +46,16 @@ impl Client {
     /// account its credential names, and that the leaf carries that device's certificate,
     /// signed by the account's key, when the account has one (`kith_proto::keypackage`).
     /// Accounts not fetched in this round whose keys are not known yet ask for a fetch first.
-    pub(crate) fn check_member_keys(&self, leaves: &[LeafNode]) -> Processing<()> {
+    ///
+    /// With `removed_too`, a leaf of a device its account has removed since is accepted too: it
+    /// was registered when the Welcome or commit that brings it was made (the server checked
+    /// every leaf then), and a member who takes it in late must not fall out of the group. It
+    /// stays until a member takes it out, and gets nothing from the server meanwhile.
+    pub(crate) fn check_member_keys(
+        &self,
+        leaves: &[LeafNode],
+        removed_too: bool,
+    ) -> Processing<()> {
         let me = self.me()?;
         let mut wanted = Vec::new();
         for leaf in leaves {
@@ -56,7 +65,10 @@ impl Client {
                 continue;
             }
             let fetched = self.keys_fetched.contains(&username);
-            let device = self.local.registered_device(&username, key)?;
+            let device = match self.local.registered_device(&username, key)? {
+                None if removed_too => self.local.removed_device(&username, key)?,
+                found => found,
+            };
             let account_key = self.local.account_key_of(&username)?;
             match (device, account_key) {
                 // Known key and account key; the kind of account (which the opt-in rule
@@ -169,6 +181,15 @@ impl Client {
                 self.local.set_account_kind(username, l.kind == AccountKind::Business)?;
                 let listed = l.account_key.as_ref().map(|k| k.0.as_slice());
                 self.note_account_key(username, listed, &l.keys)?;
+            }
+            if let Some(l) = &list {
+                for d in &l.removed_devices {
+                    self.local.add_removed_device_key(
+                        username,
+                        &d.credential_key.0,
+                        d.device_id,
+                    )?;
+                }
             }
             for d in list.into_iter().flat_map(|l| l.devices) {
                 self.local.add_device_key(username, &d.credential_key.0, d.device_id)?;

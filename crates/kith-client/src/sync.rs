@@ -74,6 +74,11 @@ impl Client {
             if let Err(e) = self.replace_recovered_devices().await {
                 report.upkeep_failed(e)?;
             }
+            // Conversations joined now that still hold a device this account removed.
+            let joined = report.joined.clone();
+            if let Err(e) = self.tidy_own_leaves(&joined).await {
+                report.upkeep_failed(e)?;
+            }
             match self.tend_story_audience(&mut report).await {
                 Ok(changed) => report.story_audience_changed = changed,
                 Err(e) => report.upkeep_failed(e)?,

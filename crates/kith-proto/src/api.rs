@@ -188,6 +188,10 @@ pub struct DeviceList {
     /// See [`AccountKeys`].
     #[serde(default, flatten)]
     pub keys: AccountKeys,
+    /// Devices the account removed: their keys were registered, and a leaf of one may still be
+    /// in a group until a member takes it out (a joiner accepts it; nobody adds one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_devices: Vec<DeviceInfo>,
 }
 
 /// What lets a contact follow an account's key from one it knew: the recovery key, and each

@@ -436,6 +436,15 @@ pub async fn devices(state: &AppState, username: &str) -> Result<DeviceList> {
             recovery_key: found.recovery_key.map(B64),
             key_changes: found.key_changes.into_iter().map(B64).collect(),
         },
+        removed_devices: found
+            .removed
+            .into_iter()
+            .map(|d| DeviceInfo {
+                device_id: d.device_id,
+                credential_key: B64(d.credential_key),
+                created_at: d.created_at,
+            })
+            .collect(),
     })
 }
 

@@ -216,29 +216,30 @@ impl AccountStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let rows: Vec<(i64, Vec<u8>, i64, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, credential_key, created_at, name, last_seen FROM devices
-             WHERE account_id = $1 AND removed_at IS NULL ORDER BY id",
+        type Device = (i64, Vec<u8>, i64, Option<String>, Option<i64>, bool);
+        let rows: Vec<Device> = sqlx::query_as(
+            "SELECT id, credential_key, created_at, name, last_seen, removed_at IS NOT NULL
+             FROM devices WHERE account_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
+        let (removed, devices): (Vec<_>, Vec<_>) = rows.into_iter().partition(|d| d.5);
+        let record = |(id, key, at, name, seen, _): Device| DeviceRecord {
+            device_id: u(id),
+            credential_key: key,
+            created_at: u(at),
+            name,
+            last_seen: seen.map(u),
+        };
         Ok(Some(AccountDevices {
             username: username.to_string(),
             kind: account_kind_from_code(i64::from(kind)),
-            devices: rows
-                .into_iter()
-                .map(|(id, key, at, name, seen)| DeviceRecord {
-                    device_id: u(id),
-                    credential_key: key,
-                    created_at: u(at),
-                    name,
-                    last_seen: seen.map(u),
-                })
-                .collect(),
+            devices: devices.into_iter().map(record).collect(),
             account_key,
             recovery_key,
+            removed: removed.into_iter().map(record).collect(),
             key_changes,
         }))
     }

@@ -213,21 +213,28 @@ impl AccountStore for SqliteStore {
             else {
                 return Ok(None);
             };
-            let devices = conn
+            let all = conn
                 .prepare_cached(
-                    "SELECT id, credential_key, created_at, name, last_seen FROM devices
-                     WHERE account_id = ?1 AND removed_at IS NULL ORDER BY id",
+                    "SELECT id, credential_key, created_at, name, last_seen,
+                            removed_at IS NOT NULL FROM devices
+                     WHERE account_id = ?1 ORDER BY id",
                 )?
                 .query_map(params![account], |r| {
-                    Ok(DeviceRecord {
-                        device_id: u(r.get(0)?),
-                        credential_key: r.get(1)?,
-                        created_at: u(r.get(2)?),
-                        name: r.get(3)?,
-                        last_seen: r.get::<_, Option<i64>>(4)?.map(u),
-                    })
+                    Ok((
+                        DeviceRecord {
+                            device_id: u(r.get(0)?),
+                            credential_key: r.get(1)?,
+                            created_at: u(r.get(2)?),
+                            name: r.get(3)?,
+                            last_seen: r.get::<_, Option<i64>>(4)?.map(u),
+                        },
+                        r.get::<_, bool>(5)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            let (removed, devices): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.1);
+            let devices = devices.into_iter().map(|d| d.0).collect();
+            let removed = removed.into_iter().map(|d| d.0).collect();
             let key_changes = conn
                 .prepare_cached(
                     "SELECT statement FROM key_changes WHERE account_id = ?1 ORDER BY n",
@@ -240,6 +247,7 @@ impl AccountStore for SqliteStore {
                 devices,
                 account_key,
                 recovery_key,
+                removed,
                 key_changes,
             }))
         })

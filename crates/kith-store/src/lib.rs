@@ -172,6 +172,10 @@ pub struct AccountDevices {
     pub account_key: Option<Vec<u8>>,
     /// See [`NewAccount::recovery_key`].
     pub recovery_key: Option<Vec<u8>>,
+    /// The devices the account had and removed (their keys stay taken): a leaf of one may still
+    /// be in a group until a member takes it out, and a joiner must be able to tell it from a
+    /// key nobody registered.
+    pub removed: Vec<DeviceRecord>,
     /// Every change of the account's keys its recovery key signed (encoded
     /// `kith_proto::recovery::KeyChange`s), oldest first.
     pub key_changes: Vec<Vec<u8>>,

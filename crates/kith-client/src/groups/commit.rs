@@ -76,6 +76,19 @@ impl Client {
         if meta.kind == GroupType::Group && meta.is_admin(&me) {
             self.hand_over_admin(&id, &me).await?;
         }
+        // The account leaves, not only this device: its other devices go first, in one commit
+        // (a member removes its own account's devices as it likes), then this one asks to.
+        let own = self.me()?.signature_key.clone();
+        self.commit_change(&id, |group, _| {
+            let others: Vec<LeafNodeIndex> = group
+                .members()
+                .filter(|m| mls::identity(&m.credential).as_deref() == Some(me.as_str()))
+                .filter(|m| m.signature_key != own)
+                .map(|m| m.index)
+                .collect();
+            Ok((!others.is_empty()).then(|| Plan { removes: others, ..Default::default() }))
+        })
+        .await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let request = {
                 let provider = self.provider();

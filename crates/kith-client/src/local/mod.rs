@@ -195,6 +195,14 @@ CREATE TABLE IF NOT EXISTS kith_account_keys (
     username TEXT PRIMARY KEY,
     account_key BLOB
 );
+-- Devices the server lists as removed from their account: a leaf of one may still be in a
+-- group a Welcome brings (accepted there, never added).
+CREATE TABLE IF NOT EXISTS kith_removed_device_keys (
+    username TEXT NOT NULL,
+    credential_key BLOB NOT NULL,
+    device_id INTEGER NOT NULL,
+    PRIMARY KEY (username, credential_key)
+);
 -- Conversations whose member account started again after its recovery: its new devices are
 -- put in (and its old leaves taken out) at the next settle step.
 CREATE TABLE IF NOT EXISTS kith_recovered (

@@ -155,6 +155,34 @@ impl LocalStore {
         .optional()
     }
 
+    /// A device of `username` the server lists as removed (its key was registered), if seen.
+    pub fn removed_device(&self, username: &str, key: &[u8]) -> rusqlite::Result<Option<u64>> {
+        self.conn
+            .prepare_cached(
+                "SELECT device_id FROM kith_removed_device_keys
+                 WHERE username = ?1 AND credential_key = ?2",
+            )?
+            .query_row(params![username, key], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|d| d.map(u))
+    }
+
+    /// Records a device of `username` the server lists as removed.
+    pub fn add_removed_device_key(
+        &self,
+        username: &str,
+        key: &[u8],
+        device: u64,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO kith_removed_device_keys (username, credential_key, device_id)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![username, key, i(device)])?;
+        Ok(())
+    }
+
     /// Records a device key the server lists for `username`.
     pub fn add_device_key(&self, username: &str, key: &[u8], device: u64) -> rusqlite::Result<()> {
         self.conn

@@ -38,7 +38,9 @@ impl Client {
             (digest_after.as_deref() != crate::settings::digest_of(before.as_ref())).then(|| {
                 digest_after.as_deref().and_then(|d| crate::settings::open(provider, group, aad, d))
             });
-        self.check_member_keys(&crate::rules::new_leaves(&staged))?;
+        // A device removed since the commit was made counts: it was registered then (the
+        // server checked), and a member who takes the commit in late must not drop it.
+        self.check_member_keys(&crate::rules::new_leaves(&staged), true)?;
         let mut added = BTreeSet::new();
         for add in staged.add_proposals() {
             if let Some(u) =
@@ -148,7 +150,18 @@ impl Client {
                 lines.push(SystemEvent::Promoted { by: sender.clone(), who: admin.clone() });
             }
         }
-        if removed_me {
+        if removed_me
+            && *sender == self.me()?.username
+            && self.local.conversation(id)?.is_some_and(|c| c.kind == ConversationKind::Direct)
+        {
+            // Another device of this account deleted the chat: so does this one.
+            self.local.delete_messages(id)?;
+            self.local.set_left(id, now_millis())?;
+            if let Some(peer) = self.local.conversation(id)?.and_then(|c| c.peer) {
+                self.local.remove_contact(&peer)?;
+                self.local.delete_stories_of(&peer)?;
+            }
+        } else if removed_me {
             self.local.set_removed_by(id, now_millis(), sender)?;
         } else if out {
             self.local.set_left(id, now_millis())?;

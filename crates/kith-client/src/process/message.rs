@@ -155,6 +155,16 @@ impl Client {
             failure: None,
             event: None,
         };
+        // Written to from another device of this account: a contact here too, as if this
+        // device had written (a business is nobody's story contact, nor has any).
+        if own
+            && local.kind == ConversationKind::Direct
+            && let Some(peer) = &local.peer
+            && self.me()?.kind == AccountKind::Person
+            && self.local.account_is_business(peer)? != Some(true)
+        {
+            self.local.add_contact(peer, entry.server_time)?;
+        }
         Ok(if self.local.insert_received(&m)? { vec![m] } else { Vec::new() })
     }
 }

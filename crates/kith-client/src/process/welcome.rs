@@ -91,7 +91,7 @@ impl Client {
         // by its account's key.
         let leaves: Vec<LeafNode> =
             group.members().filter_map(|m| group.public_group().leaf(m.index).cloned()).collect();
-        self.check_member_keys(&leaves)?;
+        self.check_member_keys(&leaves, true)?;
         let others: BTreeSet<String> = group
             .members()
             .filter_map(|m| mls::identity(&m.credential))

@@ -68,7 +68,7 @@ pub async fn send(
         Fanout::to_members(state, &me.username, members.clone()).await?
     };
     fanout.leave_out_full_queues(state, me, &members).await?;
-    let not_delivered = not_delivered(state, &fanout).await?;
+    let not_delivered = not_delivered(state, &fanout, &members).await?;
     let message = Stored { data, client_id, framing };
     match store_and_push(state, me, id, &route, message, &fanout).await? {
         Accepted::Now { message_id, at } => Ok(Outcome::Done(SendResponse {
@@ -129,15 +129,28 @@ async fn current_route(
     }
 }
 
-/// The accounts the sender is told it did not reach (blocking accounts too: a block stays
-/// invisible).
-async fn not_delivered(state: &AppState, fanout: &Fanout) -> Result<Vec<String>, DeliveryError> {
+/// The accounts the sender is told it did not reach: those whose every member device's queue
+/// is full (blocking accounts too: a block stays invisible). An account one of whose devices
+/// got it was reached; its full devices are told they missed it.
+async fn not_delivered(
+    state: &AppState,
+    fanout: &Fanout,
+    members: &[DeviceId],
+) -> Result<Vec<String>, DeliveryError> {
     let mut accounts = Vec::new();
     for d in &fanout.full_members {
         if let Some(auth) = state.store.device_auth(*d).await?
             && !accounts.contains(&auth.username)
         {
             accounts.push(auth.username);
+        }
+    }
+    if accounts.is_empty() {
+        return Ok(accounts);
+    }
+    for d in members.iter().filter(|d| !fanout.full_members.contains(d)) {
+        if let Some(auth) = state.store.device_auth(*d).await? {
+            accounts.retain(|a| *a != auth.username);
         }
     }
     Ok(accounts)
