@@ -65,6 +65,7 @@ impl Client {
                 credential_key: B64(signer.to_public_vec()),
                 account_key: Some(B64(kith_proto::account::public_key(&account_key))),
                 recovery_key: Some(B64(code.public_key())),
+                recovery_binding: Some(B64(code.binding(&account_key, username))),
                 // They follow, each carrying the certificate of the device id given here.
                 key_packages: Vec::new(),
                 last_resort_key_package: None,
@@ -406,6 +407,11 @@ impl Client {
             .find(|d| d.device_id == device)
             .map(|d| d.credential_key.0);
         let left = api.remove_device(device).await?.devices;
+        // A recovery code that device set (at the migration to recovery codes) went with it:
+        // this one makes the account a new one at its next settle step.
+        if api.devices(&me.username).await.is_ok_and(|l| l.keys.recovery_key.is_none()) {
+            self.forget_recovery_key_given()?;
+        }
         let Some(key) = key else { return Ok((left, Vec::new())) };
         let conversations = self.local.active_conversation_ids()?;
         let total = conversations.len();
@@ -436,36 +442,62 @@ impl Client {
         Ok((left, not_removed))
     }
 
-    /// In conversations this device just joined, takes out the leaves of this account's devices
-    /// removed since (the Welcome was made before the removal reached that conversation, so the
-    /// removing device could not take them out there).
+    /// In conversations this device just joined, makes the account's devices the ones it has
+    /// now: takes out the leaves of devices removed since, and puts in the ones missing (the
+    /// Welcome was made before a removal, or before a device was linked, reached that
+    /// conversation — or the linking device had not joined it yet).
     pub(crate) async fn tidy_own_leaves(&mut self, joined: &[String]) -> ClientResult<()> {
         if joined.is_empty() {
             return Ok(());
         }
-        let me = self.me()?.username.clone();
-        let removed: Vec<Vec<u8>> = self
-            .api()?
-            .devices(&me)
-            .await?
-            .removed_devices
-            .into_iter()
-            .map(|d| d.credential_key.0)
-            .collect();
-        if removed.is_empty() {
-            return Ok(());
-        }
+        let me = self.me()?.clone();
+        let list = self.api()?.devices(&me.username).await?;
+        let removed: Vec<Vec<u8>> =
+            list.removed_devices.into_iter().map(|d| d.credential_key.0).collect();
+        let current: Vec<Vec<u8>> = list.devices.into_iter().map(|d| d.credential_key.0).collect();
+        let mine =
+            |m: &Member| mls::identity(&m.credential).as_deref() == Some(me.username.as_str());
         for id in joined {
+            let missing = {
+                let provider = self.provider();
+                let Ok(group) = self.load_group(&provider, id) else { continue };
+                let held: Vec<Vec<u8>> =
+                    group.members().filter(mine).map(|m| m.signature_key).collect();
+                current.iter().any(|k| !held.contains(k))
+            };
+            let adds: Vec<KeyPackage> = if missing {
+                match self.claim_own_devices().await {
+                    Ok(claimed) => claimed.into_iter().map(|c| c.key_package).collect(),
+                    Err(e) if e.is_local() || e.is_unreached() => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "this account's other devices wait");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             let done = self
                 .commit_change(id, |group, _| {
-                    let leaves: Vec<_> = group
+                    let held: Vec<Vec<u8>> =
+                        group.members().filter(mine).map(|m| m.signature_key).collect();
+                    let removes: Vec<_> = group
                         .members()
-                        .filter(|m| removed.contains(&m.signature_key))
-                        .filter(|m| mls::identity(&m.credential).as_deref() == Some(me.as_str()))
+                        .filter(|m| removed.contains(&m.signature_key) && mine(m))
                         .map(|m| m.index)
                         .collect();
-                    Ok((!leaves.is_empty())
-                        .then(|| crate::groups::Plan { removes: leaves, ..Default::default() }))
+                    let adds: Vec<KeyPackage> = adds
+                        .iter()
+                        .filter(|kp| {
+                            !held.contains(&kp.leaf_node().signature_key().as_slice().to_vec())
+                        })
+                        .cloned()
+                        .collect();
+                    Ok((!removes.is_empty() || !adds.is_empty()).then(|| crate::groups::Plan {
+                        removes,
+                        adds,
+                        ..Default::default()
+                    }))
                 })
                 .await;
             match done {

@@ -228,7 +228,19 @@ impl Client {
         }
         let known = self.local.account_key_of(username)?.flatten();
         let known_recovery = self.local.recovery_key_of(username)?;
-        let listed_recovery = keys.recovery_key.as_ref().map(|k| k.0.as_slice());
+        // A recovery key is taken on first sight only bound to the account key by its
+        // signature: the server cannot slip one of its own under an account key it did not
+        // choose, and then sign changes with it.
+        let bound_to = |account: &[u8]| {
+            keys.recovery_key.as_ref().zip(keys.recovery_binding.as_ref()).and_then(|(r, b)| {
+                kith_proto::recovery::verify(
+                    account,
+                    &kith_proto::recovery::binding_bytes(username, &r.0),
+                    &b.0,
+                )
+                .then_some(r.0.as_slice())
+            })
+        };
         let changes: Vec<kith_proto::recovery::KeyChange> = keys
             .key_changes
             .iter()
@@ -245,8 +257,8 @@ impl Client {
                         tracing::warn!("an account key changed, with no recovery key known");
                         return Ok(Some(known));
                     }
-                    // The recovery key, on first sight.
-                    self.local.set_recovery_key_of(username, listed_recovery)?;
+                    // The recovery key, on first sight, bound to the account key known.
+                    self.local.set_recovery_key_of(username, bound_to(&known))?;
                     return Ok(Some(known));
                 };
                 match kith_proto::recovery::follow(username, (&known, &recovery), &changes, listed)
@@ -264,7 +276,7 @@ impl Client {
             }
             (listed, _) => {
                 self.local.set_account_key_of(username, listed)?;
-                self.local.set_recovery_key_of(username, listed_recovery)?;
+                self.local.set_recovery_key_of(username, listed.and_then(bound_to))?;
                 Ok(listed.map(<[u8]>::to_vec))
             }
         }

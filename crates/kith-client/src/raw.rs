@@ -111,6 +111,7 @@ impl Client {
                 credential_key: B64(signer.to_public_vec()),
                 account_key: None,
                 recovery_key: None,
+                recovery_binding: None,
                 key_packages: kps.into_iter().map(B64).collect(),
                 last_resort_key_package: last.into_iter().map(B64).next(),
                 display_name: None,

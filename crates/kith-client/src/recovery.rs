@@ -79,6 +79,11 @@ impl RecoveryCode {
     pub(crate) fn public_key(&self) -> Vec<u8> {
         kith_proto::account::public_key(&self.key())
     }
+
+    /// The account key's signature binding this code's recovery key to `username`'s account.
+    pub(crate) fn binding(&self, account_key: &SigningKey, username: &str) -> Vec<u8> {
+        proof::sign(account_key, &proof::binding_bytes(username, &self.public_key()))
+    }
 }
 
 impl Client {
@@ -95,6 +100,11 @@ impl Client {
         Ok(code)
     }
 
+    pub(crate) fn forget_recovery_key_given(&self) -> ClientResult<()> {
+        self.local.clear_upkeep(RECOVERY_KEY_GIVEN)?;
+        Ok(())
+    }
+
     pub(crate) fn mark_recovery_key_given(&self) -> ClientResult<()> {
         self.local.set_upkeep_at(RECOVERY_KEY_GIVEN, now_millis())?;
         Ok(())
@@ -108,8 +118,13 @@ impl Client {
         if self.profile.is_none() || self.local.upkeep_at(RECOVERY_KEY_GIVEN)?.is_some() {
             return Ok(());
         }
+        let Some(account_key) = self.stored_account_key()? else { return Ok(()) };
         let code = RecoveryCode::generate()?;
-        let req = SetRecoveryKey { recovery_key: B64(code.public_key()), change: None };
+        let req = SetRecoveryKey {
+            recovery_key: B64(code.public_key()),
+            binding: B64(code.binding(&account_key, &self.me()?.username)),
+            change: None,
+        };
         match self.api()?.set_recovery_key(&req).await {
             Ok(()) => self.fresh_recovery_code = Some(code),
             Err(e) if e.code() == Some(ErrorCode::WrongRecoveryCode) => {
@@ -127,19 +142,20 @@ impl Client {
         current: &RecoveryCode,
     ) -> ClientResult<RecoveryCode> {
         let me = self.me()?.clone();
-        let account_key = self.account_key()?.ok_or_else(|| {
+        let account_key = self.stored_account_key()?.ok_or_else(|| {
             ClientError::Protocol("this profile holds no account key yet: sync first".into())
         })?;
         let new = RecoveryCode::generate()?;
         let change = KeyChange::sign(
             &current.key(),
             &me.username,
-            &account_key,
+            &kith_proto::account::public_key(&account_key),
             &new.public_key(),
             now_millis(),
         );
         let req = SetRecoveryKey {
             recovery_key: B64(new.public_key()),
+            binding: B64(new.binding(&account_key, &me.username)),
             change: Some(B64(change.encode())),
         };
         self.api()?.set_recovery_key(&req).await?;
@@ -192,6 +208,7 @@ impl Client {
             credential_key: B64(credential_key.clone()),
             token: token.clone(),
             signature: B64(proof::sign(&code.key(), &signed)),
+            recovery_binding: B64(new_code.binding(&account_key, name.as_str())),
         };
         let recovered = api.recover(name.as_str(), &request).await?;
         let mut profile = Profile {
@@ -255,10 +272,15 @@ impl Client {
         let list = self.api()?.devices(username).await?;
         let listed = list.account_key.as_ref().map(|k| k.0.as_slice());
         self.local.set_account_key_of(username, listed)?;
-        self.local.set_recovery_key_of(
-            username,
-            list.keys.recovery_key.as_ref().map(|k| k.0.as_slice()),
-        )?;
+        // Its recovery key with it, when the account key binds it (after an operator's reset
+        // it does not: a later change is then for this person to trust again).
+        let bound =
+            listed.zip(list.keys.recovery_key.as_ref()).zip(list.keys.recovery_binding.as_ref());
+        let recovery = bound.and_then(|((account, r), b)| {
+            proof::verify(account, &proof::binding_bytes(username, &r.0), &b.0)
+                .then_some(r.0.as_slice())
+        });
+        self.local.set_recovery_key_of(username, recovery)?;
         let theirs = {
             let provider = self.provider();
             let mut theirs = Vec::new();
@@ -313,12 +335,30 @@ impl Client {
                         .is_some_and(|l| !kith_proto::keypackage::is_stale(l, who, &key))
             })
         };
+        let me = self.me()?.username.clone();
+        // Who may put the account's devices in: in a story channel only its owner (and never
+        // into the recovered account's own: it starts one of its own); elsewhere an admin, or
+        // anyone in the commit that takes the stale leaves out.
+        let may_add = |group: &MlsGroup, removes: &[LeafNodeIndex]| {
+            let Some(meta) = crate::mls::meta_of(group) else { return false };
+            let admin = meta.kind != GroupType::Direct && meta.is_admin(&me);
+            match meta.kind {
+                GroupType::Story => admin && meta.admins != [who.to_string()],
+                _ => admin || !removes.is_empty(),
+            }
+        };
+        let todo = |group: &MlsGroup| {
+            let removes = stale_in(group);
+            let add = !has_current(group) && may_add(group, &removes);
+            (removes, add)
+        };
         {
             let provider = self.provider();
             let group = self.load_group(&provider, id)?;
-            if stale_in(&group).is_empty() {
-                // Nothing left over here (another member replaced them first, or the key
-                // change could not be followed).
+            let (removes, add) = todo(&group);
+            if removes.is_empty() && !add {
+                // Nothing to do here (another member did it first, or the key change could
+                // not be followed).
                 return Ok(());
             }
         }
@@ -332,16 +372,11 @@ impl Client {
             }
         };
         self.commit_change(id, |group, _| {
-            let removes = stale_in(group);
-            if removes.is_empty() {
+            let (removes, add) = todo(group);
+            let adds = if add { adds.clone() } else { Vec::new() };
+            if removes.is_empty() && adds.is_empty() {
                 return Ok(None);
             }
-            // The account's own story channel: its old leaves go, and nobody else puts its
-            // new device in (a story channel is joined only from its owner; the new device
-            // starts one of its own).
-            let own_story = crate::mls::meta_of(group)
-                .is_some_and(|m| m.kind == GroupType::Story && m.admins == [who.to_string()]);
-            let adds = if has_current(group) || own_story { Vec::new() } else { adds.clone() };
             Ok(Some(crate::groups::Plan { adds, removes, ..Default::default() }))
         })
         .await

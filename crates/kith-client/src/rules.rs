@@ -63,9 +63,9 @@ pub fn check_commit(
     let removed: BTreeSet<LeafNodeIndex> =
         staged.remove_proposals().map(|rm| rm.remove_proposal().removed()).collect();
     // A member adds and removes its own account's devices as it likes (a linked device, a
-    // device removed from any other) and adds devices of accounts that are members already
-    // (one started again after its recovery); a leaf left over from before its account's
-    // recovery (`stale`) anyone removes. Anything else needs an admin.
+    // device removed from any other); a leaf left over from before its account's recovery
+    // (`stale`) anyone removes, putting that account's devices now in its place in the same
+    // commit. Anything else needs an admin.
     let removes_others = staged.remove_proposals().any(|rm| {
         let removed = rm.remove_proposal().removed();
         let own_leave = matches!(rm.sender(), Sender::Member(s) if *s == removed);
@@ -73,11 +73,16 @@ pub fn check_commit(
             group.member(removed).and_then(mls::identity).as_deref() == Some(committer);
         !own_leave && !own_device && !stale.contains(&removed)
     });
-    let members_before: BTreeSet<String> =
-        group.members().filter_map(|m| mls::identity(&m.credential)).collect();
+    // Devices of an account whose stale leaves this commit removes, in their place (never in
+    // a story channel: only its owner adds anyone there).
+    let replaced: BTreeSet<String> = if before.kind == kith_proto::GroupType::Story {
+        BTreeSet::new()
+    } else {
+        stale.iter().filter_map(|i| group.member(*i)).filter_map(mls::identity).collect()
+    };
     let adds_others = staged.add_proposals().any(|a| {
         let added = mls::identity(a.add_proposal().key_package().leaf_node().credential());
-        added.as_deref() != Some(committer) && !added.is_some_and(|a| members_before.contains(&a))
+        added.as_deref() != Some(committer) && !added.is_some_and(|a| replaced.contains(&a))
     });
     let mut members_after: BTreeSet<String> = group
         .members()

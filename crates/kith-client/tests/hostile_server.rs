@@ -516,9 +516,6 @@ async fn a_key_change_the_recovery_key_never_signed_is_not_followed() {
     let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
     let mut alice = TestUser::register(&proxy.url(), "alice", AccountKind::Person).await;
     let mut bob = server.user("bob").await;
-    // alice looks bob up honestly first: she knows his account and recovery keys.
-    alice.send_text("bob", "one").await.unwrap();
-    bob.sync().await.unwrap();
     let bob_device = bob.profile().unwrap().device_id;
     let servers_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let servers_recovery = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
@@ -534,14 +531,29 @@ async fn a_key_change_the_recovery_key_never_signed_is_not_followed() {
     );
     let swapped = json!(kith_proto::B64(kith_proto::account::public_key(&servers_key)));
     let signed = json!([kith_proto::B64(change.encode())]);
-    // 1: the swapped key with a change it signed itself; 2: with no change; 0: honest.
-    let mode = Arc::new(AtomicU8::new(1));
+    // 3: bob's real keys, but a recovery key of the server's own, unbound (or bound by a key
+    // that is not bob's); 1: the swapped key with a change that recovery key signed; 2: with no
+    // change; 0: honest.
+    let mode = Arc::new(AtomicU8::new(3));
     let m = mode.clone();
+    let slipped = json!(kith_proto::B64(kith_proto::account::public_key(&servers_recovery)));
+    let forged_binding = json!(kith_proto::B64(kith_proto::recovery::sign(
+        &servers_key,
+        &kith_proto::recovery::binding_bytes(
+            "bob",
+            &kith_proto::account::public_key(&servers_recovery)
+        ),
+    )));
     proxy.rewrite_answers(
         "/accounts/bob/key-packages/claim",
         Arc::new(move |answer: &mut Value| {
             let how = m.load(Ordering::SeqCst);
             if how == 0 {
+                return;
+            }
+            if how == 3 {
+                answer["recovery_key"] = slipped.clone();
+                answer["recovery_binding"] = forged_binding.clone();
                 return;
             }
             answer["key_packages"][0]["key_package"] = json!(forged);
@@ -551,6 +563,10 @@ async fn a_key_change_the_recovery_key_never_signed_is_not_followed() {
             }
         }),
     );
+    // alice looks bob up first through it: she knows his account key, and no recovery key
+    // (the one listed is not bound to his account key).
+    alice.send_text("bob", "one").await.unwrap();
+    bob.sync().await.unwrap();
     for how in [1, 2] {
         mode.store(how, Ordering::SeqCst);
         match alice.create_group_reporting(&format!("G{how}"), &["bob".into()]).await {

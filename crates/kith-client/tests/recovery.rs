@@ -241,3 +241,39 @@ async fn operator_reset_on_postgres() {
     };
     an_operator_reset_waits_for_the_person_and_for_each_contact(server).await;
 }
+
+/// An account from before recovery codes gets one at its first sync, from whichever device
+/// gets there first — perhaps a thief's copy. Such a code takes nothing back for a week, and
+/// goes with the device that set it when the account removes it; then the owner's device sets
+/// its own at its next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_set_at_migration_waits_and_goes_with_its_device() {
+    let server = TestServer::start().await;
+    let mut ana = empty_profile();
+    ana.raw_register_before_account_keys(&server.url, "ana").await.unwrap();
+    ana.sync().await.unwrap();
+    let code = ana.take_recovery_code().expect("a code made at the migration");
+    // Not for a week: a copy that got there first cannot use it to take the account.
+    let e = empty_profile().recover(&server.url, "ana", &code).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WrongRecoveryCode), "{e}");
+    assert!(e.to_string().contains("days"), "{e}");
+    // The owner links a second device and removes the one that set the code: it goes with it.
+    let mut laptop = empty_profile();
+    let offer = ana.offer_link().await.unwrap();
+    let link = offer.code();
+    let (approved, joined) = tokio::join!(
+        ana.approve_link(offer, std::time::Duration::from_millis(20)),
+        laptop.register_by_link(link.expose(), std::time::Duration::from_millis(20), false)
+    );
+    joined.unwrap();
+    approved.unwrap();
+    let first = ana.profile().unwrap().device_id;
+    laptop.remove_device(first, |_, _| {}).await.unwrap();
+    let keys = laptop.devices("ana").await.unwrap().keys;
+    assert_eq!(keys.recovery_key, None);
+    // The laptop gives the account a code of its own at its next sync... which waits its week
+    // too (it was set without an earlier code's word).
+    laptop.sync().await.unwrap();
+    assert!(laptop.take_recovery_code().is_some());
+    assert!(laptop.devices("ana").await.unwrap().keys.recovery_key.is_some());
+}

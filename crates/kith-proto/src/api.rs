@@ -55,6 +55,10 @@ pub struct RegisterRequest {
     /// clients from before recovery codes.
     #[serde(default)]
     pub recovery_key: Option<B64>,
+    /// The account key's signature over `kith_proto::recovery::binding_bytes` of the recovery
+    /// key: required with one.
+    #[serde(default)]
+    pub recovery_binding: Option<B64>,
     /// One-time KeyPackages (TLS-serialized `MlsMessage`-free `KeyPackage`s). Only from a
     /// client without an account key: with one, a device's KeyPackages carry its certificate,
     /// which names the device id this registration gives, so they follow it
@@ -201,6 +205,10 @@ pub struct DeviceList {
 pub struct AccountKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_key: Option<B64>,
+    /// The account key's signature binding the recovery key to it (absent after an operator's
+    /// reset): a client that knew the account key takes a recovery key only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_binding: Option<B64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_changes: Vec<B64>,
 }
@@ -213,6 +221,8 @@ pub struct AccountKeys {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SetRecoveryKey {
     pub recovery_key: B64,
+    /// The account key's signature over `kith_proto::recovery::binding_bytes`.
+    pub binding: B64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<B64>,
 }
@@ -232,6 +242,8 @@ pub struct RecoverAccount {
     #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     pub token: crate::Secret,
     pub signature: B64,
+    /// The new account key's signature binding the new recovery key to it.
+    pub recovery_binding: B64,
 }
 
 /// The answer to [`RecoverAccount`]: the new device's id (its KeyPackages, certified by the new

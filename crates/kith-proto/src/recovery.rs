@@ -18,6 +18,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 /// Domain separation: a change's signature is nothing else the recovery key signs.
 const CHANGE: &[u8] = b"kith account key change v1";
 const RECOVERY: &[u8] = b"kith account recovery v1";
+const BINDING: &[u8] = b"kith recovery key binding v1";
 
 /// A recovery code's characters: Crockford's base32.
 pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -180,7 +181,19 @@ pub fn recovery_bytes(
     out
 }
 
-/// Signs with the recovery key (see [`recovery_bytes`]).
+/// What the account key signs to bind a recovery key to itself: a client that knew the
+/// account key before takes a recovery key it has not seen only with this signature, so a
+/// server cannot slip in a recovery key of its own and then sign "changes" with it.
+pub fn binding_bytes(username: &str, recovery_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BINDING.len() + 1 + username.len() + 33);
+    put(&mut out, BINDING);
+    put(&mut out, username.as_bytes());
+    put(&mut out, recovery_key);
+    out
+}
+
+/// Signs with the recovery key (see [`recovery_bytes`]), or with the account key (see
+/// [`binding_bytes`]).
 pub fn sign(recovery: &SigningKey, bytes: &[u8]) -> Vec<u8> {
     recovery.sign(bytes).to_bytes().to_vec()
 }

@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
         profile: None,
         account_key: None,
         recovery_key: None,
+        recovery_binding: None,
     };
     let (state, a, b) = rt.block_on(async {
         let a = store.create_account(account("alice", "secret-a")).await.unwrap();

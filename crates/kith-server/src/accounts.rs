@@ -37,7 +37,10 @@ pub enum AccountError {
     DeviceGone,
     #[error("the credential key must be a 32-byte Ed25519 public key")]
     CredentialKey,
-    #[error("an account key is a 32-byte Ed25519 public key")]
+    #[error(
+        "an account key (and a recovery key) is a 32-byte Ed25519 public key, and a recovery key \
+         comes with the account key's signature binding it"
+    )]
     AccountKey,
     #[error("this account has another account key; it changes only by linking or recovery")]
     AccountKeyHeld,
@@ -163,6 +166,21 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
     if !is_key(&req.account_key) || !is_key(&req.recovery_key) {
         return Err(AccountError::AccountKey);
     }
+    // A recovery key comes bound to the account key that signs for it.
+    if let Some(recovery) = &req.recovery_key {
+        let bound = req.account_key.as_ref().zip(req.recovery_binding.as_ref()).is_some_and(
+            |(account, binding)| {
+                kith_proto::recovery::verify(
+                    &account.0,
+                    &kith_proto::recovery::binding_bytes(&req.username, &recovery.0),
+                    &binding.0,
+                )
+            },
+        );
+        if !bound {
+            return Err(AccountError::AccountKey);
+        }
+    }
     let max = state.config.max_key_packages_per_upload;
     if req.key_packages.len() > max {
         return Err(AccountError::TooManyKeyPackages(max));
@@ -207,6 +225,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
             profile,
             account_key: req.account_key.clone().map(B64::into_inner),
             recovery_key: req.recovery_key.clone().map(B64::into_inner),
+            recovery_binding: req.recovery_binding.clone().map(B64::into_inner),
         })
         .await?;
     state.metrics.registrations.inc();
@@ -434,6 +453,7 @@ pub async fn devices(state: &AppState, username: &str) -> Result<DeviceList> {
         account_key: found.account_key.map(B64),
         keys: AccountKeys {
             recovery_key: found.recovery_key.map(B64),
+            recovery_binding: found.recovery_binding.map(B64),
             key_changes: found.key_changes.into_iter().map(B64).collect(),
         },
         removed_devices: found
@@ -536,6 +556,7 @@ pub async fn claim_key_packages(
     let account_key = account.account_key;
     let keys = AccountKeys {
         recovery_key: account.recovery_key.map(B64),
+        recovery_binding: account.recovery_binding.map(B64),
         key_changes: account.key_changes.into_iter().map(B64).collect(),
     };
     let except = own.then_some(me.device_id);

@@ -194,7 +194,8 @@ impl From<crate::recovery::RecoveryError> for ApiError {
     fn from(e: crate::recovery::RecoveryError) -> Self {
         use crate::recovery::RecoveryError as R;
         let code = match e {
-            R::BadKey | R::BadChange | R::BadToken => ErrorCode::BadRequest,
+            R::BadKey | R::BadChange | R::BadToken | R::Unbound => ErrorCode::BadRequest,
+            R::TooSoon(_) => ErrorCode::WrongRecoveryCode,
             R::CredentialKey | R::KeyTaken => ErrorCode::InvalidKeyPackage,
             R::WrongCode | R::NoCode | R::CodeHeld => ErrorCode::WrongRecoveryCode,
             R::NoSuchUser(_) => ErrorCode::UnknownUser,

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use kith_proto::recovery::{self as proof, KeyChange};
 use kith_proto::*;
-use kith_store::{AccountRecovery, NewMessage, RecoveryOutcome, StoreError, StoredEntry};
+use kith_store::{
+    AccountRecovery, NewMessage, RecoveryKeySet, RecoveryOutcome, StoreError, StoredEntry,
+};
 
 use crate::extract::{AuthedDevice, token_hash};
 use crate::state::AppState;
@@ -42,13 +44,29 @@ pub async fn operator_reset(
     let code = Secret::new(
         bytes.iter().map(|b| char::from(proof::CODE_ALPHABET[usize::from(b & 31)])).collect(),
     );
-    crate::safety::set_suspension(store, username, Some(RECOVERY_PENDING), now).await?;
-    let key = kith_proto::account::public_key(&proof::code_key(code.expose()));
-    if !store.set_recovery_key(username, account.recovery_key, key, None).await? {
+    let set = RecoveryKeySet {
+        expected: account.recovery_key,
+        new: kith_proto::account::public_key(&proof::code_key(code.expose())),
+        change: None,
+        binding: None,
+        set_by: None,
+    };
+    if !store.set_recovery_key(username, set).await? {
         anyhow::bail!("the account's recovery code changed meanwhile: run this again");
+    }
+    // Suspended until the person uses the code; a suspension it had already stays (and is
+    // not lifted by the recovery: only `unsuspend` lifts it).
+    let suspended = store.account_info(username).await?.and_then(|a| a.suspended);
+    if suspended.is_none() {
+        crate::safety::set_suspension(store, username, Some(RECOVERY_PENDING), now).await?;
     }
     Ok(code)
 }
+
+/// How long a recovery key one device set without an earlier key's word (an account from
+/// before recovery codes) takes nothing back: time for the account's owner to notice a copy of
+/// a device that got there first, and remove it (which takes its key away).
+pub const PROVISIONAL_MS: u64 = 7 * 86_400_000;
 
 /// Why a recovery request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +81,13 @@ pub enum RecoveryError {
     NoCode,
     #[error("this account has a recovery code: only it replaces it")]
     CodeHeld,
+    #[error(
+        "this account's recovery code was set by one of its devices less than {0} days ago, \
+         without an earlier code's word: it takes the account back only after that"
+    )]
+    TooSoon(u64),
+    #[error("the recovery key is not bound to the account key by its signature")]
+    Unbound,
     #[error("a token is 64 lowercase hex characters (256 random bits)")]
     BadToken,
     #[error("the credential key must be a 32-byte Ed25519 public key")]
@@ -89,17 +114,30 @@ pub async fn set_recovery_key(
     if !kith_proto::account::is_account_key(&new) {
         return Err(RecoveryError::BadKey);
     }
-    let Some(change) = req.change else {
-        return match state.store.set_recovery_key(&me.username, None, new, None).await? {
-            true => Ok(()),
-            false => Err(RecoveryError::CodeHeld),
-        };
-    };
     let account = state
         .store
         .account_devices(&me.username)
         .await?
         .ok_or_else(|| RecoveryError::NoSuchUser(me.username.clone()))?;
+    let account_key = account.account_key.clone().ok_or(RecoveryError::Unbound)?;
+    if !proof::verify(&account_key, &proof::binding_bytes(&me.username, &new), &req.binding.0) {
+        return Err(RecoveryError::Unbound);
+    }
+    let Some(change) = req.change else {
+        // The first, from one device of an account from before recovery codes: it takes
+        // nothing back for a while, and goes with that device if the account removes it.
+        let set = RecoveryKeySet {
+            expected: None,
+            new,
+            change: None,
+            binding: Some(req.binding.0),
+            set_by: Some((me.device_id, state.now())),
+        };
+        return match state.store.set_recovery_key(&me.username, set).await? {
+            true => Ok(()),
+            false => Err(RecoveryError::CodeHeld),
+        };
+    };
     let change = KeyChange::decode(&change.0).ok_or(RecoveryError::BadChange)?;
     // Replacing the code keeps the account key: a new account key comes only with recovery.
     if change.username != me.username
@@ -112,7 +150,14 @@ pub async fn set_recovery_key(
     if !change.verify(&held) {
         return Err(RecoveryError::WrongCode);
     }
-    if !state.store.set_recovery_key(&me.username, Some(held), new, Some(change.encode())).await? {
+    let set = RecoveryKeySet {
+        expected: Some(held),
+        new,
+        change: Some(change.encode()),
+        binding: Some(req.binding.0),
+        set_by: None,
+    };
+    if !state.store.set_recovery_key(&me.username, set).await? {
         // Replaced in the meantime: by another code than this one.
         return Err(RecoveryError::WrongCode);
     }
@@ -159,6 +204,19 @@ pub async fn recover(
     if !change.verify(&held) || !proof::verify(&held, &signed, &req.signature.0) {
         return Err(RecoveryError::WrongCode);
     }
+    // A code is used once: the change names a recovery key of its own.
+    if change.recovery_key == held {
+        return Err(RecoveryError::BadChange);
+    }
+    let bound = proof::binding_bytes(username, &change.recovery_key);
+    if !proof::verify(&change.account_key, &bound, &req.recovery_binding.0) {
+        return Err(RecoveryError::Unbound);
+    }
+    if let Some((_, at)) = account.recovery_set_by
+        && now < at + PROVISIONAL_MS
+    {
+        return Err(RecoveryError::TooSoon(PROVISIONAL_MS / 86_400_000));
+    }
     let outcome = state
         .store
         .recover_account(AccountRecovery {
@@ -166,6 +224,7 @@ pub async fn recover(
             verified_with: held,
             account_key: change.account_key.clone(),
             recovery_key: change.recovery_key.clone(),
+            recovery_binding: req.recovery_binding.0,
             change: change.encode(),
             credential_key: req.credential_key.0,
             token_hash: hash,

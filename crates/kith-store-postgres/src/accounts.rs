@@ -39,22 +39,21 @@ impl AccountStore for PgStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn set_recovery_key(
-        &self,
-        username: &str,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        change: Option<Vec<u8>>,
-    ) -> StoreResult<bool> {
+    async fn set_recovery_key(&self, username: &str, set: RecoveryKeySet) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account = crate::links::lock_account(&mut tx, username).await?;
+        let (by, at) = set.set_by.map(|(d, at)| (i(d), i(at))).unzip();
         let n = sqlx::query(
-            "UPDATE accounts SET recovery_key = $2
+            "UPDATE accounts SET recovery_key = $2, recovery_binding = $4, recovery_set_by = $5,
+                                 recovery_set_at = $6
              WHERE id = $1 AND recovery_key IS NOT DISTINCT FROM $3",
         )
         .bind(account)
-        .bind(&new)
-        .bind(&expected)
+        .bind(&set.new)
+        .bind(&set.expected)
+        .bind(&set.binding)
+        .bind(by)
+        .bind(at)
         .execute(&mut *tx)
         .await
         .map_err(backend)?
@@ -62,8 +61,8 @@ impl AccountStore for PgStore {
         if n == 0 {
             return Ok(false);
         }
-        if let Some(change) = change {
-            crate::links::add_key_change(&mut tx, account, &change).await?;
+        if let Some(change) = &set.change {
+            crate::links::add_key_change(&mut tx, account, change).await?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(true)
@@ -126,8 +125,9 @@ impl AccountStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let account: i64 = match sqlx::query_scalar(
             "INSERT INTO accounts
-             (username, kind, created_at, display_name, description, account_key, recovery_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             (username, kind, created_at, display_name, description, account_key, recovery_key,
+              recovery_binding)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&a.username)
         .bind(account_kind_code(a.kind))
@@ -136,6 +136,7 @@ impl AccountStore for PgStore {
         .bind(a.profile.as_ref().map(|p| p.1.clone()))
         .bind(&a.account_key)
         .bind(&a.recovery_key)
+        .bind(&a.recovery_binding)
         .fetch_one(&mut *tx)
         .await
         {
@@ -198,15 +199,19 @@ impl AccountStore for PgStore {
     }
 
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
-        type Row = (i64, i16, Option<Vec<u8>>, Option<Vec<u8>>);
+        type Row =
+            (i64, i16, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>, Option<i64>);
         let account: Option<Row> = sqlx::query_as(
-            "SELECT id, kind, account_key, recovery_key FROM accounts WHERE username = $1",
+            "SELECT id, kind, account_key, recovery_key, recovery_binding, recovery_set_by,
+                    recovery_set_at
+             FROM accounts WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        let Some((id, kind, account_key, recovery_key)) = account else {
+        let Some((id, kind, account_key, recovery_key, recovery_binding, set_by, set_at)) = account
+        else {
             return Ok(None);
         };
         let key_changes: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -239,6 +244,8 @@ impl AccountStore for PgStore {
             devices: devices.into_iter().map(record).collect(),
             account_key,
             recovery_key,
+            recovery_binding,
+            recovery_set_by: set_by.zip(set_at).map(|(d, at)| (u(d), u(at))),
             removed: removed.into_iter().map(record).collect(),
             key_changes,
         }))

@@ -175,7 +175,11 @@ pub(crate) async fn answer_link(
 }
 
 /// What goes with a removed device (`$1`), in this order.
-const REMOVE_DEVICE: [&str; 8] = [
+const REMOVE_DEVICE: [&str; 9] = [
+    // A recovery key it set without the previous one's word goes with it.
+    "UPDATE accounts SET recovery_key = NULL, recovery_binding = NULL, recovery_set_by = NULL,
+                         recovery_set_at = NULL
+     WHERE recovery_set_by = $1",
     "DELETE FROM key_packages WHERE device_id = $1",
     "DELETE FROM last_resort_key_packages WHERE device_id = $1",
     "DELETE FROM conversation_members WHERE device_id = $1",
@@ -307,13 +311,18 @@ pub(crate) async fn recover_account(
     .fetch_one(&mut *tx)
     .await
     .map_err(backend)?;
-    sqlx::query("UPDATE accounts SET account_key = $2, recovery_key = $3 WHERE id = $1")
-        .bind(account)
-        .bind(&r.account_key)
-        .bind(&r.recovery_key)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+    sqlx::query(
+        "UPDATE accounts SET account_key = $2, recovery_key = $3, recovery_binding = $4,
+                             recovery_set_by = NULL, recovery_set_at = NULL
+         WHERE id = $1",
+    )
+    .bind(account)
+    .bind(&r.account_key)
+    .bind(&r.recovery_key)
+    .bind(&r.recovery_binding)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
     add_key_change(tx, account, &r.change).await?;
     Ok(RecoveryOutcome::Recovered {
         device_id: u(device),

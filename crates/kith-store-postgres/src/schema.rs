@@ -194,6 +194,11 @@ const MIGRATIONS: &[&str] = &[
         statement BYTEA NOT NULL,
         PRIMARY KEY (account_id, n)
      );",
+    // 18: the account key's signature binding the recovery key to it, and the device that set
+    // a recovery key without the previous one's word (and when).
+    "ALTER TABLE accounts ADD COLUMN recovery_binding BYTEA;
+     ALTER TABLE accounts ADD COLUMN recovery_set_by BIGINT;
+     ALTER TABLE accounts ADD COLUMN recovery_set_at BIGINT;",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

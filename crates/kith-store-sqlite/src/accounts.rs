@@ -14,8 +14,8 @@ impl AccountStore for SqliteStore {
                 let inserted = conn.execute(
                     "INSERT INTO accounts
                      (username, kind, created_at, display_name, description, account_key,
-                      recovery_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                      recovery_key, recovery_binding)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         a.username,
                         i64::from(account_kind_code(a.kind)),
@@ -23,7 +23,8 @@ impl AccountStore for SqliteStore {
                         display_name,
                         description,
                         a.account_key,
-                        a.recovery_key
+                        a.recovery_key,
+                        a.recovery_binding
                     ],
                 );
                 match inserted {
@@ -155,19 +156,11 @@ impl AccountStore for SqliteStore {
         self.inner.writer.write(move |conn| crate::links::remove_device(conn, device, now)).await
     }
 
-    async fn set_recovery_key(
-        &self,
-        username: &str,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        change: Option<Vec<u8>>,
-    ) -> StoreResult<bool> {
+    async fn set_recovery_key(&self, username: &str, set: RecoveryKeySet) -> StoreResult<bool> {
         let username = username.to_string();
         self.inner
             .writer
-            .write(move |conn| {
-                crate::links::set_recovery_key(conn, &username, expected, &new, change)
-            })
+            .write(move |conn| crate::links::set_recovery_key(conn, &username, &set))
             .await
     }
 
@@ -202,12 +195,31 @@ impl AccountStore for SqliteStore {
     async fn account_devices(&self, username: &str) -> StoreResult<Option<AccountDevices>> {
         let username = username.to_string();
         self.read(move |conn| {
-            let Some((account, kind, account_key, recovery_key)) = conn
-                .prepare_cached(
-                    "SELECT id, kind, account_key, recovery_key FROM accounts WHERE username = ?1",
+            type Row = (
+                i64,
+                i64,
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+                Option<i64>,
+                Option<i64>,
+            );
+            let Some((account, kind, account_key, recovery_key, recovery_binding, set_by, set_at)) =
+                conn.prepare_cached(
+                    "SELECT id, kind, account_key, recovery_key, recovery_binding, recovery_set_by,
+                            recovery_set_at
+                     FROM accounts WHERE username = ?1",
                 )?
                 .query_row(params![username], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?))
+                    Ok::<Row, _>((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
                 })
                 .optional()?
             else {
@@ -247,6 +259,8 @@ impl AccountStore for SqliteStore {
                 devices,
                 account_key,
                 recovery_key,
+                recovery_binding,
+                recovery_set_by: set_by.zip(set_at).map(|(d, at)| (u(d), u(at))),
                 removed,
                 key_changes,
             }))

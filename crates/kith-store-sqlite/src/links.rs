@@ -125,7 +125,11 @@ pub(crate) fn answer_link(
 }
 
 /// What goes with a removed device (`?1`), in this order.
-const REMOVE_DEVICE: [&str; 8] = [
+const REMOVE_DEVICE: [&str; 9] = [
+    // A recovery key it set without the previous one's word goes with it.
+    "UPDATE accounts SET recovery_key = NULL, recovery_binding = NULL, recovery_set_by = NULL,
+                         recovery_set_at = NULL
+     WHERE recovery_set_by = ?1",
     "DELETE FROM key_packages WHERE device_id = ?1",
     "DELETE FROM last_resort_key_packages WHERE device_id = ?1",
     "DELETE FROM conversation_members WHERE device_id = ?1",
@@ -175,26 +179,27 @@ fn add_key_change(conn: &Connection, account: i64, change: &[u8]) -> StoreResult
     Ok(())
 }
 
-/// One writer job: the recovery key replaced if it is `expected`.
+/// One writer job: the recovery key replaced if it is the expected one.
 pub(crate) fn set_recovery_key(
     conn: &Connection,
     username: &str,
-    expected: Option<Vec<u8>>,
-    new: &[u8],
-    change: Option<Vec<u8>>,
+    set: &RecoveryKeySet,
 ) -> StoreResult<bool> {
     let account = account_id(conn, username)?;
+    let (by, at) = set.set_by.map(|(d, at)| (i(d), i(at))).unzip();
     let n = conn
         .execute(
-            "UPDATE accounts SET recovery_key = ?2 WHERE id = ?1 AND recovery_key IS ?3",
-            params![account, new, expected],
+            "UPDATE accounts SET recovery_key = ?2, recovery_binding = ?4, recovery_set_by = ?5,
+                                 recovery_set_at = ?6
+             WHERE id = ?1 AND recovery_key IS ?3",
+            params![account, set.new, set.expected, set.binding, by, at],
         )
         .map_err(backend)?;
     if n == 0 {
         return Ok(false);
     }
-    if let Some(change) = change {
-        add_key_change(conn, account, &change)?;
+    if let Some(change) = &set.change {
+        add_key_change(conn, account, change)?;
     }
     Ok(true)
 }
@@ -257,8 +262,10 @@ pub(crate) fn recover_account(
     .map_err(backend)?;
     let device_id = u(conn.last_insert_rowid());
     conn.execute(
-        "UPDATE accounts SET account_key = ?2, recovery_key = ?3 WHERE id = ?1",
-        params![account, r.account_key, r.recovery_key],
+        "UPDATE accounts SET account_key = ?2, recovery_key = ?3, recovery_binding = ?4,
+                             recovery_set_by = NULL, recovery_set_at = NULL
+         WHERE id = ?1",
+        params![account, r.account_key, r.recovery_key, r.recovery_binding],
     )
     .map_err(backend)?;
     add_key_change(conn, account, &r.change)?;

@@ -194,6 +194,11 @@ const MIGRATIONS: &[&str] = &[
         statement BLOB NOT NULL,
         PRIMARY KEY (account_id, n)
      );",
+    // 18: the account key's signature binding the recovery key to it, and the device that set
+    // a recovery key without the previous one's word (and when).
+    "ALTER TABLE accounts ADD COLUMN recovery_binding BLOB;
+     ALTER TABLE accounts ADD COLUMN recovery_set_by INTEGER;
+     ALTER TABLE accounts ADD COLUMN recovery_set_at INTEGER;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

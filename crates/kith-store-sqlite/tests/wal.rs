@@ -20,6 +20,7 @@ fn account(name: &str) -> NewAccount {
         profile: None,
         account_key: None,
         recovery_key: None,
+        recovery_binding: None,
     }
 }
 

@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             links_work_once_and_go,
             a_removed_device_is_gone_for_good,
             recovery_keys_change_only_from_the_current_one,
+            a_recovery_key_a_device_set_goes_with_it,
             a_recovered_account_starts_again_with_one_device,
         );
     };
@@ -70,6 +71,7 @@ fn account(name: &str, kps: usize) -> NewAccount {
         profile: None,
         account_key: None,
         recovery_key: None,
+        recovery_binding: None,
     }
 }
 
@@ -1140,28 +1142,59 @@ pub async fn a_removed_device_is_gone_for_good(store: Arc<dyn Store>) {
 }
 
 pub async fn recovery_keys_change_only_from_the_current_one(store: Arc<dyn Store>) {
-    store.create_account(account("alice", 1)).await.unwrap();
+    let a = store.create_account(account("alice", 1)).await.unwrap();
     let keys = |store: Arc<dyn Store>| async move {
         let a = store.account_devices("alice").await.unwrap().unwrap();
-        (a.recovery_key, a.key_changes)
+        (a.recovery_key, a.recovery_binding, a.recovery_set_by, a.key_changes)
     };
-    assert_eq!(keys(store.clone()).await, (None, vec![]));
+    let set = |expected: Option<u8>, new: u8, change: Option<&[u8]>, by: Option<DeviceId>| {
+        RecoveryKeySet {
+            expected: expected.map(|e| vec![e]),
+            new: vec![new],
+            change: change.map(<[u8]>::to_vec),
+            binding: Some(vec![new, new]),
+            set_by: by.map(|d| (d, NOW)),
+        }
+    };
+    assert_eq!(keys(store.clone()).await, (None, None, None, vec![]));
     // An account without one takes one; then only from the current one.
-    assert!(!store.set_recovery_key("alice", Some(vec![1]), vec![2], None).await.unwrap());
-    assert!(store.set_recovery_key("alice", None, vec![1], None).await.unwrap());
-    assert!(!store.set_recovery_key("alice", None, vec![9], None).await.unwrap());
-    assert!(!store.set_recovery_key("alice", Some(vec![9]), vec![9], None).await.unwrap());
-    assert!(
-        store
-            .set_recovery_key("alice", Some(vec![1]), vec![2], Some(b"c1".to_vec()))
-            .await
-            .unwrap()
+    assert!(!store.set_recovery_key("alice", set(Some(1), 2, None, None)).await.unwrap());
+    assert!(store.set_recovery_key("alice", set(None, 1, None, Some(a))).await.unwrap());
+    assert_eq!(
+        keys(store.clone()).await,
+        (Some(vec![1]), Some(vec![1, 1]), Some((a, NOW)), vec![])
     );
-    assert_eq!(keys(store.clone()).await, (Some(vec![2]), vec![b"c1".to_vec()]));
+    assert!(!store.set_recovery_key("alice", set(None, 9, None, None)).await.unwrap());
+    assert!(!store.set_recovery_key("alice", set(Some(9), 9, None, None)).await.unwrap());
+    assert!(store.set_recovery_key("alice", set(Some(1), 2, Some(b"c1"), None)).await.unwrap());
+    assert_eq!(
+        keys(store.clone()).await,
+        (Some(vec![2]), Some(vec![2, 2]), None, vec![b"c1".to_vec()])
+    );
     assert!(matches!(
-        store.set_recovery_key("nobody", None, vec![1], None).await,
+        store.set_recovery_key("nobody", set(None, 1, None, None)).await,
         Err(StoreError::UnknownUser)
     ));
+}
+
+pub async fn a_recovery_key_a_device_set_goes_with_it(store: Arc<dyn Store>) {
+    let a = store.create_account(account("alice", 1)).await.unwrap();
+    let b = store.create_account(account("bob", 1)).await.unwrap();
+    let by = |d: DeviceId| RecoveryKeySet {
+        expected: None,
+        new: vec![1],
+        change: None,
+        binding: None,
+        set_by: Some((d, NOW)),
+    };
+    assert!(store.set_recovery_key("alice", by(a)).await.unwrap());
+    assert!(store.set_recovery_key("bob", by(b)).await.unwrap());
+    store.remove_device(a, NOW + 1).await.unwrap();
+    let alice = store.account_devices("alice").await.unwrap().unwrap();
+    assert_eq!((alice.recovery_key, alice.recovery_set_by), (None, None));
+    // Another account's is not touched.
+    let bob = store.account_devices("bob").await.unwrap().unwrap();
+    assert_eq!(bob.recovery_key, Some(vec![1]));
 }
 
 pub async fn a_recovered_account_starts_again_with_one_device(store: Arc<dyn Store>) {
@@ -1174,6 +1207,7 @@ pub async fn a_recovered_account_starts_again_with_one_device(store: Arc<dyn Sto
         verified_with,
         account_key: vec![7; 32],
         recovery_key: vec![8; 32],
+        recovery_binding: vec![6; 64],
         change: b"change".to_vec(),
         credential_key: key.to_vec(),
         token_hash: [9; 32],

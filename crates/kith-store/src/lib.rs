@@ -130,6 +130,9 @@ pub struct NewAccount {
     /// The recovery key's public half (Ed25519, 32 bytes); `None` for a client from before
     /// recovery codes.
     pub recovery_key: Option<Vec<u8>>,
+    /// The account key's signature binding the recovery key to it
+    /// (`kith_proto::recovery::binding_bytes`).
+    pub recovery_binding: Option<Vec<u8>>,
 }
 
 /// What authentication needs to know about a device.
@@ -172,6 +175,12 @@ pub struct AccountDevices {
     pub account_key: Option<Vec<u8>>,
     /// See [`NewAccount::recovery_key`].
     pub recovery_key: Option<Vec<u8>>,
+    /// See [`NewAccount::recovery_binding`]; `None` after an operator's reset.
+    pub recovery_binding: Option<Vec<u8>>,
+    /// The device that set the recovery key without the previous one's word (an account from
+    /// before recovery codes), and when: such a key takes nothing back for a while, and goes
+    /// with that device if it is removed.
+    pub recovery_set_by: Option<(DeviceId, Millis)>,
     /// The devices the account had and removed (their keys stay taken): a leaf of one may still
     /// be in a group until a member takes it out, and a joiner must be able to tell it from a
     /// key nobody registered.
@@ -502,6 +511,21 @@ pub struct LinkedDevice {
     pub keep_until: Millis,
 }
 
+/// A new recovery key, for [`AccountStore::set_recovery_key`].
+#[derive(Clone, Debug)]
+pub struct RecoveryKeySet {
+    /// The recovery key the account must have now (`None`: none).
+    pub expected: Option<Vec<u8>>,
+    pub new: Vec<u8>,
+    /// The change the expected key signed (kept with the others), if any.
+    pub change: Option<Vec<u8>>,
+    /// See [`NewAccount::recovery_binding`].
+    pub binding: Option<Vec<u8>>,
+    /// The device setting it without the previous key's word (see
+    /// [`AccountDevices::recovery_set_by`]), and when.
+    pub set_by: Option<(DeviceId, Millis)>,
+}
+
 /// An account started again on a new device, for [`AccountStore::recover_account`].
 #[derive(Clone, Debug)]
 pub struct AccountRecovery {
@@ -512,6 +536,7 @@ pub struct AccountRecovery {
     /// The account's keys from now on, and the change (signed by `verified_with`) that says so.
     pub account_key: Vec<u8>,
     pub recovery_key: Vec<u8>,
+    pub recovery_binding: Vec<u8>,
     pub change: Vec<u8>,
     /// The new device.
     pub credential_key: Vec<u8>,
@@ -638,16 +663,11 @@ pub trait AccountStore: Send + Sync + 'static {
     /// `Err(UnknownDevice)` if there is no such device (or it was removed already).
     async fn remove_device(&self, device: DeviceId, now: Millis) -> StoreResult<()>;
 
-    /// Gives the account the recovery key `new` if its recovery key is `expected` now (`None`:
-    /// it has none), recording `change` (an encoded `KeyChange`) among its key changes when
-    /// given; `Ok(false)` when the recovery key is not `expected`. `Err(UnknownUser)`.
-    async fn set_recovery_key(
-        &self,
-        username: &str,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        change: Option<Vec<u8>>,
-    ) -> StoreResult<bool>;
+    /// Gives the account the recovery key `set.new` if its recovery key is `set.expected` now
+    /// (`None`: it has none), recording `set.change` (an encoded `KeyChange`) among its key
+    /// changes when given; `Ok(false)` when the recovery key is not the expected one.
+    /// `Err(UnknownUser)`.
+    async fn set_recovery_key(&self, username: &str, set: RecoveryKeySet) -> StoreResult<bool>;
 
     /// Starts the account again on a new device, in one transaction: every device it had is
     /// removed as [`AccountStore::remove_device`] removes one (other processes are told), the new

@@ -523,6 +523,7 @@ pub fn raw_registration(
         credential_key: kith_proto::B64(signer.to_public_vec()),
         account_key: None,
         recovery_key: None,
+        recovery_binding: None,
         key_packages: vec![],
         last_resort_key_package: Some(kith_proto::B64(
             kp.key_package().tls_serialize_detached().unwrap(),

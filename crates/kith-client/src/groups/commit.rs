@@ -192,6 +192,13 @@ impl Client {
                 let provider = self.provider();
                 let signer = mls::load_signer(&provider, &self.me()?.signature_key)?;
                 let mut group = self.load_group(&provider, id)?;
+                // Out of it (removed, or left) since the caller looked: nothing to commit.
+                if !group.is_active() {
+                    return Err(ClientError::refused(
+                        Refusal::NotInConversation,
+                        "this device is no longer in that conversation",
+                    ));
+                }
                 let Some(todo) = plan(&group, &self.settings_of(id)?)? else { return Ok(()) };
                 let Some(built) = self.build_commit(id, &mut group, &provider, &signer, todo)?
                 else {

@@ -154,9 +154,14 @@ impl Client {
         })?;
         match notice {
             Notice::Recovered(who) => {
+                // About a member of this conversation only (a hostile server could otherwise
+                // put a line about anyone anywhere).
                 if self.local.conversation(&entry.conversation_id)?.is_some_and(|c| !c.left)
                     && kith_proto::validate_username(&who).is_ok()
                     && who != self.me()?.username
+                    && self
+                        .conversation_members(&entry.conversation_id)
+                        .is_ok_and(|m| m.contains(&who))
                 {
                     self.local.note_recovered(&entry.conversation_id, &who)?;
                 }

@@ -62,16 +62,23 @@ pub fn check_commit(
         }
     }
     let adds = staged.add_proposals().count();
-    // A member adds and removes its own account's devices as it likes, and adds devices of
-    // accounts that are members already (an account started again after its recovery); a
-    // leaf left over from before its account's recovery anyone removes. Anything else needs
-    // an admin.
-    let members_before: BTreeSet<String> =
-        tracked.leaves().into_iter().map(|l| l.username).collect();
+    // A member adds and removes its own account's devices as it likes; a leaf left over from
+    // before its account's recovery anyone removes, and puts that account's devices now in its
+    // place in the same commit (but in a story channel, where only the owner adds anyone).
+    // Anything else needs an admin.
+    let replaced: BTreeSet<String> = if before.kind == kith_proto::GroupType::Story {
+        BTreeSet::new()
+    } else {
+        stale
+            .iter()
+            .filter_map(|i| tracked.leaf(LeafNodeIndex::new(*i)))
+            .map(|l| l.username)
+            .collect()
+    };
     let adds_others = staged.add_proposals().any(|a| {
         let added =
             crate::groups::state::identity(a.add_proposal().key_package().leaf_node().credential());
-        added.as_deref() != Some(committer) && !added.is_some_and(|a| members_before.contains(&a))
+        added.as_deref() != Some(committer) && !added.is_some_and(|a| replaced.contains(&a))
     });
     let mut removes = 0;
     let mut removes_others = false;
