@@ -81,6 +81,10 @@ enum Scenario {
         /// over time, e.g. `--seconds 1800 --rss-every 30`.
         #[arg(long)]
         rss_every: Option<u64>,
+        /// Devices per receiving account (linked before the conversations are made): each
+        /// message goes to every one, each on its own WebSocket.
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
     },
     /// Linking a device to an account with many conversations: time and bytes.
     Link {
@@ -129,7 +133,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Groups { members, bytes } => groups::run(cli.store, members, bytes).await?,
-        Scenario::Relay { pairs, senders, seconds, bytes, rate, group, e2e, rss_every } => {
+        Scenario::Relay {
+            pairs,
+            senders,
+            seconds,
+            bytes,
+            rate,
+            group,
+            e2e,
+            rss_every,
+            devices,
+        } => {
             relay::run(relay::Config {
                 store: cli.store,
                 pairs,
@@ -140,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 group,
                 e2e,
                 rss_every,
+                devices,
             })
             .await?
         }

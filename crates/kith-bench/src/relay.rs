@@ -42,6 +42,30 @@ pub struct Config {
     /// over time; latencies are then kept for one message in [`SOAK_LATENCY_SAMPLE`] only, so
     /// a long run's own bookkeeping stays small.
     pub rss_every: Option<u64>,
+    /// Devices per receiving account (1: no linked ones).
+    pub devices: usize,
+}
+
+/// `user` and `more` devices linked to its account (without history: it has none yet).
+async fn with_devices(mut user: TestUser, more: usize) -> anyhow::Result<Vec<TestUser>> {
+    let poll = Duration::from_millis(20);
+    let mut devices = Vec::new();
+    for _ in 0..more {
+        let dir = tempfile::tempdir()?;
+        let mut device = TestUser { client: kith_client::Client::open(dir.path())?, dir };
+        let offer = user.offer_link().await?;
+        let code = offer.code();
+        let (approved, joined) = tokio::join!(
+            user.approve_link(offer, poll),
+            device.register_by_link(code.expose(), poll, false)
+        );
+        joined?;
+        let approved = approved?;
+        user.add_linked_device(&approved, poll, Duration::from_secs(60), |_, _| {}).await?;
+        devices.push(device);
+    }
+    devices.insert(0, user);
+    Ok(devices)
 }
 
 /// In soak mode, latencies of message ids divisible by this are kept.
@@ -88,6 +112,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if let Some(r) = config.rate {
         report.context("offered_rate_per_s", json!(r));
     }
+    let more = config.devices.max(1) - 1;
+    report.context("devices_per_receiving_account", json!(more + 1));
 
     // Set-up: accounts, conversations, one prepared ciphertext per conversation.
     let t = Instant::now();
@@ -102,10 +128,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 let mut a =
                     TestUser::register(&url, &format!("s{i:05}"), AccountKind::Person).await;
                 let b = TestUser::register(&url, &format!("r{i:05}"), AccountKind::Person).await;
+                let b = with_devices(b, more).await?;
                 let id = a.direct_conversation(&format!("r{i:05}")).await?;
                 c.push(Conversation { id, sender: i, peer: Some(format!("r{i:05}")) });
                 s.push(a);
-                r.push(b);
+                r.extend(b);
             }
             (s, r, c)
         }
@@ -116,7 +143,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             let mut names = Vec::new();
             for i in 1..n {
                 names.push(format!("r{i:05}"));
-                r.push(TestUser::register(&url, &names[i - 1], AccountKind::Person).await);
+                let b = TestUser::register(&url, &names[i - 1], AccountKind::Person).await;
+                r.extend(with_devices(b, more).await?);
             }
             let id = a.create_group("bench", &names).await?;
             (vec![a], r, vec![Conversation { id, sender: 0, peer: None }])
