@@ -368,6 +368,10 @@ impl Api {
         self.call(Method::POST, "/v1/blocks", Some(&BlockRequest { username })).await
     }
 
+    pub async fn blocked(&self) -> ClientResult<BlockList> {
+        self.call::<(), _>(Method::GET, "/v1/blocks", None).await
+    }
+
     pub async fn unblock(&self, username: &str) -> ClientResult<BlockList> {
         self.call::<(), _>(Method::DELETE, &format!("/v1/blocks/{username}"), None).await
     }

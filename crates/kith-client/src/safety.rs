@@ -5,7 +5,30 @@ use kith_proto::*;
 use crate::client::{Client, now_millis};
 use crate::error::{ClientError, ClientResult, Refusal};
 
+/// The upkeep record of this device's block list read from the server (cleared when another
+/// device of the account blocks or unblocks someone).
+pub(crate) const BLOCKS_READ: &str = "blocks_read";
+
 impl Client {
+    /// Takes the account's block list as the server holds it, when another device of the
+    /// account changed it since this one last read it: a block holds on every device.
+    pub(crate) async fn refresh_blocks(&mut self) -> ClientResult<()> {
+        if self.profile.is_none() || self.local.upkeep_at(BLOCKS_READ)?.is_some() {
+            return Ok(());
+        }
+        let held = self.api()?.blocked().await?.blocked;
+        let here = self.local.blocked()?;
+        let now = now_millis();
+        for user in held.iter().filter(|u| !here.contains(u)) {
+            self.local.set_blocked(user, true, now)?;
+        }
+        for user in here.iter().filter(|u| !held.contains(u)) {
+            self.local.set_blocked(user, false, now)?;
+        }
+        self.local.set_upkeep_at(BLOCKS_READ, now)?;
+        Ok(())
+    }
+
     /// Blocks an account: the server stops delivering anything it sends to you, in any
     /// conversation, and withholds its invitations; this device drops anything that slips
     /// through and hides its stories; your stories stop reaching it, and it leaves your

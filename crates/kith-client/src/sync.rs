@@ -74,6 +74,10 @@ impl Client {
             if let Err(e) = self.replace_recovered_devices().await {
                 report.upkeep_failed(e)?;
             }
+            // Blocks another device of this account made or lifted.
+            if let Err(e) = self.refresh_blocks().await {
+                report.upkeep_failed(e)?;
+            }
             // Conversations joined now that still hold a device this account removed.
             let joined = report.joined.clone();
             if let Err(e) = self.tidy_own_leaves(&joined).await {

@@ -325,3 +325,30 @@ async fn the_history_comes_along_and_a_cut_transfer_resumes() {
     tablet.sync().await.unwrap();
     assert_eq!(tablet.history("bob").unwrap().len(), 1);
 }
+
+/// A block made on one device holds on all: the server stops what the blocked account sends
+/// to every device of the account, and tells the others to read the list again; an unblock on
+/// another device is read back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_on_one_device_holds_on_all() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut cyd = server.user("cyd").await;
+    cyd.send_text("ana", "hi").await.unwrap();
+    ana.sync().await.unwrap();
+    let (mut laptop, _) = link(&mut ana).await;
+    laptop.sync().await.unwrap();
+    assert!(laptop.blocked().unwrap().is_empty());
+
+    ana.block("cyd").await.unwrap();
+    cyd.send_text("ana", "after the block").await.unwrap();
+    let r = laptop.sync().await.unwrap();
+    assert!(!texts(&r).contains(&"after the block".to_string()), "{r:?}");
+    assert_eq!(laptop.blocked().unwrap(), ["cyd"]);
+    // Lifted on the laptop: the phone reads it back.
+    laptop.unblock("cyd").await.unwrap();
+    ana.sync().await.unwrap();
+    assert!(ana.blocked().unwrap().is_empty());
+    cyd.send_text("ana", "after the unblock").await.unwrap();
+    assert!(texts(&ana.sync().await.unwrap()).contains(&"after the unblock".to_string()));
+}

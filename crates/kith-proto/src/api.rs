@@ -264,6 +264,9 @@ pub enum Notice {
     /// This member account started again with its recovery code: its devices are new, under a
     /// new account key (which the recovery key signed).
     Recovered(String),
+    /// Another device of this account blocked or unblocked someone: the list to read again
+    /// (`GET /v1/blocks`). Sent with an all-zero conversation id.
+    BlocksChanged,
 }
 
 /// `GET /v1/me/devices`: the caller's own account's devices, with what only the account

@@ -264,42 +264,57 @@ async fn tell_members(
     kind: AccountKind,
     conversations: Vec<(Vec<u8>, Vec<u64>)>,
 ) {
-    let Ok(data) = serde_json::to_vec(&Notice::Recovered(username.to_string())) else { return };
+    let notice = Notice::Recovered(username.to_string());
     for (conversation, recipients) in conversations {
-        let now = state.now();
-        let message = NewMessage {
-            conversation: conversation.clone(),
-            sender_device: device,
-            kind: EntryKind::Notice,
-            data: data.clone(),
-            recipients: recipients.clone(),
-            now,
-            expires_at: None,
-            withheld: vec![],
-            client_id: None,
-        };
-        let queued = match state.store.enqueue(message).await {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell a conversation an account recovered");
-                continue;
-            }
-        };
-        state.queues.added(&recipients);
-        let entry = StoredEntry {
-            seq: 0,
-            message_id: queued.message_id,
-            conversation,
-            kind: EntryKind::Notice,
-            sender: username.to_string(),
-            sender_device: device,
-            sender_kind: kind,
-            sender_verified: false,
-            data: data.clone(),
-            created_at: now,
-            expires_at: None,
-        };
-        let entry = Arc::new(crate::delivery::entries::to_wire_untagged(entry));
-        state.hub.push(&recipients, &queued.seqs, &entry);
+        let from = (username, device, kind);
+        if let Err(e) = notify(state, from, conversation, recipients, &notice).await {
+            tracing::warn!(error = %e, "cannot tell a conversation an account recovered");
+        }
     }
+}
+
+/// Queues `notice` (a queue entry of kind `notice`, from the server itself) for `recipients`
+/// under `conversation`, from `from` (the account, device and kind it is about), and pushes
+/// it to those connected.
+pub async fn notify(
+    state: &AppState,
+    from: (&str, u64, AccountKind),
+    conversation: Vec<u8>,
+    recipients: Vec<u64>,
+    notice: &Notice,
+) -> std::result::Result<(), StoreError> {
+    if recipients.is_empty() {
+        return Ok(());
+    }
+    let data = serde_json::to_vec(notice).unwrap_or_default();
+    let now = state.now();
+    let message = NewMessage {
+        conversation: conversation.clone(),
+        sender_device: from.1,
+        kind: EntryKind::Notice,
+        data: data.clone(),
+        recipients: recipients.clone(),
+        now,
+        expires_at: None,
+        withheld: vec![],
+        client_id: None,
+    };
+    let queued = state.store.enqueue(message).await?;
+    state.queues.added(&recipients);
+    let entry = StoredEntry {
+        seq: 0,
+        message_id: queued.message_id,
+        conversation,
+        kind: EntryKind::Notice,
+        sender: from.0.to_string(),
+        sender_device: from.1,
+        sender_kind: from.2,
+        sender_verified: false,
+        data,
+        created_at: now,
+        expires_at: None,
+    };
+    let entry = Arc::new(crate::delivery::entries::to_wire_untagged(entry));
+    state.hub.push(&recipients, &queued.seqs, &entry);
+    Ok(())
 }

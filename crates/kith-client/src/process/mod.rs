@@ -153,6 +153,12 @@ impl Client {
             Skip::Unusable(ClientError::Protocol("a notice that does not parse".into()))
         })?;
         match notice {
+            // Another device of this account changed its blocks: read them again.
+            Notice::BlocksChanged => {
+                if entry.sender == self.me()?.username {
+                    self.local.clear_upkeep(crate::safety::BLOCKS_READ)?;
+                }
+            }
             Notice::Recovered(who) => {
                 // About a member of this conversation only (a hostile server could otherwise
                 // put a line about anyone anywhere).

@@ -24,7 +24,23 @@ pub async fn block(
     me: AuthedDevice,
     Body(req): Body<BlockRequest>,
 ) -> ApiResult<Json<BlockList>> {
-    Ok(Json(BlockList { blocked: blocks::block(&state, &me.username, &req.username).await? }))
+    let blocked = blocks::block(&state, &me.username, &req.username).await?;
+    tell_own_devices(&state, &me).await;
+    Ok(Json(BlockList { blocked }))
+}
+
+/// The account's other devices read its block list again (a block holds on every device).
+async fn tell_own_devices(state: &AppState, me: &AuthedDevice) {
+    let own = match state.store.account_devices(&me.username).await {
+        Ok(Some(a)) => a.devices.into_iter().map(|d| d.device_id).filter(|d| *d != me.device_id),
+        _ => return,
+    };
+    let from = (me.username.as_str(), me.device_id, me.kind);
+    let notice = Notice::BlocksChanged;
+    if let Err(e) = crate::recovery::notify(state, from, vec![0; 16], own.collect(), &notice).await
+    {
+        tracing::warn!(error = %e, "cannot tell the other devices of a block");
+    }
 }
 
 /// Lift a block.
@@ -40,7 +56,9 @@ pub async fn unblock(
     me: AuthedDevice,
     UserPath(username): UserPath,
 ) -> ApiResult<Json<BlockList>> {
-    Ok(Json(BlockList { blocked: blocks::unblock(&state, &me.username, &username).await? }))
+    let blocked = blocks::unblock(&state, &me.username, &username).await?;
+    tell_own_devices(&state, &me).await;
+    Ok(Json(BlockList { blocked }))
 }
 
 /// The accounts you block.
