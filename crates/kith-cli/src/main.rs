@@ -112,7 +112,7 @@ enum Command {
     /// The people you have written to: they see your stories (a business you wrote to is not
     /// a contact: businesses never see stories).
     Contacts,
-    /// This account's devices: list them, name one.
+    /// This account's devices: link a new one, list them, name one, remove one.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
@@ -251,7 +251,7 @@ fn explain_text(err: &ClientError, cli_target: Option<&str>) -> String {
         (Some(ErrorCode::RateLimited), _) => format!("the server asks you to slow down: {detail}"),
         (Some(ErrorCode::QueueFull), _) => format!("not sent: {detail}"),
         (Some(ErrorCode::Unauthorized), _) => {
-            "the server does not accept this profile's credentials (was its token rotated from another copy of this profile, was the account removed, or is this the right server?)".into()
+            "the server does not accept this profile's credentials: was this device removed from another device of the account, was the account taken back with its recovery code (kith recover), was its token rotated from another copy of this profile, or is this the wrong server?".into()
         }
         _ => match err.refusal() {
             Some(Refusal::GroupRules | Refusal::BadMessage | Refusal::BadWelcome) => {

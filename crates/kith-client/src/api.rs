@@ -368,6 +368,10 @@ impl Api {
         self.call(Method::POST, "/v1/blocks", Some(&BlockRequest { username })).await
     }
 
+    pub async fn post_note(&self, req: &PostNote) -> ClientResult<()> {
+        self.call(Method::POST, "/v1/me/notes", Some(req)).await
+    }
+
     pub async fn blocked(&self) -> ClientResult<BlockList> {
         self.call::<(), _>(Method::GET, "/v1/blocks", None).await
     }

@@ -122,7 +122,9 @@ pub(crate) fn chat_of(local: &LocalStore, conversation: &str) -> ClientResult<Op
 /// See [`Client::mark_read`].
 pub(crate) fn mark_read(local: &LocalStore, chat: &str, now: u64) -> ClientResult<()> {
     scope_of(local, chat)?;
-    Ok(local.set_read(chat, now)?)
+    local.set_read(chat, now)?;
+    // The account's other devices are told at the next sync (see `notes`).
+    Ok(local.read_to_share(chat, now)?)
 }
 
 impl Client {

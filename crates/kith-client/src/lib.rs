@@ -70,6 +70,7 @@ mod keys;
 mod link;
 mod local;
 mod mls;
+mod notes;
 mod process;
 mod push;
 #[cfg(feature = "hostile")]

@@ -74,6 +74,10 @@ impl Client {
             if let Err(e) = self.replace_recovered_devices().await {
                 report.upkeep_failed(e)?;
             }
+            // Chats read here, for the account's other devices.
+            if let Err(e) = self.share_reads().await {
+                report.upkeep_failed(e)?;
+            }
             // Blocks another device of this account made or lifted.
             if let Err(e) = self.refresh_blocks().await {
                 report.upkeep_failed(e)?;

@@ -352,3 +352,29 @@ async fn a_block_on_one_device_holds_on_all() {
     cyd.send_text("ana", "after the unblock").await.unwrap();
     assert!(texts(&ana.sync().await.unwrap()).contains(&"after the unblock".to_string()));
 }
+
+/// What is read on one device is read on all: the read goes sealed to the account's other
+/// devices (the server queues it, and cannot open it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_read_on_one_device_is_read_on_all() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut bob = server.user("bob").await;
+    bob.send_text("ana", "hi").await.unwrap();
+    ana.sync().await.unwrap();
+    let (mut laptop, _) = link(&mut ana).await;
+    laptop.sync().await.unwrap();
+    bob.send_text("ana", "one").await.unwrap();
+    bob.send_text("ana", "two").await.unwrap();
+    ana.sync().await.unwrap();
+    laptop.sync().await.unwrap();
+    let unread = |u: &TestUser| {
+        u.chats().unwrap().into_iter().find(|c| c.chat == "@bob").map(|c| c.unread).unwrap()
+    };
+    assert!(unread(&laptop) >= 2);
+    ana.mark_read("@bob").unwrap();
+    assert_eq!(unread(&ana), 0);
+    ana.sync().await.unwrap();
+    laptop.sync().await.unwrap();
+    assert_eq!(unread(&laptop), 0);
+}

@@ -267,6 +267,17 @@ pub enum Notice {
     /// Another device of this account blocked or unblocked someone: the list to read again
     /// (`GET /v1/blocks`). Sent with an all-zero conversation id.
     BlocksChanged,
+    /// What another device of this account posted for its other devices (`POST /v1/me/notes`),
+    /// sealed with a key only the account's devices hold. Sent with an all-zero conversation id.
+    Note(B64),
+}
+
+/// `POST /v1/me/notes`: a note for the caller's account's other devices, sealed by the device
+/// (at most 4 KiB); the server queues it for each of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PostNote {
+    pub data: B64,
 }
 
 /// `GET /v1/me/devices`: the caller's own account's devices, with what only the account

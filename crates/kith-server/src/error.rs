@@ -42,7 +42,7 @@ const CONNECTIONS_RETRY_AFTER: u64 = 5;
 
 impl ApiError {
     /// The error's own sentence under `code`.
-    fn said(code: ErrorCode, e: &impl std::fmt::Display) -> Self {
+    pub(crate) fn said(code: ErrorCode, e: &impl std::fmt::Display) -> Self {
         ApiError { code, message: e.to_string(), retry_after: None }
     }
 

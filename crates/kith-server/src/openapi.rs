@@ -11,7 +11,7 @@ use crate::routes::*;
     info(title = "Kith API", description = "End-to-end encrypted messaging over MLS. Binary fields are base64; errors are {\"error\": {\"code\", \"message\"}}."),
     paths(
         ops::healthz, ops::metrics, ops::openapi,
-        accounts::register, accounts::whoami, accounts::rotate_token, accounts::set_account_key, accounts::my_devices, accounts::rename_device, accounts::remove_device, accounts::devices, accounts::set_recovery_key, accounts::recover,
+        accounts::register, accounts::whoami, accounts::rotate_token, accounts::set_account_key, accounts::my_devices, accounts::rename_device, accounts::remove_device, accounts::devices, accounts::set_recovery_key, accounts::recover, accounts::post_note,
         links::offer, links::look, links::join, links::request, links::approve, links::result, links::answer, links::cancel, links::put_chunk, links::chunk,
         keys::upload, keys::claim,
         conversations::create, conversations::send, handshake::handshake, handshake::pending_leaves,

@@ -174,14 +174,19 @@ pub async fn recover(
     req: RecoverAccount,
 ) -> Result<Recovered> {
     let now = state.now();
-    crate::accounts::count_attempt(state, peer, now).await.map_err(|e| match e {
-        crate::accounts::AccountError::Limited(r) => RecoveryError::Limited(r),
-        crate::accounts::AccountError::Store(e) => RecoveryError::Store(e),
-        _ => RecoveryError::Limited(crate::safety::Refusal::SlowDown {
-            reason: "too many attempts from this address".into(),
+    // Counted apart from registrations (a person who mistypes a code a few times still
+    // registers, and the other way round); a code has 120 bits, so the count is for load.
+    let source = crate::safety::policy::registration_source(peer);
+    let attempts = state
+        .store
+        .count_attempt(&format!("recovery {source}"), now.saturating_sub(3_600_000), now)
+        .await?;
+    if attempts > u64::from(state.safety.config.registration_attempts_per_ip_per_hour) {
+        return Err(RecoveryError::Limited(crate::safety::Refusal::SlowDown {
+            reason: "too many recovery attempts from this address; try again later".into(),
             retry_after: 600,
-        }),
-    })?;
+        }));
+    }
     if !crate::mls::is_credential_key(&req.credential_key.0) {
         return Err(RecoveryError::CredentialKey);
     }

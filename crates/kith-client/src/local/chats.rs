@@ -96,6 +96,35 @@ impl LocalStore {
             .map(|v| v.map(u).unwrap_or(0))
     }
 
+    /// Keeps a read of `chat` for the account's other devices (the latest per chat).
+    pub fn read_to_share(&self, chat: &str, at: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO kith_reads_to_share (chat, read_at) VALUES (?1, ?2)
+             ON CONFLICT (chat) DO UPDATE SET read_at = MAX(read_at, excluded.read_at)",
+            params![chat, i(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `max` reads waiting for the other devices.
+    pub fn reads_to_share(&self, max: usize) -> rusqlite::Result<Vec<(String, u64)>> {
+        self.conn
+            .prepare_cached("SELECT chat, read_at FROM kith_reads_to_share ORDER BY chat LIMIT ?1")?
+            .query_map(params![i(max as u64)], |r| Ok((r.get(0)?, u(r.get::<_, i64>(1)?))))?
+            .collect()
+    }
+
+    /// These reads went (one read again since stays).
+    pub fn reads_shared(&self, reads: &[(String, u64)]) -> rusqlite::Result<()> {
+        let mut gone = self
+            .conn
+            .prepare_cached("DELETE FROM kith_reads_to_share WHERE chat = ?1 AND read_at <= ?2")?;
+        for (chat, at) in reads {
+            gone.execute(params![chat, i(*at)])?;
+        }
+        Ok(())
+    }
+
     /// `chat` is read as of `at` (a later time already recorded stands).
     pub fn set_read(&self, chat: &str, at: u64) -> rusqlite::Result<()> {
         self.conn.execute(

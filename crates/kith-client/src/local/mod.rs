@@ -173,6 +173,11 @@ CREATE TABLE IF NOT EXISTS kith_read (
     chat TEXT PRIMARY KEY,
     read_at INTEGER NOT NULL
 );
+-- Reads this device made that the account's other devices have not been told of yet.
+CREATE TABLE IF NOT EXISTS kith_reads_to_share (
+    chat TEXT PRIMARY KEY,
+    read_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kith_device_keys (
     username TEXT NOT NULL,
     credential_key BLOB NOT NULL,

@@ -153,6 +153,12 @@ impl Client {
             Skip::Unusable(ClientError::Protocol("a notice that does not parse".into()))
         })?;
         match notice {
+            // Another device of this account read a chat: read here too.
+            Notice::Note(sealed) => {
+                if entry.sender == self.me()?.username {
+                    self.take_note(&sealed.0)?;
+                }
+            }
             // Another device of this account changed its blocks: read them again.
             Notice::BlocksChanged => {
                 if entry.sender == self.me()?.username {

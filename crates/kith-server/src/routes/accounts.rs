@@ -200,3 +200,40 @@ pub async fn recover(
     let done = crate::recovery::recover(&state, peer.ip(), &username, req).await?;
     Ok((StatusCode::CREATED, Json(done)))
 }
+
+/// A note for the caller's account's other devices, sealed by the device (at most 4 KiB): the
+/// server queues it for each of them and cannot read it (a chat read on one device is read on
+/// all).
+#[utoipa::path(post, path = "/v1/me/notes", tag = "accounts", security(("bearer" = [])),
+    request_body = PostNote,
+    responses(
+        (status = 204, description = "Queued for the account's other devices"),
+        (status = 400, description = "bad_request: empty, or over 4 KiB", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+    ))]
+pub async fn post_note(
+    State(state): State<AppState>,
+    me: AuthedDevice,
+    Body(req): Body<PostNote>,
+) -> ApiResult<StatusCode> {
+    if req.data.0.is_empty() || req.data.0.len() > MAX_NOTE_BYTES {
+        return Err(crate::error::ApiError::said(
+            ErrorCode::BadRequest,
+            &"a note is 1 byte to 4 KiB",
+        ));
+    }
+    let own: Vec<u64> = state
+        .store
+        .account_devices(&me.username)
+        .await?
+        .map(|a| {
+            a.devices.into_iter().map(|d| d.device_id).filter(|d| *d != me.device_id).collect()
+        })
+        .unwrap_or_default();
+    let from = (me.username.as_str(), me.device_id, me.kind);
+    crate::recovery::notify(&state, from, vec![0; 16], own, &Notice::Note(req.data)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The largest note one device posts for the others.
+const MAX_NOTE_BYTES: usize = 4096;

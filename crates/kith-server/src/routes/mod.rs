@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me/token", post(accounts::rotate_token))
         .route("/v1/me/account-key", put(accounts::set_account_key))
         .route("/v1/me/recovery-key", put(accounts::set_recovery_key))
+        .route("/v1/me/notes", post(accounts::post_note))
         .route("/v1/accounts/{username}/recover", post(accounts::recover))
         .route("/v1/me/devices", get(accounts::my_devices))
         .route("/v1/me/devices/{device_id}", axum::routing::delete(accounts::remove_device))
