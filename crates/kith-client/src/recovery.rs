@@ -371,19 +371,19 @@ impl Client {
                 Vec::new()
             }
         };
-        let replaced = std::cell::Cell::new(false);
+        let mut replaced = false;
         self.commit_change(id, |group, _| {
             let (removes, add) = todo(group);
             let adds = if add { adds.clone() } else { Vec::new() };
             if removes.is_empty() && adds.is_empty() {
                 return Ok(None);
             }
-            replaced.set(!removes.is_empty());
+            replaced = !removes.is_empty();
             Ok(Some(crate::groups::Plan { adds, removes, ..Default::default() }))
         })
         .await?;
         // The other members see it in the commit; this device, which made it, says it here.
-        if replaced.get() {
+        if replaced {
             let event = crate::SystemEvent::Recovered { by: me.clone(), who: who.to_string() };
             self.note_received(id, who, event)?;
         }
