@@ -83,6 +83,24 @@ impl Client {
                     };
                     match leaf_certificate(leaf, &owner) {
                         Ok(_) => continue,
+                        // Certified by a key the server lists that this device has not taken
+                        // (an operator's reset): the entry waits until this person trusts it,
+                        // rather than be dropped and leave this device behind its group.
+                        Err(_)
+                            if fetched
+                                && self.local.unconfirmed_key_of(&username)?.is_some_and(|u| {
+                                    let owner = Owner {
+                                        account: &username,
+                                        account_key: Some(&u),
+                                        device: Some(device),
+                                    };
+                                    leaf_certificate(leaf, &owner).is_ok()
+                                }) =>
+                        {
+                            return Err(Skip::NotYet(format!(
+                                "waits until you trust {username}'s new account key"
+                            )));
+                        }
                         // Refused on what the server lists now, not on what was seen before
                         // (an account that gave its key since, say).
                         Err(e) if fetched => {
@@ -140,6 +158,17 @@ impl Client {
                 && !wanted.contains(&username)
             {
                 wanted.push(username);
+            } else if !admin
+                && self
+                    .local
+                    .unconfirmed_key_of(&username)?
+                    .is_some_and(|u| kith_proto::keypackage::is_stale(leaf, &username, &u))
+            {
+                // Stale only under a key the server lists that this device has not taken: the
+                // commit waits until this person trusts it, rather than be dropped.
+                return Err(Skip::NotYet(format!(
+                    "waits until you trust {username}'s new account key"
+                )));
             }
         }
         if wanted.is_empty() { Ok(stale) } else { Err(Skip::NeedKeys(wanted)) }
@@ -255,10 +284,12 @@ impl Client {
                 let Some(recovery) = known_recovery else {
                     if listed != known.as_slice() {
                         tracing::warn!("an account key changed, with no recovery key known");
+                        self.local.set_unconfirmed_key_of(username, Some(listed))?;
                         return Ok(Some(known));
                     }
                     // The recovery key, on first sight, bound to the account key known.
                     self.local.set_recovery_key_of(username, bound_to(&known))?;
+                    self.local.set_unconfirmed_key_of(username, None)?;
                     return Ok(Some(known));
                 };
                 match kith_proto::recovery::follow(username, (&known, &recovery), &changes, listed)
@@ -266,10 +297,14 @@ impl Client {
                     Some((account, recovery)) => {
                         self.local.set_account_key_of(username, Some(&account))?;
                         self.local.set_recovery_key_of(username, Some(&recovery))?;
+                        self.local.set_unconfirmed_key_of(username, None)?;
                         Ok(Some(account))
                     }
                     None => {
+                        // Kept aside: what a device it certifies brings waits until this
+                        // person trusts it (`Client::trust_account_key`).
                         tracing::warn!("an account key changed without its recovery key's word");
+                        self.local.set_unconfirmed_key_of(username, Some(listed))?;
                         Ok(Some(known))
                     }
                 }

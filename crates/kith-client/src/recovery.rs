@@ -295,6 +295,10 @@ impl Client {
             }
             theirs
         };
+        self.local.set_unconfirmed_key_of(username, None)?;
+        // What waited for this key goes through now (a commit that put their new device in),
+        // then their devices go into the conversations nobody else updated.
+        self.retry_all_held().await?;
         for id in &theirs {
             self.local.note_recovered(id, username)?;
         }

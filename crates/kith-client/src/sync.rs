@@ -204,6 +204,23 @@ impl Client {
         Ok(())
     }
 
+    /// Tries again every held entry, conversation by conversation (what waited for a key this
+    /// person has just trusted); what goes through is shown with the next sync.
+    pub(crate) async fn retry_all_held(&mut self) -> ClientResult<()> {
+        let mut report = SyncReport::default();
+        self.keys_fetched.clear();
+        for conversation in self.local.held_conversations()? {
+            loop {
+                match self.retry_held(&conversation, &mut report)? {
+                    Flow::NeedKeys(users) => self.fetch_keys(&users).await?,
+                    Flow::Moved | Flow::Still => break,
+                }
+            }
+        }
+        self.keys_fetched.clear();
+        Ok(())
+    }
+
     /// Processes entries in order; an entry naming device keys not seen yet waits while they
     /// are fetched, then is processed again (see the `keys` module).
     pub(crate) async fn take_in(

@@ -194,10 +194,15 @@ async fn recovery_on_postgres() {
 async fn an_operator_reset_waits_for_the_person_and_for_each_contact(server: TestServer) {
     let mut ana = server.user("ana").await;
     let mut bob = server.user("bob").await;
+    let mut cyd = server.user("cyd").await;
     bob.send_text("ana", "hi ana").await.unwrap();
     ana.sync().await.unwrap();
     ana.send_text("bob", "hi bob").await.unwrap();
     bob.sync().await.unwrap();
+    // bob's group, where ana and cyd are not admins.
+    let club = bob.create_group("Club", &["ana".into(), "cyd".into()]).await.unwrap();
+    ana.sync().await.unwrap();
+    cyd.sync().await.unwrap();
 
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
@@ -221,11 +226,26 @@ async fn an_operator_reset_waits_for_the_person_and_for_each_contact(server: Tes
     let events: Vec<SystemEvent> = r.messages.iter().filter_map(|m| m.event.clone()).collect();
     assert!(events.contains(&SystemEvent::KeyUnconfirmed { who: "ana".into() }), "{events:?}");
     assert!(fresh.sync().await.unwrap().joined.is_empty());
-    // bob checked with ana: he trusts it, and the chat goes on.
-    assert_eq!(bob.trust_account_key("ana").await.unwrap(), 1);
-    assert_eq!(fresh.sync().await.unwrap().joined.len(), 1);
+    // cyd checks first and trusts: her client puts ana's new device in the club. bob has not
+    // trusted yet: that commit waits on his device (it is not dropped).
+    cyd.sync().await.unwrap();
+    assert_eq!(cyd.trust_account_key("ana").await.unwrap(), 1);
+    let r = bob.sync().await.unwrap();
+    assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
+    assert!(fresh.sync().await.unwrap().joined.contains(&club));
+    // bob checked with ana: he trusts it; the waiting commit goes through, and the 1:1 and
+    // the group go on.
+    assert_eq!(bob.trust_account_key("ana").await.unwrap(), 2);
+    let r = bob.sync().await.unwrap();
+    assert_eq!((r.dropped, r.problems.len()), (0, 0), "{r:?}");
     bob.send_text("ana", "checked with you").await.unwrap();
-    assert!(texts(&fresh.sync().await.unwrap()).contains(&"checked with you".to_string()));
+    bob.send_group(&club, "club goes on").await.unwrap();
+    let r = fresh.sync().await.unwrap();
+    assert!(texts(&r).contains(&"checked with you".to_string()), "{r:?}");
+    assert!(texts(&r).contains(&"club goes on".to_string()), "{r:?}");
+    fresh.send_group(&club, "back in the club").await.unwrap();
+    assert!(texts(&bob.sync().await.unwrap()).contains(&"back in the club".to_string()));
+    assert!(texts(&cyd.sync().await.unwrap()).contains(&"back in the club".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

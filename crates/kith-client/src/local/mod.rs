@@ -264,15 +264,17 @@ impl LocalStore {
                 self.conn.execute_batch(ddl)?;
             }
         }
-        let has_recovery: bool = self
-            .conn
-            .prepare(
-                "SELECT 1 FROM pragma_table_info('kith_account_keys') WHERE name = 'recovery_key'",
-            )?
-            .exists([])?;
-        if !has_recovery {
-            self.conn
-                .execute_batch("ALTER TABLE kith_account_keys ADD COLUMN recovery_key BLOB")?;
+        // Profiles made before recovery keys, and before unconfirmed keys were kept.
+        for column in ["recovery_key", "unconfirmed_key"] {
+            let has: bool = self
+                .conn
+                .prepare("SELECT 1 FROM pragma_table_info('kith_account_keys') WHERE name = ?1")?
+                .exists([column])?;
+            if !has {
+                self.conn.execute_batch(&format!(
+                    "ALTER TABLE kith_account_keys ADD COLUMN {column} BLOB"
+                ))?;
+            }
         }
         let has_shown: bool = self
             .conn

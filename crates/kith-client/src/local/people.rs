@@ -116,6 +116,30 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The account key the server lists for `username` that this device did not take (its
+    /// recovery key did not sign the change to it), if any: entries that need it wait.
+    pub fn set_unconfirmed_key_of(
+        &self,
+        username: &str,
+        key: Option<&[u8]>,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE kith_account_keys SET unconfirmed_key = ?2 WHERE username = ?1",
+            )?
+            .execute(params![username, key])?;
+        Ok(())
+    }
+
+    pub fn unconfirmed_key_of(&self, username: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT unconfirmed_key FROM kith_account_keys WHERE username = ?1")?
+            .query_row(params![username], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
+    }
+
     /// `username`'s recovery key, if known.
     pub fn recovery_key_of(&self, username: &str) -> rusqlite::Result<Option<Vec<u8>>> {
         Ok(self

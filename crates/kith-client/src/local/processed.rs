@@ -50,6 +50,14 @@ impl LocalStore {
             .map(u)
     }
 
+    /// The conversations that hold entries.
+    pub fn held_conversations(&self) -> rusqlite::Result<Vec<String>> {
+        self.conn
+            .prepare_cached("SELECT DISTINCT conversation FROM kith_held ORDER BY conversation")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    }
+
     /// Every held entry of a conversation, oldest first (they stay held until [`unhold`]).
     pub fn held(&self, conversation: &str) -> rusqlite::Result<Vec<QueueEntry>> {
         let rows: Vec<String> = self
