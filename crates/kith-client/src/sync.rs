@@ -210,11 +210,8 @@ impl Client {
         let mut report = SyncReport::default();
         self.keys_fetched.clear();
         for conversation in self.local.held_conversations()? {
-            loop {
-                match self.retry_held(&conversation, &mut report)? {
-                    Flow::NeedKeys(users) => self.fetch_keys(&users).await?,
-                    Flow::Moved | Flow::Still => break,
-                }
+            while let Flow::NeedKeys(users) = self.retry_held(&conversation, &mut report)? {
+                self.fetch_keys(&users).await?;
             }
         }
         self.keys_fetched.clear();
