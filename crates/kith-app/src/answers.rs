@@ -216,6 +216,9 @@ pub(crate) enum LiveEvent {
     /// A recovery code was made for this account (its first sync after recovery codes
     /// came): `GET /api/me` gives it, once.
     RecoveryCode,
+    /// The history another device of this account hands this one: `done` chunks of `total`
+    /// are here; `finished` once it is all taken in.
+    History { done: u32, total: u32, finished: bool },
 }
 
 impl LiveEvent {

@@ -117,6 +117,9 @@ pub(crate) struct App {
     /// A recovery code the client made in a sync (an account from before recovery codes),
     /// until the page takes it with `GET /api/me`; in memory only.
     pub fresh_code: std::sync::Mutex<Option<kith_client::RecoveryCode>>,
+    /// The last word on a history transfer under way (a `LiveEvent::History`), for a page that
+    /// connects later; the word that it finished is given to one page, once.
+    pub history: std::sync::Mutex<Option<(String, bool)>>,
     /// The secret printed with the address (see [`open`]).
     secret: Secret,
     /// Keys good for one session each (see [`Running::page_file`]).
@@ -173,6 +176,7 @@ pub async fn serve(options: AppOptions) -> anyhow::Result<Running> {
         upkeep: Notify::new(),
         link: Default::default(),
         fresh_code: Default::default(),
+        history: Default::default(),
         secret: Secret::new(secret.clone()),
         once: std::sync::Mutex::default(),
         sessions: std::sync::Mutex::default(),

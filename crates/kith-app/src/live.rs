@@ -31,11 +31,13 @@ pub(crate) async fn run(app: Arc<App>) {
             }
             // Connecting sends what waited in the outbox (`kith_client`'s settle step).
             let waiting = client.waiting_to_send().unwrap_or(0);
+            take_history(&app, &mut client).await;
             let connected = match client.connect_push().await {
                 // Catch up with what arrived while this app was not connected.
                 Ok(push) => match client.sync().await {
                     Ok(report) => {
                         keep_code(&app, &mut client);
+                        history_done(&app, &client);
                         publish(&app, &client, report);
                         Ok(push)
                     }
@@ -65,7 +67,10 @@ pub(crate) async fn run(app: Arc<App>) {
             };
             let mut client = app.client.lock().await;
             match client.take_pushed(&mut push, &entries).await {
-                Ok(report) => publish(&app, &client, report),
+                Ok(report) => {
+                    history_done(&app, &client);
+                    publish(&app, &client, report)
+                }
                 Err(e) => break e,
             }
         };
@@ -90,14 +95,61 @@ pub(crate) async fn upkeep(app: Arc<App>) {
         if client.profile().is_none() {
             continue;
         }
+        take_history(&app, &mut client).await;
         // A failure here is the push loop's to report (it sees the same server).
         let waiting = client.waiting_to_send().unwrap_or(0);
         if let Ok(report) = client.sync().await {
             keep_code(&app, &mut client);
+            history_done(&app, &client);
             publish(&app, &client, report);
         }
         outbox_moved(&app, &client, waiting);
     }
+}
+
+/// Takes in, chunk by chunk, what has come of a history another device of this account hands
+/// this one, telling the pages how far it is (their progress bar); stops when a chunk is not
+/// up yet (the next round goes on).
+async fn take_history(app: &App, client: &mut Client) {
+    if !client.history_under_way().unwrap_or(false) {
+        return;
+    }
+    let mut last = None;
+    loop {
+        match client.continue_history_chunk().await {
+            Ok(Some(progress)) if last != Some(progress) => {
+                last = Some(progress);
+                let (done, total) = progress;
+                tell_history(app, LiveEvent::History { done, total, finished: false }, false);
+            }
+            // Nothing new has come yet: the next round.
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {
+                let total = last.map_or(0, |(_, total)| total);
+                tell_history(app, LiveEvent::History { done: total, total, finished: true }, true);
+                return;
+            }
+        }
+    }
+}
+
+/// A transfer the pages were told of that a sync finished (its settle step takes in what has
+/// come): they are told it finished.
+fn history_done(app: &App, client: &Client) {
+    let under_way_told = app.history.lock().is_ok_and(|h| matches!(h.as_ref(), Some((_, false))));
+    if under_way_told && !client.history_under_way().unwrap_or(true) {
+        tell_history(app, LiveEvent::History { done: 0, total: 0, finished: true }, true);
+    }
+}
+
+/// Tells the pages how a history transfer is going, and keeps it for a page that connects
+/// later (the pages may not be connected yet: the app just joined the account).
+fn tell_history(app: &App, event: LiveEvent, finished: bool) {
+    let json = event.json();
+    if let Ok(mut last) = app.history.lock() {
+        *last = Some((json.clone(), finished));
+    }
+    let _ = app.events.send(json);
 }
 
 /// Keeps a recovery code the sync made for the page to show, and tells the pages.
@@ -182,6 +234,16 @@ async fn forward(app: Arc<App>, mut ws: WebSocket) {
     let mut events = app.events.subscribe();
     let status = app.status.lock().map(|s| s.clone()).unwrap_or_default();
     if ws.send(WsMessage::Text(status.into())).await.is_err() {
+        return;
+    }
+    // How a history transfer is going; that it finished, to one page only.
+    let history = app.history.lock().ok().and_then(|mut h| match h.as_ref() {
+        Some((_, true)) => h.take(),
+        other => other.cloned(),
+    });
+    if let Some((history, _)) = history
+        && ws.send(WsMessage::Text(history.into())).await.is_err()
+    {
         return;
     }
     loop {

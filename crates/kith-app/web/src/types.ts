@@ -141,4 +141,4 @@ export type LiveEvent = { "type": "update", messages: Array<Arrived>, joined: Ar
 /**
  * What a sync could not do, each for its own conversation.
  */
-problems: Array<Problem>, } | { "type": "status", online: boolean, error: AppError | null, } | { "type": "resync" } | { "type": "recovery_code" };
+problems: Array<Problem>, } | { "type": "status", online: boolean, error: AppError | null, } | { "type": "resync" } | { "type": "recovery_code" } | { "type": "history", done: number, total: number, finished: boolean, };

@@ -69,6 +69,8 @@ test("a new app links to an existing account from its welcome page", async ({ br
   await page.getByLabel("Link code").fill(code);
   await page.getByRole("button", { name: "Link this computer" }).click();
   await expect(page.locator(".topbar .me")).toHaveText("cal");
+  // The history came, and the page said so when it was all in.
+  await expect(page.getByText("Your history arrived from your other device.")).toBeVisible({ timeout: 15_000 });
   expect(await linking.exited).toBe(0);
   expect(linking.output()).toContain("Linked device");
   // A message to cal reaches the app too.

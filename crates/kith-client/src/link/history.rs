@@ -55,6 +55,17 @@ impl Client {
         self.continue_history_upto(u32::MAX).await
     }
 
+    /// The same, one chunk at a time: for a progress bar (`Some((done, total))` after each;
+    /// `None` once it is all in, or when no transfer is under way).
+    pub async fn continue_history_chunk(&mut self) -> ClientResult<Option<(u32, u32)>> {
+        self.continue_history_upto(1).await
+    }
+
+    /// Whether a history another device of this account hands this one is under way.
+    pub fn history_under_way(&self) -> ClientResult<bool> {
+        Ok(self.local.transfer()?.is_some())
+    }
+
     /// The same, fetching at most `max` chunks (a test cuts a transfer so).
     pub(crate) async fn continue_history_upto(
         &mut self,

@@ -27,7 +27,7 @@ export function Messenger(props: { me: Me }) {
     useChats();
   // What syncs could not do (newest last, a few kept), until dismissed.
   const [notices, setNotices] = useState<string[]>([]);
-  const { online, version } = useLive({ openRef, loadChats, loadOpen, setMessages, setNotices, setEnded });
+  const { online, version, history } = useLive({ openRef, loadChats, loadOpen, setMessages, setNotices, setEnded });
   const { notify, askNotify } = useNotify();
   const { drafts, setDrafts, send, retry } = useSend({ open, setOpen, setMessages, setNotices, loadChats, loadOpen });
   const [panel, setPanel] = useState<Panel>(null);
@@ -79,6 +79,14 @@ export function Messenger(props: { me: Me }) {
           <button onClick={() => setNotices([])} aria-label="Dismiss">
             Dismiss
           </button>
+        </div>
+      )}
+      {history && (
+        <div class="history-progress">
+          <label>
+            Receiving your history from your other device{history.total > 0 ? `: ${history.done} of ${history.total}` : "…"}{" "}
+            <progress aria-label="History received" value={history.done} max={Math.max(history.total, 1)} />
+          </label>
         </div>
       )}
       <header class="topbar">

@@ -24,6 +24,8 @@ export function useLive(props: {
   const { openRef, loadChats, loadOpen, setMessages, setNotices, setEnded } = props;
   const [online, setOnline] = useState<Online>({ online: false, error: null });
   const [version, setVersion] = useState(0);
+  // A history another device of this account hands this one: chunks here, of how many.
+  const [history, setHistory] = useState<{ done: number; total: number } | null>(null);
 
   // The live channel: new messages appear as they arrive, without polling or reloading.
   useEffect(() => {
@@ -58,6 +60,14 @@ export function useLive(props: {
         const event = JSON.parse(e.data as string) as LiveEvent;
         if (event.type === "status") {
           setOnline({ online: event.online, error: event.error?.message ?? null });
+        } else if (event.type === "history") {
+          if (event.finished) {
+            setHistory(null);
+            setNotices((old) => [...old, "Your history arrived from your other device."]);
+            refreshSoon();
+          } else {
+            setHistory({ done: event.done, total: event.total });
+          }
         } else if (event.type === "recovery_code") {
           // The page's root asks for it (once) and shows it.
           window.dispatchEvent(new Event("kith:recovery-code"));
@@ -119,5 +129,5 @@ export function useLive(props: {
     };
   }, [loadChats, loadOpen]);
 
-  return { online, version };
+  return { online, version, history };
 }
