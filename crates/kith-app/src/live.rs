@@ -79,6 +79,9 @@ pub(crate) async fn run(app: Arc<App>) {
     }
 }
 
+/// How often the app fetches a history transfer's chunks while one is under way.
+const HISTORY_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the app runs `sync`'s upkeep without being asked.
 const UPKEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -86,16 +89,25 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(60);
 /// but the steps only `sync` runs — the story channel's audience, invitations held until their
 /// sender became a contact, pending leaves, expiry — must run too.
 pub(crate) async fn upkeep(app: Arc<App>) {
+    let mut since_sync = std::time::Instant::now();
     loop {
-        tokio::select! {
-            () = app.upkeep.notified() => {}
-            () = tokio::time::sleep(UPKEEP_EVERY) => {}
-        }
+        // While a history transfer is under way its chunks are fetched every second (nothing
+        // pushes them), and the pages told how far it is.
+        let transferring = app.history.lock().is_ok_and(|h| matches!(h.as_ref(), Some((_, false))));
+        let wait = if transferring { HISTORY_EVERY } else { UPKEEP_EVERY };
+        let asked = tokio::select! {
+            () = app.upkeep.notified() => true,
+            () = tokio::time::sleep(wait) => false,
+        };
         let mut client = app.client.lock().await;
         if client.profile().is_none() {
             continue;
         }
         take_history(&app, &mut client).await;
+        if !asked && since_sync.elapsed() < UPKEEP_EVERY {
+            continue;
+        }
+        since_sync = std::time::Instant::now();
         // A failure here is the push loop's to report (it sees the same server).
         let waiting = client.waiting_to_send().unwrap_or(0);
         if let Ok(report) = client.sync().await {
@@ -146,10 +158,16 @@ fn history_done(app: &App, client: &Client) {
 /// later (the pages may not be connected yet: the app just joined the account).
 fn tell_history(app: &App, event: LiveEvent, finished: bool) {
     let json = event.json();
-    if let Ok(mut last) = app.history.lock() {
+    let began = app.history.lock().is_ok_and(|mut last| {
+        let began = !finished && !matches!(last.as_ref(), Some((_, false)));
         *last = Some((json.clone(), finished));
-    }
+        began
+    });
     let _ = app.events.send(json);
+    // The upkeep loop fetches the chunks every second from now on (nothing pushes them).
+    if began {
+        app.upkeep.notify_one();
+    }
 }
 
 /// Keeps a recovery code the sync made for the page to show, and tells the pages.
