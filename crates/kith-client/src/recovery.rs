@@ -307,11 +307,11 @@ impl Client {
     }
 
     async fn replace_devices(&mut self, id: &str, who: &str) -> ClientResult<()> {
-        let listed = self.api()?.devices(who).await?.account_key.map(B64::into_inner);
         self.keys_fetched.clear();
         self.fetch_keys(&[who.to_string()]).await?;
         let Some(key) = self.local.account_key_of(who)?.flatten() else { return Ok(()) };
-        if listed.as_ref().is_some_and(|l| *l != key) {
+        // The server lists a key this device did not take (see `note_account_key`).
+        if self.local.unconfirmed_key_of(who)?.is_some() {
             // Not followed: said once in the conversation, and nothing else changes.
             let event = crate::SystemEvent::KeyUnconfirmed { who: who.to_string() };
             self.note_received(id, who, event)?;

@@ -241,25 +241,8 @@ impl Client {
         about: &str,
         event: SystemEvent,
     ) -> ClientResult<()> {
-        let now = now_millis();
-        let me = self.me()?.username.clone();
         let timer = self.local.conversation(id)?.and_then(|c| c.timer_seconds);
-        self.local.insert_received(&Message {
-            id: format!("sys-{}", random_hex(8)?),
-            conversation: id.to_string(),
-            kind: ConversationKind::System,
-            text: event.text(&me),
-            from: about.to_string(),
-            sent_at: now,
-            received_at: now,
-            outgoing: false,
-            expires_at: timer.map(|t| now + t * 1000),
-            from_business: false,
-            verified: false,
-            state: crate::local::Delivery::Sent,
-            failure: None,
-            event: Some(event),
-        })?;
+        self.local.insert_received(&self.system_line(id, event, Some(about), timer)?)?;
         Ok(())
     }
 
@@ -270,25 +253,37 @@ impl Client {
     }
 
     fn note_until(&self, id: &str, event: SystemEvent, timer: Option<u64>) -> ClientResult<()> {
+        self.local.insert_message(&self.system_line(id, event, None, timer)?)?;
+        Ok(())
+    }
+
+    /// A system line of conversation `id`: this device's own (`about` is `None`), or about
+    /// another account.
+    fn system_line(
+        &self,
+        id: &str,
+        event: SystemEvent,
+        about: Option<&str>,
+        timer: Option<u64>,
+    ) -> ClientResult<Message> {
         let now = now_millis();
         let me = self.me()?.username.clone();
-        self.local.insert_message(&Message {
+        Ok(Message {
             id: format!("sys-{}", random_hex(8)?),
             conversation: id.to_string(),
             kind: ConversationKind::System,
             text: event.text(&me),
-            from: me,
+            from: about.map_or(me, str::to_string),
             sent_at: now,
             received_at: now,
-            outgoing: true,
+            outgoing: about.is_none(),
             expires_at: timer.map(|t| now + t * 1000),
             from_business: false,
             verified: false,
             state: crate::local::Delivery::Sent,
             failure: None,
             event: Some(event),
-        })?;
-        Ok(())
+        })
     }
 
     /// The member accounts of any conversation this device is in.
