@@ -82,6 +82,35 @@ enum Command {
     /// a key their recovery code did not sign (the server's operator reset their account). Their
     /// new device then joins your conversations with them.
     Trust { username: String },
+    /// Your safety number with a user (sixty digits and a QR code, the same on both sides):
+    /// compare it with them in person, then mark them verified with --confirm. A later change of
+    /// a verified user's key stops messages to them until you look at the new number.
+    Verify {
+        username: String,
+        /// Mark them verified (after comparing the number with them).
+        #[arg(long, conflicts_with = "clear")]
+        confirm: bool,
+        /// With --confirm: the text of their QR code, as scanned; refused unless it is this number.
+        #[arg(long, requires = "confirm", value_name = "TEXT")]
+        scanned: Option<String>,
+        /// Take the verification back (messages go again after a change, unverified).
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Audit a server's key directory from its public endpoints: every root is signed by its
+    /// key, and every epoch follows from the one before (nothing changed or taken out). Needs no
+    /// account; anyone can run it against any server.
+    Audit {
+        /// The server, e.g. https://kith.example.org.
+        #[arg(long)]
+        server: String,
+        /// The epoch to start from [default: 0, the first].
+        #[arg(long)]
+        from: Option<u64>,
+        /// Trust this CA certificate (PEM file) for the server, besides the web's roots.
+        #[arg(long, value_name = "PEM")]
+        ca_cert: Option<PathBuf>,
+    },
     /// This account's recovery code.
     RecoveryCode {
         #[command(subcommand)]
@@ -282,6 +311,29 @@ impl From<String> for Failure {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // An audit needs no profile.
+    if let Command::Audit { server, from, ca_cert } = &cli.command {
+        let out = output::Output { json: cli.json, names: Default::default() };
+        let pem = match ca_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        return match kith_client::kt::audit(server, pem.as_deref(), *from).await {
+            Ok(report) => {
+                out.audited(&report);
+                Ok(())
+            }
+            Err(kith_client::kt::AuditError::Failed(why)) => Err(Failure {
+                message: format!("the audit FAILED: {why}"),
+                code: 2,
+                error: "audit_failed".into(),
+            }),
+            Err(kith_client::kt::AuditError::Client(e)) => Err(explain(&e, None)),
+        };
+    }
     let dir = cli.profile.clone().unwrap_or_else(default_profile);
     // Opening waits a while for another `kith` command that holds the profile: off the async
     // threads, which the wait would otherwise block.
@@ -374,6 +426,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                  are in your {n} conversation(s) with them."
             ));
         }
+        Command::Verify { username, confirm, scanned, clear } => {
+            if clear {
+                client.clear_safety_number(&username).map_err(|e| explain(&e, None))?;
+            }
+            let number = if confirm {
+                client.confirm_safety_number(&username, scanned.as_deref()).await
+            } else {
+                client.safety_number(&username).await
+            }
+            .map_err(|e| explain(&e, Some(&username)))?;
+            out.safety_number(&number);
+        }
+        Command::Audit { .. } => {}
         Command::RecoveryCode { command: RecoveryCodeCommand::Replace { code } } => {
             let code = recovery_code(code, &out)?;
             let new_code =
@@ -484,6 +549,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Device { command: DeviceCommand::List } => {
             let devices = client.my_devices().await.map_err(|e| explain(&e, None))?;
             out.devices(&devices);
+            // What the key directory holds for this account that none of its devices made.
+            if let Err(e) = client.check_own_keys(true).await {
+                eprintln!("Could not check the key directory: {}", explain(&e, None).message);
+            }
+            let warnings = client.key_warnings(false).map_err(|e| explain(&e, None))?;
+            out.key_warnings(&warnings);
         }
         Command::Device { command: DeviceCommand::Rename { id, name } } => {
             let name = Some(name.trim()).filter(|n| !n.is_empty());

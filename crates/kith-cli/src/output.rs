@@ -195,6 +195,7 @@ impl Output {
                 println!("{}", human_line(m, &self.names));
             }
         }
+        self.key_warnings(&r.key_warnings);
         if !self.json {
             if r.messages.is_empty() {
                 eprintln!("No new messages.");
@@ -402,6 +403,86 @@ impl Output {
         }
         if !self.json && contacts.is_empty() {
             eprintln!("No contacts yet: someone becomes a contact when you write to them.");
+        }
+    }
+
+    /// Key directory warnings: loud, on standard error (and as JSON lines with `--json`).
+    pub fn key_warnings(&self, warnings: &[kith_client::KeyWarning]) {
+        for w in warnings {
+            if self.json {
+                println!(
+                    "{}",
+                    json!({
+                        "key_warning": w.what,
+                        "username": w.username,
+                        "own_account": w.own,
+                        "at": rfc3339(w.at),
+                    })
+                );
+            } else {
+                eprintln!("WARNING ({}): {}", rfc3339(w.at), shown(&w.what));
+            }
+        }
+    }
+
+    /// A safety number: the digits, the QR code, and whether it is verified.
+    pub fn safety_number(&self, n: &kith_client::SafetyNumber) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "username": n.username,
+                    "safety_number": n.number,
+                    "qr": n.qr,
+                    "verified": n.verified,
+                    "changed": n.changed,
+                })
+            );
+            return;
+        }
+        if n.changed {
+            eprintln!(
+                "WARNING: {}'s safety number CHANGED since you verified them: their account key \
+                 is new. Compare this new number with them before you write to them.",
+                n.username
+            );
+        }
+        println!("Safety number with {}:", n.username);
+        let groups: Vec<&str> = n.shown.split(' ').collect();
+        for row in groups.chunks(4) {
+            println!("    {}", row.join("  "));
+        }
+        if let Ok(qr) = qrcode::QrCode::new(n.qr.as_bytes()) {
+            let image = qr
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .build();
+            println!("{image}");
+        }
+        if n.verified {
+            println!("✓ Verified: you compared this number with {}.", n.username);
+        } else {
+            println!(
+                "Not verified. Compare the number with {} in person (or scan theirs in the app), \
+                 then run `kith verify {} --confirm`.",
+                n.username, n.username
+            );
+        }
+    }
+
+    /// What an audit found.
+    pub fn audited(&self, r: &kith_client::kt::AuditReport) {
+        if self.json {
+            println!("{}", serde_json::to_value(r).unwrap_or_default());
+        } else {
+            println!(
+                "The key directory of {} holds: epochs {} to {} follow one from another ({} \
+                 checked), each root signed by its key.",
+                r.server, r.from, r.to, r.epochs_checked
+            );
+            println!("Signing key: {}", r.signing_key);
+            println!("Root at epoch {}: {}", r.to, r.root);
         }
     }
 

@@ -843,3 +843,64 @@ async fn an_account_is_taken_back_from_a_copy_with_the_recovery_code() {
     assert!(!r.ok, "{}", r.stdout);
     assert!(r.stderr.contains("recovery code does not match"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_numbers_are_compared_and_a_server_is_audited_from_the_command_line() {
+    let server = TestServer::start().await;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    assert!(kith(a.path(), &["register", "alice", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["register", "bob", "--server", &server.url]).await.ok);
+    assert!(kith(b.path(), &["send", "alice", "hi alice"]).await.ok);
+
+    // The same sixty digits on both sides, in twelve groups, with a QR code.
+    let number = |r: &Run| -> String {
+        r.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("Safety number with"))
+            .skip(1)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let at_a = kith(a.path(), &["verify", "bob"]).await;
+    assert!(at_a.ok, "{}", at_a.stderr);
+    let at_b = kith(b.path(), &["verify", "alice"]).await;
+    assert!(at_b.ok, "{}", at_b.stderr);
+    assert_eq!(number(&at_a), number(&at_b));
+    assert_eq!(number(&at_a).split(' ').count(), 12, "{}", at_a.stdout);
+    assert!(
+        number(&at_a).split(' ').all(|g| g.len() == 5 && g.chars().all(|c| c.is_ascii_digit()))
+    );
+    assert!(at_a.stdout.contains('█') || at_a.stdout.contains('▀'), "a QR code: {}", at_a.stdout);
+    assert!(at_a.stdout.contains("Not verified"), "{}", at_a.stdout);
+
+    // A scan of something else is refused; bob's own code marks him verified.
+    let r = kith(a.path(), &["verify", "bob", "--confirm", "--scanned", "kith-safety:1:x"]).await;
+    assert!(!r.ok && r.stderr.contains("not your safety number"), "{}", r.stderr);
+    let qr = json_lines(&kith(b.path(), &["--json", "verify", "alice"]).await.stdout)[0]["qr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = kith(a.path(), &["verify", "bob", "--confirm", "--scanned", &qr]).await;
+    assert!(r.ok && r.stdout.contains("Verified"), "{}{}", r.stdout, r.stderr);
+    let j = json_lines(&kith(a.path(), &["--json", "verify", "bob"]).await.stdout);
+    assert_eq!((j[0]["verified"].as_bool(), j[0]["changed"].as_bool()), (Some(true), Some(false)));
+
+    // Anyone audits the server, without an account.
+    let nobody = tempfile::tempdir().unwrap();
+    let r = kith(nobody.path(), &["audit", "--server", &server.url]).await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("follow one from another"), "{}", r.stdout);
+    let r = kith(nobody.path(), &["--json", "audit", "--server", &server.url, "--from", "1"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let j = json_lines(&r.stdout);
+    assert_eq!(j[0]["from"].as_u64(), Some(1));
+    assert!(j[0]["to"].as_u64().unwrap() >= 1);
+    // Nothing to say about alice's own keys.
+    let r = kith(a.path(), &["device", "list"]).await;
+    assert!(r.ok && !r.stderr.contains("WARNING"), "{}", r.stderr);
+}

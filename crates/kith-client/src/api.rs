@@ -239,6 +239,26 @@ impl Api {
         self.call::<(), _>(Method::GET, "/v1/me", None).await
     }
 
+    pub async fn kt_keys(&self) -> ClientResult<kith_proto::kt::KtKeys> {
+        self.call::<(), _>(Method::GET, "/v1/kt/keys", None).await
+    }
+
+    pub async fn kt_roots(&self, from: u64) -> ClientResult<kith_proto::kt::KtRoots> {
+        self.call::<(), _>(Method::GET, &format!("/v1/kt/roots?from={from}"), None).await
+    }
+
+    pub async fn kt_audit(&self, from: u64, to: u64) -> ClientResult<kith_proto::kt::KtAudit> {
+        self.call::<(), _>(Method::GET, &format!("/v1/kt/audit?from={from}&to={to}"), None).await
+    }
+
+    pub async fn kt_lookup(&self, username: &str) -> ClientResult<kith_proto::kt::KtLookup> {
+        self.call::<(), _>(Method::GET, &format!("/v1/kt/lookup/{username}"), None).await
+    }
+
+    pub async fn kt_history(&self) -> ClientResult<kith_proto::kt::KtHistory> {
+        self.call::<(), _>(Method::GET, "/v1/kt/history", None).await
+    }
+
     pub async fn devices(&self, username: &str) -> ClientResult<DeviceList> {
         self.call::<(), _>(Method::GET, &format!("/v1/accounts/{username}/devices"), None).await
     }

@@ -48,8 +48,10 @@ impl Claims {
 /// Whether a claim's failure is the claimed user's (they cannot be added), not this device's
 /// or the network's.
 fn cannot_be_added(e: &ClientError) -> bool {
-    e.refusal() == Some(Refusal::BadKeyPackage)
-        || matches!(e.code(), Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser))
+    matches!(
+        e.refusal(),
+        Some(Refusal::BadKeyPackage | Refusal::KeyNotPublished | Refusal::KeyDirectory)
+    ) || matches!(e.code(), Some(ErrorCode::NoKeyPackages | ErrorCode::UnknownUser))
 }
 
 impl Client {
@@ -67,6 +69,8 @@ impl Client {
         let api = self.api()?;
         let mut out = Vec::new();
         for user in users {
+            // The devices the key directory proves, before any KeyPackage is used up.
+            let devices = self.published_devices(user).await?;
             let claimed = api.claim(user).await.map_err(|e| match e {
                 // Say which of several names is wrong.
                 ClientError::Server {
@@ -85,15 +89,31 @@ impl Client {
                     format!("the server handed out no KeyPackage of {user}'s"),
                 ));
             }
-            out.extend(self.verify_claimed(user, claimed)?);
+            out.extend(self.verify_claimed(user, claimed, &devices)?);
         }
         Ok(out)
+    }
+
+    /// `user`'s devices (id, signature key) as the server lists them, once its key directory
+    /// proves them (`crate::kt`); refused otherwise.
+    pub(crate) async fn published_devices(
+        &mut self,
+        user: &str,
+    ) -> ClientResult<Vec<(u64, Vec<u8>)>> {
+        let list = self.api()?.devices(user).await?;
+        let devices: Vec<(u64, Vec<u8>)> =
+            list.devices.iter().map(|d| (d.device_id, d.credential_key.0.clone())).collect();
+        let borrowed: Vec<(u64, &[u8])> = devices.iter().map(|(i, k)| (*i, k.as_slice())).collect();
+        let key = list.account_key.as_ref().map(|k| k.0.clone());
+        self.kt_check(user, key.as_deref(), &borrowed).await?;
+        Ok(devices)
     }
 
     /// A KeyPackage for each of this account's other devices (none when it has no other),
     /// for a conversation this device opens.
     pub(crate) async fn claim_own_devices(&mut self) -> ClientResult<Vec<Claimed>> {
         let me = self.me()?.username.clone();
+        let devices = self.published_devices(&me).await?;
         let claimed = self.api()?.claim(&me).await?;
         // Checked against the key this device holds, not the server's word for it.
         if claimed.account_key.as_ref().map(|k| k.0.clone()) != self.account_key()? {
@@ -102,11 +122,16 @@ impl Client {
                 "the server lists another account key for this account than this device holds",
             ));
         }
-        self.verify_claimed(&me, claimed)
+        self.verify_claimed(&me, claimed, &devices)
     }
 
     /// Checks each KeyPackage a claim of `user`'s handed out.
-    fn verify_claimed(&self, user: &str, claimed: ClaimResponse) -> ClientResult<Vec<Claimed>> {
+    fn verify_claimed(
+        &self,
+        user: &str,
+        claimed: ClaimResponse,
+        published: &[(u64, Vec<u8>)],
+    ) -> ClientResult<Vec<Claimed>> {
         let mut out = Vec::new();
         {
             let listed = claimed.account_key.map(B64::into_inner);
@@ -133,6 +158,17 @@ impl Client {
                         format!("{user}'s KeyPackage cannot be used: {e}"),
                     )
                 })?;
+                // Of a device the key directory holds for the account, with that device's key.
+                let key = kp.leaf_node().signature_key().as_slice();
+                if !published.iter().any(|(id, k)| *id == c.device_id && k.as_slice() == key) {
+                    return Err(ClientError::refused(
+                        Refusal::KeyNotPublished,
+                        format!(
+                            "the server handed out a KeyPackage of {user}'s for a device its key \
+                             directory does not hold"
+                        ),
+                    ));
+                }
                 out.push(Claimed { key_package: kp });
             }
         }
@@ -150,6 +186,15 @@ impl Client {
                 self.fetch_keys(std::slice::from_ref(user)).await?;
             }
             if self.local.account_is_business(user)?.is_none() {
+                // Listed, but not as the key directory proves: say that, not "no such user".
+                if let Some(w) = self
+                    .local
+                    .key_warnings(true)?
+                    .into_iter()
+                    .find(|w| w.username.as_deref() == Some(user.as_str()) && !w.own)
+                {
+                    return Err(ClientError::refused(Refusal::KeyNotPublished, w.what));
+                }
                 unknown.push(user.as_str());
             }
         }

@@ -51,6 +51,15 @@ pub enum Refusal {
     BadLinkCode,
     /// A recovery code that cannot be read.
     BadRecoveryCode,
+    /// Keys the server's key directory does not prove are the ones it published (see
+    /// `kith_client::kt`): they are not used.
+    KeyNotPublished,
+    /// The server's key directory broke its own history: a root it did not sign, another root
+    /// for an epoch already seen, an epoch that went back, an append-only proof that fails.
+    KeyDirectory,
+    /// A verified contact's safety number changed: nothing is sent to them until this person
+    /// looks at the new one (`kith verify`).
+    SafetyNumberChanged,
 }
 
 impl Refusal {
@@ -77,6 +86,9 @@ impl Refusal {
             Refusal::NotOptedIn => "not_opted_in",
             Refusal::BadLinkCode => "bad_link_code",
             Refusal::BadRecoveryCode => "bad_recovery_code",
+            Refusal::KeyNotPublished => "key_not_published",
+            Refusal::KeyDirectory => "key_directory",
+            Refusal::SafetyNumberChanged => "safety_number_changed",
         }
     }
 }

@@ -206,6 +206,27 @@ impl Client {
                     }
                 }
             };
+            // Only keys the server's key directory proves are taken (`crate::kt`); others are
+            // as none, so what named them is refused alone.
+            let list = match list {
+                Some(l) => {
+                    let devices: Vec<(u64, &[u8])> = l
+                        .devices
+                        .iter()
+                        .map(|d| (d.device_id, d.credential_key.0.as_slice()))
+                        .collect();
+                    let key = l.account_key.as_ref().map(|k| k.0.clone());
+                    match self.kt_check(username, key.as_deref(), &devices).await {
+                        Ok(()) => Some(l),
+                        Err(e) if e.is_unreached() || e.is_local() => return Err(e),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "keys the key directory does not prove");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
             if let Some(l) = &list {
                 self.local.set_account_kind(username, l.kind == AccountKind::Business)?;
                 let listed = l.account_key.as_ref().map(|k| k.0.as_slice());

@@ -36,6 +36,9 @@ pub struct SyncReport {
     /// What could not be done, each for its own conversation (or contact), while everything
     /// else went on: an entry dropped, a contact not added, an upkeep step that failed.
     pub problems: Vec<Problem>,
+    /// What the server's key directory did not prove, or showed for this account that none
+    /// of its devices made (`crate::kt`), found since the last sync: loud, each shown once.
+    pub key_warnings: Vec<crate::KeyWarning>,
     /// Entries came from the server in this sync (read or not).
     pub(crate) took_in: bool,
 }

@@ -91,7 +91,14 @@ impl Client {
                 Ok(changed) => report.story_audience_changed = changed,
                 Err(e) => report.upkeep_failed(e)?,
             }
+            // What the key directory published for this account (once a minute).
+            if let Err(e) = self.check_own_keys(false).await {
+                report.upkeep_failed(e)?;
+            }
         }
+        // Key directory warnings, handed over once like messages.
+        report.key_warnings = self.local.key_warnings(true)?;
+        self.local.mark_key_warnings_shown()?;
         report.expired = self.purge_expired()?;
         report.messages = self.hand_over()?;
         report.missed_while_full(&self.local.take_missed()?);

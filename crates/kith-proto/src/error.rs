@@ -73,6 +73,11 @@ pub enum ErrorCode {
     TooManyDevices,
     /// The recovery code does not match the account's (or the account has none).
     WrongRecoveryCode,
+    /// The key directory holds nothing for that account yet (it is published within seconds
+    /// of a change).
+    NotPublished,
+    /// The key directory has not published that epoch.
+    UnknownEpoch,
     /// No such route.
     NotFound,
     /// The route exists but not with that method.
@@ -104,7 +109,8 @@ impl ErrorCode {
             | InvalidMessage => 400,
             Unauthorized => 401,
             Forbidden | NotAMember | NotAdmin | Suspended | NotOptedIn | WrongRecoveryCode => 403,
-            UnknownUser | UnknownConversation | UnknownLink | NotFound => 404,
+            UnknownUser | UnknownConversation | UnknownLink | NotFound | NotPublished
+            | UnknownEpoch => 404,
             MethodNotAllowed => 405,
             UsernameTaken | ConversationExists | StaleEpoch | ConversationEnded | NoKeyPackages
             | GroupFull | LinkUsed | TooManyDevices => 409,
@@ -153,6 +159,8 @@ impl ErrorCode {
             LinkUsed => "link_used",
             TooManyDevices => "too_many_devices",
             WrongRecoveryCode => "wrong_recovery_code",
+            NotPublished => "not_published",
+            UnknownEpoch => "unknown_epoch",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unavailable => "unavailable",

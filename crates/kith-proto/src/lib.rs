@@ -25,6 +25,7 @@ pub mod group;
 pub mod ids;
 #[cfg(feature = "mls")]
 pub mod keypackage;
+pub mod kt;
 pub mod payload;
 pub mod recovery;
 pub mod secret;

@@ -229,6 +229,7 @@ async fn create(state: &AppState, req: RegisterRequest) -> Result<RegisterRespon
         })
         .await?;
     state.metrics.registrations.inc();
+    state.kt.changed(&[req.username.to_string()]).await;
     tracing::info!(device = device_id, kind = req.kind.as_str(), "account registered");
     Ok(RegisterResponse { username: req.username.into_string(), device_id, token })
 }
@@ -367,6 +368,7 @@ pub async fn set_account_key(
     if !state.store.set_account_key(&me.username, req.account_key.0.clone()).await? {
         return Err(AccountError::AccountKeyHeld);
     }
+    state.kt.changed(std::slice::from_ref(&me.username)).await;
     tracing::info!(device = me.device_id, "account key set");
     Ok(req)
 }
@@ -402,6 +404,7 @@ pub async fn remove_device(state: &AppState, me: &AuthedDevice, device: u64) -> 
         return Err(AccountError::NotOwnDevice(device));
     }
     state.store.remove_device(device, state.now()).await?;
+    state.kt.changed(std::slice::from_ref(&me.username)).await;
     state.auth_cache.forget(device);
     state.hub.disconnect(device);
     state.fanout.forget_routes();

@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub max_devices_per_account: u32,
     /// How long a story lives on the server (default 24 h).
     pub story_ttl_seconds: u64,
+    /// How often the key directory publishes an epoch when an account's keys changed
+    /// (default 2 s).
+    #[serde(rename = "kt_publish_interval_ms", deserialize_with = "millis")]
+    pub kt_publish_interval: Duration,
     /// The safety policy's thresholds (`[safety]` in the file).
     pub safety: crate::safety::SafetyConfig,
     /// PEM certificate chain and private key: serve HTTPS/WSS instead of plain HTTP.
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             max_group_size: 1024,
             max_devices_per_account: 5,
             story_ttl_seconds: 86_400,
+            kt_publish_interval: Duration::from_secs(2),
             safety: Default::default(),
             tls_cert: None,
             tls_key: None,
@@ -117,6 +122,10 @@ impl ServerConfig {
 
 fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
+}
+
+fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +159,7 @@ impl ServerConfig {
             (self.max_connections_per_device == 0, "max_connections_per_device"),
             (self.header_read_timeout.is_zero(), "header_read_timeout_seconds"),
             (self.story_ttl_seconds == 0, "story_ttl_seconds"),
+            (self.kt_publish_interval.is_zero(), "kt_publish_interval_ms"),
             (self.retention_days == 0, "retention_days"),
             (self.sweep_interval.is_zero(), "sweep_interval_seconds"),
             (self.max_connections == 0, "max_connections"),

@@ -206,6 +206,19 @@ impl From<crate::recovery::RecoveryError> for ApiError {
     }
 }
 
+impl From<crate::kt::KtError> for ApiError {
+    fn from(e: crate::kt::KtError) -> Self {
+        use crate::kt::KtError as K;
+        let code = match e {
+            K::NotPublished(_) => ErrorCode::NotPublished,
+            K::NoEpoch(_) => ErrorCode::UnknownEpoch,
+            K::Directory(detail) => return ApiError::internal(&detail),
+            K::Store(e) => return e.into(),
+        };
+        ApiError::said(code, &e)
+    }
+}
+
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         let code = match e {

@@ -43,6 +43,7 @@ pub mod error;
 pub mod extract;
 pub mod fanout_cache;
 pub mod groups;
+pub mod kt;
 pub mod links;
 pub mod metrics;
 pub mod mls;

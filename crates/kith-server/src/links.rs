@@ -226,6 +226,7 @@ pub async fn approve(
     };
     match state.store.approve_link(id, device).await? {
         LinkApproval::Approved(device_id) => {
+            state.kt.changed(std::slice::from_ref(&me.username)).await;
             tracing::info!(device = device_id, by = me.device_id, "a device linked");
             Ok(LinkApproved { device_id })
         }

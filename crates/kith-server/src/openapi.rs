@@ -18,6 +18,7 @@ use crate::routes::*;
         queue::fetch, queue::ack, ws::connect,
         reports::report, blocks::block, blocks::unblock, blocks::blocked,
         businesses::search,
+        kt::keys, kt::roots, kt::audit, kt::lookup, kt::history,
     ),
     components(schemas(kith_proto::ServerFrame, kith_proto::ClientFrame)),
     modifiers(&Bearer, &CommonAnswers),

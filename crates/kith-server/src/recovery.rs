@@ -247,6 +247,7 @@ pub async fn recover(
         state.auth_cache.forget(*device);
         state.hub.disconnect(*device);
     }
+    state.kt.changed(&[username.to_string()]).await;
     // The operator's reset is done with: its suspension goes (any other stays).
     if state.store.account_info(username).await?.and_then(|a| a.suspended).as_deref()
         == Some(RECOVERY_PENDING)

@@ -81,6 +81,8 @@ pub struct Shared {
     pub gate: Arc<kith_listen::Gate>,
     /// Request bodies held in memory, bounded across all requests.
     pub bodies: Arc<crate::bodies::BodyBudget>,
+    /// The key-transparency directory.
+    pub kt: Arc<crate::kt::Kt>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -93,7 +95,9 @@ impl AppState {
     ) -> Result<Self, kith_store::StoreError> {
         let franking = crate::safety::franking::Franking::load(&*store, clock.now_millis()).await?;
         let metrics = Arc::new(Metrics::new());
+        let kt = Arc::new(crate::kt::Kt::start(store.clone()).await?);
         Ok(AppState(Arc::new(Shared {
+            kt,
             safety: Arc::new(crate::safety::Safety::new(config.safety.clone())),
             fanout: Arc::new(crate::fanout_cache::FanoutCache::new(store.shared())),
             franking: Arc::new(franking),

@@ -67,6 +67,7 @@ pub async fn serve(
     let header_timeout = state.config.header_read_timeout;
     let app = crate::app(state.clone());
     let sweeper = tokio::spawn(crate::retention::sweep_forever(state.clone()));
+    let publisher = tokio::spawn(crate::kt::publish_forever(state.clone()));
     // What other nodes sharing the database did that concerns devices connected here.
     let follower = state
         .store
@@ -115,6 +116,8 @@ pub async fn serve(
     let _ = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} })
         .await;
     sweeper.abort();
+    publisher.abort();
+    state.kt.step_down(state.now()).await;
     if let Some(f) = follower {
         f.abort();
     }

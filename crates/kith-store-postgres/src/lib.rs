@@ -19,6 +19,7 @@ mod accounts;
 mod batch;
 mod conversations;
 mod delivery;
+mod directory;
 mod keys;
 mod links;
 mod notify;

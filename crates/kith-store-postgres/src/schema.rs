@@ -199,6 +199,34 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE accounts ADD COLUMN recovery_binding BYTEA;
      ALTER TABLE accounts ADD COLUMN recovery_set_by BIGINT;
      ALTER TABLE accounts ADD COLUMN recovery_set_at BIGINT;",
+    // 19: the key-transparency directory (akd's records, its value states by label and epoch,
+    // its keys, the roots it published, who publishes, and the accounts to publish next).
+    "CREATE TABLE kt_records (id BYTEA PRIMARY KEY, data BYTEA NOT NULL);
+     CREATE TABLE kt_states (
+        label BYTEA NOT NULL,
+        epoch BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (label, epoch)
+     );
+     CREATE TABLE kt_head (one INTEGER PRIMARY KEY CHECK (one = 1), epoch BIGINT NOT NULL);
+     CREATE TABLE kt_keys (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        vrf BYTEA NOT NULL,
+        signing BYTEA NOT NULL
+     );
+     CREATE TABLE kt_roots (
+        epoch BIGINT PRIMARY KEY,
+        root BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        published_at BIGINT NOT NULL
+     );
+     CREATE TABLE kt_lease (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        node TEXT NOT NULL,
+        until BIGINT NOT NULL
+     );
+     CREATE TABLE kt_dirty (username TEXT PRIMARY KEY);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -23,6 +23,7 @@
 mod accounts;
 mod conversations;
 mod delivery;
+mod directory;
 mod keys;
 mod links;
 mod reputation;

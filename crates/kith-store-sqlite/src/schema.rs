@@ -199,6 +199,34 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE accounts ADD COLUMN recovery_binding BLOB;
      ALTER TABLE accounts ADD COLUMN recovery_set_by INTEGER;
      ALTER TABLE accounts ADD COLUMN recovery_set_at INTEGER;",
+    // 19: the key-transparency directory (akd's records, its value states by label and epoch,
+    // its keys, the roots it published, who publishes, and the accounts to publish next).
+    "CREATE TABLE kt_records (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE kt_states (
+        label BLOB NOT NULL,
+        epoch INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (label, epoch)
+     ) WITHOUT ROWID;
+     CREATE TABLE kt_head (one INTEGER PRIMARY KEY CHECK (one = 1), epoch INTEGER NOT NULL);
+     CREATE TABLE kt_keys (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        vrf BLOB NOT NULL,
+        signing BLOB NOT NULL
+     );
+     CREATE TABLE kt_roots (
+        epoch INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        published_at INTEGER NOT NULL
+     );
+     CREATE TABLE kt_lease (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        node TEXT NOT NULL,
+        until INTEGER NOT NULL
+     );
+     CREATE TABLE kt_dirty (username TEXT PRIMARY KEY) WITHOUT ROWID;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

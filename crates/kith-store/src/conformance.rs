@@ -44,6 +44,8 @@ macro_rules! conformance_suite {
             recovery_keys_change_only_from_the_current_one,
             a_recovery_key_a_device_set_goes_with_it,
             a_recovered_account_starts_again_with_one_device,
+            the_directory_moves_one_epoch_at_a_time,
+            the_directory_keeps_its_first_keys_roots_and_publisher,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -1245,4 +1247,101 @@ pub async fn a_recovered_account_starts_again_with_one_device(store: Arc<dyn Sto
         store.recover_account(recovery(vec![1; 32], b"key-newer")).await.unwrap(),
         RecoveryOutcome::OtherKey
     );
+}
+
+pub async fn the_directory_moves_one_epoch_at_a_time(store: Arc<dyn Store>) {
+    let st = |label: &str, epoch: u64, version: u64| KtState {
+        label: label.as_bytes().to_vec(),
+        epoch,
+        version,
+        data: format!("{label}@{epoch}").into_bytes(),
+    };
+    let first = KtWrite {
+        records: vec![(b"head".to_vec(), b"e0".to_vec()), (b"n1".to_vec(), b"a".to_vec())],
+        states: vec![],
+        head: Some(0),
+    };
+    store.kt_write(first).await.unwrap();
+    // Epoch 1: a node changes, ana's first state.
+    let one = KtWrite {
+        records: vec![(b"head".to_vec(), b"e1".to_vec()), (b"n1".to_vec(), b"b".to_vec())],
+        states: vec![st("ana", 1, 1), st("bob", 1, 1)],
+        head: Some(1),
+    };
+    store.kt_write(one).await.unwrap();
+    // A second publisher writing epoch 1 again (or skipping to 3) is refused, and writes nothing.
+    for head in [1, 3, 0] {
+        let stale = KtWrite {
+            records: vec![(b"n1".to_vec(), b"stale".to_vec())],
+            states: vec![st("ana", 1, 9)],
+            head: Some(head),
+        };
+        assert!(matches!(store.kt_write(stale).await, Err(StoreError::StaleEpoch)), "{head}");
+    }
+    let two = KtWrite {
+        records: vec![(b"head".to_vec(), b"e2".to_vec())],
+        states: vec![st("ana", 2, 2)],
+        head: Some(2),
+    };
+    store.kt_write(two).await.unwrap();
+    let got =
+        store.kt_records(&[b"n1".to_vec(), b"nope".to_vec(), b"head".to_vec()]).await.unwrap();
+    let mut got: Vec<_> = got.into_iter().collect();
+    got.sort();
+    assert_eq!(got, vec![(b"head".to_vec(), b"e2".to_vec()), (b"n1".to_vec(), b"b".to_vec())]);
+    assert_eq!(store.kt_states(b"ana").await.unwrap(), vec![st("ana", 1, 1), st("ana", 2, 2)]);
+    let mut latest = store
+        .kt_latest_states(&[b"ana".to_vec(), b"bob".to_vec(), b"cy".to_vec()], None)
+        .await
+        .unwrap();
+    latest.sort_by(|a, b| a.label.cmp(&b.label));
+    assert_eq!(latest, vec![st("ana", 2, 2), st("bob", 1, 1)]);
+    let at_one = store.kt_latest_states(&[b"ana".to_vec()], Some(1)).await.unwrap();
+    assert_eq!(at_one, vec![st("ana", 1, 1)]);
+    assert!(store.kt_latest_states(&[b"ana".to_vec()], Some(0)).await.unwrap().is_empty());
+}
+
+pub async fn the_directory_keeps_its_first_keys_roots_and_publisher(store: Arc<dyn Store>) {
+    let (vrf, signing) = store.kt_keys((vec![1; 32], vec![2; 32])).await.unwrap();
+    assert_eq!((vrf.expose(), signing.expose()), (&[1u8; 32][..], &[2u8; 32][..]));
+    // A second node's keys lose to the first's.
+    let (vrf, signing) = store.kt_keys((vec![3; 32], vec![4; 32])).await.unwrap();
+    assert_eq!((vrf.expose(), signing.expose()), (&[1u8; 32][..], &[2u8; 32][..]));
+
+    assert_eq!(store.kt_latest_root().await.unwrap(), None);
+    let root = |epoch: u64, r: u8| KtRootRecord {
+        epoch,
+        root: vec![r; 32],
+        signature: vec![r; 64],
+        published_at: NOW + epoch,
+    };
+    for e in 1..=5 {
+        store.add_kt_root(root(e, e as u8)).await.unwrap();
+    }
+    // An epoch's root is written once: a second one for it is not taken.
+    store.add_kt_root(root(3, 99)).await.unwrap();
+    assert_eq!(store.kt_roots(2, 2).await.unwrap(), vec![root(2, 2), root(3, 3)]);
+    assert_eq!(store.kt_latest_root().await.unwrap(), Some(root(5, 5)));
+
+    // One publisher at a time; another takes over once the lease has run out.
+    assert!(store.kt_lead("a", NOW, NOW + 10).await.unwrap());
+    assert!(!store.kt_lead("b", NOW + 5, NOW + 15).await.unwrap());
+    assert!(store.kt_lead("a", NOW + 6, NOW + 16).await.unwrap());
+    assert!(!store.kt_lead("b", NOW + 16, NOW + 26).await.unwrap());
+    assert!(store.kt_lead("b", NOW + 17, NOW + 27).await.unwrap());
+    assert!(!store.kt_lead("a", NOW + 18, NOW + 28).await.unwrap());
+
+    // Accounts to publish: marked once however often, taken once.
+    store.create_account(account("ana", 1)).await.unwrap();
+    store.create_account(account("bob", 1)).await.unwrap();
+    store.kt_mark(&["cy".to_string(), "cy".to_string()]).await.unwrap();
+    store.kt_mark(&["cy".to_string()]).await.unwrap();
+    assert_eq!(store.kt_take_dirty(10).await.unwrap(), vec!["cy".to_string()]);
+    assert!(store.kt_take_dirty(10).await.unwrap().is_empty());
+    store.kt_mark_all().await.unwrap();
+    let mut all = store.kt_take_dirty(1).await.unwrap();
+    assert_eq!(all.len(), 1);
+    all.extend(store.kt_take_dirty(10).await.unwrap());
+    all.sort();
+    assert_eq!(all, vec!["ana".to_string(), "bob".to_string()]);
 }

@@ -580,13 +580,98 @@ pub enum LinkApproval {
 /// operation; see the domain traits for what each does. Every type that implements the five
 /// is a `Store`.
 pub trait Store:
-    AccountStore + KeyPackageStore + ConversationStore + DeliveryStore + SafetyStore
+    AccountStore + KeyPackageStore + ConversationStore + DeliveryStore + SafetyStore + DirectoryStore
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + KeyPackageStore + ConversationStore + DeliveryStore + SafetyStore
+    T: AccountStore
+        + KeyPackageStore
+        + ConversationStore
+        + DeliveryStore
+        + SafetyStore
+        + DirectoryStore
 {
+}
+
+/// One state of a key-transparency label (an `akd` value state): which label, published at
+/// which epoch as which version, and the record as the directory encodes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtState {
+    pub label: Vec<u8>,
+    pub epoch: u64,
+    pub version: u64,
+    pub data: Vec<u8>,
+}
+
+/// One atomic write of the key-transparency directory.
+#[derive(Clone, Debug, Default)]
+pub struct KtWrite {
+    /// Records by their binary id (tree nodes, the tree's head), replacing any with that id.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Value states, replacing any of the same label and epoch.
+    pub states: Vec<KtState>,
+    /// The epoch the tree's head moves to in this write, if it moves: the write is refused
+    /// with [`StoreError::StaleEpoch`] unless the stored head is the epoch before it (or there
+    /// is none yet), so two publishers can never both write one epoch.
+    pub head: Option<u64>,
+}
+
+/// A published epoch: the directory's root hash then, and the server's signature over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtRootRecord {
+    pub epoch: u64,
+    pub root: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub published_at: Millis,
+}
+
+/// The key-transparency directory's storage (`akd`'s, in the server's database): its records,
+/// the keys it was started with, the roots it published, and who publishes.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync + 'static {
+    /// The records with these binary ids that exist, as (id, data).
+    async fn kt_records(&self, ids: &[Vec<u8>]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Writes `write` in one transaction (see [`KtWrite::head`]).
+    async fn kt_write(&self, write: KtWrite) -> StoreResult<()>;
+
+    /// Every state of a label, oldest epoch first.
+    async fn kt_states(&self, label: &[u8]) -> StoreResult<Vec<KtState>>;
+
+    /// The newest state of each label that has one, at `max_epoch` or before when given.
+    async fn kt_latest_states(
+        &self,
+        labels: &[Vec<u8>],
+        max_epoch: Option<u64>,
+    ) -> StoreResult<Vec<KtState>>;
+
+    /// The directory's secret keys (VRF, root signing), made by the first node to start: a
+    /// node passes the pair it made and gets back the stored one, its own if it was first.
+    async fn kt_keys(&self, made: (Vec<u8>, Vec<u8>)) -> StoreResult<(SecretBytes, SecretBytes)>;
+
+    /// Records a published root (an existing one for the epoch is kept: first one wins).
+    async fn add_kt_root(&self, root: KtRootRecord) -> StoreResult<()>;
+
+    /// Published roots from `from` on, oldest first, at most `limit`.
+    async fn kt_roots(&self, from: u64, limit: u32) -> StoreResult<Vec<KtRootRecord>>;
+
+    /// The newest published root, if any.
+    async fn kt_latest_root(&self) -> StoreResult<Option<KtRootRecord>>;
+
+    /// Takes or renews the publisher's lease for `node` until `until`: true if `node` holds it
+    /// now (nobody did, it had expired by `now`, or `node` held it already).
+    async fn kt_lead(&self, node: &str, now: Millis, until: Millis) -> StoreResult<bool>;
+
+    /// Accounts whose directory value may have changed since the last publish, taken out of
+    /// the list (at most `limit`); an account is marked by [`DirectoryStore::kt_mark`].
+    async fn kt_take_dirty(&self, limit: u32) -> StoreResult<Vec<String>>;
+
+    /// Marks accounts for the next publish.
+    async fn kt_mark(&self, usernames: &[String]) -> StoreResult<()>;
+
+    /// Marks every account for the next publish (a new publisher checks them all once).
+    async fn kt_mark_all(&self) -> StoreResult<()>;
 }
 
 /// Accounts and devices: creation, authentication, suspension, business listing.

@@ -45,6 +45,8 @@ pub fn test_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.safety.registrations_per_ip_per_hour = u32::MAX;
     config.safety.registration_attempts_per_ip_per_hour = u32::MAX;
+    // Keys are published within a tick: clients wait for them before using them.
+    config.kt_publish_interval = std::time::Duration::from_millis(50);
     config
 }
 

@@ -124,6 +124,13 @@ impl AnswerLoser {
         }
     }
 
+    /// Stops every rewrite `rewrite_answers` set.
+    pub fn clear_answer_rewrites(&self) {
+        if let Ok(mut a) = self.state.answers.lock() {
+            a.clear();
+        }
+    }
+
     /// The address clients reach the server at through this proxy.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

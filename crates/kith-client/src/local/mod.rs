@@ -17,6 +17,7 @@ pub mod chats;
 pub mod conversations;
 pub mod franks;
 pub mod history;
+pub mod kt;
 pub mod messages;
 pub mod missed;
 pub mod outbox;
@@ -218,6 +219,38 @@ CREATE TABLE IF NOT EXISTS kith_recovered (
 -- When upkeep steps last ran (a fresh last-resort KeyPackage, say).
 CREATE TABLE IF NOT EXISTS kith_upkeep (
     what TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+-- The server's key directory (see kt.rs): its public keys, taken on first contact; every
+-- root this device checked (signed, and following from the one before by an append-only
+-- proof); the value each account had when it was last checked against it; and what failed.
+CREATE TABLE IF NOT EXISTS kith_kt_keys (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    vrf BLOB NOT NULL,
+    signing BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kith_kt_roots (
+    epoch INTEGER PRIMARY KEY,
+    root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kith_kt_checked (
+    username TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kith_kt_problems (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    username TEXT,
+    own INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    shown INTEGER NOT NULL DEFAULT 0
+);
+-- Accounts this person verified in person (safety numbers), with the account key then.
+CREATE TABLE IF NOT EXISTS kith_verified (
+    username TEXT PRIMARY KEY,
+    account_key BLOB NOT NULL,
     at INTEGER NOT NULL
 );
 -- What kind of account each looked-up account is (from the same device list as its keys).

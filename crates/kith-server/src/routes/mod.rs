@@ -6,6 +6,7 @@ pub mod businesses;
 pub mod conversations;
 pub mod handshake;
 pub mod keys;
+pub mod kt;
 pub mod links;
 pub mod ops;
 pub mod queue;
@@ -61,6 +62,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queue", get(queue::fetch))
         .route("/v1/queue/ack", post(queue::ack))
         .route("/v1/ws", get(ws::connect))
+        .route("/v1/kt/keys", get(kt::keys))
+        .route("/v1/kt/roots", get(kt::roots))
+        .route("/v1/kt/audit", get(kt::audit))
+        .route("/v1/kt/lookup/{username}", get(kt::lookup))
+        .route("/v1/kt/history", get(kt::history))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
