@@ -138,6 +138,24 @@ pub(crate) struct LinkOffered {
     pub expires_at: u64,
 }
 
+/// `GET /api/safety/{user}` (and its `confirm`): the safety number with a contact, its QR code
+/// (SVG), and whether this person verified it.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(TS))]
+pub(crate) struct Safety {
+    pub username: String,
+    /// Sixty digits.
+    pub number: String,
+    /// Twelve groups of five.
+    pub shown: String,
+    /// What the QR code holds.
+    pub qr: String,
+    pub qr_svg: String,
+    pub verified: bool,
+    /// Verified before, and their account key changed since.
+    pub changed: bool,
+}
+
 /// `GET /api/devices/link`: how the link offered last is going.
 #[derive(Clone, Default, Serialize)]
 #[cfg_attr(test, derive(TS))]
@@ -253,6 +271,8 @@ mod tests {
             Business::decl(&cfg),
             Device::decl(&cfg),
             LinkOffered::decl(&cfg),
+            Safety::decl(&cfg),
+            kith_client::KeyWarning::decl(&cfg),
             LinkProgress::decl(&cfg),
             AppError::decl(&cfg),
             Problem::decl(&cfg),

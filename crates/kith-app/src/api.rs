@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::App;
 use crate::answers::{
     Business, Deleted, Device, Done, Group, GroupCreated, LinkOffered, LinkProgress, Me, Reported,
-    Sent, Story, StoryPosted,
+    Safety, Sent, Story, StoryPosted,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -83,6 +83,10 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/link", post(register_by_link))
         .route("/api/recover", post(recover))
         .route("/api/trust", post(trust))
+        .route("/api/safety/{user}", get(safety))
+        .route("/api/safety/{user}/confirm", post(confirm_safety))
+        .route("/api/safety/{user}/clear", post(clear_safety))
+        .route("/api/key-warnings", get(key_warnings))
 }
 
 async fn me(State(app): State<Arc<App>>) -> Answer<Me> {
@@ -430,17 +434,22 @@ const LINK_POLL: Duration = Duration::from_millis(500);
 /// Offers a link for a new device: the code and its QR code. A task waits for the new device
 /// (taking the profile only to ask the server, then letting it go), approves it and adds it to
 /// every conversation; the page follows it with [`link_progress`].
-async fn offer_link(State(app): State<Arc<App>>) -> Answer<LinkOffered> {
-    let offer = app.client.lock().await.offer_link().await?;
-    let code = offer.code();
-    let qr_svg = qrcode::QrCode::new(code.expose().as_bytes())
+/// A QR code of `text`, as SVG.
+fn qr_svg(text: &str) -> String {
+    qrcode::QrCode::new(text.as_bytes())
         .map(|qr| {
             qr.render::<qrcode::render::svg::Color<'_>>()
                 .min_dimensions(200, 200)
                 .quiet_zone(true)
                 .build()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+async fn offer_link(State(app): State<Arc<App>>) -> Answer<LinkOffered> {
+    let offer = app.client.lock().await.offer_link().await?;
+    let code = offer.code();
+    let qr_svg = qr_svg(code.expose());
     let answer =
         LinkOffered { code: code.expose().to_string(), qr_svg, expires_at: offer.expires_at };
     set_link(&app, LinkProgress { state: "waiting".into(), ..Default::default() });
@@ -513,6 +522,64 @@ async fn trust(State(app): State<Arc<App>>, Json(t): Json<TrustIn>) -> Answer<Do
     app.client.lock().await.trust_account_key(t.user.trim()).await?;
     let _ = app.events.send(crate::answers::LiveEvent::Resync.json());
     Ok(Json(Done {}))
+}
+
+fn safety_answer(n: kith_client::SafetyNumber) -> Safety {
+    Safety {
+        qr_svg: qr_svg(&n.qr),
+        username: n.username,
+        number: n.number,
+        shown: n.shown,
+        qr: n.qr,
+        verified: n.verified,
+        changed: n.changed,
+    }
+}
+
+/// The safety number with a contact (their key as the key directory proves it).
+async fn safety(State(app): State<Arc<App>>, Path(user): Path<String>) -> Answer<Safety> {
+    let n = app.client.lock().await.safety_number(user.trim()).await?;
+    Ok(Json(safety_answer(n)))
+}
+
+#[derive(Deserialize)]
+struct ConfirmIn {
+    /// The text of their QR code, when scanned.
+    #[serde(default)]
+    scanned: Option<String>,
+}
+
+/// Marks a contact verified (after comparing, or scanning their code).
+async fn confirm_safety(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    Json(c): Json<ConfirmIn>,
+) -> Answer<Safety> {
+    let n =
+        app.client.lock().await.confirm_safety_number(user.trim(), c.scanned.as_deref()).await?;
+    Ok(Json(safety_answer(n)))
+}
+
+/// Takes a verification back.
+async fn clear_safety(State(app): State<Arc<App>>, Path(user): Path<String>) -> Answer<Done> {
+    app.client.lock().await.clear_safety_number(user.trim())?;
+    Ok(Json(Done {}))
+}
+
+/// What the key directory did not prove, or showed for this account that none of its devices
+/// made: the last week's, newest first. This device's own account is checked first.
+async fn key_warnings(State(app): State<Arc<App>>) -> Answer<Vec<kith_client::KeyWarning>> {
+    let mut client = app.client.lock().await;
+    // Out of reach, the warnings on record still show.
+    if client.profile().is_some() {
+        let _ = client.check_own_keys(false).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let week_ago = now.saturating_sub(7 * 86_400_000);
+    let warnings = client.key_warnings(false)?.into_iter().filter(|w| w.at >= week_ago).collect();
+    Ok(Json(warnings))
 }
 
 #[derive(Deserialize)]

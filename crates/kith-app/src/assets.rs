@@ -9,12 +9,15 @@ const INDEX: &[u8] = include_bytes!("../assets/index.html");
 const SCRIPT: &[u8] = include_bytes!("../assets/app.js");
 const STYLE: &[u8] = include_bytes!("../assets/app.css");
 const ICON: &[u8] = include_bytes!("../assets/icon.svg");
+/// The QR decoder, loaded by the page only when a safety number's code is scanned.
+const SCANNER: &[u8] = include_bytes!("../assets/app-jsQR.js");
 
 /// Any path that is not an API call: the page's files, and the page itself for the rest
 /// (the page routes by itself).
 pub(crate) async fn serve(uri: Uri) -> Response {
     let (body, kind) = match uri.path() {
         "/app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "/app-jsQR.js" => (SCANNER, "text/javascript; charset=utf-8"),
         "/app.css" => (STYLE, "text/css; charset=utf-8"),
         "/icon.svg" => (ICON, "image/svg+xml"),
         p if p.starts_with("/api/") => {

@@ -7,6 +7,8 @@
 //! - `abuse-sim`: a population of normal and abusive accounts over simulated days, scoring the
 //!   safety policy (precision, recall, false positives, messages before the first action);
 //! - `floods`: an honest pair's round trip during each kind of flood, next to none;
+//! - `kt`: the key directory: publishing an epoch of 1,000 changes in a directory of 100,000
+//!   accounts, a lookup proof's and an audit proof's size, and the time to check each;
 //! - `groups`: the cost of a large group — creating it in one commit, joining from its
 //!   Welcome, one message to every member, one member's update commit — through Kith, next to
 //!   raw OpenMLS in memory for the same operations.
@@ -15,6 +17,7 @@ mod abuse;
 mod connections;
 mod floods;
 mod groups;
+mod kt;
 mod link;
 mod mls_cost;
 mod raw;
@@ -96,6 +99,14 @@ enum Scenario {
         messages: usize,
     },
     /// One message's cost in the SDK against raw OpenMLS on the same storage.
+    /// The key directory: publishing an epoch of CHANGES changes in a directory of ACCOUNTS
+    /// accounts; a lookup proof and an epoch's audit proof, their sizes and checking times.
+    Kt {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1000)]
+        changes: usize,
+    },
     Mls {
         #[arg(long, default_value_t = 2000)]
         messages: usize,
@@ -162,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             link::run(link::Config { store: cli.store, conversations, messages }).await?
         }
         Scenario::Mls { messages, bytes } => mls_cost::run(messages, bytes).await?,
+        Scenario::Kt { accounts, changes } => kt::run(cli.store, accounts, changes).await?,
         Scenario::Connections { devices } => connections::run(cli.store, devices).await?,
         Scenario::Floods { rounds } => {
             floods::run(floods::Config { store: cli.store, rounds }).await?

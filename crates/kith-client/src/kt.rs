@@ -390,7 +390,10 @@ impl Client {
             }
         };
         let at = now_millis();
-        for (epoch, value) in values.iter().filter(|(e, _)| *e >= since) {
+        // The newest value too, whenever it was published: a directory that never showed this
+        // device's key at all must not pass for one that did.
+        let newest = values.iter().map(|(e, _)| *e).max();
+        for (epoch, value) in values.iter().filter(|(e, _)| *e >= since || Some(*e) == newest) {
             match parse_value(value) {
                 Some((Some(k), _)) if k == own_key => {}
                 _ => self.local.add_key_warning(

@@ -11,7 +11,7 @@ use crate::error::{ClientError, ClientResult, Refusal};
 
 /// A safety number with a contact.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SafetyNumber {
     pub username: String,
     /// Sixty digits.
@@ -112,9 +112,9 @@ impl Client {
                     Refusal::SafetyNumberChanged,
                     format!(
                         "{user}'s safety number changed since you verified them: their account \
-                         key is new. Nothing was sent. Run `kith verify {user}` and compare the \
-                         new number with them, then `kith verify {user} --confirm` (or `--clear` \
-                         to send unverified)"
+                         key is new, and nothing was sent. Compare the new number with them \
+                         first (Safety number in the app; `kith verify {user}`, then \
+                         `kith verify {user} --confirm`, or `--clear` to write unverified)"
                     ),
                 ));
             }

@@ -266,3 +266,26 @@ async fn a_verified_contact_whose_key_changes_is_flagged_before_the_next_send() 
     bob.confirm_safety_number("ana", None).await.unwrap();
     bob.send_text("ana", "hi again").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_publish_one_directory_and_a_follower_takes_over() {
+    let Some(mut nodes) = TestServer::start_postgres_nodes(2).await else { return };
+    let mut ana = nodes[0].user("ana").await;
+    let mut bob = nodes[1].user("bob").await;
+    // Keys registered through either node are published in one directory, which both serve.
+    ana.send_text("bob", "across nodes").await.unwrap();
+    assert_eq!(bob.sync().await.unwrap().messages.len(), 1);
+    bob.send_text("ana", "back").await.unwrap();
+    let one = kith_client::kt::audit(&nodes[0].url, None, None).await.unwrap();
+    let two = kith_client::kt::audit(&nodes[1].url, None, None).await.unwrap();
+    assert_eq!((one.signing_key.clone(), one.vrf_key.clone()), (two.signing_key, two.vrf_key));
+    let before = one.to.min(two.to);
+    // The publisher stops; the other node takes the lease and publishes what comes after.
+    let leader = nodes.remove(0);
+    drop(leader.down().await);
+    let _cyd = nodes[0].user("cyd").await;
+    let after = published_after(&nodes[0], before).await;
+    let audit = kith_client::kt::audit(&nodes[0].url, None, Some(before)).await.unwrap();
+    assert!(audit.to >= after, "{audit:?}");
+    bob.send_text("cyd", "hi cyd").await.unwrap();
+}

@@ -38,12 +38,16 @@ import type {
   LinkProgress,
   Me,
   Message,
+  KeyWarning,
   Reported,
+  Safety,
   Sent,
   Story,
   StoryPosted,
 } from "./types";
 export type {
+  KeyWarning,
+  Safety,
   AppError,
   Arrived,
   Business,
@@ -149,4 +153,9 @@ export const api = {
   trust: (user: string) => call<Done>("POST", "/api/trust", { user }),
   recover: (username: string, server: string, code: string) =>
     call<Me>("POST", "/api/recover", { username, server, code }),
+  safety: (user: string) => call<Safety>("GET", `/api/safety/${encodeURIComponent(user)}`),
+  confirmSafety: (user: string, scanned: string | null) =>
+    call<Safety>("POST", `/api/safety/${encodeURIComponent(user)}/confirm`, { scanned }),
+  clearSafety: (user: string) => call<Done>("POST", `/api/safety/${encodeURIComponent(user)}/clear`),
+  keyWarnings: () => call<KeyWarning[]>("GET", "/api/key-warnings"),
 };

@@ -120,6 +120,38 @@ export type LinkOffered = { code: string, qr_svg: string,
  */
 expires_at: number, };
 
+export type Safety = { username: string, 
+/**
+ * Sixty digits.
+ */
+number: string, 
+/**
+ * Twelve groups of five.
+ */
+shown: string, 
+/**
+ * What the QR code holds.
+ */
+qr: string, qr_svg: string, verified: boolean, 
+/**
+ * Verified before, and their account key changed since.
+ */
+changed: boolean, };
+
+export type KeyWarning = { id: number, 
+/**
+ * When it was found (ms since the Unix epoch).
+ */
+at: number, 
+/**
+ * The account it is about, if one.
+ */
+username: string | null, 
+/**
+ * Whether it is about this device's own account (a key or device it did not make).
+ */
+own: boolean, what: string, };
+
 export type LinkProgress = { 
 /**
  * `none`, `waiting` (for the new device), `adding` (it to the conversations), `linked`,

@@ -6,7 +6,7 @@ use super::{LocalStore, i, u};
 
 /// Something the key directory did not prove, or showed that this device did not make.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct KeyWarning {
     pub id: u64,
     /// When it was found (ms since the Unix epoch).

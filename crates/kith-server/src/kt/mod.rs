@@ -199,6 +199,17 @@ impl Kt {
                 acc.devices.iter().map(|d| (d.device_id, d.credential_key.as_slice())).collect();
             values.push((name.clone(), directory_value(acc.account_key.as_deref(), &devices)));
         }
+        self.publish_values(values, now).await
+    }
+
+    /// Publishes these (username, value) pairs, those that changed, as one epoch, and records
+    /// its signed root. The publisher's lease is the caller's to hold (`kith-bench kt` calls
+    /// this directly on a directory of its own).
+    pub async fn publish_values(
+        &self,
+        values: Vec<(String, Vec<u8>)>,
+        now: Millis,
+    ) -> Result<Option<KtRootRecord>, KtError> {
         let labels: Vec<Vec<u8>> = values.iter().map(|(n, _)| n.as_bytes().to_vec()).collect();
         let mut published = std::collections::HashMap::new();
         for chunk in labels.chunks(1000) {

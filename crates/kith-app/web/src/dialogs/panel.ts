@@ -10,5 +10,6 @@ export type Panel =
   | { kind: "settings" }
   | { kind: "help" }
   | { kind: "group"; id: string }
+  | { kind: "safety"; user: string }
   | { kind: "report"; message: Message }
   | { kind: "confirm"; title: string; text: string; action: string; run: () => Promise<void> };

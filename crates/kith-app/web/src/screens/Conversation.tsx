@@ -1,7 +1,7 @@
 // The open chat: its header (timer, group info or block/delete), its messages, and the message box.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../api";
-import type { Chat, Message } from "../api";
+import type { Chat, Message, Safety } from "../api";
 import { isPerson, personOf } from "../chat";
 import { ErrorLine, useAction } from "../components/Dialog";
 import { ClockIcon } from "../components/icons";
@@ -24,6 +24,7 @@ export function Conversation(props: {
   onChanged: () => void;
   onDeleted: () => void;
   blocked: boolean;
+  safetyVersion: number;
 }) {
   const list = useRef<HTMLOListElement>(null);
   const input = useRef<HTMLTextAreaElement>(null);
@@ -32,6 +33,30 @@ export function Conversation(props: {
   // A group's id stands as it is (the title falls back to it until the list has the chat).
   const peer = personOf(props.chat) ?? props.chat;
   const title = props.info?.title ?? peer;
+  // A 1:1's safety number: whether this person verified it, and whether it changed since.
+  const [safety, setSafety] = useState<Safety | null>(null);
+  const [safetyAsked, setSafetyAsked] = useState(0);
+  useEffect(() => {
+    if (isGroup) {
+      setSafety(null);
+      return;
+    }
+    let current = true;
+    api
+      .safety(peer)
+      .then((s) => current && setSafety(s))
+      .catch(() => current && setSafety(null));
+    return () => {
+      current = false;
+    };
+  }, [props.chat, isGroup, props.safetyVersion, props.messages.length, safetyAsked]);
+  // Asked again every few seconds while the chat is open: a contact's key changes whenever
+  // their devices say so, not only with a message.
+  useEffect(() => {
+    if (isGroup) return;
+    const timer = window.setInterval(() => setSafetyAsked((n) => n + 1), 10_000);
+    return () => window.clearInterval(timer);
+  }, [props.chat, isGroup]);
   // In a group the timer is one of its settings, changed by an admin; in a 1:1 by either.
   const [mayChange, setMayChange] = useState(true);
   useEffect(() => {
@@ -57,7 +82,13 @@ export function Conversation(props: {
     const text = props.draft;
     if (!text.trim()) return;
     run(async () => {
-      await props.onSend(text);
+      try {
+        await props.onSend(text);
+      } catch (e) {
+        // A refusal for a changed safety number: the header says so at once.
+        setSafetyAsked((n) => n + 1);
+        throw e;
+      }
     });
   };
   return (
@@ -72,6 +103,11 @@ export function Conversation(props: {
           {props.info?.verified && (
             <span class="verified" title="Verified by this server's admin" aria-label="verified">
               ✓
+            </span>
+          )}
+          {safety?.verified && (
+            <span class="badge" title="You compared safety numbers with them" aria-label="safety number verified">
+              verified
             </span>
           )}
         </h2>
@@ -108,6 +144,13 @@ export function Conversation(props: {
           </button>
         ) : (
           <>
+            <button
+              class={safety?.changed ? "danger" : ""}
+              aria-label={`Safety number with ${peer}`}
+              onClick={() => props.onPanel({ kind: "safety", user: peer })}
+            >
+              {safety?.changed ? "⚠ Safety number changed" : "Safety number"}
+            </button>
             <button
               disabled={busy}
               aria-label={props.blocked ? `Unblock ${peer}` : `Block ${peer}`}

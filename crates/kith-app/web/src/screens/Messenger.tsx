@@ -1,7 +1,8 @@
 // The messenger, once registered: the top bar, the chat list, the open chat, and the dialog
 // that is up. Its state lives in the hooks under state/.
-import { useCallback, useMemo, useRef, useState } from "preact/hooks";
-import type { Me } from "../api";
+import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api } from "../api";
+import type { KeyWarning, Me } from "../api";
 import { chatOfGroup, personOf } from "../chat";
 import { Confirm } from "../components/Dialog";
 import { Businesses } from "../dialogs/Businesses";
@@ -11,6 +12,7 @@ import { NewChat } from "../dialogs/NewChat";
 import { NewGroup } from "../dialogs/NewGroup";
 import type { Panel } from "../dialogs/panel";
 import { Report } from "../dialogs/Report";
+import { SafetyNumber } from "../dialogs/SafetyNumber";
 import { Settings } from "../dialogs/Settings";
 import { Stories } from "../dialogs/Stories";
 import { useChats } from "../state/chats";
@@ -31,10 +33,27 @@ export function Messenger(props: { me: Me }) {
   const { notify, askNotify } = useNotify();
   const { drafts, setDrafts, send, retry } = useSend({ open, setOpen, setMessages, setNotices, loadChats, loadOpen });
   const [panel, setPanel] = useState<Panel>(null);
+  // Bumped when a safety number is verified or cleared, so the open chat's mark follows.
+  const [safetyVersion, setSafetyVersion] = useState(0);
   const [filter, setFilter] = useState("");
   // Whether the open chat's message box takes the keys (not when the chat came from j/k).
   const [focusComposer, setFocusComposer] = useState(true);
   const filterRef = useRef<HTMLInputElement>(null);
+  // What the key directory did not prove, or showed for this account that none of its devices
+  // made: loud, until dismissed (each once, on this browser).
+  const [keyWarnings, setKeyWarnings] = useState<KeyWarning[]>([]);
+  useEffect(() => {
+    const seen = new Set((localStorage.getItem("kith-key-warnings-seen") ?? "").split(",").filter(Boolean));
+    api
+      .keyWarnings()
+      .then((ws) => setKeyWarnings(ws.filter((w) => !seen.has(String(w.id)))))
+      .catch(() => {});
+  }, [version]);
+  const dismissKeyWarnings = () => {
+    const seen = (localStorage.getItem("kith-key-warnings-seen") ?? "").split(",").filter(Boolean);
+    localStorage.setItem("kith-key-warnings-seen", [...seen, ...keyWarnings.map((w) => String(w.id))].join(","));
+    setKeyWarnings([]);
+  };
 
   /** Closing a panel shows what it changed (a group's members, a block, a new name). */
   const closePanel = useCallback(() => {
@@ -77,6 +96,21 @@ export function Messenger(props: { me: Me }) {
             ))}
           </ul>
           <button onClick={() => setNotices([])} aria-label="Dismiss">
+            Dismiss
+          </button>
+        </div>
+      )}
+      {keyWarnings.length > 0 && (
+        <div class="notices key-warnings-banner" role="alert" aria-label="Key warnings">
+          <ul class="key-warnings">
+            {keyWarnings.map((w) => (
+              <li key={w.id} class="warning">
+                {w.own ? "Your account: " : w.username ? `${w.username}: ` : ""}
+                {w.what}
+              </li>
+            ))}
+          </ul>
+          <button onClick={dismissKeyWarnings} aria-label="Dismiss the key warnings">
             Dismiss
           </button>
         </div>
@@ -151,6 +185,7 @@ export function Messenger(props: { me: Me }) {
               void loadChats();
             }}
             blocked={isBlocked(open)}
+            safetyVersion={safetyVersion}
           />
         ) : (
           <section class="conversation placeholder" aria-label="No chat open">
@@ -184,6 +219,9 @@ export function Messenger(props: { me: Me }) {
         />
       )}
       {panel?.kind === "report" && <Report message={panel.message} onClose={closePanel} />}
+      {panel?.kind === "safety" && (
+        <SafetyNumber user={panel.user} onClose={closePanel} onChanged={() => setSafetyVersion((v) => v + 1)} />
+      )}
       {panel?.kind === "confirm" && (
         <Confirm title={panel.title} text={panel.text} action={panel.action} onConfirm={panel.run} onClose={closePanel} />
       )}
