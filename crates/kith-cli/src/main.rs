@@ -90,8 +90,9 @@ enum Command {
         /// Mark them verified (after comparing the number with them).
         #[arg(long, conflicts_with = "clear")]
         confirm: bool,
-        /// With --confirm: the text of their QR code, as scanned; refused unless it is this number.
-        #[arg(long, requires = "confirm", value_name = "TEXT")]
+        /// With --confirm: the text of their QR code as scanned (or the sixty digits they read
+        /// out); refused unless it is this number.
+        #[arg(long, requires = "confirm", conflicts_with = "clear", value_name = "TEXT")]
         scanned: Option<String>,
         /// Take the verification back (messages go again after a change, unverified).
         #[arg(long)]

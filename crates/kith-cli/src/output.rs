@@ -476,11 +476,19 @@ impl Output {
         if self.json {
             println!("{}", serde_json::to_value(r).unwrap_or_default());
         } else {
-            println!(
-                "The key directory of {} holds: epochs {} to {} follow one from another ({} \
-                 checked), each root signed by its key.",
-                r.server, r.from, r.to, r.epochs_checked
-            );
+            if r.epochs_checked == 0 {
+                println!(
+                    "The key directory of {} is at epoch {}, its root signed by its key; nothing \
+                     newer to check.",
+                    r.server, r.to
+                );
+            } else {
+                println!(
+                    "The key directory of {} holds: epochs {} to {} follow one from another ({} \
+                     checked), each root signed by its key.",
+                    r.server, r.from, r.to, r.epochs_checked
+                );
+            }
             println!("Signing key: {}", r.signing_key);
             println!("Root at epoch {}: {}", r.to, r.root);
         }

@@ -69,8 +69,9 @@ impl Client {
         let api = self.api()?;
         let mut out = Vec::new();
         for user in users {
-            // The devices the key directory proves, before any KeyPackage is used up.
-            let devices = self.published_devices(user).await?;
+            // The account key and devices the key directory proves, before any KeyPackage is
+            // used up.
+            let (proved_key, devices) = self.published_devices(user).await?;
             let claimed = api.claim(user).await.map_err(|e| match e {
                 // Say which of several names is wrong.
                 ClientError::Server {
@@ -89,31 +90,42 @@ impl Client {
                     format!("the server handed out no KeyPackage of {user}'s"),
                 ));
             }
+            // The claim's account key is the one proved, or its KeyPackages are not used: a
+            // first contact must not take a key from the claim that the directory never held.
+            if claimed.account_key.as_ref().map(|k| k.0.as_slice()) != proved_key.as_deref() {
+                return Err(ClientError::refused(
+                    Refusal::KeyNotPublished,
+                    format!(
+                        "the server handed out {user}'s KeyPackages under an account key its \
+                         key directory does not hold for them"
+                    ),
+                ));
+            }
             out.extend(self.verify_claimed(user, claimed, &devices)?);
         }
         Ok(out)
     }
 
-    /// `user`'s devices (id, signature key) as the server lists them, once its key directory
-    /// proves them (`crate::kt`); refused otherwise.
+    /// `user`'s account key and devices (id, signature key) as the server lists them, once its
+    /// key directory proves them (`crate::kt`); refused otherwise.
     pub(crate) async fn published_devices(
         &mut self,
         user: &str,
-    ) -> ClientResult<Vec<(u64, Vec<u8>)>> {
+    ) -> ClientResult<(Option<Vec<u8>>, Vec<(u64, Vec<u8>)>)> {
         let list = self.api()?.devices(user).await?;
         let devices: Vec<(u64, Vec<u8>)> =
             list.devices.iter().map(|d| (d.device_id, d.credential_key.0.clone())).collect();
         let borrowed: Vec<(u64, &[u8])> = devices.iter().map(|(i, k)| (*i, k.as_slice())).collect();
         let key = list.account_key.as_ref().map(|k| k.0.clone());
         self.kt_check(user, key.as_deref(), &borrowed).await?;
-        Ok(devices)
+        Ok((key, devices))
     }
 
     /// A KeyPackage for each of this account's other devices (none when it has no other),
     /// for a conversation this device opens.
     pub(crate) async fn claim_own_devices(&mut self) -> ClientResult<Vec<Claimed>> {
         let me = self.me()?.username.clone();
-        let devices = self.published_devices(&me).await?;
+        let (_, devices) = self.published_devices(&me).await?;
         let claimed = self.api()?.claim(&me).await?;
         // Checked against the key this device holds, not the server's word for it.
         if claimed.account_key.as_ref().map(|k| k.0.clone()) != self.account_key()? {

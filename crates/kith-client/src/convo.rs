@@ -74,7 +74,7 @@ impl Client {
     pub async fn send_text_reporting(&mut self, peer: &str, text: &str) -> ClientResult<Sent> {
         check_username(peer)?;
         check_text(text)?;
-        self.check_verified_keys(&[peer.to_string()])?;
+        self.check_verified_keys(&[peer.to_string()]).await?;
         let conversation = self.direct_conversation(peer).await?;
         let body = Body::Text { text: text.to_string() };
         let sent = match self.write(&conversation, body.clone()).await? {
@@ -111,7 +111,8 @@ impl Client {
     pub async fn send_group_reporting(&mut self, group: &str, text: &str) -> ClientResult<Sent> {
         check_text(text)?;
         let id = self.resolve_group(group)?;
-        self.check_verified_keys(&self.conversation_members(&id)?)?;
+        let members = self.conversation_members(&id)?;
+        self.check_verified_keys(&members).await?;
         self.send_body(&id, Body::Text { text: text.to_string() }).await
     }
 

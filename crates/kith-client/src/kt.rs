@@ -30,7 +30,7 @@ pub use crate::local::kt::KeyWarning;
 
 /// How long a client waits for the directory to publish keys it was shown before refusing
 /// them (the server publishes every couple of seconds).
-pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(12);
 /// How often it asks again meanwhile.
 const PUBLISH_POLL: Duration = Duration::from_millis(150);
 /// How long a checked value is taken without a new lookup.
@@ -159,8 +159,12 @@ pub async fn follow_roots(
         )));
     }
     let mut took = Vec::new();
+    let mut page: Vec<KtRoot> = Vec::new();
     while epoch < to {
-        let page = api.kt_roots(epoch + 1).await?;
+        // One page of roots serves several audit answers.
+        if !page.iter().any(|r| r.epoch == epoch + 1) {
+            page = api.kt_roots(epoch + 1).await?.roots;
+        }
         let end = to.min(epoch + 64);
         let audit = api.kt_audit(epoch, end).await?;
         if audit.from != epoch || audit.to <= epoch || audit.proofs.len() as u64 != audit.to - epoch
@@ -171,7 +175,10 @@ pub async fn follow_roots(
         }
         for (i, proof) in audit.proofs.iter().enumerate() {
             let next = epoch + 1 + i as u64;
-            let Some(r) = page.roots.iter().find(|r| r.epoch == next) else {
+            if !page.iter().any(|r| r.epoch == next) {
+                page = api.kt_roots(next).await?.roots;
+            }
+            let Some(r) = page.iter().find(|r| r.epoch == next) else {
                 return Err(Failure::Directory(format!(
                     "the server does not show the root of epoch {next}"
                 )));
@@ -348,8 +355,20 @@ impl Client {
         let (vrf, signing) = self.kt_server_keys(&api).await?;
         let history = match api.kt_history().await {
             Ok(h) => h,
-            // Not published yet (a new account): nothing anyone could have been shown.
-            Err(e) if e.code() == Some(ErrorCode::NotPublished) => return Ok(vec![]),
+            // Not published yet (a new account): nothing anyone could have been shown. Once
+            // this device saw its account published, the directory cannot lose it.
+            Err(e) if e.code() == Some(ErrorCode::NotPublished) => {
+                if self.local.upkeep_at(OWN_SINCE)?.is_some() {
+                    self.local.add_key_warning(
+                        now_millis(),
+                        Some(&me),
+                        true,
+                        "the server's key directory no longer shows your account, which it \
+                         published before",
+                    )?;
+                }
+                return Ok(self.local.key_warnings(true)?);
+            }
             Err(e) => return Err(e),
         };
         let hash = match self.kt_take_root(&api, &signing, &history.root).await {
@@ -487,6 +506,15 @@ pub async fn audit(
     let keys = api.kt_keys().await?;
     let from = from.unwrap_or(0);
     let first = api.kt_roots(from).await?;
+    if from > first.latest {
+        return Err(AuditError::Client(ClientError::refused(
+            Refusal::BadArgument,
+            format!(
+                "the server's latest epoch is {}: start an audit at it or before",
+                first.latest
+            ),
+        )));
+    }
     let Some(start) = first.roots.first().filter(|r| r.epoch == from) else {
         return Err(AuditError::Failed(format!(
             "the server shows no root for epoch {from} (its latest is {})",

@@ -47,15 +47,21 @@ impl Client {
         })?;
         self.fetch_keys(&[username.to_string()]).await?;
         let theirs = self.local.account_key_of(username)?.flatten().ok_or_else(|| {
-            match self.local.account_is_business(username) {
-                Ok(Some(_)) => ClientError::refused(
+            let refused = self.local.key_warnings(true).ok().and_then(|ws| {
+                ws.into_iter().find(|w| w.username.as_deref() == Some(username) && !w.own)
+            });
+            match (self.local.account_is_business(username), refused) {
+                (Ok(Some(_)), _) => ClientError::refused(
                     Refusal::BadArgument,
                     format!("{username} has no account key (an app from before account keys)"),
                 ),
-                _ => ClientError::refused(
-                    Refusal::KeyNotPublished,
-                    format!("no keys of {username}'s can be checked against the key directory"),
-                ),
+                (_, Some(w)) => ClientError::refused(Refusal::KeyNotPublished, w.what),
+                _ => ClientError::Server {
+                    status: 404,
+                    code: kith_proto::ErrorCode::UnknownUser,
+                    message: format!("there is no user named {username} on this server"),
+                    retry_after: None,
+                },
             }
         })?;
         let number = safety_number((&me, &own), (username, &theirs));
@@ -78,16 +84,26 @@ impl Client {
         scanned: Option<&str>,
     ) -> ClientResult<SafetyNumber> {
         let mut number = self.safety_number(username).await?;
-        if let Some(code) = scanned
-            && code.trim() != number.qr
-        {
-            return Err(ClientError::refused(
-                Refusal::BadArgument,
-                format!(
-                    "the scanned code is not your safety number with {username}: do not mark \
-                     them verified, and compare the numbers in person"
-                ),
-            ));
+        if let Some(code) = scanned {
+            let code = code.trim();
+            let digits: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+            let is_digits = digits.len() == number.number.len();
+            if !code.starts_with("kith-safety:") && !is_digits {
+                return Err(ClientError::refused(
+                    Refusal::BadArgument,
+                    "that is not a Kith safety code: give the text of their QR code, or the \
+                     sixty digits",
+                ));
+            }
+            if code != number.qr && digits != number.number {
+                return Err(ClientError::refused(
+                    Refusal::BadArgument,
+                    format!(
+                        "the scanned code is not your safety number with {username}: do not \
+                         mark them verified, and compare the numbers in person"
+                    ),
+                ));
+            }
         }
         let key = self.local.account_key_of(username)?.flatten().unwrap_or_default();
         self.local.set_verified(username, Some(&key), now_millis())?;
@@ -102,10 +118,17 @@ impl Client {
     }
 
     /// Refuses a send to any of `usernames` whom this person verified and whose account key
-    /// changed since.
-    pub(crate) fn check_verified_keys(&self, usernames: &[String]) -> ClientResult<()> {
+    /// changed since. Their keys are asked for first (and checked against the key directory):
+    /// a change this device has not heard of yet must not let one message through.
+    pub(crate) async fn check_verified_keys(&mut self, usernames: &[String]) -> ClientResult<()> {
         for user in usernames {
             let Some(verified) = self.local.verified_key(user)? else { continue };
+            match self.fetch_keys(std::slice::from_ref(user)).await {
+                Ok(()) => {}
+                // Out of reach: the message waits in the outbox, checked again when it goes.
+                Err(e) if e.is_unreached() => {}
+                Err(e) => return Err(e),
+            }
             let current = self.local.account_key_of(user)?.flatten();
             if current.is_some_and(|k| k != verified) {
                 return Err(ClientError::refused(

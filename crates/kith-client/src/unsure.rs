@@ -239,6 +239,18 @@ impl Client {
             }
             None => return refused(self, ClientError::UnknownConversation(id.to_string())),
         }
+        // Nothing goes to a verified contact whose account key changed since, whichever way the
+        // message came (a chat, a group, a story, a retry, the outbox): checked as it goes.
+        let members = self.conversation_members(id)?;
+        if let Err(e) = self.check_verified_keys(&members).await {
+            return if e.is_local() {
+                Err(e)
+            } else if e.refusal() == Some(crate::error::Refusal::SafetyNumberChanged) {
+                refused(self, e)
+            } else {
+                Ok(Answer::Unknown(e))
+            };
+        }
         let mut payload = Payload::decode(&pending.payload)
             .ok_or_else(|| ClientError::Protocol("a waiting message does not decode".into()))?;
         let client_id = hex::decode(&pending.client_id)

@@ -119,6 +119,33 @@ async fn a_key_the_server_did_not_publish_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_contact_takes_no_key_the_claim_alone_names() {
+    let server = TestServer::start().await;
+    let proxy = HostileServer::start(server.state.config.listen).await.unwrap();
+    let mut ana = TestUser::register(&proxy.url(), "ana", kith_proto::AccountKind::Person).await;
+    let _bob = server.user("bob").await;
+    // bob's device list (and so the lookup) is honest; the claim names another account key.
+    let fake = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes();
+    proxy.rewrite_answers(
+        "/v1/accounts/bob/key-packages/claim",
+        Arc::new(move |v: &mut Value| v["account_key"] = b64(&fake)),
+    );
+    let e = ana.send_text("bob", "hi").await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::KeyNotPublished), "{e}");
+    proxy.clear_answer_rewrites();
+    ana.send_text("bob", "hi").await.unwrap();
+    let sn = ana.safety_number("bob").await.unwrap();
+    let real = server.store().account_devices("bob").await.unwrap().unwrap().account_key.unwrap();
+    assert_eq!(
+        sn.number,
+        kith_proto::kt::safety_number(
+            ("ana", &ana.account_key().unwrap().unwrap()),
+            ("bob", &real)
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_published_for_ana_without_her_devices_is_caught_by_them() {
     let server = TestServer::start().await;
     let mut ana = server.user("ana").await;
@@ -254,6 +281,9 @@ async fn a_verified_contact_whose_key_changes_is_flagged_before_the_next_send() 
     let dir = tempfile::tempdir().unwrap();
     let mut fresh = TestUser { client: Client::open(dir.path()).unwrap(), dir };
     fresh.recover(&server.url, "ana", &code).await.unwrap();
+    // Before bob hears of it in a sync: his very next message is stopped.
+    let e = bob.send_text("ana", "first after").await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::SafetyNumberChanged), "{e}");
     bob.sync().await.unwrap();
     let e = bob.send_text("ana", "who is this?").await.unwrap_err();
     assert_eq!(e.refusal(), Some(Refusal::SafetyNumberChanged), "{e}");

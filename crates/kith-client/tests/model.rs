@@ -3,8 +3,9 @@
 //! each user was shown against a plain model of who should get what — no message lost, none
 //! shown twice, none shown to someone it was not for, members at one epoch holding one group
 //! (name, timer, admins, members), every message disappearing at the same moment on every
-//! device — and at the end that every member sees the group the model has, and was told of
-//! every message that skipped its full queue.
+//! device, nobody warned about keys by the (honest) server's key directory — and at the end
+//! that every member sees the group the model has, and was told of every message that skipped
+//! its full queue.
 //!
 //! The operations: 1:1 and group messages; syncs at random moments (so users stay offline
 //! through many changes); group creation, adds, removes, promotions, leaves (an admin's too)
@@ -280,6 +281,13 @@ fn agree(users: &[TestUser], laptops: &[Laptop], model: &Model) -> Result<(), St
         .map(|(u, d)| (USERS[u].to_string(), d))
         .chain(laptops.iter().filter(|l| !l.removed).map(|l| (l.name(), &l.device)))
         .collect();
+    // An honest server's key directory proves every key these flows use: nobody is warned.
+    for (u, user) in devices.iter() {
+        let warnings = user.key_warnings(false).map_err(|e| e.to_string())?;
+        if !warnings.is_empty() {
+            return Err(format!("{u} was warned about keys by an honest server: {warnings:?}"));
+        }
+    }
     for (g, group) in model.groups.iter().enumerate() {
         let mut by_epoch: BTreeMap<u64, (String, View)> = BTreeMap::new();
         for (u, user) in devices.iter() {

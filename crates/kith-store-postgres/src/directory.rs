@@ -188,7 +188,7 @@ impl DirectoryStore for PgStore {
     async fn kt_take_dirty(&self, limit: u32) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "DELETE FROM kt_dirty WHERE username IN
-                (SELECT username FROM kt_dirty LIMIT $1 FOR UPDATE SKIP LOCKED)
+                (SELECT username FROM kt_dirty ORDER BY urgent DESC LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING username",
         )
         .bind(i64::from(limit))
@@ -199,7 +199,9 @@ impl DirectoryStore for PgStore {
 
     async fn kt_mark(&self, usernames: &[String]) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO kt_dirty (username) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+            "INSERT INTO kt_dirty (username, urgent)
+             SELECT DISTINCT u, TRUE FROM UNNEST($1::text[]) AS u
+             ON CONFLICT (username) DO UPDATE SET urgent = TRUE",
         )
         .bind(usernames)
         .execute(&self.pool)
@@ -210,7 +212,8 @@ impl DirectoryStore for PgStore {
 
     async fn kt_mark_all(&self) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO kt_dirty (username) SELECT username FROM accounts ON CONFLICT DO NOTHING",
+            "INSERT INTO kt_dirty (username, urgent) SELECT username, FALSE FROM accounts
+             ON CONFLICT DO NOTHING",
         )
         .execute(&self.pool)
         .await

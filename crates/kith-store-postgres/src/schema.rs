@@ -226,7 +226,7 @@ const MIGRATIONS: &[&str] = &[
         node TEXT NOT NULL,
         until BIGINT NOT NULL
      );
-     CREATE TABLE kt_dirty (username TEXT PRIMARY KEY);",
+     CREATE TABLE kt_dirty (username TEXT PRIMARY KEY, urgent BOOLEAN NOT NULL);",
 ];
 
 /// An arbitrary constant naming Kith's migration lock.

@@ -188,7 +188,7 @@ impl DirectoryStore for SqliteStore {
             .writer
             .write(move |conn| {
                 let names: Vec<String> = conn
-                    .prepare_cached("SELECT username FROM kt_dirty LIMIT ?1")
+                    .prepare_cached("SELECT username FROM kt_dirty ORDER BY urgent DESC LIMIT ?1")
                     .and_then(|mut s| s.query_map([i64::from(limit)], |r| r.get(0))?.collect())
                     .map_err(backend)?;
                 let mut del = conn
@@ -208,7 +208,10 @@ impl DirectoryStore for SqliteStore {
             .writer
             .write(move |conn| {
                 let mut put = conn
-                    .prepare_cached("INSERT OR IGNORE INTO kt_dirty (username) VALUES (?1)")
+                    .prepare_cached(
+                        "INSERT INTO kt_dirty (username, urgent) VALUES (?1, 1)
+                         ON CONFLICT (username) DO UPDATE SET urgent = 1",
+                    )
                     .map_err(backend)?;
                 for n in &names {
                     put.execute([n]).map_err(backend)?;
@@ -223,7 +226,7 @@ impl DirectoryStore for SqliteStore {
             .writer
             .write(|conn| {
                 conn.execute(
-                    "INSERT OR IGNORE INTO kt_dirty (username) SELECT username FROM accounts",
+                    "INSERT OR IGNORE INTO kt_dirty (username, urgent) SELECT username, 0 FROM accounts",
                     [],
                 )
                 .map_err(backend)?;

@@ -226,7 +226,10 @@ const MIGRATIONS: &[&str] = &[
         node TEXT NOT NULL,
         until INTEGER NOT NULL
      );
-     CREATE TABLE kt_dirty (username TEXT PRIMARY KEY) WITHOUT ROWID;",
+     CREATE TABLE kt_dirty (
+        username TEXT PRIMARY KEY,
+        urgent INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Brings the database up to the newest schema this version knows; refuses one a newer

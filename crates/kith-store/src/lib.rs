@@ -664,7 +664,8 @@ pub trait DirectoryStore: Send + Sync + 'static {
     async fn kt_lead(&self, node: &str, now: Millis, until: Millis) -> StoreResult<bool>;
 
     /// Accounts whose directory value may have changed since the last publish, taken out of
-    /// the list (at most `limit`); an account is marked by [`DirectoryStore::kt_mark`].
+    /// the list (at most `limit`), those marked by [`DirectoryStore::kt_mark`] (a change) before
+    /// those only [`DirectoryStore::kt_mark_all`] marked (a check).
     async fn kt_take_dirty(&self, limit: u32) -> StoreResult<Vec<String>>;
 
     /// Marks accounts for the next publish.

@@ -31,11 +31,13 @@ use protobuf::Message;
 use crate::state::AppState;
 
 /// How long a publisher's lease lasts without renewal; another node takes over after it.
-const LEASE_MS: Millis = 15_000;
+const LEASE_MS: Millis = 8_000;
 /// Accounts published in one epoch at most.
 const BATCH: u32 = 10_000;
 /// Epochs one audit answer covers at most.
 pub const MAX_AUDIT_EPOCHS: u64 = 64;
+/// Proof bytes one audit answer carries at most (it may end before `to`).
+const MAX_AUDIT_BYTES: usize = 4 << 20;
 /// Roots one answer lists at most.
 pub const MAX_ROOTS: u32 = 1000;
 
@@ -247,8 +249,10 @@ impl Kt {
         }
     }
 
-    /// Roots from `from` on.
-    pub async fn roots(&self, from: u64) -> Result<KtRoots, KtError> {
+    /// Roots from `from` on (the current epoch's recorded first, if its publisher has not yet:
+    /// a lookup answered at it must find its root here).
+    pub async fn roots(&self, from: u64, now: Millis) -> Result<KtRoots, KtError> {
+        self.record_current(now).await?;
         let roots = self.store.kt_roots(from, MAX_ROOTS).await?;
         let latest = self.store.kt_latest_root().await?.map_or(0, |r| r.epoch);
         Ok(KtRoots { roots: roots.iter().map(Kt::root).collect(), latest })
@@ -299,12 +303,19 @@ impl Kt {
         }
         let proof = self.dir.audit(from, to).await.map_err(akd_failed)?;
         let mut proofs = Vec::with_capacity(proof.proofs.len());
+        let mut bytes_so_far = 0;
         for single in &proof.proofs {
             let bytes = akd::proto::specs::types::SingleAppendOnlyProof::from(single)
                 .write_to_bytes()
                 .map_err(akd_failed)?;
+            bytes_so_far += bytes.len();
             proofs.push(B64(bytes));
+            // An answer stays a few MiB at most; the auditor asks on from where it ended.
+            if bytes_so_far >= MAX_AUDIT_BYTES {
+                break;
+            }
         }
+        let to = from + proofs.len() as u64;
         Ok(KtAudit { from, to, proofs })
     }
 }

@@ -37,7 +37,7 @@ pub async fn roots(
     params: Result<Query<RootsParams>, QueryRejection>,
 ) -> ApiResult<Json<KtRoots>> {
     let Query(params) = params.map_err(|e| RequestError::BadQuery(e.body_text()))?;
-    Ok(Json(state.kt.roots(params.from.unwrap_or(0)).await?))
+    Ok(Json(state.kt.roots(params.from.unwrap_or(0), state.now()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
