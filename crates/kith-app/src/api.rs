@@ -574,12 +574,7 @@ async fn key_warnings(State(app): State<Arc<App>>) -> Answer<Vec<kith_client::Ke
     if client.profile().is_some() {
         let _ = client.check_own_keys(false).await;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let week_ago = now.saturating_sub(7 * 86_400_000);
-    let warnings = client.key_warnings(false)?.into_iter().filter(|w| w.at >= week_ago).collect();
-    Ok(Json(warnings))
+    Ok(Json(client.recent_key_warnings()?))
 }
 
 #[derive(Deserialize)]

@@ -554,8 +554,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Err(e) = client.check_own_keys(true).await {
                 eprintln!("Could not check the key directory: {}", explain(&e, None).message);
             }
-            let warnings = client.key_warnings(false).map_err(|e| explain(&e, None))?;
-            out.key_warnings(&warnings);
+            // The last week's (each is also shown once by the sync that found it).
+            let recent = client.recent_key_warnings().map_err(|e| explain(&e, None))?;
+            out.key_warnings(&recent);
         }
         Command::Device { command: DeviceCommand::Rename { id, name } } => {
             let name = Some(name.trim()).filter(|n| !n.is_empty());

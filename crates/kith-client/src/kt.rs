@@ -124,6 +124,14 @@ pub mod verify {
     }
 }
 
+fn split_view(from: &str, epoch: u64) -> String {
+    format!(
+        "{from}'s device was shown another key directory at epoch {epoch} than this device: the \
+         server shows different people different keys (a split view). Compare safety numbers \
+         with {from} in person"
+    )
+}
+
 /// Why a directory check failed.
 pub enum Failure {
     /// The directory itself broke its word: refuse, record, and say so.
@@ -456,9 +464,89 @@ impl Client {
         Ok(self.local.key_warnings(true)?)
     }
 
+    /// Holds the root another person's device took (`seen`, from their message) against this
+    /// device's: another root for an epoch both took is a split view, said loudly; a newer
+    /// epoch is kept, and checked against the server's at the next sync
+    /// ([`Client::check_peer_roots`]). No network: it runs while a message is taken in.
+    pub(crate) fn compare_peer_root(
+        &self,
+        from: &str,
+        seen: &kith_proto::payload::KtSeen,
+    ) -> ClientResult<()> {
+        match self.local.kt_root(seen.epoch)? {
+            Some(mine) if mine != seen.root.0 => self.local.add_key_warning(
+                now_millis(),
+                Some(from),
+                false,
+                &split_view(from, seen.epoch),
+            )?,
+            Some(_) => {}
+            None => {
+                if self.local.kt_head()?.is_some_and(|(head, _)| seen.epoch > head) {
+                    self.local.add_peer_root(seen.epoch, from, &seen.root.0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The roots other people's devices took for epochs this device had not reached, each
+    /// against the server's root for that epoch (taken the usual way: signed, and following
+    /// from this device's newest by append-only proofs).
+    pub(crate) async fn check_peer_roots(&mut self) -> ClientResult<()> {
+        let pending = self.local.peer_roots()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let api = self.api()?;
+        let (_, signing) = self.kt_server_keys(&api).await?;
+        for (epoch, from, root) in pending {
+            if self.local.kt_root(epoch)?.is_none() {
+                let page = api.kt_roots(epoch).await?;
+                match page.roots.iter().find(|r| r.epoch == epoch) {
+                    Some(r) => match self.kt_take_root(&api, &signing, r).await {
+                        Ok(_) => {}
+                        Err(Failure::Directory(what)) => {
+                            let _ = self.kt_refuse(None, false, what);
+                        }
+                        Err(Failure::Other(e)) => return Err(e),
+                    },
+                    None => self.local.add_key_warning(
+                        now_millis(),
+                        Some(&from),
+                        false,
+                        &format!(
+                            "{from}'s device took key directory epoch {epoch}, which the server \
+                             does not show this device (a split view)"
+                        ),
+                    )?,
+                }
+            }
+            if let Some(mine) = self.local.kt_root(epoch)?
+                && mine != root
+            {
+                self.local.add_key_warning(
+                    now_millis(),
+                    Some(&from),
+                    false,
+                    &split_view(&from, epoch),
+                )?;
+            }
+            self.local.forget_peer_root(epoch, &from)?;
+        }
+        Ok(())
+    }
+
     /// Key directory warnings on record, newest first (`unshown_only`: those not shown yet).
     pub fn key_warnings(&self, unshown_only: bool) -> ClientResult<Vec<KeyWarning>> {
         Ok(self.local.key_warnings(unshown_only)?)
+    }
+
+    /// The last week's key directory warnings, shown or not, newest first (what `kith device
+    /// list` and the app show).
+    pub fn recent_key_warnings(&self) -> ClientResult<Vec<KeyWarning>> {
+        let week_ago = now_millis().saturating_sub(7 * 86_400_000);
+        Ok(self.local.key_warnings(false)?.into_iter().filter(|w| w.at >= week_ago).collect())
     }
 
     /// Marks every warning shown (after the caller showed them).

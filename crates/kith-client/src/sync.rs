@@ -95,6 +95,10 @@ impl Client {
             if let Err(e) = self.check_own_keys(false).await {
                 report.upkeep_failed(e)?;
             }
+            // Roots other people's devices took, newer than this device's.
+            if let Err(e) = self.check_peer_roots().await {
+                report.upkeep_failed(e)?;
+            }
         }
         // Key directory warnings, handed over once like messages.
         report.key_warnings = self.local.key_warnings(true)?;

@@ -263,6 +263,11 @@ impl Client {
             if let Err(e) = self.commit_pending_in(id).await {
                 return if e.is_local() { Err(e) } else { Ok(Answer::Unknown(e)) };
             }
+            // The key directory as this device sees it now, for the recipients to compare.
+            payload.kt = self
+                .local
+                .kt_head()?
+                .map(|(epoch, root)| kith_proto::payload::KtSeen { epoch, root: B64(root) });
             // Disappearing by the timer of the epoch it is sent in, from now.
             let timer = self.settings_of(id)?.timer;
             payload.disappears_at = timer.map(|t| now_millis().saturating_add(t * 1000));

@@ -319,3 +319,53 @@ async fn two_nodes_publish_one_directory_and_a_follower_takes_over() {
     assert!(audit.to >= after, "{audit:?}");
     bob.send_text("cyd", "hi cyd").await.unwrap();
 }
+
+/// The newest key-directory epoch a profile took, read from its folder.
+fn head_of(user: &TestUser) -> u64 {
+    let db = rusqlite::Connection::open(user.dir.path().join("kith.db")).unwrap();
+    db.query_row("SELECT MAX(epoch) FROM kith_kt_roots", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_view_is_caught_by_the_people_shown_it() {
+    let server = TestServer::start().await;
+    let mut ana = server.user("ana").await;
+    let mut bob = server.user("bob").await;
+    ana.send_text("bob", "hi bob").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text("ana", "hi ana").await.unwrap();
+    let r = ana.sync().await.unwrap();
+    assert!(r.key_warnings.is_empty(), "{:?}", r.key_warnings);
+    let epoch = head_of(&ana);
+    assert_eq!(head_of(&bob), epoch, "both took the same directory");
+
+    // bob's server showed him another root for that epoch than it showed ana (as a server
+    // keeping two directories for two groups of people would): written into his profile.
+    let db = rusqlite::Connection::open(bob.dir.path().join("kith.db")).unwrap();
+    db.execute(
+        "UPDATE kith_kt_roots SET root = ?1 WHERE epoch = ?2",
+        rusqlite::params![vec![0x42u8; 32], epoch as i64],
+    )
+    .unwrap();
+    // ana's next message says which root she took: bob's device sees they differ.
+    ana.send_text("bob", "are we seeing the same keys?").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert!(
+        r.key_warnings
+            .iter()
+            .any(|w| w.username.as_deref() == Some("ana") && w.what.contains("split view")),
+        "{:?}",
+        r.key_warnings
+    );
+
+    // A newer epoch ana took than bob: checked at bob's next sync against the server's.
+    let _cyd = server.user("cyd").await;
+    published_after(&server, epoch).await;
+    ana.send_text("cyd", "hi cyd").await.unwrap();
+    assert!(head_of(&ana) > epoch);
+    ana.send_text("bob", "and now?").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    // bob's own (forked) view cannot reach ana's newer root: said too.
+    assert!(!r.key_warnings.is_empty(), "{:?}", r.key_warnings);
+}

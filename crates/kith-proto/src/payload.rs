@@ -60,8 +60,20 @@ pub struct Payload {
     /// (Not `expires_at`: a story's body has its own.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disappears_at: Option<u64>,
+    /// The newest key-directory epoch and root the sender's device took (`kith_client::kt`):
+    /// each recipient holds it against its own, so a server that shows two people two
+    /// directories (a split view) is caught by the people themselves, inside what MLS proves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kt: Option<KtSeen>,
     #[serde(flatten)]
     pub body: Body,
+}
+
+/// A key-directory root a device took: its epoch and the root (32 bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtSeen {
+    pub epoch: u64,
+    pub root: crate::B64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +114,7 @@ impl Body {
 
 impl Payload {
     pub fn new(id: String, sent_at: u64, body: Body) -> Self {
-        Payload { v: 1, id, sent_at, disappears_at: None, body }
+        Payload { v: 1, id, sent_at, disappears_at: None, kt: None, body }
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -59,6 +59,34 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Keeps a root another person's device took for an epoch this device has not reached.
+    pub fn add_peer_root(&self, epoch: u64, username: &str, root: &[u8]) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO kith_kt_peer_roots (epoch, username, root)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![i(epoch), username, root])?;
+        Ok(())
+    }
+
+    /// The roots kept by [`LocalStore::add_peer_root`], oldest epoch first (a few at a time).
+    pub fn peer_roots(&self) -> rusqlite::Result<Vec<(u64, String, Vec<u8>)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT epoch, username, root FROM kith_kt_peer_roots ORDER BY epoch LIMIT 16",
+            )?
+            .query_map([], |r| Ok((u(r.get(0)?), r.get(1)?, r.get(2)?)))?
+            .collect()
+    }
+
+    pub fn forget_peer_root(&self, epoch: u64, username: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM kith_kt_peer_roots WHERE epoch = ?1 AND username = ?2")?
+            .execute(params![i(epoch), username])?;
+        Ok(())
+    }
+
     /// The value `username` had when last checked, the epoch it was checked at, and when.
     pub fn kt_checked(&self, username: &str) -> rusqlite::Result<Option<(Vec<u8>, u64, u64)>> {
         self.conn

@@ -247,6 +247,14 @@ CREATE TABLE IF NOT EXISTS kith_kt_problems (
     what TEXT NOT NULL,
     shown INTEGER NOT NULL DEFAULT 0
 );
+-- Roots other people's devices took (from their messages) for epochs newer than this
+-- device's: checked against the server's at the next sync (a split view shows there).
+CREATE TABLE IF NOT EXISTS kith_kt_peer_roots (
+    epoch INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    root BLOB NOT NULL,
+    PRIMARY KEY (epoch, username)
+);
 -- Accounts this person verified in person (safety numbers), with the account key then.
 CREATE TABLE IF NOT EXISTS kith_verified (
     username TEXT PRIMARY KEY,

@@ -72,6 +72,10 @@ impl Client {
         if self.local.is_blocked(sender)? {
             return Err(Skip::FromBlocked);
         }
+        // The key directory as the sender's device saw it, against this device's view.
+        if let Some(seen) = &payload.kt {
+            self.compare_peer_root(sender, seen)?;
+        }
         // Keep what a report of this message needs, as long as the message lives.
         if let Some(frank) = &entry.frank {
             self.local.store_frank(&local::Frank {
